@@ -1,0 +1,60 @@
+# gplq: one Makefile for the whole tree. `make help` lists the targets.
+
+CC      ?= gcc
+OPT     ?= -O2
+BLAS_INC := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -I. $(BLAS_INC) \
+           -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
+LDLIBS  := -lopenblas -ljansson -lz -lm
+BUILD   ?= build
+
+# The library: engine (math), io (files and data), train (optimizer and loop).
+LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_SRC := $(wildcard cli/*.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test bench san clean deps help
+all: $(BUILD)/gplq $(TESTS)
+
+help:
+	@echo "make            build build/gplq and the tests"
+	@echo "make test       install deps if missing, build, run every test (what CI runs)"
+	@echo "make bench      speed benchmarks against PyTorch (installs python3-torch)"
+	@echo "make san        the tests under ASan + UBSan"
+	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
+
+deps:
+	bash scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libgplq.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/gplq: $(CLI_OBJ) $(BUILD)/libgplq.a
+	$(CC) $(CFLAGS) $(CLI_OBJ) $(BUILD)/libgplq.a $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libgplq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(LDLIBS) -o $@
+
+test: deps
+	$(MAKE) all
+	bash tests/run.sh $(BUILD)
+
+# ASan + UBSan: a separate build tree, same tests.
+san:
+	$(MAKE) BUILD=build/san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+	ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh build/san
+
+bench: all
+	bash scripts/install-deps.sh --bench
+	bash bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,305 @@
+/*
+ * ops.c: the fast versions of the ops in ops.h. Matrix products go to OpenBLAS sgemm (which
+ * brings its own threads); elementwise and row-wise work is split over OpenMP threads and
+ * written so that gcc vectorizes it (fast_expf below instead of libm's scalar expf/erff).
+ * Their definition is ops_ref.c; tests/test_ops.c compares the two.
+ */
+#include "engine/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384
+
+/* e^x for x in [-87, 88], max relative error ~2 ulp: Cephes' expf polynomial on the reduced
+ * argument, with the power of two assembled in the exponent bits. Branch-free so that loops
+ * calling it vectorize. */
+static inline float fast_expf(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    /* n = round(x / ln2) with the 1.5 * 2^23 trick, exact for |n| < 2^22 */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float z = r * r;
+    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
+                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    p = p * z + r + 1.0f;
+    union { int32_t i; float f; } s = {.i = ((int32_t)n + 127) << 23};
+    return p * s.f;
+}
+
+/* erf(z) and e^(-z^2) together (GELU's backward wants both): Abramowitz & Stegun 7.1.26,
+ * absolute error below 1.5e-7. */
+static inline float erf_and_gauss(float z, float *gauss) {
+    float a = z < 0 ? -z : z;
+    float t = 1.0f / (1.0f + 0.3275911f * a);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f +
+                 t * (-1.453152027f + t * 1.061405429f))));
+    float g = fast_expf(-a * a);
+    float e = 1.0f - poly * g;
+    *gauss = g;
+    return z < 0 ? -e : e;
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int N, int C, int OC) {
+    /* Start from the broadcast bias so the sgemm can accumulate (beta = 1) onto it. */
+    float beta = 0.0f;
+    if (bias) {
+        #pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, beta,
+                out, OC);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int C, int OC) {
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight,
+                    C, 1.0f, dinp, C);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C,
+                    1.0f, dweight, C);
+    if (dbias) {
+        /* Column sums: split columns over threads, rows stay in order (deterministic). */
+        #pragma omp parallel for if ((size_t)N * OC > PAR_MIN)
+        for (int o0 = 0; o0 < OC; o0 += 64) {
+            int o1 = o0 + 64 < OC ? o0 + 64 : OC;
+            for (int n = 0; n < N; n++) {
+                const float *d = dout + (size_t)n * OC;
+                for (int o = o0; o < o1; o++) dbias[o] += d[o];
+            }
+        }
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int N, int C, float eps) {
+    #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float s = 0.0f;
+        for (int i = 0; i < C; i++) s += x[i];
+        float m = s / C;
+        float v = 0.0f;
+        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        float r = 1.0f / sqrtf(v / C + eps);
+        for (int i = 0; i < C; i++) o[i] = (x[i] - m) * r * weight[i] + bias[i];
+        mean[n] = m;
+        rstd[n] = r;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int N, int C) {
+    #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], r = rstd[n];
+        /* dx = r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = d * w */
+        float sd = 0.0f, sdx = 0.0f;
+        for (int i = 0; i < C; i++) {
+            float dxhat = d[i] * weight[i];
+            sd += dxhat;
+            sdx += dxhat * (x[i] - m) * r;
+        }
+        sd /= C;
+        sdx /= C;
+        for (int i = 0; i < C; i++) {
+            float xhat = (x[i] - m) * r;
+            dx[i] += r * (d[i] * weight[i] - sd - xhat * sdx);
+        }
+    }
+    if (!dweight && !dbias) return;
+    /* Parameter gradients sum over rows: columns split over threads, rows in order. */
+    #pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int c0 = 0; c0 < C; c0 += 32) {
+        int c1 = c0 + 32 < C ? c0 + 32 : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            float m = mean[n], r = rstd[n];
+            for (int i = c0; i < c1; i++) {
+                if (dweight) dweight[i] += d[i] * (x[i] - m) * r;
+                if (dbias) dbias[i] += d[i];
+            }
+        }
+    }
+}
+
+void gelu_forward(float *out, const float *inp, size_t n) {
+    #pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], g;
+        out[i] = 0.5f * x * (1.0f + erf_and_gauss(x * 0.70710678118654752f, &g));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    #pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i], g;
+        float cdf = 0.5f * (1.0f + erf_and_gauss(x * 0.70710678118654752f, &g));
+        /* d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi) */
+        dinp[i] += dout[i] * (cdf + x * 0.39894228040143268f * g);
+    }
+}
+
+void attention_softmax_forward(float *att, const float *qkv, int B, int T, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.0f / sqrtf((float)hd);
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * 3 * C + h * hd;
+            const float *k = q + C;
+            float *a = att + ((size_t)b * NH + h) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, 3 * C, k,
+                        3 * C, 0.0f, a, T);
+            for (int t = 0; t < T; t++) {
+                float *row = a + (size_t)t * T;
+                float mx = row[0];
+                for (int j = 1; j < T; j++) mx = row[j] > mx ? row[j] : mx;
+                float s = 0.0f;
+                #pragma omp simd reduction(+ : s)
+                for (int j = 0; j < T; j++) {
+                    row[j] = fast_expf(row[j] - mx);
+                    s += row[j];
+                }
+                float inv = 1.0f / s;
+                for (int j = 0; j < T; j++) row[j] *= inv;
+            }
+        }
+}
+
+void attention_softmax_backward(float *dqkv, const float *datt, const float *att,
+                                const float *qkv, int B, int T, int C, int NH) {
+    int hd = C / NH;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *ds_all = malloc(sizeof(float) * (size_t)B * NH * T * T);
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = ((size_t)b * NH + h) * T * T;
+            const float *a = att + off, *da = datt + off;
+            float *ds = ds_all + off;
+            /* dscore = a * (da - sum_j a_j da_j), the softmax Jacobian applied row by row */
+            for (int t = 0; t < T; t++) {
+                const float *ar = a + (size_t)t * T, *dr = da + (size_t)t * T;
+                float dot = 0.0f;
+                for (int j = 0; j < T; j++) dot += ar[j] * dr[j];
+                for (int j = 0; j < T; j++) ds[(size_t)t * T + j] = ar[j] * (dr[j] - dot);
+            }
+            const float *q = qkv + (size_t)b * T * 3 * C + h * hd, *k = q + C;
+            float *dq = dqkv + (size_t)b * T * 3 * C + h * hd, *dk = dq + C;
+            /* scores = scale q k^T: dq += scale ds k, dk += scale ds^T q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, ds, T, k,
+                        3 * C, 1.0f, dq, 3 * C);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q,
+                        3 * C, 1.0f, dk, 3 * C);
+        }
+    free(ds_all);
+}
+
+void attention_value_forward(float *out, const float *att, const float *qkv, int B, int T, int C,
+                             int NH) {
+    int hd = C / NH;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *a = att + ((size_t)b * NH + h) * T * T;
+            const float *v = qkv + (size_t)b * T * 3 * C + 2 * C + h * hd;
+            float *o = out + (size_t)b * T * C + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, a, T, v,
+                        3 * C, 0.0f, o, C);
+        }
+}
+
+void attention_value_backward(float *datt, float *dqkv, const float *dout, const float *att,
+                              const float *qkv, int B, int T, int C, int NH) {
+    int hd = C / NH;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t off = ((size_t)b * NH + h) * T * T;
+            const float *v = qkv + (size_t)b * T * 3 * C + 2 * C + h * hd;
+            float *dv = dqkv + (size_t)b * T * 3 * C + 2 * C + h * hd;
+            const float *d = dout + (size_t)b * T * C + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, d, C, v, 3 * C,
+                        1.0f, datt + off, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, att + off, T, d,
+                        C, 1.0f, dv, 3 * C);
+        }
+}
+
+void im2col_forward(float *cols, const float *img, int B, int Cin, int H, int P) {
+    int G = H / P, K = Cin * P * P;
+    #pragma omp parallel for collapse(2) if ((size_t)B * Cin * H * H > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int gy = 0; gy < G; gy++)
+            for (int gx = 0; gx < G; gx++) {
+                float *row = cols + ((size_t)b * G * G + gy * G + gx) * K;
+                for (int c = 0; c < Cin; c++)
+                    for (int py = 0; py < P; py++)
+                        memcpy(row + (c * P + py) * P,
+                               img + (((size_t)b * Cin + c) * H + gy * P + py) * H + gx * P,
+                               sizeof(float) * P);
+            }
+}
+
+void im2col_backward(float *dimg, const float *dcols, int B, int Cin, int H, int P) {
+    int G = H / P, K = Cin * P * P;
+    /* Patches do not overlap (stride = kernel), so every pixel receives exactly one value. */
+    #pragma omp parallel for collapse(2) if ((size_t)B * Cin * H * H > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int gy = 0; gy < G; gy++)
+            for (int gx = 0; gx < G; gx++) {
+                const float *row = dcols + ((size_t)b * G * G + gy * G + gx) * K;
+                for (int c = 0; c < Cin; c++)
+                    for (int py = 0; py < P; py++) {
+                        float *px = dimg + (((size_t)b * Cin + c) * H + gy * P + py) * H + gx * P;
+                        for (int px_ = 0; px_ < P; px_++) px[px_] += row[(c * P + py) * P + px_];
+                    }
+            }
+}
+
+float crossentropy_forward_backward(float *probs, float *dlogits, const float *logits,
+                                    const int *targets, int B, int K, float smoothing,
+                                    float dloss) {
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *l = logits + (size_t)b * K;
+        float *p = probs + (size_t)b * K;
+        float mx = l[0];
+        for (int k = 1; k < K; k++) mx = l[k] > mx ? l[k] : mx;
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);
+        double logz = mx + log(s);
+        /* loss = -sum_k target_k log p_k = logz - sum_k target_k l_k */
+        double tl = 0.0;
+        for (int k = 0; k < K; k++) {
+            double target = smoothing / K + (k == targets[b] ? 1.0 - smoothing : 0.0);
+            tl += target * l[k];
+            p[k] = (float)exp((double)l[k] - logz);
+        }
+        total += logz - tl;
+        if (dlogits)
+            for (int k = 0; k < K; k++) {
+                float target = smoothing / K + (k == targets[b] ? 1.0f - smoothing : 0.0f);
+                dlogits[(size_t)b * K + k] += (p[k] - target) * dloss / B;
+            }
+    }
+    return (float)(total / B);
+}
+
+void axpy(float *y, float a, const float *x, size_t n) {
+    #pragma omp parallel for simd if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}

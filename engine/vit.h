@@ -1,0 +1,169 @@
+/*
+ * vit.h: a Vision Transformer that computes exactly what timm's VisionTransformer computes
+ * (ViT and DeiT, with the DeiT distillation token), forward and backward.
+ *
+ * Layout in the llm.c manner: every parameter lives in one allocation with named pointers into
+ * it (vit_params), the gradients mirror them, and the activations of a batch live in a second
+ * allocation (vit_acts) kept for the backward pass.
+ *
+ * Hooks for quantization-aware training: a vit_hooks table, when installed, is called at every
+ * place GPLQ fake-quantizes (vit_qpoint), forward and backward; the engine keeps the quantized
+ * copy beside the original so both passes see the right tensors. QwT compensation (a linear map
+ * of each block's input added to its output) is a forward-only option. The penultimate feature
+ * (the final-norm class token that the head reads) is exposed, and backward accepts a gradient
+ * on it, for feature-mimicking losses.
+ */
+#ifndef GPLQ_VIT_H
+#define GPLQ_VIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int img_size;     /* square input, pixels */
+    int patch;        /* patch size; img_size % patch == 0 */
+    int in_chans;
+    int dim;          /* C */
+    int depth;        /* L */
+    int heads;        /* NH; dim % heads == 0 */
+    int mlp_hidden;   /* H (timm: mlp_ratio * dim) */
+    int num_classes;  /* K */
+    int distilled;    /* 1 for DeiT's distillation token and head_dist */
+    float ln_eps;     /* 1e-6 for timm and torchvision, 1e-12 for HuggingFace */
+    float mean[3], std[3]; /* input normalization the model was trained with, per channel */
+} vit_config;
+
+/* Tokens per image: class token, distillation token if any, then the patches. */
+int vit_num_prefix(const vit_config *c);
+int vit_num_tokens(const vit_config *c);
+/* 0 if c is a usable config, else -1 with a message. */
+int vit_config_check(const vit_config *c, char *err, size_t errlen);
+
+/* Parameter tensors; shapes in comments with C = dim, L = depth, H = mlp_hidden, K = classes,
+ * T = tokens, Pd = in_chans * patch * patch. The order is the storage order. */
+typedef struct {
+    float *patch_w;    /* (C, Pd)  patch_embed.proj.weight, (C, Cin, P, P) flattened */
+    float *patch_b;    /* (C) */
+    float *cls_token;  /* (C) */
+    float *dist_token; /* (C), distilled only (else a zero-size tensor) */
+    float *pos_embed;  /* (T, C) */
+    float *ln1_w;      /* (L, C) */
+    float *ln1_b;      /* (L, C) */
+    float *qkv_w;      /* (L, 3C, C) */
+    float *qkv_b;      /* (L, 3C) */
+    float *proj_w;     /* (L, C, C) */
+    float *proj_b;     /* (L, C) */
+    float *ln2_w;      /* (L, C) */
+    float *ln2_b;      /* (L, C) */
+    float *fc1_w;      /* (L, H, C) */
+    float *fc1_b;      /* (L, H) */
+    float *fc2_w;      /* (L, C, H) */
+    float *fc2_b;      /* (L, C) */
+    float *norm_w;     /* (C) */
+    float *norm_b;     /* (C) */
+    float *head_w;     /* (K, C) */
+    float *head_b;     /* (K) */
+    float *headd_w;    /* (K, C), distilled only */
+    float *headd_b;    /* (K), distilled only */
+} vit_params;
+#define VIT_NUM_PARAM_TENSORS 23
+
+/* One parameter tensor's description, for loaders, savers and optimizers. */
+typedef struct {
+    const char *name;  /* timm's name with {} for the block index, e.g. "blocks.{}.attn.qkv.weight" */
+    int per_layer;     /* 1 if stacked over blocks (leading L axis) */
+    int ndim;          /* dims of one (per-block) tensor, as timm stores it */
+    int64_t shape[4];  /* timm's shape of one (per-block) tensor */
+    size_t offset;     /* in floats, from the start of the parameter allocation */
+    size_t numel;      /* total floats, all blocks */
+    int decay;         /* 1 if weight decay applies (matrices), 0 for biases, norms, tokens */
+} vit_param_info;
+
+/* Where GPLQ fake-quantizes. rows x cols is the shape handed to the hook. */
+typedef enum {
+    VIT_QP_PATCH_IN,   /* im2col'ed image, (B * num_patches, Pd) */
+    VIT_QP_QKV_IN,     /* norm1 output, (B * T, C) */
+    VIT_QP_QKV_OUT,    /* q | k | v, (B * T, 3C): q, k and v each have their own quantizer */
+    VIT_QP_ATTN,       /* softmax output, (B * NH * T, T) */
+    VIT_QP_PROJ_IN,    /* attention output, (B * T, C) */
+    VIT_QP_FC1_IN,     /* norm2 output, (B * T, C) */
+    VIT_QP_FC2_IN,     /* GELU output, (B * T, H) */
+    VIT_QP_HEAD_IN,    /* final-norm prefix tokens, (B * prefix, C) */
+    VIT_QP_COUNT
+} vit_qpoint;
+
+typedef struct {
+    void *ctx;
+    /* out (rows, cols) = fq(in). layer is the block index, -1 for the patch and head points.
+     * Returns 0, or -1 to abort the pass (e.g. a non-finite step). */
+    int (*forward)(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                   int64_t rows, int cols);
+    /* din (rows, cols) = d fq / d in * dout (din may alias dout); accumulates the gradients of
+     * the quantizer's own parameters inside ctx. in is the forward input. */
+    void (*backward)(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+                     const float *in, int64_t rows, int cols);
+} vit_hooks;
+
+typedef struct vit_acts vit_acts; /* private to vit.c */
+
+typedef struct {
+    vit_config cfg;
+    vit_params params;   /* pointers into param_mem */
+    vit_params grads;    /* pointers into grad_mem, NULL until vit_alloc_grads */
+    float *param_mem;    /* owned, num_params floats */
+    float *grad_mem;     /* owned, num_params floats, or NULL */
+    size_t num_params;
+    vit_param_info info[VIT_NUM_PARAM_TENSORS];
+
+    const vit_hooks *hooks;     /* borrowed; NULL = no quantization */
+    const float *const *qwt_w;  /* borrowed; NULL, or L pointers to (C, C) maps (NULL = none) */
+    const float *const *qwt_b;  /* borrowed; L pointers to (C) */
+
+    vit_acts *acts;             /* owned; sized for acts_batch images */
+    int acts_batch;
+    float *logits;              /* (B, K), in acts, valid after vit_forward */
+} vit_model;
+
+/* Allocates a model for cfg with zeroed parameters. Returns 0, or -1 with a message.
+ * Free with vit_free. */
+int vit_init(vit_model *m, const vit_config *cfg, char *err, size_t errlen);
+void vit_free(vit_model *m);
+/* Allocates the gradient mirror (zeroed). */
+int vit_alloc_grads(vit_model *m, char *err, size_t errlen);
+void vit_zero_grad(vit_model *m);
+/* timm's initialization: trunc_normal(std .02) for matrices and pos_embed, 1e-6 normal for the
+ * tokens, zero biases, unit norms; deterministic for seed. */
+void vit_init_weights(vit_model *m, uint64_t seed);
+/* Index of the parameter tensor whose timm name (block index included) is name, -1 if none;
+ * *layer receives the block index for per-layer tensors. */
+int vit_param_lookup(const vit_model *m, const char *name, int *layer);
+
+/* Installs (or removes, with NULL) the quantization hooks. Activations are reallocated at the
+ * next forward, since hooks need room for the quantized copies. */
+void vit_set_hooks(vit_model *m, const vit_hooks *hooks);
+
+/* Forward pass on images (B, Cin, H, W), already normalized. Keeps the activations for
+ * vit_backward. Results: m->logits (B, K). Returns 0, or -1 (out of memory, a hook failed). */
+int vit_forward(vit_model *m, const float *images, int B, char *err, size_t errlen);
+/* The penultimate feature of image b of the last forward: the final-norm class token, (C),
+ * borrowed until the next forward. */
+const float *vit_feature(const vit_model *m, int b);
+/* Backward pass of the last forward. dlogits (B, K) is required; dfeature (B, C) optional: a
+ * gradient on vit_feature; dimages (B, Cin, H, W) optional, accumulated. Parameter gradients
+ * accumulate into m->grads (vit_alloc_grads first). */
+int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, float *dimages,
+                 char *err, size_t errlen);
+
+/* Block-level access for stage 2 (QwT): runs block l alone on x (B, T, C) into y (B, T, C),
+ * with the installed hooks and the block's QwT term if set. Uses the model's activation
+ * buffers (B <= the batch of the last allocation, else reallocates). */
+int vit_block_forward(vit_model *m, int l, float *y, const float *x, int B, char *err,
+                      size_t errlen);
+/* The embedding (tokens after positions) and the final norm + head, also for stage 2. */
+int vit_embed_forward(vit_model *m, float *x, const float *images, int B, char *err, size_t errlen);
+int vit_head_forward(vit_model *m, float *logits, const float *x, int B, char *err, size_t errlen);
+
+/* FLOPs of one forward pass of one image (matrix products only, 2 per multiply-add). */
+double vit_forward_flops(const vit_config *c);
+
+#endif

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian package gplq needs to build, test and benchmark.
+# Idempotent and quick when all is present: apt-get runs only for what is missing.
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch, only used by `make bench`
+# and by tests/ref/*.py, which regenerate the committed reference fixtures)
+set -euo pipefail
+
+pkgs=(
+  build-essential pkg-config
+  libopenblas-dev            # sgemm (and LAPACK for stage 1's PCA)
+  libjansson-dev             # JSON: safetensors headers, configs, --json output
+  dataset-fashion-mnist      # the built-in dataset (gzip IDX files)
+)
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(python3-torch)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$st" = "install ok installed" ] || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test program in BUILD/tests, each in its own process with a time limit, and
+# prints the sum as the last line: "tests: N passed, N failed".
+set -u
+build=${1:-build}
+passed=0; failed=0; broken=()
+for t in "$build"/tests/test_*; do
+  [ -x "$t" ] || continue
+  out=$(timeout 900 "$t" 2>&1); rc=$?
+  printf '%s\n' "$out"
+  line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+  p=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then failed=$((failed + 1)); broken+=("$t (exit $rc)"); fi
+done
+[ ${#broken[@]} -gt 0 ] && printf 'crashed or timed out: %s\n' "${broken[@]}"
+echo "tests: $passed passed, $failed failed"
+[ $failed -eq 0 ]
