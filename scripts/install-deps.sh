@@ -9,7 +9,8 @@ pkgs=(
   build-essential pkg-config
   libopenblas-dev            # sgemm (and LAPACK for stage 1's PCA)
   libjansson-dev             # JSON: safetensors headers, configs, --json output
-  dataset-fashion-mnist      # the built-in dataset (gzip IDX files)
+  zlib1g-dev                 # gzip IDX files of Fashion-MNIST
+  dataset-fashion-mnist      # the built-in dataset
 )
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(python3-torch)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef void (*test_fn)(void);
 struct test_case { const char *name; test_fn fn; };

@@ -1,0 +1,404 @@
+/*
+ * checkpoint.c: name maps between the engine's timm layout and the HuggingFace and torchvision
+ * conventions, config inference from shapes, and loading and saving. See checkpoint.h.
+ */
+#include "io/checkpoint.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *ckpt_convention_name(ckpt_convention c) {
+    return c == CKPT_HF ? "huggingface" : c == CKPT_TORCHVISION ? "torchvision" : "timm";
+}
+
+/* Source name patterns per engine tensor, in vit_param_info order; "{}" is the block index and,
+ * for HuggingFace's split attention, "{qkv}" stands for query, key and value, concatenated
+ * along the first axis (they are the thirds of timm's qkv). NULL: the convention has no such
+ * tensor (a model that needs it cannot come from that convention). */
+static const char *const hf_names[VIT_NUM_PARAM_TENSORS] = {
+    "vit.embeddings.patch_embeddings.projection.weight",
+    "vit.embeddings.patch_embeddings.projection.bias",
+    "vit.embeddings.cls_token",
+    NULL,
+    "vit.embeddings.position_embeddings",
+    "vit.encoder.layer.{}.layernorm_before.weight",
+    "vit.encoder.layer.{}.layernorm_before.bias",
+    "vit.encoder.layer.{}.attention.attention.{qkv}.weight",
+    "vit.encoder.layer.{}.attention.attention.{qkv}.bias",
+    "vit.encoder.layer.{}.attention.output.dense.weight",
+    "vit.encoder.layer.{}.attention.output.dense.bias",
+    "vit.encoder.layer.{}.layernorm_after.weight",
+    "vit.encoder.layer.{}.layernorm_after.bias",
+    "vit.encoder.layer.{}.intermediate.dense.weight",
+    "vit.encoder.layer.{}.intermediate.dense.bias",
+    "vit.encoder.layer.{}.output.dense.weight",
+    "vit.encoder.layer.{}.output.dense.bias",
+    "vit.layernorm.weight",
+    "vit.layernorm.bias",
+    "classifier.weight",
+    "classifier.bias",
+    NULL,
+    NULL,
+};
+
+static const char *const tv_names[VIT_NUM_PARAM_TENSORS] = {
+    "conv_proj.weight",
+    "conv_proj.bias",
+    "class_token",
+    NULL,
+    "encoder.pos_embedding",
+    "encoder.layers.encoder_layer_{}.ln_1.weight",
+    "encoder.layers.encoder_layer_{}.ln_1.bias",
+    "encoder.layers.encoder_layer_{}.self_attention.in_proj_weight",
+    "encoder.layers.encoder_layer_{}.self_attention.in_proj_bias",
+    "encoder.layers.encoder_layer_{}.self_attention.out_proj.weight",
+    "encoder.layers.encoder_layer_{}.self_attention.out_proj.bias",
+    "encoder.layers.encoder_layer_{}.ln_2.weight",
+    "encoder.layers.encoder_layer_{}.ln_2.bias",
+    "encoder.layers.encoder_layer_{}.mlp.0.weight",
+    "encoder.layers.encoder_layer_{}.mlp.0.bias",
+    "encoder.layers.encoder_layer_{}.mlp.3.weight",
+    "encoder.layers.encoder_layer_{}.mlp.3.bias",
+    "encoder.ln.weight",
+    "encoder.ln.bias",
+    "heads.head.weight",
+    "heads.head.bias",
+    NULL,
+    NULL,
+};
+
+/* Older torchvision releases named the MLP's linears linear_1 and linear_2. */
+static const char *tv_alias(const char *name, char *buf, size_t n) {
+    const char *p;
+    if ((p = strstr(name, ".mlp.0.")) || (p = strstr(name, ".mlp.3."))) {
+        snprintf(buf, n, "%.*s.mlp.linear_%c.%s", (int)(p - name), name, p[5] == '0' ? '1' : '2',
+                 p + 7);
+        return buf;
+    }
+    return NULL;
+}
+
+static void expand(char *out, size_t n, const char *pattern, int layer, const char *qkv) {
+    char tmp[256];
+    const char *b = strstr(pattern, "{}");
+    if (b) snprintf(tmp, sizeof tmp, "%.*s%d%s", (int)(b - pattern), pattern, layer, b + 2);
+    else snprintf(tmp, sizeof tmp, "%s", pattern);
+    const char *q = strstr(tmp, "{qkv}");
+    if (q) snprintf(out, n, "%.*s%s%s", (int)(q - tmp), tmp, qkv, q + 5);
+    else snprintf(out, n, "%s", tmp);
+}
+
+static const char *src_pattern(ckpt_convention c, int i) {
+    if (c == CKPT_HF) return hf_names[i];
+    if (c == CKPT_TORCHVISION) return tv_names[i];
+    return NULL; /* timm: the engine's own name */
+}
+
+static const st_tensor *find_tensor(const st_file *f, ckpt_convention c, const char *name) {
+    const st_tensor *t = st_find(f, name);
+    char alt[256];
+    if (!t && c == CKPT_TORCHVISION && tv_alias(name, alt, sizeof alt)) t = st_find(f, alt);
+    return t;
+}
+
+/* The source name of engine tensor i at layer l (part: 0..2 for HF's q, k, v). */
+static void source_name(char *out, size_t n, const vit_model *m, ckpt_convention c, int i, int l,
+                        int part) {
+    static const char *const qkv[3] = {"query", "key", "value"};
+    const char *pat = src_pattern(c, i);
+    expand(out, n, pat ? pat : m->info[i].name, l, qkv[part]);
+}
+
+static int count_blocks(const st_file *f, const char *prefix) {
+    int depth = 0;
+    size_t pl = strlen(prefix);
+    for (int i = 0; i < f->ntensors; i++) {
+        const char *s = f->tensors[i].name;
+        if (strncmp(s, prefix, pl) || s[pl] < '0' || s[pl] > '9') continue;
+        int l = atoi(s + pl);
+        if (l >= 0 && l < 10000 && l + 1 > depth) depth = l + 1;
+    }
+    return depth;
+}
+
+/* Reads a metadata value that is a JSON array of numbers or "a,b,c" into v (up to 3). */
+static int meta_floats(const st_file *f, const char *key, float *v, int n) {
+    const char *s = st_meta(f, key);
+    if (!s) return 0;
+    int k = 0;
+    const char *p = s;
+    while (*p && k < n) {
+        while (*p == '[' || *p == ' ' || *p == ',') p++;
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p) break;
+        v[k++] = (float)x;
+        p = end;
+    }
+    for (int i = k; i > 0 && i < n; i++) v[i] = v[k - 1];
+    return k > 0;
+}
+
+static int meta_int(const st_file *f, const char *key, int *out) {
+    const char *s = st_meta(f, key);
+    if (!s) return 0;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || v <= 0 || v > 1 << 20) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static void list_names(char *out, size_t n, const char *const *names, int count) {
+    size_t len = strlen(out);
+    for (int i = 0; i < count && len + 4 < n; i++) {
+        if (i == 12) {
+            snprintf(out + len, n - len, " and %d more", count - i);
+            return;
+        }
+        snprintf(out + len, n - len, "%s%s", i ? ", " : "", names[i]);
+        len = strlen(out);
+    }
+}
+
+int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_convention *conv,
+               char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    ckpt_convention c;
+    if (st_find(f, "patch_embed.proj.weight")) c = CKPT_TIMM;
+    else if (st_find(f, hf_names[0])) c = CKPT_HF;
+    else if (st_find(f, tv_names[0])) c = CKPT_TORCHVISION;
+    else {
+        /* Matches nothing: say what a timm ViT would need and what is there instead. */
+        static const char *const want[] = {"patch_embed.proj.weight", "patch_embed.proj.bias",
+                                           "cls_token", "pos_embed", "blocks.0.norm1.weight",
+                                           "blocks.0.attn.qkv.weight", "norm.weight", "head.weight"};
+        const char *missing[8], **unexpected = calloc(f->ntensors + 1, sizeof(char *));
+        int nm = 0, nu = 0;
+        for (int i = 0; i < 8; i++)
+            if (!st_find(f, want[i])) missing[nm++] = want[i];
+        for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
+        snprintf(err, errlen, "not a ViT checkpoint in timm, HuggingFace or torchvision naming; missing: ");
+        list_names(err, errlen, missing, nm);
+        size_t len = strlen(err);
+        snprintf(err + len, errlen - len, "; unexpected: ");
+        if (unexpected) list_names(err, errlen, unexpected, nu);
+        if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
+        free(unexpected);
+        return -1;
+    }
+    const char *pname = c == CKPT_TIMM ? "patch_embed.proj.weight" : src_pattern(c, 0);
+    const char *posn = c == CKPT_TIMM ? "pos_embed" : src_pattern(c, 4);
+    const char *fc1n = c == CKPT_TIMM ? "blocks.0.mlp.fc1.weight"
+                     : c == CKPT_HF   ? "vit.encoder.layer.0.intermediate.dense.weight"
+                                      : "encoder.layers.encoder_layer_0.mlp.0.weight";
+    const char *headn = c == CKPT_TIMM ? "head.weight" : src_pattern(c, 19);
+    const char *blockp = c == CKPT_TIMM ? "blocks." : c == CKPT_HF ? "vit.encoder.layer."
+                                                                   : "encoder.layers.encoder_layer_";
+    const st_tensor *pw = st_find(f, pname), *pos = st_find(f, posn);
+    const st_tensor *fc1 = find_tensor(f, c, fc1n), *head = st_find(f, headn);
+    const char *what = !pos ? posn : !fc1 ? fc1n : !head ? headn : NULL;
+    if (what) {
+        snprintf(err, errlen, "%s checkpoint without '%s'", ckpt_convention_name(c), what);
+        return -1;
+    }
+    if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pos->ndim != 3 || pos->shape[0] != 1 ||
+        fc1->ndim != 2 || head->ndim != 2) {
+        snprintf(err, errlen, "%s checkpoint: unexpected ranks of %s, %s, %s or %s",
+                 ckpt_convention_name(c), pname, posn, fc1n, headn);
+        return -1;
+    }
+    cfg->dim = (int)pw->shape[0];
+    cfg->in_chans = (int)pw->shape[1];
+    cfg->patch = (int)pw->shape[2];
+    cfg->distilled = c == CKPT_TIMM && st_find(f, "dist_token") != NULL;
+    int np = (int)pos->shape[1] - vit_num_prefix(cfg);
+    int grid = (int)lround(sqrt(np > 0 ? np : 0));
+    if (np <= 0 || grid * grid != np) {
+        snprintf(err, errlen, "%s: %lld positions do not make a square grid of patches plus %d "
+                 "prefix token(s)", posn, (long long)pos->shape[1], vit_num_prefix(cfg));
+        return -1;
+    }
+    cfg->img_size = grid * cfg->patch;
+    cfg->depth = count_blocks(f, blockp);
+    cfg->mlp_hidden = (int)fc1->shape[0];
+    cfg->num_classes = (int)head->shape[0];
+    cfg->ln_eps = c == CKPT_HF ? 1e-12f : 1e-6f;
+    const char *eps = st_meta(f, "ln_eps");
+    if (eps && atof(eps) > 0) cfg->ln_eps = (float)atof(eps);
+    if (!meta_int(f, "num_heads", &cfg->heads)) {
+        if (hints && hints->num_heads > 0) cfg->heads = hints->num_heads;
+        else cfg->heads = cfg->dim >= 64 ? cfg->dim / 64 : 1;
+    }
+    static const float inet_mean[3] = {0.485f, 0.456f, 0.406f}, inet_std[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(cfg->mean, inet_mean, sizeof inet_mean);
+    memcpy(cfg->std, inet_std, sizeof inet_std);
+    if (hints && hints->have_norm) {
+        memcpy(cfg->mean, hints->mean, sizeof cfg->mean);
+        memcpy(cfg->std, hints->std, sizeof cfg->std);
+    }
+    meta_floats(f, "mean", cfg->mean, 3);
+    meta_floats(f, "std", cfg->std, 3);
+    if (conv) *conv = c;
+    return vit_config_check(cfg, err, errlen);
+}
+
+static int shape_is(const st_tensor *t, const vit_param_info *pi, int rows_div) {
+    if (t->ndim != pi->ndim) return 0;
+    for (int d = 0; d < pi->ndim; d++)
+        if (t->shape[d] != (d == 0 ? pi->shape[0] / rows_div : pi->shape[d])) return 0;
+    return 1;
+}
+
+static void shape_str(char *out, size_t n, const int64_t *s, int nd) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int d = 0; d < nd && len + 2 < n; d++) {
+        snprintf(out + len, n - len, "%s%lld", d ? ", " : "[", (long long)s[d]);
+        len = strlen(out);
+    }
+    snprintf(out + len, n - len, nd ? "]" : "[]");
+}
+
+int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt_convention *conv,
+                   char *err, size_t errlen) {
+    vit_config cfg;
+    ckpt_convention c;
+    memset(m, 0, sizeof *m);
+    if (ckpt_infer(f, hints, &cfg, &c, err, errlen) || vit_init(m, &cfg, err, errlen)) return -1;
+    char *used = calloc(f->ntensors ? f->ntensors : 1, 1);
+    const char **missing = malloc(sizeof(char *) * 64);
+    char (*missing_buf)[256] = malloc(64 * 256);
+    int nmissing = 0, rc = -1;
+    if (!used || !missing || !missing_buf) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
+        const vit_param_info *pi = &m->info[i];
+        if (pi->numel == 0) continue;
+        if (c != CKPT_TIMM && !src_pattern(c, i)) {
+            snprintf(err, errlen, "%s checkpoints have no %s", ckpt_convention_name(c), pi->name);
+            goto out;
+        }
+        int layers = pi->per_layer ? cfg.depth : 1;
+        size_t per = pi->numel / layers;
+        int parts = (c == CKPT_HF && strstr(hf_names[i], "{qkv}")) ? 3 : 1;
+        for (int l = 0; l < layers; l++)
+            for (int part = 0; part < parts; part++) {
+                char name[256];
+                source_name(name, sizeof name, m, c, i, l, part);
+                const st_tensor *t = find_tensor(f, c, name);
+                if (!t) {
+                    if (nmissing < 64) {
+                        snprintf(missing_buf[nmissing], 256, "%s", name);
+                        missing[nmissing] = missing_buf[nmissing];
+                    }
+                    nmissing++;
+                    continue;
+                }
+                used[t - f->tensors] = 1;
+                if (!shape_is(t, pi, parts)) {
+                    char got[96], want[96];
+                    int64_t ws[4];
+                    memcpy(ws, pi->shape, sizeof ws);
+                    ws[0] /= parts;
+                    shape_str(got, sizeof got, t->shape, t->ndim);
+                    shape_str(want, sizeof want, ws, pi->ndim);
+                    snprintf(err, errlen, "tensor '%s' has shape %s, the model needs %s", name, got,
+                             want);
+                    goto out;
+                }
+                st_to_f32(t, m->param_mem + pi->offset + l * per + part * (per / parts));
+            }
+    }
+    if (nmissing) {
+        snprintf(err, errlen, "%s checkpoint is missing %d tensor(s): ", ckpt_convention_name(c),
+                 nmissing);
+        list_names(err, errlen, missing, nmissing < 64 ? nmissing : 64);
+        goto out;
+    }
+    int nun = 0;
+    const char *un[64];
+    for (int i = 0; i < f->ntensors; i++)
+        if (!used[i] && nun < 64) un[nun++] = f->tensors[i].name;
+    if (nun && !(hints && hints->allow_extra)) {
+        snprintf(err, errlen, "%s checkpoint has tensors this ViT does not use: ",
+                 ckpt_convention_name(c));
+        list_names(err, errlen, un, nun);
+        goto out;
+    }
+    if (conv) *conv = c;
+    rc = 0;
+out:
+    free(used);
+    free(missing);
+    free(missing_buf);
+    if (rc) vit_free(m);
+    return rc;
+}
+
+int ckpt_load(vit_model *m, const char *path, const ckpt_hints *hints, ckpt_convention *conv,
+              char *err, size_t errlen) {
+    st_file f;
+    memset(m, 0, sizeof *m);
+    if (st_open(&f, path, err, errlen)) return -1;
+    int rc = ckpt_load_file(m, &f, hints, conv, err, errlen);
+    if (rc) {
+        /* name the file: the message alone may not say which of several inputs failed */
+        char tmp[1024];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        snprintf(err, errlen, "%s: %s", path, tmp);
+    }
+    st_close(&f);
+    return rc;
+}
+
+int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
+    const vit_config *c = &m->cfg;
+    char buf[128];
+#define META(k, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), st_writer_meta(w, k, buf))
+    if (META("format", "pt") || META("gplq_model", "vit-1") ||
+        META("img_size", "%d", c->img_size) || META("patch_size", "%d", c->patch) ||
+        META("in_chans", "%d", c->in_chans) || META("embed_dim", "%d", c->dim) ||
+        META("depth", "%d", c->depth) || META("num_heads", "%d", c->heads) ||
+        META("mlp_hidden", "%d", c->mlp_hidden) || META("num_classes", "%d", c->num_classes) ||
+        META("distilled", "%d", c->distilled) || META("ln_eps", "%g", c->ln_eps) ||
+        META("mean", "[%.9g, %.9g, %.9g]", c->mean[0], c->mean[1], c->mean[2]) ||
+        META("std", "[%.9g, %.9g, %.9g]", c->std[0], c->std[1], c->std[2])) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+#undef META
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
+        const vit_param_info *pi = &m->info[i];
+        if (pi->numel == 0) continue;
+        int layers = pi->per_layer ? c->depth : 1;
+        size_t per = pi->numel / layers;
+        for (int l = 0; l < layers; l++) {
+            char name[256];
+            expand(name, sizeof name, pi->name, l, "");
+            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, m->param_mem + pi->offset + l * per,
+                              err, errlen))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int ckpt_save(const vit_model *m, const char *path, const char *const *keys,
+              const char *const *vals, int nextra, char *err, size_t errlen) {
+    st_writer *w = st_writer_new();
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = ckpt_add_model(w, m, err, errlen);
+    for (int i = 0; i < nextra && !rc; i++) rc = st_writer_meta(w, keys[i], vals[i]);
+    if (!rc) rc = st_writer_save(w, path, err, errlen);
+    st_writer_free(w);
+    return rc;
+}

@@ -1,0 +1,50 @@
+/*
+ * checkpoint.h: ViT models to and from safetensors files.
+ *
+ * Loading accepts the three naming conventions users really have and maps them onto the
+ * engine's timm layout: timm's VisionTransformer (native), HuggingFace transformers'
+ * ViTForImageClassification (separate query/key/value, LayerNorm eps 1e-12) and torchvision's
+ * vit_b_16 (in_proj_weight). The config comes from the tensor shapes; what shapes cannot tell
+ * (heads, input normalization) comes from the file's metadata, else the caller's hints, else
+ * timm's conventions (dim / 64 heads, ImageNet mean and std).
+ * Saving always writes timm names, with the whole config in __metadata__.
+ */
+#ifndef GPLQ_CHECKPOINT_H
+#define GPLQ_CHECKPOINT_H
+
+#include <stddef.h>
+
+#include "engine/vit.h"
+#include "io/safetensors.h"
+
+typedef enum { CKPT_TIMM, CKPT_HF, CKPT_TORCHVISION } ckpt_convention;
+const char *ckpt_convention_name(ckpt_convention c);
+
+typedef struct {
+    int num_heads;           /* 0 = unknown */
+    int have_norm;           /* 1 if mean and std below are given */
+    float mean[3], std[3];
+    int allow_extra;         /* 1: ignore tensors the model does not use (files that carry more
+                              * than a model: training checkpoints, test fixtures) */
+} ckpt_hints;
+
+/* Infers the convention and config of an open file. hints optional. */
+int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_convention *conv,
+               char *err, size_t errlen);
+/* Loads path into a new model (*m initialized here; vit_free it). hints and conv optional. */
+int ckpt_load(vit_model *m, const char *path, const ckpt_hints *hints, ckpt_convention *conv,
+              char *err, size_t errlen);
+/* Same, from an open file (the model copies the weights, f may be closed afterwards). */
+int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt_convention *conv,
+                   char *err, size_t errlen);
+
+/* Writes m's parameters under timm names, config in metadata, plus nextra extra metadata
+ * pairs (keys[i], vals[i]); atomic (see st_writer_save). */
+int ckpt_save(const vit_model *m, const char *path, const char *const *keys,
+              const char *const *vals, int nextra, char *err, size_t errlen);
+
+/* Adds m's parameters (timm names) and config metadata to an existing writer, for files that
+ * carry more than a model (training checkpoints, quantized artifacts). Data is borrowed. */
+int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen);
+
+#endif
