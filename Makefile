@@ -1,15 +1,15 @@
 # gplq: one Makefile for the whole tree. `make help` lists the targets.
 
 CC      ?= gcc
-OPT     ?= -O2
+OPT     ?= -O3
 BLAS_INC := $(shell pkg-config --cflags openblas 2>/dev/null || echo -I/usr/include/x86_64-linux-gnu/openblas-pthread)
-CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -fopenmp -I. $(BLAS_INC) \
+CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -g -Wall -Wextra -fopenmp -I. $(BLAS_INC) \
            -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
 LDLIBS  := -lopenblas -ljansson -lz -lm
 BUILD   ?= build
 
 # The library: engine (math), io (files and data), train (optimizer and loop).
-LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c)
+LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,0 +1,286 @@
+/*
+ * gplq.c: the offline command. `gplq train` trains a ViT, `gplq eval` measures top-1.
+ * (`gplq quantize` and the client commands come with the GPLQ library and the service.)
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli/options.h"
+#include "cli/progress.h"
+#include "engine/blas.h"
+#include "engine/vit.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "train/trainer.h"
+
+#define GPLQ_VERSION "0.1.0"
+#define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "gplq " GPLQ_VERSION ": 4-bit quantization of Vision Transformers (GPLQ)\n\n"
+            "usage: gplq <command> [options]   (gplq <command> --help for its options)\n\n"
+            "  train     train a ViT on a dataset, write a timm-named safetensors checkpoint\n"
+            "  eval      top-1 accuracy of a checkpoint on a dataset's test set\n");
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static long peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+static void log_blas(int json) {
+    if (!json) fprintf(stderr, "gplq: OpenBLAS core %s (%s)\n", blas_core(), blas_core_source());
+}
+
+/* Loads the built-in dataset, limited to the requested subsets. */
+static int open_data(const char *name, int train_subset, int eval_subset, ds_set *tr, ds_set *te) {
+    char err[1024];
+    if (ds_open_builtin(name, NULL, tr, te, err, sizeof err)) {
+        fprintf(stderr, "gplq: %s\n", err);
+        return -1;
+    }
+    ds_truncate(tr, train_subset);
+    ds_truncate(te, eval_subset);
+    return 0;
+}
+
+/* ---- train ---- */
+
+static struct {
+    const char *data, *out, *state, *init;
+    int img_size, patch, in_chans, dim, depth, heads, mlp_ratio, classes, distilled;
+    int epochs, batch, pad, hflip, seed, train_subset, eval_subset, ckpt_every, eval_every;
+    int threads, json;
+    float lr, min_lr, warmup, wd, smoothing, clip, mean, std;
+} T;
+
+static const opt_spec train_opts[] = {
+    {"data", OPT_STR, &T.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
+    {"out", OPT_STR, &T.out, "models/vit-fmnist.safetensors", 0, 0, "checkpoint to write"},
+    {"state", OPT_STR, &T.state, NULL, 0, 0, "training state for resuming (default OUT.state)"},
+    {"init", OPT_STR, &T.init, NULL, 0, 0, "start from these weights instead of a random init"},
+    {"img-size", OPT_INT, &T.img_size, "28", 4, 1024, "input size in pixels"},
+    {"patch", OPT_INT, &T.patch, "4", 1, 64, "patch size"},
+    {"in-chans", OPT_INT, &T.in_chans, "1", 1, 3, "input channels"},
+    {"dim", OPT_INT, &T.dim, "192", 8, 4096, "embedding dimension"},
+    {"depth", OPT_INT, &T.depth, "6", 1, 64, "transformer blocks"},
+    {"heads", OPT_INT, &T.heads, "3", 1, 64, "attention heads"},
+    {"mlp-ratio", OPT_INT, &T.mlp_ratio, "4", 1, 16, "MLP hidden size / dim"},
+    {"classes", OPT_INT, &T.classes, "10", 2, 100000, "classes"},
+    {"distilled", OPT_FLAG, &T.distilled, "0", 0, 0, "add DeiT's distillation token and head"},
+    {"mean", OPT_FLOAT, &T.mean, "0.2860", -10, 10, "input mean (Fashion-MNIST's)"},
+    {"std", OPT_FLOAT, &T.std, "0.3530", 1e-3, 10, "input std (Fashion-MNIST's)"},
+    {"epochs", OPT_INT, &T.epochs, "30", 1, 10000, "epochs"},
+    {"batch-size", OPT_INT, &T.batch, "128", 1, 65536, "batch size"},
+    {"lr", OPT_FLOAT, &T.lr, "0.001", 0, 10, "peak learning rate (AdamW)"},
+    {"min-lr", OPT_FLOAT, &T.min_lr, "0.00001", 0, 10, "final learning rate of the cosine"},
+    {"warmup-epochs", OPT_FLOAT, &T.warmup, "2", 0, 1000, "linear warmup"},
+    {"weight-decay", OPT_FLOAT, &T.wd, "0.05", 0, 10, "AdamW weight decay (matrices only)"},
+    {"label-smoothing", OPT_FLOAT, &T.smoothing, "0.1", 0, 0.99, "label smoothing"},
+    {"clip-grad", OPT_FLOAT, &T.clip, "1.0", 0, 1e6, "global gradient norm clip (0 = off)"},
+    {"pad", OPT_INT, &T.pad, "2", 0, 64, "random-crop padding in pixels (0 = off)"},
+    {"hflip", OPT_FLAG, &T.hflip, "1", 0, 0, "random horizontal flips (--no-hflip to disable)"},
+    {"seed", OPT_INT, &T.seed, "0", 0, 2147483647, "seed of init, order and augmentation"},
+    {"train-subset", OPT_INT, &T.train_subset, "0", 0, 100000000, "use the first N training images (0 = all)"},
+    {"eval-subset", OPT_INT, &T.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
+    {"ckpt-every", OPT_INT, &T.ckpt_every, "200", 0, 100000000, "steps between state checkpoints"},
+    {"eval-every", OPT_INT, &T.eval_every, "1", 0, 10000, "epochs between test evaluations (0 = end only)"},
+    {"threads", OPT_INT, &T.threads, "0", 0, 1024, "threads (0 = all cores)"},
+    {"json", OPT_FLAG, &T.json, "0", 0, 0, "print the result as one JSON object"},
+};
+
+struct train_ui {
+    progress bar;
+    int json;
+};
+
+static int on_train_progress(void *ctx, const train_progress *p) {
+    struct train_ui *ui = ctx;
+    char eta[32];
+    progress_fmt_duration(eta, sizeof eta, p->eta_s);
+    if (p->evaluated) {
+        if (!ui->json)
+            progress_line(&ui->bar, "epoch %d: train loss %.4f, test top-1 %.2f%%", p->epoch + 1,
+                          p->epoch_loss, 100 * p->test_top1);
+        return 0;
+    }
+    if (!ui->json)
+        progress_update(&ui->bar, (double)p->step / p->total, p->step == p->total,
+                        "step %" PRId64 "/%" PRId64 " epoch %d loss %.4f lr %.2e %.0f img/s ETA %s",
+                        p->step, p->total, p->epoch + 1, p->loss, p->lr, p->images_per_s, eta);
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    char err[1024];
+    opt_defaults(train_opts, N_OPTS(train_opts));
+    if (argc > 0 && !strcmp(argv[0], "--help")) {
+        printf("usage: gplq train [options]\n");
+        opt_print_help(train_opts, N_OPTS(train_opts), stdout);
+        return 0;
+    }
+    if (opt_parse(train_opts, N_OPTS(train_opts), argc, argv, err, sizeof err)) {
+        fprintf(stderr, "gplq train: %s\n", err);
+        return 2;
+    }
+    blas_set_threads(T.threads);
+    log_blas(T.json);
+    ds_set tr, te;
+    if (open_data(T.data, T.train_subset, T.eval_subset, &tr, &te)) return 1;
+    vit_model m;
+    if (T.init) {
+        if (ckpt_load(&m, T.init, NULL, NULL, err, sizeof err)) goto fail_data;
+    } else {
+        vit_config cfg = {.img_size = T.img_size, .patch = T.patch, .in_chans = T.in_chans,
+                          .dim = T.dim, .depth = T.depth, .heads = T.heads,
+                          .mlp_hidden = T.mlp_ratio * T.dim, .num_classes = T.classes,
+                          .distilled = T.distilled, .ln_eps = 1e-6f};
+        for (int i = 0; i < 3; i++) cfg.mean[i] = T.mean, cfg.std[i] = T.std;
+        if (vit_init(&m, &cfg, err, sizeof err)) goto fail_data;
+        vit_init_weights(&m, (uint64_t)T.seed);
+    }
+    char state[4096];
+    snprintf(state, sizeof state, "%s.state", T.out);
+    train_config tc = {.epochs = T.epochs, .batch = T.batch, .lr = T.lr, .min_lr = T.min_lr,
+                       .warmup_epochs = T.warmup, .weight_decay = T.wd,
+                       .label_smoothing = T.smoothing, .clip_grad = T.clip,
+                       .aug = {.pad = T.pad, .hflip = T.hflip}, .seed = (uint64_t)T.seed,
+                       .eval_every = T.eval_every, .ckpt_every = T.ckpt_every,
+                       .ckpt_path = T.state ? T.state : state};
+    struct train_ui ui = {.json = T.json};
+    progress_init(&ui.bar, stderr, 30);
+    if (!T.json)
+        fprintf(stderr, "gplq: training %s ViT (%zu parameters) on %d images of %s, %d epochs of "
+                "%d steps; state in %s\n", T.init ? T.init : "a new", m.num_params, tr.n, T.data,
+                T.epochs, tr.n / T.batch, tc.ckpt_path);
+    double t0 = now_s();
+    int rc = train_run(&m, &tc, &tr, &te, on_train_progress, &ui, err, sizeof err);
+    progress_done(&ui.bar);
+    if (rc < 0) goto fail_model;
+    double top1;
+    if (eval_top1(&m, &te, 256, &top1, err, sizeof err)) goto fail_model;
+    /* the command that made the model travels with it */
+    json_t *cfgj = opt_to_json(train_opts, N_OPTS(train_opts));
+    char *cfgs = json_dumps(cfgj, JSON_COMPACT | JSON_SORT_KEYS);
+    char acc[32];
+    snprintf(acc, sizeof acc, "%.4f", top1);
+    const char *keys[] = {"train_config", "test_top1", "generator"};
+    const char *vals[] = {cfgs, acc, "gplq train " GPLQ_VERSION};
+    rc = ckpt_save(&m, T.out, keys, vals, 3, err, sizeof err);
+    free(cfgs);
+    json_decref(cfgj);
+    if (rc) goto fail_model;
+    if (T.json)
+        printf("{\"top1\": %.6f, \"images\": %d, \"out\": \"%s\", \"seconds\": %.1f, "
+               "\"peak_rss_mb\": %ld}\n", top1, te.n, T.out, now_s() - t0, peak_rss_mb());
+    else
+        fprintf(stderr, "gplq: wrote %s: test top-1 %.2f%% on %d images (%.0f s, peak RSS %ld MB)\n",
+                T.out, 100 * top1, te.n, now_s() - t0, peak_rss_mb());
+    vit_free(&m);
+    ds_free(&tr);
+    ds_free(&te);
+    return 0;
+fail_model:
+    vit_free(&m);
+fail_data:
+    fprintf(stderr, "gplq train: %s\n", err);
+    ds_free(&tr);
+    ds_free(&te);
+    return 1;
+}
+
+/* ---- eval ---- */
+
+static struct {
+    const char *model, *data;
+    int eval_subset, batch, heads, threads, json;
+} E;
+
+static const opt_spec eval_opts[] = {
+    {"model", OPT_STR, &E.model, NULL, 0, 0, "checkpoint (safetensors: timm, HuggingFace or torchvision names)"},
+    {"data", OPT_STR, &E.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
+    {"eval-subset", OPT_INT, &E.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
+    {"batch-size", OPT_INT, &E.batch, "256", 1, 65536, "images per forward pass"},
+    {"num-heads", OPT_INT, &E.heads, "0", 0, 64, "attention heads if the file does not say (0 = dim/64)"},
+    {"threads", OPT_INT, &E.threads, "0", 0, 1024, "threads (0 = all cores)"},
+    {"json", OPT_FLAG, &E.json, "0", 0, 0, "print one JSON object"},
+};
+
+static int cmd_eval(int argc, char **argv) {
+    char err[1024];
+    opt_defaults(eval_opts, N_OPTS(eval_opts));
+    if (argc > 0 && !strcmp(argv[0], "--help")) {
+        printf("usage: gplq eval --model M [options]\n");
+        opt_print_help(eval_opts, N_OPTS(eval_opts), stdout);
+        return 0;
+    }
+    if (opt_parse(eval_opts, N_OPTS(eval_opts), argc, argv, err, sizeof err)) {
+        fprintf(stderr, "gplq eval: %s\n", err);
+        return 2;
+    }
+    if (!E.model) {
+        fprintf(stderr, "gplq eval: --model is required\n");
+        return 2;
+    }
+    blas_set_threads(E.threads);
+    log_blas(E.json);
+    vit_model m;
+    ckpt_hints hints = {.num_heads = E.heads};
+    ckpt_convention conv;
+    if (ckpt_load(&m, E.model, &hints, &conv, err, sizeof err)) {
+        fprintf(stderr, "gplq eval: %s\n", err);
+        return 1;
+    }
+    ds_set tr, te;
+    if (open_data(E.data, 1, E.eval_subset, &tr, &te)) {
+        vit_free(&m);
+        return 1;
+    }
+    double t0 = now_s(), top1;
+    int rc = eval_top1(&m, &te, E.batch, &top1, err, sizeof err);
+    double dt = now_s() - t0;
+    if (rc) {
+        fprintf(stderr, "gplq eval: %s\n", err);
+    } else if (E.json) {
+        printf("{\"top1\": %.6f, \"images\": %d, \"model\": \"%s\", \"convention\": \"%s\", "
+               "\"images_per_s\": %.1f, \"blas_core\": \"%s\"}\n", top1, te.n, E.model,
+               ckpt_convention_name(conv), te.n / dt, blas_core());
+    } else {
+        printf("%s (%s names): top-1 %.2f%% on %d %s test images (%.0f images/s)\n", E.model,
+               ckpt_convention_name(conv), 100 * top1, te.n, E.data, te.n / dt);
+    }
+    vit_free(&m);
+    ds_free(&tr);
+    ds_free(&te);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    blas_setup(argv);
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("gplq %s (OpenBLAS core %s)\n", GPLQ_VERSION, blas_core());
+        return 0;
+    }
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
+    fprintf(stderr, "gplq: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,191 @@
+/*
+ * options.c: see options.h.
+ */
+#include <stdio.h>
+
+#include "cli/options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* "batch_size" and "batch-size" name the same option. */
+static int same_name(const char *a, const char *b) {
+    for (; *a && *b; a++, b++) {
+        char x = *a == '_' ? '-' : *a, y = *b == '_' ? '-' : *b;
+        if (x != y) return 0;
+    }
+    return *a == *b;
+}
+
+static const opt_spec *find(const opt_spec *specs, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (same_name(specs[i].name, name)) return &specs[i];
+    return NULL;
+}
+
+static int set_value(const opt_spec *o, const char *v, char *err, size_t errlen) {
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case OPT_STR:
+        *(const char **)o->dest = v;
+        return 0;
+    case OPT_FLAG:
+        if (!strcmp(v, "1") || !strcmp(v, "true")) *(int *)o->dest = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false")) *(int *)o->dest = 0;
+        else break;
+        return 0;
+    case OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (end == v || *end || errno) break;
+        if (x < o->min || x > o->max) {
+            snprintf(err, errlen, "--%s %ld is out of range [%g, %g]", o->name, x, o->min, o->max);
+            return -1;
+        }
+        *(int *)o->dest = (int)x;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        double x = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(x)) break;
+        if (x < o->min || x > o->max) {
+            snprintf(err, errlen, "--%s %g is out of range [%g, %g]", o->name, x, o->min, o->max);
+            return -1;
+        }
+        *(float *)o->dest = (float)x;
+        return 0;
+    }
+    }
+    snprintf(err, errlen, "--%s: '%s' is not a valid %s", o->name, v,
+             o->type == OPT_INT ? "integer" : o->type == OPT_FLOAT ? "number" : "true/false");
+    return -1;
+}
+
+void opt_defaults(const opt_spec *specs, int n) {
+    char err[256];
+    for (int i = 0; i < n; i++) {
+        const opt_spec *o = &specs[i];
+        if (o->type == OPT_STR) *(const char **)o->dest = o->def;
+        else if (o->type == OPT_FLAG) *(int *)o->dest = o->def && !strcmp(o->def, "1");
+        else set_value(o, o->def ? o->def : "0", err, sizeof err);
+    }
+}
+
+int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t errlen) {
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "config must be a JSON object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        const opt_spec *o = find(specs, n, key);
+        if (!o) {
+            snprintf(err, errlen, "unknown option '%s' in config", key);
+            return -1;
+        }
+        char buf[64];
+        const char *text = NULL;
+        if (json_is_string(v) && o->type == OPT_STR) {
+            /* the JSON value dies with obj: keep a copy for the life of the program */
+            *(const char **)o->dest = strdup(json_string_value(v));
+            continue;
+        } else if (json_is_integer(v) && o->type != OPT_STR) {
+            snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+            text = buf;
+        } else if (json_is_real(v) && o->type == OPT_FLOAT) {
+            snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
+            text = buf;
+        } else if (json_is_boolean(v) && o->type == OPT_FLAG) {
+            text = json_is_true(v) ? "1" : "0";
+        } else {
+            snprintf(err, errlen, "option '%s' in config has the wrong type", key);
+            return -1;
+        }
+        if (set_value(o, text, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+int opt_parse(const opt_spec *specs, int n, int argc, char **argv, char *err, size_t errlen) {
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2)) {
+            snprintf(err, errlen, "unexpected argument '%s'", a);
+            return -1;
+        }
+        char name[128];
+        const char *eq = strchr(a + 2, '='), *val = NULL;
+        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+        if (eq) val = eq + 1;
+        if (!strcmp(name, "config")) {
+            if (!val && i + 1 < argc) val = argv[++i];
+            json_error_t je;
+            json_t *obj = val ? json_load_file(val, 0, &je) : NULL;
+            if (!obj) {
+                snprintf(err, errlen, "--config %s: %s (line %d)", val ? val : "(missing)",
+                         val ? je.text : "needs a file", val ? je.line : 0);
+                return -1;
+            }
+            int rc = opt_apply_json(specs, n, obj, err, errlen);
+            json_decref(obj);
+            if (rc) return -1;
+            continue;
+        }
+        const opt_spec *o = find(specs, n, name);
+        if (!o && !strncmp(name, "no-", 3) && (o = find(specs, n, name + 3)) && o->type == OPT_FLAG) {
+            *(int *)o->dest = 0;
+            continue;
+        }
+        if (!o) {
+            snprintf(err, errlen, "unknown option --%s (see --help)", name);
+            return -1;
+        }
+        if (o->type == OPT_FLAG && !val) {
+            *(int *)o->dest = 1;
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--%s needs a value", o->name);
+                return -1;
+            }
+            val = argv[++i];
+        }
+        if (set_value(o, val, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+void opt_print_help(const opt_spec *specs, int n, FILE *f) {
+    for (int i = 0; i < n; i++) {
+        const opt_spec *o = &specs[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", o->name,
+                 o->type == OPT_FLAG ? "" : o->type == OPT_STR ? " S" : o->type == OPT_INT ? " N" : " X");
+        fprintf(f, "  %-24s %s", left, o->help);
+        if (o->def && o->type != OPT_FLAG) fprintf(f, " (default %s)", o->def);
+        fputc('\n', f);
+    }
+}
+
+json_t *opt_to_json(const opt_spec *specs, int n) {
+    json_t *obj = json_object();
+    for (int i = 0; i < n; i++) {
+        const opt_spec *o = &specs[i];
+        char key[128];
+        snprintf(key, sizeof key, "%s", o->name);
+        for (char *p = key; *p; p++) if (*p == '-') *p = '_';
+        json_t *v;
+        switch (o->type) {
+        case OPT_INT: v = json_integer(*(int *)o->dest); break;
+        case OPT_FLOAT: v = json_real(*(float *)o->dest); break;
+        case OPT_FLAG: v = json_boolean(*(int *)o->dest); break;
+        default: v = *(const char **)o->dest ? json_string(*(const char **)o->dest) : json_null();
+        }
+        json_object_set_new(obj, key, v);
+    }
+    return obj;
+}

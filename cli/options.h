@@ -1,0 +1,36 @@
+/*
+ * options.h: command-line options from a table, one line per option (name, type, where it goes,
+ * default, bounds, help), in the redis manner. The same table parses `--name value`,
+ * `--name=value`, a JSON config file of {"name": value} (with '-' or '_'), prints the help, and
+ * dumps the resolved values as JSON for reports.
+ */
+#ifndef GPLQ_OPTIONS_H
+#define GPLQ_OPTIONS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_type;
+
+typedef struct {
+    const char *name;      /* long option without the dashes, words joined by '-' */
+    opt_type type;
+    void *dest;            /* int *, float *, const char **, int * (flag) */
+    const char *def;       /* default as text (NULL: none / unset) */
+    double min, max;       /* bounds for numbers (inclusive) */
+    const char *help;
+} opt_spec;
+
+/* Sets every option to its default. */
+void opt_defaults(const opt_spec *specs, int n);
+/* Parses argv[0..argc); unknown options and out-of-range values are errors naming the option.
+ * "--config FILE" loads FILE (JSON) at that point. Positional arguments are not accepted. */
+int opt_parse(const opt_spec *specs, int n, int argc, char **argv, char *err, size_t errlen);
+/* Applies a JSON object of options. */
+int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t errlen);
+/* Prints usage lines for every option to f. */
+void opt_print_help(const opt_spec *specs, int n, FILE *f);
+/* The resolved values as a new JSON object (caller json_decref's). */
+json_t *opt_to_json(const opt_spec *specs, int n);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * trainer.c: the training loop, its checkpoints, and evaluation. See trainer.h.
+ */
+#include "train/trainer.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "engine/adamw.h"
+#include "engine/ops.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen) {
+    const vit_config *c = &m->cfg;
+    if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
+        snprintf(err, errlen, "dataset images are %dx%dx%d, the model takes %dx%dx%d", d->channels,
+                 d->height, d->width, c->in_chans, c->img_size, c->img_size);
+        return -1;
+    }
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    float *x = malloc(sizeof(float) * img * batch);
+    int *idx = malloc(sizeof(int) * batch);
+    if (!x || !idx) {
+        free(x); free(idx);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int64_t correct = 0;
+    int rc = 0;
+    for (int i = 0; i < d->n && !rc; i += batch) {
+        int B = d->n - i < batch ? d->n - i : batch;
+        for (int b = 0; b < B; b++) idx[b] = i + b;
+        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
+        if ((rc = vit_forward(m, x, B, err, errlen))) break;
+        for (int b = 0; b < B; b++) {
+            const float *l = m->logits + (size_t)b * c->num_classes;
+            int best = 0;
+            for (int k = 1; k < c->num_classes; k++) best = l[k] > l[best] ? k : best;
+            correct += best == d->labels[i + b];
+        }
+    }
+    free(x);
+    free(idx);
+    *top1 = d->n ? (double)correct / d->n : 0.0;
+    return rc;
+}
+
+/* The training state beyond the weights. */
+typedef struct {
+    int64_t step;
+    adamw_state opt;
+    rng_t aug_rng;
+} train_state;
+
+static int save_state(const char *path, const vit_model *m, const train_state *s,
+                      const train_config *cfg, char *err, size_t errlen) {
+    st_writer *w = st_writer_new();
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char buf[160];
+    int64_t n = (int64_t)m->num_params;
+    int rc = ckpt_add_model(w, m, err, errlen);
+    if (!rc) rc = st_writer_add(w, "optim.m", ST_F32, 1, &n, s->opt.m, err, errlen);
+    if (!rc) rc = st_writer_add(w, "optim.v", ST_F32, 1, &n, s->opt.v, err, errlen);
+    snprintf(buf, sizeof buf, "%" PRId64, s->step);
+    if (!rc) rc = st_writer_meta(w, "train_step", buf);
+    snprintf(buf, sizeof buf, "%" PRId64, s->opt.t);
+    if (!rc) rc = st_writer_meta(w, "optim_t", buf);
+    snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
+             s->aug_rng.s[0], s->aug_rng.s[1], s->aug_rng.s[2], s->aug_rng.s[3]);
+    if (!rc) rc = st_writer_meta(w, "aug_rng", buf);
+    snprintf(buf, sizeof buf, "%" PRIu64 " %d %d", cfg->seed, cfg->batch, cfg->epochs);
+    if (!rc) rc = st_writer_meta(w, "train_seed_batch_epochs", buf);
+    if (!rc) rc = st_writer_save(w, path, err, errlen);
+    st_writer_free(w);
+    return rc;
+}
+
+static int load_state(const char *path, vit_model *m, train_state *s, const train_config *cfg,
+                      char *err, size_t errlen) {
+    st_file f;
+    vit_model saved;
+    if (st_open(&f, path, err, errlen)) return -1;
+    ckpt_hints hints = {.allow_extra = 1};
+    int rc = -1;
+    if (ckpt_load_file(&saved, &f, &hints, NULL, err, errlen)) goto out_file;
+    const st_tensor *tm = st_find(&f, "optim.m"), *tv = st_find(&f, "optim.v");
+    const char *step = st_meta(&f, "train_step"), *t = st_meta(&f, "optim_t");
+    const char *rng = st_meta(&f, "aug_rng"), *sbe = st_meta(&f, "train_seed_batch_epochs");
+    char want[96];
+    snprintf(want, sizeof want, "%" PRIu64 " %d %d", cfg->seed, cfg->batch, cfg->epochs);
+    if (!tm || !tv || !step || !t || !rng || !sbe || strlen(rng) != 64) {
+        snprintf(err, errlen, "%s: not a gplq training state (no optimizer or position)", path);
+    } else if (saved.num_params != m->num_params ||
+               memcmp(&saved.cfg, &m->cfg, sizeof saved.cfg)) {
+        snprintf(err, errlen, "%s: saved for a different model configuration", path);
+    } else if (strcmp(sbe, want)) {
+        snprintf(err, errlen, "%s: saved with seed/batch/epochs %s, this run has %s; resuming "
+                 "would not be exact (remove the file to start over)", path, sbe, want);
+    } else if ((size_t)tm->numel != m->num_params || (size_t)tv->numel != m->num_params ||
+               tm->dtype != ST_F32 || tv->dtype != ST_F32) {
+        snprintf(err, errlen, "%s: optimizer state does not match the model", path);
+    } else {
+        memcpy(m->param_mem, saved.param_mem, sizeof(float) * m->num_params);
+        st_to_f32(tm, s->opt.m);
+        st_to_f32(tv, s->opt.v);
+        s->step = strtoll(step, NULL, 10);
+        s->opt.t = strtoll(t, NULL, 10);
+        for (int i = 0; i < 4; i++) {
+            char part[17];
+            memcpy(part, rng + 16 * i, 16);
+            part[16] = 0;
+            s->aug_rng.s[i] = strtoull(part, NULL, 16);
+        }
+        rc = 0;
+    }
+    vit_free(&saved);
+out_file:
+    st_close(&f);
+    return rc;
+}
+
+int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
+              train_progress_fn progress, void *ctx, char *err, size_t errlen) {
+    const vit_config *c = &m->cfg;
+    int B = cfg->batch, K = c->num_classes;
+    err[0] = 0;
+    if (B <= 0 || cfg->epochs <= 0 || train->n < B) {
+        snprintf(err, errlen, "need batch > 0, epochs > 0 and at least one batch of data "
+                 "(batch %d, epochs %d, %d images)", B, cfg->epochs, train->n);
+        return -1;
+    }
+    if (train->channels != c->in_chans || train->height != c->img_size ||
+        train->num_classes > K) {
+        snprintf(err, errlen, "dataset (%d channels, %dx%d, %d classes) does not fit the model "
+                 "(%d channels, %d px, %d classes)", train->channels, train->height, train->width,
+                 train->num_classes, c->in_chans, c->img_size, K);
+        return -1;
+    }
+    int64_t per_epoch = train->n / B, total = per_epoch * cfg->epochs;
+    int64_t warmup = (int64_t)(cfg->warmup_epochs * per_epoch);
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    train_state s = {0};
+    float *x = malloc(sizeof(float) * img * B), *probs = malloc(sizeof(float) * B * K);
+    float *dlogits = malloc(sizeof(float) * B * K);
+    int *perm = malloc(sizeof(int) * train->n), *labels = malloc(sizeof(int) * B);
+    uint8_t *mask = malloc(m->num_params);
+    int rc = -1;
+    if (!x || !probs || !dlogits || !perm || !labels || !mask ||
+        adamw_init(&s.opt, m->num_params) || vit_alloc_grads(m, err, errlen)) {
+        if (!err[0]) snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++)
+        memset(mask + m->info[i].offset, m->info[i].decay, m->info[i].numel);
+    rng_seed(&s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
+    struct stat st;
+    if (cfg->ckpt_path && stat(cfg->ckpt_path, &st) == 0 &&
+        load_state(cfg->ckpt_path, m, &s, cfg, err, errlen))
+        goto out;
+    adamw_hparams h = {.lr = cfg->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                       .weight_decay = cfg->weight_decay};
+    train_progress p = {.total = total, .test_top1 = -1};
+    double t0 = now_s();
+    int64_t first = s.step;
+    int stopped = 0;
+    double epoch_loss = 0;
+    int epoch_steps = 0;
+    while (s.step < total && !stopped) {
+        int epoch = (int)(s.step / per_epoch);
+        int64_t pos = s.step % per_epoch;
+        /* the epoch's order depends on (seed, epoch) only, so a resumed run sees the same one */
+        rng_t order;
+        rng_seed(&order, cfg->seed * 1000003ULL + (uint64_t)epoch);
+        ds_shuffle(perm, train->n, &order);
+        for (; pos < per_epoch && !stopped; pos++) {
+            const int *idx = perm + pos * B;
+            ds_batch(train, idx, B, x, c->mean, c->std, &cfg->aug, &s.aug_rng);
+            for (int b = 0; b < B; b++) labels[b] = train->labels[idx[b]];
+            if (vit_forward(m, x, B, err, errlen)) goto out;
+            memset(dlogits, 0, sizeof(float) * B * K);
+            float loss = crossentropy_forward_backward(probs, dlogits, m->logits, labels, B, K,
+                                                       cfg->label_smoothing, 1.0f);
+            if (!(loss == loss) || loss > 1e6f) {
+                snprintf(err, errlen, "training diverged at step %" PRId64 " (loss %g); lower "
+                         "the learning rate", s.step, loss);
+                goto out;
+            }
+            vit_zero_grad(m);
+            if (vit_backward(m, dlogits, NULL, NULL, err, errlen)) goto out;
+            if (cfg->clip_grad > 0) clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
+            float lr = lr_schedule(s.step, total, warmup, cfg->lr, cfg->min_lr);
+            adamw_step(&s.opt, m->param_mem, m->grad_mem, mask, &h, lr);
+            s.step++;
+            epoch_loss += loss;
+            epoch_steps++;
+            double el = now_s() - t0;
+            p.step = s.step;
+            p.epoch = epoch;
+            p.loss = loss;
+            p.lr = lr;
+            p.epoch_loss = (float)(epoch_loss / epoch_steps);
+            p.images_per_s = (double)(s.step - first) * B / el;
+            p.eta_s = (double)(total - s.step) * el / (double)(s.step - first);
+            p.evaluated = 0;
+            if (progress && progress(ctx, &p)) stopped = 1;
+            int epoch_end = pos + 1 == per_epoch;
+            if (cfg->ckpt_path && (stopped || epoch_end ||
+                                   (cfg->ckpt_every > 0 && s.step % cfg->ckpt_every == 0)))
+                if (save_state(cfg->ckpt_path, m, &s, cfg, err, errlen)) goto out;
+            if (epoch_end) {
+                epoch_loss = 0;
+                epoch_steps = 0;
+                int last = s.step == total;
+                if (test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
+                    double top1;
+                    double te = now_s();
+                    if (eval_top1(m, test, 256, &top1, err, errlen)) goto out;
+                    t0 += now_s() - te; /* evaluation time is not training speed */
+                    p.test_top1 = (float)top1;
+                    p.evaluated = 1;
+                    if (progress && progress(ctx, &p)) stopped = 1;
+                }
+            }
+        }
+    }
+    rc = stopped ? 1 : 0;
+out:
+    free(x); free(probs); free(dlogits); free(perm); free(labels); free(mask);
+    adamw_free(&s.opt);
+    return rc;
+}

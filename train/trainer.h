@@ -1,0 +1,58 @@
+/*
+ * trainer.h: supervised training of a ViT on a dataset (AdamW, warmup + cosine schedule,
+ * label-smoothed cross-entropy, crop/flip augmentation), deterministic for a seed, with
+ * checkpoints that resume bit-exactly; and top-1 evaluation.
+ *
+ * Determinism: the epoch's order is a permutation drawn from (seed, epoch) alone and the
+ * augmentation draws from one stream whose state is saved in the checkpoint with the step, the
+ * optimizer moments and the weights, so a resumed run takes exactly the steps an uninterrupted
+ * one would have (same thread count, same BLAS kernel).
+ */
+#ifndef GPLQ_TRAINER_H
+#define GPLQ_TRAINER_H
+
+#include <stdint.h>
+
+#include "engine/vit.h"
+#include "io/dataset.h"
+
+typedef struct {
+    int epochs;
+    int batch;
+    float lr, min_lr;           /* peak and final learning rate of the cosine schedule */
+    float warmup_epochs;        /* linear warmup, in epochs (fractions allowed) */
+    float weight_decay;         /* AdamW, on matrices only */
+    float label_smoothing;
+    float clip_grad;            /* global L2 norm; 0 = off */
+    ds_augment aug;
+    uint64_t seed;
+    int eval_every;             /* evaluate on the test set every this many epochs; 0 = only at the end */
+    int ckpt_every;             /* steps between checkpoints (and one at each epoch end); 0 = epoch ends only */
+    const char *ckpt_path;      /* training state file (weights + optimizer + position); NULL = none */
+} train_config;
+
+typedef struct {
+    int64_t step, total;        /* steps done, of total */
+    int epoch;                  /* 0-based epoch of the step */
+    float loss, lr;             /* this step's, and a running mean over the epoch */
+    float epoch_loss;
+    double images_per_s, eta_s;
+    float test_top1;            /* after an evaluation, else < 0 */
+    int evaluated;              /* 1 on the call right after an evaluation */
+} train_progress;
+
+/* Called after every step and after each evaluation; a non-zero return stops training (the
+ * state is checkpointed first). */
+typedef int (*train_progress_fn)(void *ctx, const train_progress *p);
+
+/* Trains m (initialized, weights set) on train. If cfg->ckpt_path names an existing state file,
+ * resumes from it (its weights replace m's). test (optional) is evaluated as configured.
+ * Returns 0 when all epochs are done, 1 when stopped by the callback, -1 on error. */
+int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
+              train_progress_fn progress, void *ctx, char *err, size_t errlen);
+
+/* Top-1 accuracy of m on d (a fraction in [0, 1]), batch images at a time, with m's own
+ * normalization and no augmentation. */
+int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen);
+
+#endif
