@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential pkg-config
-  libopenblas-dev            # sgemm (and LAPACK for stage 1's PCA)
+  libopenblas-openmp-dev     # sgemm and LAPACK, the OpenMP build (see the Makefile)
   libjansson-dev             # JSON: safetensors headers, configs, --json output
   zlib1g-dev                 # gzip IDX files of Fashion-MNIST
   dataset-fashion-mnist      # the built-in dataset
