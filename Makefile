@@ -19,7 +19,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test bench san clean deps help
+.PHONY: all test bench san clean deps help demo
 all: $(BUILD)/gplq $(TESTS)
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make bench      speed benchmarks against PyTorch (installs python3-torch)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
+	@echo "make demo       install deps if missing, build, evaluate the committed demo model"
 
 deps:
 	bash scripts/install-deps.sh
@@ -54,6 +55,11 @@ test: deps
 san:
 	$(MAKE) BUILD=build/san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh build/san
+
+# The main job on embedded defaults: the committed demo model on the Fashion-MNIST test set.
+demo: deps
+	$(MAKE) all
+	$(BUILD)/gplq eval --model models/vit-fmnist.safetensors --data fashion-mnist
 
 bench: all
 	bash scripts/install-deps.sh --bench

@@ -202,23 +202,24 @@ void attention_softmax_forward(float *att, const float *qkv, int B, int T, int C
         }
 }
 
-void attention_softmax_backward(float *dqkv, const float *datt, const float *att,
-                                const float *qkv, int B, int T, int C, int NH) {
+void attention_softmax_backward(float *dqkv, float *datt, const float *att, const float *qkv,
+                                int B, int T, int C, int NH) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
-    float *ds_all = malloc(sizeof(float) * (size_t)B * NH * T * T);
     #pragma omp parallel for collapse(2)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             size_t off = ((size_t)b * NH + h) * T * T;
-            const float *a = att + off, *da = datt + off;
-            float *ds = ds_all + off;
-            /* dscore = a * (da - sum_j a_j da_j), the softmax Jacobian applied row by row */
+            const float *a = att + off;
+            float *ds = datt + off;
+            /* dscore = a * (da - sum_j a_j da_j), the softmax Jacobian applied row by row,
+             * written over da (each row is read whole before it is overwritten) */
             for (int t = 0; t < T; t++) {
-                const float *ar = a + (size_t)t * T, *dr = da + (size_t)t * T;
+                const float *ar = a + (size_t)t * T;
+                float *dr = ds + (size_t)t * T;
                 float dot = 0.0f;
                 for (int j = 0; j < T; j++) dot += ar[j] * dr[j];
-                for (int j = 0; j < T; j++) ds[(size_t)t * T + j] = ar[j] * (dr[j] - dot);
+                for (int j = 0; j < T; j++) dr[j] = ar[j] * (dr[j] - dot);
             }
             const float *q = qkv + (size_t)b * T * 3 * C + h * hd, *k = q + C;
             float *dq = dqkv + (size_t)b * T * 3 * C + h * hd, *dk = dq + C;
@@ -228,7 +229,6 @@ void attention_softmax_backward(float *dqkv, const float *datt, const float *att
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, ds, T, q,
                         3 * C, 1.0f, dk, 3 * C);
         }
-    free(ds_all);
 }
 
 void attention_value_forward(float *out, const float *att, const float *qkv, int B, int T, int C,

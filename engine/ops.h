@@ -43,9 +43,11 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
  * reshape(B, T, 3, NH, hd)); att (B, NH, T, T); out (B, T, C) with heads concatenated.
  */
 void attention_softmax_forward(float *att, const float *qkv, int B, int T, int C, int NH);
-/* dqkv (q and k parts) += from datt (B, NH, T, T) through the softmax and the scores. */
-void attention_softmax_backward(float *dqkv, const float *datt, const float *att,
-                                const float *qkv, int B, int T, int C, int NH);
+/* dqkv (q and k parts) += from datt (B, NH, T, T) through the softmax and the scores.
+ * datt is overwritten (with the gradient of the scores): it is the caller's scratch, and reusing
+ * it saves a B*NH*T*T buffer per call on the hot path. */
+void attention_softmax_backward(float *dqkv, float *datt, const float *att, const float *qkv,
+                                int B, int T, int C, int NH);
 void attention_value_forward(float *out, const float *att, const float *qkv, int B, int T, int C,
                              int NH);
 /* datt += dout v^T ; dqkv (v part) += att^T dout. */

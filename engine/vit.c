@@ -120,8 +120,11 @@ static void layout(vit_model *m) {
     m->num_params = off;
 }
 
+_Static_assert(sizeof(vit_params) == VIT_NUM_PARAM_TENSORS * sizeof(float *),
+               "vit_params must be exactly the parameter pointers, in vit_param_info order");
+
 static void point_params(vit_params *p, float *mem, const vit_param_info *info) {
-    float **ptrs = (float **)p; /* vit_params is VIT_NUM_PARAM_TENSORS pointers, in info order */
+    float **ptrs = (float **)p;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) ptrs[i] = mem + info[i].offset;
 }
 

@@ -132,24 +132,11 @@ static const char *st_json_type_name(const json_t *v) {
 /* ---------------------------------------------------------------------------------------- */
 /* reader */
 
-/* The st_file in the public header has no field saying whether f->map is our own mapping
- * (st_open, to munmap) or the caller's buffer (st_open_mem, left alone). That flag lives in
- * this private block, whose tail is the array f->tensors points to; st_close recovers the
- * block from f->tensors. The block is allocated even for zero tensors so the flag exists. */
-struct st_alloc {
-    int owns_map;
-    st_tensor tensors[];
-};
-
-static struct st_alloc *st_alloc_of(const st_file *f) {
-    return (struct st_alloc *)(void *)((char *)f->tensors - offsetof(struct st_alloc, tensors));
-}
-
 /* Frees everything f owns except the mapping itself and zeroes f. */
 static void st_free_contents(st_file *f) {
     if (f->tensors) {
         for (int i = 0; i < f->ntensors; i++) free(f->tensors[i].name);
-        free(st_alloc_of(f));
+        free(f->tensors);
     }
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta_keys[i]);
@@ -402,7 +389,6 @@ static int st_parse(st_file *f, const unsigned char *buf, size_t len, char *err,
 
     int rc = -1;
     struct st_extent *ext = NULL;
-    struct st_alloc *a = NULL;
     if (!json_is_object(root)) {
         st_fail(err, errlen, "header is %s, not a JSON object", st_json_type_name(root));
         goto done;
@@ -412,14 +398,13 @@ static int st_parse(st_file *f, const unsigned char *buf, size_t len, char *err,
         st_fail(err, errlen, "header lists too many tensors (%zu)", nt);
         goto done;
     }
-    a = calloc(1, sizeof *a + nt * sizeof(st_tensor));
+    /* allocated even for zero tensors: a non-NULL tensors marks a parsed file */
+    f->tensors = calloc(nt ? nt : 1, sizeof(st_tensor));
     ext = calloc(nt ? nt : 1, sizeof *ext);
-    if (!a || !ext) {
+    if (!f->tensors || !ext) {
         st_fail(err, errlen, "out of memory for %zu tensors", nt);
-        free(a);
         goto done;
     }
-    f->tensors = a->tensors;
 
     const char *key;
     json_t *val;
@@ -454,7 +439,7 @@ int st_open_mem(st_file *f, const void *buf, size_t len, char *err, size_t errle
     memset(f, 0, sizeof *f);
     if (!buf && len > 0) return st_fail(err, errlen, "NULL buffer");
     if (st_parse(f, buf, len, err, errlen) != 0) return -1;
-    st_alloc_of(f)->owns_map = 0;
+    f->owns_map = 0;
     return 0;
 }
 
@@ -492,13 +477,13 @@ int st_open(st_file *f, const char *path, char *err, size_t errlen) {
         munmap(map, len);
         return st_fail(err, errlen, "%s: %s", path, msg);
     }
-    st_alloc_of(f)->owns_map = 1;
+    f->owns_map = 1;
     return 0;
 }
 
 void st_close(st_file *f) {
     if (!f) return;
-    if (f->tensors && st_alloc_of(f)->owns_map && f->map) munmap(f->map, f->map_len);
+    if (f->owns_map && f->map) munmap(f->map, f->map_len);
     st_free_contents(f);
 }
 

@@ -44,8 +44,9 @@ typedef struct {
 } st_tensor;
 
 typedef struct {
-    void *map;                  /* the whole file, mmap'ed read-only */
+    void *map;                  /* the whole file, mmap'ed read-only (or the caller's buffer) */
     size_t map_len;
+    int owns_map;               /* 1: map is our mapping (st_open), unmapped by st_close */
     int ntensors;
     st_tensor *tensors;         /* in header order */
     int nmeta;

@@ -106,8 +106,8 @@ TEST(attention_matches_reference) {
     attention_value_backward_ref(dattr, dqr, dout, att, qkv, B, T, C, NH);
     CHECK_REL(datt, dattr, na, 1e-5);
     CHECK_REL(dq, dqr, nq, 1e-5);
-    attention_softmax_backward(dq, datt, att, qkv, B, T, C, NH);
     attention_softmax_backward_ref(dqr, datt, att, qkv, B, T, C, NH);
+    attention_softmax_backward(dq, datt, att, qkv, B, T, C, NH); /* clobbers datt: last */
     CHECK_REL(dq, dqr, nq, 1e-5);
     free(qkv); free(att); free(attr); free(o); free(or_); free(dout); free(datt); free(dattr);
     free(dq); free(dqr);
