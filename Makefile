@@ -47,6 +47,9 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libgplq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(LDLIBS) -o $@
 
+$(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(LDLIBS) -o $@
+
 test: deps
 	$(MAKE) all
 	bash tests/run.sh $(BUILD)
@@ -61,7 +64,7 @@ demo: deps
 	$(MAKE) all
 	$(BUILD)/gplq eval --model models/vit-fmnist.safetensors --data fashion-mnist
 
-bench: all
+bench: all $(BUILD)/bench_train
 	bash scripts/install-deps.sh --bench
 	bash bench/run.sh $(BUILD)
 

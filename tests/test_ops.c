@@ -148,6 +148,20 @@ static void soft_fwd(float *out, const float *qkv, void *p) {
     struct dims *d = p;
     attention_softmax_forward_ref(out, qkv, d->B, d->T, d->C, d->NH);
 }
+static void value_fwd(float *out, const float *qkv, void *p) {
+    struct dims *d = p;
+    attention_value_forward_ref(out, d->other, qkv, d->B, d->T, d->C, d->NH);
+}
+static void value_att_fwd(float *out, const float *att, void *p) {
+    struct dims *d = p;
+    attention_value_forward_ref(out, att, d->other, d->B, d->T, d->C, d->NH);
+}
+static void ce_fwd(float *out, const float *logits, void *p) {
+    struct dims *d = p;
+    float probs[64];
+    out[0] = crossentropy_forward_backward(probs, NULL, logits, (const int *)d->w, d->N, d->OC,
+                                           0.1f, 1.0f);
+}
 static void gelu_fwd(float *out, const float *x, void *p) { gelu_forward_ref(out, x, ((struct dims *)p)->N); }
 static void matmul_fwd(float *out, const float *x, void *p) {
     struct dims *d = p;
@@ -183,6 +197,24 @@ TEST(reference_backwards_match_finite_differences) {
     attention_softmax_backward_ref(dq, datt, att, qkv, 2, 5, 8, 2);
     e = fd_check(soft_fwd, &d, qkv, nq, datt, na, dq, 1e-2f);
     CHECK_MSG(e < 1e-2, "attention softmax fd error %.3g", e);
+    /* attention value: through v, and through the attention weights */
+    size_t no = 2 * 5 * 8;
+    float *vo = randn(no, 1), *dqv = zeros(nq), *datt2 = zeros(na);
+    d.other = att;
+    attention_value_backward_ref(datt2, dqv, vo, att, qkv, 2, 5, 8, 2);
+    e = fd_check(value_fwd, &d, qkv, nq, vo, no, dqv, 1e-2f);
+    CHECK_MSG(e < 1e-2, "attention value (v) fd error %.3g", e);
+    d.other = qkv;
+    e = fd_check(value_att_fwd, &d, att, na, vo, no, datt2, 1e-2f);
+    CHECK_MSG(e < 1e-2, "attention value (att) fd error %.3g", e);
+    /* cross-entropy with label smoothing */
+    int targets[3] = {2, 0, 3};
+    float *logits = randn(12, 2), *probs = zeros(12), *dl = zeros(12), one = 1.0f;
+    crossentropy_forward_backward(probs, dl, logits, targets, 3, 4, 0.1f, 1.0f);
+    d.w = (const float *)targets; d.N = 3; d.OC = 4;
+    e = fd_check(ce_fwd, &d, logits, 12, &one, 1, dl, 1e-2f);
+    CHECK_MSG(e < 1e-2, "cross-entropy fd error %.3g", e);
+    free(vo); free(dqv); free(datt2); free(logits); free(probs); free(dl);
     free(w); free(b); free(x); free(dout); free(dx); free(g); free(mw); free(mb); free(dmo);
     free(dmx); free(qkv); free(att); free(datt); free(dq);
 }

@@ -195,6 +195,53 @@ TEST(three_naming_conventions_give_identical_logits) {
     free(timm); free(tv); free(hf); free(hf_same_eps);
 }
 
+TEST(bf16_checkpoint_loads_as_its_float32_values) {
+    /* The tiny fixture's weights saved as BF16 (the top 16 bits of each float) must load to
+     * exactly the float32 model whose weights were cut the same way. */
+    char err[1024], path[] = "/tmp/gplq_test_bf16_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    st_file f;
+    CHECK(st_open(&f, FIX "vit_tiny_ref.safetensors", err, sizeof err) == 0);
+    vit_model ref, m;
+    ckpt_hints hints = {.allow_extra = 1};
+    CHECK(ckpt_load_file(&ref, &f, &hints, NULL, err, sizeof err) == 0);
+    for (size_t i = 0; i < ref.num_params; i++) {
+        uint32_t u;
+        memcpy(&u, &ref.param_mem[i], 4);
+        u &= 0xffff0000u;
+        memcpy(&ref.param_mem[i], &u, 4);
+    }
+    st_writer *w = st_writer_new();
+    uint16_t *bufs[64];
+    int nb = 0;
+    for (int i = 0; i < f.ntensors && nb < 64; i++) {
+        const st_tensor *t = &f.tensors[i];
+        int layer;
+        if (vit_param_lookup(&ref, t->name, &layer) < 0) continue;
+        uint16_t *b = bufs[nb++] = malloc(2 * t->numel);
+        for (int64_t j = 0; j < t->numel; j++) {
+            float v;
+            uint32_t u;
+            memcpy(&v, (const char *)t->data + 4 * j, 4);
+            memcpy(&u, &v, 4);
+            b[j] = (uint16_t)(u >> 16);
+        }
+        CHECK(st_writer_add(w, t->name, ST_BF16, t->ndim, t->shape, b, err, sizeof err) == 0);
+    }
+    st_writer_meta(w, "num_heads", st_meta(&f, "num_heads"));
+    CHECK(st_writer_save(w, path, err, sizeof err) == 0);
+    st_writer_free(w);
+    for (int i = 0; i < nb; i++) free(bufs[i]);
+    CHECK_MSG(ckpt_load(&m, path, NULL, NULL, err, sizeof err) == 0, "%s", err);
+    CHECK(m.num_params == ref.num_params &&
+          memcmp(m.param_mem, ref.param_mem, sizeof(float) * m.num_params) == 0);
+    vit_free(&m);
+    vit_free(&ref);
+    st_close(&f);
+    unlink(path);
+}
+
 TEST(unknown_checkpoint_lists_missing_and_unexpected) {
     /* A file with one unrelated tensor: the message must name both sides. */
     char path[] = "/tmp/gplq_test_ckpt_XXXXXX";

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# bench/run.sh: `make bench`: one training step of gplq beside the same step in PyTorch.
+#
+# Runs BUILD/bench_train (gplq, also measures the machine's sgemm rate) and then
+# bench/torch_step.py (PyTorch 1.13), one after the other, never together, on the same number of
+# threads and the same OpenBLAS kernel, and prints them side by side with the targets of the
+# benchmark: at least 60% of the same-run sgemm rate on the DeiT-S step, and faster than PyTorch
+# on both models. The table is also written as JSON to BUILD/bench/train_step.json, with each
+# side's raw results beside it in BUILD/bench/train_step_{c,torch}.jsonl.
+#
+# A MISS is a finding, not a failure: the exit status is 0 unless a side crashed.
+#
+# Usage: bench/run.sh [BUILD] [options for both sides]
+#   e.g. bench/run.sh build --models demo --batch 8 --warmup 1 --steps 2   (a quick smoke run)
+#   BENCH_THREADS=N sets the thread count (default 2, what the targets are stated for).
+set -uo pipefail
+
+build=${1:-build}
+shift || true
+extra=("$@")
+threads=${BENCH_THREADS:-2}
+out=$build/bench
+mkdir -p "$out"
+if [ ! -x "$build/bench_train" ]; then
+  echo "bench: $build/bench_train is missing (make $build/bench_train)" >&2
+  exit 1
+fi
+
+# Both sides' OpenMP and OpenBLAS pools at the same size (torch also gets --threads, which
+# calls torch.set_num_threads).
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
+
+# The same OpenBLAS kernel on both sides. Debian's OpenBLAS 0.3.21 takes recent AVX-512 CPUs
+# for "Prescott" (SSE3 kernels, several times slower); bench_train fixes that for itself by
+# re-executing with OPENBLAS_CORETYPE=SkylakeX (engine/blas.h), so torch must get the same
+# value or the comparison measures the kernel, not the code. A value set by the user is kept
+# for both.
+torch_env=()
+if [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+  echo "bench: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE from the environment, for both sides" >&2
+elif grep -qw avx512f /proc/cpuinfo; then
+  torch_env=(OPENBLAS_CORETYPE=SkylakeX)
+  echo "bench: AVX-512 CPU: OPENBLAS_CORETYPE=SkylakeX for both sides" >&2
+fi
+
+crashed=0
+c_json=$out/train_step_c.jsonl
+torch_json=$out/train_step_torch.jsonl
+echo "== gplq: $build/bench_train, $threads threads" >&2
+"$build/bench_train" --json --threads "$threads" "${extra[@]}" >"$c_json" || crashed=1
+echo >&2
+echo "== PyTorch: bench/torch_step.py, $threads threads" >&2
+env "${torch_env[@]}" /usr/bin/python3 bench/torch_step.py --threads "$threads" "${extra[@]}" \
+  >"$torch_json" || crashed=1
+echo >&2
+
+# The side-by-side table (the standard library's json; python3 is there, torch needs it).
+/usr/bin/python3 - "$c_json" "$torch_json" "$out/train_step.json" <<'EOF' || crashed=1
+import json
+import sys
+
+c_path, torch_path, out_path = sys.argv[1:4]
+
+
+def load(path):
+    with open(path) as f:
+        return {r["model"]: r for r in map(json.loads, filter(str.strip, f))}
+
+
+c, t = load(c_path), load(torch_path)
+SGEMM_TARGET = 0.60  # of the same-run sgemm rate, on the DeiT-S step
+rows = []
+for name in list(c) + [n for n in t if n not in c]:
+    cr, tr = c.get(name), t.get(name)
+    row = {"model": name, "batch": (cr or tr)["batch"],
+           "c_images_per_s": cr and cr["images_per_s"],
+           "torch_images_per_s": tr and tr["images_per_s"],
+           "ratio_c_torch": cr and tr and cr["images_per_s"] / tr["images_per_s"],
+           "c_gflops": cr and cr["gflops"], "frac_sgemm": cr and cr["frac_sgemm"],
+           "torch_gflops": cr and tr and cr["flops_per_step"] / tr["step_s"] * 1e-9,
+           "c_peak_rss_mb": cr and cr["peak_rss_mb"],
+           "torch_peak_rss_mb": tr and tr["peak_rss_mb"],
+           "target_sgemm": None, "target_faster": None}
+    if cr and tr and cr["batch"] != tr["batch"]:
+        row["batch"] = "%d/%d" % (cr["batch"], tr["batch"])
+    if name == "deit-s" and cr:
+        row["target_sgemm"] = "PASS" if cr["frac_sgemm"] >= SGEMM_TARGET else "MISS"
+    if row["ratio_c_torch"] is not None:
+        row["target_faster"] = "PASS" if row["ratio_c_torch"] > 1 else "MISS"
+    rows.append(row)
+
+any_c = next(iter(c.values()), {})
+any_t = next(iter(t.values()), {})
+summary = {
+    "threads": any_c.get("threads", any_t.get("threads")),
+    "sgemm_n": any_c.get("sgemm_n"), "sgemm_gflops": any_c.get("sgemm_gflops"),
+    "flops_note": "FLOPs per step = 3 x forward matmul FLOPs (forward + backward)",
+    "c_blas_core": any_c.get("blas_core"), "c_blas_core_source": any_c.get("blas_core_source"),
+    "torch_version": any_t.get("torch_version"),
+    "torch_blas_info": any_t.get("torch_blas_info"), "torch_is_openblas": any_t.get("is_openblas"),
+    "torch_blas_core": any_t.get("blas_core"), "torch_blas_libs": any_t.get("blas_libs"),
+    "torch_rss_base_mb": any_t.get("rss_base_mb"),
+    "same_blas_core": bool(c and t) and any_c.get("blas_core") == any_t.get("blas_core"),
+    "rows": rows, "c": list(c.values()), "torch": list(t.values()),
+}
+with open(out_path, "w") as f:
+    json.dump(summary, f, indent=1)
+    f.write("\n")
+
+
+def fmt(v, spec):
+    return "-" if v is None else spec % v
+
+
+head = ("model", "batch", "C img/s", "torch img/s", "C/torch", "C GFLOP/s", "% sgemm",
+        "C RSS MB", "torch RSS MB", ">=60% sgemm", "faster")
+widths = (7, 5, 9, 11, 8, 10, 8, 9, 12, 12, 7)
+line = "  ".join("%*s" % (w if i else -w, h) for i, (w, h) in enumerate(zip(widths, head)))
+print(line)
+print("-" * len(line))
+for r in rows:
+    cells = (r["model"], str(r["batch"]), fmt(r["c_images_per_s"], "%.1f"),
+             fmt(r["torch_images_per_s"], "%.1f"), fmt(r["ratio_c_torch"], "%.2fx"),
+             fmt(r["c_gflops"], "%.1f"), fmt(r["frac_sgemm"] and 100 * r["frac_sgemm"], "%.1f%%"),
+             fmt(r["c_peak_rss_mb"], "%.0f"), fmt(r["torch_peak_rss_mb"], "%.0f"),
+             r["target_sgemm"] or "-", r["target_faster"] or "-")
+    print("  ".join("%*s" % (w if i else -w, x) for i, (w, x) in enumerate(zip(widths, cells))))
+print()
+if summary["sgemm_gflops"]:
+    n = summary["sgemm_n"]
+    print("sgemm %dx%dx%d in the same run: %.1f GFLOP/s; %s; threads: %s"
+          % (n, n, n, summary["sgemm_gflops"], summary["flops_note"], summary["threads"]))
+print("OpenBLAS kernel: gplq %s (%s), torch %s (%s%s)%s"
+      % (summary["c_blas_core"], summary["c_blas_core_source"], summary["torch_blas_core"],
+         "OpenBLAS" if summary["torch_is_openblas"] else "NOT OpenBLAS",
+         ", BLAS_INFO=%s" % summary["torch_blas_info"] if summary["torch_blas_info"] else "",
+         "" if summary["same_blas_core"] else "  ** NOT THE SAME KERNEL **"))
+if summary["torch_rss_base_mb"]:
+    print("torch's RSS includes %.0f MB of interpreter and libraries before any model"
+          % summary["torch_rss_base_mb"])
+print("written: %s" % out_path)
+EOF
+
+exit $crashed
