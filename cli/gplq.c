@@ -45,14 +45,14 @@ static void log_blas(int json) {
     if (!json) fprintf(stderr, "gplq: OpenBLAS core %s (%s)\n", blas_core(), blas_core_source());
 }
 
-/* Loads the built-in dataset, limited to the requested subsets. */
+/* Loads the built-in dataset (tr may be NULL: test half only), limited to the subsets. */
 static int open_data(const char *name, int train_subset, int eval_subset, ds_set *tr, ds_set *te) {
     char err[1024];
     if (ds_open_builtin(name, NULL, tr, te, err, sizeof err)) {
         fprintf(stderr, "gplq: %s\n", err);
         return -1;
     }
-    ds_truncate(tr, train_subset);
+    if (tr) ds_truncate(tr, train_subset);
     ds_truncate(te, eval_subset);
     return 0;
 }
@@ -244,8 +244,8 @@ static int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "gplq eval: %s\n", err);
         return 1;
     }
-    ds_set tr, te;
-    if (open_data(E.data, 1, E.eval_subset, &tr, &te)) {
+    ds_set te;
+    if (open_data(E.data, 0, E.eval_subset, NULL, &te)) {
         vit_free(&m);
         return 1;
     }
@@ -263,7 +263,6 @@ static int cmd_eval(int argc, char **argv) {
                ckpt_convention_name(conv), 100 * top1, te.n, E.data, te.n / dt);
     }
     vit_free(&m);
-    ds_free(&tr);
     ds_free(&te);
     return rc ? 1 : 0;
 }

@@ -103,8 +103,8 @@ out:
 
 int ds_open_builtin(const char *name, const char *dir, ds_set *train, ds_set *test, char *err,
                     size_t errlen) {
-    memset(train, 0, sizeof *train);
-    memset(test, 0, sizeof *test);
+    if (train) memset(train, 0, sizeof *train);
+    if (test) memset(test, 0, sizeof *test);
     if (strcmp(name, "fashion-mnist")) {
         snprintf(err, errlen, "unknown dataset '%s' (built in: fashion-mnist)", name);
         return -1;
@@ -112,18 +112,22 @@ int ds_open_builtin(const char *name, const char *dir, ds_set *train, ds_set *te
     if (!dir) dir = getenv("GPLQ_FMNIST_DIR");
     if (!dir) dir = DS_FMNIST_DIR;
     char pi[4096], pl[4096];
-    snprintf(pi, sizeof pi, "%s/train-images-idx3-ubyte.gz", dir);
-    snprintf(pl, sizeof pl, "%s/train-labels-idx1-ubyte.gz", dir);
-    if (load_idx_pair(train, pi, pl, err, errlen)) return -1;
-    snprintf(pi, sizeof pi, "%s/t10k-images-idx3-ubyte.gz", dir);
-    snprintf(pl, sizeof pl, "%s/t10k-labels-idx1-ubyte.gz", dir);
-    if (load_idx_pair(test, pi, pl, err, errlen)) {
-        ds_free(train);
-        return -1;
+    if (train) {
+        snprintf(pi, sizeof pi, "%s/train-images-idx3-ubyte.gz", dir);
+        snprintf(pl, sizeof pl, "%s/train-labels-idx1-ubyte.gz", dir);
+        if (load_idx_pair(train, pi, pl, err, errlen)) return -1;
     }
-    /* Both halves must agree on the label space, even if one lacks the top class. */
-    int k = train->num_classes > test->num_classes ? train->num_classes : test->num_classes;
-    train->num_classes = test->num_classes = k;
+    if (test) {
+        snprintf(pi, sizeof pi, "%s/t10k-images-idx3-ubyte.gz", dir);
+        snprintf(pl, sizeof pl, "%s/t10k-labels-idx1-ubyte.gz", dir);
+        if (load_idx_pair(test, pi, pl, err, errlen)) {
+            if (train) ds_free(train);
+            return -1;
+        }
+    }
+    /* Fashion-MNIST has 10 classes; a half that lacks the top label must not shrink that. */
+    if (train && train->num_classes < 10) train->num_classes = 10;
+    if (test && test->num_classes < 10) test->num_classes = 10;
     return 0;
 }
 

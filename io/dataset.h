@@ -26,8 +26,9 @@ typedef struct {
     int32_t *labels;    /* (n), owned, each in [0, num_classes) */
 } ds_set;
 
-/* Opens the built-in dataset name ("fashion-mnist") into train and test (both filled; free each
- * with ds_free). dir overrides the folder (NULL: DS_FMNIST_DIR, or $GPLQ_FMNIST_DIR if set). */
+/* Opens the built-in dataset name ("fashion-mnist") into train and test (either may be NULL to
+ * skip that half; free each with ds_free). dir overrides the folder (NULL: $GPLQ_FMNIST_DIR if
+ * set, else DS_FMNIST_DIR). */
 int ds_open_builtin(const char *name, const char *dir, ds_set *train, ds_set *test, char *err,
                     size_t errlen);
 void ds_free(ds_set *d);
