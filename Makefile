@@ -11,8 +11,8 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -g -Wall -Wextra -fo
 LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -lz -lm
 BUILD   ?= build
 
-# The library: engine (math), io (files and data), train (optimizer and loop).
-LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c)
+# The library: engine (math), io (files and data), train (optimizer and loop), gplq (the method).
+LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c) $(wildcard gplq/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
