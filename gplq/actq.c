@@ -1,0 +1,171 @@
+/*
+ * actq.c: see actq.h.
+ */
+#include "gplq/actq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Slot of a point: blocks first, then the patch input and the head input. */
+static int slot(const actq_set *s, int layer, vit_qpoint p) {
+    switch (p) {
+    case VIT_QP_PATCH_IN: return s->depth * ACTQ_BLOCK_POINTS;
+    case VIT_QP_HEAD_IN: return s->depth * ACTQ_BLOCK_POINTS + 1;
+    case VIT_QP_QKV_IN: case VIT_QP_QKV_OUT: case VIT_QP_ATTN:
+    case VIT_QP_PROJ_IN: case VIT_QP_FC1_IN: case VIT_QP_FC2_IN:
+        if (layer < 0 || layer >= s->depth) return -1;
+        return layer * ACTQ_BLOCK_POINTS + (int)(p - VIT_QP_QKV_IN);
+    default: return -1;
+    }
+}
+
+lsq_quantizer *actq_get(actq_set *s, int layer, vit_qpoint p) {
+    int i = slot(s, layer, p);
+    return i < 0 ? NULL : &s->q[i];
+}
+
+/* Per-channel points initialize from absmax, per-tensor ones (q|k|v, softmax, image) from
+ * percentiles: what GPLQ's spec prescribes. */
+static lsq_init_kind init_kind(vit_qpoint p) {
+    return p == VIT_QP_QKV_OUT || p == VIT_QP_ATTN || p == VIT_QP_PATCH_IN ? LSQ_INIT_PERCENTILE
+                                                                           : LSQ_INIT_ABSMAX;
+}
+
+static vit_qpoint point_of(const actq_set *s, int i) {
+    if (i == s->depth * ACTQ_BLOCK_POINTS) return VIT_QP_PATCH_IN;
+    if (i == s->depth * ACTQ_BLOCK_POINTS + 1) return VIT_QP_HEAD_IN;
+    return (vit_qpoint)(VIT_QP_QKV_IN + i % ACTQ_BLOCK_POINTS);
+}
+
+static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                        int64_t rows, int cols) {
+    actq_set *s = ctx;
+    int i = slot(s, layer, p);
+    if (i < 0 || rows > 0x7fffffff) {
+        snprintf(s->err, sizeof s->err, "no quantizer for point %d of layer %d", (int)p, layer);
+        return -1;
+    }
+    if (s->mode == ACTQ_QUANT) {
+        lsq_forward(&s->q[i], out, in, (int)rows, cols);
+        return 0;
+    }
+    if (out != in) memcpy(out, in, sizeof(float) * (size_t)rows * cols);
+    if (s->mode == ACTQ_OBSERVE &&
+        lsq_observer_update(&s->obs[i], in, (int)rows, cols, s->err, sizeof s->err))
+        return -1;
+    return 0;
+}
+
+static void hook_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+                          const float *in, int64_t rows, int cols) {
+    actq_set *s = ctx;
+    int i = slot(s, layer, p);
+    if (s->mode == ACTQ_QUANT && i >= 0) {
+        lsq_backward(&s->q[i], din, dout, in, (int)rows, cols);
+        return;
+    }
+    if (din != dout) memcpy(din, dout, sizeof(float) * (size_t)rows * cols);
+}
+
+int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char *err,
+              size_t errlen) {
+    memset(s, 0, sizeof *s);
+    s->depth = c->depth;
+    s->abits = abits;
+    s->patch_bits = patch_bits;
+    s->nq = c->depth * ACTQ_BLOCK_POINTS + 2;
+    s->q = calloc(s->nq, sizeof *s->q);
+    if (!s->q) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < s->nq; i++) {
+        vit_qpoint p = point_of(s, i);
+        int channels = p == VIT_QP_QKV_IN || p == VIT_QP_PROJ_IN || p == VIT_QP_FC1_IN ||
+                               p == VIT_QP_HEAD_IN ? c->dim
+                     : p == VIT_QP_FC2_IN        ? c->mlp_hidden
+                     : p == VIT_QP_QKV_OUT       ? 3
+                                                 : 1;
+        int bits = p == VIT_QP_PATCH_IN ? patch_bits : abits;
+        int is_signed = p != VIT_QP_ATTN; /* softmax output is in [0, 1] */
+        if (lsq_init(&s->q[i], bits, is_signed, channels, err, errlen)) {
+            actq_free(s);
+            return -1;
+        }
+    }
+    s->mode = ACTQ_OFF;
+    s->hooks = (vit_hooks){.ctx = s, .forward = hook_forward, .backward = hook_backward};
+    return 0;
+}
+
+static void free_observers(actq_set *s) {
+    if (!s->obs) return;
+    for (int i = 0; i < s->nq; i++) lsq_observer_free(&s->obs[i]);
+    free(s->obs);
+    s->obs = NULL;
+}
+
+void actq_free(actq_set *s) {
+    free_observers(s);
+    for (int i = 0; s->q && i < s->nq; i++) lsq_free(&s->q[i]);
+    free(s->q);
+    memset(s, 0, sizeof *s);
+}
+
+int actq_observe_begin(actq_set *s, uint64_t seed, char *err, size_t errlen) {
+    free_observers(s);
+    s->obs = calloc(s->nq, sizeof *s->obs);
+    if (!s->obs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < s->nq; i++)
+        if (lsq_observer_init(&s->obs[i], init_kind(point_of(s, i)), s->q[i].channels,
+                              LSQ_OBSERVER_CAP_DEFAULT, seed + (uint64_t)i, err, errlen)) {
+            free_observers(s);
+            return -1;
+        }
+    s->mode = ACTQ_OBSERVE;
+    return 0;
+}
+
+int actq_observe_end(actq_set *s, char *err, size_t errlen) {
+    if (!s->obs) {
+        snprintf(err, errlen, "actq_observe_end without actq_observe_begin");
+        return -1;
+    }
+    for (int i = 0; i < s->nq; i++)
+        if (lsq_observer_steps(&s->obs[i], &s->q[i], err, errlen)) {
+            free_observers(s);
+            return -1;
+        }
+    free_observers(s);
+    s->mode = ACTQ_QUANT;
+    return 0;
+}
+
+size_t actq_num_steps(const actq_set *s) {
+    size_t n = 0;
+    for (int i = 0; i < s->nq; i++) n += (size_t)s->q[i].channels;
+    return n;
+}
+
+void actq_gather(const actq_set *s, float *flat, int grads) {
+    for (int i = 0; i < s->nq; i++) {
+        memcpy(flat, grads ? s->q[i].dstep : s->q[i].step, sizeof(float) * s->q[i].channels);
+        flat += s->q[i].channels;
+    }
+}
+
+void actq_scatter(actq_set *s, const float *flat) {
+    for (int i = 0; i < s->nq; i++) {
+        memcpy(s->q[i].step, flat, sizeof(float) * s->q[i].channels);
+        lsq_clamp_steps(&s->q[i]);
+        flat += s->q[i].channels;
+    }
+}
+
+void actq_zero_grad(actq_set *s) {
+    for (int i = 0; i < s->nq; i++) lsq_zero_grad(&s->q[i]);
+}
