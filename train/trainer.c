@@ -60,6 +60,9 @@ int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
 typedef struct {
     int64_t step;
     adamw_state opt;
+    adamw_state opt_extra;  /* for the objective's extra parameters (n = 0 if none) */
+    float *extra;           /* (nextra) their values, gathered for saving and updating */
+    float *extra_grad;      /* (nextra) */
     rng_t aug_rng;
 } train_state;
 
@@ -75,6 +78,10 @@ static int save_state(const char *path, const vit_model *m, const train_state *s
     int rc = ckpt_add_model(w, m, err, errlen);
     if (!rc) rc = st_writer_add(w, "optim.m", ST_F32, 1, &n, s->opt.m, err, errlen);
     if (!rc) rc = st_writer_add(w, "optim.v", ST_F32, 1, &n, s->opt.v, err, errlen);
+    int64_t ne = (int64_t)s->opt_extra.n;
+    if (!rc && ne) rc = st_writer_add(w, "extra", ST_F32, 1, &ne, s->extra, err, errlen);
+    if (!rc && ne) rc = st_writer_add(w, "optim_extra.m", ST_F32, 1, &ne, s->opt_extra.m, err, errlen);
+    if (!rc && ne) rc = st_writer_add(w, "optim_extra.v", ST_F32, 1, &ne, s->opt_extra.v, err, errlen);
     snprintf(buf, sizeof buf, "%" PRId64, s->step);
     if (!rc) rc = st_writer_meta(w, "train_step", buf);
     snprintf(buf, sizeof buf, "%" PRId64, s->opt.t);
@@ -98,6 +105,13 @@ static int load_state(const char *path, vit_model *m, train_state *s, const trai
     int rc = -1;
     if (ckpt_load_file(&saved, &f, &hints, NULL, err, errlen)) goto out_file;
     const st_tensor *tm = st_find(&f, "optim.m"), *tv = st_find(&f, "optim.v");
+    const st_tensor *te = st_find(&f, "extra"), *tem = st_find(&f, "optim_extra.m");
+    const st_tensor *tev = st_find(&f, "optim_extra.v");
+    size_t ne = s->opt_extra.n;
+    int extra_ok = ne == 0 ? !te : (te && tem && tev && (size_t)te->numel == ne &&
+                                    (size_t)tem->numel == ne && (size_t)tev->numel == ne &&
+                                    te->dtype == ST_F32 && tem->dtype == ST_F32 &&
+                                    tev->dtype == ST_F32);
     const char *step = st_meta(&f, "train_step"), *t = st_meta(&f, "optim_t");
     const char *rng = st_meta(&f, "aug_rng"), *sbe = st_meta(&f, "train_seed_batch_epochs");
     char want[96];
@@ -111,14 +125,19 @@ static int load_state(const char *path, vit_model *m, train_state *s, const trai
         snprintf(err, errlen, "%s: saved with seed/batch/epochs %s, this run has %s; resuming "
                  "would not be exact (remove the file to start over)", path, sbe, want);
     } else if ((size_t)tm->numel != m->num_params || (size_t)tv->numel != m->num_params ||
-               tm->dtype != ST_F32 || tv->dtype != ST_F32) {
+               tm->dtype != ST_F32 || tv->dtype != ST_F32 || !extra_ok) {
         snprintf(err, errlen, "%s: optimizer state does not match the model", path);
     } else {
+        if (ne) {
+            st_to_f32(te, s->extra);
+            st_to_f32(tem, s->opt_extra.m);
+            st_to_f32(tev, s->opt_extra.v);
+        }
         memcpy(m->param_mem, saved.param_mem, sizeof(float) * m->num_params);
         st_to_f32(tm, s->opt.m);
         st_to_f32(tv, s->opt.v);
         s->step = strtoll(step, NULL, 10);
-        s->opt.t = strtoll(t, NULL, 10);
+        s->opt.t = s->opt_extra.t = strtoll(t, NULL, 10);
         for (int i = 0; i < 4; i++) {
             char part[17];
             memcpy(part, rng + 16 * i, 16);
@@ -158,12 +177,21 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
     float *dlogits = malloc(sizeof(float) * B * K);
     int *perm = malloc(sizeof(int) * train->n), *labels = malloc(sizeof(int) * B);
     uint8_t *mask = malloc(m->num_params);
+    const train_objective *obj = cfg->objective;
+    size_t ne = obj && obj->extra_gather ? obj->nextra : 0;
+    float *dfeature = obj ? malloc(sizeof(float) * B * c->dim) : NULL;
     int rc = -1;
-    if (!x || !probs || !dlogits || !perm || !labels || !mask ||
+    if (ne) {
+        s.extra = malloc(sizeof(float) * ne);
+        s.extra_grad = malloc(sizeof(float) * ne);
+    }
+    if (!x || !probs || !dlogits || !perm || !labels || !mask || (obj && !dfeature) ||
+        (ne && (!s.extra || !s.extra_grad || adamw_init(&s.opt_extra, ne))) ||
         adamw_init(&s.opt, m->num_params) || vit_alloc_grads(m, err, errlen)) {
         if (!err[0]) snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (ne) obj->extra_gather(obj->ctx, s.extra, 0);
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++)
         memset(mask + m->info[i].offset, m->info[i].decay, m->info[i].numel);
     rng_seed(&s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
@@ -171,6 +199,7 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
     if (cfg->ckpt_path && stat(cfg->ckpt_path, &st) == 0 &&
         load_state(cfg->ckpt_path, m, &s, cfg, err, errlen))
         goto out;
+    if (ne) obj->extra_scatter(obj->ctx, s.extra); /* a resumed state brings its own values */
     adamw_hparams h = {.lr = cfg->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                        .weight_decay = cfg->weight_decay};
     train_progress p = {.total = total, .test_top1 = -1};
@@ -192,18 +221,37 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
             for (int b = 0; b < B; b++) labels[b] = train->labels[idx[b]];
             if (vit_forward(m, x, B, err, errlen)) goto out;
             memset(dlogits, 0, sizeof(float) * B * K);
-            float loss = crossentropy_forward_backward(probs, dlogits, m->logits, labels, B, K,
-                                                       cfg->label_smoothing, 1.0f);
+            float loss;
+            int use_dfeature = 0;
+            if (obj) {
+                memset(dfeature, 0, sizeof(float) * B * c->dim);
+                if (obj->loss(obj->ctx, m, x, labels, B, dlogits, dfeature, &use_dfeature, &loss,
+                              p.terms, err, errlen))
+                    goto out;
+            } else {
+                loss = crossentropy_forward_backward(probs, dlogits, m->logits, labels, B, K,
+                                                     cfg->label_smoothing, 1.0f);
+            }
             if (!(loss == loss) || loss > 1e6f) {
                 snprintf(err, errlen, "training diverged at step %" PRId64 " (loss %g); lower "
                          "the learning rate", s.step, loss);
                 goto out;
             }
             vit_zero_grad(m);
-            if (vit_backward(m, dlogits, NULL, NULL, err, errlen)) goto out;
+            if (ne) obj->extra_zero_grad(obj->ctx);
+            if (vit_backward(m, dlogits, use_dfeature ? dfeature : NULL, NULL, err, errlen))
+                goto out;
             if (cfg->clip_grad > 0) clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
             float lr = lr_schedule(s.step, total, warmup, cfg->lr, cfg->min_lr);
             adamw_step(&s.opt, m->param_mem, m->grad_mem, mask, &h, lr);
+            if (ne) {
+                adamw_hparams he = h;
+                he.weight_decay = 0;
+                obj->extra_gather(obj->ctx, s.extra_grad, 1);
+                adamw_step(&s.opt_extra, s.extra, s.extra_grad, NULL, &he, lr);
+                obj->extra_scatter(obj->ctx, s.extra);
+                obj->extra_gather(obj->ctx, s.extra, 0); /* scatter may have clamped */
+            }
             s.step++;
             epoch_loss += loss;
             epoch_steps++;
@@ -239,7 +287,9 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
     }
     rc = stopped ? 1 : 0;
 out:
-    free(x); free(probs); free(dlogits); free(perm); free(labels); free(mask);
+    free(x); free(probs); free(dlogits); free(perm); free(labels); free(mask); free(dfeature);
+    free(s.extra); free(s.extra_grad);
     adamw_free(&s.opt);
+    adamw_free(&s.opt_extra);
     return rc;
 }

@@ -16,6 +16,31 @@
 #include "engine/vit.h"
 #include "io/dataset.h"
 
+/*
+ * What training minimizes, when it is not plain label-smoothed cross-entropy (GPLQ's stage 1:
+ * cross-entropy plus a feature-mimicking term, with quantizer steps trained beside the weights).
+ */
+#define TRAIN_MAX_TERMS 4
+typedef struct {
+    void *ctx;
+    /* After the model's forward pass on images x (B, ...) with labels: the loss into *loss,
+     * its parts into terms (up to TRAIN_MAX_TERMS, named by term_names), the gradient on the
+     * logits into dlogits (B, K, zeroed by the caller) and, if the loss involves the feature,
+     * into dfeature (B, C, zeroed) with *use_dfeature = 1. Returns 0 or -1 with a message. */
+    int (*loss)(void *ctx, vit_model *m, const float *x, const int *labels, int B,
+                float *dlogits, float *dfeature, int *use_dfeature, float *loss,
+                float *terms, char *err, size_t errlen);
+    const char *term_names[TRAIN_MAX_TERMS]; /* NULL-terminated if fewer */
+    /* Extra trainable parameters (NULL gather = none): nextra floats, updated by their own
+     * AdamW state at the same learning rate, without weight decay. gather copies the values
+     * (grads = 0) or their gradients (grads = 1) out, scatter copies values in (and may clamp
+     * them), zero_grad clears the gradients before each backward pass. */
+    size_t nextra;
+    void (*extra_gather)(void *ctx, float *flat, int grads);
+    void (*extra_scatter)(void *ctx, const float *flat);
+    void (*extra_zero_grad)(void *ctx);
+} train_objective;
+
 typedef struct {
     int epochs;
     int batch;
@@ -29,6 +54,7 @@ typedef struct {
     int eval_every;             /* evaluate on the test set every this many epochs; 0 = only at the end */
     int ckpt_every;             /* steps between checkpoints (and one at each epoch end); 0 = epoch ends only */
     const char *ckpt_path;      /* training state file (weights + optimizer + position); NULL = none */
+    const train_objective *objective; /* NULL: label-smoothed cross-entropy */
 } train_config;
 
 typedef struct {
@@ -39,6 +65,7 @@ typedef struct {
     double images_per_s, eta_s;
     float test_top1;            /* after an evaluation, else < 0 */
     int evaluated;              /* 1 on the call right after an evaluation */
+    float terms[TRAIN_MAX_TERMS]; /* this step's loss parts (custom objectives) */
 } train_progress;
 
 /* Called after every step and after each evaluation; a non-zero return stops training (the
