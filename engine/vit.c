@@ -154,6 +154,12 @@ void vit_free(vit_model *m) {
     memset(m, 0, sizeof *m);
 }
 
+int vit_clone(vit_model *dst, const vit_model *src, char *err, size_t errlen) {
+    if (vit_init(dst, &src->cfg, err, errlen)) return -1;
+    memcpy(dst->param_mem, src->param_mem, sizeof(float) * src->num_params);
+    return 0;
+}
+
 int vit_alloc_grads(vit_model *m, char *err, size_t errlen) {
     if (m->grad_mem) return 0;
     m->grad_mem = calloc(m->num_params, sizeof(float));

@@ -128,6 +128,8 @@ typedef struct {
  * Free with vit_free. */
 int vit_init(vit_model *m, const vit_config *cfg, char *err, size_t errlen);
 void vit_free(vit_model *m);
+/* A new model with src's config and weights (no gradients, hooks or activations). */
+int vit_clone(vit_model *dst, const vit_model *src, char *err, size_t errlen);
 /* Allocates the gradient mirror (zeroed). */
 int vit_alloc_grads(vit_model *m, char *err, size_t errlen);
 void vit_zero_grad(vit_model *m);

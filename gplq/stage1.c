@@ -1,0 +1,151 @@
+/*
+ * stage1.c: see stage1.h.
+ */
+#include "gplq/stage1.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/ops.h"
+
+void stage1_defaults(stage1_config *c) {
+    *c = (stage1_config){.epochs = 1, .batch = 128, .lr = 5e-6f, .weight_decay = 0,
+                         .alpha = 1, .label_smoothing = 0, .pca_samples = 10000,
+                         .pca_var = 0.6f, .pca_multiple = 32, .calib_images = 512,
+                         .aug = {.pad = 2, .hflip = 1}, .seed = 0, .ckpt_every = 200};
+}
+
+void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
+
+int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
+                    char *err, size_t errlen) {
+    const vit_config *c = &m->cfg;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    float *x = malloc(sizeof(float) * img * batch);
+    int *idx = malloc(sizeof(int) * batch);
+    int rc = 0;
+    if (!x || !idx) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    for (int i = 0; i < n && !rc; i += batch) {
+        int B = n - i < batch ? n - i : batch;
+        for (int b = 0; b < B; b++) idx[b] = order ? order[i + b] : i + b;
+        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
+        if ((rc = vit_forward(m, x, B, err, errlen))) break;
+        for (int b = 0; b < B; b++)
+            memcpy(out + (size_t)(i + b) * c->dim, vit_feature(m, b), sizeof(float) * c->dim);
+    }
+    free(x);
+    free(idx);
+    return rc;
+}
+
+/* The objective: CE on the student's logits plus alpha times the PCA mimicking term. */
+typedef struct {
+    vit_model *teacher;
+    actq_set *aq;
+    const pca_basis *pca;
+    float alpha, smoothing;
+    float *fs, *ft, *probs; /* (B, C), (B, C), (B, K) */
+} objective_ctx;
+
+static int objective_loss(void *vctx, vit_model *m, const float *x, const int *labels, int B,
+                          float *dlogits, float *dfeature, int *use_dfeature, float *loss,
+                          float *terms, char *err, size_t errlen) {
+    objective_ctx *o = vctx;
+    int C = m->cfg.dim, K = m->cfg.num_classes;
+    float ce = crossentropy_forward_backward(o->probs, dlogits, m->logits, labels, B, K,
+                                             o->smoothing, 1.0f);
+    for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, vit_feature(m, b), sizeof(float) * C);
+    /* the teacher's forward overwrites only the teacher's activations: the student's stay
+     * intact for its backward pass */
+    if (vit_forward(o->teacher, x, B, err, errlen)) return -1;
+    for (int b = 0; b < B; b++)
+        memcpy(o->ft + (size_t)b * C, vit_feature(o->teacher, b), sizeof(float) * C);
+    float pca = pca_loss_forward_backward(o->pca, o->fs, o->ft, B, o->alpha, dfeature);
+    *use_dfeature = 1;
+    *loss = ce + pca;
+    terms[0] = ce;
+    terms[1] = o->alpha > 0 ? pca / o->alpha : 0;
+    return 0;
+}
+
+/* The quantizer steps are the objective's extra trainable parameters. */
+static void steps_gather(void *ctx, float *flat, int grads) {
+    actq_gather(((objective_ctx *)ctx)->aq, flat, grads);
+}
+static void steps_scatter(void *ctx, const float *flat) {
+    actq_scatter(((objective_ctx *)ctx)->aq, flat);
+}
+static void steps_zero(void *ctx) { actq_zero_grad(((objective_ctx *)ctx)->aq); }
+
+int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage1_config *c,
+               const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
+               char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const vit_config *vc = &teacher->cfg;
+    int C = vc->dim, n = train->n;
+    int npca = c->pca_samples > 0 && c->pca_samples < n ? c->pca_samples : n;
+    int ncal = c->calib_images > 0 && c->calib_images < n ? c->calib_images : n;
+    int *order = malloc(sizeof(int) * n);
+    float *feats = malloc(sizeof(float) * (size_t)npca * C);
+    objective_ctx o = {.teacher = teacher, .aq = aq, .pca = &res->pca, .alpha = c->alpha,
+                       .smoothing = c->label_smoothing};
+    o.fs = malloc(sizeof(float) * (size_t)c->batch * C);
+    o.ft = malloc(sizeof(float) * (size_t)c->batch * C);
+    o.probs = malloc(sizeof(float) * (size_t)c->batch * vc->num_classes);
+    int rc = -1;
+    if (!order || !feats || !o.fs || !o.ft || !o.probs) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* one seeded order of the training set picks both the PCA and the calibration images */
+    rng_t r;
+    rng_seed(&r, c->seed ^ 0x5eed5eedULL);
+    ds_shuffle(order, n, &r);
+    vit_set_hooks(teacher, NULL);
+    if (stage1_features(teacher, train, order, npca, 256, feats, err, errlen) ||
+        pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen))
+        goto out;
+    /* steps from calibration statistics, quantization off */
+    vit_set_hooks(student, &aq->hooks);
+    if (actq_observe_begin(aq, c->seed, err, errlen)) goto out;
+    float *scratch = realloc(feats, sizeof(float) * (size_t)(ncal > npca ? ncal : npca) * C);
+    if (!scratch) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    feats = scratch;
+    if (stage1_features(student, train, order, ncal, 256, feats, err, errlen)) {
+        if (aq->err[0]) snprintf(err, errlen, "%s", aq->err);
+        goto out;
+    }
+    if (actq_observe_end(aq, err, errlen)) goto out;
+
+    train_objective obj = {.ctx = &o, .loss = objective_loss, .term_names = {"ce", "pca"},
+                           .nextra = actq_num_steps(aq), .extra_gather = steps_gather,
+                           .extra_scatter = steps_scatter, .extra_zero_grad = steps_zero};
+    /* GPLQ trains at a constant learning rate, without warmup or clipping */
+    train_config tc = {.epochs = c->epochs, .batch = c->batch, .lr = c->lr, .min_lr = c->lr,
+                       .warmup_epochs = 0, .weight_decay = c->weight_decay,
+                       .label_smoothing = c->label_smoothing, .clip_grad = 0, .aug = c->aug,
+                       .seed = c->seed, .eval_every = 0, .ckpt_every = c->ckpt_every,
+                       .ckpt_path = c->ckpt_path, .objective = &obj};
+    rc = train_run(student, &tc, train, NULL, progress, ctx, err, errlen);
+    if (rc < 0 && aq->err[0]) snprintf(err, errlen, "%s", aq->err);
+out:
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    res->seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    free(order);
+    free(feats);
+    free(o.fs);
+    free(o.ft);
+    free(o.probs);
+    if (rc < 0) stage1_result_free(res);
+    return rc;
+}

@@ -1,0 +1,60 @@
+/*
+ * stage1.h: GPLQ's first stage, activation QAT (W32A4).
+ *
+ * The student (a copy of the FP32 model) gets fake quantizers on every activation GPLQ
+ * quantizes, initialized from calibration statistics, and is trained for a short time with
+ * all its weights and all quantizer steps learning (AdamW), on
+ *   L = CE(student logits, labels) + alpha * (1/B) sum_i || (f_s_i - f_t_i) V_k ||^2
+ * where f are penultimate features and V_k the teacher features' top principal components
+ * (60% of the variance, a multiple of 32 components). The teacher is the frozen FP32 model.
+ * The loop, its checkpoints and exact resume are the trainer's (train/trainer.h).
+ */
+#ifndef GPLQ_STAGE1_H
+#define GPLQ_STAGE1_H
+
+#include "engine/vit.h"
+#include "gplq/actq.h"
+#include "gplq/pca.h"
+#include "io/dataset.h"
+#include "train/trainer.h"
+
+typedef struct {
+    int epochs;            /* paper: 1 */
+    int batch;             /* paper: 128 */
+    float lr;              /* constant (paper: 5e-6 at batch 128 for ImageNet models) */
+    float weight_decay;    /* [ours] 0 */
+    float alpha;           /* weight of the PCA term, paper: 1 */
+    float label_smoothing; /* [ours] 0 */
+    int pca_samples;       /* [ours] teacher features for the PCA, default 10000 (or all) */
+    float pca_var;         /* paper: 0.6 */
+    int pca_multiple;      /* paper: 32 */
+    int calib_images;      /* images observed to initialize the steps */
+    ds_augment aug;
+    uint64_t seed;
+    int ckpt_every;
+    const char *ckpt_path; /* resumable state, NULL = none */
+} stage1_config;
+
+/* Fills c with the defaults (those of `gplq quantize`). */
+void stage1_defaults(stage1_config *c);
+
+typedef struct {
+    pca_basis pca;         /* the teacher's principal components (owned) */
+    double seconds;
+} stage1_result;
+
+/* Trains student (hooks of aq are installed on it, and aq's steps are initialized here) to
+ * mimic teacher. student starts as a copy of teacher; on return it holds the W32A4 weights and
+ * aq the learned steps (aq stays installed, in QUANT mode). progress as in train_run.
+ * Returns 0, 1 if stopped by the callback (state checkpointed), -1 on error. */
+int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage1_config *c,
+               const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
+               char *err, size_t errlen);
+void stage1_result_free(stage1_result *r);
+
+/* Teacher features (n, C) of the first n images of order (or of d if order is NULL), no
+ * augmentation, batch images at a time; out is the caller's (n * C floats). */
+int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
+                    char *err, size_t errlen);
+
+#endif
