@@ -1,19 +1,27 @@
 /*
- * test_stage1.c: GPLQ stage 1 on a small ViT trained here on real Fashion-MNIST images: the
- * PCA keeps a multiple of 32 components (or all), stage 1 raises the W32A4 accuracy above the
- * merely calibrated model, and a stage-1 run stopped midway resumes to the exact same weights
- * and quantizer steps.
+ * test_gplq.c: the GPLQ stages on a small ViT trained here on real Fashion-MNIST images.
+ * Stage 1: the PCA keeps a multiple of 32 components (or all), stage 1 raises the W32A3
+ * accuracy above the merely calibrated model, and a run stopped midway resumes to the exact
+ * same weights and quantizer steps. Stage 2: QwT is kept only where it fits (R^2 > 0), lowers
+ * each kept block's output error, and does not lose accuracy against W4 without it.
  */
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "gplq/stage1.h"
+#include "gplq/stage2.h"
 #include "tests/test.h"
 
 static ds_set train_set, test_set;
 
-static int setup(vit_model *fp) {
+static vit_model fp_model;
+static int have_fp;
+
+/* The small FP32 model, trained once per process. */
+static int setup(vit_model *out) {
     char err[512];
+    if (have_fp) return vit_clone(out, &fp_model, err, sizeof err);
+    vit_model *fp = &fp_model;
     if (!train_set.n && ds_open_builtin("fashion-mnist", NULL, &train_set, &test_set, err, sizeof err)) {
         fprintf(stderr, "  %s\n", err);
         return -1;
@@ -28,7 +36,9 @@ static int setup(vit_model *fp) {
     train_config tc = {.epochs = 4, .batch = 64, .lr = 2e-3f, .min_lr = 1e-4f,
                        .warmup_epochs = 0.5f, .weight_decay = 0.05f, .label_smoothing = 0.1f,
                        .clip_grad = 1.0f, .seed = 3};
-    return train_run(fp, &tc, &tr, NULL, NULL, NULL, err, sizeof err);
+    if (train_run(fp, &tc, &tr, NULL, NULL, NULL, err, sizeof err)) return -1;
+    have_fp = 1;
+    return vit_clone(out, &fp_model, err, sizeof err);
 }
 
 typedef struct { int64_t stop_at; } stopper;
@@ -120,6 +130,60 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     vit_free(&st);
     vit_free(&st2);
     vit_free(&teacher);
+    vit_free(&fp);
+}
+
+TEST(stage2_qwt_compensates_where_it_fits) {
+    vit_model fp, q;
+    if (setup(&fp)) { CHECK(0); return; }
+    char err[512];
+    ds_set tr = train_set, te = test_set;
+    tr.n = 4096;
+    te.n = 2000;
+    /* activation quantizers calibrated (stage 1 skipped: stage 2 does not care how the steps
+     * were found), 8-bit activations so the weight error dominates */
+    actq_set aq;
+    CHECK(actq_init(&aq, &fp.cfg, 8, 8, err, sizeof err) == 0);
+    vit_set_hooks(&fp, &aq.hooks);
+    CHECK(actq_observe_begin(&aq, 0, err, sizeof err) == 0);
+    float *feat = malloc(sizeof(float) * 256 * 48);
+    CHECK(stage1_features(&fp, &tr, NULL, 256, 128, feat, err, sizeof err) == 0);
+    free(feat);
+    CHECK(actq_observe_end(&aq, err, sizeof err) == 0);
+    double a8, noqwt, withqwt;
+    CHECK(eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
+    stage2_config c;
+    stage2_defaults(&c);
+    c.wbits = 3;
+    c.calib_images = 256;
+    stage2_result res;
+    for (int qwt = 0; qwt < 2; qwt++) {
+        c.qwt = qwt;
+        CHECK(vit_clone(&q, &fp, err, sizeof err) == 0);
+        int rc = stage2_run(&q, &fp, &aq, &c, &tr, &res, err, sizeof err);
+        CHECK_MSG(rc == 0, "%s", err);
+        if (rc) return;
+        /* every quantized row holds at most 2^bits distinct values: codes * step */
+        int8_t mn = 127, mx = -128;
+        for (int i = 0; i < res.fc1[0].rows * res.fc1[0].cols; i++) {
+            mn = res.fc1[0].codes[i] < mn ? res.fc1[0].codes[i] : mn;
+            mx = res.fc1[0].codes[i] > mx ? res.fc1[0].codes[i] : mx;
+        }
+        CHECK(mn >= -4 && mx <= 3);
+        CHECK(q.params.fc1_w[5] == res.fc1[0].codes[5] * res.fc1[0].steps[0]);
+        CHECK(eval_top1(&q, &te, 250, qwt ? &withqwt : &noqwt, err, sizeof err) == 0);
+        for (int l = 0; l < 2 && qwt; l++) {
+            printf("  block %d: R^2 %.3f, output MSE %.3g -> %.3g%s\n", l, res.r2[l],
+                   res.mse_before[l], res.mse_after[l], res.qwt_w[l] ? "" : " (not kept)");
+            CHECK((res.qwt_w[l] != NULL) == (res.r2[l] > 0));
+            if (res.qwt_w[l]) CHECK(res.mse_after[l] < res.mse_before[l]);
+        }
+        stage2_result_free(&res);
+        vit_free(&q);
+    }
+    printf("  W32A8 %.2f%%, W3A8 %.2f%%, W3A8 + QwT %.2f%%\n", 100 * a8, 100 * noqwt, 100 * withqwt);
+    CHECK(withqwt >= noqwt - 0.005);
+    actq_free(&aq);
     vit_free(&fp);
 }
 
