@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli/options.h"
@@ -16,6 +17,7 @@
 #include "engine/vit.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "gplq/pipeline.h"
 #include "train/trainer.h"
 
 #define GPLQ_VERSION "0.1.0"
@@ -26,7 +28,8 @@ static void usage(FILE *f) {
             "gplq " GPLQ_VERSION ": 4-bit quantization of Vision Transformers (GPLQ)\n\n"
             "usage: gplq <command> [options]   (gplq <command> --help for its options)\n\n"
             "  train     train a ViT on a dataset, write a timm-named safetensors checkpoint\n"
-            "  eval      top-1 accuracy of a checkpoint on a dataset's test set\n");
+            "  eval      top-1 accuracy of a checkpoint on a dataset's test set\n"
+            "  quantize  GPLQ: W4A4 (or other bits) with stage 1, stage 2 and the baselines\n");
 }
 
 static double now_s(void) {
@@ -267,6 +270,175 @@ static int cmd_eval(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+/* ---- quantize ---- */
+
+static struct {
+    const char *model, *data, *out, *state;
+    int wbits, abits, train_subset, eval_subset, baselines, epochs, batch, pca_samples;
+    int calib_images, qwt_images, qwt, pad, hflip, seed, threads, json, heads, ckpt_every;
+    float lr, wd, alpha, smoothing, pca_var, lambda;
+} Q;
+
+static const opt_spec quant_opts[] = {
+    {"model", OPT_STR, &Q.model, NULL, 0, 0, "FP32 checkpoint (timm, HuggingFace or torchvision names)"},
+    {"data", OPT_STR, &Q.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
+    {"out", OPT_STR, &Q.out, NULL, 0, 0, "folder for report.json (and, later, the artifacts)"},
+    {"wbits", OPT_INT, &Q.wbits, "4", 2, 8, "weight bits"},
+    {"abits", OPT_INT, &Q.abits, "4", 2, 8, "activation bits"},
+    {"train-subset", OPT_INT, &Q.train_subset, "0", 0, 100000000, "use the first N training images (0 = all)"},
+    {"eval-subset", OPT_INT, &Q.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
+    {"baselines", OPT_FLAG, &Q.baselines, "1", 0, 0, "also PTQ alone and min-max (--no-baselines to skip)"},
+    {"epochs", OPT_INT, &Q.epochs, "1", 1, 1000, "stage 1 epochs"},
+    {"batch-size", OPT_INT, &Q.batch, "128", 1, 65536, "stage 1 batch size"},
+    {"lr", OPT_FLOAT, &Q.lr, "5e-6", 0, 1, "stage 1 learning rate (constant)"},
+    {"weight-decay", OPT_FLOAT, &Q.wd, "0", 0, 10, "stage 1 AdamW weight decay"},
+    {"alpha", OPT_FLOAT, &Q.alpha, "1", 0, 1000, "weight of the PCA feature-mimicking term"},
+    {"label-smoothing", OPT_FLOAT, &Q.smoothing, "0", 0, 0.99, "stage 1 label smoothing"},
+    {"pca-samples", OPT_INT, &Q.pca_samples, "10000", 2, 100000000, "teacher features for the PCA"},
+    {"pca-var", OPT_FLOAT, &Q.pca_var, "0.6", 0.01, 1, "variance the PCA keeps (in multiples of 32 components)"},
+    {"calib-images", OPT_INT, &Q.calib_images, "512", 1, 100000000, "images that initialize the activation steps"},
+    {"qwt-images", OPT_INT, &Q.qwt_images, "512", 1, 100000, "calibration images of QwT"},
+    {"qwt", OPT_FLAG, &Q.qwt, "1", 0, 0, "QwT compensation (--no-qwt to skip)"},
+    {"lambda", OPT_FLOAT, &Q.lambda, "0.001", 0, 1e6, "QwT ridge strength (relative to the mean diagonal)"},
+    {"pad", OPT_INT, &Q.pad, "2", 0, 64, "stage 1 random-crop padding"},
+    {"hflip", OPT_FLAG, &Q.hflip, "1", 0, 0, "stage 1 random horizontal flips"},
+    {"seed", OPT_INT, &Q.seed, "0", 0, 2147483647, "seed of every random choice"},
+    {"state", OPT_STR, &Q.state, NULL, 0, 0, "stage 1 state file for resuming (default none)"},
+    {"ckpt-every", OPT_INT, &Q.ckpt_every, "200", 0, 100000000, "stage 1 steps between state checkpoints"},
+    {"num-heads", OPT_INT, &Q.heads, "0", 0, 64, "attention heads if the file does not say"},
+    {"threads", OPT_INT, &Q.threads, "0", 0, 1024, "threads (0 = all cores)"},
+    {"json", OPT_FLAG, &Q.json, "0", 0, 0, "print the report as JSON"},
+};
+
+struct quant_ui {
+    progress bar;
+    int json;
+    const char *stage;
+};
+
+static int on_quant_progress(void *ctx, const gplq_progress *p) {
+    struct quant_ui *ui = ctx;
+    if (ui->json) return 0;
+    if (!ui->stage || strcmp(ui->stage, p->stage)) {
+        progress_line(&ui->bar, "gplq: %s", p->stage);
+        ui->stage = p->stage;
+    }
+    if (!strcmp(p->stage, "stage1") && p->step > 0) {
+        char eta[32];
+        progress_fmt_duration(eta, sizeof eta, p->eta_s);
+        progress_update(&ui->bar, (double)p->step / p->total, p->step == p->total,
+                        "stage 1 step %" PRId64 "/%" PRId64 " ce %.4f pca %.4f %.0f img/s ETA %s",
+                        p->step, p->total, p->ce, p->pca, p->images_per_s, eta);
+    }
+    return 0;
+}
+
+static json_t *report_json(const gplq_report *r, json_t *config) {
+    json_t *acc = json_object(), *blocks = json_array();
+#define ACC(k, v) if ((v) >= 0) json_object_set_new(acc, k, json_real(v))
+    ACC("fp32", r->fp32); ACC("stage1", r->stage1); ACC("stage2_noqwt", r->stage2_noqwt);
+    ACC("gplq", r->gplq); ACC("ptq_baseline", r->ptq_baseline); ACC("minmax_baseline", r->minmax_baseline);
+#undef ACC
+    for (int l = 0; l < r->depth; l++)
+        json_array_append_new(blocks, json_pack("{s:i, s:f, s:f, s:f}", "block", l, "qwt_r2", r->r2[l],
+                                                "mse_before", r->mse_before[l], "mse_after", r->mse_after[l]));
+    return json_pack("{s:o, s:{s:i, s:f, s:o}, s:{s:f, s:f, s:f}, s:i, s:o}", "accuracy", acc,
+                     "diagnostics", "pca_k", r->pca_k, "pca_explained", r->pca_explained, "blocks", blocks,
+                     "timings_s", "stage1", r->seconds_stage1, "stage2", r->seconds_stage2, "total", r->seconds_total,
+                     "peak_rss_mb", (int)peak_rss_mb(), "config", config);
+}
+
+static int cmd_quantize(int argc, char **argv) {
+    char err[1024];
+    opt_defaults(quant_opts, N_OPTS(quant_opts));
+    if (argc > 0 && !strcmp(argv[0], "--help")) {
+        printf("usage: gplq quantize --model M [--data fashion-mnist] [--out DIR] [options]\n");
+        opt_print_help(quant_opts, N_OPTS(quant_opts), stdout);
+        return 0;
+    }
+    if (opt_parse(quant_opts, N_OPTS(quant_opts), argc, argv, err, sizeof err)) {
+        fprintf(stderr, "gplq quantize: %s\n", err);
+        return 2;
+    }
+    if (!Q.model) {
+        fprintf(stderr, "gplq quantize: --model is required\n");
+        return 2;
+    }
+    blas_set_threads(Q.threads);
+    log_blas(Q.json);
+    vit_model fp;
+    ckpt_hints hints = {.num_heads = Q.heads};
+    if (ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
+        fprintf(stderr, "gplq quantize: %s\n", err);
+        return 1;
+    }
+    ds_set tr, te;
+    if (open_data(Q.data, Q.train_subset, Q.eval_subset, &tr, &te)) {
+        vit_free(&fp);
+        return 1;
+    }
+    gplq_config c;
+    gplq_defaults(&c);
+    c.wbits = Q.wbits;
+    c.abits = Q.abits;
+    c.baselines = Q.baselines;
+    c.s1 = (stage1_config){.epochs = Q.epochs, .batch = Q.batch, .lr = Q.lr, .weight_decay = Q.wd,
+                           .alpha = Q.alpha, .label_smoothing = Q.smoothing,
+                           .pca_samples = Q.pca_samples, .pca_var = Q.pca_var, .pca_multiple = 32,
+                           .calib_images = Q.calib_images, .aug = {.pad = Q.pad, .hflip = Q.hflip},
+                           .seed = (uint64_t)Q.seed, .ckpt_every = Q.ckpt_every, .ckpt_path = Q.state};
+    c.s2.calib_images = Q.qwt_images;
+    c.s2.qwt = Q.qwt;
+    c.s2.lambda = Q.lambda;
+    c.s2.seed = (uint64_t)Q.seed;
+    struct quant_ui ui = {.json = Q.json};
+    progress_init(&ui.bar, stderr, 30);
+    gplq_report rep;
+    int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, NULL, NULL, NULL, err,
+                      sizeof err);
+    progress_done(&ui.bar);
+    if (rc) {
+        fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
+    } else {
+        json_t *rj = report_json(&rep, opt_to_json(quant_opts, N_OPTS(quant_opts)));
+        if (Q.out) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/report.json", Q.out);
+            mkdir(Q.out, 0755);
+            if (json_dump_file(rj, path, JSON_INDENT(2) | JSON_SORT_KEYS)) {
+                fprintf(stderr, "gplq quantize: cannot write %s\n", path);
+                rc = 1;
+            }
+        }
+        if (Q.json) {
+            char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS);
+            printf("%s\n", sj);
+            free(sj);
+        } else {
+            printf("\n%-28s %8s\n", "model", "top-1");
+            struct { const char *name; double v; } rows[] = {
+                {"FP32", rep.fp32}, {"W32A%d (stage 1)", rep.stage1},
+                {"W%dA%d without QwT", rep.stage2_noqwt}, {"W%dA%d GPLQ", rep.gplq},
+                {"PTQ alone (W%dA%d + QwT)", rep.ptq_baseline}, {"min-max W%dA%d", rep.minmax_baseline}};
+            for (int i = 0; i < 6; i++) {
+                if (rows[i].v < 0) continue;
+                char name[64];
+                if (i == 1) snprintf(name, sizeof name, rows[i].name, Q.abits);
+                else if (i) snprintf(name, sizeof name, rows[i].name, Q.wbits, Q.abits);
+                else snprintf(name, sizeof name, "%s", rows[i].name);
+                printf("%-28s %7.2f%%\n", name, 100 * rows[i].v);
+            }
+            printf("(%d test images; stage 1 %.0f s, stage 2 %.0f s, total %.0f s; PCA k=%d)\n", te.n,
+                   rep.seconds_stage1, rep.seconds_stage2, rep.seconds_total, rep.pca_k);
+        }
+        json_decref(rj);
+    }
+    vit_free(&fp);
+    ds_free(&tr);
+    ds_free(&te);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     blas_setup(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -279,6 +451,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
     fprintf(stderr, "gplq: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -121,7 +121,8 @@ int actq_observe_begin(actq_set *s, uint64_t seed, char *err, size_t errlen) {
         return -1;
     }
     for (int i = 0; i < s->nq; i++)
-        if (lsq_observer_init(&s->obs[i], init_kind(point_of(s, i)), s->q[i].channels,
+        if (lsq_observer_init(&s->obs[i], s->minmax ? LSQ_INIT_ABSMAX : init_kind(point_of(s, i)),
+                              s->q[i].channels,
                               LSQ_OBSERVER_CAP_DEFAULT, seed + (uint64_t)i, err, errlen)) {
             free_observers(s);
             return -1;

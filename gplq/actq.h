@@ -28,6 +28,7 @@ typedef struct {
     int depth;
     int abits, patch_bits;
     actq_mode mode;
+    int minmax;               /* 1: every step from absmax (the naive min-max baseline) */
     int nq;                   /* depth * ACTQ_BLOCK_POINTS + 2 */
     lsq_quantizer *q;         /* (nq) owned */
     lsq_observer *obs;        /* (nq) owned while observing, else NULL */

@@ -45,8 +45,9 @@ void stage2_result_free(stage2_result *r) {
 }
 
 /* Quantizes w (rows, cols) in place to its dequantized values, keeping codes and steps. */
-static int quantize_matrix(stage2_qweight *q, float *w, int rows, int cols, int bits, char *err,
-                           size_t errlen) {
+static int quantize_matrix(stage2_qweight *q, float *w, int rows, int cols, int bits, int minmax,
+                           char *err, size_t errlen) {
+    static const float max_only[1] = {1.0f};
     q->rows = rows;
     q->cols = cols;
     q->bits = bits;
@@ -56,7 +57,8 @@ static int quantize_matrix(stage2_qweight *q, float *w, int rows, int cols, int 
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    return quant_weight(q->steps, q->codes, w, NULL, w, rows, cols, bits, NULL, 0, err, errlen);
+    return quant_weight(q->steps, q->codes, w, NULL, w, rows, cols, bits, minmax ? max_only : NULL,
+                        1, err, errlen);
 }
 
 /* Ridge regression with a bias column in double: A = [X, 1] (n, C+1), D (n, C); returns the
@@ -152,21 +154,21 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     }
     /* 1. weights */
     int Pd = vc->in_chans * vc->patch * vc->patch;
-    if (quantize_matrix(&res->patch, p->patch_w, C, Pd, c->patch_wbits, err, errlen) ||
-        quantize_matrix(&res->head, p->head_w, vc->num_classes, C, c->wbits, err, errlen))
+    if (quantize_matrix(&res->patch, p->patch_w, C, Pd, c->patch_wbits, c->minmax, err, errlen) ||
+        quantize_matrix(&res->head, p->head_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen))
         goto fail;
     if (vc->distilled) {
         /* head_dist shares the head's treatment; its codes are not kept separately yet */
         stage2_qweight hd = {0};
-        int rc = quantize_matrix(&hd, p->headd_w, vc->num_classes, C, c->wbits, err, errlen);
+        int rc = quantize_matrix(&hd, p->headd_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen);
         qweight_free(&hd);
         if (rc) goto fail;
     }
     for (int l = 0; l < L; l++)
-        if (quantize_matrix(&res->qkv[l], p->qkv_w + (size_t)l * 3 * C * C, 3 * C, C, c->wbits, err, errlen) ||
-            quantize_matrix(&res->proj[l], p->proj_w + (size_t)l * C * C, C, C, c->wbits, err, errlen) ||
-            quantize_matrix(&res->fc1[l], p->fc1_w + (size_t)l * H * C, H, C, c->wbits, err, errlen) ||
-            quantize_matrix(&res->fc2[l], p->fc2_w + (size_t)l * C * H, C, H, c->wbits, err, errlen))
+        if (quantize_matrix(&res->qkv[l], p->qkv_w + (size_t)l * 3 * C * C, 3 * C, C, c->wbits, c->minmax, err, errlen) ||
+            quantize_matrix(&res->proj[l], p->proj_w + (size_t)l * C * C, C, C, c->wbits, c->minmax, err, errlen) ||
+            quantize_matrix(&res->fc1[l], p->fc1_w + (size_t)l * H * C, H, C, c->wbits, c->minmax, err, errlen) ||
+            quantize_matrix(&res->fc2[l], p->fc2_w + (size_t)l * C * H, C, H, c->wbits, c->minmax, err, errlen))
             goto fail;
 
     /* 2. QwT, block by block, on calibration images */

@@ -25,6 +25,7 @@ typedef struct {
     int calib_images;   /* paper: 512 */
     float lambda;       /* ridge strength, relative to the mean diagonal of [X,1]^T [X,1] */
     int qwt;            /* 0: quantize weights only */
+    int minmax;         /* 1: clip at max |w| only (the naive min-max baseline) */
     uint64_t seed;      /* picks the calibration images */
 } stage2_config;
 

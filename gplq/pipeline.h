@@ -1,0 +1,52 @@
+/*
+ * pipeline.h: a whole GPLQ job on a model and a dataset: the FP32 accuracy, stage 1 (W32A4),
+ * stage 2 without and with QwT (W4A4), and the baselines users judge the gain by (PTQ alone:
+ * the same activation calibration, no training, the stage-2 weight quantizer and QwT; naive
+ * min-max W4A4). The offline `gplq quantize` and the service's workers both call gplq_run.
+ */
+#ifndef GPLQ_PIPELINE_H
+#define GPLQ_PIPELINE_H
+
+#include "engine/vit.h"
+#include "gplq/actq.h"
+#include "gplq/stage1.h"
+#include "gplq/stage2.h"
+#include "io/dataset.h"
+
+typedef struct {
+    int wbits, abits;
+    stage1_config s1;
+    stage2_config s2;
+    int baselines;      /* 1: also PTQ alone and min-max */
+    int eval_batch;
+} gplq_config;
+
+void gplq_defaults(gplq_config *c);
+
+typedef struct {
+    const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate" */
+    int64_t step, total;
+    float ce, pca;      /* stage 1's loss terms */
+    double images_per_s, eta_s;
+} gplq_progress;
+typedef int (*gplq_progress_fn)(void *ctx, const gplq_progress *p);
+
+typedef struct {
+    /* top-1 fractions; -1 when not measured */
+    double fp32, stage1, stage2_noqwt, gplq, ptq_baseline, minmax_baseline;
+    int pca_k;
+    double pca_explained;
+    int depth;
+    double r2[64], mse_before[64], mse_after[64]; /* per block, GPLQ's stage 2 */
+    double seconds_stage1, seconds_stage2, seconds_total;
+} gplq_report;
+
+/* Runs the job on fp (unchanged), training on train, measuring on test. On success, *out (if
+ * not NULL) receives the final W4A4 model (dequantized weights, aq's hooks and QwT installed),
+ * *aq_out its quantizers and *s2_out the stage-2 result that owns the QwT terms: the caller
+ * frees them (vit_free, actq_free, stage2_result_free). Returns 0, 1 if stopped, -1 on error. */
+int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
+             gplq_progress_fn progress, void *ctx, gplq_report *rep, vit_model *out,
+             actq_set *aq_out, stage2_result *s2_out, char *err, size_t errlen);
+
+#endif
