@@ -17,6 +17,7 @@
 #include "engine/vit.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "gplq/export.h"
 #include "gplq/pipeline.h"
 #include "train/trainer.h"
 
@@ -394,9 +395,39 @@ static int cmd_quantize(int argc, char **argv) {
     struct quant_ui ui = {.json = Q.json};
     progress_init(&ui.bar, stderr, 30);
     gplq_report rep;
-    int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, NULL, NULL, NULL, err,
+    vit_model qm;
+    actq_set aq;
+    stage2_result s2;
+    int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, &qm, &aq, &s2, err,
                       sizeof err);
     progress_done(&ui.bar);
+    if (rc == 0 && Q.out) {
+        /* the artifacts, then proof that they are the model just measured */
+        char acc[32], path[4096];
+        snprintf(acc, sizeof acc, "%.6f", rep.gplq);
+        json_t *cfgj = opt_to_json(quant_opts, N_OPTS(quant_opts));
+        char *cfgs = json_dumps(cfgj, JSON_COMPACT | JSON_SORT_KEYS);
+        const char *keys[] = {"gplq_config", "top1_gplq"}, *vals[] = {cfgs, acc};
+        mkdir(Q.out, 0755);
+        rc = gplq_export(Q.out, &qm, &aq, &s2, keys, vals, 2, err, sizeof err);
+        free(cfgs);
+        json_decref(cfgj);
+        gplq_qmodel back;
+        snprintf(path, sizeof path, "%s/model.q.safetensors", Q.out);
+        double top1;
+        if (!rc && !(rc = gplq_load_quantized(&back, path, err, sizeof err))) {
+            rc = eval_top1(&back.m, &te, 256, &top1, err, sizeof err);
+            if (!rc && top1 != rep.gplq) {
+                snprintf(err, sizeof err, "%.900s reloads to top-1 %.4f, not the %.4f measured", path,
+                         top1, rep.gplq);
+                rc = -1;
+            }
+            gplq_qmodel_free(&back);
+        }
+        vit_free(&qm);
+        actq_free(&aq);
+        stage2_result_free(&s2);
+    }
     if (rc) {
         fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
     } else {

@@ -31,6 +31,7 @@ static void qweight_free(stage2_qweight *q) {
 void stage2_result_free(stage2_result *r) {
     qweight_free(&r->patch);
     qweight_free(&r->head);
+    qweight_free(&r->head_dist);
     for (int l = 0; l < r->depth; l++) {
         if (r->qkv) qweight_free(&r->qkv[l]);
         if (r->proj) qweight_free(&r->proj[l]);
@@ -157,13 +158,10 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     if (quantize_matrix(&res->patch, p->patch_w, C, Pd, c->patch_wbits, c->minmax, err, errlen) ||
         quantize_matrix(&res->head, p->head_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen))
         goto fail;
-    if (vc->distilled) {
-        /* head_dist shares the head's treatment; its codes are not kept separately yet */
-        stage2_qweight hd = {0};
-        int rc = quantize_matrix(&hd, p->headd_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen);
-        qweight_free(&hd);
-        if (rc) goto fail;
-    }
+    if (vc->distilled &&
+        quantize_matrix(&res->head_dist, p->headd_w, vc->num_classes, C, c->wbits, c->minmax, err,
+                        errlen))
+        goto fail;
     for (int l = 0; l < L; l++)
         if (quantize_matrix(&res->qkv[l], p->qkv_w + (size_t)l * 3 * C * C, 3 * C, C, c->wbits, c->minmax, err, errlen) ||
             quantize_matrix(&res->proj[l], p->proj_w + (size_t)l * C * C, C, C, c->wbits, c->minmax, err, errlen) ||

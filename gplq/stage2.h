@@ -40,7 +40,7 @@ typedef struct {
 
 typedef struct {
     int depth;
-    stage2_qweight patch, head;
+    stage2_qweight patch, head, head_dist; /* head_dist: distilled models only */
     stage2_qweight *qkv, *proj, *fc1, *fc2; /* (depth) each */
     float **qwt_w;      /* (depth) pointers to (C, C) in linear-layer layout (x W^T), or NULL */
     float **qwt_b;      /* (depth) pointers to (C) */

@@ -357,8 +357,7 @@ int ckpt_load(vit_model *m, const char *path, const ckpt_hints *hints, ckpt_conv
     return rc;
 }
 
-int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
-    const vit_config *c = &m->cfg;
+int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen) {
     char buf[128];
 #define META(k, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), st_writer_meta(w, k, buf))
     if (META("format", "pt") || META("gplq_model", "vit-1") ||
@@ -373,6 +372,16 @@ int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
         return -1;
     }
 #undef META
+    return 0;
+}
+
+void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer) {
+    expand(out, n, pi->name, layer, "");
+}
+
+int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
+    const vit_config *c = &m->cfg;
+    if (ckpt_add_config(w, c, err, errlen)) return -1;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
         const vit_param_info *pi = &m->info[i];
         if (pi->numel == 0) continue;

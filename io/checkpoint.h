@@ -46,5 +46,9 @@ int ckpt_save(const vit_model *m, const char *path, const char *const *keys,
 /* Adds m's parameters (timm names) and config metadata to an existing writer, for files that
  * carry more than a model (training checkpoints, quantized artifacts). Data is borrowed. */
 int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen);
+/* Only the config metadata (what ckpt_add_model writes besides the tensors). */
+int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen);
+/* The timm name of parameter tensor pi at block layer (ignored for non-block tensors). */
+void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer);
 
 #endif

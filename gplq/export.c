@@ -1,0 +1,305 @@
+/*
+ * export.c: see export.h.
+ */
+#include "gplq/export.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gplq/quant.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+
+/* The quantizer slots of actq, named for files (block points then patch_in and head_in). */
+static const char *const point_names[ACTQ_BLOCK_POINTS] = {"qkv_in", "qkv_out", "attn",
+                                                            "proj_in", "fc1_in", "fc2_in"};
+
+static void step_name(char *out, size_t n, const actq_set *aq, int i) {
+    int b = aq->depth * ACTQ_BLOCK_POINTS;
+    if (i == b) snprintf(out, n, "actq.patch_in.step");
+    else if (i == b + 1) snprintf(out, n, "actq.head_in.step");
+    else snprintf(out, n, "actq.blocks.%d.%s.step", i / ACTQ_BLOCK_POINTS, point_names[i % ACTQ_BLOCK_POINTS]);
+}
+
+/* Which matrices are stored quantized: name, and the stage-2 entry. */
+typedef struct { char name[96]; const stage2_qweight *q; } qmat;
+
+static int list_qmats(qmat *out, const vit_model *m, const stage2_result *s2) {
+    int n = 0;
+    snprintf(out[n].name, 96, "patch_embed.proj.weight"), out[n++].q = &s2->patch;
+    for (int l = 0; l < m->cfg.depth; l++) {
+        snprintf(out[n].name, 96, "blocks.%d.attn.qkv.weight", l), out[n++].q = &s2->qkv[l];
+        snprintf(out[n].name, 96, "blocks.%d.attn.proj.weight", l), out[n++].q = &s2->proj[l];
+        snprintf(out[n].name, 96, "blocks.%d.mlp.fc1.weight", l), out[n++].q = &s2->fc1[l];
+        snprintf(out[n].name, 96, "blocks.%d.mlp.fc2.weight", l), out[n++].q = &s2->fc2[l];
+    }
+    snprintf(out[n].name, 96, "head.weight"), out[n++].q = &s2->head;
+    if (m->cfg.distilled) snprintf(out[n].name, 96, "head_dist.weight"), out[n++].q = &s2->head_dist;
+    return n;
+}
+
+/* Adds steps and QwT tensors (data borrowed from aq and s2). */
+static int add_quant_tensors(st_writer *w, const actq_set *aq, const stage2_result *s2, int C,
+                             char *err, size_t errlen) {
+    char name[128];
+    for (int i = 0; i < aq->nq; i++) {
+        int64_t n = aq->q[i].channels;
+        step_name(name, sizeof name, aq, i);
+        if (st_writer_add(w, name, ST_F32, 1, &n, aq->q[i].step, err, errlen)) return -1;
+    }
+    for (int l = 0; l < s2->depth; l++) {
+        if (!s2->qwt_w[l]) continue;
+        int64_t sw[2] = {C, C}, sb[1] = {C};
+        snprintf(name, sizeof name, "blocks.%d.qwt.weight", l);
+        if (st_writer_add(w, name, ST_F32, 2, sw, s2->qwt_w[l], err, errlen)) return -1;
+        snprintf(name, sizeof name, "blocks.%d.qwt.bias", l);
+        if (st_writer_add(w, name, ST_F32, 1, sb, s2->qwt_b[l], err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static int add_meta(st_writer *w, const actq_set *aq, const stage2_result *s2,
+                    const char *const *keys, const char *const *vals, int nextra) {
+    char buf[512];
+    int rc = st_writer_meta(w, "gplq_format", GPLQ_Q_FORMAT);
+    snprintf(buf, sizeof buf, "%d", s2->head.bits);
+    rc |= st_writer_meta(w, "wbits", buf);
+    snprintf(buf, sizeof buf, "%d", aq->abits);
+    rc |= st_writer_meta(w, "abits", buf);
+    snprintf(buf, sizeof buf, "%d", s2->patch.bits);
+    rc |= st_writer_meta(w, "patch_wbits", buf);
+    snprintf(buf, sizeof buf, "%d", aq->patch_bits);
+    rc |= st_writer_meta(w, "patch_abits", buf);
+    rc |= st_writer_meta(w, "quantizers",
+                         "{\"weights\": \"per output channel, symmetric, signed, clip percentile by MSE\", "
+                         "\"qkv_in\": \"per channel, signed, LSQ\", \"qkv_out\": \"per tensor for each of q, k, v, signed, LSQ\", "
+                         "\"attn\": \"per tensor, unsigned (softmax output), LSQ\", \"proj_in\": \"per channel, signed, LSQ\", "
+                         "\"fc1_in\": \"per channel, signed, LSQ\", \"fc2_in\": \"per channel, signed, LSQ\", "
+                         "\"head_in\": \"per channel, signed, LSQ\", \"patch_in\": \"per tensor, signed, LSQ\", "
+                         "\"qwt\": \"per block, out = block(x) + x W^T + b\"}");
+    for (int i = 0; i < nextra; i++) rc |= st_writer_meta(w, keys[i], vals[i]);
+    return rc;
+}
+
+int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const stage2_result *s2,
+                const char *const *keys, const char *const *vals, int nextra, char *err,
+                size_t errlen) {
+    char path[4096];
+    int C = m->cfg.dim, rc = -1;
+    qmat *qm = malloc(sizeof(qmat) * (4 * m->cfg.depth + 3));
+    int nqm = qm ? list_qmats(qm, m, s2) : 0;
+    uint8_t **packed = calloc(nqm + 1, sizeof *packed);
+    st_writer *w = st_writer_new();
+    if (!qm || !packed || !w) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* model.q: the timm tensors except the quantized matrices, then those packed */
+    if (ckpt_add_config(w, &m->cfg, err, errlen)) goto out;
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
+        const vit_param_info *pi = &m->info[i];
+        if (pi->numel == 0) continue;
+        int layers = pi->per_layer ? m->cfg.depth : 1;
+        size_t per = pi->numel / layers;
+        for (int l = 0; l < layers; l++) {
+            char name[128];
+            ckpt_param_name(name, sizeof name, pi, l);
+            int quantized = 0;
+            for (int k = 0; k < nqm; k++) quantized |= !strcmp(name, qm[k].name);
+            if (quantized) continue;
+            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, m->param_mem + pi->offset + l * per,
+                              err, errlen))
+                goto out;
+        }
+    }
+    for (int k = 0; k < nqm; k++) {
+        const stage2_qweight *q = qm[k].q;
+        quant_type t = quant_type_for_bits(q->bits);
+        size_t rb = quant_row_bytes(t, q->cols);
+        packed[k] = malloc(rb * q->rows);
+        if (!packed[k]) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        for (int r = 0; r < q->rows; r++)
+            if (quant_pack_ref(t, packed[k] + rb * r, q->codes + (size_t)r * q->cols, q->cols, err, errlen))
+                goto out;
+        char name[128];
+        int64_t sq[2] = {q->rows, (int64_t)rb}, ss[1] = {q->rows};
+        snprintf(name, sizeof name, "%s.qweight", qm[k].name);
+        if (st_writer_add(w, name, ST_U8, 2, sq, packed[k], err, errlen)) goto out;
+        snprintf(name, sizeof name, "%s.wscale", qm[k].name);
+        if (st_writer_add(w, name, ST_F32, 1, ss, q->steps, err, errlen)) goto out;
+    }
+    if (add_quant_tensors(w, aq, s2, C, err, errlen)) goto out;
+    if (add_meta(w, aq, s2, keys, vals, nextra)) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/model.q.safetensors", dir);
+    if (st_writer_save(w, path, err, errlen)) goto out;
+    st_writer_free(w);
+    /* model.fakequant: dequantized FP32 under timm names, plus steps and QwT */
+    w = st_writer_new();
+    if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, aq, s2, C, err, errlen) ||
+        add_meta(w, aq, s2, keys, vals, nextra))
+        goto out;
+    snprintf(path, sizeof path, "%s/model.fakequant.safetensors", dir);
+    if (st_writer_save(w, path, err, errlen)) goto out;
+    rc = 0;
+out:
+    for (int k = 0; packed && k < nqm; k++) free(packed[k]);
+    free(packed);
+    free(qm);
+    st_writer_free(w);
+    return rc;
+}
+
+void gplq_qmodel_free(gplq_qmodel *q) {
+    for (int l = 0; q->qwt_w && l < q->m.cfg.depth; l++) {
+        free(q->qwt_w[l]);
+        free(q->qwt_b[l]);
+    }
+    free(q->qwt_w);
+    free(q->qwt_b);
+    actq_free(&q->aq);
+    vit_free(&q->m);
+    memset(q, 0, sizeof *q);
+}
+
+int gplq_load_quantized(gplq_qmodel *q, const char *path, char *err, size_t errlen) {
+    memset(q, 0, sizeof *q);
+    st_file f;
+    if (st_open(&f, path, err, errlen)) return -1;
+    int rc = -1;
+    const char *fmt = st_meta(&f, "gplq_format");
+    if (!fmt || strcmp(fmt, GPLQ_Q_FORMAT)) {
+        snprintf(err, errlen, "%s: not a gplq quantized model (format '%s', this gplq reads '%s')",
+                 path, fmt ? fmt : "none", GPLQ_Q_FORMAT);
+        goto out_file;
+    }
+    /* The config from metadata and shapes: ckpt_infer needs the quantized matrices' names to
+     * exist, so build the model from metadata directly. */
+    vit_config c = {0};
+    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
+                          "mlp_hidden", "num_classes", "distilled"};
+    int *dst[] = {&c.img_size, &c.patch, &c.in_chans, &c.dim, &c.depth, &c.heads, &c.mlp_hidden,
+                  &c.num_classes, &c.distilled};
+    for (int i = 0; i < 9; i++) {
+        const char *v = st_meta(&f, keys[i]);
+        if (!v) {
+            snprintf(err, errlen, "%s: metadata has no %s", path, keys[i]);
+            goto out_file;
+        }
+        *dst[i] = atoi(v);
+    }
+    c.ln_eps = st_meta(&f, "ln_eps") ? (float)atof(st_meta(&f, "ln_eps")) : 1e-6f;
+    const char *ms = st_meta(&f, "mean"), *ss = st_meta(&f, "std");
+    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c.mean[0], &c.mean[1], &c.mean[2]) != 3 ||
+        sscanf(ss, "[%f, %f, %f]", &c.std[0], &c.std[1], &c.std[2]) != 3) {
+        snprintf(err, errlen, "%s: metadata mean/std missing or unreadable", path);
+        goto out_file;
+    }
+    int abits = st_meta(&f, "abits") ? atoi(st_meta(&f, "abits")) : 0;
+    int pabits = st_meta(&f, "patch_abits") ? atoi(st_meta(&f, "patch_abits")) : 8;
+    if (vit_init(&q->m, &c, err, errlen) || actq_init(&q->aq, &c, abits, pabits, err, errlen))
+        goto out_file;
+    /* every parameter: FP32 directly, or dequantized from .qweight/.wscale */
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
+        const vit_param_info *pi = &q->m.info[i];
+        if (pi->numel == 0) continue;
+        int layers = pi->per_layer ? c.depth : 1;
+        size_t per = pi->numel / layers;
+        for (int l = 0; l < layers; l++) {
+            char name[128], qn[160], sn[160];
+            ckpt_param_name(name, sizeof name, pi, l);
+            float *dstp = q->m.param_mem + pi->offset + l * per;
+            const st_tensor *t = st_find(&f, name);
+            if (t && (size_t)t->numel == per && t->dtype == ST_F32) {
+                st_to_f32(t, dstp);
+                continue;
+            }
+            snprintf(qn, sizeof qn, "%s.qweight", name);
+            snprintf(sn, sizeof sn, "%s.wscale", name);
+            const st_tensor *tq = st_find(&f, qn), *ts = st_find(&f, sn);
+            int rows = (int)pi->shape[0], cols = (int)(per / pi->shape[0]);
+            int bits = !strcmp(name, "patch_embed.proj.weight") && st_meta(&f, "patch_wbits")
+                           ? atoi(st_meta(&f, "patch_wbits"))
+                           : atoi(st_meta(&f, "wbits") ? st_meta(&f, "wbits") : "0");
+            if (bits < 2 || bits > 8 || !tq || !ts || tq->dtype != ST_U8 || ts->dtype != ST_F32 ||
+                tq->ndim != 2 || tq->shape[0] != rows ||
+                (size_t)tq->shape[1] != quant_row_bytes(quant_type_for_bits(bits), cols) ||
+                ts->numel != rows) {
+                snprintf(err, errlen, "%s: '%s' is missing, or its packed form does not match %d x %d "
+                         "at %d bits", path, name, rows, cols, bits);
+                goto out_model;
+            }
+            quant_type qt = quant_type_for_bits(bits);
+            size_t rb = quant_row_bytes(qt, cols);
+            float *scales = malloc(sizeof(float) * rows);
+            if (!scales) {
+                snprintf(err, errlen, "out of memory");
+                goto out_model;
+            }
+            st_to_f32(ts, scales);
+            for (int r = 0; r < rows; r++)
+                quant_dequantize_ref(qt, dstp + (size_t)r * cols, (const uint8_t *)tq->data + rb * r,
+                                     scales[r], cols);
+            free(scales);
+        }
+    }
+    /* steps */
+    for (int i = 0; i < q->aq.nq; i++) {
+        char name[128];
+        step_name(name, sizeof name, &q->aq, i);
+        const st_tensor *t = st_find(&f, name);
+        if (!t || t->dtype != ST_F32 || t->numel != q->aq.q[i].channels) {
+            snprintf(err, errlen, "%s: '%s' missing or of the wrong size", path, name);
+            goto out_model;
+        }
+        st_to_f32(t, q->aq.q[i].step);
+    }
+    q->aq.mode = ACTQ_QUANT;
+    vit_set_hooks(&q->m, &q->aq.hooks);
+    /* QwT */
+    q->qwt_w = calloc(c.depth, sizeof(float *));
+    q->qwt_b = calloc(c.depth, sizeof(float *));
+    if (!q->qwt_w || !q->qwt_b) {
+        snprintf(err, errlen, "out of memory");
+        goto out_model;
+    }
+    int any = 0;
+    for (int l = 0; l < c.depth; l++) {
+        char wn[64], bn[64];
+        snprintf(wn, sizeof wn, "blocks.%d.qwt.weight", l);
+        snprintf(bn, sizeof bn, "blocks.%d.qwt.bias", l);
+        const st_tensor *tw = st_find(&f, wn), *tb = st_find(&f, bn);
+        if (!tw && !tb) continue;
+        if (!tw || !tb || tw->numel != (int64_t)c.dim * c.dim || tb->numel != c.dim ||
+            tw->dtype != ST_F32 || tb->dtype != ST_F32) {
+            snprintf(err, errlen, "%s: QwT tensors of block %d are incomplete or misshapen", path, l);
+            goto out_model;
+        }
+        q->qwt_w[l] = malloc(sizeof(float) * c.dim * c.dim);
+        q->qwt_b[l] = malloc(sizeof(float) * c.dim);
+        if (!q->qwt_w[l] || !q->qwt_b[l]) {
+            snprintf(err, errlen, "out of memory");
+            goto out_model;
+        }
+        st_to_f32(tw, q->qwt_w[l]);
+        st_to_f32(tb, q->qwt_b[l]);
+        any = 1;
+    }
+    if (any) {
+        q->m.qwt_w = (const float *const *)q->qwt_w;
+        q->m.qwt_b = (const float *const *)q->qwt_b;
+    }
+    rc = 0;
+    goto out_file;
+out_model:
+    gplq_qmodel_free(q);
+out_file:
+    st_close(&f);
+    return rc;
+}
