@@ -6,10 +6,13 @@
  * each kept block's output error, and does not lose accuracy against W4 without it.
  */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gplq/stage1.h"
 #include "gplq/stage2.h"
+#include "gplq/export.h"
+#include "gplq/pipeline.h"
 #include "tests/test.h"
 
 static ds_set train_set, test_set;
@@ -184,6 +187,63 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     printf("  W32A8 %.2f%%, W3A8 %.2f%%, W3A8 + QwT %.2f%%\n", 100 * a8, 100 * noqwt, 100 * withqwt);
     CHECK(withqwt >= noqwt - 0.005);
     actq_free(&aq);
+    vit_free(&fp);
+}
+
+TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
+    vit_model fp;
+    if (setup(&fp)) { CHECK(0); return; }
+    char err[512];
+    ds_set tr = train_set, te = test_set;
+    tr.n = 1024;
+    te.n = 1000;
+    gplq_config c;
+    gplq_defaults(&c);
+    c.baselines = 0;
+    c.s1.lr = 5e-4f;
+    c.s1.batch = 64;
+    c.s1.pca_samples = 1000;
+    c.s1.calib_images = 128;
+    c.s1.ckpt_every = 0;
+    c.s2.calib_images = 128;
+    gplq_report rep;
+    vit_model q;
+    actq_set aq;
+    stage2_result s2;
+    int rc = gplq_run(&fp, &tr, &te, &c, NULL, NULL, &rep, &q, &aq, &s2, err, sizeof err);
+    CHECK_MSG(rc == 0, "%s", err);
+    if (rc) return;
+    CHECK(rep.fp32 > 0.5 && rep.stage1 > 0 && rep.stage2_noqwt > 0 && rep.gplq > 0);
+    CHECK(rep.ptq_baseline < 0 && rep.minmax_baseline < 0);
+    char dir[] = "/tmp/gplq_test_export_XXXXXX", path[256];
+    CHECK(mkdtemp(dir) != NULL);
+    const char *keys[] = {"note"}, *vals[] = {"test"};
+    CHECK_MSG(gplq_export(dir, &q, &aq, &s2, keys, vals, 1, err, sizeof err) == 0, "%s", err);
+    gplq_qmodel back;
+    snprintf(path, sizeof path, "%s/model.q.safetensors", dir);
+    CHECK_MSG(gplq_load_quantized(&back, path, err, sizeof err) == 0, "%s", err);
+    double top1;
+    CHECK(eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0);
+    CHECK_MSG(top1 == rep.gplq, "reloaded %.4f, measured %.4f", top1, rep.gplq);
+    /* 4-bit codes: the packed file is much smaller than the FP32 one */
+    struct stat sq, sf;
+    char fpath[256];
+    snprintf(fpath, sizeof fpath, "%s/model.fakequant.safetensors", dir);
+    CHECK(stat(path, &sq) == 0 && stat(fpath, &sf) == 0 && sq.st_size * 3 < sf.st_size);
+    gplq_qmodel_free(&back);
+    /* the fake-quantized file (FP32 dequantized weights) is the same model */
+    CHECK_MSG(gplq_load_quantized(&back, fpath, err, sizeof err) == 0, "%s", err);
+    CHECK(eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0 && top1 == rep.gplq);
+    gplq_qmodel_free(&back);
+    /* a plain FP32 checkpoint is not a quantized model, and says so */
+    CHECK(gplq_load_quantized(&back, GPLQ_SRC_DIR "/tests/fixtures/vit_tiny_ref.safetensors",
+                              err, sizeof err) != 0 && strstr(err, "not a gplq quantized model"));
+    unlink(path);
+    unlink(fpath);
+    rmdir(dir);
+    vit_free(&q);
+    actq_free(&aq);
+    stage2_result_free(&s2);
     vit_free(&fp);
 }
 
