@@ -252,8 +252,8 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
     snprintf(w, sizeof w, "%d", res->warmup);
     snprintf(s, sizeof s, "%d", res->steps);
     snprintf(th, sizeof th, "%d", opt.threads);
-    char *args[] = {(char *)argv0, "--child", (char *)res->bm->name, "--batch", b, "--warmup", w,
-                    "--steps", s, "--threads", th, NULL};
+    const char *args[] = {argv0, "--child", res->bm->name, "--batch", b, "--warmup", w,
+                          "--steps", s, "--threads", th, NULL};
     int fd[2];
     if (pipe(fd)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -271,7 +271,7 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
         close(fd[0]); close(fd[1]);
         /* exec rather than run in the forked copy: OpenMP's thread pool does not survive a fork,
          * and the child's VmHWM must not include the parent's pages */
-        execv("/proc/self/exe", args);
+        execv("/proc/self/exe", (char *const *)args); /* execv does not write to them */
         fprintf(stderr, "bench_train: exec: %s\n", strerror(errno));
         _exit(127);
     }
@@ -285,10 +285,12 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
             if (fscanf(f, "%lf %lf %lf", &t[got], &t[n + got], &t[2 * n + got]) != 3) break;
     }
     if (f) fclose(f); else close(fd[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    int rc = -1;
-    if (WIFSIGNALED(status)) {
+    int status = 0, rc = -1;
+    pid_t waited;
+    while ((waited = waitpid(pid, &status, 0)) < 0 && errno == EINTR) {}
+    if (waited < 0) {
+        snprintf(err, errlen, "%s: waitpid: %s", res->bm->name, strerror(errno));
+    } else if (WIFSIGNALED(status)) {
         snprintf(err, errlen, "%s: the child died of signal %d", res->bm->name, WTERMSIG(status));
     } else if (WEXITSTATUS(status)) {
         snprintf(err, errlen, "%s: the child failed (exit %d)", res->bm->name,
