@@ -46,10 +46,8 @@ static void announce(relay *r, const char *stage) {
     r->fn(r->ctx, &g);
 }
 
-/* Steps of aq from calibration images of train (no training): the start of stage 1, and all
- * that PTQ and min-max get. */
-static int calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
-                     char *err, size_t errlen) {
+int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
+                   char *err, size_t errlen) {
     n = n < train->n ? n : train->n;
     int *order = malloc(sizeof(int) * train->n);
     float *feat = malloc(sizeof(float) * (size_t)n * m->cfg.dim);
@@ -90,7 +88,7 @@ static int baseline(const vit_model *fp, const ds_set *train, const ds_set *test
         return -1;
     }
     aq.minmax = minmax;
-    if (calibrate(&a, &aq, train, c->s1.calib_images, c->s1.seed, err, errlen) ||
+    if (gplq_calibrate(&a, &aq, train, c->s1.calib_images, c->s1.seed, err, errlen) ||
         vit_clone(&w, &a, err, errlen))
         goto out;
     if (stage2_run(&w, &a, &aq, &s2, train, &res, err, errlen) == 0) {

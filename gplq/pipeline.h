@@ -41,6 +41,12 @@ typedef struct {
     double seconds_stage1, seconds_stage2, seconds_total;
 } gplq_report;
 
+/* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded
+ * choice, the same images stage 1 starts from), with no training: the start of stage 1, and all
+ * that the PTQ and min-max baselines get. Leaves aq in QUANT mode. */
+int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
+                   char *err, size_t errlen);
+
 /* Runs the job on fp (unchanged), training on train, measuring on test. On success, *out (if
  * not NULL) receives the final W4A4 model (dequantized weights, aq's hooks and QwT installed),
  * *aq_out its quantizers and *s2_out the stage-2 result that owns the QwT terms: the caller

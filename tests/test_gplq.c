@@ -73,12 +73,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     actq_set aq;
     CHECK(vit_clone(&cal, &fp, err, sizeof err) == 0);
     CHECK(actq_init(&aq, &cal.cfg, 3, 8, err, sizeof err) == 0);
-    vit_set_hooks(&cal, &aq.hooks);
-    CHECK(actq_observe_begin(&aq, c.seed, err, sizeof err) == 0);
-    float *feat = malloc(sizeof(float) * 256 * 48);
-    CHECK(stage1_features(&cal, &tr, NULL, 256, 128, feat, err, sizeof err) == 0);
-    free(feat);
-    CHECK(actq_observe_end(&aq, err, sizeof err) == 0);
+    CHECK(gplq_calibrate(&cal, &aq, &tr, c.calib_images, c.seed, err, sizeof err) == 0);
     CHECK(eval_top1(&cal, &te, 250, &cal_top1, err, sizeof err) == 0);
     actq_free(&aq);
     vit_free(&cal);
@@ -147,12 +142,7 @@ TEST(stage2_qwt_compensates_where_it_fits) {
      * were found), 8-bit activations so the weight error dominates */
     actq_set aq;
     CHECK(actq_init(&aq, &fp.cfg, 8, 8, err, sizeof err) == 0);
-    vit_set_hooks(&fp, &aq.hooks);
-    CHECK(actq_observe_begin(&aq, 0, err, sizeof err) == 0);
-    float *feat = malloc(sizeof(float) * 256 * 48);
-    CHECK(stage1_features(&fp, &tr, NULL, 256, 128, feat, err, sizeof err) == 0);
-    free(feat);
-    CHECK(actq_observe_end(&aq, err, sizeof err) == 0);
+    CHECK(gplq_calibrate(&fp, &aq, &tr, 256, 0, err, sizeof err) == 0);
     double a8, noqwt, withqwt;
     CHECK(eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
     stage2_config c;
