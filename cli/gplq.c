@@ -61,6 +61,24 @@ static int open_data(const char *name, int train_subset, int eval_subset, ds_set
     return 0;
 }
 
+/* Every command's prologue: defaults, --help, parsing. Returns -1 to go on, else the exit code
+ * (0 after --help, 2 on a bad option). */
+static int parse_command(const char *name, const char *usage_args, const opt_spec *specs, int n,
+                         int argc, char **argv) {
+    char err[1024];
+    opt_defaults(specs, n);
+    if (argc > 0 && !strcmp(argv[0], "--help")) {
+        printf("usage: gplq %s %s\n", name, usage_args);
+        opt_print_help(specs, n, stdout);
+        return 0;
+    }
+    if (opt_parse(specs, n, argc, argv, err, sizeof err)) {
+        fprintf(stderr, "gplq %s: %s\n", name, err);
+        return 2;
+    }
+    return -1;
+}
+
 /* ---- train ---- */
 
 static struct {
@@ -130,16 +148,8 @@ static int on_train_progress(void *ctx, const train_progress *p) {
 
 static int cmd_train(int argc, char **argv) {
     char err[1024];
-    opt_defaults(train_opts, N_OPTS(train_opts));
-    if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: gplq train [options]\n");
-        opt_print_help(train_opts, N_OPTS(train_opts), stdout);
-        return 0;
-    }
-    if (opt_parse(train_opts, N_OPTS(train_opts), argc, argv, err, sizeof err)) {
-        fprintf(stderr, "gplq train: %s\n", err);
-        return 2;
-    }
+    int pc = parse_command("train", "[options]", train_opts, N_OPTS(train_opts), argc, argv);
+    if (pc >= 0) return pc;
     blas_set_threads(T.threads);
     log_blas(T.json);
     ds_set tr, te;
@@ -225,16 +235,8 @@ static const opt_spec eval_opts[] = {
 
 static int cmd_eval(int argc, char **argv) {
     char err[1024];
-    opt_defaults(eval_opts, N_OPTS(eval_opts));
-    if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: gplq eval --model M [options]\n");
-        opt_print_help(eval_opts, N_OPTS(eval_opts), stdout);
-        return 0;
-    }
-    if (opt_parse(eval_opts, N_OPTS(eval_opts), argc, argv, err, sizeof err)) {
-        fprintf(stderr, "gplq eval: %s\n", err);
-        return 2;
-    }
+    int pc = parse_command("eval", "--model M [options]", eval_opts, N_OPTS(eval_opts), argc, argv);
+    if (pc >= 0) return pc;
     if (!E.model) {
         fprintf(stderr, "gplq eval: --model is required\n");
         return 2;
@@ -351,16 +353,8 @@ static json_t *report_json(const gplq_report *r, json_t *config) {
 
 static int cmd_quantize(int argc, char **argv) {
     char err[1024];
-    opt_defaults(quant_opts, N_OPTS(quant_opts));
-    if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: gplq quantize --model M [--data fashion-mnist] [--out DIR] [options]\n");
-        opt_print_help(quant_opts, N_OPTS(quant_opts), stdout);
-        return 0;
-    }
-    if (opt_parse(quant_opts, N_OPTS(quant_opts), argc, argv, err, sizeof err)) {
-        fprintf(stderr, "gplq quantize: %s\n", err);
-        return 2;
-    }
+    int pc = parse_command("quantize", "--model M [--data fashion-mnist] [--out DIR] [options]", quant_opts, N_OPTS(quant_opts), argc, argv);
+    if (pc >= 0) return pc;
     if (!Q.model) {
         fprintf(stderr, "gplq quantize: --model is required\n");
         return 2;
