@@ -8,19 +8,32 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := -I/usr/include/x86_64-linux-gnu/openblas-openmp
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -g -Wall -Wextra -fopenmp -I. $(BLAS_INC) \
            -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
-LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -lz -lm
+LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -larchive -ljpeg \
+           -lpng -lz -lm
+# The service's libraries. gplqd links these and never OpenBLAS (ARCHITECTURE.md: a crash in
+# the math cannot take the API down; the math runs in gplq-worker processes).
+SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lcurl -ljansson -lpthread -lm
 BUILD   ?= build
 
 # The library: engine (math), io (files and data), train (optimizer and loop), gplq (the method).
+# It uses config/ from the service library below, so links list libgplq.a before libgplqsvc.a.
 LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c) $(wildcard gplq/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+# The service's library, math-free: job options, storage (SQLite, blobs), REST handlers.
+SVC_SRC := $(wildcard config/*.c) $(wildcard storage/*.c) $(wildcard api/*.c)
+SVC_OBJ := $(SVC_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_SRC := $(wildcard server/*.c)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+WORKER_SRC := $(wildcard worker/*.c)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
 .PHONY: all test bench san clean deps help demo
-all: $(BUILD)/gplq $(TESTS)
+all: $(PROGRAMS) $(TESTS)
 
 help:
 	@echo "make            build build/gplq and the tests"
@@ -40,15 +53,25 @@ $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 $(BUILD)/libgplq.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/gplq: $(CLI_OBJ) $(BUILD)/libgplq.a
-	$(CC) $(CFLAGS) $(CLI_OBJ) $(BUILD)/libgplq.a $(LDLIBS) -o $@
+$(BUILD)/libgplqsvc.a: $(SVC_OBJ)
+	ar rcs $@ $^
 
-$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libgplq.a
+$(BUILD)/gplq: $(CLI_OBJ) $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $(CLI_OBJ) $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
+# No -fopenmp and no OpenBLAS at link time: the daemon does no math.
+$(BUILD)/gplqd: $(SERVER_OBJ) $(BUILD)/libgplqsvc.a
+	$(CC) $(OPT) -g $(EXTRA_CFLAGS) $(SERVER_OBJ) $(BUILD)/libgplqsvc.a $(SVC_LIBS) -o $@
+
+$(BUILD)/gplq-worker: $(WORKER_OBJ) $(BUILD)/libgplqsvc.a $(BUILD)/libgplq.a
+	$(CC) $(CFLAGS) $(WORKER_OBJ) $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
-$(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a
-	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(LDLIBS) -o $@
+$(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
 test: deps
 	$(MAKE) all

@@ -11,7 +11,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cli/options.h"
+#include "config/jobspec.h"
+#include "config/options.h"
 #include "cli/progress.h"
 #include "engine/blas.h"
 #include "engine/vit.h"
@@ -277,41 +278,26 @@ static int cmd_eval(int argc, char **argv) {
 
 static struct {
     const char *model, *data, *out, *state;
-    int wbits, abits, train_subset, eval_subset, baselines, epochs, batch, pca_samples;
-    int calib_images, qwt_images, qwt, pad, hflip, seed, threads, json, heads, ckpt_every;
-    float lr, wd, alpha, smoothing, pca_var, lambda;
+    int threads, json;
+    jobspec js;            /* every stage option: the same table as the API's job spec */
 } Q;
 
-static const opt_spec quant_opts[] = {
-    {"model", OPT_STR, &Q.model, NULL, 0, 0, "FP32 checkpoint (timm, HuggingFace or torchvision names)"},
-    {"data", OPT_STR, &Q.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
-    {"out", OPT_STR, &Q.out, NULL, 0, 0, "folder for report.json (and, later, the artifacts)"},
-    {"wbits", OPT_INT, &Q.wbits, "4", 2, 8, "weight bits"},
-    {"abits", OPT_INT, &Q.abits, "4", 2, 8, "activation bits"},
-    {"train-subset", OPT_INT, &Q.train_subset, "0", 0, 100000000, "use the first N training images (0 = all)"},
-    {"eval-subset", OPT_INT, &Q.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
-    {"baselines", OPT_FLAG, &Q.baselines, "1", 0, 0, "also PTQ alone and min-max (--no-baselines to skip)"},
-    {"epochs", OPT_INT, &Q.epochs, "1", 1, 1000, "stage 1 epochs"},
-    {"batch-size", OPT_INT, &Q.batch, "128", 1, 65536, "stage 1 batch size"},
-    {"lr", OPT_FLOAT, &Q.lr, "5e-6", 0, 1, "stage 1 learning rate (constant)"},
-    {"weight-decay", OPT_FLOAT, &Q.wd, "0", 0, 10, "stage 1 AdamW weight decay"},
-    {"alpha", OPT_FLOAT, &Q.alpha, "1", 0, 1000, "weight of the PCA feature-mimicking term"},
-    {"label-smoothing", OPT_FLOAT, &Q.smoothing, "0", 0, 0.99, "stage 1 label smoothing"},
-    {"pca-samples", OPT_INT, &Q.pca_samples, "10000", 2, 100000000, "teacher features for the PCA"},
-    {"pca-var", OPT_FLOAT, &Q.pca_var, "0.6", 0.01, 1, "variance the PCA keeps (in multiples of 32 components)"},
-    {"calib-images", OPT_INT, &Q.calib_images, "512", 1, 100000000, "images that initialize the activation steps"},
-    {"qwt-images", OPT_INT, &Q.qwt_images, "512", 1, 100000, "calibration images of QwT"},
-    {"qwt", OPT_FLAG, &Q.qwt, "1", 0, 0, "QwT compensation (--no-qwt to skip)"},
-    {"lambda", OPT_FLOAT, &Q.lambda, "0.001", 0, 1e6, "QwT ridge strength (relative to the mean diagonal)"},
-    {"pad", OPT_INT, &Q.pad, "2", 0, 64, "stage 1 random-crop padding"},
-    {"hflip", OPT_FLAG, &Q.hflip, "1", 0, 0, "stage 1 random horizontal flips"},
-    {"seed", OPT_INT, &Q.seed, "0", 0, 2147483647, "seed of every random choice"},
-    {"state", OPT_STR, &Q.state, NULL, 0, 0, "stage 1 state file for resuming (default none)"},
-    {"ckpt-every", OPT_INT, &Q.ckpt_every, "200", 0, 100000000, "stage 1 steps between state checkpoints"},
-    {"num-heads", OPT_INT, &Q.heads, "0", 0, 64, "attention heads if the file does not say"},
-    {"threads", OPT_INT, &Q.threads, "0", 0, 1024, "threads (0 = all cores)"},
-    {"json", OPT_FLAG, &Q.json, "0", 0, 0, "print the report as JSON"},
-};
+/* The command's own options, then the job spec's. */
+#define QUANT_OWN 6
+static opt_spec quant_opts[QUANT_OWN + JOBSPEC_NOPTS];
+
+static void quant_table(void) {
+    const opt_spec own[QUANT_OWN] = {
+        {"model", OPT_STR, &Q.model, NULL, 0, 0, "FP32 checkpoint (timm, HuggingFace or torchvision names)"},
+        {"data", OPT_STR, &Q.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
+        {"out", OPT_STR, &Q.out, NULL, 0, 0, "folder for report.json and the artifacts"},
+        {"state", OPT_STR, &Q.state, NULL, 0, 0, "stage 1 state file for resuming (default none)"},
+        {"threads", OPT_INT, &Q.threads, "0", 0, 1024, "threads (0 = all cores)"},
+        {"json", OPT_FLAG, &Q.json, "0", 0, 0, "print the report as JSON"},
+    };
+    memcpy(quant_opts, own, sizeof own);
+    jobspec_table(&Q.js, quant_opts + QUANT_OWN);
+}
 
 struct quant_ui {
     progress bar;
@@ -353,6 +339,7 @@ static json_t *report_json(const gplq_report *r, json_t *config) {
 
 static int cmd_quantize(int argc, char **argv) {
     char err[1024];
+    quant_table();
     int pc = parse_command("quantize", "--model M [--data fashion-mnist] [--out DIR] [options]", quant_opts, N_OPTS(quant_opts), argc, argv);
     if (pc >= 0) return pc;
     if (!Q.model) {
@@ -362,30 +349,19 @@ static int cmd_quantize(int argc, char **argv) {
     blas_set_threads(Q.threads);
     log_blas(Q.json);
     vit_model fp;
-    ckpt_hints hints = {.num_heads = Q.heads};
+    ckpt_hints hints = {.num_heads = Q.js.num_heads};
     if (ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
         fprintf(stderr, "gplq quantize: %s\n", err);
         return 1;
     }
     ds_set tr, te;
-    if (open_data(Q.data, Q.train_subset, Q.eval_subset, &tr, &te)) {
+    if (open_data(Q.data, Q.js.train_subset, Q.js.eval_subset, &tr, &te)) {
         vit_free(&fp);
         return 1;
     }
     gplq_config c;
-    gplq_defaults(&c);
-    c.wbits = Q.wbits;
-    c.abits = Q.abits;
-    c.baselines = Q.baselines;
-    c.s1 = (stage1_config){.epochs = Q.epochs, .batch = Q.batch, .lr = Q.lr, .weight_decay = Q.wd,
-                           .alpha = Q.alpha, .label_smoothing = Q.smoothing,
-                           .pca_samples = Q.pca_samples, .pca_var = Q.pca_var, .pca_multiple = 32,
-                           .calib_images = Q.calib_images, .aug = {.pad = Q.pad, .hflip = Q.hflip},
-                           .seed = (uint64_t)Q.seed, .ckpt_every = Q.ckpt_every, .ckpt_path = Q.state};
-    c.s2.calib_images = Q.qwt_images;
-    c.s2.qwt = Q.qwt;
-    c.s2.lambda = Q.lambda;
-    c.s2.seed = (uint64_t)Q.seed;
+    gplq_config_from_spec(&c, &Q.js);
+    c.s1.ckpt_path = Q.state;
     struct quant_ui ui = {.json = Q.json};
     progress_init(&ui.bar, stderr, 30);
     gplq_report rep;
@@ -448,8 +424,8 @@ static int cmd_quantize(int argc, char **argv) {
             for (int i = 0; i < 6; i++) {
                 if (rows[i].v < 0) continue;
                 char name[64];
-                if (i == 1) snprintf(name, sizeof name, rows[i].name, Q.abits);
-                else if (i) snprintf(name, sizeof name, rows[i].name, Q.wbits, Q.abits);
+                if (i == 1) snprintf(name, sizeof name, rows[i].name, Q.js.abits);
+                else if (i) snprintf(name, sizeof name, rows[i].name, Q.js.wbits, Q.js.abits);
                 else snprintf(name, sizeof name, "%s", rows[i].name);
                 printf("%-28s %7.2f%%\n", name, 100 * rows[i].v);
             }

@@ -20,6 +20,31 @@ void gplq_defaults(gplq_config *c) {
     c->eval_batch = 256;
 }
 
+void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
+    gplq_defaults(c);
+    c->wbits = js->wbits;
+    c->abits = js->abits;
+    c->baselines = js->baselines;
+    stage1_config *s1 = &c->s1;
+    s1->epochs = js->epochs;
+    s1->batch = js->batch_size;
+    s1->lr = js->lr;
+    s1->weight_decay = js->weight_decay;
+    s1->alpha = js->alpha;
+    s1->label_smoothing = js->label_smoothing;
+    s1->pca_samples = js->pca_samples;
+    s1->pca_var = js->pca_var;
+    s1->calib_images = js->calib_images;
+    s1->aug = (ds_augment){.pad = js->pad, .hflip = js->hflip};
+    s1->seed = (uint64_t)js->seed;
+    s1->ckpt_every = js->ckpt_every;
+    s1->ckpt_path = NULL;
+    c->s2.calib_images = js->qwt_images;
+    c->s2.qwt = js->qwt;
+    c->s2.lambda = js->lambda;
+    c->s2.seed = (uint64_t)js->seed;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -7,6 +7,7 @@
 #ifndef GPLQ_PIPELINE_H
 #define GPLQ_PIPELINE_H
 
+#include "config/jobspec.h"
 #include "engine/vit.h"
 #include "gplq/actq.h"
 #include "gplq/stage1.h"
@@ -22,6 +23,9 @@ typedef struct {
 } gplq_config;
 
 void gplq_defaults(gplq_config *c);
+/* The configuration a job spec asks for (config/jobspec.h): gplq_defaults, then every option of
+ * js in its place. No state file (stage 1's ckpt_path is the caller's). */
+void gplq_config_from_spec(gplq_config *c, const jobspec *js);
 
 typedef struct {
     const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate" */

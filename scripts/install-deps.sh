@@ -10,6 +10,12 @@ pkgs=(
   libopenblas-openmp-dev     # sgemm and LAPACK, the OpenMP build (see the Makefile)
   libjansson-dev             # JSON: safetensors headers, configs, --json output
   zlib1g-dev                 # gzip IDX files of Fashion-MNIST
+  libarchive-dev             # uploaded datasets: tar, tar.gz
+  libjpeg62-turbo-dev libpng-dev  # their images
+  libsqlite3-dev             # gplqd's job queue and records
+  libmicrohttpd-dev          # gplqd's HTTP server
+  libuv1-dev                 # gplqd's event loop: worker supervision, timers, signals
+  libcurl4-openssl-dev       # webhooks and the `gplq submit` client
   dataset-fashion-mnist      # the built-in dataset
 )
 if [ "${1:-}" = "--bench" ]; then

@@ -3,7 +3,7 @@
  */
 #include <stdio.h>
 
-#include "cli/options.h"
+#include "config/options.h"
 
 #include <errno.h>
 #include <math.h>
@@ -25,7 +25,10 @@ static const opt_spec *find(const opt_spec *specs, int n, const char *name) {
     return NULL;
 }
 
-static int set_value(const opt_spec *o, const char *v, char *err, size_t errlen) {
+/* Sets o from its text form. Messages name the option as `dash` + name: "--lr" on the command
+ * line, "lr" in JSON (where the API reports them to users who never typed dashes). */
+static int set_value(const opt_spec *o, const char *v, const char *dash, char *err,
+                     size_t errlen) {
     char *end;
     errno = 0;
     switch (o->type) {
@@ -41,7 +44,7 @@ static int set_value(const opt_spec *o, const char *v, char *err, size_t errlen)
         long x = strtol(v, &end, 10);
         if (end == v || *end || errno) break;
         if (x < o->min || x > o->max) {
-            snprintf(err, errlen, "--%s %ld is out of range [%g, %g]", o->name, x, o->min, o->max);
+            snprintf(err, errlen, "%s%s %ld is out of range [%g, %g]", dash, o->name, x, o->min, o->max);
             return -1;
         }
         *(int *)o->dest = (int)x;
@@ -51,14 +54,14 @@ static int set_value(const opt_spec *o, const char *v, char *err, size_t errlen)
         double x = strtod(v, &end);
         if (end == v || *end || errno || !isfinite(x)) break;
         if (x < o->min || x > o->max) {
-            snprintf(err, errlen, "--%s %g is out of range [%g, %g]", o->name, x, o->min, o->max);
+            snprintf(err, errlen, "%s%s %g is out of range [%g, %g]", dash, o->name, x, o->min, o->max);
             return -1;
         }
         *(float *)o->dest = (float)x;
         return 0;
     }
     }
-    snprintf(err, errlen, "--%s: '%s' is not a valid %s", o->name, v,
+    snprintf(err, errlen, "%s%s: '%s' is not a valid %s", dash, o->name, v,
              o->type == OPT_INT ? "integer" : o->type == OPT_FLOAT ? "number" : "true/false");
     return -1;
 }
@@ -69,7 +72,7 @@ void opt_defaults(const opt_spec *specs, int n) {
         const opt_spec *o = &specs[i];
         if (o->type == OPT_STR) *(const char **)o->dest = o->def;
         else if (o->type == OPT_FLAG) *(int *)o->dest = o->def && !strcmp(o->def, "1");
-        else set_value(o, o->def ? o->def : "0", err, sizeof err);
+        else set_value(o, o->def ? o->def : "0", "", err, sizeof err);
     }
 }
 
@@ -83,7 +86,7 @@ int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t 
     json_object_foreach(obj, key, v) {
         const opt_spec *o = find(specs, n, key);
         if (!o) {
-            snprintf(err, errlen, "unknown option '%s' in config", key);
+            snprintf(err, errlen, "unknown option '%s'", key);
             return -1;
         }
         char buf[64];
@@ -101,10 +104,12 @@ int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t 
         } else if (json_is_boolean(v) && o->type == OPT_FLAG) {
             text = json_is_true(v) ? "1" : "0";
         } else {
-            snprintf(err, errlen, "option '%s' in config has the wrong type", key);
+            snprintf(err, errlen, "'%s' must be %s", key,
+                     o->type == OPT_STR ? "a string" : o->type == OPT_INT ? "an integer"
+                     : o->type == OPT_FLOAT ? "a number" : "true or false");
             return -1;
         }
-        if (set_value(o, text, err, errlen)) return -1;
+        if (set_value(o, text, "", err, errlen)) return -1;
     }
     return 0;
 }
@@ -154,7 +159,7 @@ int opt_parse(const opt_spec *specs, int n, int argc, char **argv, char *err, si
             }
             val = argv[++i];
         }
-        if (set_value(o, val, err, errlen)) return -1;
+        if (set_value(o, val, "--", err, errlen)) return -1;
     }
     return 0;
 }
