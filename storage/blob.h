@@ -1,0 +1,45 @@
+/*
+ * blob.h: the content-addressed file store under DATA_DIR/blobs.
+ *
+ * An uploaded model or dataset is streamed into a temporary file under DATA_DIR/tmp while its
+ * SHA-256 is computed, then fsynced and renamed to DATA_DIR/blobs/<first 2 hex>/<64 hex>, so a
+ * blob path only ever names complete bytes: a cut-off upload leaves at most a temp file, which
+ * blob_abort (or blob_sweep_tmp at start-up) removes. The same bytes twice are one file.
+ */
+#ifndef GPLQ_BLOB_H
+#define GPLQ_BLOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/sha256.h"
+
+typedef struct {
+    int fd;
+    char tmp_path[4096];
+    sha256_ctx sha;
+    int64_t bytes;
+} blob_writer;
+
+/* Creates DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */
+int blob_init(const char *data_dir, char *err, size_t errlen);
+/* Removes every leftover temp file (start-up: uploads that a crash cut off). Returns the count. */
+int blob_sweep_tmp(const char *data_dir);
+
+/* Starts a blob: a new temp file. 0 or -1 with err (w is then closed). */
+int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen);
+/* Appends n bytes (hashing them). 0 or -1 with err (ENOSPC etc.). */
+int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t errlen);
+/* Finishes: fsync, rename into place (kept if already present), fsync the folder.
+ * sha256_hex receives the 64-hex name. 0 or -1 with err; either way w is closed. */
+int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex[65], char *err,
+                size_t errlen);
+/* Drops the temp file; safe on a closed or never-begun writer (fd < 0). */
+void blob_abort(blob_writer *w);
+
+/* The path of blob sha256_hex into out. */
+void blob_path(char *out, size_t n, const char *data_dir, const char *sha256_hex);
+/* Unlinks the blob (when no row references it any more). 0, or -1 if it did not exist. */
+int blob_remove(const char *data_dir, const char *sha256_hex);
+
+#endif

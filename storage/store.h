@@ -1,0 +1,144 @@
+/*
+ * store.h: gplqd's durable state, one SQLite database in WAL mode, and every SQL statement of
+ * the project (nothing outside storage/ writes SQL).
+ *
+ * Tables: models, datasets, jobs, artifacts, events (issue 5 adds tokens and webhooks). Every
+ * row has an owner (the token owner of issue 5; "" until then) and every read is filtered by it;
+ * an owner of NULL means "admin: every owner".
+ *
+ * Connections: one `store` is one sqlite3 connection and must not be used by two threads at
+ * once. gplqd opens one per HTTP thread and one for its libuv loop; each worker opens its own
+ * after exec. Every state change of a job is one transaction (BEGIN IMMEDIATE), so a crash at
+ * any point leaves either the old or the new state.
+ *
+ * Objects come back as jansson objects in their API shape (the same keys the REST API
+ * returns), new references the caller releases with json_decref. Times are Unix milliseconds
+ * in the database and ISO-8601 UTC strings in the objects.
+ *
+ * Errors: functions return STORE_OK or a negative STORE_E* code; the message is on the handle
+ * (store_errmsg) until the next call.
+ */
+#ifndef GPLQ_STORE_H
+#define GPLQ_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct store store;
+
+enum {
+    STORE_OK = 0,
+    STORE_ENOTFOUND = -1, /* no such row for this owner */
+    STORE_ECONFLICT = -2, /* the row is in a state that forbids the change (message says why) */
+    STORE_EEXISTS = -3,   /* a unique key already held; the existing row is returned */
+    STORE_ENONE = -4,     /* nothing to do (no queued job to claim) */
+    STORE_ELEASE = -5,    /* the caller's lease on a job is gone: stop working on it */
+    STORE_EDB = -10,      /* SQLite error or I/O error */
+};
+
+/* Opens (creating and migrating to the current schema version if needed) the database at path.
+ * busy_ms: how long a statement waits for another connection's write lock.
+ * On success *out is new (store_close). On failure *out is NULL and err holds the reason. */
+int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen);
+void store_close(store *s);
+/* Borrowed, valid until the next call on s. */
+const char *store_errmsg(const store *s);
+/* The schema version this build writes (user_version). */
+int store_schema_version(void);
+
+/* A fresh random id with the given prefix ("m_", "d_", "j_"): prefix + 16 hex digits from
+ * getrandom. out must hold 32 bytes. */
+void store_new_id(char *out, const char *prefix);
+
+/* ---- models ----
+ * A model row points at a content-addressed blob (blob.h); the same owner uploading the same
+ * bytes gets the same row back (STORE_EEXISTS with *out set to it). config is the inferred
+ * vit_config as a JSON object (borrowed here, copied into the row).
+ * Object: {id, name, sha256, bytes, config, created_at} */
+int store_model_insert(store *s, const char *owner, const char *name, const char *sha256,
+                       int64_t bytes, json_t *config, json_t **out);
+int store_model_get(store *s, const char *owner, const char *id, json_t **out);
+int store_model_list(store *s, const char *owner, json_t **out_array);
+/* STORE_ECONFLICT while a queued or running job uses it. On success *sha256_out (65 bytes,
+ * may be NULL) receives the blob's hash; store_blob_in_use then says whether another row still
+ * references it, so the caller knows whether to delete the file. */
+int store_model_delete(store *s, const char *owner, const char *id, char *sha256_out);
+
+/* ---- datasets ----
+ * kind "builtin" (fashion-mnist, owner "", visible to all, cannot be deleted) or "upload"
+ * (a tar blob). summary: JSON object (classes, counts, image format notes) from the inspector.
+ * Object: {id, name, kind, sha256, bytes, summary, created_at} */
+int store_dataset_insert(store *s, const char *owner, const char *id_or_null, const char *name,
+                         const char *kind, const char *sha256, int64_t bytes, json_t *summary,
+                         json_t **out);
+int store_dataset_get(store *s, const char *owner, const char *id, json_t **out);
+int store_dataset_list(store *s, const char *owner, json_t **out_array);
+int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out);
+/* 1 if any model or dataset row (any owner) still references the blob sha256, else 0. */
+int store_blob_in_use(store *s, const char *sha256);
+
+/* ---- jobs ----
+ * States: queued -> running -> succeeded | failed | canceled; running -> queued when a lease
+ * expires with attempts left; queued -> canceled on cancel.
+ * Object: {id, model_id, dataset_id, spec, state, stage, progress, metrics, error, attempts,
+ *          max_attempts, created_at, started_at, finished_at}  (null where not yet known)
+ * spec is the resolved job spec (every option with its value), stored as given. */
+int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
+                     json_t *spec, int max_attempts, const char *idempotency_key, json_t **out);
+int store_job_get(store *s, const char *owner, const char *id, json_t **out);
+/* Jobs newest first; state NULL = all; after = the cursor from a previous page (NULL = from the
+ * newest). *next_cursor (a new string, free(), NULL at the end) continues the list. */
+int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
+                   json_t **out_array, char **next_cursor);
+/* queued -> canceled at once; running -> cancel requested (the worker sees it at its next
+ * progress write and ends the job canceled); ended -> STORE_ECONFLICT. *out: the job after. */
+int store_job_cancel(store *s, const char *owner, const char *id, json_t **out);
+/* Ended jobs only (STORE_ECONFLICT otherwise); removes its artifact and event rows too. */
+int store_job_delete(store *s, const char *owner, const char *id);
+/* Jobs per state and the queue depth, as {"queued": n, "running": n, ...}. */
+int store_job_counts(store *s, json_t **out);
+
+/* ---- the worker's side ----
+ * Claims the oldest queued job for worker (a name such as "w1:pid"): state running,
+ * attempts + 1, lease until now + lease_ms, started_at set if first. STORE_ENONE if none.
+ * *out: the job object plus "owner" and the model's and dataset's sha256 ("model_sha256",
+ * "dataset_sha256", "dataset_kind"). Atomic: two workers never claim the same job. */
+int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out);
+/* Heartbeat and progress in one write: extends the lease, stores stage and progress (a JSON
+ * object, borrowed) and, if event is nonzero, appends a "progress" event. Returns STORE_OK,
+ * STORE_ELEASE if the job is no longer this worker's (expired and reclaimed, or deleted), or
+ * STORE_ECONFLICT if a cancel was requested (the lease is still extended). */
+int store_job_progress(store *s, const char *id, const char *worker, int64_t lease_ms,
+                       const char *stage, json_t *progress, int event);
+/* Merges metrics (borrowed) into the job's metrics object (accuracies as they become known). */
+int store_job_metrics(store *s, const char *id, const char *worker, json_t *metrics);
+/* Ends the job: state "succeeded", "failed" or "canceled", error message (NULL if none).
+ * STORE_ELEASE if the lease is not this worker's. */
+int store_job_finish(store *s, const char *id, const char *worker, const char *state,
+                     const char *error);
+/* Gives a running job back to the queue without counting the attempt (the worker was asked
+ * to stop, e.g. gplqd shutting down; its stage-1 state is checkpointed). STORE_ELEASE if not
+ * this worker's. */
+int store_job_release(store *s, const char *id, const char *worker);
+/* Returns to the queue (or fails, when attempts == max_attempts, with an error saying so) every
+ * running job whose lease ended before now_ms; worker != NULL also releases that worker's
+ * jobs at once (it was seen to die). *n_requeued, *n_failed may be NULL. */
+int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeued,
+                     int *n_failed);
+
+/* ---- artifacts of a job ---- {name, bytes, sha256} */
+int store_artifact_add(store *s, const char *job_id, const char *name, int64_t bytes,
+                       const char *sha256);
+int store_artifact_list(store *s, const char *owner, const char *job_id, json_t **out_array);
+int store_artifact_get(store *s, const char *owner, const char *job_id, const char *name,
+                       json_t **out);
+
+/* ---- events of a job (state changes and progress), for SSE with Last-Event-ID ----
+ * Appended by the job functions above in the same transaction as the change.
+ * Object: {id (integer, increasing), job_id, type, data (object), created_at} */
+int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
+                     int limit, json_t **out_array);
+
+#endif
