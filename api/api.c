@@ -1,0 +1,873 @@
+/*
+ * api.c: see api.h. The route table is at the bottom; above it the handlers, one per route,
+ * grouped by resource, and the helpers they share.
+ */
+#include "api/api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/inspect.h"
+#include "api/jlog.h"
+#include "api/range.h"
+#include "config/jobspec.h"
+
+/* Blob files are shared by rows (the same bytes uploaded twice, by two owners, as a model and
+ * as a dataset). Committing a blob and inserting its row, and deleting a row and then the blob
+ * if no row is left, each happen under this lock, so a delete can never remove the file of an
+ * upload that is just being recorded. It guards only those two short sequences. */
+static pthread_mutex_t blob_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
+
+/* ---------------------------------------------------------------- responses */
+
+void api_response_init(api_response *res) {
+    memset(res, 0, sizeof *res);
+    res->status = 500;
+    res->fd = -1;
+}
+
+void api_response_free(api_response *res) {
+    json_decref(res->body);
+    if (res->fd >= 0) close(res->fd);
+    res->body = NULL;
+    res->fd = -1;
+}
+
+int api_response_header(api_response *res, const char *name, const char *fmt, ...) {
+    if (res->nheaders >= API_MAX_HEADERS || strlen(name) >= sizeof res->headers[0].name) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(res->headers[res->nheaders].value, sizeof res->headers[0].value, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof res->headers[0].value) return -1;
+    strcpy(res->headers[res->nheaders].name, name);
+    res->nheaders++;
+    return 0;
+}
+
+void api_json(api_response *res, int status, json_t *body) {
+    json_decref(res->body);
+    res->status = status;
+    res->body = body;
+    res->content_type = body ? "application/json" : NULL;
+}
+
+void api_error(api_response *res, int status, const char *code, const char *field,
+               const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *err = json_object();
+    json_object_set_new(err, "code", json_string(code));
+    json_object_set_new(err, "message", jlog_str(msg));
+    if (field) json_object_set_new(err, "field", jlog_str(field));
+    if (res->fd >= 0) close(res->fd);
+    res->fd = -1;
+    api_json(res, status, json_pack("{s:o}", "error", err));
+}
+
+/* A 500: the details go to the log under the request id, the client gets only the id. */
+static void internal(const api_request *req, api_response *res, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void internal(const api_request *req, api_response *res, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    jlog("error", req->request_id, "%s", msg);
+    api_error(res, 500, "internal", NULL, "internal error (request id %s)",
+              req->request_id ? req->request_id : "-");
+}
+
+/* The response to a failed store call about the resource what ("model") with id. */
+static void store_error(api_ctx *ctx, const api_request *req, api_response *res, int rc,
+                        const char *what, const char *id) {
+    if (rc == STORE_ENOTFOUND)
+        api_error(res, 404, "not_found", NULL, "%s '%s' not found", what, id);
+    else if (rc == STORE_ECONFLICT)
+        api_error(res, 409, "conflict", NULL, "%s", store_errmsg(ctx->st));
+    else
+        internal(req, res, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
+}
+
+/* ---------------------------------------------------------------- requests */
+
+const char *api_header(const api_request *req, const char *name) {
+    for (int i = 0; i < req->nheaders; i++)
+        if (!strcasecmp(req->headers[i].key, name)) return req->headers[i].value;
+    return NULL;
+}
+
+const char *api_query(const api_request *req, const char *key) {
+    for (int i = 0; i < req->nquery; i++)
+        if (!strcmp(req->query[i].key, key)) return req->query[i].value;
+    return NULL;
+}
+
+/* Refuses query arguments the route does not know (a typo should not be silently ignored).
+ * known: NULL-terminated. Returns 0, or -1 with res set. */
+static int query_known(const api_request *req, api_response *res, const char *const *known) {
+    for (int i = 0; i < req->nquery; i++) {
+        int ok = 0;
+        for (const char *const *k = known; *k && !ok; k++) ok = !strcmp(req->query[i].key, *k);
+        if (!ok) {
+            api_error(res, 400, "bad_request", req->query[i].key, "unknown query parameter '%s'",
+                      req->query[i].key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int query_int(const api_request *req, api_response *res, const char *key, long min,
+                     long max, long def, long *out) {
+    const char *v = api_query(req, key);
+    *out = def;
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno) {
+        api_error(res, 400, "bad_request", key, "%s: '%s' is not an integer", key, v);
+        return -1;
+    }
+    if (x < min || x > max) {
+        api_error(res, 400, "bad_request", key, "%s %ld is out of range [%ld, %ld]", key, x, min,
+                  max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int query_float(const api_request *req, api_response *res, const char *key, double min,
+                       double max, double def, double *out) {
+    const char *v = api_query(req, key);
+    *out = def;
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) {
+        api_error(res, 400, "bad_request", key, "%s: '%s' is not a number", key, v);
+        return -1;
+    }
+    if (x < min || x > max) {
+        api_error(res, 400, "bad_request", key, "%s %g is out of range [%g, %g]", key, x, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Ids that go into file paths (jobs/<id>/) must be plain: letters, digits, '_' and '-'. */
+static int id_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-') return 0;
+    return 1;
+}
+
+/* Artifact names: [A-Za-z0-9._-]+, not starting with '.' (so never "." or ".."). */
+static int artifact_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 128 || s[0] == '.') return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-') return 0;
+    return 1;
+}
+
+/* The body of a JSON route as an object (new reference), or NULL with res set. */
+static json_t *body_object(const api_request *req, api_response *res) {
+    if (!req->body || req->body_len == 0) {
+        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!v) {
+        api_error(res, 400, "bad_request", NULL, "the body is not valid JSON: %s (line %d, column %d)",
+                  je.text, je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+static void set_location(api_response *res, const char *collection, json_t *obj) {
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    if (id) api_response_header(res, "Location", "/v1/%s/%s", collection, id);
+}
+
+/* ---------------------------------------------------------------- uploads (models, datasets) */
+
+typedef struct {
+    char name[129];
+    long num_heads;       /* models: 0 = as the checkpoint says */
+    double val_fraction;  /* datasets: share held out when the archive has no val/ */
+} upload_opts;
+
+/* The query of an upload. Used both before the body (api_precheck) and by the handler. */
+static int upload_query(const api_request *req, int is_model, upload_opts *o, api_response *res) {
+    static const char *const model_keys[] = {"name", "num_heads", NULL};
+    static const char *const dataset_keys[] = {"name", "val_fraction", NULL};
+    if (query_known(req, res, is_model ? model_keys : dataset_keys)) return -1;
+    const char *name = api_query(req, "name");
+    if (!name) name = is_model ? "model" : "dataset";
+    size_t n = strlen(name);
+    json_t *valid = json_string(name); /* NULL unless UTF-8 */
+    int ok = valid && n >= 1 && n < sizeof o->name;
+    json_decref(valid);
+    for (const char *p = name; ok && *p; p++) ok = (unsigned char)*p >= 0x20 && *p != 0x7f;
+    if (!ok) {
+        api_error(res, 400, "bad_request", "name",
+                  "name must be 1 to %zu characters of UTF-8 text without control characters",
+                  sizeof o->name - 1);
+        return -1;
+    }
+    memcpy(o->name, name, n + 1);
+    o->num_heads = 0;
+    o->val_fraction = 0.1;
+    if (is_model) return query_int(req, res, "num_heads", 0, 64, 0, &o->num_heads);
+    return query_float(req, res, "val_fraction", 0, 0.9, 0.1, &o->val_fraction);
+}
+
+/* POST /v1/models and /v1/datasets: the body is already in req->upload (a temp file and its
+ * hash). Inspect it in a child, then either commit the blob and record the row, or refuse and
+ * drop the temp file. */
+static void upload_create(api_ctx *ctx, const api_request *req, api_response *res, int is_model) {
+    const char *what = is_model ? "model" : "dataset";
+    blob_writer *w = req->upload;
+    if (!w) {
+        api_error(res, 400, "bad_request", NULL, "the body must be the %s file", what);
+        return;
+    }
+    upload_opts o;
+    if (upload_query(req, is_model, &o, res)) {
+        blob_abort(w);
+        return;
+    }
+    if (w->bytes == 0) {
+        blob_abort(w);
+        api_error(res, 400, "bad_request", NULL,
+                  "the body is empty: send the %s file as the request body "
+                  "(curl --data-binary @FILE)", what);
+        return;
+    }
+
+    char heads[16];
+    snprintf(heads, sizeof heads, "%ld", o.num_heads);
+    const char *args[8] = {is_model ? "inspect-model" : "inspect-dataset", w->tmp_path};
+    if (is_model && o.num_heads > 0) args[2] = "--num-heads", args[3] = heads;
+    json_t *answer = NULL;
+    char err[1024] = "";
+    int rc = ctx->inspect ? ctx->inspect(ctx->inspect_arg, args, &answer, err, sizeof err)
+                          : (snprintf(err, sizeof err, "no inspector configured"), INSPECT_ESPAWN);
+    const char *code = is_model ? "invalid_model" : "invalid_dataset";
+    if (rc == INSPECT_ESPAWN) {
+        blob_abort(w);
+        internal(req, res, "inspecting a %s upload: %s", what, err);
+        return;
+    }
+    if (rc != INSPECT_OK) {
+        blob_abort(w);
+        api_error(res, 422, code, NULL, "%s", err);
+        return;
+    }
+    if (!json_is_true(json_object_get(answer, "ok"))) {
+        const char *why = json_string_value(json_object_get(answer, "error"));
+        blob_abort(w);
+        api_error(res, 422, code, NULL, "%s", why ? why : "rejected by the inspector");
+        json_decref(answer);
+        return;
+    }
+    json_t *info = json_object_get(answer, is_model ? "config" : "summary");
+    if (!json_is_object(info)) {
+        blob_abort(w);
+        json_decref(answer);
+        internal(req, res, "the inspector accepted a %s but sent no %s object", what,
+                 is_model ? "config" : "summary");
+        return;
+    }
+    /* What the inspector learned beside the config goes with it: the checkpoint's naming
+     * convention for models; for datasets, the held-out share used at job time. */
+    const char *conv = json_string_value(json_object_get(answer, "convention"));
+    if (is_model && conv && !json_object_get(info, "convention"))
+        json_object_set_new(info, "convention", json_string(conv));
+    if (!is_model) json_object_set_new(info, "val_fraction", json_real(o.val_fraction));
+
+    int64_t bytes = w->bytes;
+    char sha[65];
+    pthread_mutex_lock(&blob_lock);
+    if (blob_commit(w, ctx->data_dir, sha, err, sizeof err)) {
+        pthread_mutex_unlock(&blob_lock);
+        json_decref(answer);
+        internal(req, res, "storing a %s upload: %s", what, err);
+        return;
+    }
+    json_t *row = NULL;
+    rc = is_model ? store_model_insert(ctx->st, ctx->owner, o.name, sha, bytes, info, &row)
+                  : store_dataset_insert(ctx->st, ctx->owner, NULL, o.name, "upload", sha, bytes,
+                                         info, &row);
+    if (rc != STORE_OK && rc != STORE_EEXISTS && !store_blob_in_use(ctx->st, sha))
+        blob_remove(ctx->data_dir, sha);
+    pthread_mutex_unlock(&blob_lock);
+    json_decref(answer);
+    if (rc == STORE_OK || rc == STORE_EEXISTS) {
+        /* The same bytes again are the same resource: 200 with it, not a second copy. */
+        set_location(res, is_model ? "models" : "datasets", row);
+        api_json(res, rc == STORE_OK ? 201 : 200, row);
+    } else {
+        json_decref(row);
+        internal(req, res, "recording a %s: %s", what, store_errmsg(ctx->st));
+    }
+}
+
+/* DELETE of a model or dataset: the row, then its blob if nothing else references it. */
+static void upload_delete(api_ctx *ctx, const api_request *req, api_response *res, int is_model,
+                          const char *id) {
+    char sha[65] = "";
+    pthread_mutex_lock(&blob_lock);
+    int rc = is_model ? store_model_delete(ctx->st, ctx->owner, id, sha)
+                      : store_dataset_delete(ctx->st, ctx->owner, id, sha);
+    if (rc == STORE_OK && sha[0] && !store_blob_in_use(ctx->st, sha))
+        blob_remove(ctx->data_dir, sha);
+    pthread_mutex_unlock(&blob_lock);
+    if (rc != STORE_OK) {
+        store_error(ctx, req, res, rc, is_model ? "model" : "dataset", id);
+        return;
+    }
+    api_json(res, 204, NULL);
+}
+
+static void h_model_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    (void)p;
+    upload_create(ctx, req, res, 1);
+}
+
+static void h_dataset_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                             api_response *res) {
+    (void)p;
+    upload_create(ctx, req, res, 0);
+}
+
+static void list_response(api_ctx *ctx, const api_request *req, api_response *res, int rc,
+                          const char *key, json_t *arr) {
+    if (rc != STORE_OK) {
+        json_decref(arr);
+        internal(req, res, "listing %s: %s", key, store_errmsg(ctx->st));
+        return;
+    }
+    api_json(res, 200, json_pack("{s:o}", key, arr));
+}
+
+static void h_model_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
+    (void)p;
+    json_t *arr = NULL;
+    int rc = store_model_list(ctx->st, ctx->owner, &arr);
+    list_response(ctx, req, res, rc, "models", arr);
+}
+
+static void h_dataset_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    (void)p;
+    json_t *arr = NULL;
+    int rc = store_dataset_list(ctx->st, ctx->owner, &arr);
+    list_response(ctx, req, res, rc, "datasets", arr);
+}
+
+static void h_model_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                        api_response *res) {
+    json_t *obj = NULL;
+    int rc = store_model_get(ctx->st, ctx->owner, p->v[0], &obj);
+    if (rc) store_error(ctx, req, res, rc, "model", p->v[0]);
+    else api_json(res, 200, obj);
+}
+
+static void h_dataset_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                          api_response *res) {
+    json_t *obj = NULL;
+    int rc = store_dataset_get(ctx->st, ctx->owner, p->v[0], &obj);
+    if (rc) store_error(ctx, req, res, rc, "dataset", p->v[0]);
+    else api_json(res, 200, obj);
+}
+
+static void h_model_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    upload_delete(ctx, req, res, 1, p->v[0]);
+}
+
+static void h_dataset_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                             api_response *res) {
+    upload_delete(ctx, req, res, 0, p->v[0]);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+static void wake(api_ctx *ctx) {
+    if (ctx->wake) ctx->wake(ctx->wake_arg);
+}
+
+/* A required string field of the job body. */
+static const char *body_string(json_t *body, const char *key, api_response *res) {
+    json_t *v = json_object_get(body, key);
+    if (!v) {
+        api_error(res, 400, "bad_request", key, "%s is required", key);
+        return NULL;
+    }
+    if (!json_is_string(v) || !json_string_length(v)) {
+        api_error(res, 400, "bad_request", key, "%s must be a non-empty string", key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, ...jobspec options}. */
+static void h_job_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
+    (void)p;
+    json_t *body = body_object(req, res);
+    if (!body) return;
+    json_t *model = NULL, *dataset = NULL, *job = NULL, *spec = NULL;
+    const char *model_id = body_string(body, "model_id", res);
+    const char *dataset_id = model_id ? body_string(body, "dataset_id", res) : NULL;
+    if (!dataset_id) goto out;
+
+    int max_attempts = ctx->limits.max_attempts > 0 ? ctx->limits.max_attempts : 3;
+    json_t *ma = json_object_get(body, "max_attempts");
+    if (ma) {
+        if (!json_is_integer(ma) || json_integer_value(ma) < 1 || json_integer_value(ma) > 100) {
+            api_error(res, 400, "bad_request", "max_attempts",
+                      "max_attempts must be an integer in [1, 100]");
+            goto out;
+        }
+        max_attempts = (int)json_integer_value(ma);
+    }
+
+    /* The options, one field at a time, so that the error names the field that is wrong; the
+     * messages are jobspec's, the same as `gplq quantize` gives for the flag. */
+    jobspec js;
+    jobspec_defaults(&js);
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v) {
+        if (!strcmp(key, "model_id") || !strcmp(key, "dataset_id") || !strcmp(key, "max_attempts"))
+            continue;
+        json_t *one = json_object();
+        json_object_set(one, key, v);
+        char err[256];
+        int bad = jobspec_apply_json(&js, one, err, sizeof err);
+        json_decref(one);
+        if (bad) {
+            api_error(res, 400, "bad_request", key, "%s", err);
+            goto out;
+        }
+    }
+
+    int rc = store_model_get(ctx->st, ctx->owner, model_id, &model);
+    if (rc == STORE_ENOTFOUND) {
+        api_error(res, 404, "not_found", "model_id", "model '%s' not found", model_id);
+        goto out;
+    }
+    if (rc == STORE_OK) rc = store_dataset_get(ctx->st, ctx->owner, dataset_id, &dataset);
+    if (rc == STORE_ENOTFOUND) {
+        api_error(res, 404, "not_found", "dataset_id", "dataset '%s' not found", dataset_id);
+        goto out;
+    }
+    if (rc) {
+        internal(req, res, "job create: %s", store_errmsg(ctx->st));
+        goto out;
+    }
+
+    const char *idem = api_header(req, "Idempotency-Key");
+    if (idem) {
+        size_t n = strlen(idem);
+        int ok = n >= 1 && n <= 255;
+        for (const char *c = idem; ok && *c; c++) ok = *c >= 0x21 && *c <= 0x7e;
+        if (!ok) {
+            api_error(res, 400, "bad_request", "Idempotency-Key",
+                      "Idempotency-Key must be 1 to 255 visible ASCII characters");
+            goto out;
+        }
+    }
+
+    spec = jobspec_to_json(&js);
+    json_object_set_new(spec, "model_id", json_string(model_id));
+    json_object_set_new(spec, "dataset_id", json_string(dataset_id));
+    rc = store_job_insert(ctx->st, ctx->owner, model_id, dataset_id, spec, max_attempts, idem, &job);
+    if (rc == STORE_OK || rc == STORE_EEXISTS) {
+        set_location(res, "jobs", job);
+        api_json(res, rc == STORE_OK ? 201 : 200, job);
+        job = NULL;
+        if (rc == STORE_OK) wake(ctx);
+    } else {
+        store_error(ctx, req, res, rc, "job", "(new)");
+    }
+out:
+    json_decref(job);
+    json_decref(spec);
+    json_decref(model);
+    json_decref(dataset);
+    json_decref(body);
+}
+
+/* GET /v1/jobs?state=&limit=&cursor= */
+static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
+    (void)p;
+    static const char *const keys[] = {"state", "limit", "cursor", NULL};
+    if (query_known(req, res, keys)) return;
+    const char *state = api_query(req, "state");
+    if (state) {
+        int ok = 0;
+        for (size_t i = 0; i < sizeof job_states / sizeof *job_states; i++)
+            ok |= !strcmp(state, job_states[i]);
+        if (!ok) {
+            api_error(res, 400, "bad_request", "state",
+                      "state must be one of queued, running, succeeded, failed, canceled");
+            return;
+        }
+    }
+    long limit;
+    if (query_int(req, res, "limit", 1, 500, 50, &limit)) return;
+    const char *cursor = api_query(req, "cursor");
+    if (cursor && (!*cursor || strlen(cursor) > 256)) {
+        api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
+        return;
+    }
+    json_t *arr = NULL;
+    char *next = NULL;
+    int rc = store_job_list(ctx->st, ctx->owner, state, (int)limit, cursor, &arr, &next);
+    if (rc) {
+        json_decref(arr);
+        free(next);
+        internal(req, res, "listing jobs: %s", store_errmsg(ctx->st));
+        return;
+    }
+    api_json(res, 200, json_pack("{s:o, s:o}", "jobs", arr, "next_cursor",
+                                 next ? json_string(next) : json_null()));
+    free(next);
+}
+
+static void h_job_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                      api_response *res) {
+    json_t *obj = NULL;
+    int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &obj);
+    if (rc) store_error(ctx, req, res, rc, "job", p->v[0]);
+    else api_json(res, 200, obj);
+}
+
+static void h_job_cancel(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
+    json_t *obj = NULL;
+    int rc = store_job_cancel(ctx->st, ctx->owner, p->v[0], &obj);
+    if (rc) {
+        store_error(ctx, req, res, rc, "job", p->v[0]);
+        return;
+    }
+    /* A running job stops when its worker next writes progress; waking the workers makes a
+     * worker that is between steps look now. */
+    wake(ctx);
+    api_json(res, 200, obj);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f) {
+    (void)st;
+    (void)f;
+    if (flag == FTW_DP) rmdir(path);
+    else unlink(path);
+    return 0;
+}
+
+static void h_job_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
+    const char *id = p->v[0];
+    int rc = store_job_delete(ctx->st, ctx->owner, id);
+    if (rc) {
+        store_error(ctx, req, res, rc, "job", id);
+        return;
+    }
+    /* The row is gone first, so no reader can be sent to a file that is being removed; a
+     * crash between the two leaves an orphan folder, never a row without its files. */
+    if (id_ok(id)) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/jobs/%s", ctx->data_dir, id);
+        if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) && errno != ENOENT)
+            jlog("warn", req->request_id, "removing %s: %s", dir, strerror(errno));
+    }
+    api_json(res, 204, NULL);
+}
+
+/* ---------------------------------------------------------------- artifacts */
+
+static void h_artifact_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                            api_response *res) {
+    json_t *job = NULL, *arr = NULL;
+    int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
+    json_decref(job);
+    if (rc == STORE_OK) rc = store_artifact_list(ctx->st, ctx->owner, p->v[0], &arr);
+    if (rc) {
+        json_decref(arr);
+        store_error(ctx, req, res, rc, "job", p->v[0]);
+        return;
+    }
+    api_json(res, 200, json_pack("{s:o}", "artifacts", arr));
+}
+
+static const char *content_type_of(const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (dot && !strcmp(dot, ".json")) return "application/json";
+    if (dot && !strcmp(dot, ".txt")) return "text/plain; charset=utf-8";
+    return "application/octet-stream";
+}
+
+/* GET /v1/jobs/{id}/artifacts/{name}: the file, with ETag (its SHA-256), If-None-Match and a
+ * single byte range. The descriptor goes to the glue, which sends it without copying. */
+static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    const char *id = p->v[0], *name = p->v[1];
+    json_t *art = NULL;
+    int rc = id_ok(id) && artifact_name_ok(name)
+                 ? store_artifact_get(ctx->st, ctx->owner, id, name, &art)
+                 : STORE_ENOTFOUND;
+    if (rc == STORE_ENOTFOUND) {
+        json_t *job = NULL;
+        int jrc = id_ok(id) ? store_job_get(ctx->st, ctx->owner, id, &job) : STORE_ENOTFOUND;
+        json_decref(job);
+        if (jrc == STORE_OK) api_error(res, 404, "not_found", NULL, "job '%s' has no artifact '%s'", id, name);
+        else store_error(ctx, req, res, jrc, "job", id);
+        return;
+    }
+    if (rc) {
+        store_error(ctx, req, res, rc, "artifact", name);
+        return;
+    }
+    const char *sha = json_string_value(json_object_get(art, "sha256"));
+    char etag[80];
+    snprintf(etag, sizeof etag, "\"%s\"", sha ? sha : "");
+    json_decref(art);
+
+    char path[4096];
+    snprintf(path, sizeof path, "%s/jobs/%s/artifacts/%s", ctx->data_dir, id, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (e == ENOENT) {
+            jlog("warn", req->request_id, "artifact %s is recorded but its file is gone", path);
+            api_error(res, 404, "not_found", NULL, "the file of artifact '%s' is gone", name);
+        } else {
+            internal(req, res, "opening %s: %s", path, strerror(e));
+        }
+        return;
+    }
+    api_response_header(res, "ETag", "%s", etag);
+    api_response_header(res, "Accept-Ranges", "bytes");
+    api_response_header(res, "Content-Disposition", "attachment; filename=\"%s\"", name);
+    if (range_etag_matches(api_header(req, "If-None-Match"), etag)) {
+        close(fd);
+        api_json(res, 304, NULL);
+        return;
+    }
+    int64_t size = st.st_size, off, len;
+    range_kind k = range_parse(api_header(req, "Range"), api_header(req, "If-Range"), etag, size,
+                               &off, &len);
+    if (k == RANGE_UNSATISFIABLE) {
+        close(fd);
+        api_response_header(res, "Content-Range", "bytes */%lld", (long long)size);
+        api_error(res, 416, "range_not_satisfiable", "Range",
+                  "the range is outside the file's %lld bytes", (long long)size);
+        return;
+    }
+    if (k == RANGE_PARTIAL)
+        api_response_header(res, "Content-Range", "bytes %lld-%lld/%lld", (long long)off,
+                            (long long)(off + len - 1), (long long)size);
+    api_json(res, k == RANGE_PARTIAL ? 206 : 200, NULL);
+    res->fd = fd;
+    res->offset = off;
+    res->length = len;
+    res->content_type = content_type_of(name);
+}
+
+/* ---------------------------------------------------------------- health */
+
+static void h_health(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
+    (void)p;
+    json_t *workers = ctx->workers ? ctx->workers(ctx->workers_arg) : NULL;
+    if (!json_is_array(workers)) {
+        json_decref(workers);
+        workers = json_array();
+    }
+    int alive = 0;
+    const char *blas = NULL;
+    size_t i;
+    json_t *w;
+    json_array_foreach(workers, i, w) {
+        alive += json_is_true(json_object_get(w, "alive"));
+        if (!blas) blas = json_string_value(json_object_get(w, "blas_core"));
+    }
+    json_t *counts = NULL;
+    int rc = store_job_counts(ctx->st, &counts);
+    if (rc) jlog("error", req->request_id, "health: %s", store_errmsg(ctx->st));
+    json_t *queued = rc ? NULL : json_object_get(counts, "queued");
+    /* A database that does not answer makes the service unhealthy: 503, so a load balancer or
+     * an orchestrator's probe sees it. */
+    api_json(res, rc ? 503 : 200,
+             json_pack("{s:s, s:s, s:i, s:o, s:I, s:o, s:o}", "status", rc ? "unavailable" : "ok",
+                       "version", ctx->version ? ctx->version : "", "workers_alive", alive,
+                       "workers", workers, "queue_depth",
+                       (json_int_t)(queued ? json_integer_value(queued) : 0), "jobs",
+                       counts ? counts : json_object(), "blas_core",
+                       blas ? json_string(blas) : json_null()));
+}
+
+/* ---------------------------------------------------------------- routing */
+
+const api_route api_routes[] = {
+    {"GET", "/v1/health", "health", h_health, API_PUBLIC},
+    {"POST", "/v1/models", "models.create", h_model_create, API_UPLOAD_MODEL},
+    {"GET", "/v1/models", "models.list", h_model_list, 0},
+    {"GET", "/v1/models/{id}", "models.get", h_model_get, 0},
+    {"DELETE", "/v1/models/{id}", "models.delete", h_model_delete, 0},
+    {"POST", "/v1/datasets", "datasets.create", h_dataset_create, API_UPLOAD_DATASET},
+    {"GET", "/v1/datasets", "datasets.list", h_dataset_list, 0},
+    {"GET", "/v1/datasets/{id}", "datasets.get", h_dataset_get, 0},
+    {"DELETE", "/v1/datasets/{id}", "datasets.delete", h_dataset_delete, 0},
+    {"POST", "/v1/jobs", "jobs.create", h_job_create, API_JSON_BODY},
+    {"GET", "/v1/jobs", "jobs.list", h_job_list, 0},
+    {"GET", "/v1/jobs/{id}", "jobs.get", h_job_get, 0},
+    {"DELETE", "/v1/jobs/{id}", "jobs.delete", h_job_delete, 0},
+    {"POST", "/v1/jobs/{id}/cancel", "jobs.cancel", h_job_cancel, 0},
+    {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
+    {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, 0},
+};
+const int api_nroutes = sizeof api_routes / sizeof *api_routes;
+
+/* Matches path against pattern segment by segment; {x} takes one non-empty segment. */
+static int match(const char *pattern, const char *path, api_params *p) {
+    p->n = 0;
+    const char *a = pattern, *b = path;
+    while (*a && *b) {
+        if (*a == '{') {
+            const char *end = strchr(b, '/');
+            size_t n = end ? (size_t)(end - b) : strlen(b);
+            if (n == 0 || n >= API_PARAM_MAX || p->n >= API_MAX_PARAMS) return 0;
+            memcpy(p->v[p->n], b, n);
+            p->v[p->n++][n] = '\0';
+            a = strchr(a, '}') + 1;
+            b += n;
+        } else {
+            if (*a != *b) return 0;
+            a++, b++;
+        }
+    }
+    return !*a && !*b;
+}
+
+const api_route *api_route_find(const char *method, const char *path, api_params *p, char *allow,
+                                size_t allowlen) {
+    api_params scratch;
+    if (allowlen) allow[0] = '\0';
+    /* HEAD is GET without the body (the glue's library drops it). */
+    const char *m = !strcmp(method, "HEAD") ? "GET" : method;
+    for (int i = 0; i < api_nroutes; i++)
+        if (!strcmp(api_routes[i].method, m) && match(api_routes[i].pattern, path, p))
+            return &api_routes[i];
+    for (int i = 0; i < api_nroutes; i++) {
+        if (!match(api_routes[i].pattern, path, &scratch)) continue;
+        const char *am = api_routes[i].method;
+        size_t used = strlen(allow);
+        if (!strstr(allow, am))
+            snprintf(allow + used, allowlen - used, "%s%s", used ? ", " : "", am);
+        used = strlen(allow);
+        if (!strcmp(am, "GET") && !strstr(allow, "HEAD"))
+            snprintf(allow + used, allowlen - used, ", HEAD");
+    }
+    return NULL;
+}
+
+int64_t api_upload_limit(const api_ctx *ctx, const api_route *route) {
+    if (route->flags & API_UPLOAD_MODEL) return ctx->limits.max_model_bytes;
+    if (route->flags & API_UPLOAD_DATASET) return ctx->limits.max_dataset_bytes;
+    return 0;
+}
+
+static int is_multipart(const api_request *req) {
+    const char *ct = api_header(req, "Content-Type");
+    return ct && !strncasecmp(ct, "multipart/", 10);
+}
+
+int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
+                 int64_t content_length, api_response *res) {
+    if (route->flags & API_UPLOAD) {
+        int is_model = (route->flags & API_UPLOAD_MODEL) != 0;
+        int64_t limit = api_upload_limit(ctx, route);
+        if (limit > 0 && content_length > limit) {
+            api_error(res, 413, "too_large", NULL, "the %s is %lld bytes; the limit is %lld bytes",
+                      is_model ? "model" : "dataset", (long long)content_length, (long long)limit);
+            return 1;
+        }
+        if (is_multipart(req)) {
+            api_error(res, 415, "unsupported_media_type", "Content-Type",
+                      "send the file itself as the body (curl --data-binary @FILE), not a "
+                      "multipart form");
+            return 1;
+        }
+        upload_opts o;
+        return upload_query(req, is_model, &o, res) ? 1 : 0;
+    }
+    if (ctx->limits.max_json_bytes > 0 && content_length > ctx->limits.max_json_bytes) {
+        api_error(res, 413, "too_large", NULL, "the body is %lld bytes; the limit is %lld bytes",
+                  (long long)content_length, (long long)ctx->limits.max_json_bytes);
+        return 1;
+    }
+    if ((route->flags & API_JSON_BODY) && is_multipart(req)) {
+        api_error(res, 415, "unsupported_media_type", "Content-Type", "the body must be JSON");
+        return 1;
+    }
+    return 0;
+}
+
+void api_dispatch(api_ctx *ctx, const api_request *req, api_response *res) {
+    api_response_init(res);
+    api_params p;
+    char allow[64];
+    const api_route *r = api_route_find(req->method, req->path, &p, allow, sizeof allow);
+    if (!r && allow[0]) {
+        api_response_header(res, "Allow", "%s", allow);
+        api_error(res, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",
+                  req->method, req->path, allow);
+    } else if (!r) {
+        api_error(res, 404, "not_found", NULL, "no such route: %s %s", req->method, req->path);
+    } else {
+        r->handler(ctx, req, &p, res);
+    }
+    /* The writer must end closed whatever happened (the contract in api.h); a route that does
+     * not take uploads never looked at it. */
+    if (req->upload && req->upload->fd >= 0) blob_abort(req->upload);
+}

@@ -1,0 +1,75 @@
+/*
+ * jlog.c: see jlog.h.
+ */
+#include "api/jlog.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+long long jlog_now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+double jlog_mono_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+json_t *jlog_str(const char *s) {
+    if (!s) return json_null();
+    json_t *v = json_string(s);
+    if (v) return v;
+    /* Not UTF-8 (a client's raw bytes): keep the ASCII, mark the rest, so that the line is
+     * still written and still says something. */
+    char *copy = strdup(s);
+    if (!copy) return json_string("?");
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20) *p = '?';
+    v = json_string(copy);
+    free(copy);
+    return v;
+}
+
+void jlog_json(const char *level, json_t *obj) {
+    long long ms = jlog_now_ms();
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char ts[80];
+    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    /* ts and level first, so a human reading the log sees them first. */
+    json_t *line = json_pack("{s:s, s:s}", "ts", ts, "level", level);
+    json_object_update_missing(line, obj);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(line);
+    if (!text) return;
+    size_t n = strlen(text);
+    text[n++] = '\n'; /* json_dumps's NUL becomes the newline: one buffer, one write */
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(2, text + off, n - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    free(text);
+}
+
+void jlog(const char *level, const char *request_id, const char *fmt, ...) {
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *obj = json_object();
+    if (request_id) json_object_set_new(obj, "request_id", jlog_str(request_id));
+    json_object_set_new(obj, "msg", jlog_str(msg));
+    jlog_json(level, obj);
+    json_decref(obj);
+}

@@ -1,0 +1,25 @@
+/*
+ * jlog.h: gplqd's structured log, one JSON object per line on stderr.
+ *
+ * Every line carries "ts" (ISO-8601 UTC with milliseconds) and "level"; the rest are fields of
+ * the event (request_id, method, path, status, worker, ...). One line is one write(2), so lines
+ * from the HTTP threads, the supervisor and the handlers never interleave.
+ */
+#ifndef GPLQ_JLOG_H
+#define GPLQ_JLOG_H
+
+#include <jansson.h>
+
+/* Writes obj (borrowed; "ts" and "level" are added to it) as one line. */
+void jlog_json(const char *level, json_t *obj);
+/* A message line: {"ts", "level", "request_id" (omitted when NULL), "msg"}. */
+void jlog(const char *level, const char *request_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A new JSON string of any bytes: s itself when it is UTF-8, else with the non-ASCII and
+ * control bytes replaced by '?' (json_string would return NULL). NULL gives JSON null. */
+json_t *jlog_str(const char *s);
+/* Unix time in milliseconds (wall clock) and a monotonic clock in milliseconds. */
+long long jlog_now_ms(void);
+double jlog_mono_ms(void);
+
+#endif
