@@ -21,9 +21,11 @@ typedef struct {
     int64_t bytes;
 } blob_writer;
 
-/* Creates DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */
+/* Creates DATA_DIR (one level), DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */
 int blob_init(const char *data_dir, char *err, size_t errlen);
-/* Removes every leftover temp file (start-up: uploads that a crash cut off). Returns the count. */
+/* Removes every leftover temp file (start-up: uploads that a crash cut off). Returns the count
+ * (0 if there is no tmp folder), -1 if the folder cannot be read. Call it before anything else
+ * (workers included) writes blobs: it cannot tell a live upload from a dead one. */
 int blob_sweep_tmp(const char *data_dir);
 
 /* Starts a blob: a new temp file. 0 or -1 with err (w is then closed). */
@@ -34,12 +36,15 @@ int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t err
  * sha256_hex receives the 64-hex name. 0 or -1 with err; either way w is closed. */
 int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex[65], char *err,
                 size_t errlen);
-/* Drops the temp file; safe on a closed or never-begun writer (fd < 0). */
+/* Drops the temp file; safe on a closed or never-begun writer (fd < 0, or an all-zero
+ * blob_writer: an empty tmp_path means nothing to drop). */
 void blob_abort(blob_writer *w);
 
-/* The path of blob sha256_hex into out. */
+/* The path of blob sha256_hex into out; "" if sha256_hex is not 64 lowercase hex digits (a
+ * name that could walk out of the blob folder never becomes a path). */
 void blob_path(char *out, size_t n, const char *data_dir, const char *sha256_hex);
-/* Unlinks the blob (when no row references it any more). 0, or -1 if it did not exist. */
+/* Unlinks the blob (when no row references it any more). 0, or -1 if it did not exist (or the
+ * name is not a hash). */
 int blob_remove(const char *data_dir, const char *sha256_hex);
 
 #endif

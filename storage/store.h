@@ -35,6 +35,7 @@ enum {
     STORE_EEXISTS = -3,   /* a unique key already held; the existing row is returned */
     STORE_ENONE = -4,     /* nothing to do (no queued job to claim) */
     STORE_ELEASE = -5,    /* the caller's lease on a job is gone: stop working on it */
+    STORE_EINVAL = -6,    /* a malformed argument (a bad list cursor, an unknown state name) */
     STORE_EDB = -10,      /* SQLite error or I/O error */
 };
 
@@ -47,6 +48,9 @@ void store_close(store *s);
 const char *store_errmsg(const store *s);
 /* The schema version this build writes (user_version). */
 int store_schema_version(void);
+/* Now as Unix milliseconds (CLOCK_REALTIME): the clock every stored time uses, for callers
+ * of store_job_expire. */
+int64_t store_now_ms(void);
 
 /* A fresh random id with the given prefix ("m_", "d_", "j_"): prefix + 16 hex digits from
  * getrandom. out must hold 32 bytes. */
@@ -69,14 +73,20 @@ int store_model_delete(store *s, const char *owner, const char *id, char *sha256
 /* ---- datasets ----
  * kind "builtin" (fashion-mnist, owner "", visible to all, cannot be deleted) or "upload"
  * (a tar blob). summary: JSON object (classes, counts, image format notes) from the inspector.
- * Object: {id, name, kind, sha256, bytes, summary, created_at} */
+ * Object: {id, name, kind, sha256, bytes, summary, created_at}
+ * Insert: id_or_null NULL makes a fresh "d_" id. A given id already present returns
+ * STORE_EEXISTS with *out set to it (so a built-in can be registered at every start-up), or
+ * STORE_ECONFLICT if another owner holds it. Uploads are not deduplicated by sha256 (unlike
+ * models): two rows may share a blob, which store_blob_in_use accounts for. A bad kind:
+ * STORE_EINVAL. */
 int store_dataset_insert(store *s, const char *owner, const char *id_or_null, const char *name,
                          const char *kind, const char *sha256, int64_t bytes, json_t *summary,
                          json_t **out);
 int store_dataset_get(store *s, const char *owner, const char *id, json_t **out);
 int store_dataset_list(store *s, const char *owner, json_t **out_array);
 int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out);
-/* 1 if any model or dataset row (any owner) still references the blob sha256, else 0. */
+/* 1 if any model, dataset or artifact row (any owner) still references the blob sha256, else
+ * 0. A database error also answers 1, so that the caller keeps the file. */
 int store_blob_in_use(store *s, const char *sha256);
 
 /* ---- jobs ----
@@ -84,12 +94,18 @@ int store_blob_in_use(store *s, const char *sha256);
  * expires with attempts left; queued -> canceled on cancel.
  * Object: {id, model_id, dataset_id, spec, state, stage, progress, metrics, error, attempts,
  *          max_attempts, created_at, started_at, finished_at}  (null where not yet known)
- * spec is the resolved job spec (every option with its value), stored as given. */
+ * spec is the resolved job spec (every option with its value), stored as given.
+ * Insert: the model and dataset must exist and be visible to owner (else STORE_ENOTFOUND);
+ * max_attempts < 1 means STORE_DEFAULT_MAX_ATTEMPTS; a state "queued" event is appended. With
+ * an idempotency_key (may be NULL) already used by this owner: STORE_EEXISTS and *out is that
+ * job. Owner NULL inserts as owner "". */
+#define STORE_DEFAULT_MAX_ATTEMPTS 3
 int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
                      json_t *spec, int max_attempts, const char *idempotency_key, json_t **out);
 int store_job_get(store *s, const char *owner, const char *id, json_t **out);
-/* Jobs newest first; state NULL = all; after = the cursor from a previous page (NULL = from the
- * newest). *next_cursor (a new string, free(), NULL at the end) continues the list. */
+/* Jobs newest first; state NULL = all; limit <= 0 = no limit; after = the cursor from a
+ * previous page (NULL = from the newest; a string that is not one: STORE_EINVAL).
+ * *next_cursor (a new string, free(), NULL at the end) continues the list. */
 int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
                    json_t **out_array, char **next_cursor);
 /* queued -> canceled at once; running -> cancel requested (the worker sees it at its next
@@ -106,13 +122,16 @@ int store_job_counts(store *s, json_t **out);
  * *out: the job object plus "owner" and the model's and dataset's sha256 ("model_sha256",
  * "dataset_sha256", "dataset_kind"). Atomic: two workers never claim the same job. */
 int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out);
-/* Heartbeat and progress in one write: extends the lease, stores stage and progress (a JSON
- * object, borrowed) and, if event is nonzero, appends a "progress" event. Returns STORE_OK,
+/* Heartbeat and progress in one write: extends the lease to now + lease_ms, stores stage and
+ * progress (a JSON object, borrowed; NULL keeps the stored one, so NULL, NULL is a bare
+ * heartbeat) and, if event is nonzero, appends a "progress" event whose data is the progress
+ * object. Returns STORE_OK,
  * STORE_ELEASE if the job is no longer this worker's (expired and reclaimed, or deleted), or
  * STORE_ECONFLICT if a cancel was requested (the lease is still extended). */
 int store_job_progress(store *s, const char *id, const char *worker, int64_t lease_ms,
                        const char *stage, json_t *progress, int event);
-/* Merges metrics (borrowed) into the job's metrics object (accuracies as they become known). */
+/* Merges metrics (borrowed, an object) into the job's metrics object (accuracies as they become
+ * known); nested objects merge key by key. STORE_ELEASE as for progress. */
 int store_job_metrics(store *s, const char *id, const char *worker, json_t *metrics);
 /* Ends the job: state "succeeded", "failed" or "canceled", error message (NULL if none).
  * STORE_ELEASE if the lease is not this worker's. */
@@ -120,15 +139,18 @@ int store_job_finish(store *s, const char *id, const char *worker, const char *s
                      const char *error);
 /* Gives a running job back to the queue without counting the attempt (the worker was asked
  * to stop, e.g. gplqd shutting down; its stage-1 state is checkpointed). STORE_ELEASE if not
- * this worker's. */
+ * this worker's. A job whose cancel was requested ends "canceled" instead. */
 int store_job_release(store *s, const char *id, const char *worker);
 /* Returns to the queue (or fails, when attempts == max_attempts, with an error saying so) every
  * running job whose lease ended before now_ms; worker != NULL also releases that worker's
- * jobs at once (it was seen to die). *n_requeued, *n_failed may be NULL. */
+ * jobs at once (it was seen to die). A job whose cancel was requested ends "canceled" instead
+ * (counted in neither). *n_requeued, *n_failed may be NULL. */
 int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeued,
                      int *n_failed);
 
-/* ---- artifacts of a job ---- {name, bytes, sha256} */
+/* ---- artifacts of a job ---- {name, bytes, sha256}
+ * add: STORE_ENOTFOUND if the job does not exist; a name already present is replaced (a retried
+ * job exports again). list: by name. */
 int store_artifact_add(store *s, const char *job_id, const char *name, int64_t bytes,
                        const char *sha256);
 int store_artifact_list(store *s, const char *owner, const char *job_id, json_t **out_array);
@@ -137,7 +159,9 @@ int store_artifact_get(store *s, const char *owner, const char *job_id, const ch
 
 /* ---- events of a job (state changes and progress), for SSE with Last-Event-ID ----
  * Appended by the job functions above in the same transaction as the change.
- * Object: {id (integer, increasing), job_id, type, data (object), created_at} */
+ * Object: {id (integer, increasing), job_id, type, data (object), created_at}
+ * Types: "state" (data {state, stage, error}; one per state change, the first "queued") and
+ * "progress" (data: the progress object). limit <= 0 = no limit. */
 int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
                      int limit, json_t **out_array);
 

@@ -1,0 +1,1270 @@
+/*
+ * store.c: gplqd's durable state in one SQLite database, and every SQL statement of the
+ * project (see store.h for the contract).
+ *
+ * Layout of this file: the handle and its small helpers (errors, time, "prepare, bind, step"),
+ * the schema as a list of migrations, then one section per table with each statement's text
+ * next to the function that runs it. Every statement takes its values as bound parameters;
+ * the only SQL text built at run time is `PRAGMA user_version = <our own integer>`, because
+ * PRAGMA cannot take a parameter.
+ *
+ * Concurrency: several processes (gplqd's threads, each worker) write the same file. Every
+ * write that reads before it writes runs inside BEGIN IMMEDIATE, which takes the database's
+ * write lock up front (waiting up to the busy timeout). Taking it late, in a deferred
+ * transaction, could fail with SQLITE_BUSY when upgrading a read snapshot that another writer
+ * made stale; taking it first means a check such as "is this job still queued" and the write
+ * that depends on it see the same state, across processes.
+ */
+#include "storage/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+struct store {
+    sqlite3 *db;
+    int busy_ms;
+    char msg[512];
+    /* Prepared statements, keyed by the address of their (static) SQL text: each statement is
+     * compiled once per connection. */
+    struct cached_stmt {
+        const char *sql;
+        sqlite3_stmt *st;
+    } *cache;
+    int ncache, capcache;
+};
+
+/* ---- errors ---- */
+
+/* Sets the handle's message and returns rc, so a failing path is one line. */
+static int fail(store *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(store *s, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The message for a failed SQLite call. A timeout on the write lock gets its own sentence: it
+ * is the one failure an operator can act on (another process holds the lock too long). */
+static int db_fail(store *s) {
+    int code = sqlite3_errcode(s->db) & 0xff;
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
+        return fail(s, STORE_EDB,
+                    "the database is busy: another process held its write lock for more than "
+                    "%d ms",
+                    s->busy_ms);
+    return fail(s, STORE_EDB, "database error: %s", sqlite3_errmsg(s->db));
+}
+
+const char *store_errmsg(const store *s) { return s ? s->msg : "no database handle"; }
+
+/* ---- time and ids ---- */
+
+int64_t store_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "2026-11-27T14:03:05.123Z" */
+static json_t *iso_time(int64_t ms) {
+    time_t t = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        frac += 1000;
+        t -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char buf[64];
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    return json_string(buf);
+}
+
+void store_new_id(char *out, const char *prefix) {
+    uint8_t r[8];
+    size_t got = 0;
+    while (got < sizeof r) {
+        ssize_t k = getrandom(r + got, sizeof r - got, 0);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        got += (size_t)k;
+    }
+    if (got < sizeof r) {
+        /* No getrandom (an old kernel or a seccomp filter): the id only has to be unique, and
+         * time, pid and a counter make it so. */
+        static uint64_t counter;
+        uint64_t x = (uint64_t)store_now_ms() * 1000003u ^ (uint64_t)getpid() << 40 ^ ++counter;
+        for (int i = 0; i < 8; i++) r[i] = (uint8_t)(x >> (8 * i));
+    }
+    static const char digits[] = "0123456789abcdef";
+    size_t n = strlen(prefix);
+    if (n > 15) n = 15; /* 15 + 16 + NUL = 32, the size store.h promises */
+    memcpy(out, prefix, n);
+    for (int i = 0; i < 8; i++) {
+        out[n + 2 * i] = digits[r[i] >> 4];
+        out[n + 2 * i + 1] = digits[r[i] & 15];
+    }
+    out[n + 16] = '\0';
+}
+
+/* ---- prepare, bind, step ---- */
+
+/* The cached statement for sql, reset and with its bindings cleared. */
+static sqlite3_stmt *prep(store *s, const char *sql) {
+    for (int i = 0; i < s->ncache; i++)
+        if (s->cache[i].sql == sql) {
+            sqlite3_reset(s->cache[i].st);
+            sqlite3_clear_bindings(s->cache[i].st);
+            return s->cache[i].st;
+        }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+        db_fail(s);
+        return NULL;
+    }
+    if (s->ncache == s->capcache) {
+        int cap = s->capcache ? 2 * s->capcache : 32;
+        struct cached_stmt *c = realloc(s->cache, (size_t)cap * sizeof *c);
+        if (!c) {
+            sqlite3_finalize(st);
+            fail(s, STORE_EDB, "out of memory");
+            return NULL;
+        }
+        s->cache = c;
+        s->capcache = cap;
+    }
+    s->cache[s->ncache++] = (struct cached_stmt){sql, st};
+    return st;
+}
+
+/* Binds parameters 1..n from fmt, one letter each:
+ *   s  const char * (NULL binds NULL)     i  int     I  int64_t
+ *   j  json_t * (serialized; NULL binds NULL) */
+static int bind_va(store *s, sqlite3_stmt *st, const char *fmt, va_list ap) {
+    for (int i = 0; fmt[i]; i++) {
+        int rc, k = i + 1;
+        switch (fmt[i]) {
+        case 's': {
+            const char *v = va_arg(ap, const char *);
+            rc = v ? sqlite3_bind_text(st, k, v, -1, SQLITE_STATIC) : sqlite3_bind_null(st, k);
+            break;
+        }
+        case 'i': rc = sqlite3_bind_int(st, k, va_arg(ap, int)); break;
+        case 'I': rc = sqlite3_bind_int64(st, k, va_arg(ap, int64_t)); break;
+        case 'j': {
+            json_t *v = va_arg(ap, json_t *);
+            char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            if (v && !text) return fail(s, STORE_EDB, "out of memory");
+            rc = text ? sqlite3_bind_text(st, k, text, -1, free) : sqlite3_bind_null(st, k);
+            break;
+        }
+        default: return fail(s, STORE_EDB, "internal error: bad bind letter '%c'", fmt[i]);
+        }
+        if (rc != SQLITE_OK) return db_fail(s);
+    }
+    return STORE_OK;
+}
+
+/* A prepared, bound statement ready to step, or NULL with the message set. The caller steps it
+ * and must end with sqlite3_reset: a statement left mid-way holds its read snapshot open. */
+static sqlite3_stmt *query(store *s, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st = prep(s, sql);
+    if (!st) return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = bind_va(s, st, fmt, ap);
+    va_end(ap);
+    return rc ? NULL : st;
+}
+
+/* Runs a statement that returns no rows. *changes (may be NULL) receives the rows changed. */
+static int exec(store *s, int *changes, const char *sql, const char *fmt, ...) {
+    sqlite3_stmt *st = prep(s, sql);
+    if (!st) return STORE_EDB;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = bind_va(s, st, fmt, ap);
+    va_end(ap);
+    if (rc) return rc;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    }
+    if (step != SQLITE_DONE) {
+        rc = db_fail(s);
+        sqlite3_reset(st);
+        return rc;
+    }
+    sqlite3_reset(st);
+    if (changes) *changes = sqlite3_changes(s->db);
+    return STORE_OK;
+}
+
+typedef json_t *(*row_fn)(sqlite3_stmt *st);
+
+/* Runs a query and converts its first row with fn into *out (new reference).
+ * STORE_ENOTFOUND (message not set: the caller knows what was missing) if there is none. */
+static int query_one(store *s, row_fn fn, json_t **out, const char *sql, const char *fmt, ...) {
+    *out = NULL;
+    sqlite3_stmt *st = prep(s, sql);
+    if (!st) return STORE_EDB;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = bind_va(s, st, fmt, ap);
+    va_end(ap);
+    if (rc) return rc;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        *out = fn(st);
+    else if (step == SQLITE_DONE)
+        rc = STORE_ENOTFOUND;
+    else
+        rc = db_fail(s);
+    sqlite3_reset(st);
+    if (!rc && !*out) rc = fail(s, STORE_EDB, "out of memory");
+    return rc;
+}
+
+/* Runs a query and appends every row, converted with fn, to *out_array (a new array). */
+static int query_all(store *s, row_fn fn, json_t **out_array, const char *sql, const char *fmt,
+                     ...) {
+    *out_array = NULL;
+    sqlite3_stmt *st = prep(s, sql);
+    if (!st) return STORE_EDB;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = bind_va(s, st, fmt, ap);
+    va_end(ap);
+    if (rc) return rc;
+    json_t *arr = json_array();
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, fn(st));
+    if (step != SQLITE_DONE) {
+        rc = db_fail(s);
+        json_decref(arr);
+        arr = NULL;
+    }
+    sqlite3_reset(st);
+    *out_array = arr;
+    return rc;
+}
+
+/* ---- transactions ---- */
+
+static int tx_begin(store *s) { return exec(s, NULL, "BEGIN IMMEDIATE", ""); }
+
+/* Ends the transaction begun by tx_begin: commits when commit is nonzero, else rolls back.
+ * Returns rc, or STORE_EDB if the commit itself failed (the change is then rolled back). */
+static int tx_end(store *s, int rc, int commit) {
+    if (commit) {
+        int c = exec(s, NULL, "COMMIT", "");
+        if (c == STORE_OK) return rc;
+        rc = c;
+    }
+    /* Keep the message of whatever failed, not of the rollback. */
+    if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+/* ---- columns to JSON ---- */
+
+static json_t *col_str(sqlite3_stmt *st, int i) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? json_string((const char *)t) : json_null();
+}
+
+/* A column holding serialized JSON; null if NULL (or, which we never write, not JSON). */
+static json_t *col_json(sqlite3_stmt *st, int i) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    json_t *v = t ? json_loads((const char *)t, JSON_DECODE_ANY, NULL) : NULL;
+    return v ? v : json_null();
+}
+
+static json_t *col_int(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+                                                      : json_integer(sqlite3_column_int64(st, i));
+}
+
+static json_t *col_json_0(sqlite3_stmt *st) { return col_json(st, 0); }
+
+static json_t *col_time(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+                                                      : iso_time(sqlite3_column_int64(st, i));
+}
+
+/* Copies a text column into buf (n bytes); "" if NULL. */
+static void col_copy(sqlite3_stmt *st, int i, char *buf, size_t n) {
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(buf, n, "%s", t ? (const char *)t : "");
+}
+
+/* ---- the schema ----
+ * Migration i takes the database from user_version i to i + 1, in one transaction. A new
+ * schema change is a new entry at the end; an entry already released never changes, since
+ * databases in the field have run it. */
+static const char *const migrations[] = {
+    /* 1: models, datasets, jobs, artifacts, events. */
+    "CREATE TABLE models ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  name TEXT NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  config TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  UNIQUE (owner, sha256));"
+    "CREATE INDEX models_sha256 ON models (sha256);"
+
+    "CREATE TABLE datasets ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  name TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('builtin', 'upload')),"
+    "  sha256 TEXT,"
+    "  bytes INTEGER NOT NULL DEFAULT 0,"
+    "  summary TEXT,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE INDEX datasets_owner ON datasets (owner);"
+    "CREATE INDEX datasets_sha256 ON datasets (sha256);"
+
+    /* seq orders jobs (newest first in lists, oldest first to claim) and is the list cursor;
+     * AUTOINCREMENT so a deleted newest job's number is never handed out again. model_id and
+     * dataset_id are not foreign keys: an ended job keeps naming a model deleted since. */
+    "CREATE TABLE jobs ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  owner TEXT NOT NULL DEFAULT '',"
+    "  model_id TEXT NOT NULL,"
+    "  dataset_id TEXT NOT NULL,"
+    "  spec TEXT,"
+    "  state TEXT NOT NULL DEFAULT 'queued'"
+    "    CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'canceled')),"
+    "  stage TEXT,"
+    "  progress TEXT,"
+    "  metrics TEXT,"
+    "  error TEXT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts INTEGER NOT NULL,"
+    "  idempotency_key TEXT,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  lease_worker TEXT,"
+    "  lease_expires_ms INTEGER,"
+    "  created_ms INTEGER NOT NULL,"
+    "  started_ms INTEGER,"
+    "  finished_ms INTEGER);"
+    "CREATE UNIQUE INDEX jobs_idempotency ON jobs (owner, idempotency_key)"
+    "  WHERE idempotency_key IS NOT NULL;"
+    "CREATE INDEX jobs_state ON jobs (state, seq);"
+    "CREATE INDEX jobs_owner ON jobs (owner, seq);"
+    "CREATE INDEX jobs_model ON jobs (model_id);"
+    "CREATE INDEX jobs_dataset ON jobs (dataset_id);"
+
+    "CREATE TABLE artifacts ("
+    "  job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  bytes INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (job_id, name));"
+    "CREATE INDEX artifacts_sha256 ON artifacts (sha256);"
+
+    /* AUTOINCREMENT: event ids are SSE Last-Event-IDs and must never go backwards, even after
+     * the newest events are deleted with their job. */
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  type TEXT NOT NULL,"
+    "  data TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE INDEX events_job ON events (job_id, id);",
+};
+#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+int store_schema_version(void) { return N_MIGRATIONS; }
+
+static int user_version(store *s, int *v) {
+    sqlite3_stmt *st = query(s, "PRAGMA user_version", "");
+    if (!st) return STORE_EDB;
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    if (!rc) *v = sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int refuse_newer(store *s, const char *path, int v) {
+    return fail(s, STORE_EDB,
+                "the database %s has schema version %d, newer than the version %d this build "
+                "understands; run a newer gplqd (or restore a backup made before the upgrade)",
+                path, v, N_MIGRATIONS);
+}
+
+/* Applies the missing migrations, each in its own transaction. The version is re-read under
+ * the write lock, so two processes starting at once apply each step exactly once. */
+static int migrate(store *s, const char *path) {
+    for (;;) {
+        int rc = tx_begin(s), v = 0;
+        if (rc) return rc;
+        if ((rc = user_version(s, &v))) return tx_end(s, rc, 0);
+        if (v > N_MIGRATIONS) return tx_end(s, refuse_newer(s, path, v), 0);
+        if (v == N_MIGRATIONS) return tx_end(s, STORE_OK, 1);
+        char *emsg = NULL;
+        if (sqlite3_exec(s->db, migrations[v], NULL, NULL, &emsg) != SQLITE_OK) {
+            fail(s, STORE_EDB, "cannot upgrade the database %s to schema version %d: %s", path,
+                 v + 1, emsg ? emsg : sqlite3_errmsg(s->db));
+            sqlite3_free(emsg);
+            return tx_end(s, STORE_EDB, 0);
+        }
+        char set[64];
+        snprintf(set, sizeof set, "PRAGMA user_version = %d", v + 1);
+        if (sqlite3_exec(s->db, set, NULL, NULL, NULL) != SQLITE_OK)
+            return tx_end(s, db_fail(s), 0);
+        if ((rc = tx_end(s, STORE_OK, 1))) return rc;
+    }
+}
+
+/* Connection settings, before any migration. */
+static int configure(store *s, const char *path) {
+    /* Off by default in SQLite, and what makes deleting a job delete its events and
+     * artifacts. */
+    int rc = exec(s, NULL, "PRAGMA foreign_keys = ON", "");
+    if (rc) return rc;
+    /* Refuse a newer schema before changing anything in the file. */
+    int v = 0;
+    if ((rc = user_version(s, &v))) return rc;
+    if (v > N_MIGRATIONS) return refuse_newer(s, path, v);
+    /* WAL: readers never block the writer and the writer never blocks readers, which is what
+     * lets gplqd's HTTP threads read while workers write progress. The mode is stored in the
+     * file, so this is a no-op after the first open. */
+    sqlite3_stmt *st = query(s, "PRAGMA journal_mode = WAL", "");
+    if (!st) return STORE_EDB;
+    char mode[32] = "";
+    if (sqlite3_step(st) == SQLITE_ROW) col_copy(st, 0, mode, sizeof mode);
+    else rc = db_fail(s);
+    sqlite3_reset(st);
+    if (rc) return rc;
+    if (strcmp(mode, "wal") != 0)
+        return fail(s, STORE_EDB,
+                    "the database %s cannot use write-ahead logging (journal mode is '%s'); it "
+                    "needs a local file system",
+                    path, mode);
+    /* NORMAL in WAL mode syncs at checkpoints, not at each commit: a committed transaction
+     * survives any crash of the process (the WAL is in the OS's page cache) and the database
+     * is never corrupted; only a power cut or OS crash can lose the last few commits, and
+     * those leave an older consistent state (a job seen as running again, whose lease then
+     * expires). FULL would fsync every progress heartbeat for no gain we need. */
+    return exec(s, NULL, "PRAGMA synchronous = NORMAL", "");
+}
+
+int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen) {
+    *out = NULL;
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        if (errlen) snprintf(err, errlen, "out of memory");
+        return STORE_EDB;
+    }
+    s->busy_ms = busy_ms > 0 ? busy_ms : 0;
+    int rc = STORE_OK;
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        fail(s, STORE_EDB, "cannot open the database %s: %s", path,
+             s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        rc = STORE_EDB;
+    } else {
+        sqlite3_extended_result_codes(s->db, 1);
+        sqlite3_busy_timeout(s->db, s->busy_ms);
+        rc = configure(s, path);
+        if (!rc) rc = migrate(s, path);
+    }
+    if (rc) {
+        if (errlen) {
+            /* A bare "database error: ..." from a helper gets the path, so the operator knows
+             * which file. */
+            if (!strncmp(s->msg, "database error:", 15))
+                snprintf(err, errlen, "cannot open the database %s: %s", path, s->msg + 16);
+            else
+                snprintf(err, errlen, "%s", s->msg);
+        }
+        store_close(s);
+        return rc;
+    }
+    *out = s;
+    return STORE_OK;
+}
+
+void store_close(store *s) {
+    if (!s) return;
+    for (int i = 0; i < s->ncache; i++) sqlite3_finalize(s->cache[i].st);
+    free(s->cache);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+/* ---- events ----
+ * Appended inside the transaction of the change they describe. */
+
+/* data is stolen. */
+static int event_add(store *s, const char *job_id, const char *type, json_t *data) {
+    if (!data) return fail(s, STORE_EDB, "out of memory");
+    int rc = exec(s, NULL,
+                  "INSERT INTO events (job_id, type, data, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                  "ssjI", job_id, type, data, store_now_ms());
+    json_decref(data);
+    return rc;
+}
+
+static int state_event(store *s, const char *job_id, const char *state, const char *stage,
+                       const char *error) {
+    return event_add(s, job_id, "state",
+                     json_pack("{s:s, s:s?, s:s?}", "state", state, "stage", stage, "error",
+                               error));
+}
+
+static json_t *event_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "id", col_int(st, 0), "job_id", col_str(st, 1),
+                     "type", col_str(st, 2), "data", col_json(st, 3), "created_at",
+                     col_time(st, 4));
+}
+
+/* ---- models ---- */
+
+#define MODEL_COLS "id, name, sha256, bytes, config, created_ms"
+
+static json_t *model_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
+                     col_str(st, 1), "sha256", col_str(st, 2), "bytes", col_int(st, 3), "config",
+                     col_json(st, 4), "created_at", col_time(st, 5));
+}
+
+int store_model_insert(store *s, const char *owner, const char *name, const char *sha256,
+                       int64_t bytes, json_t *config, json_t **out) {
+    *out = NULL;
+    if (!owner) owner = "";
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2",
+                   "ss", owner, sha256);
+    if (rc == STORE_OK) {
+        fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
+             json_string_value(json_object_get(*out, "id")));
+        return tx_end(s, STORE_EEXISTS, 0);
+    }
+    if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
+    char id[32];
+    store_new_id(id, "m_");
+    rc = exec(s, NULL,
+              "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
+              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+              "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
+    if (!rc)
+        rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE id = ?1", "s",
+                       id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new model row vanished");
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_model_get(store *s, const char *owner, const char *id, json_t **out) {
+    int rc = query_one(s, model_row, out,
+                       "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                       "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no model %s", id);
+    return rc;
+}
+
+int store_model_list(store *s, const char *owner, json_t **out_array) {
+    return query_all(s, model_row, out_array,
+                     "SELECT " MODEL_COLS " FROM models WHERE ?1 IS NULL OR owner = ?1"
+                     " ORDER BY created_ms DESC, rowid DESC",
+                     "s", owner);
+}
+
+/* STORE_ECONFLICT naming the first queued or running job that uses the model or dataset. */
+static int check_unused(store *s, const char *sql, const char *what, const char *id) {
+    sqlite3_stmt *st = query(s, sql, "s", id);
+    if (!st) return STORE_EDB;
+    int rc = STORE_OK, step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        char job[64], state[16];
+        col_copy(st, 0, job, sizeof job);
+        col_copy(st, 1, state, sizeof state);
+        rc = fail(s, STORE_ECONFLICT,
+                  "%s %s is used by job %s, which is %s; cancel that job or wait for it to end",
+                  what, id, job, state);
+    } else if (step != SQLITE_DONE) {
+        rc = db_fail(s);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_model_delete(store *s, const char *owner, const char *id, char *sha256_out) {
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    sqlite3_stmt *st = query(s, "SELECT sha256 FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                             "ss", id, owner);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    char sha[65] = "";
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        col_copy(st, 0, sha, sizeof sha);
+    else
+        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no model %s", id)
+                                 : db_fail(s);
+    sqlite3_reset(st);
+    if (!rc)
+        rc = check_unused(s,
+                          "SELECT id, state FROM jobs WHERE model_id = ?1"
+                          " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
+                          "model", id);
+    if (!rc) rc = exec(s, NULL, "DELETE FROM models WHERE id = ?1", "s", id);
+    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
+    return rc;
+}
+
+/* ---- datasets ---- */
+
+#define DATASET_COLS "id, name, kind, sha256, bytes, summary, created_ms"
+/* Built-in datasets belong to everyone. */
+#define DATASET_VISIBLE "(?2 IS NULL OR owner = ?2 OR kind = 'builtin')"
+
+static json_t *dataset_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
+                     col_str(st, 1), "kind", col_str(st, 2), "sha256", col_str(st, 3), "bytes",
+                     col_int(st, 4), "summary", col_json(st, 5), "created_at", col_time(st, 6));
+}
+
+int store_dataset_insert(store *s, const char *owner, const char *id_or_null, const char *name,
+                         const char *kind, const char *sha256, int64_t bytes, json_t *summary,
+                         json_t **out) {
+    *out = NULL;
+    if (!owner) owner = "";
+    if (!kind || (strcmp(kind, "builtin") && strcmp(kind, "upload")))
+        return fail(s, STORE_EINVAL, "a dataset's kind is 'builtin' or 'upload', not '%s'",
+                    kind ? kind : "(none)");
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    char id[64];
+    if (id_or_null) {
+        snprintf(id, sizeof id, "%s", id_or_null);
+        /* A fixed id (a built-in registered at every start-up) that is already there. */
+        rc = query_one(s, dataset_row, out,
+                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                       "ss", id, owner);
+        if (rc == STORE_OK) {
+            fail(s, STORE_EEXISTS, "dataset %s already exists", id);
+            return tx_end(s, STORE_EEXISTS, 0);
+        }
+        if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
+        /* The id may belong to another owner's row, which this owner must not see. */
+        sqlite3_stmt *st = query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
+        if (!st) return tx_end(s, STORE_EDB, 0);
+        int step = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (step == SQLITE_ROW)
+            return tx_end(s, fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id), 0);
+    } else {
+        store_new_id(id, "d_");
+    }
+    rc = exec(s, NULL,
+              "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
+              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+              "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
+    if (!rc)
+        rc = query_one(s, dataset_row, out, "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1",
+                       "s", id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new dataset row vanished");
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_dataset_get(store *s, const char *owner, const char *id, json_t **out) {
+    int rc = query_one(s, dataset_row, out,
+                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                       "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no dataset %s", id);
+    return rc;
+}
+
+int store_dataset_list(store *s, const char *owner, json_t **out_array) {
+    /* Built-ins first (they are the ones everybody starts with), then newest first. */
+    return query_all(s, dataset_row, out_array,
+                     "SELECT " DATASET_COLS " FROM datasets WHERE ?1 IS NULL OR owner = ?1"
+                     " OR kind = 'builtin'"
+                     " ORDER BY kind = 'builtin' DESC, created_ms DESC, rowid DESC",
+                     "s", owner);
+}
+
+int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out) {
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    sqlite3_stmt *st = query(s, "SELECT kind, sha256 FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                             "ss", id, owner);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    char kind[16] = "", sha[65] = "";
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        col_copy(st, 0, kind, sizeof kind);
+        col_copy(st, 1, sha, sizeof sha);
+    } else {
+        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no dataset %s", id)
+                                 : db_fail(s);
+    }
+    sqlite3_reset(st);
+    if (!rc && !strcmp(kind, "builtin"))
+        rc = fail(s, STORE_ECONFLICT, "dataset %s is built in and cannot be deleted", id);
+    if (!rc)
+        rc = check_unused(s,
+                          "SELECT id, state FROM jobs WHERE dataset_id = ?1"
+                          " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
+                          "dataset", id);
+    if (!rc) rc = exec(s, NULL, "DELETE FROM datasets WHERE id = ?1", "s", id);
+    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
+    return rc;
+}
+
+int store_blob_in_use(store *s, const char *sha256) {
+    sqlite3_stmt *st = query(s,
+                             "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1)"
+                             " OR EXISTS (SELECT 1 FROM datasets WHERE sha256 = ?1)"
+                             " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
+                             "s", sha256);
+    /* On a database error say "in use": the caller would otherwise delete a file that a row
+     * may still name. */
+    if (!st) return 1;
+    int used = 1;
+    if (sqlite3_step(st) == SQLITE_ROW) used = sqlite3_column_int(st, 0) != 0;
+    else db_fail(s);
+    sqlite3_reset(st);
+    return used;
+}
+
+/* ---- jobs ---- */
+
+#define JOB_COLS                                                                                  \
+    "j.id, j.model_id, j.dataset_id, j.spec, j.state, j.stage, j.progress, j.metrics, j.error,"   \
+    " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms"
+
+static json_t *job_row(sqlite3_stmt *st) {
+    json_t *j = json_object();
+    json_object_set_new(j, "id", col_str(st, 0));
+    json_object_set_new(j, "model_id", col_str(st, 1));
+    json_object_set_new(j, "dataset_id", col_str(st, 2));
+    json_object_set_new(j, "spec", col_json(st, 3));
+    json_object_set_new(j, "state", col_str(st, 4));
+    json_object_set_new(j, "stage", col_str(st, 5));
+    json_object_set_new(j, "progress", col_json(st, 6));
+    json_object_set_new(j, "metrics", col_json(st, 7));
+    json_object_set_new(j, "error", col_str(st, 8));
+    json_object_set_new(j, "attempts", col_int(st, 9));
+    json_object_set_new(j, "max_attempts", col_int(st, 10));
+    json_object_set_new(j, "created_at", col_time(st, 11));
+    json_object_set_new(j, "started_at", col_time(st, 12));
+    json_object_set_new(j, "finished_at", col_time(st, 13));
+    return j;
+}
+
+/* The job as its worker needs it: the job object plus who owns it and where its inputs are. */
+static json_t *claim_row(sqlite3_stmt *st) {
+    json_t *j = job_row(st);
+    json_object_set_new(j, "owner", col_str(st, 14));
+    json_object_set_new(j, "model_sha256", col_str(st, 15));
+    json_object_set_new(j, "dataset_sha256", col_str(st, 16));
+    json_object_set_new(j, "dataset_kind", col_str(st, 17));
+    return j;
+}
+
+static int job_fetch(store *s, const char *owner, const char *id, json_t **out) {
+    int rc = query_one(s, job_row, out,
+                       "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND (?2 IS NULL OR j.owner = ?2)",
+                       "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no job %s", id);
+    return rc;
+}
+
+int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
+                     json_t *spec, int max_attempts, const char *idempotency_key, json_t **out) {
+    *out = NULL;
+    const char *as = owner; /* whose models and datasets it may use: NULL = any */
+    if (!owner) owner = "";
+    if (max_attempts < 1) max_attempts = STORE_DEFAULT_MAX_ATTEMPTS;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    if (idempotency_key) {
+        /* A retried request (the client never saw our answer) gets the job it already made. */
+        rc = query_one(s, job_row, out,
+                       "SELECT " JOB_COLS " FROM jobs j WHERE j.owner = ?1 AND j.idempotency_key = ?2",
+                       "ss", owner, idempotency_key);
+        if (rc == STORE_OK) {
+            fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
+                 json_string_value(json_object_get(*out, "id")));
+            return tx_end(s, STORE_EEXISTS, 0);
+        }
+        if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
+    }
+    json_t *row = NULL;
+    rc = query_one(s, model_row, &row,
+                   "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                   "ss", model_id, as);
+    json_decref(row);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no model %s", model_id);
+    if (!rc) {
+        rc = query_one(s, dataset_row, &row,
+                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                       "ss", dataset_id, as);
+        json_decref(row);
+        if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no dataset %s", dataset_id);
+    }
+    char id[32];
+    store_new_id(id, "j_");
+    if (!rc)
+        rc = exec(s, NULL,
+                  "INSERT INTO jobs (id, owner, model_id, dataset_id, spec, max_attempts,"
+                  " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                  "ssssjisI", id, owner, model_id, dataset_id, spec, max_attempts,
+                  idempotency_key, store_now_ms());
+    if (!rc) rc = state_event(s, id, "queued", NULL, NULL);
+    if (!rc) rc = job_fetch(s, NULL, id, out);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
+    return job_fetch(s, owner, id, out);
+}
+
+int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
+                   json_t **out_array, char **next_cursor) {
+    *out_array = NULL;
+    *next_cursor = NULL;
+    int64_t before = INT64_MAX;
+    if (after) {
+        /* The cursor is the seq of the last job of the previous page. */
+        char *end;
+        errno = 0;
+        long long v = strtoll(after, &end, 10);
+        if (!*after || *end || errno || v <= 0)
+            return fail(s, STORE_EINVAL, "'%.64s' is not a cursor from a previous page", after);
+        before = v;
+    }
+    /* One row more than asked says whether there is a next page. */
+    int64_t want = limit > 0 ? (int64_t)limit + 1 : -1;
+    sqlite3_stmt *st = query(s,
+                             "SELECT " JOB_COLS ", j.seq FROM jobs j"
+                             " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
+                             " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
+                             "ssII", owner, state, before, want);
+    if (!st) return STORE_EDB;
+    json_t *arr = json_array();
+    int64_t last_seq = 0;
+    int step, rc = STORE_OK, more = 0;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (limit > 0 && (int)json_array_size(arr) == limit) {
+            more = 1;
+            break;
+        }
+        json_array_append_new(arr, job_row(st));
+        last_seq = sqlite3_column_int64(st, 14);
+    }
+    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s);
+    sqlite3_reset(st);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    if (more) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%" PRId64, last_seq);
+        *next_cursor = strdup(buf);
+    }
+    *out_array = arr;
+    return STORE_OK;
+}
+
+int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) {
+    *out = NULL;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    sqlite3_stmt *st = query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                             "ss", id, owner);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    char state[16] = "", stage[64] = "";
+    int step = sqlite3_step(st), has_stage = 0;
+    if (step == SQLITE_ROW) {
+        col_copy(st, 0, state, sizeof state);
+        col_copy(st, 1, stage, sizeof stage);
+        has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+    } else {
+        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id) : db_fail(s);
+    }
+    sqlite3_reset(st);
+    if (rc) return tx_end(s, rc, 0);
+    if (!strcmp(state, "queued")) {
+        rc = exec(s, NULL,
+                  "UPDATE jobs SET state = 'canceled', finished_ms = ?2 WHERE id = ?1", "sI", id,
+                  store_now_ms());
+        if (!rc) rc = state_event(s, id, "canceled", has_stage ? stage : NULL, NULL);
+    } else if (!strcmp(state, "running")) {
+        /* The worker sees this at its next progress write (STORE_ECONFLICT) and ends the job;
+         * if it dies first, store_job_expire ends it canceled. */
+        rc = exec(s, NULL, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", "s", id);
+    } else {
+        rc = fail(s, STORE_ECONFLICT, "job %s has already ended (%s)", id, state);
+    }
+    if (!rc) rc = job_fetch(s, NULL, id, out);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_delete(store *s, const char *owner, const char *id) {
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    sqlite3_stmt *st = query(s, "SELECT state FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                             "ss", id, owner);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    char state[16] = "";
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        col_copy(st, 0, state, sizeof state);
+    else
+        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id) : db_fail(s);
+    sqlite3_reset(st);
+    if (!rc && (!strcmp(state, "queued") || !strcmp(state, "running")))
+        rc = fail(s, STORE_ECONFLICT, "job %s is %s; cancel it first, then delete it", id, state);
+    /* Its events and artifacts go with it (ON DELETE CASCADE). */
+    if (!rc) rc = exec(s, NULL, "DELETE FROM jobs WHERE id = ?1", "s", id);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_counts(store *s, json_t **out) {
+    *out = NULL;
+    json_t *c = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0,
+                          "failed", 0, "canceled", 0);
+    sqlite3_stmt *st = query(s, "SELECT state, COUNT(*) FROM jobs GROUP BY state", "");
+    if (!st) {
+        json_decref(c);
+        return STORE_EDB;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
+                            json_integer(sqlite3_column_int64(st, 1)));
+    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    sqlite3_reset(st);
+    if (rc) {
+        json_decref(c);
+        return rc;
+    }
+    *out = c;
+    return STORE_OK;
+}
+
+/* ---- the worker's side ---- */
+
+int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out) {
+    *out = NULL;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    int64_t now = store_now_ms();
+    /* Under the write lock nobody else can claim between our choice and our update; the
+     * single statement would be atomic on its own too. */
+    sqlite3_stmt *st = query(s,
+                             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+                             " lease_worker = ?1, lease_expires_ms = ?2,"
+                             " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
+                             " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
+                             " ORDER BY seq LIMIT 1)"
+                             " RETURNING id, stage",
+                             "sII", worker, now + lease_ms, now);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    char id[64] = "", stage[64] = "";
+    int has_stage = 0, step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        col_copy(st, 0, id, sizeof id);
+        col_copy(st, 1, stage, sizeof stage);
+        has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        step = sqlite3_step(st); /* runs the statement to its end */
+    } else if (step == SQLITE_DONE) {
+        rc = fail(s, STORE_ENONE, "no job is waiting");
+    }
+    if (!rc && step != SQLITE_DONE) rc = db_fail(s);
+    sqlite3_reset(st);
+    if (!rc) rc = state_event(s, id, "running", has_stage ? stage : NULL, NULL);
+    if (!rc)
+        rc = query_one(s, claim_row, out,
+                       "SELECT " JOB_COLS ", j.owner, m.sha256, d.sha256, d.kind FROM jobs j"
+                       " LEFT JOIN models m ON m.id = j.model_id"
+                       " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
+                       "s", id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the claimed job %s vanished", id);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+/* Fencing: the job must be running under this worker's lease. Fills state-independent facts
+ * the callers need. STORE_ELEASE (with a message) otherwise. */
+static int lease_check(store *s, const char *id, const char *worker, int *cancel_requested,
+                       char *stage, size_t stagelen, int *has_stage) {
+    sqlite3_stmt *st = query(s,
+                             "SELECT cancel_requested, stage FROM jobs"
+                             " WHERE id = ?1 AND state = 'running' AND lease_worker = ?2",
+                             "ss", id, worker);
+    if (!st) return STORE_EDB;
+    int rc = STORE_OK, step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        if (cancel_requested) *cancel_requested = sqlite3_column_int(st, 0);
+        if (stage) col_copy(st, 1, stage, stagelen);
+        if (has_stage) *has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+    } else if (step == SQLITE_DONE) {
+        rc = fail(s, STORE_ELEASE,
+                  "job %s is no longer leased to worker %s (its lease expired and it was "
+                  "requeued, or it ended or was deleted); stop working on it",
+                  id, worker);
+    } else {
+        rc = db_fail(s);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_job_progress(store *s, const char *id, const char *worker, int64_t lease_ms,
+                       const char *stage, json_t *progress, int event) {
+    int rc = tx_begin(s), cancel = 0;
+    if (rc) return rc;
+    rc = lease_check(s, id, worker, &cancel, NULL, 0, NULL);
+    /* NULL stage or progress keeps the stored one: a bare heartbeat. */
+    if (!rc)
+        rc = exec(s, NULL,
+                  "UPDATE jobs SET lease_expires_ms = ?2, stage = COALESCE(?3, stage),"
+                  " progress = COALESCE(?4, progress) WHERE id = ?1",
+                  "sIsj", id, store_now_ms() + lease_ms, stage, progress);
+    if (!rc && event)
+        rc = event_add(s, id, "progress", progress ? json_deep_copy(progress) : json_object());
+    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc && cancel)
+        rc = fail(s, STORE_ECONFLICT,
+                  "job %s was asked to cancel; end it with state \"canceled\"", id);
+    return rc;
+}
+
+int store_job_metrics(store *s, const char *id, const char *worker, json_t *metrics) {
+    if (!json_is_object(metrics))
+        return fail(s, STORE_EINVAL, "metrics must be a JSON object");
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = lease_check(s, id, worker, NULL, NULL, 0, NULL);
+    json_t *cur = NULL;
+    if (!rc) rc = query_one(s, col_json_0, &cur, "SELECT metrics FROM jobs WHERE id = ?1", "s", id);
+    if (!rc) {
+        /* Nested objects merge too: {"stage2": {"top1": ..}} adds to what stage 2 reported
+         * before instead of replacing it. */
+        if (!json_is_object(cur)) {
+            json_decref(cur);
+            cur = json_object();
+        }
+        json_object_update_recursive(cur, metrics);
+        rc = exec(s, NULL, "UPDATE jobs SET metrics = ?2 WHERE id = ?1", "sj", id, cur);
+    }
+    json_decref(cur);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_finish(store *s, const char *id, const char *worker, const char *state,
+                     const char *error) {
+    if (!state || (strcmp(state, "succeeded") && strcmp(state, "failed") &&
+                   strcmp(state, "canceled")))
+        return fail(s, STORE_EINVAL,
+                    "a job ends 'succeeded', 'failed' or 'canceled', not '%s'",
+                    state ? state : "(none)");
+    int rc = tx_begin(s), has_stage = 0;
+    if (rc) return rc;
+    char stage[64] = "";
+    rc = lease_check(s, id, worker, NULL, stage, sizeof stage, &has_stage);
+    if (!rc)
+        rc = exec(s, NULL,
+                  "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4, lease_worker = NULL,"
+                  " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
+                  "sssI", id, state, error, store_now_ms());
+    if (!rc) rc = state_event(s, id, state, has_stage ? stage : NULL, error);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+/* A running job back to the queue (attempts_delta: 0 counts the attempt, -1 gives it back),
+ * or, if a cancel was requested meanwhile, to canceled: nobody should run it again. */
+static int job_requeue(store *s, const char *id, int cancel, const char *stage, int attempts_delta) {
+    int rc;
+    if (cancel) {
+        rc = exec(s, NULL,
+                  "UPDATE jobs SET state = 'canceled', finished_ms = ?2, lease_worker = NULL,"
+                  " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
+                  "sI", id, store_now_ms());
+        return rc ? rc : state_event(s, id, "canceled", stage, NULL);
+    }
+    rc = exec(s, NULL,
+              "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
+              " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
+              "si", id, attempts_delta);
+    return rc ? rc : state_event(s, id, "queued", stage, NULL);
+}
+
+int store_job_release(store *s, const char *id, const char *worker) {
+    int rc = tx_begin(s), cancel = 0, has_stage = 0;
+    if (rc) return rc;
+    char stage[64] = "";
+    rc = lease_check(s, id, worker, &cancel, stage, sizeof stage, &has_stage);
+    if (!rc) rc = job_requeue(s, id, cancel, has_stage ? stage : NULL, -1);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeued,
+                     int *n_failed) {
+    if (n_requeued) *n_requeued = 0;
+    if (n_failed) *n_failed = 0;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    /* Collected first, changed after: updating rows while a query walks them is undefined in
+     * SQLite. */
+    struct victim {
+        char id[64], stage[64], worker[128];
+        int has_stage, attempts, max_attempts, cancel;
+    } *v = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *st = query(s,
+                             "SELECT id, stage, lease_worker, attempts, max_attempts,"
+                             " cancel_requested FROM jobs WHERE state = 'running'"
+                             " AND (lease_expires_ms < ?1 OR lease_worker = ?2) ORDER BY seq",
+                             "Is", now_ms, worker);
+    if (!st) return tx_end(s, STORE_EDB, 0);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            struct victim *nv = realloc(v, cap * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        struct victim *x = &v[n++];
+        col_copy(st, 0, x->id, sizeof x->id);
+        col_copy(st, 1, x->stage, sizeof x->stage);
+        x->has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        col_copy(st, 2, x->worker, sizeof x->worker);
+        x->attempts = sqlite3_column_int(st, 3);
+        x->max_attempts = sqlite3_column_int(st, 4);
+        x->cancel = sqlite3_column_int(st, 5);
+    }
+    if (step == SQLITE_ROW) rc = fail(s, STORE_EDB, "out of memory");
+    else if (step != SQLITE_DONE) rc = db_fail(s);
+    sqlite3_reset(st);
+    int requeued = 0, failed = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct victim *x = &v[i];
+        const char *stage = x->has_stage ? x->stage : NULL;
+        int died = worker && !strcmp(worker, x->worker);
+        if (x->cancel || x->attempts < x->max_attempts) {
+            rc = job_requeue(s, x->id, x->cancel, stage, 0);
+            if (!x->cancel) requeued++;
+            continue;
+        }
+        char error[512], seen[96];
+        if (stage)
+            snprintf(seen, sizeof seen, "last seen at stage %s", stage);
+        else
+            snprintf(seen, sizeof seen, "before it reported a stage");
+        snprintf(error, sizeof error,
+                 "gave up after %d attempt%s: the worker running it (%s) %s (%s)", x->attempts,
+                 x->attempts == 1 ? "" : "s", x->worker, died ? "exited" : "stopped responding",
+                 seen);
+        rc = exec(s, NULL,
+                  "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
+                  " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                  "ssI", x->id, error, store_now_ms());
+        if (!rc) rc = state_event(s, x->id, "failed", stage, error);
+        failed++;
+    }
+    free(v);
+    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc) {
+        if (n_requeued) *n_requeued = requeued;
+        if (n_failed) *n_failed = failed;
+    }
+    return rc;
+}
+
+/* ---- artifacts ---- */
+
+static json_t *artifact_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o}", "name", col_str(st, 0), "bytes", col_int(st, 1),
+                     "sha256", col_str(st, 2));
+}
+
+/* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
+static int job_visible(store *s, const char *owner, const char *id) {
+    sqlite3_stmt *st = query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                             "ss", id, owner);
+    if (!st) return STORE_EDB;
+    int step = sqlite3_step(st);
+    int rc = step == SQLITE_ROW    ? STORE_OK
+             : step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+                                   : db_fail(s);
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_artifact_add(store *s, const char *job_id, const char *name, int64_t bytes,
+                       const char *sha256) {
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = job_visible(s, NULL, job_id);
+    /* A retried job exports again: the newer file replaces the row of the same name. */
+    if (!rc)
+        rc = exec(s, NULL,
+                  "INSERT INTO artifacts (job_id, name, bytes, sha256, created_ms)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, name) DO UPDATE SET"
+                  " bytes = excluded.bytes, sha256 = excluded.sha256,"
+                  " created_ms = excluded.created_ms",
+                  "ssIsI", job_id, name, bytes, sha256, store_now_ms());
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_artifact_list(store *s, const char *owner, const char *job_id, json_t **out_array) {
+    *out_array = NULL;
+    int rc = job_visible(s, owner, job_id);
+    if (rc) return rc;
+    return query_all(s, artifact_row, out_array,
+                     "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name",
+                     "s", job_id);
+}
+
+int store_artifact_get(store *s, const char *owner, const char *job_id, const char *name,
+                       json_t **out) {
+    *out = NULL;
+    int rc = job_visible(s, owner, job_id);
+    if (rc) return rc;
+    rc = query_one(s, artifact_row, out,
+                   "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 AND name = ?2",
+                   "ss", job_id, name);
+    if (rc == STORE_ENOTFOUND) fail(s, rc, "job %s has no artifact named %s", job_id, name);
+    return rc;
+}
+
+/* ---- events ---- */
+
+int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
+                     int limit, json_t **out_array) {
+    *out_array = NULL;
+    int rc = job_visible(s, owner, job_id);
+    if (rc) return rc;
+    return query_all(s, event_row, out_array,
+                     "SELECT id, job_id, type, data, created_ms FROM events"
+                     " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                     "sII", job_id, after_id, limit > 0 ? (int64_t)limit : (int64_t)-1);
+}

@@ -1,0 +1,914 @@
+/*
+ * test_store.c: the storage layer on real files in a fresh temp folder per case: blobs
+ * (chunked writes, deduplication, abort, sweep), the SQLite schema and its migrations, owner
+ * isolation, the job state machine with its events, lease fencing, expiry, idempotency,
+ * pagination, and four processes claiming from one queue at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "storage/blob.h"
+#include "storage/store.h"
+#include "tests/test.h"
+
+/* ---- fixtures ---- */
+
+static char tmpdir[256];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void remove_tmpdir(void) {
+    if (tmpdir[0]) nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    tmpdir[0] = '\0';
+}
+
+/* A fresh empty folder for the case; the previous case's is removed (the last one at exit;
+ * forked children leave with _exit and so never remove it). */
+static const char *fresh_dir(void) {
+    static int registered;
+    if (!registered) registered = !atexit(remove_tmpdir);
+    remove_tmpdir();
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/gplq-test-store-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return tmpdir;
+}
+
+static void db_path(char *out, size_t n) { snprintf(out, n, "%s/gplq.db", tmpdir); }
+
+static store *open_fresh(void) {
+    fresh_dir();
+    char path[512], err[512];
+    db_path(path, sizeof path);
+    store *s = NULL;
+    int rc = store_open(&s, path, 5000, err, sizeof err);
+    CHECK_MSG(rc == STORE_OK && s, "store_open: %s", err);
+    if (!s) exit(1);
+    return s;
+}
+
+static const char *str(json_t *o, const char *key) {
+    return json_string_value(json_object_get(o, key));
+}
+static json_int_t num(json_t *o, const char *key) {
+    return json_integer_value(json_object_get(o, key));
+}
+
+/* A model with a made-up hash (the store never reads the blob); returns its id in id. */
+static void add_model(store *s, const char *owner, char fill, char id[32]) {
+    char sha[65];
+    memset(sha, fill, 64);
+    sha[64] = '\0';
+    json_t *m = NULL;
+    int rc = store_model_insert(s, owner, "vit", sha, 1000, NULL, &m);
+    CHECK_MSG(rc == STORE_OK, "model insert: %s", store_errmsg(s));
+    snprintf(id, 32, "%s", m ? str(m, "id") : "");
+    json_decref(m);
+}
+
+/* The built-in dataset every test can use. */
+static void add_builtin(store *s) {
+    json_t *d = NULL;
+    int rc = store_dataset_insert(s, "", "fashion-mnist", "Fashion-MNIST", "builtin", NULL, 0,
+                                  NULL, &d);
+    CHECK_MSG(rc == STORE_OK, "dataset insert: %s", store_errmsg(s));
+    json_decref(d);
+}
+
+static void add_job(store *s, const char *owner, const char *model, const char *key,
+                    int max_attempts, char id[32]) {
+    json_t *spec = json_pack("{s:i, s:s}", "bits", 4, "method", "gplq");
+    json_t *j = NULL;
+    int rc = store_job_insert(s, owner, model, "fashion-mnist", spec, max_attempts, key, &j);
+    CHECK_MSG(rc == STORE_OK, "job insert: %s", store_errmsg(s));
+    snprintf(id, 32, "%s", j ? str(j, "id") : "");
+    json_decref(j);
+    json_decref(spec);
+}
+
+/* The job's events as "type:state" / "type" strings joined with spaces. */
+static void event_trail(store *s, const char *job, char *out, size_t n) {
+    json_t *ev = NULL;
+    out[0] = '\0';
+    CHECK(store_event_list(s, NULL, job, 0, 0, &ev) == STORE_OK);
+    size_t i;
+    json_t *e;
+    json_int_t last = 0;
+    json_array_foreach(ev, i, e) {
+        CHECK(num(e, "id") > last);
+        last = num(e, "id");
+        CHECK(!strcmp(str(e, "job_id"), job));
+        const char *type = str(e, "type");
+        size_t len = strlen(out);
+        if (!strcmp(type, "state"))
+            snprintf(out + len, n - len, "%s%s", len ? " " : "",
+                     str(json_object_get(e, "data"), "state"));
+        else
+            snprintf(out + len, n - len, "%s%s", len ? " " : "", type);
+    }
+    json_decref(ev);
+}
+
+static int nfiles;
+static int count_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)path, (void)st, (void)ftw;
+    if (flag == FTW_F) nfiles++;
+    return 0;
+}
+
+/* Regular files under dir, at any depth. */
+static int count_files(const char *dir) {
+    nfiles = 0;
+    if (nftw(dir, count_one, 16, FTW_PHYS)) return -1;
+    return nfiles;
+}
+
+/* ---- blobs ---- */
+
+TEST(blob_chunks_commit_and_dedupe) {
+    const char *dir = fresh_dir();
+    char err[512], sha[65], sha2[65], path[4096];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    uint8_t data[10000];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7 + i / 251);
+    blob_writer w;
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    for (size_t off = 0; off < sizeof data; off += 999) {
+        size_t n = sizeof data - off < 999 ? sizeof data - off : 999;
+        CHECK(blob_write(&w, data + off, n, err, sizeof err) == 0);
+    }
+    CHECK(w.bytes == (int64_t)sizeof data);
+    CHECK(blob_commit(&w, dir, sha, err, sizeof err) == 0);
+    CHECK(w.fd < 0);
+    uint8_t d[32];
+    char want[65];
+    sha256(data, sizeof data, d);
+    sha256_hex(d, want);
+    CHECK(!strcmp(sha, want));
+    blob_path(path, sizeof path, dir, sha);
+    char expect[4096];
+    snprintf(expect, sizeof expect, "%s/blobs/%.2s/%s", dir, want, want);
+    CHECK(!strcmp(path, expect));
+    /* the path holds exactly the bytes */
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f) {
+        static uint8_t back[20000];
+        size_t got = fread(back, 1, sizeof back, f);
+        fclose(f);
+        CHECK(got == sizeof data && memcmp(back, data, sizeof data) == 0);
+    }
+    /* the same bytes again: one file, and tmp/ is empty */
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    CHECK(blob_write(&w, data, sizeof data, err, sizeof err) == 0);
+    CHECK(blob_commit(&w, dir, sha2, err, sizeof err) == 0);
+    CHECK(!strcmp(sha, sha2));
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/blobs", dir);
+    CHECK(count_files(sub) == 1);
+    snprintf(sub, sizeof sub, "%s/tmp", dir);
+    CHECK(count_files(sub) == 0);
+    /* the empty blob is a blob too */
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    CHECK(blob_commit(&w, dir, sha2, err, sizeof err) == 0);
+    CHECK(!strcmp(sha2, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    /* removal */
+    CHECK(blob_remove(dir, sha) == 0);
+    CHECK(blob_remove(dir, sha) == -1);
+    CHECK(access(path, F_OK) != 0);
+    /* a name that is not a hash never becomes a path */
+    blob_path(path, sizeof path, dir, "../../etc/passwd");
+    CHECK(path[0] == '\0');
+    CHECK(blob_remove(dir, "../gplq.db") == -1);
+}
+
+TEST(blob_abort_leaves_nothing) {
+    const char *dir = fresh_dir();
+    char err[512], sub[600];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    blob_writer w;
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    CHECK(blob_write(&w, "partial upload", 14, err, sizeof err) == 0);
+    snprintf(sub, sizeof sub, "%s/tmp", dir);
+    CHECK(count_files(sub) == 1);
+    blob_abort(&w);
+    CHECK(w.fd < 0);
+    CHECK(count_files(sub) == 0);
+    blob_abort(&w); /* twice is harmless */
+    blob_writer never = {0};
+    blob_abort(&never); /* and so is a writer that never began: fd 0 stays open */
+    CHECK(fcntl(0, F_GETFD) != -1 || errno != EBADF);
+    snprintf(sub, sizeof sub, "%s/blobs", dir);
+    CHECK(count_files(sub) == 0);
+}
+
+TEST(blob_sweep_removes_leftovers) {
+    const char *dir = fresh_dir();
+    char err[512], sub[600];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    /* two uploads cut off by a crash: the writers are simply forgotten */
+    for (int i = 0; i < 2; i++) {
+        blob_writer w;
+        CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+        CHECK(blob_write(&w, "abc", 3, err, sizeof err) == 0);
+        close(w.fd);
+    }
+    CHECK(blob_sweep_tmp(dir) == 2);
+    snprintf(sub, sizeof sub, "%s/tmp", dir);
+    CHECK(count_files(sub) == 0);
+    CHECK(blob_sweep_tmp(dir) == 0);
+    CHECK(blob_sweep_tmp("/nonexistent/gplq") == 0);
+}
+
+TEST(blob_commit_into_missing_dir_fails) {
+    const char *dir = fresh_dir();
+    char err[512] = "", sha[65], sub[600], missing[600];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    blob_writer w;
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    CHECK(blob_write(&w, "abc", 3, err, sizeof err) == 0);
+    snprintf(missing, sizeof missing, "%s/no/such/dir", dir);
+    CHECK(blob_commit(&w, missing, sha, err, sizeof err) == -1);
+    CHECK_MSG(strstr(err, "no/such/dir") != NULL, "message: %s", err);
+    CHECK(w.fd < 0);
+    snprintf(sub, sizeof sub, "%s/tmp", dir);
+    CHECK(count_files(sub) == 0); /* the temp is gone with the failure */
+    /* and beginning in a folder that does not exist says so */
+    err[0] = '\0';
+    CHECK(blob_begin(&w, missing, err, sizeof err) == -1);
+    CHECK(w.fd < 0 && strlen(err) > 0);
+    blob_abort(&w);
+}
+
+/* ---- schema ---- */
+
+static int pragma_int(const char *path, const char *pragma) {
+    sqlite3 *db;
+    int v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, pragma, -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+TEST(migrates_from_empty_and_reopens) {
+    store *s = open_fresh();
+    char path[512], err[512], model[32];
+    db_path(path, sizeof path);
+    CHECK(store_schema_version() >= 1);
+    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
+    add_model(s, "", 'a', model);
+    store_close(s);
+    /* WAL is stored in the file */
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    /* reopening keeps the data and does not migrate again */
+    s = NULL;
+    CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_OK);
+    if (!s) return;
+    json_t *m = NULL;
+    CHECK(store_model_get(s, NULL, model, &m) == STORE_OK);
+    CHECK(m && !strcmp(str(m, "name"), "vit"));
+    json_decref(m);
+    store_close(s);
+    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
+}
+
+TEST(newer_schema_is_refused) {
+    store *s = open_fresh();
+    store_close(s);
+    char path[512], err[512] = "";
+    db_path(path, sizeof path);
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    s = (store *)1;
+    CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_EDB);
+    CHECK(s == NULL);
+    CHECK_MSG(strstr(err, "99") && strstr(err, "newer"), "message: %s", err);
+    CHECK(pragma_int(path, "PRAGMA user_version") == 99); /* untouched */
+}
+
+TEST(not_a_database_is_refused) {
+    fresh_dir();
+    char path[512], err[512] = "";
+    db_path(path, sizeof path);
+    FILE *f = fopen(path, "w");
+    fputs("this is not a SQLite file, just some text long enough to have a header....\n", f);
+    fclose(f);
+    store *s = NULL;
+    CHECK(store_open(&s, path, 100, err, sizeof err) == STORE_EDB);
+    CHECK_MSG(strstr(err, path) != NULL, "message: %s", err);
+}
+
+TEST(ids_and_times) {
+    char a[32], b[32];
+    store_new_id(a, "j_");
+    store_new_id(b, "j_");
+    CHECK(strlen(a) == 18 && !strncmp(a, "j_", 2) && strcmp(a, b) != 0);
+    for (int i = 2; i < 18; i++) CHECK(strchr("0123456789abcdef", a[i]) != NULL);
+    int64_t t = store_now_ms();
+    CHECK(t > 1700000000000LL);
+    store *s = open_fresh();
+    char model[32];
+    add_model(s, "", 'a', model);
+    json_t *m = NULL;
+    CHECK(store_model_get(s, "", model, &m) == STORE_OK);
+    const char *at = str(m, "created_at");
+    /* 2026-11-27T14:03:05.123Z */
+    CHECK_MSG(at && strlen(at) == 24 && at[4] == '-' && at[10] == 'T' && at[19] == '.' &&
+                  at[23] == 'Z',
+              "created_at %s", at ? at : "(null)");
+    json_decref(m);
+    store_close(s);
+}
+
+/* ---- models and datasets ---- */
+
+TEST(models_insert_get_list_delete) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char sha[65];
+    memset(sha, 'c', 64);
+    sha[64] = '\0';
+    json_t *cfg = json_pack("{s:i, s:i}", "depth", 6, "dim", 192);
+    json_t *m1 = NULL, *m2 = NULL, *x = NULL;
+    CHECK(store_model_insert(s, "b", "vit-b", sha, 4242, cfg, &m1) == STORE_OK);
+    CHECK(m1 && !strncmp(str(m1, "id"), "m_", 2) && num(m1, "bytes") == 4242);
+    CHECK(num(json_object_get(m1, "config"), "depth") == 6);
+    CHECK(!strcmp(str(m1, "sha256"), sha));
+    /* the same bytes by the same owner: the same row */
+    CHECK(store_model_insert(s, "b", "other name", sha, 4242, cfg, &m2) == STORE_EEXISTS);
+    CHECK(m2 && !strcmp(str(m1, "id"), str(m2, "id")) && !strcmp(str(m2, "name"), "vit-b"));
+    json_decref(m2);
+    /* ...but another owner gets its own row */
+    CHECK(store_model_insert(s, "a", "vit-a", sha, 4242, NULL, &m2) == STORE_OK);
+    CHECK(strcmp(str(m1, "id"), str(m2, "id")) != 0);
+    CHECK(json_is_null(json_object_get(m2, "config")));
+    const char *id_b = str(m1, "id"), *id_a = str(m2, "id");
+    /* owner isolation */
+    CHECK(store_model_get(s, "a", id_b, &x) == STORE_ENOTFOUND && x == NULL);
+    CHECK(strstr(store_errmsg(s), id_b) != NULL);
+    CHECK(store_model_get(s, "b", id_b, &x) == STORE_OK);
+    json_decref(x);
+    CHECK(store_model_get(s, NULL, id_b, &x) == STORE_OK);
+    json_decref(x);
+    CHECK(store_model_list(s, "a", &x) == STORE_OK);
+    CHECK(json_array_size(x) == 1 && !strcmp(str(json_array_get(x, 0), "id"), id_a));
+    json_decref(x);
+    CHECK(store_model_list(s, NULL, &x) == STORE_OK);
+    CHECK(json_array_size(x) == 2);
+    json_decref(x);
+    CHECK(store_model_list(s, "nobody", &x) == STORE_OK && json_array_size(x) == 0);
+    json_decref(x);
+    char got[65] = "";
+    CHECK(store_model_delete(s, "a", id_b, got) == STORE_ENOTFOUND);
+    /* a queued job holds the model */
+    char job[32];
+    add_job(s, "b", id_b, NULL, 3, job);
+    CHECK(store_model_delete(s, "b", id_b, got) == STORE_ECONFLICT);
+    CHECK_MSG(strstr(store_errmsg(s), job) != NULL, "message: %s", store_errmsg(s));
+    /* ...until it ends */
+    json_t *j = NULL;
+    CHECK(store_job_cancel(s, "b", job, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_blob_in_use(s, sha) == 1);
+    CHECK(store_model_delete(s, "b", id_b, got) == STORE_OK);
+    CHECK(!strcmp(got, sha));
+    CHECK(store_blob_in_use(s, sha) == 1); /* owner a's row still names it */
+    CHECK(store_model_delete(s, NULL, id_a, NULL) == STORE_OK);
+    CHECK(store_blob_in_use(s, sha) == 0);
+    CHECK(store_model_get(s, NULL, id_b, &x) == STORE_ENOTFOUND);
+    /* the ended job still names its model */
+    CHECK(store_job_get(s, "b", job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "model_id"), id_b));
+    json_decref(j);
+    json_decref(m1);
+    json_decref(m2);
+    json_decref(cfg);
+    store_close(s);
+}
+
+TEST(datasets_builtin_and_uploads) {
+    store *s = open_fresh();
+    add_builtin(s);
+    json_t *d = NULL, *x = NULL;
+    /* registering the built-in again (every start-up) finds it */
+    CHECK(store_dataset_insert(s, "", "fashion-mnist", "Fashion-MNIST", "builtin", NULL, 0, NULL,
+                               &d) == STORE_EEXISTS);
+    CHECK(d && !strcmp(str(d, "id"), "fashion-mnist") && !strcmp(str(d, "kind"), "builtin"));
+    json_decref(d);
+    CHECK(store_dataset_insert(s, "a", NULL, "x", "zip", NULL, 0, NULL, &d) == STORE_EINVAL);
+    char sha[65];
+    memset(sha, 'd', 64);
+    sha[64] = '\0';
+    json_t *summary = json_pack("{s:i}", "classes", 3);
+    CHECK(store_dataset_insert(s, "b", NULL, "flowers", "upload", sha, 777, summary, &d) ==
+          STORE_OK);
+    const char *id = d ? str(d, "id") : "";
+    CHECK(!strncmp(id, "d_", 2) && num(json_object_get(d, "summary"), "classes") == 3);
+    /* everyone sees the built-in; only b (and admin) sees b's upload */
+    CHECK(store_dataset_get(s, "a", "fashion-mnist", &x) == STORE_OK);
+    json_decref(x);
+    CHECK(store_dataset_get(s, "a", id, &x) == STORE_ENOTFOUND);
+    CHECK(store_dataset_list(s, "a", &x) == STORE_OK && json_array_size(x) == 1);
+    json_decref(x);
+    CHECK(store_dataset_list(s, "b", &x) == STORE_OK && json_array_size(x) == 2);
+    json_decref(x);
+    CHECK(store_dataset_list(s, NULL, &x) == STORE_OK && json_array_size(x) == 2);
+    json_decref(x);
+    /* the built-in cannot be deleted, by anyone */
+    CHECK(store_dataset_delete(s, "a", "fashion-mnist", NULL) == STORE_ECONFLICT);
+    CHECK(store_dataset_delete(s, NULL, "fashion-mnist", NULL) == STORE_ECONFLICT);
+    CHECK(strstr(store_errmsg(s), "built in") != NULL);
+    CHECK(store_dataset_delete(s, "a", id, NULL) == STORE_ENOTFOUND);
+    /* a running job holds the upload */
+    char model[32];
+    add_model(s, "b", 'e', model);
+    json_t *j = NULL;
+    CHECK(store_job_insert(s, "b", model, id, NULL, 1, NULL, &j) == STORE_OK);
+    char job[32];
+    snprintf(job, sizeof job, "%s", str(j, "id"));
+    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "dataset_sha256"), sha) && !strcmp(str(j, "dataset_kind"), "upload"));
+    json_decref(j);
+    CHECK(store_dataset_delete(s, "b", id, NULL) == STORE_ECONFLICT);
+    CHECK(strstr(store_errmsg(s), job) && strstr(store_errmsg(s), "running"));
+    CHECK(store_job_finish(s, job, "w1", "succeeded", NULL) == STORE_OK);
+    char got[65] = "";
+    CHECK(store_dataset_delete(s, "b", id, got) == STORE_OK && !strcmp(got, sha));
+    CHECK(store_blob_in_use(s, sha) == 0);
+    /* a job cannot use another owner's dataset or model */
+    CHECK(store_job_insert(s, "a", model, "fashion-mnist", NULL, 1, NULL, &j) == STORE_ENOTFOUND);
+    CHECK(j == NULL);
+    json_decref(d);
+    json_decref(summary);
+    store_close(s);
+}
+
+/* ---- jobs ---- */
+
+TEST(job_lifecycle_with_events) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32], trail[512];
+    add_model(s, "u", 'a', model);
+    add_job(s, "u", model, NULL, 3, job);
+    json_t *j = NULL;
+    CHECK(store_job_get(s, "u", job, &j) == STORE_OK);
+    /* exactly the documented keys, null where not known */
+    const char *keys[] = {"id", "model_id", "dataset_id", "spec", "state", "stage", "progress",
+                          "metrics", "error", "attempts", "max_attempts", "created_at",
+                          "started_at", "finished_at"};
+    CHECK(json_object_size(j) == sizeof keys / sizeof keys[0]);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        CHECK_MSG(json_object_get(j, keys[i]) != NULL, "key %s missing", keys[i]);
+    CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 0);
+    CHECK(json_is_null(json_object_get(j, "started_at")) &&
+          json_is_null(json_object_get(j, "stage")));
+    CHECK(num(json_object_get(j, "spec"), "bits") == 4);
+    json_decref(j);
+    CHECK(store_job_get(s, "other", job, &j) == STORE_ENOTFOUND);
+
+    CHECK(store_job_claim(s, "w1:100", 1000, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "id"), job) && !strcmp(str(j, "state"), "running"));
+    CHECK(num(j, "attempts") == 1 && !strcmp(str(j, "owner"), "u"));
+    CHECK(!strcmp(str(j, "dataset_id"), "fashion-mnist") && !strcmp(str(j, "dataset_kind"), "builtin"));
+    CHECK(json_is_null(json_object_get(j, "dataset_sha256")));
+    CHECK(strlen(str(j, "model_sha256")) == 64);
+    CHECK(json_is_string(json_object_get(j, "started_at")));
+    json_decref(j);
+    CHECK(store_job_claim(s, "w2:200", 1000, &j) == STORE_ENONE && j == NULL);
+
+    /* progress: stored, lease extended, an event appended only when asked */
+    int64_t t0 = store_now_ms();
+    json_t *p = json_pack("{s:i, s:i}", "epoch", 1, "of", 5);
+    CHECK(store_job_progress(s, job, "w1:100", 600000, "stage1", p, 1) == STORE_OK);
+    CHECK(store_job_progress(s, job, "w1:100", 600000, NULL, NULL, 0) == STORE_OK);
+    json_decref(p);
+    int nr = -1, nf = -1;
+    /* a lease that was 1 s is now 10 min: an expiry 5 s from now leaves it alone */
+    CHECK(store_job_expire(s, t0 + 5000, NULL, &nr, &nf) == STORE_OK);
+    CHECK(nr == 0 && nf == 0);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "stage"), "stage1") && num(json_object_get(j, "progress"), "epoch") == 1);
+    json_decref(j);
+
+    /* metrics merge, nested objects key by key */
+    json_t *m1 = json_pack("{s:f, s:{s:f}}", "fp32_top1", 90.45, "stage1", "top1", 88.0);
+    json_t *m2 = json_pack("{s:{s:f}, s:f}", "stage1", "loss", 0.5, "w4a4_top1", 89.5);
+    CHECK(store_job_metrics(s, job, "w1:100", m1) == STORE_OK);
+    CHECK(store_job_metrics(s, job, "w1:100", m2) == STORE_OK);
+    CHECK(store_job_metrics(s, job, "w9", m2) == STORE_ELEASE);
+    json_decref(m1);
+    json_decref(m2);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    json_t *met = json_object_get(j, "metrics");
+    CHECK(json_object_size(met) == 3);
+    CHECK(json_real_value(json_object_get(met, "fp32_top1")) == 90.45);
+    CHECK(json_object_size(json_object_get(met, "stage1")) == 2);
+    json_decref(j);
+
+    /* artifacts */
+    char sha[65];
+    memset(sha, '7', 64);
+    sha[64] = '\0';
+    CHECK(store_artifact_add(s, job, "model.q", 100, sha) == STORE_OK);
+    CHECK(store_artifact_add(s, job, "report.json", 10, sha) == STORE_OK);
+    CHECK(store_artifact_add(s, job, "model.q", 120, sha) == STORE_OK); /* replaced */
+    CHECK(store_artifact_add(s, "j_nope", "x", 1, sha) == STORE_ENOTFOUND);
+    CHECK(store_artifact_list(s, "u", job, &j) == STORE_OK && json_array_size(j) == 2);
+    CHECK(num(json_array_get(j, 0), "bytes") == 120);
+    json_decref(j);
+    CHECK(store_artifact_list(s, "other", job, &j) == STORE_ENOTFOUND);
+    CHECK(store_artifact_get(s, "u", job, "report.json", &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "sha256"), sha));
+    json_decref(j);
+    CHECK(store_artifact_get(s, "u", job, "nope", &j) == STORE_ENOTFOUND);
+    CHECK(store_blob_in_use(s, sha) == 1);
+
+    CHECK(store_job_delete(s, "u", job) == STORE_ECONFLICT); /* still running */
+    CHECK(store_job_finish(s, job, "w1:100", "done", NULL) == STORE_EINVAL);
+    CHECK(store_job_finish(s, job, "w2:200", "succeeded", NULL) == STORE_ELEASE);
+    CHECK(store_job_finish(s, job, "w1:100", "succeeded", NULL) == STORE_OK);
+    CHECK(store_job_finish(s, job, "w1:100", "succeeded", NULL) == STORE_ELEASE);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "succeeded") && json_is_string(json_object_get(j, "finished_at")));
+    CHECK(json_is_null(json_object_get(j, "error")));
+    json_decref(j);
+    event_trail(s, job, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued running progress succeeded"), "events: %s", trail);
+
+    /* events after an id, with a limit; the state event carries stage and error */
+    json_t *ev = NULL;
+    CHECK(store_event_list(s, "u", job, 0, 2, &ev) == STORE_OK && json_array_size(ev) == 2);
+    json_int_t second = num(json_array_get(ev, 1), "id");
+    json_decref(ev);
+    CHECK(store_event_list(s, "u", job, second, 0, &ev) == STORE_OK && json_array_size(ev) == 2);
+    json_t *last = json_object_get(json_array_get(ev, 1), "data");
+    CHECK(!strcmp(str(last, "state"), "succeeded") && !strcmp(str(last, "stage"), "stage1"));
+    CHECK(json_is_null(json_object_get(last, "error")));
+    json_t *prog = json_object_get(json_array_get(ev, 0), "data");
+    CHECK(num(prog, "epoch") == 1);
+    json_decref(ev);
+    CHECK(store_event_list(s, "other", job, 0, 0, &ev) == STORE_ENOTFOUND);
+
+    /* delete takes events and artifacts along */
+    CHECK(store_job_delete(s, "other", job) == STORE_ENOTFOUND);
+    CHECK(store_job_delete(s, "u", job) == STORE_OK);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_ENOTFOUND);
+    CHECK(store_blob_in_use(s, sha) == 0);
+    char path[512];
+    db_path(path, sizeof path);
+    CHECK(pragma_int(path, "SELECT COUNT(*) FROM events") == 0);
+    CHECK(pragma_int(path, "SELECT COUNT(*) FROM artifacts") == 0);
+    store_close(s);
+}
+
+TEST(cancel_queued_and_running) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], q[32], r[32], trail[256];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 3, r);
+    add_job(s, "", model, NULL, 3, q);
+    json_t *j = NULL;
+    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "id"), r)); /* the oldest first */
+    json_decref(j);
+    /* queued: canceled at once */
+    CHECK(store_job_cancel(s, "", q, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "canceled") && json_is_string(json_object_get(j, "finished_at")));
+    json_decref(j);
+    CHECK(store_job_cancel(s, "", q, &j) == STORE_ECONFLICT && j == NULL);
+    CHECK(strstr(store_errmsg(s), "already ended") != NULL);
+    event_trail(s, q, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued canceled"), "events: %s", trail);
+    CHECK(store_job_claim(s, "w2", 60000, &j) == STORE_ENONE);
+    /* running: the worker learns at its next progress write, which still counts */
+    CHECK(store_job_cancel(s, "someone", r, &j) == STORE_ENOTFOUND);
+    CHECK(store_job_cancel(s, "", r, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "running"));
+    json_decref(j);
+    CHECK(store_job_cancel(s, "", r, &j) == STORE_OK); /* asking twice is fine */
+    json_decref(j);
+    json_t *p = json_pack("{s:i}", "step", 7);
+    CHECK(store_job_progress(s, r, "w1", 60000, "stage2", p, 1) == STORE_ECONFLICT);
+    json_decref(p);
+    CHECK(store_job_get(s, NULL, r, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "stage"), "stage2"));
+    json_decref(j);
+    CHECK(store_job_finish(s, r, "w1", "canceled", NULL) == STORE_OK);
+    event_trail(s, r, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued running progress canceled"), "events: %s", trail);
+    /* a running job whose worker dies after the cancel request ends canceled, not requeued */
+    char d[32];
+    add_job(s, "", model, NULL, 3, d);
+    CHECK(store_job_claim(s, "w3", 60000, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_cancel(s, NULL, d, &j) == STORE_OK);
+    json_decref(j);
+    int nr = -1, nf = -1;
+    CHECK(store_job_expire(s, store_now_ms(), "w3", &nr, &nf) == STORE_OK);
+    CHECK(nr == 0 && nf == 0);
+    CHECK(store_job_get(s, NULL, d, &j) == STORE_OK && !strcmp(str(j, "state"), "canceled"));
+    json_decref(j);
+    store_close(s);
+}
+
+TEST(fencing_after_expiry_and_reclaim) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 3, job);
+    json_t *j = NULL;
+    CHECK(store_job_claim(s, "A", 1000, &j) == STORE_OK);
+    json_decref(j);
+    int nr = -1, nf = -1;
+    /* A stops heartbeating; two seconds later its lease is gone */
+    CHECK(store_job_expire(s, store_now_ms() + 2000, NULL, &nr, &nf) == STORE_OK);
+    CHECK(nr == 1 && nf == 0);
+    CHECK(store_job_claim(s, "B", 60000, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "id"), job) && num(j, "attempts") == 2);
+    json_decref(j);
+    /* A wakes up: every write is refused, B's are not */
+    CHECK(store_job_progress(s, job, "A", 60000, "stage1", NULL, 1) == STORE_ELEASE);
+    CHECK(strstr(store_errmsg(s), "no longer leased") != NULL);
+    json_t *m = json_pack("{s:i}", "x", 1);
+    CHECK(store_job_metrics(s, job, "A", m) == STORE_ELEASE);
+    json_decref(m);
+    CHECK(store_job_finish(s, job, "A", "failed", "oops") == STORE_ELEASE);
+    CHECK(store_job_release(s, job, "A") == STORE_ELEASE);
+    CHECK(store_job_progress(s, job, "B", 60000, "stage2", NULL, 0) == STORE_OK);
+    CHECK(store_job_finish(s, job, "B", "succeeded", NULL) == STORE_OK);
+    char trail[256];
+    event_trail(s, job, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued running queued running succeeded"), "events: %s", trail);
+    /* and a deleted job's lease is gone too */
+    CHECK(store_job_delete(s, NULL, job) == STORE_OK);
+    CHECK(store_job_progress(s, job, "B", 60000, NULL, NULL, 0) == STORE_ELEASE);
+    store_close(s);
+}
+
+TEST(expire_requeues_then_gives_up) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 2, job);
+    json_t *j = NULL;
+    int nr = -1, nf = -1;
+    CHECK(store_job_claim(s, "w1", 1000, &j) == STORE_OK);
+    json_decref(j);
+    /* a live lease is left alone */
+    CHECK(store_job_expire(s, store_now_ms(), NULL, &nr, &nf) == STORE_OK && nr == 0 && nf == 0);
+    /* a worker seen to die releases its job at once, the attempt counted */
+    CHECK(store_job_expire(s, store_now_ms(), "w1", &nr, &nf) == STORE_OK && nr == 1 && nf == 0);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 1);
+    json_decref(j);
+    CHECK(store_job_claim(s, "w2", 1000, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_progress(s, job, "w2", 1000, "stage2", NULL, 0) == STORE_OK);
+    /* the second (last) attempt's worker stops responding: the job fails, saying why */
+    CHECK(store_job_expire(s, store_now_ms() + 60000, NULL, &nr, &nf) == STORE_OK);
+    CHECK(nr == 0 && nf == 1);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "failed") && num(j, "attempts") == 2);
+    char err[512];
+    snprintf(err, sizeof err, "%s", str(j, "error") ? str(j, "error") : "(null)");
+    CHECK_MSG(strstr(err, "gave up after 2 attempts") && strstr(err, "stopped responding") &&
+                  strstr(err, "stage2"),
+              "error: %s", err);
+    CHECK(json_is_string(json_object_get(j, "finished_at")));
+    json_decref(j);
+    char trail[256];
+    event_trail(s, job, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued running queued running failed"), "events: %s", trail);
+    json_t *ev = NULL;
+    CHECK(store_event_list(s, NULL, job, 0, 0, &ev) == STORE_OK);
+    json_t *data = json_object_get(json_array_get(ev, json_array_size(ev) - 1), "data");
+    CHECK(str(data, "error") && !strcmp(str(data, "error"), err));
+    json_decref(ev);
+    CHECK(store_job_claim(s, "w3", 1000, &j) == STORE_ENONE);
+    CHECK(store_job_expire(s, store_now_ms() + 60000, NULL, NULL, NULL) == STORE_OK);
+    store_close(s);
+}
+
+TEST(release_does_not_count_the_attempt) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 1, job);
+    json_t *j = NULL;
+    for (int i = 0; i < 3; i++) {
+        CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
+        CHECK(num(j, "attempts") == 1);
+        json_decref(j);
+        CHECK(store_job_release(s, job, "w1") == STORE_OK);
+        CHECK(store_job_release(s, job, "w1") == STORE_ELEASE);
+    }
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 0);
+    /* started_at is the first start, kept across releases */
+    CHECK(json_is_string(json_object_get(j, "started_at")));
+    json_decref(j);
+    store_close(s);
+}
+
+TEST(idempotency_key) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model_a[32], model_b[32], j1[32], j2[32], j3[32];
+    add_model(s, "a", 'a', model_a);
+    add_model(s, "b", 'b', model_b);
+    add_job(s, "a", model_a, "key-1", 3, j1);
+    json_t *j = NULL;
+    CHECK(store_job_insert(s, "a", model_a, "fashion-mnist", NULL, 3, "key-1", &j) == STORE_EEXISTS);
+    CHECK(j && !strcmp(str(j, "id"), j1));
+    json_decref(j);
+    add_job(s, "b", model_b, "key-1", 3, j2); /* the key is per owner */
+    add_job(s, "a", model_a, "key-2", 3, j3);
+    CHECK(strcmp(j1, j2) && strcmp(j1, j3) && strcmp(j2, j3));
+    char *next = NULL;
+    CHECK(store_job_list(s, NULL, NULL, 0, NULL, &j, &next) == STORE_OK);
+    CHECK(json_array_size(j) == 3 && next == NULL);
+    json_decref(j);
+    /* a model that is not there, or not the owner's */
+    CHECK(store_job_insert(s, "a", model_b, "fashion-mnist", NULL, 3, NULL, &j) == STORE_ENOTFOUND);
+    CHECK(store_job_insert(s, "a", model_a, "d_missing", NULL, 3, NULL, &j) == STORE_ENOTFOUND);
+    CHECK(strstr(store_errmsg(s), "d_missing") != NULL);
+    /* the default number of attempts */
+    CHECK(store_job_insert(s, "a", model_a, "fashion-mnist", NULL, 0, NULL, &j) == STORE_OK);
+    CHECK(num(j, "max_attempts") == STORE_DEFAULT_MAX_ATTEMPTS);
+    json_decref(j);
+    store_close(s);
+}
+
+TEST(pagination_and_counts) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], ids[25][32], mine[32];
+    add_model(s, "u", 'a', model);
+    for (int i = 0; i < 25; i++) add_job(s, "u", model, NULL, 3, ids[i]);
+    char other_model[32];
+    add_model(s, "v", 'b', other_model);
+    add_job(s, "v", other_model, NULL, 3, mine);
+    int seen[25] = {0}, sizes[4] = {0}, pages = 0, expect = 24;
+    char *cursor = NULL;
+    do {
+        json_t *arr = NULL;
+        char *next = NULL;
+        CHECK(store_job_list(s, "u", NULL, 10, cursor, &arr, &next) == STORE_OK);
+        free(cursor);
+        cursor = next;
+        if (!arr) break;
+        sizes[pages] = (int)json_array_size(arr);
+        size_t i;
+        json_t *e;
+        json_array_foreach(arr, i, e) {
+            /* newest first */
+            CHECK_MSG(!strcmp(str(e, "id"), ids[expect]), "page %d item %zu", pages, i);
+            for (int k = 0; k < 25; k++)
+                if (!strcmp(str(e, "id"), ids[k])) seen[k]++;
+            expect--;
+        }
+        json_decref(arr);
+        pages++;
+    } while (cursor && pages < 4);
+    CHECK(pages == 3 && sizes[0] == 10 && sizes[1] == 10 && sizes[2] == 5);
+    for (int k = 0; k < 25; k++) CHECK(seen[k] == 1);
+    free(cursor);
+    /* the state filter, the admin view, a bad cursor */
+    json_t *arr = NULL, *j = NULL;
+    char *next = NULL;
+    CHECK(store_job_claim(s, "w", 60000, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "id"), ids[0]));
+    json_decref(j);
+    CHECK(store_job_list(s, "u", "running", 10, NULL, &arr, &next) == STORE_OK);
+    CHECK(json_array_size(arr) == 1 && next == NULL);
+    json_decref(arr);
+    CHECK(store_job_list(s, NULL, NULL, 0, NULL, &arr, &next) == STORE_OK);
+    CHECK(json_array_size(arr) == 26 && next == NULL);
+    json_decref(arr);
+    CHECK(store_job_list(s, "u", NULL, 25, NULL, &arr, &next) == STORE_OK);
+    CHECK(json_array_size(arr) == 25 && next == NULL); /* exactly full: no empty next page */
+    json_decref(arr);
+    CHECK(store_job_list(s, "u", NULL, 10, "x1", &arr, &next) == STORE_EINVAL && arr == NULL);
+    CHECK(store_job_counts(s, &j) == STORE_OK);
+    CHECK(num(j, "queued") == 25 && num(j, "running") == 1 && num(j, "succeeded") == 0 &&
+          num(j, "failed") == 0 && num(j, "canceled") == 0 && json_object_size(j) == 5);
+    json_decref(j);
+    store_close(s);
+}
+
+/* Four processes, each with its own connection, drain one queue of 40 jobs at once. Each
+ * child reports the ids it claimed through a pipe (a line is one write, under PIPE_BUF, so
+ * lines never interleave); the parent checks every job was claimed exactly once. */
+TEST(four_processes_claim_each_job_once) {
+    enum { NJOBS = 40, NPROC = 4 };
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], ids[NJOBS][32], path[512];
+    add_model(s, "", 'a', model);
+    for (int i = 0; i < NJOBS; i++) add_job(s, "", model, NULL, 3, ids[i]);
+    store_close(s);
+    db_path(path, sizeof path);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pids[NPROC];
+    for (int p = 0; p < NPROC; p++) {
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            close(fds[0]);
+            char err[512], worker[32];
+            snprintf(worker, sizeof worker, "w%d:%d", p, (int)getpid());
+            store *c = NULL;
+            if (store_open(&c, path, 10000, err, sizeof err)) {
+                fprintf(stderr, "  child %d: %s\n", p, err);
+                _exit(2);
+            }
+            int status = 0;
+            for (;;) {
+                json_t *j = NULL;
+                int rc = store_job_claim(c, worker, 60000, &j);
+                if (rc == STORE_ENONE) break;
+                if (rc) {
+                    fprintf(stderr, "  child %d: claim: %s\n", p, store_errmsg(c));
+                    status = 3;
+                    break;
+                }
+                char line[64];
+                int n = snprintf(line, sizeof line, "%s\n", str(j, "id"));
+                if (write(fds[1], line, (size_t)n) != n) status = 4;
+                /* some work on it, so claims and other writes interleave */
+                if (store_job_progress(c, str(j, "id"), worker, 60000, "stage1", NULL, 1) ||
+                    store_job_finish(c, str(j, "id"), worker, "succeeded", NULL)) {
+                    fprintf(stderr, "  child %d: %s\n", p, store_errmsg(c));
+                    status = 5;
+                }
+                json_decref(j);
+            }
+            store_close(c);
+            close(fds[1]);
+            _exit(status);
+        }
+    }
+    close(fds[1]);
+    static char buf[NJOBS * 64 + 1];
+    size_t len = 0;
+    ssize_t k;
+    while (len < sizeof buf - 1 && (k = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)k;
+    buf[len] = '\0';
+    close(fds[0]);
+    for (int p = 0; p < NPROC; p++) {
+        int st = -1;
+        waitpid(pids[p], &st, 0);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %d", p, st);
+    }
+    int claimed[NJOBS] = {0}, lines = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        lines++;
+        int found = 0;
+        for (int i = 0; i < NJOBS; i++)
+            if (!strcmp(line, ids[i])) claimed[i]++, found = 1;
+        CHECK_MSG(found, "unknown id %s", line);
+    }
+    CHECK_MSG(lines == NJOBS, "%d claims for %d jobs", lines, NJOBS);
+    for (int i = 0; i < NJOBS; i++) CHECK_MSG(claimed[i] == 1, "job %d claimed %d times", i, claimed[i]);
+    /* and the database agrees: every job succeeded on its first attempt */
+    char err[512];
+    CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_OK);
+    json_t *c = NULL;
+    CHECK(store_job_counts(s, &c) == STORE_OK && num(c, "succeeded") == NJOBS);
+    json_decref(c);
+    CHECK(pragma_int(path, "SELECT COUNT(*) FROM jobs WHERE attempts = 1") == NJOBS);
+    CHECK(pragma_int(path, "SELECT COUNT(*) FROM events") == 4 * NJOBS);
+    store_close(s);
+}
+
+TEST_MAIN()
