@@ -102,6 +102,8 @@ static void store_error(api_ctx *ctx, const api_request *req, api_response *res,
         api_error(res, 404, "not_found", NULL, "%s '%s' not found", what, id);
     else if (rc == STORE_ECONFLICT)
         api_error(res, 409, "conflict", NULL, "%s", store_errmsg(ctx->st));
+    else if (rc == STORE_EINVAL)
+        api_error(res, 400, "bad_request", NULL, "%s", store_errmsg(ctx->st));
     else
         internal(req, res, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
 }
@@ -561,6 +563,11 @@ static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p
     json_t *arr = NULL;
     char *next = NULL;
     int rc = store_job_list(ctx->st, ctx->owner, state, (int)limit, cursor, &arr, &next);
+    if (rc == STORE_EINVAL) {
+        json_decref(arr);
+        api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
+        return;
+    }
     if (rc) {
         json_decref(arr);
         free(next);

@@ -48,7 +48,7 @@ void jlog_json(const char *level, json_t *obj) {
     /* ts and level first, so a human reading the log sees them first. */
     json_t *line = json_pack("{s:s, s:s}", "ts", ts, "level", level);
     json_object_update_missing(line, obj);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(line);
     if (!text) return;
     size_t n = strlen(text);

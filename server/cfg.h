@@ -1,0 +1,45 @@
+/*
+ * cfg.h: gplqd's settings, one table line per setting (name, type, default, bounds, help) in the
+ * redis manner, on config/options.h's parser: the same names work as flags (--lease-ms 5000),
+ * as keys of the --config JSON file ("lease_ms": 5000), and in `gplqd --help`.
+ *
+ * Byte sizes (max_model_bytes, max_dataset_bytes) are 64-bit and take a suffix ("512M", "4G");
+ * options.h stores numbers as int, so they go through the table as text and are parsed here.
+ */
+#ifndef GPLQ_CFG_H
+#define GPLQ_CFG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+typedef struct {
+    const char *listen;          /* ADDR:PORT; port 0 picks a free one */
+    const char *data_dir;        /* gplq.db, blobs/, tmp/, jobs/ */
+    int workers;                 /* gplq-worker processes; 0 = API only */
+    const char *worker_bin;      /* NULL: gplq-worker beside the gplqd binary */
+    int worker_threads;          /* 0: max(1, cores / workers) */
+    int http_threads;            /* 0: max(2, cores) */
+    int max_connections;
+    int connection_timeout_s;    /* idle time before a connection is closed */
+    const char *max_model_text, *max_dataset_text;
+    int64_t max_model_bytes, max_dataset_bytes;
+    int max_json_bytes;
+    int lease_ms;
+    int max_attempts;
+    int shutdown_grace_s;
+    int inspect_timeout_s;
+    int busy_ms;                 /* SQLite busy timeout */
+} cfg;
+
+/* Defaults, then args (argv without the program name) in order, --config FILE applied where
+ * it appears. Fills the derived fields (sizes, worker_bin, thread counts). 0, or -1 with err
+ * naming the option. Strings in c are borrowed from args or live for the program. */
+int cfg_load(cfg *c, int argc, char **argv, char *err, size_t errlen);
+/* Usage of every option. */
+void cfg_print_help(FILE *f);
+/* The resolved settings as a new object (json_decref), for the start-up log line. */
+json_t *cfg_to_json(const cfg *c);
+
+#endif

@@ -1,0 +1,489 @@
+/*
+ * http.c: see http.h.
+ *
+ * One request's life in on_request, which MHD calls several times per request:
+ *   1. headers in (*con_cls NULL): the state is made, the route found, the pre-body checks run
+ *      (a refused request is answered now, before its body is read), an upload's blob begun;
+ *   2. body chunks (*upload_data_size > 0): appended to the JSON buffer or written to the blob;
+ *   3. body done (*upload_data_size == 0): the handler runs and the response is queued; for an
+ *      upload the connection is suspended, a thread runs the handler and resumes it, and MHD
+ *      calls again (3) to queue the response the thread left.
+ * on_completed ends every request, completed or cut off: it aborts a blob still open, writes
+ * the log line and frees the state.
+ */
+#include "server/http.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "api/jlog.h"
+
+#define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
+
+struct http_server {
+    struct MHD_Daemon *d;
+    http_options o;
+    pthread_key_t store_key;
+    char url[128];
+    unsigned boot;                 /* random prefix of generated request ids */
+    atomic_ulong counter;          /* their suffix */
+    atomic_int uploads;            /* upload handlers running on their own threads */
+    MHD_socket quiesced_fd;
+};
+
+enum { ASYNC_NONE, ASYNC_RUNNING, ASYNC_DONE };
+
+typedef struct {
+    http_server *h;
+    struct MHD_Connection *conn;
+    const api_route *route;
+    char request_id[72];
+    char method[16];
+    char *path;
+    double t0;
+    int64_t content_length;        /* -1: not given (chunked) */
+    int64_t received;
+    char *body;                    /* JSON routes: the body so far */
+    size_t len, cap;
+    blob_writer bw;                /* upload routes */
+    int upload_open;               /* bw holds a temp file not yet committed or aborted */
+    int too_large, failed;
+    int responded;
+    atomic_int async;
+    api_response res;              /* the upload thread's answer */
+    api_kv query[HTTP_MAX_KV], headers[HTTP_MAX_KV];
+    int nquery, nheaders;
+    api_request req;
+    int status;
+    int64_t out_bytes;
+} http_req;
+
+/* ---------------------------------------------------------------- per-thread store */
+
+static void store_destroy(void *p) {
+    store_close(p);
+}
+
+/* The calling thread's database connection, opened on first use. NULL if it cannot open. */
+static store *thread_store(http_server *h) {
+    store *s = pthread_getspecific(h->store_key);
+    if (s) return s;
+    char err[512];
+    if (store_open(&s, h->o.db_path, h->o.busy_ms, err, sizeof err)) {
+        jlog("error", NULL, "opening the database for an HTTP thread: %s", err);
+        return NULL;
+    }
+    pthread_setspecific(h->store_key, s);
+    return s;
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static enum MHD_Result respond(http_req *r, api_response *res) {
+    struct MHD_Response *resp = NULL;
+    int64_t bytes = 0;
+    if (res->fd >= 0) {
+        resp = MHD_create_response_from_fd_at_offset64((uint64_t)res->length, res->fd,
+                                                       (uint64_t)res->offset);
+        if (resp) res->fd = -1; /* MHD owns it now and closes it with the response */
+        bytes = res->length;
+    } else if (res->body) {
+        char *s = json_dumps(res->body, JSON_COMPACT);
+        size_t n = s ? strlen(s) : 0;
+        char *t = s ? realloc(s, n + 2) : NULL;
+        if (!t) {
+            free(s);
+        } else {
+            /* a newline, so `curl` output ends its line */
+            t[n++] = '\n';
+            t[n] = '\0';
+            resp = MHD_create_response_from_buffer(n, t, MHD_RESPMEM_MUST_FREE);
+            if (!resp) free(t);
+            bytes = (int64_t)n;
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    }
+    if (!resp) {
+        api_response_free(res);
+        return MHD_NO; /* out of memory: MHD closes the connection */
+    }
+    if (res->content_type) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, res->content_type);
+    for (int i = 0; i < res->nheaders; i++)
+        MHD_add_response_header(resp, res->headers[i].name, res->headers[i].value);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)res->status, resp);
+    MHD_destroy_response(resp);
+    if (rc == MHD_YES) {
+        r->status = res->status;
+        r->out_bytes = strcmp(r->method, "HEAD") ? bytes : 0;
+        r->responded = 1;
+    }
+    api_response_free(res);
+    return rc;
+}
+
+static enum MHD_Result respond_error(http_req *r, int status, const char *code, const char *msg) {
+    api_response res;
+    api_response_init(&res);
+    api_error(&res, status, code, NULL, "%s", msg);
+    return respond(r, &res);
+}
+
+static enum MHD_Result respond_too_large(http_req *r) {
+    int upload = r->route && (r->route->flags & API_UPLOAD);
+    int64_t limit = upload ? api_upload_limit(&r->h->o.base, r->route)
+                           : r->h->o.base.limits.max_json_bytes;
+    api_response res;
+    api_response_init(&res);
+    api_error(&res, 413, "too_large", NULL, "the body is larger than the limit of %lld bytes",
+              (long long)limit);
+    return respond(r, &res);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value) {
+    http_req *r = cls;
+    api_kv *arr = kind == MHD_GET_ARGUMENT_KIND ? r->query : r->headers;
+    int *n = kind == MHD_GET_ARGUMENT_KIND ? &r->nquery : &r->nheaders;
+    if (*n < HTTP_MAX_KV && key) arr[(*n)++] = (api_kv){key, value ? value : ""};
+    return MHD_YES;
+}
+
+/* A client's request id is echoed if it is short and plain (it goes into logs and headers). */
+static int request_id_ok(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64) return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.' || *s == ':'))
+            return 0;
+    return 1;
+}
+
+static http_req *req_new(http_server *h, struct MHD_Connection *c, const char *url,
+                         const char *method) {
+    http_req *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(url))) {
+        free(r);
+        return NULL;
+    }
+    r->h = h;
+    r->conn = c;
+    r->t0 = jlog_mono_ms();
+    r->bw.fd = -1;
+    api_response_init(&r->res); /* fd -1: a zeroed response would own descriptor 0 */
+    r->content_length = -1;
+    snprintf(r->method, sizeof r->method, "%s", method);
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_kv, r);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_kv, r);
+    const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (request_id_ok(rid))
+        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    else
+        snprintf(r->request_id, sizeof r->request_id, "%08x%08lx", h->boot,
+                 (unsigned long)atomic_fetch_add(&h->counter, 1) & 0xffffffffUL);
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        long long v = strtoll(cl, &end, 10);
+        if (end != cl && !*end && v >= 0) r->content_length = v;
+    }
+    r->req = (api_request){.method = r->method, .path = r->path, .query = r->query,
+                           .nquery = r->nquery, .headers = r->headers, .nheaders = r->nheaders,
+                           .request_id = r->request_id};
+    return r;
+}
+
+static api_ctx ctx_for(http_server *h, store *st) {
+    api_ctx ctx = h->o.base;
+    ctx.st = st;
+    return ctx;
+}
+
+/* The upload's handler, on a thread of its own while the connection is suspended. */
+static void *upload_task(void *arg) {
+    http_req *r = arg;
+    http_server *h = r->h;
+    store *st = thread_store(h);
+    if (st) {
+        api_ctx ctx = ctx_for(h, st);
+        api_dispatch(&ctx, &r->req, &r->res);
+    } else {
+        blob_abort(&r->bw);
+        api_response_init(&r->res);
+        api_error(&r->res, 503, "unavailable", NULL, "the database cannot be opened");
+    }
+    r->upload_open = 0;
+    atomic_store(&r->async, ASYNC_DONE);
+    /* After the resume MHD may finish and free r at once: r is not touched again. */
+    MHD_resume_connection(r->conn);
+    atomic_fetch_sub(&h->uploads, 1);
+    return NULL;
+}
+
+static enum MHD_Result start_upload_task(http_req *r) {
+    r->req.upload = &r->bw;
+    atomic_store(&r->async, ASYNC_RUNNING);
+    atomic_fetch_add(&r->h->uploads, 1);
+    MHD_suspend_connection(r->conn);
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &at, upload_task, r);
+    pthread_attr_destroy(&at);
+    if (rc) upload_task(r); /* no thread to be had: do it here, slower but correct */
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    (void)version;
+    http_server *h = cls;
+    http_req *r = *con_cls;
+
+    if (!r) {
+        if (!(r = req_new(h, c, url, method))) return MHD_NO;
+        *con_cls = r;
+        api_params p;
+        char allow[64];
+        r->route = api_route_find(method, url, &p, allow, sizeof allow);
+        if (r->route) {
+            api_response res;
+            api_response_init(&res);
+            api_ctx ctx = ctx_for(h, NULL); /* the pre-body checks need no database */
+            if (api_precheck(&ctx, r->route, &r->req, r->content_length, &res)) return respond(r, &res);
+            api_response_free(&res);
+            if (r->route->flags & API_UPLOAD) {
+                char err[512];
+                if (blob_begin(&r->bw, h->o.base.data_dir, err, sizeof err)) {
+                    jlog("error", r->request_id, "starting an upload: %s", err);
+                    return respond_error(r, 500, "internal", "cannot store the upload now");
+                }
+                r->upload_open = 1;
+            }
+        }
+        return MHD_YES;
+    }
+
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->responded || r->too_large || r->failed) return MHD_YES; /* dropped */
+        r->received += (int64_t)n;
+        int upload = r->route && (r->route->flags & API_UPLOAD);
+        int64_t limit = upload ? api_upload_limit(&h->o.base, r->route) : h->o.base.limits.max_json_bytes;
+        if (r->received > limit) {
+            /* A body without Content-Length (chunked) grew past the limit: stop storing it. */
+            r->too_large = 1;
+            if (r->upload_open) blob_abort(&r->bw), r->upload_open = 0;
+            free(r->body), r->body = NULL;
+            return MHD_YES;
+        }
+        if (upload) {
+            char err[512];
+            if (blob_write(&r->bw, upload_data, n, err, sizeof err)) {
+                jlog("error", r->request_id, "writing an upload: %s", err);
+                r->failed = 1;
+                blob_abort(&r->bw);
+                r->upload_open = 0;
+            }
+            return MHD_YES;
+        }
+        if (r->len + n > r->cap) {
+            size_t cap = r->cap ? r->cap : 4096;
+            while (cap < r->len + n) cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b) return MHD_NO;
+            r->body = b;
+            r->cap = cap;
+        }
+        memcpy(r->body + r->len, upload_data, n);
+        r->len += n;
+        return MHD_YES;
+    }
+
+    /* The whole request is in. */
+    if (r->responded) return MHD_YES;
+    int async = atomic_load(&r->async);
+    if (async == ASYNC_DONE) return respond(r, &r->res);
+    if (async == ASYNC_RUNNING) return MHD_YES;
+    if (r->too_large) return respond_too_large(r);
+    if (r->failed) return respond_error(r, 500, "internal", "the upload could not be stored");
+    if (r->route && (r->route->flags & API_UPLOAD)) return start_upload_task(r);
+
+    api_response res;
+    store *st = thread_store(h);
+    if (!st && r->route) {
+        api_response_init(&res);
+        api_error(&res, 503, "unavailable", NULL, "the database cannot be opened");
+        return respond(r, &res);
+    }
+    api_ctx ctx = ctx_for(h, st);
+    r->req.body = r->body;
+    r->req.body_len = r->len;
+    api_dispatch(&ctx, &r->req, &res);
+    return respond(r, &res);
+}
+
+static const char *termination_name(enum MHD_RequestTerminationCode toe) {
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK: return "completed";
+    case MHD_REQUEST_TERMINATED_WITH_ERROR: return "error";
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED: return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN: return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR: return "read_error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT: return "client_abort";
+    }
+    return "unknown";
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    /* Cut off mid-upload (or refused before the end): the temp file goes, nothing is left. */
+    if (r->upload_open) blob_abort(&r->bw);
+    int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    json_t *l = json_pack("{s:s, s:s, s:o, s:s?, s:i, s:I, s:I, s:f}", "request_id",
+                          r->request_id, "method", r->method, "path", jlog_str(r->path), "route",
+                          r->route ? r->route->name : NULL, "status", r->status, "bytes",
+                          (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
+                          (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
+    if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
+    jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
+    json_decref(l);
+    api_response_free(&r->res);
+    free(r->body);
+    free(r->path);
+    free(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    jlog("warn", NULL, "libmicrohttpd: %s", msg);
+}
+
+/* ---------------------------------------------------------------- start and stop */
+
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" into an address. */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *sslen, char *err,
+                        size_t errlen) {
+    char host[256], port[16];
+    const char *colon = strrchr(s, ':');
+    if (!colon || !colon[1] || strlen(colon + 1) >= sizeof port) {
+        snprintf(err, errlen, "--listen '%s': expected ADDR:PORT", s);
+        return -1;
+    }
+    size_t hl = (size_t)(colon - s);
+    if (hl >= sizeof host) hl = sizeof host - 1;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl >= 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    snprintf(port, sizeof port, "%s", colon + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+    if (rc || !ai) {
+        snprintf(err, errlen, "--listen '%s': %s", s, rc ? gai_strerror(rc) : "no address");
+        return -1;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *sslen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+int http_start(http_server **out, const http_options *o, char *err, size_t errlen) {
+    *out = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_listen(o->listen, &ss, &sslen, err, errlen)) return -1;
+    http_server *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    h->o = *o;
+    h->quiesced_fd = MHD_INVALID_SOCKET;
+    if (getrandom(&h->boot, sizeof h->boot, 0) != sizeof h->boot) h->boot = (unsigned)getpid();
+    pthread_key_create(&h->store_key, store_destroy);
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    h->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h,
+        /* first, or MHD logs the options' own complaints with its default logger */
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?)", o->listen);
+        pthread_key_delete(h->store_key);
+        free(h);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    char host[128] = "127.0.0.1";
+    getnameinfo((struct sockaddr *)&ss, sslen, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+    int v6 = ss.ss_family == AF_INET6;
+    snprintf(h->url, sizeof h->url, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
+             info ? (unsigned)info->port : 0);
+    *out = h;
+    return 0;
+}
+
+const char *http_url(const http_server *h) {
+    return h->url;
+}
+
+void http_quiesce(http_server *h) {
+    if (h->quiesced_fd != MHD_INVALID_SOCKET) return;
+    h->quiesced_fd = MHD_quiesce_daemon(h->d);
+    /* MHD stops accepting but keeps the socket open until it is stopped, so new clients would
+     * wait in the backlog; shutting the socket down refuses them now. */
+    if (h->quiesced_fd != MHD_INVALID_SOCKET) shutdown(h->quiesced_fd, SHUT_RDWR);
+}
+
+void http_stop(http_server *h, int wait_s) {
+    if (!h) return;
+    for (int i = 0; atomic_load(&h->uploads) > 0 && i < wait_s * 100; i++) usleep(10000);
+    if (atomic_load(&h->uploads) > 0) {
+        /* Stopping MHD would resume and free connections those threads still use; the process
+         * is about to exit, which ends them safely. */
+        jlog("warn", NULL, "%d upload(s) still being processed at exit", atomic_load(&h->uploads));
+        return;
+    }
+    MHD_stop_daemon(h->d);
+    if (h->quiesced_fd != MHD_INVALID_SOCKET) close(h->quiesced_fd);
+    pthread_key_delete(h->store_key);
+    free(h);
+}

@@ -1,0 +1,43 @@
+/*
+ * http.h: gplqd's HTTP side, libmicrohttpd glue around api/api.h.
+ *
+ * A pool of MHD threads (epoll, or poll where epoll is missing) parses requests; each thread
+ * opens its own SQLite connection on first use (a pthread key closes it when the thread ends).
+ * JSON bodies are buffered up to a limit; upload bodies are streamed chunk by chunk into a blob
+ * writer (never whole in memory), and the upload's handler (inspection in a child, fsync,
+ * rename) runs on a thread of its own while the connection is suspended, so a slow upload never
+ * holds an HTTP thread. A connection cut off mid-upload aborts the blob: nothing is left.
+ * Files go out with MHD_create_response_from_fd_at_offset64 (sendfile, no copy).
+ * Every response carries X-Request-Id (the client's if it sent a sane one), and every request
+ * is one JSON log line: ts, level, request_id, method, path, route, status, bytes, ms.
+ */
+#ifndef GPLQ_HTTP_H
+#define GPLQ_HTTP_H
+
+#include <stddef.h>
+
+#include "api/api.h"
+
+typedef struct http_server http_server;
+
+typedef struct {
+    const char *listen;      /* "ADDR:PORT", IPv4, [IPv6] or a host name; port 0 = any free */
+    int threads;             /* MHD thread pool size */
+    int max_connections;
+    int timeout_s;           /* idle connection timeout */
+    const char *db_path;     /* each HTTP thread opens its own connection to it */
+    int busy_ms;
+    api_ctx base;            /* copied; every request gets it with st set to its thread's store */
+} http_options;
+
+/* Binds and starts serving. o's strings and callbacks' args are borrowed and must outlive the
+ * server. *out is new (http_stop). 0, or -1 with err. */
+int http_start(http_server **out, const http_options *o, char *err, size_t errlen);
+/* The bound URL ("http://127.0.0.1:PORT"), borrowed. */
+const char *http_url(const http_server *h);
+/* Stops accepting connections; requests in progress go on. */
+void http_quiesce(http_server *h);
+/* Waits (up to wait_s) for uploads being processed, stops the threads, frees h. */
+void http_stop(http_server *h, int wait_s);
+
+#endif

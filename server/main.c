@@ -1,0 +1,224 @@
+/*
+ * main.c: gplqd, the service. The HTTP API runs on libmicrohttpd's threads (server/http.c);
+ * the main thread runs one libuv loop for the workers (server/supervisor.c), the lease timer and
+ * the signals. With no flags it serves 127.0.0.1:8080 with its state under ./var.
+ *
+ * Shutdown (SIGTERM or SIGINT): stop accepting connections, SIGTERM the workers (they
+ * checkpoint and give their jobs back to the queue), wait for them up to the grace period
+ * (SIGKILL after), stop HTTP, exit 0. A second signal exits at once.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "api/api.h"
+#include "api/inspect.h"
+#include "api/jlog.h"
+#include "server/cfg.h"
+#include "server/http.h"
+#include "server/supervisor.h"
+#include "storage/blob.h"
+#include "storage/store.h"
+
+#define GPLQD_VERSION "0.1.0"
+
+typedef struct {
+    cfg c;
+    char db_path[4096];
+    uv_loop_t *loop;
+    store *st;            /* the loop thread's connection */
+    sup *sup;
+    http_server *http;
+    uv_signal_t sigterm, sigint;
+    int stopping;
+} gplqd;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "gplqd " GPLQD_VERSION ": the gplq service, an HTTP API that quantizes Vision "
+            "Transformers to 4 bits\n\n"
+            "usage: gplqd [options]\n"
+            "  With no options: serves http://127.0.0.1:8080 with its state under ./var and 2 "
+            "workers.\n\n");
+    cfg_print_help(f);
+    fprintf(f, "  %-24s %s\n  %-24s %s\n", "--help", "this text", "--version", "the version");
+}
+
+/* mkdir -p */
+static int make_dirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static int run_inspector(void *arg, const char *const *args, json_t **out, char *err,
+                         size_t errlen) {
+    const gplqd *g = arg;
+    return inspect_run(g->c.worker_bin, args, g->c.inspect_timeout_s * 1000, out, err, errlen);
+}
+
+/* Fashion-MNIST, which the workers read from the system's dataset package: registered at every
+ * start (a no-op once there) so that a fresh install can run a job with no upload. */
+static int register_builtins(store *st) {
+    json_t *classes = json_pack("[s,s,s,s,s,s,s,s,s,s]", "T-shirt/top", "Trouser", "Pullover",
+                                "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot");
+    json_t *summary = json_pack("{s:s, s:o, s:i, s:i, s:i, s:{s:i, s:i, s:i}}", "format",
+                                "fashion-mnist", "classes", classes, "train", 60000, "val", 0,
+                                "test", 10000, "image", "channels", 1, "height", 28, "width", 28);
+    json_t *row = NULL;
+    int rc = store_dataset_insert(st, "", "fashion-mnist", "fashion-mnist", "builtin", "", 0,
+                                  summary, &row);
+    json_decref(summary);
+    json_decref(row);
+    return rc == STORE_OK || rc == STORE_EEXISTS ? 0 : -1;
+}
+
+static void on_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+static void on_workers_gone(void *arg) {
+    gplqd *g = arg;
+    jlog("info", NULL, "workers stopped; closing HTTP");
+    http_stop(g->http, g->c.shutdown_grace_s);
+    g->http = NULL;
+    sup_close(g->sup);
+    uv_close((uv_handle_t *)&g->sigterm, on_closed);
+    uv_close((uv_handle_t *)&g->sigint, on_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    gplqd *g = h->data;
+    if (g->stopping) {
+        jlog("warn", NULL, "second signal (%s): stopping now", strsignal(signum));
+        sup_kill_all(g->sup);
+        _exit(1);
+    }
+    g->stopping = 1;
+    jlog("info", NULL, "%s: shutting down (workers get %d s to checkpoint)", strsignal(signum),
+         g->c.shutdown_grace_s);
+    http_quiesce(g->http);
+    sup_shutdown(g->sup, on_workers_gone, g);
+}
+
+int main(int argc, char **argv) {
+    /* A worker's pipe or a client's socket closing under a write must be an error code, not
+     * the end of the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("gplqd %s\n", GPLQD_VERSION);
+            return 0;
+        }
+    }
+    static gplqd g;
+    char err[1024];
+    if (cfg_load(&g.c, argc - 1, argv + 1, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return 2;
+    }
+
+    if (make_dirs(g.c.data_dir)) {
+        fprintf(stderr, "gplqd: cannot create %s: %s\n", g.c.data_dir, strerror(errno));
+        return 1;
+    }
+    if (blob_init(g.c.data_dir, err, sizeof err)) {
+        fprintf(stderr, "gplqd: cannot use the data directory %s: %s\n", g.c.data_dir, err);
+        return 1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/jobs", g.c.data_dir);
+    make_dirs(path);
+    /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
+     * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
+    snprintf(path, sizeof path, "%s/gplqd.lock", g.c.data_dir);
+    int lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
+        fprintf(stderr, "gplqd: %s is in use by another gplqd (%s)\n", g.c.data_dir,
+                lock_fd < 0 ? strerror(errno) : "locked");
+        return 1;
+    }
+    int swept = blob_sweep_tmp(g.c.data_dir);
+    snprintf(g.db_path, sizeof g.db_path, "%s/gplq.db", g.c.data_dir);
+    if (store_open(&g.st, g.db_path, g.c.busy_ms, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return 1;
+    }
+    if (register_builtins(g.st))
+        jlog("error", NULL, "registering the built-in dataset: %s", store_errmsg(g.st));
+    json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
+                          "config", cfg_to_json(&g.c), "swept_tmp", swept);
+    jlog_json("info", l);
+    json_decref(l);
+
+    g.loop = uv_default_loop();
+    sup_options so = {.worker_bin = g.c.worker_bin, .data_dir = g.c.data_dir,
+                      .db_path = g.db_path, .nworkers = g.c.workers,
+                      .threads = g.c.worker_threads, .lease_ms = g.c.lease_ms,
+                      .grace_s = g.c.shutdown_grace_s};
+    if (sup_start(&g.sup, g.loop, &so, g.st, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return 1;
+    }
+
+    http_options ho = {.listen = g.c.listen, .threads = g.c.http_threads,
+                       .max_connections = g.c.max_connections,
+                       .timeout_s = g.c.connection_timeout_s, .db_path = g.db_path,
+                       .busy_ms = g.c.busy_ms};
+    ho.base = (api_ctx){.data_dir = g.c.data_dir,
+                        .limits = {.max_model_bytes = g.c.max_model_bytes,
+                                   .max_dataset_bytes = g.c.max_dataset_bytes,
+                                   .max_json_bytes = g.c.max_json_bytes,
+                                   .max_attempts = g.c.max_attempts},
+                        .owner = "",
+                        .version = GPLQD_VERSION,
+                        .wake = sup_wake,
+                        .wake_arg = g.sup,
+                        .inspect = run_inspector,
+                        .inspect_arg = &g,
+                        .workers = sup_workers_json,
+                        .workers_arg = g.sup};
+    if (http_start(&g.http, &ho, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        sup_kill_all(g.sup);
+        return 1;
+    }
+    /* stdout carries this one line, so a test or a script that asked for port 0 learns the
+     * port; the log is on stderr. */
+    printf("{\"event\":\"listening\",\"url\":\"%s\"}\n", http_url(g.http));
+    fflush(stdout);
+    jlog("info", NULL, "listening on %s", http_url(g.http));
+
+    uv_signal_init(g.loop, &g.sigterm);
+    uv_signal_init(g.loop, &g.sigint);
+    g.sigterm.data = g.sigint.data = &g;
+    uv_signal_start(&g.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&g.sigint, on_signal, SIGINT);
+
+    uv_run(g.loop, UV_RUN_DEFAULT);
+
+    uv_loop_close(g.loop);
+    sup_free(g.sup);
+    store_close(g.st);
+    jlog("info", NULL, "stopped");
+    close(lock_fd);
+    return 0;
+}
