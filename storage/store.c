@@ -155,6 +155,10 @@ static sqlite3_stmt *prep(store *s, const char *sql) {
  *   s  const char * (NULL binds NULL)     i  int     I  int64_t
  *   j  json_t * (serialized; NULL binds NULL) */
 static int bind_va(store *s, sqlite3_stmt *st, const char *fmt, va_list ap) {
+    /* The arguments are not type-checked, so at least their count is. */
+    if ((int)strlen(fmt) != sqlite3_bind_parameter_count(st))
+        return fail(s, STORE_EDB, "internal error: %d values for the %d parameters of: %.200s",
+                    (int)strlen(fmt), sqlite3_bind_parameter_count(st), sqlite3_sql(st));
     for (int i = 0; fmt[i]; i++) {
         int rc, k = i + 1;
         switch (fmt[i]) {
@@ -191,8 +195,8 @@ static sqlite3_stmt *query(store *s, const char *sql, const char *fmt, ...) {
     return rc ? NULL : st;
 }
 
-/* Runs a statement that returns no rows. *changes (may be NULL) receives the rows changed. */
-static int exec(store *s, int *changes, const char *sql, const char *fmt, ...) {
+/* Runs a statement to its end (rows, if any, are ignored). */
+static int exec(store *s, const char *sql, const char *fmt, ...) {
     sqlite3_stmt *st = prep(s, sql);
     if (!st) return STORE_EDB;
     va_list ap;
@@ -209,7 +213,6 @@ static int exec(store *s, int *changes, const char *sql, const char *fmt, ...) {
         return rc;
     }
     sqlite3_reset(st);
-    if (changes) *changes = sqlite3_changes(s->db);
     return STORE_OK;
 }
 
@@ -264,13 +267,13 @@ static int query_all(store *s, row_fn fn, json_t **out_array, const char *sql, c
 
 /* ---- transactions ---- */
 
-static int tx_begin(store *s) { return exec(s, NULL, "BEGIN IMMEDIATE", ""); }
+static int tx_begin(store *s) { return exec(s, "BEGIN IMMEDIATE", ""); }
 
 /* Ends the transaction begun by tx_begin: commits when commit is nonzero, else rolls back.
  * Returns rc, or STORE_EDB if the commit itself failed (the change is then rolled back). */
 static int tx_end(store *s, int rc, int commit) {
     if (commit) {
-        int c = exec(s, NULL, "COMMIT", "");
+        int c = exec(s, "COMMIT", "");
         if (c == STORE_OK) return rc;
         rc = c;
     }
@@ -439,7 +442,7 @@ static int migrate(store *s, const char *path) {
 static int configure(store *s, const char *path) {
     /* Off by default in SQLite, and what makes deleting a job delete its events and
      * artifacts. */
-    int rc = exec(s, NULL, "PRAGMA foreign_keys = ON", "");
+    int rc = exec(s, "PRAGMA foreign_keys = ON", "");
     if (rc) return rc;
     /* Refuse a newer schema before changing anything in the file. */
     int v = 0;
@@ -465,7 +468,7 @@ static int configure(store *s, const char *path) {
      * is never corrupted; only a power cut or OS crash can lose the last few commits, and
      * those leave an older consistent state (a job seen as running again, whose lease then
      * expires). FULL would fsync every progress heartbeat for no gain we need. */
-    return exec(s, NULL, "PRAGMA synchronous = NORMAL", "");
+    return exec(s, "PRAGMA synchronous = NORMAL", "");
 }
 
 int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen) {
@@ -518,7 +521,7 @@ void store_close(store *s) {
 /* data is stolen. */
 static int event_add(store *s, const char *job_id, const char *type, json_t *data) {
     if (!data) return fail(s, STORE_EDB, "out of memory");
-    int rc = exec(s, NULL,
+    int rc = exec(s,
                   "INSERT INTO events (job_id, type, data, created_ms) VALUES (?1, ?2, ?3, ?4)",
                   "ssjI", job_id, type, data, store_now_ms());
     json_decref(data);
@@ -541,6 +544,8 @@ static json_t *event_row(sqlite3_stmt *st) {
 /* ---- models ---- */
 
 #define MODEL_COLS "id, name, sha256, bytes, config, created_ms"
+/* The owner filter of every read: parameter ?2 is the owner, NULL for the admin. */
+#define OWNED "(?2 IS NULL OR owner = ?2)"
 
 static json_t *model_row(sqlite3_stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
@@ -554,8 +559,9 @@ int store_model_insert(store *s, const char *owner, const char *name, const char
     if (!owner) owner = "";
     int rc = tx_begin(s);
     if (rc) return rc;
-    rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2",
-                   "ss", owner, sha256);
+    rc = query_one(s, model_row, out,
+                   "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
+                   owner, sha256);
     if (rc == STORE_OK) {
         fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
              json_string_value(json_object_get(*out, "id")));
@@ -564,7 +570,7 @@ int store_model_insert(store *s, const char *owner, const char *name, const char
     if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
     char id[32];
     store_new_id(id, "m_");
-    rc = exec(s, NULL,
+    rc = exec(s,
               "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
               "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
@@ -577,7 +583,7 @@ int store_model_insert(store *s, const char *owner, const char *name, const char
 
 int store_model_get(store *s, const char *owner, const char *id, json_t **out) {
     int rc = query_one(s, model_row, out,
-                       "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                       "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
                        "ss", id, owner);
     if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no model %s", id);
     return rc;
@@ -612,8 +618,8 @@ static int check_unused(store *s, const char *sql, const char *what, const char 
 int store_model_delete(store *s, const char *owner, const char *id, char *sha256_out) {
     int rc = tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = query(s, "SELECT sha256 FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
-                             "ss", id, owner);
+    sqlite3_stmt *st =
+        query(s, "SELECT sha256 FROM models WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return tx_end(s, STORE_EDB, 0);
     char sha[65] = "";
     int step = sqlite3_step(st);
@@ -628,7 +634,7 @@ int store_model_delete(store *s, const char *owner, const char *id, char *sha256
                           "SELECT id, state FROM jobs WHERE model_id = ?1"
                           " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
                           "model", id);
-    if (!rc) rc = exec(s, NULL, "DELETE FROM models WHERE id = ?1", "s", id);
+    if (!rc) rc = exec(s, "DELETE FROM models WHERE id = ?1", "s", id);
     rc = tx_end(s, rc, rc == STORE_OK);
     if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
     return rc;
@@ -678,7 +684,7 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
     } else {
         store_new_id(id, "d_");
     }
-    rc = exec(s, NULL,
+    rc = exec(s,
               "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
               "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
@@ -709,8 +715,8 @@ int store_dataset_list(store *s, const char *owner, json_t **out_array) {
 int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out) {
     int rc = tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = query(s, "SELECT kind, sha256 FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                             "ss", id, owner);
+    sqlite3_stmt *st = query(
+        s, "SELECT kind, sha256 FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE, "ss", id, owner);
     if (!st) return tx_end(s, STORE_EDB, 0);
     char kind[16] = "", sha[65] = "";
     int step = sqlite3_step(st);
@@ -729,7 +735,7 @@ int store_dataset_delete(store *s, const char *owner, const char *id, char *sha2
                           "SELECT id, state FROM jobs WHERE dataset_id = ?1"
                           " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
                           "dataset", id);
-    if (!rc) rc = exec(s, NULL, "DELETE FROM datasets WHERE id = ?1", "s", id);
+    if (!rc) rc = exec(s, "DELETE FROM datasets WHERE id = ?1", "s", id);
     rc = tx_end(s, rc, rc == STORE_OK);
     if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
     return rc;
@@ -788,7 +794,7 @@ static json_t *claim_row(sqlite3_stmt *st) {
 
 static int job_fetch(store *s, const char *owner, const char *id, json_t **out) {
     int rc = query_one(s, job_row, out,
-                       "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND (?2 IS NULL OR j.owner = ?2)",
+                       "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND " OWNED,
                        "ss", id, owner);
     if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no job %s", id);
     return rc;
@@ -805,7 +811,8 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
     if (idempotency_key) {
         /* A retried request (the client never saw our answer) gets the job it already made. */
         rc = query_one(s, job_row, out,
-                       "SELECT " JOB_COLS " FROM jobs j WHERE j.owner = ?1 AND j.idempotency_key = ?2",
+                       "SELECT " JOB_COLS " FROM jobs j"
+                       " WHERE j.owner = ?1 AND j.idempotency_key = ?2",
                        "ss", owner, idempotency_key);
         if (rc == STORE_OK) {
             fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
@@ -816,7 +823,7 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
     }
     json_t *row = NULL;
     rc = query_one(s, model_row, &row,
-                   "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
+                   "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
                    "ss", model_id, as);
     json_decref(row);
     if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no model %s", model_id);
@@ -830,7 +837,7 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
     char id[32];
     store_new_id(id, "j_");
     if (!rc)
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "INSERT INTO jobs (id, owner, model_id, dataset_id, spec, max_attempts,"
                   " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                   "ssssjisI", id, owner, model_id, dataset_id, spec, max_attempts,
@@ -848,6 +855,11 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
                    json_t **out_array, char **next_cursor) {
     *out_array = NULL;
     *next_cursor = NULL;
+    if (state && strcmp(state, "queued") && strcmp(state, "running") &&
+        strcmp(state, "succeeded") && strcmp(state, "failed") && strcmp(state, "canceled"))
+        return fail(s, STORE_EINVAL,
+                    "'%.32s' is not a job state (queued, running, succeeded, failed, canceled)",
+                    state);
     int64_t before = INT64_MAX;
     if (after) {
         /* The cursor is the seq of the last job of the previous page. */
@@ -896,8 +908,8 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
     *out = NULL;
     int rc = tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
-                             "ss", id, owner);
+    sqlite3_stmt *st =
+        query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return tx_end(s, STORE_EDB, 0);
     char state[16] = "", stage[64] = "";
     int step = sqlite3_step(st), has_stage = 0;
@@ -911,14 +923,14 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
     sqlite3_reset(st);
     if (rc) return tx_end(s, rc, 0);
     if (!strcmp(state, "queued")) {
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "UPDATE jobs SET state = 'canceled', finished_ms = ?2 WHERE id = ?1", "sI", id,
                   store_now_ms());
         if (!rc) rc = state_event(s, id, "canceled", has_stage ? stage : NULL, NULL);
     } else if (!strcmp(state, "running")) {
         /* The worker sees this at its next progress write (STORE_ECONFLICT) and ends the job;
          * if it dies first, store_job_expire ends it canceled. */
-        rc = exec(s, NULL, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", "s", id);
+        rc = exec(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", "s", id);
     } else {
         rc = fail(s, STORE_ECONFLICT, "job %s has already ended (%s)", id, state);
     }
@@ -929,8 +941,8 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
 int store_job_delete(store *s, const char *owner, const char *id) {
     int rc = tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = query(s, "SELECT state FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
-                             "ss", id, owner);
+    sqlite3_stmt *st =
+        query(s, "SELECT state FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return tx_end(s, STORE_EDB, 0);
     char state[16] = "";
     int step = sqlite3_step(st);
@@ -942,7 +954,7 @@ int store_job_delete(store *s, const char *owner, const char *id) {
     if (!rc && (!strcmp(state, "queued") || !strcmp(state, "running")))
         rc = fail(s, STORE_ECONFLICT, "job %s is %s; cancel it first, then delete it", id, state);
     /* Its events and artifacts go with it (ON DELETE CASCADE). */
-    if (!rc) rc = exec(s, NULL, "DELETE FROM jobs WHERE id = ?1", "s", id);
+    if (!rc) rc = exec(s, "DELETE FROM jobs WHERE id = ?1", "s", id);
     return tx_end(s, rc, rc == STORE_OK);
 }
 
@@ -973,6 +985,7 @@ int store_job_counts(store *s, json_t **out) {
 
 int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out) {
     *out = NULL;
+    if (!worker || !*worker) return fail(s, STORE_EINVAL, "a worker needs a name to claim a job");
     int rc = tx_begin(s);
     if (rc) return rc;
     int64_t now = store_now_ms();
@@ -1043,7 +1056,7 @@ int store_job_progress(store *s, const char *id, const char *worker, int64_t lea
     rc = lease_check(s, id, worker, &cancel, NULL, 0, NULL);
     /* NULL stage or progress keeps the stored one: a bare heartbeat. */
     if (!rc)
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "UPDATE jobs SET lease_expires_ms = ?2, stage = COALESCE(?3, stage),"
                   " progress = COALESCE(?4, progress) WHERE id = ?1",
                   "sIsj", id, store_now_ms() + lease_ms, stage, progress);
@@ -1072,7 +1085,7 @@ int store_job_metrics(store *s, const char *id, const char *worker, json_t *metr
             cur = json_object();
         }
         json_object_update_recursive(cur, metrics);
-        rc = exec(s, NULL, "UPDATE jobs SET metrics = ?2 WHERE id = ?1", "sj", id, cur);
+        rc = exec(s, "UPDATE jobs SET metrics = ?2 WHERE id = ?1", "sj", id, cur);
     }
     json_decref(cur);
     return tx_end(s, rc, rc == STORE_OK);
@@ -1090,7 +1103,7 @@ int store_job_finish(store *s, const char *id, const char *worker, const char *s
     char stage[64] = "";
     rc = lease_check(s, id, worker, NULL, stage, sizeof stage, &has_stage);
     if (!rc)
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4, lease_worker = NULL,"
                   " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
                   "sssI", id, state, error, store_now_ms());
@@ -1100,16 +1113,17 @@ int store_job_finish(store *s, const char *id, const char *worker, const char *s
 
 /* A running job back to the queue (attempts_delta: 0 counts the attempt, -1 gives it back),
  * or, if a cancel was requested meanwhile, to canceled: nobody should run it again. */
-static int job_requeue(store *s, const char *id, int cancel, const char *stage, int attempts_delta) {
+static int job_requeue(store *s, const char *id, int cancel, const char *stage,
+                       int attempts_delta) {
     int rc;
     if (cancel) {
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "UPDATE jobs SET state = 'canceled', finished_ms = ?2, lease_worker = NULL,"
                   " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
                   "sI", id, store_now_ms());
         return rc ? rc : state_event(s, id, "canceled", stage, NULL);
     }
-    rc = exec(s, NULL,
+    rc = exec(s,
               "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
               " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
               "si", id, attempts_delta);
@@ -1183,7 +1197,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
                  "gave up after %d attempt%s: the worker running it (%s) %s (%s)", x->attempts,
                  x->attempts == 1 ? "" : "s", x->worker, died ? "exited" : "stopped responding",
                  seen);
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
                   " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
                   "ssI", x->id, error, store_now_ms());
@@ -1208,8 +1222,7 @@ static json_t *artifact_row(sqlite3_stmt *st) {
 
 /* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
 static int job_visible(store *s, const char *owner, const char *id) {
-    sqlite3_stmt *st = query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND (?2 IS NULL OR owner = ?2)",
-                             "ss", id, owner);
+    sqlite3_stmt *st = query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return STORE_EDB;
     int step = sqlite3_step(st);
     int rc = step == SQLITE_ROW    ? STORE_OK
@@ -1226,7 +1239,7 @@ int store_artifact_add(store *s, const char *job_id, const char *name, int64_t b
     rc = job_visible(s, NULL, job_id);
     /* A retried job exports again: the newer file replaces the row of the same name. */
     if (!rc)
-        rc = exec(s, NULL,
+        rc = exec(s,
                   "INSERT INTO artifacts (job_id, name, bytes, sha256, created_ms)"
                   " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, name) DO UPDATE SET"
                   " bytes = excluded.bytes, sha256 = excluded.sha256,"

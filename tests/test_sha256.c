@@ -92,36 +92,36 @@ struct hmac_case {
 };
 
 TEST(rfc4231_hmac) {
-    static struct hmac_case cases[6];
+    struct hmac_case cases[6];
     uint8_t dd[50], cd[50];
     memset(dd, 0xdd, sizeof dd);
     memset(cd, 0xcd, sizeof cd);
     /* 1: a 20-byte key of 0x0b */
     cases[0] = (struct hmac_case){"1", {0}, 20, "Hi There", 8,
-                                  "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"};
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"};
     memset(cases[0].key, 0x0b, 20);
     /* 2: a key shorter than the output */
     cases[1] = (struct hmac_case){"2", "Jefe", 4, "what do ya want for nothing?", 28,
-                                  "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"};
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"};
     /* 3: 0xaa key, 50 bytes of 0xdd */
     cases[2] = (struct hmac_case){"3", {0}, 20, (const char *)dd, 50,
-                                  "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"};
+        "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"};
     memset(cases[2].key, 0xaa, 20);
     /* 4: key 0x01..0x19, 50 bytes of 0xcd */
     cases[3] = (struct hmac_case){"4", {0}, 25, (const char *)cd, 50,
-                                  "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"};
+        "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"};
     for (int i = 0; i < 25; i++) cases[3].key[i] = (uint8_t)(i + 1);
     /* 6: a 131-byte key, longer than the block, is hashed first */
     const char *d6 = "Test Using Larger Than Block-Size Key - Hash Key First";
     cases[4] = (struct hmac_case){"6", {0}, 131, d6, strlen(d6),
-                                  "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"};
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"};
     memset(cases[4].key, 0xaa, 131);
     /* 7: long key and data longer than the block */
     const char *d7 = "This is a test using a larger than block-size key and a larger than "
                      "block-size data. The key needs to be hashed before being used by the HMAC "
                      "algorithm.";
     cases[5] = (struct hmac_case){"7", {0}, 131, d7, strlen(d7),
-                                  "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"};
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"};
     memset(cases[5].key, 0xaa, 131);
     for (int i = 0; i < 6; i++) {
         uint8_t mac[32];

@@ -278,7 +278,8 @@ TEST(migrates_from_empty_and_reopens) {
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     sqlite3_stmt *st;
     CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(!strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
     sqlite3_finalize(st);
     sqlite3_close(db);
     /* reopening keeps the data and does not migrate again */
@@ -494,7 +495,8 @@ TEST(job_lifecycle_with_events) {
     CHECK(store_job_claim(s, "w1:100", 1000, &j) == STORE_OK);
     CHECK(!strcmp(str(j, "id"), job) && !strcmp(str(j, "state"), "running"));
     CHECK(num(j, "attempts") == 1 && !strcmp(str(j, "owner"), "u"));
-    CHECK(!strcmp(str(j, "dataset_id"), "fashion-mnist") && !strcmp(str(j, "dataset_kind"), "builtin"));
+    CHECK(!strcmp(str(j, "dataset_id"), "fashion-mnist"));
+    CHECK(!strcmp(str(j, "dataset_kind"), "builtin"));
     CHECK(json_is_null(json_object_get(j, "dataset_sha256")));
     CHECK(strlen(str(j, "model_sha256")) == 64);
     CHECK(json_is_string(json_object_get(j, "started_at")));
@@ -554,7 +556,8 @@ TEST(job_lifecycle_with_events) {
     CHECK(store_job_finish(s, job, "w1:100", "succeeded", NULL) == STORE_OK);
     CHECK(store_job_finish(s, job, "w1:100", "succeeded", NULL) == STORE_ELEASE);
     CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "state"), "succeeded") && json_is_string(json_object_get(j, "finished_at")));
+    CHECK(!strcmp(str(j, "state"), "succeeded"));
+    CHECK(json_is_string(json_object_get(j, "finished_at")));
     CHECK(json_is_null(json_object_get(j, "error")));
     json_decref(j);
     event_trail(s, job, trail, sizeof trail);
@@ -599,7 +602,8 @@ TEST(cancel_queued_and_running) {
     json_decref(j);
     /* queued: canceled at once */
     CHECK(store_job_cancel(s, "", q, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "state"), "canceled") && json_is_string(json_object_get(j, "finished_at")));
+    CHECK(!strcmp(str(j, "state"), "canceled"));
+    CHECK(json_is_string(json_object_get(j, "finished_at")));
     json_decref(j);
     CHECK(store_job_cancel(s, "", q, &j) == STORE_ECONFLICT && j == NULL);
     CHECK(strstr(store_errmsg(s), "already ended") != NULL);
@@ -747,7 +751,8 @@ TEST(idempotency_key) {
     add_model(s, "b", 'b', model_b);
     add_job(s, "a", model_a, "key-1", 3, j1);
     json_t *j = NULL;
-    CHECK(store_job_insert(s, "a", model_a, "fashion-mnist", NULL, 3, "key-1", &j) == STORE_EEXISTS);
+    CHECK(store_job_insert(s, "a", model_a, "fashion-mnist", NULL, 3, "key-1", &j) ==
+          STORE_EEXISTS);
     CHECK(j && !strcmp(str(j, "id"), j1));
     json_decref(j);
     add_job(s, "b", model_b, "key-1", 3, j2); /* the key is per owner */
@@ -818,6 +823,7 @@ TEST(pagination_and_counts) {
     CHECK(json_array_size(arr) == 25 && next == NULL); /* exactly full: no empty next page */
     json_decref(arr);
     CHECK(store_job_list(s, "u", NULL, 10, "x1", &arr, &next) == STORE_EINVAL && arr == NULL);
+    CHECK(store_job_list(s, "u", "done", 10, NULL, &arr, &next) == STORE_EINVAL && arr == NULL);
     CHECK(store_job_counts(s, &j) == STORE_OK);
     CHECK(num(j, "queued") == 25 && num(j, "running") == 1 && num(j, "succeeded") == 0 &&
           num(j, "failed") == 0 && num(j, "canceled") == 0 && json_object_size(j) == 5);
@@ -899,7 +905,8 @@ TEST(four_processes_claim_each_job_once) {
         CHECK_MSG(found, "unknown id %s", line);
     }
     CHECK_MSG(lines == NJOBS, "%d claims for %d jobs", lines, NJOBS);
-    for (int i = 0; i < NJOBS; i++) CHECK_MSG(claimed[i] == 1, "job %d claimed %d times", i, claimed[i]);
+    for (int i = 0; i < NJOBS; i++)
+        CHECK_MSG(claimed[i] == 1, "job %d claimed %d times", i, claimed[i]);
     /* and the database agrees: every job succeeded on its first attempt */
     char err[512];
     CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_OK);
@@ -909,6 +916,38 @@ TEST(four_processes_claim_each_job_once) {
     CHECK(pragma_int(path, "SELECT COUNT(*) FROM jobs WHERE attempts = 1") == NJOBS);
     CHECK(pragma_int(path, "SELECT COUNT(*) FROM events") == 4 * NJOBS);
     store_close(s);
+}
+
+/* gplqd and its workers may start together on a database that does not exist yet: every
+ * process must open it (the schema created once) and be able to write. */
+TEST(four_processes_create_one_database) {
+    enum { NPROC = 4 };
+    fresh_dir();
+    char path[512];
+    db_path(path, sizeof path);
+    pid_t pids[NPROC];
+    for (int p = 0; p < NPROC; p++) {
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            char err[512], id[32];
+            store *c = NULL;
+            if (store_open(&c, path, 10000, err, sizeof err)) {
+                fprintf(stderr, "  child %d: %s\n", p, err);
+                _exit(2);
+            }
+            int before = test_failed_checks_;
+            add_model(c, "", (char)('a' + p), id);
+            store_close(c);
+            _exit(test_failed_checks_ == before ? 0 : 3);
+        }
+    }
+    for (int p = 0; p < NPROC; p++) {
+        int st = -1;
+        waitpid(pids[p], &st, 0);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %d", p, st);
+    }
+    CHECK(pragma_int(path, "SELECT COUNT(*) FROM models") == NPROC);
+    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
 }
 
 TEST_MAIN()
