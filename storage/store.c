@@ -660,9 +660,11 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
     if (!kind || (strcmp(kind, "builtin") && strcmp(kind, "upload")))
         return fail(s, STORE_EINVAL, "a dataset's kind is 'builtin' or 'upload', not '%s'",
                     kind ? kind : "(none)");
+    char id[64];
+    if (id_or_null && (!*id_or_null || strlen(id_or_null) >= sizeof id))
+        return fail(s, STORE_EINVAL, "a dataset id is 1 to 63 characters");
     int rc = tx_begin(s);
     if (rc) return rc;
-    char id[64];
     if (id_or_null) {
         snprintf(id, sizeof id, "%s", id_or_null);
         /* A fixed id (a built-in registered at every start-up) that is already there. */
@@ -678,9 +680,11 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
         sqlite3_stmt *st = query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
         if (!st) return tx_end(s, STORE_EDB, 0);
         int step = sqlite3_step(st);
+        rc = step == SQLITE_ROW    ? fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id)
+             : step == SQLITE_DONE ? STORE_OK
+                                   : db_fail(s);
         sqlite3_reset(st);
-        if (step == SQLITE_ROW)
-            return tx_end(s, fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id), 0);
+        if (rc) return tx_end(s, rc, 0);
     } else {
         store_new_id(id, "d_");
     }
