@@ -1,0 +1,1555 @@
+/*
+ * imagefolder.c: uploaded image-folder datasets (see imagefolder.h). The archive walk and the
+ * rules an upload must follow, JPEG and PNG decoding straight from the archive stream, the
+ * timm-style eval transform (with its slow reference), the seeded held-out split, and the
+ * packed cache file.
+ */
+#include "io/imagefolder.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <jpeglib.h> /* after stdio.h: it uses FILE */
+#include <jerror.h>  /* WARNMS and the warning codes */
+#include <png.h>     /* brings setjmp.h */
+
+#define IMGF_MAX_SIZE 4096      /* crop sizes beyond this are a caller's mistake, not a dataset */
+#define IMGF_NAME_SHOWN 200     /* bytes of a member name quoted in a message */
+
+void imgf_limits_default(imgf_limits *l) {
+    l->max_images = 2000000;
+    l->max_pixels = 50000000;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Messages. Member names come from the uploader, and messages end up in JSON responses, so
+ * every message is made valid UTF-8 without control characters before the caller sees it. */
+
+/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if it is not one. As strict
+ * as jansson: no overlong forms, no surrogates, nothing above U+10FFFF. */
+static int utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0], cp, min;
+    int len;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+static int utf8_valid(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        int l = utf8_seq((const unsigned char *)s + i, n - i);
+        if (!l) return 0;
+        i += (size_t)l;
+    }
+    return 1;
+}
+
+/* Rewrites s in place: control characters and bytes that are not UTF-8 become '?'. A message
+ * cut short by its buffer ends in half a character, which this also repairs. */
+static void sanitize(char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        int l = utf8_seq((const unsigned char *)s + i, n - i);
+        if (!l || c < 0x20 || c == 0x7f) {
+            s[i++] = '?';
+            continue;
+        }
+        i += (size_t)l;
+    }
+}
+
+__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
+                                                         const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    sanitize(err);
+}
+
+/* A member name as quoted in messages: at most IMGF_NAME_SHOWN bytes, cut on a character
+ * boundary with "..." (a hostile name must not crowd the reason out of the message). */
+static void show_name(char *out, size_t outlen, const char *name) {
+    size_t n = strlen(name), i = 0, limit = outlen > 4 ? outlen - 4 : 0;
+    while (i < n) {
+        int l = utf8_seq((const unsigned char *)name + i, n - i);
+        if (!l) l = 1; /* sanitize() turns it into '?' later */
+        if (i + (size_t)l > limit) break;
+        i += (size_t)l;
+    }
+    memcpy(out, name, i);
+    strcpy(out + i, i < n ? "..." : "");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Decoding from the archive stream. Members are never read whole into memory: libjpeg and
+ * libpng pull from archive_read_data through this source, so inspecting an archive reads only
+ * each image's header and a huge member costs nothing until it is decoded. */
+
+typedef struct {
+    struct archive *a;
+    uint8_t buf[1 << 16];
+    size_t len, pos;        /* bytes in buf; next byte PNG has not consumed yet */
+    int eof;
+    int have_msg;           /* msg already says what went wrong (a read error) */
+    char msg[JMSG_LENGTH_MAX + 256];
+    jmp_buf jmp;            /* libjpeg's errors land here (libpng has its own jmp_buf) */
+    struct jpeg_decompress_struct jd;
+    struct jpeg_error_mgr jerr;
+    struct jpeg_source_mgr jsrc;
+    uint8_t **rows;         /* PNG row pointers during a decode */
+} imgf_src;
+
+/* Reads the next chunk of the member into buf. Returns 0 (eof set at the end) or -1. */
+static int src_fill(imgf_src *s) {
+    la_ssize_t n = archive_read_data(s->a, s->buf, sizeof s->buf);
+    if (n < 0) {
+        snprintf(s->msg, sizeof s->msg, "cannot read it from the archive: %s",
+                 archive_error_string(s->a) ? archive_error_string(s->a) : "read error");
+        s->have_msg = 1;
+        return -1;
+    }
+    s->len = (size_t)n;
+    s->pos = 0;
+    s->eof = n == 0;
+    return 0;
+}
+
+/* Starts a member: reads until the 8 bytes that identify a JPEG or PNG are in buf. */
+static int src_begin(imgf_src *s) {
+    s->len = s->pos = 0;
+    s->eof = 0;
+    s->have_msg = 0;
+    s->msg[0] = 0;
+    while (s->len < 8) {
+        la_ssize_t n = archive_read_data(s->a, s->buf + s->len, sizeof s->buf - s->len);
+        if (n < 0) {
+            snprintf(s->msg, sizeof s->msg, "cannot read it from the archive: %s",
+                     archive_error_string(s->a) ? archive_error_string(s->a) : "read error");
+            return -1;
+        }
+        if (n == 0) {
+            s->eof = 1;
+            break;
+        }
+        s->len += (size_t)n;
+    }
+    return 0;
+}
+
+/* libjpeg: errors longjmp back with the library's message; warnings (a truncated file, stray
+ * bytes) are tolerated as djpeg and PIL tolerate them, and nothing is ever printed. */
+static void jpeg_fail(j_common_ptr c) {
+    imgf_src *s = c->client_data;
+    if (!s->have_msg) {
+        char m[JMSG_LENGTH_MAX];
+        (*c->err->format_message)(c, m);
+        snprintf(s->msg, sizeof s->msg, "not a valid JPEG: %s", m);
+    }
+    s->have_msg = 1;
+    longjmp(s->jmp, 1);
+}
+
+static void jpeg_quiet(j_common_ptr c) { (void)c; }
+
+static void jsrc_init(j_decompress_ptr c) { (void)c; }
+
+static boolean jsrc_fill(j_decompress_ptr c) {
+    imgf_src *s = c->client_data;
+    static const JOCTET eoi[2] = {0xFF, JPEG_EOI};
+    if (src_fill(s)) longjmp(s->jmp, 1);
+    if (s->eof) {
+        /* A truncated file: end it here, as libjpeg's own sources do, with a warning. */
+        c->src->next_input_byte = eoi;
+        c->src->bytes_in_buffer = 2;
+        WARNMS(c, JWRN_JPEG_EOF);
+        return TRUE;
+    }
+    c->src->next_input_byte = s->buf;
+    c->src->bytes_in_buffer = s->len;
+    return TRUE;
+}
+
+static void jsrc_skip(j_decompress_ptr c, long n) {
+    struct jpeg_source_mgr *src = c->src;
+    if (n <= 0) return;
+    while (n > (long)src->bytes_in_buffer) {
+        n -= (long)src->bytes_in_buffer;
+        jsrc_fill(c); /* at the end it supplies a 2-byte EOI, so this terminates */
+    }
+    src->next_input_byte += n;
+    src->bytes_in_buffer -= (size_t)n;
+}
+
+static void jsrc_term(j_decompress_ptr c) { (void)c; }
+
+/* The walk's state: what it collected and, for imgf_load, the decoded images. */
+typedef struct {
+    char *name;         /* the member's name in the archive, for messages (owned) */
+    char *path;         /* normalized: no "." or empty components (owned) */
+    const char *rel;    /* path below the top-level folder, if there is one (into path) */
+    int split;          /* 0 train, 1 val */
+    int label;
+    int64_t slot;       /* imgf_load: its decoded image in images */
+} imgf_member;
+
+typedef struct {
+    const imgf_limits *lim;
+    int decode;                 /* 0: headers only (inspect); 1: decode and transform (load) */
+    int channels, size;
+    imgf_member *files;
+    int64_t nfiles, files_cap;
+    char **dirs;                /* normalized directory paths (owned) */
+    int64_t ndirs, dirs_cap;
+    uint8_t *images;            /* (nfiles, channels, size, size) in walk order */
+    int64_t images_cap;
+    uint8_t *native;            /* one decoded image (h, w, up to 3) */
+    size_t native_cap;
+    imgf_src *src;
+} imgf_walk;
+
+static int ensure_native(imgf_walk *w, int64_t width, int64_t height) {
+    size_t need = (size_t)width * (size_t)height * 3;
+    if (need <= w->native_cap) return 0;
+    uint8_t *p = realloc(w->native, need);
+    if (!p) return -1;
+    w->native = p;
+    w->native_cap = need;
+    return 0;
+}
+
+static int check_pixels(imgf_walk *w, imgf_src *s, int64_t width, int64_t height) {
+    if (width * height <= w->lim->max_pixels) return 0;
+    snprintf(s->msg, sizeof s->msg, "%lldx%lld is %lld pixels, more than the limit of %lld",
+             (long long)width, (long long)height, (long long)(width * height),
+             (long long)w->lim->max_pixels);
+    return -1;
+}
+
+/* Decodes the JPEG whose first bytes are in s->buf: the header only, or (w->decode) the whole
+ * image into w->native as (h, w, w->channels), which libjpeg converts to: its grayscale
+ * output is the JPEG's luma plane, its RGB output replicates a grayscale JPEG. Returns 0 or -1
+ * with s->msg. */
+static int jpeg_run(imgf_walk *w, imgf_src *s, int *width, int *height) {
+    struct jpeg_decompress_struct *c = &s->jd;
+    c->err = jpeg_std_error(&s->jerr);
+    s->jerr.error_exit = jpeg_fail;
+    s->jerr.output_message = jpeg_quiet;
+    c->client_data = s;
+    if (setjmp(s->jmp)) {
+        jpeg_destroy_decompress(c);
+        return -1;
+    }
+    jpeg_create_decompress(c);
+    c->client_data = s; /* jpeg_create_decompress clears the struct */
+    s->jsrc.init_source = jsrc_init;
+    s->jsrc.fill_input_buffer = jsrc_fill;
+    s->jsrc.skip_input_data = jsrc_skip;
+    s->jsrc.resync_to_restart = jpeg_resync_to_restart;
+    s->jsrc.term_source = jsrc_term;
+    s->jsrc.next_input_byte = s->buf;
+    s->jsrc.bytes_in_buffer = s->len;
+    c->src = &s->jsrc;
+    jpeg_read_header(c, TRUE);
+    switch (c->jpeg_color_space) {
+    case JCS_GRAYSCALE:
+    case JCS_YCbCr:
+    case JCS_RGB:
+        break;
+    case JCS_CMYK:
+    case JCS_YCCK:
+        snprintf(s->msg, sizeof s->msg,
+                 "a CMYK JPEG, which is not supported (save it as RGB or grayscale)");
+        jpeg_destroy_decompress(c);
+        return -1;
+    default:
+        snprintf(s->msg, sizeof s->msg, "a JPEG with %d color components, not gray or RGB",
+                 c->num_components);
+        jpeg_destroy_decompress(c);
+        return -1;
+    }
+    *width = (int)c->image_width;
+    *height = (int)c->image_height;
+    if (check_pixels(w, s, c->image_width, c->image_height)) {
+        jpeg_destroy_decompress(c);
+        return -1;
+    }
+    if (!w->decode) {
+        jpeg_destroy_decompress(c);
+        return 0;
+    }
+    c->out_color_space = w->channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(c);
+    if ((int)c->output_components != w->channels) {
+        snprintf(s->msg, sizeof s->msg, "libjpeg decodes it to %d channels, not %d",
+                 c->output_components, w->channels);
+        jpeg_destroy_decompress(c);
+        return -1;
+    }
+    if (ensure_native(w, *width, *height)) {
+        snprintf(s->msg, sizeof s->msg, "out of memory decoding it");
+        jpeg_destroy_decompress(c);
+        return -1;
+    }
+    size_t stride = (size_t)*width * (size_t)w->channels;
+    while (c->output_scanline < c->output_height) {
+        JSAMPROW row = w->native + (size_t)c->output_scanline * stride;
+        jpeg_read_scanlines(c, &row, 1);
+    }
+    /* No jpeg_finish_decompress: whatever follows the last scanline does not matter. */
+    jpeg_destroy_decompress(c);
+    return 0;
+}
+
+static void png_fail(png_structp png, png_const_charp msg) {
+    imgf_src *s = png_get_error_ptr(png);
+    if (!s->have_msg) snprintf(s->msg, sizeof s->msg, "not a valid PNG: %s", msg);
+    s->have_msg = 1;
+    png_longjmp(png, 1);
+}
+
+static void png_quiet(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+static void png_src_read(png_structp png, png_bytep out, size_t n) {
+    imgf_src *s = png_get_io_ptr(png);
+    while (n) {
+        if (s->pos == s->len) {
+            if (src_fill(s)) png_error(png, "read error");
+            if (s->eof) png_error(png, "the file ends in the middle of the image");
+        }
+        size_t k = s->len - s->pos < n ? s->len - s->pos : n;
+        memcpy(out, s->buf + s->pos, k);
+        s->pos += k;
+        out += k;
+        n -= k;
+    }
+}
+
+/* Decodes the PNG whose first bytes are in s->buf: the header only, or the whole image into
+ * w->native as 8-bit gray or RGB, *nc channels. Palettes and gray below 8 bits are expanded,
+ * 16-bit samples keep their high byte, and alpha (an alpha channel or a tRNS chunk) is dropped,
+ * not composited: this is what PIL's convert("RGB") does, which timm's loader calls. */
+static int png_run(imgf_walk *w, imgf_src *s, int *width, int *height, int *nc) {
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, s, png_fail, png_quiet);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        snprintf(s->msg, sizeof s->msg, "out of memory decoding it");
+        png_destroy_read_struct(&png, NULL, NULL);
+        return -1;
+    }
+    s->rows = NULL;
+    if (setjmp(png_jmpbuf(png))) {
+        free(s->rows);
+        s->rows = NULL;
+        png_destroy_read_struct(&png, &info, NULL);
+        return -1;
+    }
+    png_set_read_fn(png, s, png_src_read);
+    png_read_info(png, info);
+    png_uint_32 pw, ph;
+    int depth, ctype, interlace;
+    png_get_IHDR(png, info, &pw, &ph, &depth, &ctype, &interlace, NULL, NULL);
+    *width = (int)pw;
+    *height = (int)ph;
+    if (check_pixels(w, s, pw, ph) || !w->decode) {
+        int bad = s->msg[0] != 0; /* check_pixels explained itself */
+        png_destroy_read_struct(&png, &info, NULL);
+        return bad ? -1 : 0;
+    }
+    if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (depth == 16) png_set_strip_16(png);
+    if (ctype & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    *nc = png_get_channels(png, info);
+    if ((*nc != 1 && *nc != 3) || png_get_rowbytes(png, info) != (size_t)pw * (size_t)*nc) {
+        snprintf(s->msg, sizeof s->msg, "a PNG that does not decode to 8-bit gray or RGB");
+        png_destroy_read_struct(&png, &info, NULL);
+        return -1;
+    }
+    if (ensure_native(w, pw, ph) || !(s->rows = malloc(ph * sizeof *s->rows))) {
+        snprintf(s->msg, sizeof s->msg, "out of memory decoding it");
+        png_destroy_read_struct(&png, &info, NULL);
+        return -1;
+    }
+    for (png_uint_32 y = 0; y < ph; y++) s->rows[y] = w->native + (size_t)y * pw * (size_t)*nc;
+    png_read_image(png, s->rows);
+    /* No png_read_end: chunks after the image data do not matter. */
+    free(s->rows);
+    s->rows = NULL;
+    png_destroy_read_struct(&png, &info, NULL);
+    return 0;
+}
+
+/* Converts n pixels in place from nc to want channels: gray to RGB by replication, RGB to gray
+ * by ITU-R 601 luma in PIL's fixed point ((19595 R + 38470 G + 7471 B + 2^15) >> 16, i.e.
+ * 0.299 R + 0.587 G + 0.114 B rounded). buf holds 3n bytes. */
+static void convert_channels(uint8_t *buf, size_t n, int nc, int want) {
+    if (nc == want) return;
+    if (nc == 3) {
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *p = buf + 3 * i;
+            buf[i] = (uint8_t)((19595u * p[0] + 38470u * p[1] + 7471u * p[2] + 32768u) >> 16);
+        }
+    } else {
+        /* backwards, so that no gray value is overwritten before it is copied */
+        for (size_t i = n; i-- > 0;) buf[3 * i] = buf[3 * i + 1] = buf[3 * i + 2] = buf[i];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The eval transform. */
+
+void imgf_eval_geometry(int w, int h, int size, int *rw, int *rh, int *left, int *top) {
+    int64_t s = (int64_t)size * 8 / 7; /* floor(size / 0.875), in integers */
+    if (w <= h) {
+        *rw = (int)s;
+        *rh = (int)(s * h / w);
+    } else {
+        *rh = (int)s;
+        *rw = (int)(s * w / h);
+    }
+    /* rint: ties to even, as Python's round() in torchvision's center_crop */
+    *left = (int)rint((*rw - size) / 2.0);
+    *top = (int)rint((*rh - size) / 2.0);
+}
+
+static double triangle(double x) {
+    x = fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+#define IMGF_PREC 22 /* fixed-point bits of the coefficients, as Pillow's 8-bit path */
+
+/* One axis of the resize, for the outputs first..first+n-1 of an in -> out resize: output o
+ * reads inputs lo[o] .. lo[o]+cnt[o]-1 with weights k[o * ksize + t] (IMGF_PREC fixed point). The
+ * filter is the triangle stretched by the shrink factor, centred on the output pixel's centre
+ * mapped into the input, windowed and normalized as Pillow's precompute_coeffs does. */
+typedef struct {
+    int ksize;
+    int *lo, *cnt;      /* (n) */
+    int32_t *k;         /* (n, ksize) */
+} imgf_axis;
+
+static void axis_free(imgf_axis *ax) {
+    free(ax->lo);
+    free(ax->cnt);
+    free(ax->k);
+}
+
+static int axis_init(imgf_axis *ax, int in, int out, int first, int n) {
+    double scale = (double)in / out, fscale = scale < 1.0 ? 1.0 : scale;
+    double support = fscale; /* the triangle's support is 1 */
+    ax->ksize = (int)ceil(support) * 2 + 1;
+    ax->lo = malloc((size_t)n * sizeof *ax->lo);
+    ax->cnt = malloc((size_t)n * sizeof *ax->cnt);
+    ax->k = calloc((size_t)n * (size_t)ax->ksize, sizeof *ax->k);
+    double *wt = malloc((size_t)ax->ksize * sizeof *wt);
+    if (!ax->lo || !ax->cnt || !ax->k || !wt) {
+        axis_free(ax);
+        free(wt);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        double center = (first + i + 0.5) * scale, sum = 0;
+        int lo = (int)(center - support + 0.5), hi = (int)(center + support + 0.5);
+        if (lo < 0) lo = 0;
+        if (hi > in) hi = in;
+        for (int x = lo; x < hi; x++) sum += wt[x - lo] = triangle((x - center + 0.5) / fscale);
+        int32_t *k = ax->k + (size_t)i * ax->ksize;
+        for (int x = lo; x < hi; x++)
+            k[x - lo] = (int32_t)(0.5 + (sum != 0.0 ? wt[x - lo] / sum : 0.0) * (1 << IMGF_PREC));
+        ax->lo[i] = lo;
+        ax->cnt[i] = hi - lo;
+    }
+    free(wt);
+    return 0;
+}
+
+/* Gives every window exactly ksize taps, so that the horizontal loop has a constant trip count
+ * and unrolls: a window that would run past the end moves left, its weights move right, and
+ * the added taps weigh exactly 0, so results are bit for bit the same. Needs in >= ksize. */
+static void axis_fix_taps(imgf_axis *ax, int in, int n) {
+    for (int i = 0; i < n; i++) {
+        int32_t *k = ax->k + (size_t)i * ax->ksize;
+        int shift = ax->lo[i] + ax->ksize - in;
+        if (shift > 0) {
+            memmove(k + shift, k, (size_t)ax->cnt[i] * sizeof *k);
+            memset(k, 0, (size_t)shift * sizeof *k);
+            ax->lo[i] -= shift;
+        }
+        ax->cnt[i] = ax->ksize;
+    }
+}
+
+static inline uint8_t clip8(int32_t v) {
+    v >>= IMGF_PREC;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* One row of the horizontal pass, o (size, c) from row (w, c). taps > 0: every window has that
+ * many taps (a constant where this is inlined, so the loop unrolls); 0: ax->cnt says. */
+static inline __attribute__((always_inline)) void hpass_row(const uint8_t *row, uint8_t *o,
+                                                             const imgf_axis *ax, int size,
+                                                             int c, int taps) {
+    for (int j = 0; j < size; j++) {
+        const int32_t *k = ax->k + (size_t)j * ax->ksize;
+        const uint8_t *p = row + (size_t)ax->lo[j] * c;
+        int n = taps ? taps : ax->cnt[j];
+        if (c == 3) {
+            int32_t s0 = 1 << (IMGF_PREC - 1), s1 = s0, s2 = s0;
+            for (int t = 0; t < n; t++) {
+                s0 += p[3 * t] * k[t];
+                s1 += p[3 * t + 1] * k[t];
+                s2 += p[3 * t + 2] * k[t];
+            }
+            o[3 * j] = clip8(s0);
+            o[3 * j + 1] = clip8(s1);
+            o[3 * j + 2] = clip8(s2);
+        } else {
+            int32_t s0 = 1 << (IMGF_PREC - 1);
+            for (int t = 0; t < n; t++) s0 += p[t] * k[t];
+            o[j] = clip8(s0);
+        }
+    }
+}
+
+int imgf_transform(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst) {
+    int rw, rh, left, top;
+    imgf_eval_geometry(w, h, size, &rw, &rh, &left, &top);
+    imgf_axis ax, ay;
+    if (axis_init(&ax, w, rw, left, size)) return -1;
+    if (axis_init(&ay, h, rh, top, size)) {
+        axis_free(&ax);
+        return -1;
+    }
+    /* Only the input rows the cropped output rows read go through the horizontal pass. */
+    int y0 = ay.lo[0], y1 = ay.lo[size - 1] + ay.cnt[size - 1];
+    size_t rowlen = (size_t)size * (size_t)c;
+    uint8_t *tmp = malloc((size_t)(y1 - y0) * rowlen);  /* (y1 - y0, size, c) */
+    int32_t *acc = malloc(rowlen * sizeof *acc);        /* (size, c) */
+    int rc = -1;
+    if (!tmp || !acc) goto out;
+    int taps = 0;
+    if (w >= ax.ksize) {
+        axis_fix_taps(&ax, w, size);
+        taps = ax.ksize;
+    }
+    for (int y = y0; y < y1; y++) {
+        const uint8_t *row = src + (size_t)y * w * c;
+        uint8_t *o = tmp + (size_t)(y - y0) * rowlen;
+        /* the usual tap counts as constants: 3 enlarging, 5 and 7 shrinking up to 3x */
+        if (c == 3 && taps == 3) hpass_row(row, o, &ax, size, 3, 3);
+        else if (c == 3 && taps == 5) hpass_row(row, o, &ax, size, 3, 5);
+        else if (c == 3 && taps == 7) hpass_row(row, o, &ax, size, 3, 7);
+        else if (c == 1 && taps == 3) hpass_row(row, o, &ax, size, 1, 3);
+        else if (c == 1 && taps == 5) hpass_row(row, o, &ax, size, 1, 5);
+        else if (c == 1 && taps == 7) hpass_row(row, o, &ax, size, 1, 7);
+        else hpass_row(row, o, &ax, size, c, 0);
+    }
+    /* Vertical pass a whole row at a time (the inner loop vectorizes), then to planar. */
+    size_t plane = (size_t)size * size;
+    for (int i = 0; i < size; i++) {
+        const int32_t *k = ay.k + (size_t)i * ay.ksize;
+        for (size_t q = 0; q < rowlen; q++) acc[q] = 1 << (IMGF_PREC - 1);
+        for (int t = 0; t < ay.cnt[i]; t++) {
+            const uint8_t *r = tmp + (size_t)(ay.lo[i] + t - y0) * rowlen;
+            int32_t kt = k[t];
+            for (size_t q = 0; q < rowlen; q++) acc[q] += r[q] * kt;
+        }
+        for (int ch = 0; ch < c; ch++) {
+            uint8_t *o = dst + ch * plane + (size_t)i * size;
+            for (int j = 0; j < size; j++) o[j] = clip8(acc[(size_t)j * c + ch]);
+        }
+    }
+    rc = 0;
+out:
+    free(tmp);
+    free(acc);
+    axis_free(&ax);
+    axis_free(&ay);
+    return rc;
+}
+
+/* The (out, in) weight matrix of one axis: row o is the triangle filter stretched by the shrink
+ * factor (never narrower than 1 input pixel), centred on output pixel o's centre mapped into the
+ * input, sampled at every input pixel's centre and normalized to sum 1. */
+static void ref_weights(int in, int out, double *W) {
+    double scale = (double)in / out, fscale = scale < 1.0 ? 1.0 : scale;
+    for (int o = 0; o < out; o++) {
+        double center = (o + 0.5) * scale, sum = 0;
+        for (int x = 0; x < in; x++) sum += W[(size_t)o * in + x] = triangle((x + 0.5 - center) / fscale);
+        for (int x = 0; x < in; x++) W[(size_t)o * in + x] /= sum;
+    }
+}
+
+int imgf_transform_ref(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst) {
+    int rw, rh, left, top;
+    imgf_eval_geometry(w, h, size, &rw, &rh, &left, &top);
+    double *Wx = malloc((size_t)rw * w * sizeof *Wx);           /* (rw, w) */
+    double *Wy = malloc((size_t)rh * h * sizeof *Wy);           /* (rh, h) */
+    double *T = calloc((size_t)h * rw, sizeof *T);              /* (h, rw) */
+    double *R = calloc((size_t)rh * rw, sizeof *R);             /* (rh, rw) */
+    int rc = -1;
+    if (!Wx || !Wy || !T || !R) goto out;
+    ref_weights(w, rw, Wx);
+    ref_weights(h, rh, Wy);
+    for (int ch = 0; ch < c; ch++) {
+        /* T = I Wx^T: every row resized horizontally; zero weights skipped only for speed */
+        memset(T, 0, (size_t)h * rw * sizeof *T);
+        for (int o = 0; o < rw; o++)
+            for (int x = 0; x < w; x++) {
+                double wt = Wx[(size_t)o * w + x];
+                if (wt == 0) continue;
+                for (int y = 0; y < h; y++) T[(size_t)y * rw + o] += wt * src[((size_t)y * w + x) * c + ch];
+            }
+        /* R = Wy T: then every column vertically */
+        memset(R, 0, (size_t)rh * rw * sizeof *R);
+        for (int o = 0; o < rh; o++)
+            for (int y = 0; y < h; y++) {
+                double wt = Wy[(size_t)o * h + y];
+                if (wt == 0) continue;
+                for (int x = 0; x < rw; x++) R[(size_t)o * rw + x] += wt * T[(size_t)y * rw + x];
+            }
+        for (int i = 0; i < size; i++)
+            for (int j = 0; j < size; j++) {
+                double v = floor(R[(size_t)(top + i) * rw + left + j] + 0.5);
+                dst[((size_t)ch * size + i) * size + j] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+    }
+    rc = 0;
+out:
+    free(Wx);
+    free(Wy);
+    free(T);
+    free(R);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The archive walk. */
+
+/* The member name with "." and empty components dropped (new string), or NULL with *why set:
+ * 1 absolute, 2 a ".." component, 3 out of memory. */
+static char *normalize_path(const char *name, int *why) {
+    if (name[0] == '/') {
+        *why = 1;
+        return NULL;
+    }
+    size_t n = strlen(name);
+    char *out = malloc(n + 1);
+    if (!out) {
+        *why = 3;
+        return NULL;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && name[j] != '/') j++;
+        size_t len = j - i;
+        if (len == 2 && name[i] == '.' && name[i + 1] == '.') {
+            free(out);
+            *why = 2;
+            return NULL;
+        }
+        if (len && !(len == 1 && name[i] == '.')) {
+            if (o) out[o++] = '/';
+            memcpy(out + o, name + i, len);
+            o += len;
+        }
+        i = j + 1;
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* Hidden files and folders and the metadata operating systems leave in folders they archive
+ * (.DS_Store, ._* resource forks, __MACOSX/, Thumbs.db, desktop.ini) are skipped silently. */
+static int is_skipped(const char *path) {
+    for (const char *p = path; *p;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (p[0] == '.') return 1;
+        if (len == 8 && !memcmp(p, "__MACOSX", 8)) return 1;
+        if (!e && (!strcasecmp(p, "Thumbs.db") || !strcasecmp(p, "desktop.ini"))) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+static int has_image_extension(const char *path) {
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (!dot || (slash && dot < slash)) return 0;
+    return !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") || !strcasecmp(dot, ".png");
+}
+
+static const char *type_name(unsigned type) {
+    switch (type) {
+    case AE_IFCHR: return "a character device";
+    case AE_IFBLK: return "a block device";
+    case AE_IFIFO: return "a FIFO";
+    case AE_IFSOCK: return "a socket";
+    default: return "not a regular file";
+    }
+}
+
+static void walk_free(imgf_walk *w) {
+    for (int64_t i = 0; i < w->nfiles; i++) {
+        free(w->files[i].name);
+        free(w->files[i].path);
+    }
+    for (int64_t i = 0; i < w->ndirs; i++) free(w->dirs[i]);
+    free(w->files);
+    free(w->dirs);
+    free(w->images);
+    free(w->native);
+    free(w->src);
+    memset(w, 0, sizeof *w);
+}
+
+/* Decodes (or, inspecting, checks the header of) the image member the archive is positioned
+ * on, as file number w->nfiles. Returns 0 or -1 with s->msg. */
+static int walk_image(imgf_walk *w) {
+    imgf_src *s = w->src;
+    if (src_begin(s)) return -1;
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    int width = 0, height = 0, nc = w->channels, rc;
+    if (s->len >= 3 && s->buf[0] == 0xFF && s->buf[1] == 0xD8 && s->buf[2] == 0xFF) {
+        rc = jpeg_run(w, s, &width, &height);
+    } else if (s->len >= 8 && !memcmp(s->buf, png_sig, 8)) {
+        rc = png_run(w, s, &width, &height, &nc);
+    } else {
+        snprintf(s->msg, sizeof s->msg, "%s", s->len ? "not a JPEG or PNG image (its first "
+                 "bytes say otherwise)" : "an empty file, not an image");
+        return -1;
+    }
+    if (rc || !w->decode) return rc;
+    convert_channels(w->native, (size_t)width * height, nc, w->channels);
+    size_t per = (size_t)w->channels * w->size * w->size;
+    if (w->nfiles == w->images_cap) {
+        int64_t cap = w->images_cap ? w->images_cap * 2 : 64;
+        uint8_t *p = realloc(w->images, (size_t)cap * per);
+        if (!p) {
+            snprintf(s->msg, sizeof s->msg, "out of memory after %lld images", (long long)w->nfiles);
+            return -1;
+        }
+        w->images = p;
+        w->images_cap = cap;
+    }
+    if (imgf_transform(w->native, width, height, w->channels, w->size,
+                       w->images + (size_t)w->nfiles * per)) {
+        snprintf(s->msg, sizeof s->msg, "out of memory resizing it");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads every member of the archive at path, refusing what the rules forbid (see imgf_inspect)
+ * as soon as it is seen; the layout rules, which need all names, are resolve()'s. */
+static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen) {
+    char shown[IMGF_NAME_SHOWN + 4];
+    int rc = -1;
+    struct archive *a = archive_read_new();
+    w->src = malloc(sizeof *w->src);
+    if (!a || !w->src) {
+        set_err(err, errlen, "out of memory");
+        goto out;
+    }
+    w->src->a = a;
+    /* Every format and filter libarchive knows: tar and tar.gz are what we document, but a
+     * zip or a tar.xz of the same folder is just as readable and follows the same rules. */
+    archive_read_support_filter_all(a);
+    archive_read_support_format_all(a);
+    if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
+        set_err(err, errlen, "cannot open %s: %s", path,
+                archive_error_string(a) ? archive_error_string(a) : strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        struct archive_entry *e;
+        int r = archive_read_next_header(a, &e);
+        if (r == ARCHIVE_EOF) break;
+        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+            set_err(err, errlen, "not a readable tar archive%s: %s",
+                    w->nfiles || w->ndirs ? " (after the first members)" : "",
+                    archive_error_string(a) ? archive_error_string(a) : "unknown error");
+            goto out;
+        }
+        const char *name = archive_entry_pathname_utf8(e);
+        if (!name) name = archive_entry_pathname(e);
+        if (!name) {
+            set_err(err, errlen, "a member of the archive has no name");
+            goto out;
+        }
+        show_name(shown, sizeof shown, name);
+        int why = 0;
+        char *norm = normalize_path(name, &why);
+        if (!norm) {
+            if (why == 1) set_err(err, errlen, "member '%s': absolute paths are not allowed", shown);
+            else if (why == 2) set_err(err, errlen, "member '%s': '..' is not allowed in paths", shown);
+            else set_err(err, errlen, "out of memory");
+            goto out;
+        }
+        if (!norm[0] || is_skipped(norm)) {
+            free(norm);
+            continue;
+        }
+        unsigned type = archive_entry_filetype(e);
+        const char *refusal = NULL;
+        if (archive_entry_hardlink(e)) refusal = "hard links are not allowed";
+        else if (type == AE_IFLNK || archive_entry_symlink(e)) refusal = "symbolic links are not allowed";
+        else if (type != AE_IFDIR && type != AE_IFREG) refusal = type_name(type);
+        if (refusal) {
+            set_err(err, errlen, "member '%s': %s%s", shown, refusal,
+                    strncmp(refusal, "a ", 2) ? "" : ", only folders and images are allowed");
+            free(norm);
+            goto out;
+        }
+        if (type == AE_IFDIR) {
+            if (w->ndirs == w->dirs_cap) {
+                int64_t cap = w->dirs_cap ? w->dirs_cap * 2 : 64;
+                char **p = realloc(w->dirs, (size_t)cap * sizeof *p);
+                if (!p) {
+                    free(norm);
+                    set_err(err, errlen, "out of memory");
+                    goto out;
+                }
+                w->dirs = p;
+                w->dirs_cap = cap;
+            }
+            w->dirs[w->ndirs++] = norm;
+            continue;
+        }
+        if (!has_image_extension(norm)) {
+            set_err(err, errlen,
+                    "member '%s': not an image file name (only .jpg, .jpeg and .png are allowed)",
+                    shown);
+            free(norm);
+            goto out;
+        }
+        if (w->nfiles >= w->lim->max_images) {
+            set_err(err, errlen, "member '%s': the archive holds more than %lld images, the limit",
+                    shown, (long long)w->lim->max_images);
+            free(norm);
+            goto out;
+        }
+        if (w->nfiles == w->files_cap) {
+            int64_t cap = w->files_cap ? w->files_cap * 2 : 256;
+            imgf_member *p = realloc(w->files, (size_t)cap * sizeof *p);
+            if (!p) {
+                free(norm);
+                set_err(err, errlen, "out of memory");
+                goto out;
+            }
+            w->files = p;
+            w->files_cap = cap;
+        }
+        char *keep = strdup(name);
+        if (!keep) {
+            free(norm);
+            set_err(err, errlen, "out of memory");
+            goto out;
+        }
+        w->files[w->nfiles] = (imgf_member){.name = keep, .path = norm, .rel = norm,
+                                            .slot = w->nfiles};
+        if (walk_image(w)) {
+            set_err(err, errlen, "member '%s': %s", shown, w->src->msg);
+            free(keep);
+            free(norm);
+            goto out;
+        }
+        w->nfiles++;
+    }
+    rc = 0;
+out:
+    archive_read_free(a);
+    return rc;
+}
+
+/* The layout of a walked archive: its classes and where each image belongs. */
+typedef struct {
+    char **classes;         /* (nclasses) sorted with strcmp, owned */
+    int nclasses;
+    int64_t *count[2];      /* (nclasses) images per class in train/ and val/ */
+    int64_t n[2];           /* images in train/ and val/ */
+} imgf_layout;
+
+static void layout_free(imgf_layout *l) {
+    for (int i = 0; i < l->nclasses; i++) free(l->classes[i]);
+    free(l->classes);
+    free(l->count[0]);
+    free(l->count[1]);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Splits rel into its first component, the class (second) and the rest: returns the number of
+ * components (as many as slashes + 1); *cls and *clslen give the second one, if any. */
+static int split_rel(const char *rel, const char **cls, size_t *clslen) {
+    int n = 1;
+    *cls = NULL;
+    *clslen = 0;
+    for (const char *p = rel; *p; p++) {
+        if (*p != '/') continue;
+        n++;
+        if (n == 2) {
+            *cls = p + 1;
+            const char *e = strchr(p + 1, '/');
+            *clslen = e ? (size_t)(e - p - 1) : strlen(p + 1);
+        }
+    }
+    return n;
+}
+
+static int split_of(const char *rel) {
+    if (!strncmp(rel, "train", 5) && (rel[5] == '/' || !rel[5])) return 0;
+    if (!strncmp(rel, "val", 3) && (rel[3] == '/' || !rel[3])) return 1;
+    return -1;
+}
+
+/* A class name list under construction (unsorted, with duplicates until finished). */
+typedef struct { char **v; int n, cap; } imgf_names;
+
+static int names_add(imgf_names *s, const char *p, size_t len) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 16;
+        char **q = realloc(s->v, (size_t)cap * sizeof *q);
+        if (!q) return -1;
+        s->v = q;
+        s->cap = cap;
+    }
+    if (!(s->v[s->n] = strndup(p, len))) return -1;
+    s->n++;
+    return 0;
+}
+
+/* Sorts and removes duplicates. */
+static void names_finish(imgf_names *s) {
+    if (!s->n) return;
+    qsort(s->v, (size_t)s->n, sizeof *s->v, cmp_str);
+    int o = 1;
+    for (int i = 1; i < s->n; i++) {
+        if (strcmp(s->v[i], s->v[o - 1])) s->v[o++] = s->v[i];
+        else free(s->v[i]);
+    }
+    s->n = o;
+}
+
+static void names_free(imgf_names *s) {
+    for (int i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+}
+
+static int find_class(const imgf_layout *l, const char *p, size_t len) {
+    int lo = 0, hi = l->nclasses - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        int c = strncmp(l->classes[mid], p, len);
+        if (!c && l->classes[mid][len]) c = 1;
+        if (!c) return mid;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Orders members by split, label, then path (file name within a class). */
+static int cmp_member(const void *a, const void *b) {
+    const imgf_member *x = a, *y = b;
+    if (x->split != y->split) return x->split - y->split;
+    if (x->label != y->label) return x->label - y->label;
+    return strcmp(x->rel, y->rel);
+}
+
+/* Applies the layout rules to everything the walk found: strips the top-level folder, places
+ * every image in train/ or val/ and a class, lists the classes, and sorts w->files by (split,
+ * label, path). Returns 0 or -1 with err. */
+static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
+    char shown[IMGF_NAME_SHOWN + 4];
+    memset(l, 0, sizeof *l);
+    /* One common top-level folder (mydata/train/..., the way people archive a folder) is
+     * dropped, unless it is itself train or val. */
+    size_t plen = 0;
+    if (w->nfiles) {
+        const char *first = w->files[0].path, *slash = strchr(first, '/');
+        if (slash) plen = (size_t)(slash - first) + 1;
+        if (plen && split_of(first) >= 0) plen = 0;
+        for (int64_t i = 0; plen && i < w->nfiles; i++)
+            if (strncmp(w->files[i].path, first, plen)) plen = 0;
+    }
+    for (int64_t i = 0; i < w->nfiles; i++) w->files[i].rel = w->files[i].path + plen;
+
+    /* Directories count for class folders (to find empty ones) and for train/ existing. */
+    imgf_names names[2] = {{0}};
+    int rc = -1, have_train = 0;
+    for (int64_t i = 0; i < w->ndirs; i++) {
+        const char *d = w->dirs[i];
+        if (plen && (strncmp(d, w->files[0].path, plen - 1) || (d[plen - 1] && d[plen - 1] != '/')))
+            continue; /* outside the top-level folder: holds no files, or plen would be 0 */
+        const char *rel = plen ? (d[plen - 1] ? d + plen : "") : d;
+        int sp = split_of(rel);
+        if (sp < 0) continue;
+        have_train |= sp == 0;
+        const char *cls;
+        size_t clen;
+        if (split_rel(rel, &cls, &clen) >= 2 && names_add(&names[sp], cls, clen)) goto oom;
+    }
+    for (int64_t i = 0; i < w->nfiles; i++)
+        if (split_of(w->files[i].rel) == 0) have_train = 1;
+    if (!w->nfiles) {
+        set_err(err, errlen,
+                "the archive holds no images: expected train/<class>/<image> (.jpg, .jpeg or "
+                ".png), optionally val/<class>/<image>, optionally inside one top-level folder");
+        goto out;
+    }
+    if (!have_train && !plen) {
+        /* one/train/... next to something else: name what breaks the single top folder */
+        const char *first = w->files[0].path, *slash = strchr(first, '/');
+        if (slash && split_of(slash + 1) >= 0) {
+            size_t tlen = (size_t)(slash - first) + 1;
+            for (int64_t i = 1; i < w->nfiles; i++)
+                if (strncmp(w->files[i].path, first, tlen)) {
+                    show_name(shown, sizeof shown, w->files[i].name);
+                    set_err(err, errlen, "member '%s' is outside %.*s, the top-level folder "
+                            "that holds train/ or val/", shown, (int)tlen, first);
+                    goto out;
+                }
+        }
+    }
+    if (!have_train) {
+        set_err(err, errlen,
+                "the archive has no train/ folder: expected train/<class>/<image> (.jpg, .jpeg "
+                "or .png), optionally val/<class>/<image>, optionally inside one top-level folder");
+        goto out;
+    }
+    for (int64_t i = 0; i < w->nfiles; i++) {
+        imgf_member *m = &w->files[i];
+        int sp = split_of(m->rel);
+        const char *cls;
+        size_t clen;
+        int depth = split_rel(m->rel, &cls, &clen);
+        show_name(shown, sizeof shown, m->name);
+        if (sp < 0) {
+            set_err(err, errlen, "member '%s' is outside train/ and val/", shown);
+            goto out;
+        }
+        const char *sn = sp ? "val" : "train";
+        if (depth == 2) {
+            set_err(err, errlen, "member '%s' is directly in %s/: images go in %s/<class>/", shown,
+                    sn, sn);
+            goto out;
+        }
+        if (depth > 3) {
+            set_err(err, errlen, "member '%s' is nested too deep: expected %s/<class>/<image>",
+                    shown, sn);
+            goto out;
+        }
+        m->split = sp;
+        if (names_add(&names[sp], cls, clen)) goto oom;
+    }
+    names_finish(&names[0]);
+    names_finish(&names[1]);
+    if (!names[0].n) {
+        set_err(err, errlen, "train/ has no class folders: expected train/<class>/<image>");
+        goto out;
+    }
+    for (int i = 0; i < names[0].n; i++)
+        if (!utf8_valid(names[0].v[i])) {
+            show_name(shown, sizeof shown, names[0].v[i]);
+            set_err(err, errlen, "class folder 'train/%s/': the name is not valid UTF-8", shown);
+            goto out;
+        }
+    /* The layout takes train's names. */
+    l->classes = names[0].v;
+    l->nclasses = names[0].n;
+    names[0] = (imgf_names){0};
+    for (int i = 0; i < names[1].n; i++)
+        if (find_class(l, names[1].v[i], strlen(names[1].v[i])) < 0) {
+            show_name(shown, sizeof shown, names[1].v[i]);
+            set_err(err, errlen, "folder 'val/%s/': train/ has no class '%s'", shown, shown);
+            goto out;
+        }
+    l->count[0] = calloc((size_t)l->nclasses, sizeof(int64_t));
+    l->count[1] = calloc((size_t)l->nclasses, sizeof(int64_t));
+    if (!l->count[0] || !l->count[1]) goto oom;
+    for (int64_t i = 0; i < w->nfiles; i++) {
+        imgf_member *m = &w->files[i];
+        const char *cls;
+        size_t clen;
+        split_rel(m->rel, &cls, &clen);
+        m->label = find_class(l, cls, clen);
+        l->count[m->split][m->label]++;
+        l->n[m->split]++;
+    }
+    for (int i = 0; i < l->nclasses; i++)
+        if (!l->count[0][i]) {
+            show_name(shown, sizeof shown, l->classes[i]);
+            set_err(err, errlen, "class folder 'train/%s/' has no images", shown);
+            goto out;
+        }
+    if (w->nfiles) qsort(w->files, (size_t)w->nfiles, sizeof *w->files, cmp_member);
+    for (int64_t i = 1; i < w->nfiles; i++)
+        if (!strcmp(w->files[i].rel, w->files[i - 1].rel)) {
+            show_name(shown, sizeof shown, w->files[i].name);
+            set_err(err, errlen, "member '%s' appears twice in the archive", shown);
+            goto out;
+        }
+    rc = 0;
+    goto out;
+oom:
+    set_err(err, errlen, "out of memory");
+out:
+    names_free(&names[0]);
+    names_free(&names[1]);
+    if (rc) layout_free(l);
+    return rc;
+}
+
+static const imgf_limits *limits_or_default(const imgf_limits *lim, imgf_limits *buf) {
+    if (lim) return lim;
+    imgf_limits_default(buf);
+    return buf;
+}
+
+int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, char *err,
+                 size_t errlen) {
+    imgf_limits defl;
+    imgf_walk w = {.lim = limits_or_default(lim, &defl)};
+    imgf_layout l;
+    *summary = NULL;
+    if (walk_archive(path, &w, err, errlen) || resolve(&w, &l, err, errlen)) {
+        walk_free(&w);
+        return -1;
+    }
+    /* Class names were checked to be UTF-8, so json_string cannot refuse them. */
+    json_t *s = json_object(), *classes = json_array(), *per = json_object();
+    json_t *tr = json_array(), *va = json_array();
+    for (int i = 0; i < l.nclasses; i++) {
+        json_array_append_new(classes, json_string(l.classes[i]));
+        json_array_append_new(tr, json_integer(l.count[0][i]));
+        json_array_append_new(va, json_integer(l.count[1][i]));
+    }
+    json_object_set_new(s, "format", json_string("imagefolder"));
+    json_object_set_new(s, "classes", classes);
+    json_object_set_new(s, "train", json_integer(l.n[0]));
+    json_object_set_new(s, "val", json_integer(l.n[1]));
+    json_object_set_new(per, "train", tr);
+    json_object_set_new(per, "val", va);
+    json_object_set_new(s, "per_class", per);
+    int complete = json_array_size(json_object_get(s, "classes")) == (size_t)l.nclasses &&
+                   json_array_size(json_object_get(per, "val")) == (size_t)l.nclasses &&
+                   json_object_size(s) == 5 && json_object_size(per) == 2;
+    layout_free(&l);
+    walk_free(&w);
+    if (!complete) {
+        json_decref(s);
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    *summary = s;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Loading. */
+
+/* Number of a class's n images held out for val: round(fraction * n), at least 1 when n >= 2,
+ * and never all of them (a class must keep a training image). */
+static int64_t held_out(double fraction, int64_t n) {
+    if (fraction <= 0 || n < 2) return 0;
+    int64_t k = llround(fraction * (double)n);
+    if (k < 1) k = 1;
+    if (k > n - 1) k = n - 1;
+    return k;
+}
+
+int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
+              double val_fraction, uint64_t seed, ds_set *train, ds_set *val, char *err,
+              size_t errlen) {
+    memset(train, 0, sizeof *train);
+    memset(val, 0, sizeof *val);
+    if (channels != 1 && channels != 3) {
+        set_err(err, errlen, "channels must be 1 or 3, not %d", channels);
+        return -1;
+    }
+    if (size < 1 || size > IMGF_MAX_SIZE) {
+        set_err(err, errlen, "image size must be in [1, %d], not %d", IMGF_MAX_SIZE, size);
+        return -1;
+    }
+    if (!(val_fraction >= 0 && val_fraction < 1)) {
+        set_err(err, errlen, "val_fraction must be in [0, 1), not %g", val_fraction);
+        return -1;
+    }
+    imgf_limits defl, lims = *limits_or_default(lim, &defl);
+    if (lims.max_images > INT_MAX) lims.max_images = INT_MAX; /* ds_set counts in int */
+    imgf_walk w = {.lim = &lims, .decode = 1, .channels = channels, .size = size};
+    imgf_layout l;
+    if (walk_archive(path, &w, err, errlen) || resolve(&w, &l, err, errlen)) {
+        walk_free(&w);
+        return -1;
+    }
+    int rc = -1;
+    int64_t n = w.nfiles, *src_of = NULL;
+    int *perm = NULL;
+    uint8_t *tmp = NULL;
+    size_t per = (size_t)channels * size * size;
+    if (!l.n[1]) {
+        /* No val/: hold out part of each class. Classes in label order, each image list in
+         * path order, one generator: the split depends on the seed and the names only. */
+        rng_t rng;
+        rng_seed(&rng, seed);
+        int64_t maxc = 0;
+        for (int c = 0; c < l.nclasses; c++) maxc = l.count[0][c] > maxc ? l.count[0][c] : maxc;
+        if (!(perm = malloc((size_t)maxc * sizeof *perm))) goto oom;
+        for (int64_t start = 0; start < n;) {
+            int c = w.files[start].label;
+            int64_t nc = l.count[0][c], k = held_out(val_fraction, nc);
+            ds_shuffle(perm, (int)nc, &rng);
+            for (int64_t j = 0; j < k; j++) w.files[start + perm[j]].split = 1;
+            l.count[0][c] -= k;
+            l.count[1][c] += k;
+            l.n[0] -= k;
+            l.n[1] += k;
+            start += nc;
+        }
+        qsort(w.files, (size_t)n, sizeof *w.files, cmp_member);
+    }
+    /* Put the decoded images in that order, in place (cycle by cycle, one image of scratch),
+     * so that a big dataset does not need two copies. */
+    src_of = malloc((size_t)n * sizeof *src_of);
+    tmp = malloc(per);
+    if (!src_of || !tmp) goto oom;
+    for (int64_t d = 0; d < n; d++) src_of[d] = w.files[d].slot;
+    for (int64_t start = 0; start < n; start++) {
+        if (src_of[start] < 0 || src_of[start] == start) continue;
+        memcpy(tmp, w.images + (size_t)start * per, per);
+        int64_t cur = start;
+        for (;;) {
+            int64_t next = src_of[cur];
+            src_of[cur] = -1;
+            if (next == start) {
+                memcpy(w.images + (size_t)cur * per, tmp, per);
+                break;
+            }
+            memcpy(w.images + (size_t)cur * per, w.images + (size_t)next * per, per);
+            cur = next;
+        }
+    }
+    ds_set *sets[2] = {train, val};
+    for (int sp = 0; sp < 2; sp++) {
+        ds_set *d = sets[sp];
+        *d = (ds_set){.n = (int)l.n[sp], .channels = channels, .height = size, .width = size,
+                      .num_classes = l.nclasses};
+        if (!d->n) continue;
+        if (!(d->labels = malloc((size_t)d->n * sizeof *d->labels))) goto oom;
+        int64_t off = sp ? l.n[0] : 0;
+        for (int i = 0; i < d->n; i++) d->labels[i] = w.files[off + i].label;
+    }
+    if (val->n) {
+        if (!(val->pixels = malloc((size_t)val->n * per))) goto oom;
+        memcpy(val->pixels, w.images + (size_t)l.n[0] * per, (size_t)val->n * per);
+    }
+    /* train keeps the walk's buffer, shrunk to its images */
+    uint8_t *p = realloc(w.images, (size_t)train->n * per);
+    train->pixels = p ? p : w.images;
+    w.images = NULL;
+    rc = 0;
+    goto out;
+oom:
+    set_err(err, errlen, "out of memory loading %lld images of %dx%dx%d", (long long)n, channels,
+            size, size);
+out:
+    if (rc) {
+        ds_free(train);
+        ds_free(val);
+    }
+    free(perm);
+    free(src_of);
+    free(tmp);
+    layout_free(&l);
+    walk_free(&w);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The cache file. Little-endian throughout:
+ *    0  char[8]  magic "GPLQDSET"
+ *    8  u32      version (IMGF_CACHE_VERSION)
+ *   12  u32      header size in bytes (IMGF_CACHE_HEADER)
+ *   16  i32 x 5  train: n, channels, height, width, num_classes
+ *   36  i32 x 5  val: the same
+ *   56  u64      payload size in bytes
+ *   64  u32      CRC-32 of the payload
+ *   68  u32      CRC-32 of bytes 0..67
+ *   72  payload: train pixels (n, c, h, w) u8, train labels (n) i32, val pixels, val labels */
+
+#define IMGF_CACHE_MAGIC "GPLQDSET"
+#define IMGF_CACHE_VERSION 1
+#define IMGF_CACHE_HEADER 72
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void put64(uint8_t *p, uint64_t v) {
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+/* zlib's crc32 takes an unsigned length: feed it in pieces. */
+static uint32_t crc_update(uint32_t crc, const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n) {
+        uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        crc = (uint32_t)crc32(crc, b, k);
+        b += k;
+        n -= k;
+    }
+    return crc;
+}
+
+static size_t set_pixel_bytes(const ds_set *d) {
+    return (size_t)d->n * d->channels * d->height * d->width;
+}
+
+/* The labels as little-endian bytes, a chunk at a time, into the CRC and (f non-NULL) the file. */
+static int labels_out(const ds_set *d, FILE *f, uint32_t *crc) {
+    uint8_t buf[4096];
+    for (int i = 0; i < d->n;) {
+        int k = 0;
+        for (; k < (int)sizeof buf / 4 && i < d->n; k++, i++) put32(buf + 4 * k, (uint32_t)d->labels[i]);
+        *crc = crc_update(*crc, buf, (size_t)k * 4);
+        if (f && fwrite(buf, 4, (size_t)k, f) != (size_t)k) return -1;
+    }
+    return 0;
+}
+
+static int shape_valid(const ds_set *d) {
+    return d->n >= 0 && (d->channels == 1 || d->channels == 3) && d->height >= 1 &&
+           d->height <= IMGF_MAX_SIZE && d->width >= 1 && d->width <= IMGF_MAX_SIZE &&
+           d->num_classes >= 1;
+}
+
+int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, char *err,
+                     size_t errlen) {
+    const ds_set *sets[2] = {train, val};
+    for (int sp = 0; sp < 2; sp++)
+        if (!shape_valid(sets[sp]) || (sets[sp]->n && (!sets[sp]->pixels || !sets[sp]->labels))) {
+            set_err(err, errlen, "cannot cache the %s set: its shape (%d, %d, %d, %d) with %d "
+                    "classes is not a dataset", sp ? "val" : "train", sets[sp]->n,
+                    sets[sp]->channels, sets[sp]->height, sets[sp]->width, sets[sp]->num_classes);
+            return -1;
+        }
+    uint8_t h[IMGF_CACHE_HEADER] = {0};
+    memcpy(h, IMGF_CACHE_MAGIC, 8);
+    put32(h + 8, IMGF_CACHE_VERSION);
+    put32(h + 12, IMGF_CACHE_HEADER);
+    uint64_t payload = 0;
+    uint32_t crc = (uint32_t)crc32(0, Z_NULL, 0);
+    for (int sp = 0; sp < 2; sp++) {
+        const ds_set *d = sets[sp];
+        int32_t f[5] = {d->n, d->channels, d->height, d->width, d->num_classes};
+        for (int i = 0; i < 5; i++) put32(h + 16 + 20 * sp + 4 * i, (uint32_t)f[i]);
+        payload += set_pixel_bytes(d) + (uint64_t)d->n * 4;
+        crc = crc_update(crc, d->pixels, set_pixel_bytes(d));
+        labels_out(d, NULL, &crc);
+    }
+    put64(h + 56, payload);
+    put32(h + 64, crc);
+    put32(h + 68, (uint32_t)crc32(0, h, 68));
+
+    /* A temp file next to the target, renamed over it: readers see the old file or the whole
+     * new one, never half of it. */
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "wb");
+    int ok = f != NULL && fwrite(h, 1, sizeof h, f) == sizeof h;
+    for (int sp = 0; ok && sp < 2; sp++) {
+        uint32_t dummy = 0;
+        size_t nb = set_pixel_bytes(sets[sp]);
+        ok = (!nb || fwrite(sets[sp]->pixels, 1, nb, f) == nb) && !labels_out(sets[sp], f, &dummy);
+    }
+    int e = errno;
+    if (ok && (fflush(f) || fsync(fileno(f)))) {
+        ok = 0;
+        e = errno;
+    }
+    if (f ? fclose(f) : close(fd)) {
+        if (ok) e = errno;
+        ok = 0;
+    }
+    if (ok && rename(tmp, path)) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        set_err(err, errlen, "cannot write %s: %s", path, strerror(e ? e : EIO));
+        unlink(tmp);
+    }
+    free(tmp);
+    return ok ? 0 : -1;
+}
+
+int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, size_t errlen) {
+    memset(train, 0, sizeof *train);
+    memset(val, 0, sizeof *val);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = -1;
+    uint8_t h[IMGF_CACHE_HEADER];
+    uint8_t *lab = NULL;
+    long long fsize = -1;
+    if (!fseeko(f, 0, SEEK_END)) fsize = ftello(f);
+    if (fsize < 0 || fseeko(f, 0, SEEK_SET)) {
+        set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        goto out;
+    }
+    size_t got = fread(h, 1, sizeof h, f);
+    if (got < 8 || memcmp(h, IMGF_CACHE_MAGIC, 8)) {
+        set_err(err, errlen, "%s: not a gplq dataset cache (wrong magic%s)", path,
+                got < 8 ? ": the file is shorter than its magic" : "");
+        goto out;
+    }
+    if (got < 12) {
+        set_err(err, errlen, "%s: truncated: %zu bytes, shorter than the header", path, got);
+        goto out;
+    }
+    if (get32(h + 8) != IMGF_CACHE_VERSION) {
+        set_err(err, errlen, "%s: dataset cache version %u, this build reads version %d", path,
+                get32(h + 8), IMGF_CACHE_VERSION);
+        goto out;
+    }
+    if (got < sizeof h) {
+        set_err(err, errlen, "%s: truncated: %zu bytes, shorter than the %d-byte header", path,
+                got, IMGF_CACHE_HEADER);
+        goto out;
+    }
+    if (get32(h + 68) != (uint32_t)crc32(0, h, 68)) {
+        set_err(err, errlen, "%s: header checksum mismatch (the header is corrupt)", path);
+        goto out;
+    }
+    if (get32(h + 12) != IMGF_CACHE_HEADER) {
+        set_err(err, errlen, "%s: header size %u, version %d has %d", path, get32(h + 12),
+                IMGF_CACHE_VERSION, IMGF_CACHE_HEADER);
+        goto out;
+    }
+    ds_set *sets[2] = {train, val};
+    uint64_t payload = 0;
+    for (int sp = 0; sp < 2; sp++) {
+        ds_set *d = sets[sp];
+        d->n = (int32_t)get32(h + 16 + 20 * sp);
+        d->channels = (int32_t)get32(h + 20 + 20 * sp);
+        d->height = (int32_t)get32(h + 24 + 20 * sp);
+        d->width = (int32_t)get32(h + 28 + 20 * sp);
+        d->num_classes = (int32_t)get32(h + 32 + 20 * sp);
+        if (!shape_valid(d)) {
+            set_err(err, errlen, "%s: the %s set's shape (%d, %d, %d, %d) with %d classes is "
+                    "invalid", path, sp ? "val" : "train", d->n, d->channels, d->height, d->width,
+                    d->num_classes);
+            goto out;
+        }
+        payload += (uint64_t)set_pixel_bytes(d) + (uint64_t)d->n * 4;
+    }
+    if (get64(h + 56) != payload) {
+        set_err(err, errlen, "%s: payload size %llu does not match the shapes (%llu)", path,
+                (unsigned long long)get64(h + 56), (unsigned long long)payload);
+        goto out;
+    }
+    if ((unsigned long long)fsize != IMGF_CACHE_HEADER + payload) {
+        set_err(err, errlen, "%s: %s: the file has %lld bytes, the header says %llu", path,
+                (unsigned long long)fsize < IMGF_CACHE_HEADER + payload ? "truncated"
+                                                                        : "trailing bytes",
+                fsize, (unsigned long long)(IMGF_CACHE_HEADER + payload));
+        goto out;
+    }
+    uint32_t crc = (uint32_t)crc32(0, Z_NULL, 0);
+    for (int sp = 0; sp < 2; sp++) {
+        ds_set *d = sets[sp];
+        if (!d->n) continue;
+        size_t nb = set_pixel_bytes(d);
+        d->pixels = malloc(nb);
+        d->labels = malloc((size_t)d->n * sizeof *d->labels);
+        free(lab);
+        lab = malloc((size_t)d->n * 4);
+        if (!d->pixels || !d->labels || !lab) {
+            set_err(err, errlen, "%s: out of memory for %zu bytes of images", path, nb);
+            goto out;
+        }
+        if (fread(d->pixels, 1, nb, f) != nb || fread(lab, 4, (size_t)d->n, f) != (size_t)d->n) {
+            set_err(err, errlen, "%s: truncated while reading the %s set", path,
+                    sp ? "val" : "train");
+            goto out;
+        }
+        crc = crc_update(crc, d->pixels, nb);
+        crc = crc_update(crc, lab, (size_t)d->n * 4);
+        for (int i = 0; i < d->n; i++) {
+            d->labels[i] = (int32_t)get32(lab + 4 * (size_t)i);
+            if (d->labels[i] < 0 || d->labels[i] >= d->num_classes) {
+                set_err(err, errlen, "%s: %s label %d is %d, outside [0, %d)", path,
+                        sp ? "val" : "train", i, d->labels[i], d->num_classes);
+                goto out;
+            }
+        }
+    }
+    if (crc != get32(h + 64)) {
+        set_err(err, errlen, "%s: payload checksum mismatch (the images or labels are corrupt)",
+                path);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(lab);
+    fclose(f);
+    if (rc) {
+        ds_free(train);
+        ds_free(val);
+    }
+    return rc;
+}
