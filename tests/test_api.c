@@ -1,0 +1,925 @@
+/*
+ * test_api.c: gplqd's REST handlers without a socket. Each case builds api_requests by hand and
+ * calls api_dispatch against a real SQLite database and data directory in a temp folder; the
+ * upload inspector is a small shell script this test writes (it answers by the upload's first
+ * four bytes), run through the real inspect_run, so the child-process plumbing is tested too.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "api/inspect.h"
+#include "api/range.h"
+#include "config/jobspec.h"
+#include "storage/blob.h"
+#include "storage/sha256.h"
+#include "storage/store.h"
+#include "test.h"
+
+TEST_MAIN()
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct {
+    char dir[256];
+    char stub[512];      /* the stub inspector */
+    char args_log[512];  /* where it appends its arguments */
+    store *st;
+    api_ctx ctx;
+    int wakes;
+    int inspect_timeout_ms;
+    const char *inspect_bin; /* normally stub */
+} fixture;
+
+static const char *stub_script =
+    "#!/bin/sh\n"
+    "# stub gplq-worker inspect-*: answers by the upload's first four bytes\n"
+    "echo \"$*\" >> \"%s\"\n"
+    "head=$(head -c 4 \"$2\")\n"
+    "case \"$head\" in\n"
+    "GOOD) if [ \"$1\" = inspect-model ]; then\n"
+    "        echo '{\"ok\":true,\"config\":{\"dim\":192,\"depth\":12,\"num_heads\":3},\"convention\":\"timm\"}'\n"
+    "      else\n"
+    "        echo '{\"ok\":true,\"summary\":{\"format\":\"imagefolder\",\"classes\":[\"a\",\"b\"],\"train\":10,\"val\":0}}'\n"
+    "      fi; exit 0;;\n"
+    "CRSH) kill -SEGV $$;;\n"
+    "SLOW) exec sleep 10;;\n"
+    "JUNK) echo 'this is not json'; exit 0;;\n"
+    "*) echo '{\"ok\":false,\"error\":\"not a safetensors file: the header length exceeds the file\"}'; exit 1;;\n"
+    "esac\n";
+
+static int fx_inspect(void *arg, const char *const *args, json_t **out, char *err, size_t errlen) {
+    fixture *f = arg;
+    return inspect_run(f->inspect_bin, args, f->inspect_timeout_ms, out, err, errlen);
+}
+
+static void fx_wake(void *arg) {
+    ((fixture *)arg)->wakes++;
+}
+
+static json_t *fx_workers(void *arg) {
+    (void)arg;
+    return json_pack("[{s:s, s:i, s:b, s:s}, {s:s, s:i, s:b, s:n}]", "name", "w1", "pid", 11,
+                     "alive", 1, "blas_core", "Haswell", "name", "w2", "pid", 0, "alive", 0,
+                     "blas_core");
+}
+
+static void fx_open(fixture *f) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/gplq-test-api-XXXXXX");
+    if (!mkdtemp(f->dir)) abort();
+    char err[512], path[600];
+    if (blob_init(f->dir, err, sizeof err)) fprintf(stderr, "blob_init: %s\n", err), abort();
+    snprintf(path, sizeof path, "%s/gplq.db", f->dir);
+    if (store_open(&f->st, path, 5000, err, sizeof err)) fprintf(stderr, "store_open: %s\n", err), abort();
+    json_t *row = NULL, *summary = json_pack("{s:i}", "train", 60000);
+    store_dataset_insert(f->st, "", "fashion-mnist", "fashion-mnist", "builtin", "", 0, summary, &row);
+    json_decref(summary);
+    json_decref(row);
+    snprintf(f->stub, sizeof f->stub, "%s/stub-inspector.sh", f->dir);
+    snprintf(f->args_log, sizeof f->args_log, "%s/stub-args.log", f->dir);
+    FILE *s = fopen(f->stub, "w");
+    fprintf(s, stub_script, f->args_log);
+    fclose(s);
+    chmod(f->stub, 0755);
+    f->inspect_bin = f->stub;
+    f->inspect_timeout_ms = 5000;
+    f->ctx = (api_ctx){.data_dir = f->dir,
+                       .limits = {.max_model_bytes = 1 << 20, .max_dataset_bytes = 1 << 20,
+                                  .max_json_bytes = 4096, .max_attempts = 3},
+                       .st = f->st, .owner = "", .version = "9.9.9-test",
+                       .wake = fx_wake, .wake_arg = f, .inspect = fx_inspect, .inspect_arg = f,
+                       .workers = fx_workers, .workers_arg = f};
+}
+
+static void fx_close(fixture *f) {
+    store_close(f->st);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", f->dir);
+}
+
+/* Files in DATA/sub (tmp, blobs/xx...), counted recursively. */
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st)) continue;
+        n += S_ISDIR(st.st_mode) ? count_files(p) : 1;
+    }
+    closedir(d);
+    return n;
+}
+
+static int count_in(fixture *f, const char *sub) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", f->dir, sub);
+    return count_files(p);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* Runs METHOD URL (with ?query, no decoding needed here) with an optional body, an optional
+ * upload and headers given as name, value pairs ending in NULL. Returns the status. */
+static int call(fixture *f, api_response *res, const char *method, const char *url,
+                const char *body, blob_writer *up, ...) {
+    char path[512], qbuf[512];
+    api_kv q[16], h[16];
+    int nq = 0, nh = 0;
+    snprintf(path, sizeof path, "%s", url);
+    char *qm = strchr(path, '?');
+    if (qm) {
+        *qm = '\0';
+        snprintf(qbuf, sizeof qbuf, "%s", qm + 1);
+        for (char *tok = strtok(qbuf, "&"); tok && nq < 16; tok = strtok(NULL, "&")) {
+            char *eq = strchr(tok, '=');
+            if (eq) *eq = '\0';
+            q[nq++] = (api_kv){tok, eq ? eq + 1 : ""};
+        }
+    }
+    va_list ap;
+    va_start(ap, up);
+    for (const char *k; (k = va_arg(ap, const char *)) && nh < 16;) h[nh++] = (api_kv){k, va_arg(ap, const char *)};
+    va_end(ap);
+    api_request req = {.method = method, .path = path, .query = q, .nquery = nq, .headers = h,
+                       .nheaders = nh, .body = body, .body_len = body ? strlen(body) : 0,
+                       .upload = up, .request_id = "test-req"};
+    api_dispatch(&f->ctx, &req, res);
+    return res->status;
+}
+
+/* The same, for an upload of n bytes of data. */
+static int upload(fixture *f, api_response *res, const char *url, const void *data, size_t n) {
+    blob_writer w;
+    char err[256];
+    if (blob_begin(&w, f->dir, err, sizeof err)) fprintf(stderr, "blob_begin: %s\n", err), abort();
+    if (n && blob_write(&w, data, n, err, sizeof err)) fprintf(stderr, "blob_write: %s\n", err), abort();
+    return call(f, res, "POST", url, NULL, &w, NULL);
+}
+
+static const char *err_code(const api_response *res) {
+    return json_string_value(json_object_get(json_object_get(res->body, "error"), "code"));
+}
+
+static const char *err_field(const api_response *res) {
+    return json_string_value(json_object_get(json_object_get(res->body, "error"), "field"));
+}
+
+static const char *err_message(const api_response *res) {
+    const char *m = json_string_value(json_object_get(json_object_get(res->body, "error"), "message"));
+    return m ? m : "";
+}
+
+static const char *str(json_t *obj, const char *key) {
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
+static const char *header(const api_response *res, const char *name) {
+    for (int i = 0; i < res->nheaders; i++)
+        if (!strcasecmp(res->headers[i].name, name)) return res->headers[i].value;
+    return NULL;
+}
+
+/* Uploads a good model (the stub accepts "GOOD..."), returns its id in out. */
+static void make_model(fixture *f, const char *tail, char out[64]) {
+    char data[128];
+    snprintf(data, sizeof data, "GOOD model %s", tail);
+    api_response res;
+    upload(f, &res, "/v1/models?name=m", data, strlen(data));
+    CHECK_MSG(res.status == 201 || res.status == 200, "model upload: %d", res.status);
+    snprintf(out, 64, "%s", str(res.body, "id"));
+    api_response_free(&res);
+}
+
+static void make_job(fixture *f, const char *model_id, const char *extra, char out[64]) {
+    char body[512];
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"%s%s}",
+             model_id, extra ? "," : "", extra ? extra : "");
+    api_response res;
+    call(f, &res, "POST", "/v1/jobs", body, NULL, NULL);
+    CHECK_MSG(res.status == 201, "job create: %d %s", res.status, err_message(&res));
+    snprintf(out, 64, "%s", str(res.body, "id"));
+    api_response_free(&res);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+TEST(route_table_is_consistent) {
+    for (int i = 0; i < api_nroutes; i++) {
+        const api_route *r = &api_routes[i];
+        CHECK(!strncmp(r->pattern, "/v1/", 4));
+        CHECK(r->handler != NULL);
+        for (int j = 0; j < i; j++) CHECK_MSG(strcmp(api_routes[j].name, r->name), "duplicate name %s", r->name);
+        /* each pattern, with its parameters filled, routes back to itself */
+        char path[256], *o = path;
+        for (const char *p = r->pattern; *p;) {
+            if (*p == '{') {
+                o += sprintf(o, "x1");
+                p = strchr(p, '}') + 1;
+            } else {
+                *o++ = *p++;
+            }
+        }
+        *o = '\0';
+        api_params prm;
+        char allow[64];
+        CHECK_MSG(api_route_find(r->method, path, &prm, allow, sizeof allow) == r, "%s %s", r->method, path);
+    }
+    api_params prm;
+    char allow[64];
+    const api_route *r = api_route_find("HEAD", "/v1/jobs/j_1/artifacts/model.q", &prm, allow, sizeof allow);
+    CHECK(r && !strcmp(r->name, "artifacts.get"));
+    CHECK(prm.n == 2 && !strcmp(prm.v[0], "j_1") && !strcmp(prm.v[1], "model.q"));
+    CHECK(api_route_find("GET", "/v1/jobs/", &prm, allow, sizeof allow) == NULL);
+    CHECK(api_route_find("GET", "/v1/jobs/a/b/c/d", &prm, allow, sizeof allow) == NULL && !allow[0]);
+}
+
+TEST(not_found_and_method_not_allowed) {
+    fixture f;
+    fx_open(&f);
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/nope", NULL, NULL, NULL) == 404);
+    CHECK(!strcmp(err_code(&res), "not_found"));
+    CHECK(*err_message(&res));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "PUT", "/v1/jobs", NULL, NULL, NULL) == 405);
+    CHECK(!strcmp(err_code(&res), "method_not_allowed"));
+    const char *allow = header(&res, "Allow");
+    CHECK(allow && strstr(allow, "GET") && strstr(allow, "POST") && strstr(allow, "HEAD"));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "DELETE", "/v1/health", NULL, NULL, NULL) == 405);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs/j_1", NULL, NULL, NULL) == 405);
+    allow = header(&res, "Allow");
+    CHECK(allow && strstr(allow, "DELETE") && strstr(allow, "GET"));
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(health) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64];
+    make_model(&f, "h", m);
+    make_job(&f, m, NULL, j);
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/health", NULL, NULL, NULL) == 200);
+    CHECK(!strcmp(str(res.body, "version"), "9.9.9-test"));
+    CHECK(!strcmp(str(res.body, "status"), "ok"));
+    CHECK(json_integer_value(json_object_get(res.body, "workers_alive")) == 1);
+    CHECK(json_array_size(json_object_get(res.body, "workers")) == 2);
+    CHECK(!strcmp(str(res.body, "blas_core"), "Haswell"));
+    CHECK(json_integer_value(json_object_get(res.body, "queue_depth")) == 1);
+    CHECK(json_integer_value(json_object_get(json_object_get(res.body, "jobs"), "queued")) == 1);
+    api_response_free(&res);
+    /* no supervisor (workers 0): an empty list, blas_core null */
+    f.ctx.workers = NULL;
+    CHECK(call(&f, &res, "GET", "/v1/health", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "workers")) == 0);
+    CHECK(json_is_null(json_object_get(res.body, "blas_core")));
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- models */
+
+TEST(model_upload_accepted_and_deduplicated) {
+    fixture f;
+    fx_open(&f);
+    const char *data = "GOOD this stands for a safetensors file";
+    uint8_t d[32];
+    char hex[65];
+    sha256(data, strlen(data), d);
+    sha256_hex(d, hex);
+    api_response res;
+    CHECK(upload(&f, &res, "/v1/models?name=vit-demo&num_heads=3", data, strlen(data)) == 201);
+    const char *id = str(res.body, "id");
+    CHECK(!strcmp(str(res.body, "name"), "vit-demo"));
+    CHECK(!strcmp(str(res.body, "sha256"), hex));
+    CHECK(json_integer_value(json_object_get(res.body, "bytes")) == (json_int_t)strlen(data));
+    json_t *cfg = json_object_get(res.body, "config");
+    CHECK(json_integer_value(json_object_get(cfg, "dim")) == 192);
+    CHECK(!strcmp(str(cfg, "convention"), "timm"));
+    char loc[128];
+    snprintf(loc, sizeof loc, "/v1/models/%s", id);
+    CHECK(header(&res, "Location") && !strcmp(header(&res, "Location"), loc));
+    char id1[64];
+    snprintf(id1, sizeof id1, "%s", id);
+    api_response_free(&res);
+    /* the blob is in place under its hash; nothing is left in tmp/ */
+    char path[700];
+    blob_path(path, sizeof path, f.dir, hex);
+    CHECK(access(path, R_OK) == 0);
+    CHECK(count_in(&f, "tmp") == 0);
+    /* the inspector got the path and --num-heads */
+    FILE *a = fopen(f.args_log, "r");
+    char line[1024] = "";
+    CHECK(a && fgets(line, sizeof line, a));
+    if (a) fclose(a);
+    CHECK_MSG(strstr(line, "inspect-model ") && strstr(line, "--num-heads 3"), "args: %s", line);
+
+    /* the same bytes again: the same model, 200 */
+    CHECK(upload(&f, &res, "/v1/models", data, strlen(data)) == 200);
+    CHECK(!strcmp(str(res.body, "id"), id1));
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 1 && count_in(&f, "tmp") == 0);
+
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "models")) == 1);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(model_upload_refused_leaves_nothing) {
+    fixture f;
+    fx_open(&f);
+    f.inspect_timeout_ms = 700;
+    struct {
+        const char *data, *expect;
+    } cases[] = {
+        {"\x01\x02random bytes", "header length exceeds"},
+        {"CRSH", "crashed"},
+        {"JUNK", "no JSON answer"},
+        {"SLOW", "did not finish"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        api_response res;
+        CHECK_MSG(upload(&f, &res, "/v1/models", cases[i].data, strlen(cases[i].data)) == 422,
+                  "case %zu: %d", i, res.status);
+        CHECK(!strcmp(err_code(&res), "invalid_model"));
+        CHECK_MSG(strstr(err_message(&res), cases[i].expect), "case %zu: '%s'", i, err_message(&res));
+        api_response_free(&res);
+    }
+    CHECK(count_in(&f, "tmp") == 0);
+    CHECK(count_in(&f, "blobs") == 0);
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "models")) == 0);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(model_upload_bad_requests) {
+    fixture f;
+    fx_open(&f);
+    api_response res;
+    /* no body at all, and an empty one */
+    CHECK(call(&f, &res, "POST", "/v1/models", NULL, NULL, NULL) == 400);
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models", "", 0) == 400);
+    CHECK(strstr(err_message(&res), "empty"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models?num_heads=x", "GOOD", 4) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "num_heads"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models?num_heads=65", "GOOD", 4) == 400);
+    CHECK(strstr(err_message(&res), "out of range"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models?colour=blue", "GOOD", 4) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "colour"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models?name=", "GOOD", 4) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "name"));
+    api_response_free(&res);
+    CHECK(count_in(&f, "tmp") == 0 && count_in(&f, "blobs") == 0);
+
+    /* the checks made before the body: size (413) and a multipart form (415) */
+    api_params p;
+    char allow[64];
+    const api_route *r = api_route_find("POST", "/v1/models", &p, allow, sizeof allow);
+    api_kv h[] = {{"Content-Type", "multipart/form-data; boundary=x"}};
+    api_request req = {.method = "POST", .path = "/v1/models"};
+    api_response_init(&res);
+    CHECK(api_precheck(&f.ctx, r, &req, (1 << 20) + 1, &res) == 1 && res.status == 413);
+    CHECK(!strcmp(err_code(&res), "too_large"));
+    api_response_free(&res);
+    api_response_init(&res);
+    CHECK(api_precheck(&f.ctx, r, &req, 1 << 20, &res) == 0);
+    api_response_free(&res);
+    req.headers = h;
+    req.nheaders = 1;
+    api_response_init(&res);
+    CHECK(api_precheck(&f.ctx, r, &req, 100, &res) == 1 && res.status == 415);
+    CHECK(!strcmp(err_code(&res), "unsupported_media_type"));
+    api_response_free(&res);
+    /* a bad query is refused before the body too */
+    api_kv q[] = {{"num_heads", "-1"}};
+    req = (api_request){.method = "POST", .path = "/v1/models", .query = q, .nquery = 1};
+    api_response_init(&res);
+    CHECK(api_precheck(&f.ctx, r, &req, 100, &res) == 1 && res.status == 400);
+    api_response_free(&res);
+    /* JSON routes: the JSON limit */
+    r = api_route_find("POST", "/v1/jobs", &p, allow, sizeof allow);
+    req = (api_request){.method = "POST", .path = "/v1/jobs"};
+    api_response_init(&res);
+    CHECK(api_precheck(&f.ctx, r, &req, 4097, &res) == 1 && res.status == 413);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(internal_errors_leak_nothing) {
+    fixture f;
+    fx_open(&f);
+    f.inspect_bin = "/nonexistent/secret-path/gplq-worker";
+    api_response res;
+    CHECK(upload(&f, &res, "/v1/models", "GOOD", 4) == 500);
+    CHECK(!strcmp(err_code(&res), "internal"));
+    CHECK(!strstr(err_message(&res), "secret-path"));
+    CHECK(strstr(err_message(&res), "test-req")); /* the request id, to find the log line */
+    api_response_free(&res);
+    CHECK(count_in(&f, "tmp") == 0 && count_in(&f, "blobs") == 0);
+    fx_close(&f);
+}
+
+TEST(model_get_and_delete) {
+    fixture f;
+    fx_open(&f);
+    char m[64], path[128];
+    make_model(&f, "get", m);
+    api_response res;
+    snprintf(path, sizeof path, "/v1/models/%s", m);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    CHECK(!strcmp(str(res.body, "id"), m));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/models/m_nope", NULL, NULL, NULL) == 404);
+    CHECK(strstr(err_message(&res), "m_nope"));
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 1);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    CHECK(res.body == NULL);
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 0); /* the last reference went: so did the file */
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(model_in_use_cannot_be_deleted) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64], path[128], cancel[128];
+    make_model(&f, "busy", m);
+    make_job(&f, m, NULL, j);
+    api_response res;
+    snprintf(path, sizeof path, "/v1/models/%s", m);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 409);
+    CHECK(!strcmp(err_code(&res), "conflict"));
+    CHECK(*err_message(&res));
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 1);
+    snprintf(cancel, sizeof cancel, "/v1/jobs/%s/cancel", j);
+    CHECK(call(&f, &res, "POST", cancel, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- datasets */
+
+TEST(datasets) {
+    fixture f;
+    fx_open(&f);
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/datasets", NULL, NULL, NULL) == 200);
+    json_t *arr = json_object_get(res.body, "datasets");
+    CHECK(json_array_size(arr) == 1 && !strcmp(str(json_array_get(arr, 0), "id"), "fashion-mnist"));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/datasets/fashion-mnist", NULL, NULL, NULL) == 200);
+    CHECK(!strcmp(str(res.body, "kind"), "builtin"));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "DELETE", "/v1/datasets/fashion-mnist", NULL, NULL, NULL) == 409);
+    api_response_free(&res);
+
+    CHECK(upload(&f, &res, "/v1/datasets?name=flowers&val_fraction=0.2", "GOOD tar", 8) == 201);
+    char id[64], path[128];
+    snprintf(id, sizeof id, "%s", str(res.body, "id"));
+    json_t *sum = json_object_get(res.body, "summary");
+    CHECK(json_integer_value(json_object_get(sum, "train")) == 10);
+    CHECK_NEAR(json_real_value(json_object_get(sum, "val_fraction")), 0.2, 1e-9);
+    CHECK(!strcmp(str(res.body, "name"), "flowers"));
+    CHECK(header(&res, "Location") != NULL);
+    api_response_free(&res);
+    FILE *a = fopen(f.args_log, "r");
+    char line[1024] = "";
+    CHECK(a && fgets(line, sizeof line, a));
+    if (a) fclose(a);
+    CHECK(!strncmp(line, "inspect-dataset ", 16));
+
+    CHECK(upload(&f, &res, "/v1/datasets", "BAD!", 4) == 422);
+    CHECK(!strcmp(err_code(&res), "invalid_dataset"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/datasets?val_fraction=0.95", "GOOD", 4) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "val_fraction"));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/datasets?num_heads=3", "GOOD", 4) == 400);
+    api_response_free(&res);
+
+    CHECK(call(&f, &res, "GET", "/v1/datasets", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "datasets")) == 2);
+    api_response_free(&res);
+    snprintf(path, sizeof path, "/v1/datasets/%s", id);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 0 && count_in(&f, "tmp") == 0);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+TEST(job_create_resolves_every_option) {
+    fixture f;
+    fx_open(&f);
+    char m[64], body[256];
+    make_model(&f, "job", m);
+    snprintf(body, sizeof body,
+             "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\",\"train_subset\":512,"
+             "\"lr\":1e-5,\"qwt\":false}", m);
+    api_response res;
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    CHECK(f.wakes == 1);
+    CHECK(!strcmp(str(res.body, "state"), "queued"));
+    char loc[128];
+    snprintf(loc, sizeof loc, "/v1/jobs/%s", str(res.body, "id"));
+    CHECK(header(&res, "Location") && !strcmp(header(&res, "Location"), loc));
+    CHECK(json_integer_value(json_object_get(res.body, "max_attempts")) == 3);
+    json_t *spec = json_object_get(res.body, "spec");
+    /* every option of the table, resolved: the defaults and the given ones */
+    jobspec js;
+    jobspec_defaults(&js);
+    json_t *defaults = jobspec_to_json(&js);
+    const char *key;
+    json_t *v;
+    json_object_foreach(defaults, key, v) CHECK_MSG(json_object_get(spec, key), "spec lacks %s", key);
+    json_decref(defaults);
+    CHECK(json_integer_value(json_object_get(spec, "wbits")) == 4);
+    CHECK(json_integer_value(json_object_get(spec, "train_subset")) == 512);
+    CHECK_NEAR(json_real_value(json_object_get(spec, "lr")), 1e-5, 1e-12);
+    CHECK(json_is_false(json_object_get(spec, "qwt")));
+    CHECK(!strcmp(str(spec, "model_id"), m));
+    CHECK(!strcmp(str(spec, "dataset_id"), "fashion-mnist"));
+    api_response_free(&res);
+
+    CHECK(call(&f, &res, "GET", loc, NULL, NULL, NULL) == 200);
+    CHECK(!strcmp(str(res.body, "model_id"), m));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/jobs/j_nope", NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\",\"max_attempts\":5}", m);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    CHECK(json_integer_value(json_object_get(res.body, "max_attempts")) == 5);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(job_create_errors_name_the_field) {
+    fixture f;
+    fx_open(&f);
+    char m[64];
+    make_model(&f, "err", m);
+    struct {
+        const char *extra; /* appended to a valid body */
+        int status;
+        const char *field, *msg;
+    } cases[] = {
+        {",\"colour\":1", 400, "colour", "unknown option"},
+        {",\"lr\":5", 400, "lr", "out of range"},
+        {",\"wbits\":9", 400, "wbits", "out of range"},
+        {",\"wbits\":\"four\"", 400, "wbits", "integer"},
+        {",\"batch_size\":1.5", 400, "batch_size", "integer"},
+        {",\"qwt\":\"yes\"", 400, "qwt", "true or false"},
+        {",\"max_attempts\":0", 400, "max_attempts", "max_attempts"},
+        {",\"webhook\":{}", 400, "webhook", "unknown option"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"%s}", m, cases[i].extra);
+        api_response res;
+        CHECK_MSG(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == cases[i].status, "%s: %d", cases[i].extra, res.status);
+        CHECK_MSG(err_field(&res) && !strcmp(err_field(&res), cases[i].field), "%s: field %s", cases[i].extra, err_field(&res));
+        CHECK_MSG(strstr(err_message(&res), cases[i].msg), "%s: '%s'", cases[i].extra, err_message(&res));
+        api_response_free(&res);
+    }
+    struct {
+        const char *body;
+        int status;
+        const char *field;
+    } whole[] = {
+        {"{\"dataset_id\":\"fashion-mnist\"}", 400, "model_id"},
+        {"{\"model_id\":7,\"dataset_id\":\"fashion-mnist\"}", 400, "model_id"},
+        {"{\"model_id\":\"m_nope\",\"dataset_id\":\"fashion-mnist\"}", 404, "model_id"},
+        {"{\"model_id\":\"M\",\"dataset_id\":\"d_nope\"}", 404, "dataset_id"},
+        {"{\"model_id\":\"M\"}", 400, "dataset_id"},
+        {"not json", 400, NULL},
+        {"[1,2]", 400, NULL},
+        {"", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof *whole; i++) {
+        char body[512];
+        const char *M = strstr(whole[i].body, "\"M\"");
+        if (M) /* put the real model id in */
+            snprintf(body, sizeof body, "%.*s\"%s\"%s", (int)(M - whole[i].body), whole[i].body, m, M + 3);
+        else
+            snprintf(body, sizeof body, "%s", whole[i].body);
+        api_response res;
+        CHECK_MSG(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == whole[i].status, "%s: %d", body, res.status);
+        if (whole[i].field) CHECK_MSG(err_field(&res) && !strcmp(err_field(&res), whole[i].field), "%s: field %s", body, err_field(&res));
+        CHECK(err_code(&res) != NULL);
+        api_response_free(&res);
+    }
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/jobs", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "jobs")) == 0);
+    api_response_free(&res);
+    CHECK(f.wakes == 0);
+    fx_close(&f);
+}
+
+TEST(job_idempotency_key) {
+    fixture f;
+    fx_open(&f);
+    char m[64], body[256], first[64];
+    make_model(&f, "idem", m);
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"}", m);
+    api_response res;
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, "Idempotency-Key", "nightly-2026-11-27", NULL) == 201);
+    snprintf(first, sizeof first, "%s", str(res.body, "id"));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, "idempotency-key", "nightly-2026-11-27", NULL) == 200);
+    CHECK(!strcmp(str(res.body, "id"), first));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, "Idempotency-Key", "nightly-2026-11-28", NULL) == 201);
+    CHECK(strcmp(str(res.body, "id"), first));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, "Idempotency-Key", "has space", NULL) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "Idempotency-Key"));
+    api_response_free(&res);
+    CHECK(f.wakes == 2);
+    fx_close(&f);
+}
+
+TEST(job_list_filters_and_pages) {
+    fixture f;
+    fx_open(&f);
+    char m[64], ids[5][64];
+    make_model(&f, "list", m);
+    for (int i = 0; i < 5; i++) make_job(&f, m, NULL, ids[i]);
+    api_response res;
+    char url[512], seen[5][64];
+    int nseen = 0;
+    snprintf(url, sizeof url, "/v1/jobs?limit=2");
+    for (int page = 0; page < 4; page++) {
+        CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 200);
+        json_t *jobs = json_object_get(res.body, "jobs");
+        size_t i;
+        json_t *j;
+        json_array_foreach(jobs, i, j) if (nseen < 5) snprintf(seen[nseen++], 64, "%s", str(j, "id"));
+        json_t *next = json_object_get(res.body, "next_cursor");
+        CHECK(json_array_size(jobs) == (page < 2 ? 2u : 1u));
+        if (json_is_null(next)) {
+            api_response_free(&res);
+            break;
+        }
+        snprintf(url, sizeof url, "/v1/jobs?limit=2&cursor=%s", json_string_value(next));
+        api_response_free(&res);
+    }
+    CHECK(nseen == 5);
+    for (int i = 0; i < 5 && nseen == 5; i++) /* newest first */
+        CHECK_MSG(!strcmp(seen[i], ids[4 - i]), "position %d: %s, expected %s", i, seen[i], ids[4 - i]);
+
+    CHECK(call(&f, &res, "GET", "/v1/jobs?state=queued", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "jobs")) == 5);
+    CHECK(json_is_null(json_object_get(res.body, "next_cursor")));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/jobs?state=running", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "jobs")) == 0);
+    api_response_free(&res);
+    const char *bad[][2] = {{"/v1/jobs?state=sleeping", "state"}, {"/v1/jobs?limit=0", "limit"},
+                            {"/v1/jobs?limit=501", "limit"}, {"/v1/jobs?limit=ten", "limit"},
+                            {"/v1/jobs?cursor=zzz", "cursor"}, {"/v1/jobs?sort=asc", "sort"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_MSG(call(&f, &res, "GET", bad[i][0], NULL, NULL, NULL) == 400, "%s: %d", bad[i][0], res.status);
+        CHECK_MSG(err_field(&res) && !strcmp(err_field(&res), bad[i][1]), "%s: field %s", bad[i][0], err_field(&res));
+        api_response_free(&res);
+    }
+    fx_close(&f);
+}
+
+TEST(job_cancel_and_delete) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64], path[128], cancel[160];
+    make_model(&f, "cancel", m);
+    make_job(&f, m, NULL, j);
+    snprintf(path, sizeof path, "/v1/jobs/%s", j);
+    snprintf(cancel, sizeof cancel, "%s/cancel", path);
+    api_response res;
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 409); /* still queued */
+    api_response_free(&res);
+    int wakes = f.wakes;
+    CHECK(call(&f, &res, "POST", cancel, NULL, NULL, NULL) == 200);
+    CHECK(!strcmp(str(res.body, "state"), "canceled"));
+    CHECK(f.wakes == wakes + 1);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", cancel, NULL, NULL, NULL) == 409); /* already ended */
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs/j_nope/cancel", NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    /* the job's folder goes with it */
+    char dir[600], file[700];
+    snprintf(dir, sizeof dir, "%s/jobs/%s/artifacts", f.dir, j);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    CHECK(system(cmd) == 0);
+    snprintf(file, sizeof file, "%s/report.json", dir);
+    FILE *o = fopen(file, "w");
+    fputs("{}", o);
+    fclose(o);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    api_response_free(&res);
+    snprintf(dir, sizeof dir, "%s/jobs/%s", f.dir, j);
+    CHECK(access(dir, F_OK) != 0);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- artifacts */
+
+TEST(artifact_download_etag_and_ranges) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64];
+    make_model(&f, "art", m);
+    make_job(&f, m, NULL, j);
+    /* a worker's side: claim, write a file, record it */
+    json_t *claimed = NULL;
+    CHECK(store_job_claim(f.st, "w1", 60000, &claimed) == STORE_OK);
+    json_decref(claimed);
+    char dir[600], file[700], cmd[700];
+    snprintf(dir, sizeof dir, "%s/jobs/%s/artifacts", f.dir, j);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    CHECK(system(cmd) == 0);
+    snprintf(file, sizeof file, "%s/model.q", dir);
+    unsigned char data[1000];
+    for (int i = 0; i < 1000; i++) data[i] = (unsigned char)(i * 7);
+    FILE *o = fopen(file, "wb");
+    fwrite(data, 1, sizeof data, o);
+    fclose(o);
+    uint8_t d[32];
+    char hex[65], etag[80];
+    sha256(data, sizeof data, d);
+    sha256_hex(d, hex);
+    snprintf(etag, sizeof etag, "\"%s\"", hex);
+    CHECK(store_artifact_add(f.st, j, "model.q", 1000, hex) == STORE_OK);
+
+    api_response res;
+    char url[256];
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts", j);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 200);
+    json_t *arts = json_object_get(res.body, "artifacts");
+    CHECK(json_array_size(arts) == 1 && !strcmp(str(json_array_get(arts, 0), "sha256"), hex));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/jobs/j_nope/artifacts", NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/model.q", j);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 200);
+    CHECK(res.fd >= 0 && res.offset == 0 && res.length == 1000 && res.body == NULL);
+    CHECK(header(&res, "ETag") && !strcmp(header(&res, "ETag"), etag));
+    CHECK(header(&res, "Accept-Ranges") != NULL);
+    unsigned char back[1000];
+    CHECK(pread(res.fd, back, sizeof back, 0) == 1000 && !memcmp(back, data, 1000));
+    api_response_free(&res);
+
+    struct {
+        const char *range;
+        int status;
+        long long off, len;
+        const char *content_range;
+    } cases[] = {
+        {"bytes=0-99", 206, 0, 100, "bytes 0-99/1000"},
+        {"bytes=900-", 206, 900, 100, "bytes 900-999/1000"},
+        {"bytes=-100", 206, 900, 100, "bytes 900-999/1000"},
+        {"bytes=990-5000", 206, 990, 10, "bytes 990-999/1000"},
+        {"bytes=1000-", 416, 0, 0, "bytes */1000"},
+        {"bytes=-0", 416, 0, 0, "bytes */1000"},
+        {"bytes=0-1,5-9", 200, 0, 1000, NULL},  /* several ranges: the whole file */
+        {"items=0-1", 200, 0, 1000, NULL},       /* another unit: ignored */
+        {"bytes=9-2", 200, 0, 1000, NULL},       /* malformed: ignored */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CHECK_MSG(call(&f, &res, "GET", url, NULL, NULL, "Range", cases[i].range, NULL) == cases[i].status,
+                  "%s: %d", cases[i].range, res.status);
+        if (cases[i].status != 416)
+            CHECK_MSG(res.offset == cases[i].off && res.length == cases[i].len, "%s: %lld+%lld",
+                      cases[i].range, (long long)res.offset, (long long)res.length);
+        else
+            CHECK(res.fd < 0 && !strcmp(err_code(&res), "range_not_satisfiable"));
+        const char *cr = header(&res, "Content-Range");
+        if (cases[i].content_range) CHECK_MSG(cr && !strcmp(cr, cases[i].content_range), "%s: %s", cases[i].range, cr);
+        else CHECK(cr == NULL);
+        api_response_free(&res);
+    }
+    /* conditional requests */
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "If-None-Match", etag, NULL) == 304);
+    CHECK(res.fd < 0 && res.body == NULL && header(&res, "ETag"));
+    api_response_free(&res);
+    char list[200];
+    snprintf(list, sizeof list, "\"other\", W/%s", etag);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "If-None-Match", list, NULL) == 304);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "If-None-Match", "\"other\"", NULL) == 200);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "Range", "bytes=0-9", "If-Range", etag, NULL) == 206);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "Range", "bytes=0-9", "If-Range", "\"old\"", NULL) == 200);
+    CHECK(res.length == 1000);
+    api_response_free(&res);
+
+    /* names that are not artifacts, and never reach the file system */
+    const char *bad[] = {"model.x", "..", ".hidden", "a%2Fb", "a b"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/%s", j, bad[i]);
+        CHECK_MSG(call(&f, &res, "GET", url, NULL, NULL, NULL) == 404, "%s: %d", bad[i], res.status);
+        api_response_free(&res);
+    }
+    CHECK(call(&f, &res, "GET", "/v1/jobs/j_nope/artifacts/model.q", NULL, NULL, NULL) == 404);
+    CHECK(strstr(err_message(&res), "j_nope"));
+    api_response_free(&res);
+    /* recorded, but the file is gone: 404 that says so, not a crash */
+    unlink(file);
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/model.q", j);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- building blocks */
+
+TEST(range_parse_edges) {
+    int64_t off, len;
+    CHECK(range_parse(NULL, NULL, "\"e\"", 10, &off, &len) == RANGE_FULL && off == 0 && len == 10);
+    CHECK(range_parse("bytes=0-0", NULL, "\"e\"", 10, &off, &len) == RANGE_PARTIAL && len == 1);
+    CHECK(range_parse("bytes=-20", NULL, "\"e\"", 10, &off, &len) == RANGE_PARTIAL && off == 0 && len == 10);
+    CHECK(range_parse("bytes=0-", NULL, "\"e\"", 0, &off, &len) == RANGE_UNSATISFIABLE);
+    CHECK(range_parse("bytes=99999999999999999999-", NULL, "\"e\"", 10, &off, &len) == RANGE_FULL);
+    CHECK(range_parse("bytes= 2 - 3 ", NULL, "\"e\"", 10, &off, &len) == RANGE_FULL);
+    CHECK(range_parse("bytes=2-3", NULL, "\"e\"", 10, &off, &len) == RANGE_PARTIAL && off == 2 && len == 2);
+    CHECK(range_etag_matches("*", "\"e\""));
+    CHECK(range_etag_matches("\"a\",\"e\"", "\"e\""));
+    CHECK(!range_etag_matches("\"a\"", "\"e\""));
+    CHECK(!range_etag_matches("e", "\"e\""));
+    CHECK(!range_etag_matches(NULL, "\"e\""));
+}
+
+TEST(inspect_run_contract) {
+    fixture f;
+    fx_open(&f);
+    char path[600];
+    snprintf(path, sizeof path, "%s/input", f.dir);
+    const char *inputs[] = {"GOOD", "NOPE", "CRSH", "JUNK"};
+    int expect[] = {INSPECT_OK, INSPECT_OK, INSPECT_EFAIL, INSPECT_EFAIL};
+    for (int i = 0; i < 4; i++) {
+        FILE *o = fopen(path, "w");
+        fputs(inputs[i], o);
+        fclose(o);
+        const char *args[] = {"inspect-model", path, NULL};
+        json_t *out = NULL;
+        char err[256] = "";
+        int rc = inspect_run(f.stub, args, 5000, &out, err, sizeof err);
+        CHECK_MSG(rc == expect[i], "%s: %d (%s)", inputs[i], rc, err);
+        if (rc == INSPECT_OK) CHECK(json_is_boolean(json_object_get(out, "ok")));
+        else CHECK(out == NULL && err[0]);
+        json_decref(out);
+    }
+    const char *args[] = {"inspect-model", path, NULL};
+    json_t *out = NULL;
+    char err[256];
+    CHECK(inspect_run("/nonexistent/gplq-worker", args, 1000, &out, err, sizeof err) == INSPECT_ESPAWN);
+    /* a timeout kills the child: the call returns in about the timeout */
+    FILE *o = fopen(path, "w");
+    fputs("SLOW", o);
+    fclose(o);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(inspect_run(f.stub, args, 300, &out, err, sizeof err) == INSPECT_EFAIL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK_MSG(s < 3, "took %.1f s", s);
+    fx_close(&f);
+}
