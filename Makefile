@@ -51,10 +51,10 @@ $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libgplq.a: $(LIB_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libgplqsvc.a: $(SVC_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/gplq: $(CLI_OBJ) $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $(CLI_OBJ) $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@

@@ -20,6 +20,7 @@
 #include "io/dataset.h"
 #include "gplq/export.h"
 #include "gplq/pipeline.h"
+#include "gplq/report.h"
 #include "train/trainer.h"
 
 #define GPLQ_VERSION "0.1.0"
@@ -308,33 +309,26 @@ struct quant_ui {
 static int on_quant_progress(void *ctx, const gplq_progress *p) {
     struct quant_ui *ui = ctx;
     if (ui->json) return 0;
-    if (!ui->stage || strcmp(ui->stage, p->stage)) {
-        progress_line(&ui->bar, "gplq: %s", p->stage);
-        ui->stage = p->stage;
+    if (p->metric) {
+        progress_line(&ui->bar, "gplq: top-1 %-16s %6.2f%%", p->metric, 100 * p->value);
+        return 0;
     }
-    if (!strcmp(p->stage, "stage1") && p->step > 0) {
+    if (!ui->stage || strcmp(ui->stage, p->part)) {
+        progress_line(&ui->bar, "gplq: %s (%s)", p->stage, p->part);
+        ui->stage = p->part;
+    }
+    if (p->step <= 0) return 0;
+    if (!strcmp(p->stage, "stage1")) {
         char eta[32];
         progress_fmt_duration(eta, sizeof eta, p->eta_s);
-        progress_update(&ui->bar, (double)p->step / p->total, p->step == p->total,
+        progress_update(&ui->bar, p->fraction, 0,
                         "stage 1 step %" PRId64 "/%" PRId64 " ce %.4f pca %.4f %.0f img/s ETA %s",
                         p->step, p->total, p->ce, p->pca, p->images_per_s, eta);
+    } else {
+        progress_update(&ui->bar, p->fraction, 0, "%s %s %" PRId64 "/%" PRId64, p->stage, p->part,
+                        p->step, p->total);
     }
     return 0;
-}
-
-static json_t *report_json(const gplq_report *r, json_t *config) {
-    json_t *acc = json_object(), *blocks = json_array();
-#define ACC(k, v) if ((v) >= 0) json_object_set_new(acc, k, json_real(v))
-    ACC("fp32", r->fp32); ACC("stage1", r->stage1); ACC("stage2_noqwt", r->stage2_noqwt);
-    ACC("gplq", r->gplq); ACC("ptq_baseline", r->ptq_baseline); ACC("minmax_baseline", r->minmax_baseline);
-#undef ACC
-    for (int l = 0; l < r->depth; l++)
-        json_array_append_new(blocks, json_pack("{s:i, s:f, s:f, s:f}", "block", l, "qwt_r2", r->r2[l],
-                                                "mse_before", r->mse_before[l], "mse_after", r->mse_after[l]));
-    return json_pack("{s:o, s:{s:i, s:f, s:o}, s:{s:f, s:f, s:f}, s:i, s:o}", "accuracy", acc,
-                     "diagnostics", "pca_k", r->pca_k, "pca_explained", r->pca_explained, "blocks", blocks,
-                     "timings_s", "stage1", r->seconds_stage1, "stage2", r->seconds_stage2, "total", r->seconds_total,
-                     "peak_rss_mb", (int)peak_rss_mb(), "config", config);
 }
 
 static int cmd_quantize(int argc, char **argv) {
@@ -371,29 +365,10 @@ static int cmd_quantize(int argc, char **argv) {
     int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, &qm, &aq, &s2, err,
                       sizeof err);
     progress_done(&ui.bar);
-    if (rc == 0 && Q.out) {
-        /* the artifacts, then proof that they are the model just measured */
-        char acc[32], path[4096];
-        snprintf(acc, sizeof acc, "%.6f", rep.gplq);
-        json_t *cfgj = opt_to_json(quant_opts, N_OPTS(quant_opts));
-        char *cfgs = json_dumps(cfgj, JSON_COMPACT | JSON_SORT_KEYS);
-        const char *keys[] = {"gplq_config", "top1_gplq"}, *vals[] = {cfgs, acc};
-        mkdir(Q.out, 0755);
-        rc = gplq_export(Q.out, &qm, &aq, &s2, keys, vals, 2, err, sizeof err);
-        free(cfgs);
-        json_decref(cfgj);
-        gplq_qmodel back;
-        snprintf(path, sizeof path, "%s/model.q.safetensors", Q.out);
-        double top1;
-        if (!rc && !(rc = gplq_load_quantized(&back, path, err, sizeof err))) {
-            rc = eval_top1(&back.m, &te, 256, &top1, err, sizeof err);
-            if (!rc && top1 != rep.gplq) {
-                snprintf(err, sizeof err, "%.900s reloads to top-1 %.4f, not the %.4f measured", path,
-                         top1, rep.gplq);
-                rc = -1;
-            }
-            gplq_qmodel_free(&back);
-        }
+    json_t *config = opt_to_json(quant_opts, N_OPTS(quant_opts));
+    if (rc == 0) {
+        if (Q.out)  /* the artifacts and report.json, proven to reload to rep.gplq */
+            rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
         vit_free(&qm);
         actq_free(&aq);
         stage2_result_free(&s2);
@@ -401,16 +376,7 @@ static int cmd_quantize(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
     } else {
-        json_t *rj = report_json(&rep, opt_to_json(quant_opts, N_OPTS(quant_opts)));
-        if (Q.out) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/report.json", Q.out);
-            mkdir(Q.out, 0755);
-            if (json_dump_file(rj, path, JSON_INDENT(2) | JSON_SORT_KEYS)) {
-                fprintf(stderr, "gplq quantize: cannot write %s\n", path);
-                rc = 1;
-            }
-        }
+        json_t *rj = gplq_report_json(&rep, json_incref(config));
         if (Q.json) {
             char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS);
             printf("%s\n", sj);
@@ -434,6 +400,7 @@ static int cmd_quantize(int argc, char **argv) {
         }
         json_decref(rj);
     }
+    json_decref(config);
     vit_free(&fp);
     ds_free(&tr);
     ds_free(&te);

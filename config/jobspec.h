@@ -22,13 +22,13 @@ typedef struct {
     float lr, weight_decay, alpha, label_smoothing;
     int pca_samples;
     float pca_var;
-    int calib_images, qwt_images, qwt;
+    int calib_images, percentile_init, qwt_images, qwt;
     float lambda;
     int pad, hflip, seed, ckpt_every;
     int num_heads;                  /* when the checkpoint does not say */
 } jobspec;
 
-#define JOBSPEC_NOPTS 22
+#define JOBSPEC_NOPTS 23
 
 /* Fills specs (JOBSPEC_NOPTS entries) with the table bound to js's fields. */
 void jobspec_table(jobspec *js, opt_spec specs[JOBSPEC_NOPTS]);

@@ -17,6 +17,7 @@ void gplq_defaults(gplq_config *c) {
     stage1_defaults(&c->s1);
     stage2_defaults(&c->s2);
     c->baselines = 1;
+    c->percentile_init = 1;
     c->eval_batch = 256;
 }
 
@@ -25,6 +26,7 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
     c->wbits = js->wbits;
     c->abits = js->abits;
     c->baselines = js->baselines;
+    c->percentile_init = js->percentile_init;
     stage1_config *s1 = &c->s1;
     s1->epochs = js->epochs;
     s1->batch = js->batch_size;
@@ -51,24 +53,61 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Progress of the whole run, relayed to the caller's callback. The fraction of the job done is
+ * counted in image forward passes (a backward pass costs two), the unit that dominates every
+ * part's time: so a bar moves at an even pace across parts of very different lengths. */
 typedef struct {
     gplq_progress_fn fn;
     void *ctx;
+    const char *stage, *part;
+    double done, cost, total; /* forward passes: before this part, of this part, of the run */
 } relay;
+
+static int relay_send(relay *r, gplq_progress *g) {
+    if (!r->fn) return 0;
+    double f = g->total > 0 ? (double)g->step / g->total : 0;
+    g->stage = r->stage;
+    g->part = r->part;
+    g->fraction = r->total > 0 ? (r->done + f * r->cost) / r->total : 0;
+    return r->fn(r->ctx, g);
+}
+
+/* Starts a part of stage `stage` costing `cost` forward passes; nonzero: stop. */
+static int relay_part(relay *r, const char *stage, const char *part, double cost) {
+    r->done += r->cost;
+    r->stage = stage;
+    r->part = part;
+    r->cost = cost;
+    gplq_progress g = {.step = 0, .total = 1};
+    return relay_send(r, &g);
+}
+
+static int relay_tick(void *vctx, int64_t done, int64_t total) {
+    gplq_progress g = {.step = done, .total = total};
+    return relay_send(vctx, &g);
+}
+
+/* An accuracy just measured (metric: the report's key); nonzero: stop. */
+static int relay_metric(relay *r, const char *metric, double top1) {
+    gplq_progress g = {.step = 1, .total = 1, .metric = metric, .value = top1};
+    return relay_send(r, &g);
+}
 
 /* Stage 1's trainer progress, as the pipeline's. */
 static int on_stage1(void *vctx, const train_progress *p) {
-    relay *r = vctx;
-    if (!r->fn || p->evaluated) return 0;
-    gplq_progress g = {.stage = "stage1", .step = p->step, .total = p->total, .ce = p->terms[0],
-                       .pca = p->terms[1], .images_per_s = p->images_per_s, .eta_s = p->eta_s};
-    return r->fn(r->ctx, &g);
+    if (p->evaluated) return 0;
+    gplq_progress g = {.step = p->step, .total = p->total, .ce = p->terms[0], .pca = p->terms[1],
+                       .images_per_s = p->images_per_s, .eta_s = p->eta_s};
+    return relay_send(vctx, &g);
 }
 
-static void announce(relay *r, const char *stage) {
-    if (!r->fn) return;
-    gplq_progress g = {.stage = stage, .step = 0, .total = 1};
-    r->fn(r->ctx, &g);
+/* Measures top-1 of m on test as part `metric` of stage "evaluate"; 1 if stopped. */
+static int evaluate(relay *r, vit_model *m, const ds_set *test, const gplq_config *c,
+                    const char *metric, double *top1, char *err, size_t errlen) {
+    if (relay_part(r, "evaluate", metric, test->n)) return 1;
+    int rc = eval_top1_tick(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
+    if (rc) return rc;
+    return relay_metric(r, metric, *top1);
 }
 
 int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
@@ -97,8 +136,9 @@ out:
     return rc;
 }
 
-/* A baseline: calibrate a copy of fp, then stage 2 with cfg; its top-1 into *top1. */
-static int baseline(const vit_model *fp, const ds_set *train, const ds_set *test,
+/* A baseline: calibrate a copy of fp, then stage 2 with cfg; its top-1 into *top1.
+ * 0, 1 if stopped, -1 on error. */
+static int baseline(relay *r, const vit_model *fp, const ds_set *train, const ds_set *test,
                     const gplq_config *c, int minmax, double *top1, char *err, size_t errlen) {
     vit_model a, w;
     actq_set aq;
@@ -106,18 +146,25 @@ static int baseline(const vit_model *fp, const ds_set *train, const ds_set *test
     stage2_config s2 = c->s2;
     s2.minmax = minmax;
     s2.qwt = minmax ? 0 : c->s2.qwt;
+    s2.wbits = c->wbits;
+    s2.tick = relay_tick;
+    s2.tick_ctx = r;
+    const char *name = minmax ? "minmax_baseline" : "ptq_baseline";
+    int calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
+    int qwt = s2.calib_images < train->n ? s2.calib_images : train->n;
+    if (relay_part(r, "calibrate", name, calib + 2.0 * qwt)) return 1;
     int rc = -1;
     if (vit_clone(&a, fp, err, errlen)) return -1;
     if (actq_init(&aq, &fp->cfg, c->abits, 8, err, errlen)) {
         vit_free(&a);
         return -1;
     }
-    aq.minmax = minmax;
+    aq.minmax = minmax || !c->percentile_init;
     if (gplq_calibrate(&a, &aq, train, c->s1.calib_images, c->s1.seed, err, errlen) ||
         vit_clone(&w, &a, err, errlen))
         goto out;
-    if (stage2_run(&w, &a, &aq, &s2, train, &res, err, errlen) == 0) {
-        rc = eval_top1(&w, test, c->eval_batch, top1, err, errlen);
+    if ((rc = stage2_run(&w, &a, &aq, &s2, train, &res, err, errlen)) == 0) {
+        rc = evaluate(r, &w, test, c, name, top1, err, errlen);
         stage2_result_free(&res);
     }
     vit_free(&w);
@@ -139,13 +186,21 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         return -1;
     }
     double t0 = now_s();
-    relay r = {progress, ctx};
+    relay r = {.fn = progress, .ctx = ctx};
+    {   /* the run's cost in forward passes, for the fraction done (see relay) */
+        double calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
+        double qwt = c->s2.calib_images < train->n ? c->s2.calib_images : train->n;
+        double pca = c->s1.pca_samples < train->n ? c->s1.pca_samples : train->n;
+        r.total = 4.0 * test->n + calib + pca + 4.0 * c->s1.epochs * train->n + 2 * qwt;
+        if (c->baselines) r.total += 2 * (calib + 2 * qwt + test->n);
+    }
     vit_model teacher, student, q;
     actq_set aq;
     stage1_result s1;
     stage2_result s2;
     int rc = -1;
     memset(&q, 0, sizeof q);
+    memset(&s2, 0, sizeof s2);
     stage2_config s2c = c->s2;
     stage1_config s1c = c->s1;
     s2c.wbits = c->wbits;
@@ -155,43 +210,45 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         return -1;
     }
     if (actq_init(&aq, &fp->cfg, c->abits, 8, err, errlen)) goto out_models;
+    aq.minmax = !c->percentile_init;
 
-    announce(&r, "evaluate");
-    if (eval_top1(&teacher, test, c->eval_batch, &rep->fp32, err, errlen)) goto out_aq;
-    if (c->baselines) {
-        announce(&r, "calibrate");
-        if (baseline(fp, train, test, c, 1, &rep->minmax_baseline, err, errlen) ||
-            baseline(fp, train, test, c, 0, &rep->ptq_baseline, err, errlen))
+    /* each step returns 0, 1 if the callback stopped the run, -1 on error */
+    if ((rc = evaluate(&r, &teacher, test, c, "fp32", &rep->fp32, err, errlen))) goto out_aq;
+    if (c->baselines &&
+        ((rc = baseline(&r, fp, train, test, c, 1, &rep->minmax_baseline, err, errlen)) ||
+         (rc = baseline(&r, fp, train, test, c, 0, &rep->ptq_baseline, err, errlen))))
+        goto out_aq;
+    {
+        double pca = c->s1.pca_samples < train->n ? c->s1.pca_samples : train->n;
+        double calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
+        if ((rc = relay_part(&r, "stage1", "stage1", calib + pca + 4.0 * c->s1.epochs * train->n)))
             goto out_aq;
     }
-    announce(&r, "stage1");
-    int s = stage1_run(&student, &teacher, &aq, &s1c, train, on_stage1, &r, &s1, err, errlen);
-    if (s) {
-        rc = s;
+    if ((rc = stage1_run(&student, &teacher, &aq, &s1c, train, on_stage1, &r, &s1, err, errlen)))
         goto out_aq;
-    }
     rep->pca_k = s1.pca.k;
     rep->pca_explained = s1.pca.explained;
     rep->seconds_stage1 = s1.seconds;
     stage1_result_free(&s1);
-    announce(&r, "evaluate");
-    if (eval_top1(&student, test, c->eval_batch, &rep->stage1, err, errlen)) goto out_aq;
+    if ((rc = evaluate(&r, &student, test, c, "stage1", &rep->stage1, err, errlen))) goto out_aq;
 
-    announce(&r, "stage2");
-    if (vit_clone(&q, &student, err, errlen) ||
-        stage2_run(&q, &student, &aq, &s2c, train, &s2, err, errlen))
+    s2c.tick = relay_tick;
+    s2c.tick_ctx = &r;
+    if ((rc = relay_part(&r, "stage2", "stage2", 2.0 * (c->s2.calib_images < train->n
+                                                        ? c->s2.calib_images : train->n))))
         goto out_aq;
+    if ((rc = vit_clone(&q, &student, err, errlen))) goto out_aq;
+    if ((rc = stage2_run(&q, &student, &aq, &s2c, train, &s2, err, errlen))) goto out_aq;
     rep->seconds_stage2 = s2.seconds;
     for (int l = 0; l < rep->depth; l++) {
         rep->r2[l] = s2.r2[l];
         rep->mse_before[l] = s2.mse_before[l];
         rep->mse_after[l] = s2.mse_after[l];
     }
-    announce(&r, "evaluate");
     q.qwt_w = NULL; /* the same weights, without the compensation */
-    if (eval_top1(&q, test, c->eval_batch, &rep->stage2_noqwt, err, errlen)) goto out_s2;
+    if ((rc = evaluate(&r, &q, test, c, "stage2_noqwt", &rep->stage2_noqwt, err, errlen))) goto out_s2;
     q.qwt_w = (const float *const *)s2.qwt_w;
-    if (eval_top1(&q, test, c->eval_batch, &rep->gplq, err, errlen)) goto out_s2;
+    if ((rc = evaluate(&r, &q, test, c, "gplq", &rep->gplq, err, errlen))) goto out_s2;
     rep->seconds_total = now_s() - t0;
     rc = 0;
     if (out && aq_out && s2_out) {

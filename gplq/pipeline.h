@@ -19,6 +19,8 @@ typedef struct {
     stage1_config s1;
     stage2_config s2;
     int baselines;      /* 1: also PTQ alone and min-max */
+    int percentile_init;/* per-tensor activation steps from the 1st/99th percentiles (paper);
+                           0: from min-max, like per-channel ones */
     int eval_batch;
 } gplq_config;
 
@@ -29,9 +31,14 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js);
 
 typedef struct {
     const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate" */
-    int64_t step, total;
+    const char *part;   /* what the stage works on: "stage1", or the accuracy being measured
+                           ("fp32", "ptq_baseline", ...: the report's keys) */
+    int64_t step, total;/* within the part */
+    double fraction;    /* of the whole run, in [0, 1] */
     float ce, pca;      /* stage 1's loss terms */
-    double images_per_s, eta_s;
+    double images_per_s, eta_s; /* stage 1's */
+    const char *metric; /* non-NULL once: an accuracy just measured (a report key) ... */
+    double value;       /* ... and its top-1 fraction */
 } gplq_progress;
 typedef int (*gplq_progress_fn)(void *ctx, const gplq_progress *p);
 

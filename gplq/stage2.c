@@ -237,6 +237,10 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
         float *t = X;
         X = Z;
         Z = t;
+        if (c->tick && c->tick(c->tick_ctx, l + 1, L)) {
+            rc = 1;
+            goto out;
+        }
     }
     m->qwt_w = (const float *const *)res->qwt_w;
     m->qwt_b = (const float *const *)res->qwt_b;

@@ -27,6 +27,10 @@ typedef struct {
     int qwt;            /* 0: quantize weights only */
     int minmax;         /* 1: clip at max |w| only (the naive min-max baseline) */
     uint64_t seed;      /* picks the calibration images */
+    /* optional: called after each block's fit (done = blocks fitted, total = depth); nonzero
+     * stops stage2_run, which then returns 1 */
+    int (*tick)(void *ctx, int64_t done, int64_t total);
+    void *tick_ctx;
 } stage2_config;
 
 void stage2_defaults(stage2_config *c);
@@ -49,7 +53,7 @@ typedef struct {
     double seconds;
 } stage2_result;
 
-/* Quantizes the weights of m in place (its parameters become the dequantized W4 values) and
+/* Returns 0, 1 if c->tick stopped it, -1 on error. Quantizes the weights of m in place (its parameters become the dequantized W4 values) and
  * fits QwT. fp holds the stage-1 (FP32-weight) model; both carry aq's hooks in QUANT mode.
  * On success m->qwt_w/qwt_b point into res (valid until stage2_result_free). */
 int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,

@@ -375,6 +375,36 @@ int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* A float as the shortest decimal that reads back to it: 1e-06, not 9.9999999747524271e-07. */
+static json_t *json_float(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", x);
+    for (int prec = 6; prec < 9; prec++) {
+        char b[32];
+        snprintf(b, sizeof b, "%.*g", prec, x);
+        if (strtof(b, NULL) == x) {
+            memcpy(buf, b, sizeof b);
+            break;
+        }
+    }
+    return json_real(strtod(buf, NULL));
+}
+
+json_t *ckpt_config_json(const vit_config *c) {
+    int ch = c->in_chans;
+    json_t *mean = json_array(), *std = json_array();
+    for (int i = 0; i < ch; i++) {
+        json_array_append_new(mean, json_float(c->mean[i]));
+        json_array_append_new(std, json_float(c->std[i]));
+    }
+    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:o, s:o}",
+                     "img_size", c->img_size, "patch_size", c->patch, "in_chans", c->in_chans,
+                     "embed_dim", c->dim, "depth", c->depth, "num_heads", c->heads,
+                     "mlp_hidden", c->mlp_hidden, "num_classes", c->num_classes,
+                     "distilled", c->distilled, "ln_eps", json_float(c->ln_eps), "mean", mean,
+                     "std", std);
+}
+
 void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer) {
     expand(out, n, pi->name, layer, "");
 }

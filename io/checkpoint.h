@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "engine/vit.h"
 #include "io/safetensors.h"
 
@@ -48,6 +50,10 @@ int ckpt_save(const vit_model *m, const char *path, const char *const *keys,
 int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen);
 /* Only the config metadata (what ckpt_add_model writes besides the tensors). */
 int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen);
+/* The config as a new JSON object (json_decref) with the metadata's key names (img_size,
+ * patch_size, in_chans, embed_dim, depth, num_heads, mlp_hidden, num_classes, distilled, ln_eps,
+ * mean, std). */
+json_t *ckpt_config_json(const vit_config *c);
 /* The timm name of parameter tensor pi at block layer (ignored for non-block tensors). */
 void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer);
 

@@ -22,6 +22,11 @@ static double now_s(void) {
 }
 
 int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen) {
+    return eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
+}
+
+int eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+                   void *ctx, char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
         snprintf(err, errlen, "dataset images are %dx%dx%d, the model takes %dx%dx%d", d->channels,
@@ -49,10 +54,11 @@ int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
             for (int k = 1; k < c->num_classes; k++) best = l[k] > l[best] ? k : best;
             correct += best == d->labels[i + b];
         }
+        if (tick && tick(ctx, i + B, d->n)) rc = 1;
     }
     free(x);
     free(idx);
-    *top1 = d->n ? (double)correct / d->n : 0.0;
+    if (!rc) *top1 = d->n ? (double)correct / d->n : 0.0;
     return rc;
 }
 

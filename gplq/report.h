@@ -1,0 +1,29 @@
+/*
+ * report.h: a finished GPLQ run as files: report.json and the quantized artifacts, written
+ * the same way by `gplq quantize --out` and by the service's workers, and proven before they
+ * are handed out (the quantized file is loaded back and must reproduce the measured accuracy
+ * exactly).
+ */
+#ifndef GPLQ_REPORT_H
+#define GPLQ_REPORT_H
+
+#include <jansson.h>
+
+#include "gplq/pipeline.h"
+#include "io/dataset.h"
+
+/* The report as a new JSON object: "accuracy" (top-1 fractions under the keys fp32, stage1,
+ * stage2_noqwt, gplq, ptq_baseline, minmax_baseline: the names pipelines read), "diagnostics"
+ * (PCA, per-block QwT R^2 and output MSE), "timings_s", "peak_rss_mb", "blas_core" and
+ * "config". config is stolen (the caller's reference passes to the report). */
+json_t *gplq_report_json(const gplq_report *r, json_t *config);
+
+/* Writes into dir (created if missing): model.q.safetensors, model.fakequant.safetensors (with
+ * config and the accuracies in their metadata) and report.json; then loads model.q.safetensors
+ * back and checks that it reproduces r->gplq on test bit for bit. m, aq, s2: gplq_run's
+ * outputs. config is borrowed. Returns 0 or -1 with err. */
+int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq,
+                         const stage2_result *s2, const gplq_report *r, json_t *config,
+                         const ds_set *test, char *err, size_t errlen);
+
+#endif

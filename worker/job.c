@@ -1,0 +1,437 @@
+/*
+ * job.c: see job.h.
+ */
+#include "worker/job.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/jobspec.h"
+#include "gplq/pipeline.h"
+#include "gplq/report.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "io/imagefolder.h"
+#include "storage/blob.h"
+#include "storage/sha256.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...) {
+    char msg[2048], ts[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    struct tm tm;
+    gmtime_r(&t.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", t.tv_nsec / 1000000);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level, "worker", worker,
+                          "msg", msg);
+    if (job) json_object_set_new(o, "job", json_string(job));
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) {
+        /* one write per line: the daemon reads lines from a pipe */
+        printf("%s\n", s);
+        fflush(stdout);
+    }
+    free(s);
+    json_decref(o);
+}
+
+/* ---- the heartbeat ---- */
+
+typedef struct {
+    const worker_env *w;
+    const char *job_id;
+    store *s;                  /* the heartbeat's own connection */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    json_t *progress;          /* latest snapshot, immutable once published (under mu) */
+    char stage[32];            /* (under mu) */
+    int changed;               /* a snapshot not yet written (under mu) */
+    int done;                  /* the job thread is finished with us (under mu) */
+    volatile sig_atomic_t cancel, lost;
+    double t0;                 /* when the job started on this worker */
+    double last_event;
+} beat;
+
+static void beat_publish(beat *b, const char *stage, json_t *progress) {
+    pthread_mutex_lock(&b->mu);
+    json_decref(b->progress);
+    b->progress = progress;
+    int new_stage = strcmp(b->stage, stage) != 0;
+    snprintf(b->stage, sizeof b->stage, "%s", stage);
+    b->changed = 1;
+    if (new_stage) pthread_cond_signal(&b->cv); /* a stage change is written at once */
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void *beat_main(void *arg) {
+    beat *b = arg;
+    int64_t every = b->w->lease_ms / 3 < 1000 ? b->w->lease_ms / 3 : 1000;
+    if (every < 50) every = 50;
+    pthread_mutex_lock(&b->mu);
+    while (!b->done) {
+        json_t *p = json_incref(b->progress);
+        char stage[32];
+        snprintf(stage, sizeof stage, "%s", b->stage);
+        int changed = b->changed;
+        b->changed = 0;
+        pthread_mutex_unlock(&b->mu);
+
+        /* progress events (for live views) at most twice a second; the row every tick */
+        double t = now_s();
+        int event = changed && t - b->last_event >= 0.5;
+        if (event) b->last_event = t;
+        int rc = store_job_progress(b->s, b->job_id, b->w->name, b->w->lease_ms,
+                                    stage[0] ? stage : NULL, p, event);
+        json_decref(p);
+        if (rc == STORE_ECONFLICT && !b->cancel) {
+            b->cancel = 1;
+            wlog(b->w->name, "info", b->job_id, "cancel requested");
+        } else if (rc == STORE_ELEASE && !b->lost) {
+            b->lost = 1;
+            wlog(b->w->name, "warn", b->job_id, "lease lost: the job belongs to another worker now");
+        } else if (rc != STORE_OK && rc != STORE_ECONFLICT && rc != STORE_ELEASE) {
+            wlog(b->w->name, "error", b->job_id, "heartbeat: %s", store_errmsg(b->s));
+        }
+
+        pthread_mutex_lock(&b->mu);
+        if (b->done) break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += every / 1000;
+        until.tv_nsec += (every % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        while (!b->done && !(b->changed && strcmp(stage, b->stage)))
+            if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT) break;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+static int beat_start(beat *b, const worker_env *w, const char *job_id, char *err, size_t errlen) {
+    memset(b, 0, sizeof *b);
+    b->w = w;
+    b->job_id = job_id;
+    b->t0 = now_s();
+    b->progress = json_object();
+    if (store_open(&b->s, w->db_path, 5000, err, errlen)) return -1;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    if (pthread_create(&b->thread, NULL, beat_main, b)) {
+        snprintf(err, errlen, "cannot start the heartbeat thread");
+        store_close(b->s);
+        return -1;
+    }
+    return 0;
+}
+
+static void beat_stop(beat *b) {
+    pthread_mutex_lock(&b->mu);
+    b->done = 1;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->thread, NULL);
+    store_close(b->s);
+    json_decref(b->progress);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+}
+
+/* ---- the pipeline's progress, as the job's ---- */
+
+typedef struct {
+    beat *b;
+    const worker_env *w;
+    const char *job_id;
+    int lost_metrics;          /* a metrics write found the lease gone */
+} job_ui;
+
+static int on_progress(void *ctx, const gplq_progress *p) {
+    job_ui *ui = ctx;
+    beat *b = ui->b;
+    if (p->metric) {
+        json_t *m = json_pack("{s:f}", p->metric, p->value);
+        int rc = store_job_metrics(ui->w->s, ui->job_id, ui->w->name, m);
+        json_decref(m);
+        if (rc == STORE_ELEASE) ui->lost_metrics = 1;
+        wlog(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
+    } else {
+        double el = now_s() - b->t0;
+        json_t *pj = json_pack("{s:s, s:s, s:I, s:I, s:f}", "stage", p->stage, "part", p->part,
+                               "step", (json_int_t)p->step, "total", (json_int_t)p->total,
+                               "fraction", p->fraction);
+        /* the whole job's ETA, from its pace so far */
+        if (p->fraction > 0.01) json_object_set_new(pj, "eta_s", json_real(el * (1 - p->fraction) / p->fraction));
+        else json_object_set_new(pj, "eta_s", json_null());
+        if (!strcmp(p->stage, "stage1") && p->step > 0) {
+            json_object_set_new(pj, "losses", json_pack("{s:f, s:f}", "ce", p->ce, "pca", p->pca));
+            json_object_set_new(pj, "images_per_s", json_real(p->images_per_s));
+        }
+        beat_publish(b, p->stage, pj);
+    }
+    return *ui->w->stop || b->cancel || b->lost || ui->lost_metrics;
+}
+
+/* ---- files ---- */
+
+static int mkdirs(const char *path, char *err, size_t errlen) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot create %.900s: %s", tmp, strerror(errno));
+    return -1;
+}
+
+static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    sha256_ctx c;
+    sha256_init(&c);
+    static __thread uint8_t buf[1 << 16];
+    ssize_t n;
+    *bytes = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        sha256_update(&c, buf, (size_t)n);
+        *bytes += n;
+    }
+    close(fd);
+    if (n < 0) return -1;
+    uint8_t d[32];
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
+    return 0;
+}
+
+/* ---- data ---- */
+
+/* The job's training and held-out images, at the model's input size. */
+static int load_data(const worker_env *w, json_t *job, const vit_config *cfg, const jobspec *js,
+                     ds_set *tr, ds_set *te, char *err, size_t errlen) {
+    const char *kind = json_string_value(json_object_get(job, "dataset_kind"));
+    const char *id = json_string_value(json_object_get(job, "dataset_id"));
+    const char *sha = json_string_value(json_object_get(job, "dataset_sha256"));
+    memset(tr, 0, sizeof *tr);
+    memset(te, 0, sizeof *te);
+    if (kind && !strcmp(kind, "builtin")) {
+        if (ds_open_builtin(id, NULL, tr, te, err, errlen)) return -1;
+    } else {
+        if (!sha) {
+            snprintf(err, errlen, "dataset %s has no stored file", id ? id : "?");
+            return -1;
+        }
+        double val_fraction = 0.1;
+        json_t *d = NULL;
+        if (store_dataset_get(w->s, NULL, id, &d) == STORE_OK) {
+            json_t *v = json_object_get(json_object_get(d, "summary"), "val_fraction");
+            if (json_is_number(v)) val_fraction = json_number_value(v);
+        }
+        json_decref(d);
+        char cache[4096], blob[4096];
+        snprintf(cache, sizeof cache, "%s/cache", w->data_dir);
+        if (mkdirs(cache, err, errlen)) return -1;
+        /* decoded and resized once per (dataset, input shape, split): later jobs and resumed
+         * ones read the packed pixels instead of decoding again */
+        snprintf(cache, sizeof cache, "%s/cache/%s-c%d-s%d-v%04d-r%d.gds", w->data_dir, sha,
+                 cfg->in_chans, cfg->img_size, (int)(val_fraction * 1000 + 0.5), js->seed);
+        if (imgf_cache_read(cache, tr, te, err, errlen)) {
+            blob_path(blob, sizeof blob, w->data_dir, sha);
+            imgf_limits lim;
+            imgf_limits_default(&lim);
+            if (imgf_load(blob, &lim, cfg->in_chans, cfg->img_size, val_fraction,
+                          (uint64_t)js->seed, tr, te, err, errlen))
+                return -1;
+            char werr[512];
+            if (imgf_cache_write(cache, tr, te, werr, sizeof werr))
+                wlog(w->name, "warn", NULL, "dataset cache not written: %s", werr);
+        }
+    }
+    if (tr->channels != cfg->in_chans || tr->height != cfg->img_size) {
+        snprintf(err, errlen, "the dataset's images are %dx%dx%d but the model takes %dx%dx%d",
+                 tr->channels, tr->height, tr->width, cfg->in_chans, cfg->img_size, cfg->img_size);
+        goto fail;
+    }
+    if (tr->num_classes != cfg->num_classes) {
+        snprintf(err, errlen, "the dataset has %d classes but the model's head has %d",
+                 tr->num_classes, cfg->num_classes);
+        goto fail;
+    }
+    if (te->n == 0) {
+        snprintf(err, errlen, "the dataset has no held-out images to measure accuracy on");
+        goto fail;
+    }
+    if (js->train_subset) ds_truncate(tr, js->train_subset < tr->n ? js->train_subset : tr->n);
+    if (js->eval_subset) ds_truncate(te, js->eval_subset < te->n ? js->eval_subset : te->n);
+    return 0;
+fail:
+    ds_free(tr);
+    ds_free(te);
+    return -1;
+}
+
+/* The job spec's options (the stored spec also carries model_id, dataset_id and service
+ * fields that are not pipeline options). */
+static int parse_spec(json_t *job, jobspec *js, char *err, size_t errlen) {
+    jobspec_defaults(js);
+    json_t *spec = json_object_get(job, "spec"), *opts = json_object();
+    opt_spec t[JOBSPEC_NOPTS];
+    jobspec tmp;
+    jobspec_table(&tmp, t);
+    const char *k;
+    json_t *v;
+    json_object_foreach(spec, k, v) {
+        for (int i = 0; i < JOBSPEC_NOPTS; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s", t[i].name);
+            for (char *p = name; *p; p++) if (*p == '-') *p = '_';
+            if (!strcmp(name, k)) json_object_set(opts, k, v);
+        }
+    }
+    int rc = jobspec_apply_json(js, opts, err, errlen);
+    json_decref(opts);
+    return rc;
+}
+
+/* ---- the job ---- */
+
+static int finish(const worker_env *w, const char *id, const char *state, const char *error) {
+    int rc = store_job_finish(w->s, id, w->name, state, error);
+    if (rc == STORE_ELEASE) {
+        wlog(w->name, "warn", id, "not recorded as %s: the lease is gone", state);
+        return 0;
+    }
+    if (rc) {
+        wlog(w->name, "error", id, "cannot record the end (%s): %s", state, store_errmsg(w->s));
+        return -1;
+    }
+    wlog(w->name, "info", id, "%s%s%s", state, error ? ": " : "", error ? error : "");
+    return 0;
+}
+
+int job_run(const worker_env *w, json_t *job) {
+    const char *id = json_string_value(json_object_get(job, "id"));
+    const char *msha = json_string_value(json_object_get(job, "model_sha256"));
+    char err[2048], dir[4096], state_path[4200], art[4200];
+    int attempts = (int)json_integer_value(json_object_get(job, "attempts"));
+    wlog(w->name, "info", id, "claimed (attempt %d)", attempts);
+
+    jobspec js;
+    if (parse_spec(job, &js, err, sizeof err)) return finish(w, id, "failed", err);
+    snprintf(dir, sizeof dir, "%s/jobs/%s", w->data_dir, id);
+    snprintf(state_path, sizeof state_path, "%s/stage1.state", dir);
+    snprintf(art, sizeof art, "%s/artifacts", dir);
+    if (mkdirs(dir, err, sizeof err)) return finish(w, id, "failed", err);
+
+    beat b;
+    if (beat_start(&b, w, id, err, sizeof err)) return finish(w, id, "failed", err);
+    job_ui ui = {.b = &b, .w = w, .job_id = id};
+    gplq_progress p0 = {.stage = "calibrate", .part = "load", .total = 1};
+    on_progress(&ui, &p0);
+
+    vit_model fp;
+    ds_set tr, te;
+    char blob[4096];
+    blob_path(blob, sizeof blob, w->data_dir, msha ? msha : "");
+    ckpt_hints hints = {.num_heads = js.num_heads};
+    int loaded = 0, rc = -1;
+    if (!msha) {
+        snprintf(err, sizeof err, "the job's model has no stored file");
+    } else if (ckpt_load(&fp, blob, &hints, NULL, err, sizeof err) == 0) {
+        loaded = 1;
+        rc = load_data(w, job, &fp.cfg, &js, &tr, &te, err, sizeof err);
+    }
+
+    gplq_report rep;
+    vit_model qm;
+    actq_set aq;
+    stage2_result s2;
+    if (rc == 0) {
+        gplq_config c;
+        gplq_config_from_spec(&c, &js);
+        c.s1.ckpt_path = state_path;
+        if (access(state_path, F_OK) == 0)
+            wlog(w->name, "info", id, "resuming stage 1 from %s", state_path);
+        rc = gplq_run(&fp, &tr, &te, &c, on_progress, &ui, &rep, &qm, &aq, &s2, err, sizeof err);
+        if (rc == 0) {
+            gplq_progress pe = {.stage = "export", .part = "artifacts", .step = 0, .total = 1,
+                                .fraction = 0.99};
+            on_progress(&ui, &pe);
+            json_t *config = jobspec_to_json(&js);
+            json_object_set(config, "model_id", json_object_get(job, "model_id"));
+            json_object_set(config, "dataset_id", json_object_get(job, "dataset_id"));
+            json_object_set_new(config, "job_id", json_string(id));
+            rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
+            json_decref(config);
+            vit_free(&qm);
+            actq_free(&aq);
+            stage2_result_free(&s2);
+        }
+        ds_free(&tr);
+        ds_free(&te);
+    }
+    if (loaded) vit_free(&fp);
+
+    /* record the artifacts: the files are complete (written and renamed) before any row names them */
+    const char *names[] = {"model.q.safetensors", "model.fakequant.safetensors", "report.json"};
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        char path[8400], hex[65];
+        int64_t bytes;
+        snprintf(path, sizeof path, "%s/%s", art, names[i]);
+        if (file_sha256(path, hex, &bytes)) {
+            snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(errno));
+            rc = -1;
+        } else if (store_artifact_add(w->s, id, names[i], bytes, hex)) {
+            snprintf(err, sizeof err, "cannot record %s: %s", names[i], store_errmsg(w->s));
+            rc = -1;
+        }
+    }
+    int cancel = b.cancel, lost = b.lost || ui.lost_metrics;
+    beat_stop(&b);
+
+    if (lost) {
+        wlog(w->name, "warn", id, "abandoned: the lease went to another worker");
+        return 0;
+    }
+    if (rc == 0) {
+        unlink(state_path);
+        return finish(w, id, "succeeded", NULL);
+    }
+    if (rc == 1 && cancel) {
+        unlink(state_path);
+        return finish(w, id, "canceled", NULL);
+    }
+    if (rc == 1) {  /* asked to stop: stage 1 checkpointed; another worker (or this one, restarted) resumes */
+        int r = store_job_release(w->s, id, w->name);
+        wlog(w->name, "info", id, r == STORE_OK ? "given back to the queue" : "could not give back: %s",
+             store_errmsg(w->s));
+        return 0;
+    }
+    unlink(state_path);
+    return finish(w, id, "failed", err);
+}

@@ -1,0 +1,39 @@
+/*
+ * job.h: one GPLQ job run by a worker, from the claimed row to its end.
+ *
+ * The job's files live under DATA/jobs/<id>/: stage1.state (stage 1's checkpoint, so a job
+ * whose worker died resumes where it was) and artifacts/ (what GET .../artifacts serves).
+ * While the pipeline runs, a heartbeat thread with its own database connection writes the
+ * latest progress and extends the lease every second (lease_ms / 3 if shorter); it is also
+ * how the job learns of a cancel request or of a lost lease, which the pipeline's progress
+ * callback turns into a stop within one step.
+ */
+#ifndef GPLQ_WORKER_JOB_H
+#define GPLQ_WORKER_JOB_H
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "storage/store.h"
+
+typedef struct {
+    const char *db_path;
+    const char *data_dir;
+    const char *name;             /* this worker, the lease holder ("w1") */
+    int64_t lease_ms;
+    volatile sig_atomic_t *stop;  /* set on SIGTERM: checkpoint and give the job back */
+    store *s;                     /* the worker's connection (the job thread's) */
+} worker_env;
+
+/* Runs the job object job (from store_job_claim, borrowed) to one of its ends: succeeded,
+ * failed (with the reason), canceled, given back to the queue (stop), or abandoned (the lease
+ * went to another worker). Returns 0, or -1 if the database could not record the end (the
+ * lease will expire and the job run again). */
+int job_run(const worker_env *w, json_t *job);
+
+/* One JSON log line on stdout: {"ts", "level", "worker", "msg", "job" (if job)}. */
+void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif
