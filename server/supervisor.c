@@ -5,11 +5,14 @@
  */
 #include "server/supervisor.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/jlog.h"
 
@@ -19,14 +22,15 @@
 #define SUP_HEALTHY_MS 60000    /* alive this long: the next restart starts from the minimum again */
 #define SUP_EXPIRE_EVERY_MS 1000
 
-enum { H_PROC = 1, H_IN = 2, H_OUT = 4 }; /* which handles of a worker are open */
+enum { H_PROC = 1, H_OUT = 4 }; /* which handles of a worker are open */
 
 typedef struct {
     sup *s;
     char name[16];        /* --name: "w1" */
     char lease_name[64];  /* what it holds leases as: the ready line's "worker", else name */
     uv_process_t proc;
-    uv_pipe_t in, out;
+    uv_pipe_t out;
+    int wake_fd;          /* write end of the worker's stdin pipe, non-blocking; -1 if none */
     uv_timer_t restart;
     int open;             /* H_* bits: handles of this incarnation not yet closed */
     double started_ms;    /* monotonic, for the backoff */
@@ -65,14 +69,18 @@ static void spawn_worker(worker *w);
 static void on_closed(uv_handle_t *h) {
     worker *w = h->data;
     if (h == (uv_handle_t *)&w->proc) w->open &= ~H_PROC;
-    else if (h == (uv_handle_t *)&w->in) w->open &= ~H_IN;
     else if (h == (uv_handle_t *)&w->out) w->open &= ~H_OUT;
 }
 
 static void close_handle(worker *w, int bit) {
-    uv_handle_t *h = bit == H_PROC ? (uv_handle_t *)&w->proc
-                     : bit == H_IN ? (uv_handle_t *)&w->in : (uv_handle_t *)&w->out;
+    uv_handle_t *h = bit == H_PROC ? (uv_handle_t *)&w->proc : (uv_handle_t *)&w->out;
     if ((w->open & bit) && !uv_is_closing(h)) uv_close(h, on_closed);
+}
+
+/* The worker's stdin closes: EOF tells it the daemon is done with it. */
+static void close_wake(worker *w) {
+    if (w->wake_fd >= 0) close(w->wake_fd);
+    w->wake_fd = -1;
 }
 
 /* ---------------------------------------------------------------- stdout lines */
@@ -150,10 +158,10 @@ static void check_all_gone(sup *s) {
 static void wake_all(sup *s) {
     for (int i = 0; i < s->n; i++) {
         worker *w = &s->w[i];
-        if (!w->alive || !(w->open & H_IN) || uv_is_closing((uv_handle_t *)&w->in)) continue;
+        if (!w->alive || w->wake_fd < 0) continue;
         /* A full pipe already holds unread wakes; one more adds nothing, so EAGAIN is fine. */
-        uv_buf_t b = uv_buf_init("w", 1);
-        uv_try_write((uv_stream_t *)&w->in, &b, 1);
+        ssize_t n = write(w->wake_fd, "w", 1);
+        (void)n;
     }
 }
 
@@ -220,7 +228,7 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int sig) {
      * seconds, not a lease period. */
     expire(s, lease);
     close_handle(w, H_PROC);
-    close_handle(w, H_IN);
+    close_wake(w);
     if (s->stopping) check_all_gone(s);
     else schedule_restart(w);
 }
@@ -232,13 +240,21 @@ static void spawn_worker(worker *w) {
     snprintf(lease, sizeof lease, "%d", s->o.lease_ms);
     const char *args[] = {s->o.worker_bin, "--db", s->o.db_path, "--data-dir", s->o.data_dir,
                           "--name", w->name, "--threads", threads, "--lease-ms", lease, NULL};
-    uv_pipe_init(s->loop, &w->in, 0);
+    /* stdin is a pipe(2) we make, not libuv's UV_CREATE_PIPE (a socketpair): the worker
+     * checks for a FIFO. Both ends are O_CLOEXEC, so no other child holds the write end and
+     * the worker sees EOF exactly when this daemon is gone; libuv dup2s the read end to 0. */
+    int p[2];
+    if (pipe2(p, O_CLOEXEC)) {
+        jlog("error", NULL, "cannot start worker %s: pipe: %s", w->name, strerror(errno));
+        schedule_restart(w);
+        return;
+    }
     uv_pipe_init(s->loop, &w->out, 0);
-    w->in.data = w->out.data = w->proc.data = w;
+    w->out.data = w->proc.data = w;
     uv_stdio_container_t io[3];
-    /* libuv's flags are from the child's side: it reads stdin and writes stdout. */
-    io[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    io[0].data.stream = (uv_stream_t *)&w->in;
+    io[0].flags = UV_INHERIT_FD;
+    io[0].data.fd = p[0];
+    /* libuv's flags are from the child's side: it writes stdout. */
     io[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     io[1].data.stream = (uv_stream_t *)&w->out;
     io[2].flags = UV_INHERIT_FD;
@@ -254,16 +270,19 @@ static void spawn_worker(worker *w) {
     snprintf(w->lease_name, sizeof w->lease_name, "%s", w->name);
     w->started_ms = jlog_mono_ms();
     int rc = uv_spawn(s->loop, &w->proc, &po);
-    w->open = H_PROC | H_IN | H_OUT; /* initialized even when the spawn failed */
+    close(p[0]);
+    w->open = H_PROC | H_OUT; /* initialized even when the spawn failed */
     if (rc) {
+        close(p[1]);
         jlog("error", NULL, "cannot start worker %s (%s): %s", w->name, s->o.worker_bin,
              uv_strerror(rc));
         close_handle(w, H_PROC);
-        close_handle(w, H_IN);
         close_handle(w, H_OUT);
         schedule_restart(w);
         return;
     }
+    fcntl(p[1], F_SETFL, O_NONBLOCK);
+    w->wake_fd = p[1];
     pthread_mutex_lock(&s->mu);
     w->alive = 1;
     w->pid = w->proc.pid;
@@ -324,6 +343,7 @@ int sup_start(sup **out, uv_loop_t *loop, const sup_options *o, store *st, char 
         w->s = s;
         snprintf(w->name, sizeof w->name, "w%d", i + 1);
         w->line = malloc(SUP_MAX_LINE);
+        w->wake_fd = -1;
         uv_timer_init(loop, &w->restart);
         w->restart.data = w;
         spawn_worker(w);
@@ -396,8 +416,8 @@ void sup_close(sup *s) {
         worker *w = &s->w[i];
         uv_close((uv_handle_t *)&w->restart, on_sup_closed);
         close_handle(w, H_PROC);
-        close_handle(w, H_IN);
         close_handle(w, H_OUT);
+        close_wake(w);
     }
 }
 

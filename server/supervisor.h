@@ -3,8 +3,8 @@
  *
  * Spawns N `gplq-worker --db DATA/gplq.db --data-dir DATA --name wK --threads T --lease-ms L`
  * (fork+exec by uv_spawn), each with
- *   - stdin: a pipe from the daemon, the wake channel: one byte "w" when a job is queued or a
- *     cancel requested, EOF when the daemon is gone (so an orphaned worker stops);
+ *   - stdin: a pipe(2) from the daemon, the wake channel: one byte "w" when a job is queued or
+ *     a cancel requested, EOF when the daemon is gone (so an orphaned worker stops);
  *   - stdout: a pipe of JSON lines, re-logged tagged with the worker's name; the first,
  *     {"event":"ready","worker":..,"pid":..,"blas_core":..,"threads":..}, feeds /v1/health;
  *   - stderr: the daemon's.
