@@ -10,6 +10,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -776,6 +777,12 @@ static int walk_image(imgf_walk *w) {
 static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen) {
     char shown[IMGF_NAME_SHOWN + 4];
     int rc = -1;
+    /* libarchive converts member names to the current locale's character set, and a program
+     * that never called setlocale is in the ASCII "C" locale, where a zip's or a pax header's
+     * UTF-8 names cannot be converted and come back as nothing. So the walk runs in a UTF-8
+     * locale of its own thread (uselocale), never touching the process's. */
+    locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    locale_t prev = utf8 ? uselocale(utf8) : (locale_t)0;
     struct archive *a = archive_read_new();
     w->src = malloc(sizeof *w->src);
     if (!a || !w->src) {
@@ -805,7 +812,9 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
         const char *name = archive_entry_pathname_utf8(e);
         if (!name) name = archive_entry_pathname(e);
         if (!name) {
-            set_err(err, errlen, "a member of the archive has no name");
+            set_err(err, errlen, "a member's name cannot be read (after %lld images): %s",
+                    (long long)w->nfiles,
+                    archive_error_string(a) ? archive_error_string(a) : "no name");
             goto out;
         }
         show_name(shown, sizeof shown, name);
@@ -890,6 +899,10 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
     rc = 0;
 out:
     archive_read_free(a);
+    if (utf8) {
+        uselocale(prev);
+        freelocale(utf8);
+    }
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <ftw.h>
+#include <locale.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -211,6 +212,29 @@ static void write_archive(const char *path, int gzip, const member *m, int n) {
     archive_write_free(a);
 }
 
+/* A zip stores UTF-8 names; libarchive needs a UTF-8 locale to write them, so this thread
+ * takes one while writing (the reader must cope on its own in the C locale). */
+static void write_zip_utf8(const char *path, const member *m, int n) {
+    locale_t loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0), prev = uselocale(loc);
+    struct archive *a = archive_write_new();
+    archive_write_set_format_zip(a);
+    archive_write_open_filename(a, path);
+    for (int i = 0; i < n; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname_utf8(e, m[i].name);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        archive_entry_set_size(e, (la_int64_t)m[i].data.len);
+        CHECK(archive_write_header(a, e) == ARCHIVE_OK);
+        archive_write_data(a, m[i].data.data, m[i].data.len);
+        archive_entry_free(e);
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    uselocale(prev);
+    freelocale(loc);
+}
+
 static void free_members(member *m, int n) {
     for (int i = 0; i < n; i++) free(m[i].data.data);
 }
@@ -281,6 +305,28 @@ TEST(inspect_top_folder_gzip_and_strcmp_order) {
     const char *want = "{\"classes\":[\"B\",\"a\",\"a-b\",\"b\",\"\xc3\xa9t\xc3\xa9\"],\"format\":"
                        "\"imagefolder\",\"per_class\":{\"train\":[1,1,2,1,1],\"val\":[0,0,0,0,0]"
                        "},\"train\":6,\"val\":0}";
+    CHECK_MSG(!strcmp(txt, want), "summary %s\n  expected %s", txt, want);
+    free(txt);
+    json_decref(s);
+}
+
+TEST(zip_with_utf8_names_in_the_c_locale) {
+    char path[512], err[512] = "";
+    tmp_path(path, sizeof path, "utf8.zip");
+    member m[] = {
+        {"data/train/\xc3\xa9t\xc3\xa9/a.png", solid_png(6, 6, 1, 2, 3), M_FILE, 0},
+        {"data/train/chien/b.jpg", solid_jpeg(6, 6, 1, 2, 3), M_FILE, 0},
+        {"data/val/chien/c.png", solid_png(6, 6, 1, 2, 3), M_FILE, 0},
+    };
+    write_zip_utf8(path, m, NMEMB(m));
+    free_members(m, NMEMB(m));
+    json_t *s = NULL;
+    int rc = imgf_inspect(path, NULL, &s, err, sizeof err);
+    CHECK_MSG(rc == 0, "inspect: %s", err);
+    if (rc) return;
+    char *txt = summary_text(s);
+    const char *want = "{\"classes\":[\"chien\",\"\xc3\xa9t\xc3\xa9\"],\"format\":\"imagefolder\","
+                       "\"per_class\":{\"train\":[1,1],\"val\":[1,0]},\"train\":2,\"val\":1}";
     CHECK_MSG(!strcmp(txt, want), "summary %s\n  expected %s", txt, want);
     free(txt);
     json_decref(s);
