@@ -160,8 +160,9 @@ static int src_begin(imgf_src *s) {
     return 0;
 }
 
-/* libjpeg: errors longjmp back with the library's message; warnings (a truncated file, stray
- * bytes) are tolerated as djpeg and PIL tolerate them, and nothing is ever printed. */
+/* libjpeg: errors longjmp back with the library's message; nothing is ever printed. Warnings
+ * (stray bytes, corrupt data) are tolerated as djpeg and PIL tolerate them, except image data
+ * missing because the file ended (see jpeg_warn). */
 static void jpeg_fail(j_common_ptr c) {
     imgf_src *s = c->client_data;
     if (!s->have_msg) {
@@ -174,6 +175,22 @@ static void jpeg_fail(j_common_ptr c) {
 }
 
 static void jpeg_quiet(j_common_ptr c) { (void)c; }
+
+/* libjpeg's emit_message. The decoder warns JWRN_HIT_MARKER when it needs entropy-coded bits
+ * that are not there; after the end of the member that means the image was cut short, which
+ * PIL (and so timm) refuses as "image file is truncated" instead of training on the gray
+ * that libjpeg fills in. A file that lacks only its final EOI marker needs no more bits and
+ * still decodes. */
+static void jpeg_warn(j_common_ptr c, int level) {
+    imgf_src *s = c->client_data;
+    if (level >= 0) return; /* trace messages */
+    c->err->num_warnings++;
+    if (c->err->msg_code == JWRN_HIT_MARKER && s->eof) {
+        snprintf(s->msg, sizeof s->msg, "not a valid JPEG: the file ends in the middle of the image");
+        s->have_msg = 1;
+        longjmp(s->jmp, 1);
+    }
+}
 
 static void jsrc_init(j_decompress_ptr c) { (void)c; }
 
@@ -258,6 +275,7 @@ static int jpeg_run(imgf_walk *w, imgf_src *s, int *width, int *height) {
     c->err = jpeg_std_error(&s->jerr);
     s->jerr.error_exit = jpeg_fail;
     s->jerr.output_message = jpeg_quiet;
+    s->jerr.emit_message = jpeg_warn;
     c->client_data = s;
     if (setjmp(s->jmp)) {
         jpeg_destroy_decompress(c);

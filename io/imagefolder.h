@@ -15,6 +15,33 @@
  *    to a cache file (imgf_cache_*) so a resumed job or the next job at the same size does not
  *    decode again.
  * Classes are the sorted folder names of train/; label i is the i-th name.
+ *
+ * The rules, as implemented (both functions walk the archive the same way and apply them all):
+ *  - Any format and filter libarchive reads (tar, tar.gz, tar.xz, zip, ...). Member names may
+ *    start with "./"; one top-level folder common to every image (mydata/train/...) is
+ *    dropped, unless it is train or val itself.
+ *  - Skipped silently: directories, and anything with a path component starting with '.'
+ *    (.DS_Store, ._* resource forks, hidden folders), under __MACOSX/, or named Thumbs.db or
+ *    desktop.ini (any case).
+ *  - Refused, naming the member: absolute paths, ".." components, symbolic and hard links,
+ *    devices, FIFOs, sockets, names not ending in .jpg, .jpeg or .png (any case), content
+ *    that is neither a JPEG nor a PNG by its magic bytes (whatever the extension says; a
+ *    PNG named .jpg is fine) or whose header does not decode, CMYK JPEGs, images over
+ *    max_pixels, the image after the first max_images, files outside train/ and val/, files
+ *    directly in train/ or val/, deeper nesting than <split>/<class>/<file>, the same path
+ *    twice. Also refused: no images, no train/, an empty train/ class folder, a val/ class
+ *    that train/ lacks, a class name that is not UTF-8.
+ *  - imgf_inspect reads headers only; image data that is cut short or corrupt is found by
+ *    imgf_load, which refuses it the same way.
+ *  - Messages are valid UTF-8 without control characters (hostile bytes become '?').
+ * Decoding, as timm's loader (PIL's convert("RGB") or convert("L")) does it: PNG palettes and
+ * gray below 8 bits are expanded, 16-bit samples keep their high byte, alpha (a channel or
+ * tRNS) is dropped, not composited; RGB to gray is ITU-R 601 luma (0.299 R + 0.587 G +
+ * 0.114 B, rounded), except that a JPEG decoded for 1 channel is libjpeg's own luma plane
+ * (within 1 of it); gray to RGB replicates. EXIF orientation is ignored, as timm's eval
+ * transform ignores it.
+ * Thread safety: no global state; the walk switches its own thread's locale to C.UTF-8 (so
+ * libarchive can convert UTF-8 member names) and restores it.
  */
 #ifndef GPLQ_IMAGEFOLDER_H
 #define GPLQ_IMAGEFOLDER_H
@@ -33,23 +60,38 @@ typedef struct {
 
 void imgf_limits_default(imgf_limits *l);
 
-/* Validates the archive at path. On success *summary (new, json_decref) is
+/* Validates the archive at path (lim NULL: the defaults). On success *summary (new,
+ * json_decref) is
  *   {"format": "imagefolder", "classes": [names...], "train": n, "val": n or 0,
  *    "per_class": {"train": [n...], "val": [n...]}}
- * Returns 0, or -1 with a message in err naming the offending member. */
+ * with classes sorted by strcmp and per_class lists in that order. "val" counts the images in
+ * val/: 0 (and per_class.val all zeros) without val/, whose held-out split happens at load.
+ * Returns 0, or -1 with a message in err naming the offending member (*summary NULL). */
 int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, char *err,
                  size_t errlen);
 
-/* Decodes the archive into train and val (ds_free each) at channels x size x size.
- * val_fraction (e.g. 0.1) and seed pick the held-out images when the archive has no val/.
+/* Decodes the archive into train and val (new: ds_free each; zeroed on failure) at
+ * channels (1 or 3) x size x size (size in [1, 4096]); lim NULL: the defaults. Both sets have
+ * num_classes = the number of train/ classes, and each is ordered by label, then by path within
+ * a class, whatever the order inside the archive.
+ * With val/ (at least one image in it), val is val/ and val_fraction and seed are unused.
+ * Without it, val_fraction (in [0, 1), e.g. 0.1) of each class is held out: k = round(
+ * val_fraction * n_c) images (half away from zero), at least 1 when n_c >= 2 and val_fraction
+ * > 0, never all n_c; which ones is a Fisher-Yates shuffle of the class's images in path order
+ * (ds_shuffle), one rng seeded with seed drawing for the classes in label order: the same
+ * archive contents and seed give the same split. val_fraction 0 gives an empty val (n = 0,
+ * pixels NULL, shape fields set).
  * Returns 0 or -1 with err. */
 int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
               double val_fraction, uint64_t seed, ds_set *train, ds_set *val, char *err,
               size_t errlen);
 
 /* The packed cache: a versioned binary file holding train and val (header with magic, version,
- * shapes and a checksum of the header, then pixels and labels). Written atomically
- * (temp + rename). Reading rejects a file of another version or a truncated one with a message. */
+ * shapes and a checksum of the header, then pixels and labels; the layout is in imagefolder.c).
+ * Written atomically (a temp file next to path, fsync, rename). Reading fills train and val
+ * (new: ds_free each; zeroed on failure) and rejects, naming the problem, a wrong magic,
+ * another version, a corrupt header, shapes that do not match the file size (truncated or
+ * trailing bytes), a payload checksum mismatch or a label out of range. */
 int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, char *err,
                      size_t errlen);
 int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, size_t errlen);
