@@ -26,6 +26,7 @@
 
 #define IMGF_MAX_SIZE 4096      /* crop sizes beyond this are a caller's mistake, not a dataset */
 #define IMGF_NAME_SHOWN 200     /* bytes of a member name quoted in a message */
+#define IMGF_MAX_RESIZED (1 << 24) /* the resized longer side: beyond, int arithmetic overflows */
 
 void imgf_limits_default(imgf_limits *l) {
     l->max_images = 2000000;
@@ -459,6 +460,13 @@ void imgf_eval_geometry(int w, int h, int size, int *rw, int *rh, int *left, int
     *top = (int)rint((*rh - size) / 2.0);
 }
 
+/* The resized longer side, in 64 bits (imgf_eval_geometry's int would overflow on a very
+ * elongated image). */
+static int64_t resized_long_side(int w, int h, int size) {
+    int64_t s = (int64_t)size * 8 / 7;
+    return w <= h ? s * h / w : s * w / h;
+}
+
 static double triangle(double x) {
     x = fabs(x);
     return x < 1.0 ? 1.0 - x : 0.0;
@@ -560,6 +568,7 @@ static inline __attribute__((always_inline)) void hpass_row(const uint8_t *row, 
 }
 
 int imgf_transform(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst) {
+    if (resized_long_side(w, h, size) > IMGF_MAX_RESIZED) return -1;
     int rw, rh, left, top;
     imgf_eval_geometry(w, h, size, &rw, &rh, &left, &top);
     imgf_axis ax, ay;
@@ -629,6 +638,7 @@ static void ref_weights(int in, int out, double *W) {
 }
 
 int imgf_transform_ref(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst) {
+    if (resized_long_side(w, h, size) > IMGF_MAX_RESIZED) return -1;
     int rw, rh, left, top;
     imgf_eval_geometry(w, h, size, &rw, &rh, &left, &top);
     double *Wx = malloc((size_t)rw * w * sizeof *Wx);           /* (rw, w) */
@@ -770,6 +780,12 @@ static int walk_image(imgf_walk *w) {
         return -1;
     }
     if (rc || !w->decode) return rc;
+    if (resized_long_side(width, height, w->size) > IMGF_MAX_RESIZED) {
+        snprintf(s->msg, sizeof s->msg, "%dx%d is too elongated to resize (its shorter side to "
+                 "%d would make the longer one %lld pixels)", width, height, w->size * 8 / 7,
+                 (long long)resized_long_side(width, height, w->size));
+        return -1;
+    }
     convert_channels(w->native, (size_t)width * height, nc, w->channels);
     size_t per = (size_t)w->channels * w->size * w->size;
     if (w->nfiles == w->images_cap) {

@@ -107,13 +107,14 @@ void imgf_eval_geometry(int w, int h, int size, int *rw, int *rh, int *left, int
  * BILINEAR (a triangle filter whose support grows with the shrink factor; 22-bit fixed point,
  * horizontal pass first, rounded to 8 bits between the passes, exactly as Pillow), computing
  * only the cropped pixels, into dst (c, size, size) planar. Returns 0, or -1 when out of
- * memory. */
+ * memory or when the resized longer side would exceed 2^24 pixels (imgf_load refuses such an
+ * image, naming it). */
 int imgf_transform(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst);
 
 /* The same transform, slow and obviously right: the full resize as two dense weight matrices
  * in double precision with no rounding between passes, then the crop. It defines what
  * imgf_transform computes; the two differ by at most 1 (imgf_transform rounds between passes).
- * Returns 0, or -1 when out of memory. */
+ * Returns 0, or -1 as imgf_transform. */
 int imgf_transform_ref(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst);
 
 #endif

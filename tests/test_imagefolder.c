@@ -731,6 +731,27 @@ TEST(refusals_name_the_member) {
             ds_free(&va);
         }
     }
+    /* an image too elongated to resize: fine to inspect, refused by load */
+    {
+        char path[512], err[512] = "";
+        tmp_path(path, sizeof path, "long.tar");
+        uint8_t *line = calloc(70000, 1);
+        member m[] = {OK_PNG("train/a/ok.png"),
+                      {"train/a/line.png", png_encode(line, 1, 70000, PNG_COLOR_TYPE_GRAY, 8, NULL, 0), M_FILE, 0}};
+        free(line);
+        write_archive(path, 0, m, 2);
+        free_members(m, 2);
+        json_t *s = NULL;
+        CHECK(imgf_inspect(path, NULL, &s, err, sizeof err) == 0);
+        json_decref(s);
+        ds_set tr, va;
+        rc_load = imgf_load(path, NULL, 1, 224, 0, 1, &tr, &va, err, sizeof err);
+        CHECK_MSG(rc_load == -1 && strstr(err, "train/a/line.png") && strstr(err, "elongated"), "%s", err);
+        uint8_t *px = calloc(70000, 1), out[16];
+        CHECK(imgf_transform(px, 1, 70000, 1, 4, out) == 0); /* small crops of it are fine */
+        CHECK(imgf_transform(px, 1, 70000, 1, 224, out) == -1);
+        free(px);
+    }
     /* the limits */
     imgf_limits lim;
     imgf_limits_default(&lim);
