@@ -73,6 +73,9 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.
 $(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
+$(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
 test: deps
 	$(MAKE) all
 	bash tests/run.sh $(BUILD)
@@ -87,7 +90,7 @@ demo: deps
 	$(MAKE) all
 	$(BUILD)/gplq eval --model models/vit-fmnist.safetensors --data fashion-mnist
 
-bench: all $(BUILD)/bench_train
+bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1
 	bash scripts/install-deps.sh --bench
 	bash bench/run.sh $(BUILD)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh: `make bench`: one training step of gplq beside the same step in PyTorch.
+# bench/run.sh: `make bench`: one training step of gplq beside the same step in PyTorch, then one
+# GPLQ stage-1 step the same way.
 #
 # Runs BUILD/bench_train (gplq, also measures the machine's sgemm rate) and then
 # bench/torch_step.py (PyTorch 1.13), one after the other, never together, on the same number of
@@ -7,6 +8,11 @@
 # benchmark: at least 60% of the same-run sgemm rate on the DeiT-S step, and faster than PyTorch
 # on both models. The table is also written as JSON to BUILD/bench/train_step.json, with each
 # side's raw results beside it in BUILD/bench/train_step_{c,torch}.jsonl.
+#
+# Then the stage-1 table, the same way: BUILD/bench_stage1 (gplq's stage-1 step through
+# stage1_run, its peak RSS, and the peak RSS of FP32 training of the same model and batch) and
+# bench/torch_stage1.py (the same step in PyTorch), with the target "faster than PyTorch", into
+# BUILD/bench/stage1_step.json (raw results in BUILD/bench/stage1_step_{c,torch}.jsonl).
 #
 # A MISS is a finding, not a failure: the exit status is 0 unless a side crashed.
 #
@@ -21,10 +27,12 @@ extra=("$@")
 threads=${BENCH_THREADS:-2}
 out=$build/bench
 mkdir -p "$out"
-if [ ! -x "$build/bench_train" ]; then
-  echo "bench: $build/bench_train is missing (make $build/bench_train)" >&2
-  exit 1
-fi
+for prog in bench_train bench_stage1; do
+  if [ ! -x "$build/$prog" ]; then
+    echo "bench: $build/$prog is missing (make $build/$prog)" >&2
+    exit 1
+  fi
+done
 
 # Both sides' OpenMP and OpenBLAS pools at the same size (torch also gets --threads, which
 # calls torch.set_num_threads).
@@ -134,6 +142,124 @@ print("OpenBLAS kernel: gplq %s (%s), torch %s (%s%s)%s"
       % (summary["c_blas_core"], summary["c_blas_core_source"], summary["torch_blas_core"],
          "OpenBLAS" if summary["torch_is_openblas"] else "NOT OpenBLAS",
          ", BLAS_INFO=%s" % summary["torch_blas_info"] if summary["torch_blas_info"] else "",
+         "" if summary["same_blas_core"] else "  ** NOT THE SAME KERNEL **"))
+if summary["torch_rss_base_mb"]:
+    print("torch's RSS includes %.0f MB of interpreter and libraries before any model"
+          % summary["torch_rss_base_mb"])
+print("written: %s" % out_path)
+EOF
+
+# ---- stage 1: the same arrangement, one side after the other ----
+echo >&2
+c1_json=$out/stage1_step_c.jsonl
+torch1_json=$out/stage1_step_torch.jsonl
+echo "== gplq stage 1: $build/bench_stage1, $threads threads" >&2
+"$build/bench_stage1" --json --threads "$threads" "${extra[@]}" >"$c1_json" || crashed=1
+echo >&2
+echo "== PyTorch stage 1: bench/torch_stage1.py, $threads threads" >&2
+env "${torch_env[@]}" /usr/bin/python3 bench/torch_stage1.py --threads "$threads" "${extra[@]}" \
+  >"$torch1_json" || crashed=1
+echo >&2
+
+/usr/bin/python3 - "$c1_json" "$torch1_json" "$out/stage1_step.json" <<'EOF' || crashed=1
+import json
+import sys
+
+c_path, torch_path, out_path = sys.argv[1:4]
+
+
+def load(path):
+    with open(path) as f:
+        return {r["model"]: r for r in map(json.loads, filter(str.strip, f))}
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+c, t = load(c_path), load(torch_path)
+rows = []
+for name in list(c) + [n for n in t if n not in c]:
+    cr, tr = c.get(name) or {}, t.get(name) or {}
+    row = {"model": name, "batch": (cr or tr)["batch"], "pca_k": (cr or tr)["pca_k"],
+           "c_images_per_s": cr.get("images_per_s"),
+           "torch_images_per_s": tr.get("images_per_s"),
+           "ratio_c_torch": ratio(cr.get("images_per_s"), tr.get("images_per_s")),
+           "c_gflops": cr.get("gflops"), "frac_sgemm": cr.get("frac_sgemm"),
+           # the share of gplq's step spent inside the fake quantizers (forward and backward)
+           "c_quant_frac": ratio(cr["quant_forward_s"] + cr["quant_backward_s"] if cr else None,
+                                 cr.get("step_s")),
+           # stage-1 step time over an FP32 training step's: FLOPs alone make it 4/3
+           "c_time_ratio_stage1_fp32": ratio(cr.get("step_s"), cr.get("fp32_step_s")),
+           "c_peak_rss_mb": cr.get("peak_rss_mb"),
+           "c_fp32_peak_rss_mb": cr.get("fp32_peak_rss_mb"),
+           "rss_ratio_stage1_fp32": cr.get("rss_ratio_stage1_fp32"),
+           "torch_peak_rss_mb": tr.get("peak_rss_mb"),
+           "target_faster": None}
+    if cr and tr and cr["batch"] != tr["batch"]:
+        row["batch"] = "%d/%d" % (cr["batch"], tr["batch"])
+    if row["ratio_c_torch"] is not None:
+        row["target_faster"] = "PASS" if row["ratio_c_torch"] > 1 else "MISS"
+    rows.append(row)
+
+any_c = next(iter(c.values()), {})
+any_t = next(iter(t.values()), {})
+summary = {
+    "threads": any_c.get("threads", any_t.get("threads")),
+    "sgemm_n": any_c.get("sgemm_n"), "sgemm_gflops": any_c.get("sgemm_gflops"),
+    "flops_note": any_c.get("flops_note"),
+    "abits": any_c.get("abits", any_t.get("abits")),
+    "patch_bits": any_c.get("patch_bits", any_t.get("patch_bits")),
+    "c_blas_core": any_c.get("blas_core"), "c_blas_core_source": any_c.get("blas_core_source"),
+    "torch_version": any_t.get("torch_version"), "torch_blas_core": any_t.get("blas_core"),
+    "torch_is_openblas": any_t.get("is_openblas"), "torch_rss_base_mb": any_t.get("rss_base_mb"),
+    "same_blas_core": bool(c and t) and any_c.get("blas_core") == any_t.get("blas_core"),
+    "rows": rows, "c": list(c.values()), "torch": list(t.values()),
+}
+with open(out_path, "w") as f:
+    json.dump(summary, f, indent=1)
+    f.write("\n")
+
+
+def fmt(v, spec):
+    return "-" if v is None else spec % v
+
+
+def pct(v):
+    return None if v is None else 100 * v
+
+
+print("GPLQ stage 1 (W32A%s, patch input A%s): teacher forward, quantized student forward and "
+      "backward, CE + PCA loss, AdamW on weights and steps" % (summary["abits"],
+                                                               summary["patch_bits"]))
+head = ("model", "batch", "C img/s", "torch img/s", "C/torch", "C GFLOP/s", "% sgemm",
+        "quant", "s1/fp32 t", "C s1 RSS", "C fp32 RSS", "s1/fp32", "torch RSS", "faster")
+widths = (7, 5, 9, 11, 8, 10, 8, 6, 9, 9, 10, 8, 10, 7)
+line = "  ".join("%*s" % (w if i else -w, h) for i, (w, h) in enumerate(zip(widths, head)))
+print(line)
+print("-" * len(line))
+for r in rows:
+    cells = (r["model"], str(r["batch"]), fmt(r["c_images_per_s"], "%.1f"),
+             fmt(r["torch_images_per_s"], "%.1f"), fmt(r["ratio_c_torch"], "%.2fx"),
+             fmt(r["c_gflops"], "%.1f"), fmt(pct(r["frac_sgemm"]), "%.1f%%"),
+             fmt(pct(r["c_quant_frac"]), "%.0f%%"), fmt(r["c_time_ratio_stage1_fp32"], "%.2fx"),
+             fmt(r["c_peak_rss_mb"], "%.0f"), fmt(r["c_fp32_peak_rss_mb"], "%.0f"),
+             fmt(r["rss_ratio_stage1_fp32"], "%.2fx"), fmt(r["torch_peak_rss_mb"], "%.0f"),
+             r["target_faster"] or "-")
+    print("  ".join("%*s" % (w if i else -w, x) for i, (w, x) in enumerate(zip(widths, cells))))
+print()
+print("target: faster than PyTorch (C/torch > 1).")
+print("quant: share of gplq's stage-1 step inside the fake quantizers; s1/fp32 t: its step time "
+      "over gplq's FP32 training step (FLOPs alone: 1.33x)")
+print("RSS: peak (VmHWM, MB) of a fresh process per run; C fp32 RSS is FP32 training of the same "
+      "model and batch through the same trainer (the paper reports stage 1 below FP32 training)")
+if summary["sgemm_gflops"]:
+    n = summary["sgemm_n"]
+    print("sgemm %dx%dx%d in the same run: %.1f GFLOP/s; FLOPs per step = %s; threads: %s"
+          % (n, n, n, summary["sgemm_gflops"], summary["flops_note"], summary["threads"]))
+print("OpenBLAS kernel: gplq %s (%s), torch %s (%s)%s"
+      % (summary["c_blas_core"], summary["c_blas_core_source"], summary["torch_blas_core"],
+         "OpenBLAS" if summary["torch_is_openblas"] else "NOT OpenBLAS",
          "" if summary["same_blas_core"] else "  ** NOT THE SAME KERNEL **"))
 if summary["torch_rss_base_mb"]:
     print("torch's RSS includes %.0f MB of interpreter and libraries before any model"
