@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 16
+#define CFG_NOPTS 17
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -23,6 +23,7 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"worker-bin", OPT_STR, &c->worker_bin, NULL, 0, 0, "the gplq-worker program (default: beside gplqd)"},
         {"worker-threads", OPT_INT, &c->worker_threads, "0", 0, 256, "threads per worker (0: cores / workers)"},
         {"http-threads", OPT_INT, &c->http_threads, "0", 0, 64, "HTTP threads (0: cores, at least 2)"},
+        {"http-epoll", OPT_FLAG, &c->http_epoll, "0", 0, 0, "epoll instead of poll (faster; sees a client's close mid-upload only at the idle timeout)"},
         {"max-connections", OPT_INT, &c->max_connections, "512", 1, 65536, "open HTTP connections"},
         {"connection-timeout-s", OPT_INT, &c->connection_timeout_s, "120", 1, 86400, "idle seconds before a connection is closed"},
         {"max-model-bytes", OPT_STR, &c->max_model_text, "2G", 0, 0, "model upload limit (bytes, or K, M, G)"},

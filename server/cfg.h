@@ -21,6 +21,7 @@ typedef struct {
     const char *worker_bin;      /* NULL: gplq-worker beside the gplqd binary */
     int worker_threads;          /* 0: max(1, cores / workers) */
     int http_threads;            /* 0: max(2, cores) */
+    int http_epoll;              /* libmicrohttpd's epoll instead of poll */
     int max_connections;
     int connection_timeout_s;    /* idle time before a connection is closed */
     const char *max_model_text, *max_dataset_text;

@@ -435,7 +435,11 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
     pthread_key_create(&h->store_key, store_destroy);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    /* poll by default: libmicrohttpd 0.9.75 under epoll (edge-triggered) misses the FIN of a
+     * client that closes right after a burst of body bytes, so a cut-off upload would hold its
+     * connection and temp file until the idle timeout; poll sees the close at once. */
+    flags |= o->epoll && MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL
+                                                                                : MHD_USE_POLL;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h,

@@ -1,7 +1,7 @@
 /*
  * http.h: gplqd's HTTP side, libmicrohttpd glue around api/api.h.
  *
- * A pool of MHD threads (epoll, or poll where epoll is missing) parses requests; each thread
+ * A pool of MHD threads (poll, or epoll on request) parses requests; each thread
  * opens its own SQLite connection on first use (a pthread key closes it when the thread ends).
  * JSON bodies are buffered up to a limit; upload bodies are streamed chunk by chunk into a blob
  * writer (never whole in memory), and the upload's handler (inspection in a child, fsync,
@@ -23,6 +23,7 @@ typedef struct http_server http_server;
 typedef struct {
     const char *listen;      /* "ADDR:PORT", IPv4, [IPv6] or a host name; port 0 = any free */
     int threads;             /* MHD thread pool size */
+    int epoll;               /* epoll instead of poll (see http_start in http.c for why not) */
     int max_connections;
     int timeout_s;           /* idle connection timeout */
     const char *db_path;     /* each HTTP thread opens its own connection to it */

@@ -179,7 +179,7 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    http_options ho = {.listen = g.c.listen, .threads = g.c.http_threads,
+    http_options ho = {.listen = g.c.listen, .threads = g.c.http_threads, .epoll = g.c.http_epoll,
                        .max_connections = g.c.max_connections,
                        .timeout_s = g.c.connection_timeout_s, .db_path = g.db_path,
                        .busy_ms = g.c.busy_ms};
