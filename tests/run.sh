@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test program in BUILD/tests, each in its own process with a time limit, and
-# prints the sum as the last line: "tests: N passed, N failed".
+# Runs every test program in BUILD/tests and every tests/integration/test_*.py, each in its own
+# process with a time limit, and prints the sum as the last line: "tests: N passed, N failed".
 set -u
 build=${1:-build}
 passed=0; failed=0; broken=()
-for t in "$build"/tests/test_*; do
-  [ -x "$t" ] || continue
-  out=$(timeout 900 "$t" 2>&1); rc=$?
+# The integration tests (Python, standard library only) start the real gplqd of $build.
+export GPLQ_BUILD=$build
+for t in "$build"/tests/test_* "$(dirname "$0")"/integration/test_*.py; do
+  case $t in
+    *.py) [ -x "$build/gplqd" ] || continue; cmd=(/usr/bin/python3 "$t") ;;
+    *) [ -x "$t" ] || continue; cmd=("$t") ;;
+  esac
+  out=$(timeout 900 "${cmd[@]}" 2>&1); rc=$?
   printf '%s\n' "$out"
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
