@@ -29,6 +29,7 @@
 #include "api/jlog.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
+#define HTTP_MAX_DISCARD ((int64_t)64 << 20) /* bytes dropped past a limit before cutting off */
 
 struct http_server {
     struct MHD_Daemon *d;
@@ -58,6 +59,7 @@ typedef struct {
     blob_writer bw;                /* upload routes */
     int upload_open;               /* bw holds a temp file not yet committed or aborted */
     int too_large, failed;
+    int64_t too_large_at;          /* bytes received when the limit was passed */
     int responded;
     atomic_int async;
     api_response res;              /* the upload thread's answer */
@@ -284,13 +286,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->responded || r->too_large || r->failed) return MHD_YES; /* dropped */
         r->received += (int64_t)n;
+        /* libmicrohttpd (0.9.75) cannot answer in the middle of a body, so a chunked body past
+         * its limit is read and dropped, and the 413 goes out at its end; a client that goes on
+         * and on past HTTP_MAX_DISCARD is cut off instead. */
+        if (r->too_large && r->received - r->too_large_at > HTTP_MAX_DISCARD) return MHD_NO;
+        if (r->responded || r->too_large || r->failed) return MHD_YES; /* dropped */
         int upload = r->route && (r->route->flags & API_UPLOAD);
         int64_t limit = upload ? api_upload_limit(&h->o.base, r->route) : h->o.base.limits.max_json_bytes;
         if (r->received > limit) {
             /* A body without Content-Length (chunked) grew past the limit: stop storing it. */
             r->too_large = 1;
+            r->too_large_at = r->received;
             if (r->upload_open) blob_abort(&r->bw), r->upload_open = 0;
             free(r->body), r->body = NULL;
             return MHD_YES;

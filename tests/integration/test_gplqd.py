@@ -361,5 +361,24 @@ def test_supervisor_restarts_a_dead_worker():
                 open("/proc/%d/stat" % pid).read().split()[2] == "Z", pid
 
 
+
+def test_sigterm_gives_a_running_job_back():
+    if not os.access(WORKER, os.X_OK):
+        print("  (skipped: %s is not built)" % WORKER)
+        return
+    with Daemon(workers=1) as d:
+        m = upload_demo(d)
+        j = d.create_job(m["id"], train_subset=512, eval_subset=256, pca_samples=256,
+                         calib_images=64, qwt_images=64, baselines=False, batch_size=32).json()
+        job = d.wait_for_state(j["id"], ["running", "succeeded", "failed"], timeout=120)
+        assert job["state"] == "running", job
+        assert d.stop(signal.SIGTERM) == 0
+        d.restart(workers=0)
+        # the worker checkpointed and gave it back: queued again, ready for the next worker
+        assert d.job(j["id"])["state"] == "queued", d.job(j["id"])
+        assert any(l.get("event") == "worker_exit" and l.get("exit_status") == 0
+                   for l in d.log_lines())
+
+
 if __name__ == "__main__":
     run_tests(globals())
