@@ -378,7 +378,7 @@ static int cmd_quantize(int argc, char **argv) {
     } else {
         json_t *rj = gplq_report_json(&rep, json_incref(config));
         if (Q.json) {
-            char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS);
+            char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
             printf("%s\n", sj);
             free(sj);
         } else {

@@ -176,6 +176,17 @@ void opt_print_help(const opt_spec *specs, int n, FILE *f) {
     }
 }
 
+/* A float as the shortest decimal that reads back to it (1e-4, not 9.9999997473787516e-05):
+ * specs and reports are read by people. */
+static json_t *json_float(float x) {
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, x);
+        if (strtof(buf, NULL) == x) break;
+    }
+    return json_real(strtod(buf, NULL));
+}
+
 json_t *opt_to_json(const opt_spec *specs, int n) {
     json_t *obj = json_object();
     for (int i = 0; i < n; i++) {
@@ -186,7 +197,7 @@ json_t *opt_to_json(const opt_spec *specs, int n) {
         json_t *v;
         switch (o->type) {
         case OPT_INT: v = json_integer(*(int *)o->dest); break;
-        case OPT_FLOAT: v = json_real(*(float *)o->dest); break;
+        case OPT_FLOAT: v = json_float(*(float *)o->dest); break;
         case OPT_FLAG: v = json_boolean(*(int *)o->dest); break;
         default: v = *(const char **)o->dest ? json_string(*(const char **)o->dest) : json_null();
         }

@@ -76,7 +76,7 @@ int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq
     /* written beside, then renamed: a reader never sees half a report */
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    rc = json_dump_file(rj, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
+    rc = json_dump_file(rj, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     json_decref(rj);
     if (rc || rename(tmp, path)) {
         snprintf(err, errlen, "cannot write %.900s: %s", path, strerror(errno));

@@ -179,3 +179,27 @@ void ds_shuffle(int *perm, int n, rng_t *rng) {
         perm[j] = t;
     }
 }
+
+int ds_permute(ds_set *d, uint64_t seed) {
+    size_t img = (size_t)d->channels * d->height * d->width;
+    int *perm = malloc(sizeof(int) * (d->n ? d->n : 1));
+    uint8_t *px = malloc(img * (d->n ? d->n : 1));
+    int32_t *lb = malloc(sizeof(int32_t) * (d->n ? d->n : 1));
+    if (!perm || !px || !lb) {
+        free(perm); free(px); free(lb);
+        return -1;
+    }
+    rng_t r;
+    rng_seed(&r, seed ^ 0x5ab5e7ULL);
+    ds_shuffle(perm, d->n, &r);
+    for (int i = 0; i < d->n; i++) {
+        memcpy(px + i * img, d->pixels + (size_t)perm[i] * img, img);
+        lb[i] = d->labels[perm[i]];
+    }
+    free(d->pixels);
+    free(d->labels);
+    d->pixels = px;
+    d->labels = lb;
+    free(perm);
+    return 0;
+}

@@ -46,6 +46,11 @@ typedef struct {
 void ds_batch(const ds_set *d, const int *idx, int B, float *out, const float *mean,
               const float *std, const ds_augment *aug, rng_t *rng);
 
+/* Reorders d's images (pixels and labels together) by a permutation drawn from seed, so
+ * that its first n images (ds_truncate) are a fair sample even when d came sorted by class.
+ * Returns 0, or -1 if out of memory (d unchanged). */
+int ds_permute(ds_set *d, uint64_t seed);
+
 /* A random permutation of [0, n) into perm (n ints). */
 void ds_shuffle(int *perm, int n, rng_t *rng);
 

@@ -826,7 +826,12 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
     w->src->a = a;
     /* Every format and filter libarchive knows: tar and tar.gz are what we document, but a
      * zip or a tar.xz of the same folder is just as readable and follows the same rules. */
-    archive_read_support_filter_all(a);
+    /* the compressions libarchive decodes in-process; filter_all would also run outside
+     * programs (lrzip, lzop, ...) on uploaded bytes when they are installed */
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_zstd(a);
     archive_read_support_format_all(a);
     if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
         set_err(err, errlen, "cannot open %s: %s", path,

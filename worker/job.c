@@ -286,6 +286,12 @@ static int load_data(const worker_env *w, json_t *job, const vit_config *cfg, co
         snprintf(err, errlen, "the dataset has no held-out images to measure accuracy on");
         goto fail;
     }
+    /* uploads come sorted by class: a subset of them must be a sample, not the first classes */
+    if (kind && strcmp(kind, "builtin") && (js->train_subset || js->eval_subset) &&
+        (ds_permute(tr, (uint64_t)js->seed) || ds_permute(te, (uint64_t)js->seed + 1))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (js->train_subset) ds_truncate(tr, js->train_subset < tr->n ? js->train_subset : tr->n);
     if (js->eval_subset) ds_truncate(te, js->eval_subset < te->n ? js->eval_subset : te->n);
     return 0;

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,7 +52,7 @@ static const opt_spec worker_opts[] = {
     {"name", OPT_STR, &W.name, "w1", 0, 0, "this worker's name, the holder of its leases"},
     {"threads", OPT_INT, &W.threads, "0", 0, 1024, "math threads (0 = all cores)"},
     {"lease-ms", OPT_INT, &W.lease_ms, "15000", 100, 3600000, "lease on a running job, renewed every second"},
-    {"wake-fd", OPT_INT, &W.wake_fd, "-1", -1, 1024, "fd the daemon writes to when a job is queued (-1: none)"},
+    {"wake-fd", OPT_INT, &W.wake_fd, "-2", -2, 1024, "fd the daemon writes to when a job is queued (-1: none; default: stdin if it is a pipe)"},
     {"poll-ms", OPT_INT, &W.poll_ms, "1000", 1, 600000, "longest sleep between claim attempts"},
     {"once", OPT_FLAG, &W.once, "0", 0, 0, "exit when the queue is empty"},
 };
@@ -92,6 +93,10 @@ int main(int argc, char **argv) {
     if (!W.db || !W.data_dir) {
         fprintf(stderr, "gplq-worker: --db and --data-dir are required\n");
         return 2;
+    }
+    if (W.wake_fd == -2) { /* gplqd gives its workers a pipe (libuv: a socketpair) on stdin */
+        struct stat st;
+        W.wake_fd = fstat(0, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) ? 0 : -1;
     }
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
