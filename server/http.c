@@ -35,7 +35,7 @@ struct http_server {
     struct MHD_Daemon *d;
     http_options o;
     pthread_key_t store_key;
-    char url[128];
+    char url[200];
     unsigned boot;                 /* random prefix of generated request ids */
     atomic_ulong counter;          /* their suffix */
     atomic_int uploads;            /* upload handlers running on their own threads */

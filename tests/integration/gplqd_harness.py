@@ -167,7 +167,7 @@ class Daemon:
 
     def close(self):
         self.kill()
-        if not self.keep:
+        if not self.keep and not os.environ.get("GPLQ_KEEP"):  # GPLQ_KEEP=1: keep logs and data
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self):
