@@ -34,8 +34,10 @@
  * training of the same model through the same trainer (train_run, plain cross-entropy, no
  * teacher, no quantizers) on the same data and batch: its peak RSS is what stage 1's is held
  * against (the paper reports stage 1 below FP32 training), and its step time tells how much
- * stage 1 costs beyond its 4/3 share of FLOPs. The stage-1 RSS here is the training loop's: a
- * real run calibrates and fits the PCA on many more images (see stage1.c), which can raise it.
+ * stage 1 costs beyond its 4/3 share of FLOPs. Each peak is also split in two (VmHWM is reset
+ * after the first step through /proc/self/clear_refs): the setup's, through the first step, and
+ * the loop's, over the later steps. The setup here sees one batch; a real run calibrates and
+ * fits the PCA on many more images, 256 at a time (stage1.c), which raises its peak.
  *
  * Usage: bench_stage1 [--json] [--models demo,deit-s] [--batch N] [--warmup N] [--steps N]
  *                     [--threads N] [--sgemm-n N] [--no-fp32]
@@ -132,6 +134,15 @@ static long vm_hwm_kb(void) {
     return kb;
 }
 
+/* Resets this process's VmHWM to its current RSS (Linux 4.0 and later: "5" written to
+ * clear_refs), so that the peak of what follows can be told from the peak before. 0 or -1. */
+static int vm_hwm_reset(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
 /* ---- the sgemm rate (as bench_train.c measures it, so the two fractions compare) ---- */
 
 /* GFLOP/s of cblas_sgemm on n x n x n, best of reps timed calls after two warmup calls.
@@ -186,12 +197,15 @@ static void timed_backward(void *ctx, int layer, vit_qpoint p, float *din, const
 }
 
 /* What the progress callback records after each step: the time, the quantizers' running
- * totals, and the last step's loss. */
+ * totals, and the last step's loss; after the first step, the peak RSS so far (the setup's),
+ * then the peak is reset so that the end shows the peak of the later steps alone. */
 typedef struct {
     int n, cap;
-    double *t, *qf, *qb; /* (cap) */
+    double *t, *qf, *qb;   /* (cap) */
     const timed_hooks *th; /* NULL for the FP32 run */
     float loss, ce, pca;
+    long setup_hwm_kb;     /* VmHWM through the first step */
+    int hwm_reset;         /* 1 if the reset worked */
 } step_log;
 
 static int on_step(void *ctx, const train_progress *p) {
@@ -201,6 +215,10 @@ static int on_step(void *ctx, const train_progress *p) {
         log->qf[log->n] = log->th ? log->th->fwd_s : 0;
         log->qb[log->n] = log->th ? log->th->bwd_s : 0;
         log->n++;
+        if (log->n == 1) {
+            log->setup_hwm_kb = vm_hwm_kb();
+            log->hwm_reset = vm_hwm_reset() == 0;
+        }
     }
     log->loss = p->loss;
     log->ce = log->th ? p->terms[0] : p->loss;
@@ -230,9 +248,10 @@ static int synth_dataset(ds_set *d, const vit_config *c, int n, char *err, size_
 
 /* Runs warmup + steps steps of stage 1 (or of FP32 training) of model bm through the real
  * code path and writes, to stdout, the line the parent reads:
- *   "ok <VmHWM kB> <loss> <ce> <pca> <k> <setup s> <steps>"
+ *   "ok <peak kB> <setup peak kB> <loop peak kB> <loss> <ce> <pca> <k> <setup s> <steps>"
  * then one "<step s> <quantizer forward s> <quantizer backward s>" line per timed step.
- * setup is the time from the call to the end of the first step (PCA, calibration, one step).
+ * The setup is everything up to the end of the first step (for stage 1: the PCA, the
+ * calibration and one step); the loop is the steps after it (loop peak -1 if unknown).
  * Returns the exit status. */
 static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, int steps) {
     char err[1024] = "";
@@ -257,10 +276,11 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
     }
     /* exactly `total` steps: train_run does n / B steps in its one epoch */
     if (synth_dataset(&data, &bm->cfg, total * B, err, sizeof err)) goto out;
-    if (vit_init(&teacher, &bm->cfg, err, sizeof err)) goto out;
-    vit_init_weights(&teacher, 0);
-    /* the student starts as a copy of the teacher, as in gplq_run */
-    if (vit_clone(&student, &teacher, err, sizeof err)) goto out;
+    if (vit_init(&student, &bm->cfg, err, sizeof err)) goto out;
+    vit_init_weights(&student, 0);
+    /* stage 1's teacher is the FP32 model the student starts from (as in gplq_run); the FP32
+     * run has none, or its RSS would carry a second copy of the weights */
+    if (kind == KIND_STAGE1 && vit_clone(&teacher, &student, err, sizeof err)) goto out;
 
     double t0 = now_s();
     if (kind == KIND_STAGE1) {
@@ -314,8 +334,10 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         snprintf(err, sizeof err, "the PCA kept %d components, %d wanted", k, bm->pca_k);
         goto out;
     }
-    printf("ok %ld %.6f %.6f %.6f %d %.6f %d\n", vm_hwm_kb(), log.loss, log.ce, log.pca, k,
-           log.t[0] - t0, steps);
+    long end_hwm = vm_hwm_kb(), loop_hwm = log.hwm_reset ? end_hwm : -1;
+    long peak = log.hwm_reset && log.setup_hwm_kb > end_hwm ? log.setup_hwm_kb : end_hwm;
+    printf("ok %ld %ld %ld %.6f %.6f %.6f %d %.6f %d\n", peak, log.setup_hwm_kb, loop_hwm,
+           log.loss, log.ce, log.pca, k, log.t[0] - t0, steps);
     /* timed step i is the interval between the calls after steps warmup + i - 1 and warmup + i */
     for (int i = warmup; i < total; i++)
         printf("%.9f %.9f %.9f\n", log.t[i] - log.t[i - 1], log.qf[i] - log.qf[i - 1],
@@ -335,7 +357,7 @@ out:
 /* ---- the parent: children per model ---- */
 
 typedef struct {
-    long peak_rss_kb;
+    long peak_rss_kb, setup_rss_kb, loop_rss_kb; /* whole run, through step 1, after (-1: ?) */
     float loss, ce, pca;
     int k;
     double setup_s;
@@ -388,8 +410,9 @@ static int run_child(const bench_result *res, run_kind kind, child_result *cr, c
     int n = res->steps, got = 0, said = -1;
     double *t = malloc(sizeof(double) * 3 * (size_t)n);
     if (f && t &&
-        fscanf(f, "ok %ld %f %f %f %d %lf %d", &cr->peak_rss_kb, &cr->loss, &cr->ce, &cr->pca,
-               &cr->k, &cr->setup_s, &said) == 7 && said == n) {
+        fscanf(f, "ok %ld %ld %ld %f %f %f %d %lf %d", &cr->peak_rss_kb, &cr->setup_rss_kb,
+               &cr->loop_rss_kb, &cr->loss, &cr->ce, &cr->pca, &cr->k, &cr->setup_s,
+               &said) == 9 && said == n) {
         for (got = 0; got < n; got++)
             if (fscanf(f, "%lf %lf %lf", &t[got], &t[n + got], &t[2 * n + got]) != 3) break;
     }
@@ -457,6 +480,9 @@ static json_t *result_json(const bench_result *r, double sgemm) {
     json_object_set_new(o, "sgemm_gflops", json_real(sgemm));
     json_object_set_new(o, "frac_sgemm", json_real(flops / s->step_s * 1e-9 / sgemm));
     json_object_set_new(o, "peak_rss_mb", json_real(s->peak_rss_kb / 1024.0));
+    json_object_set_new(o, "setup_peak_rss_mb", json_real(s->setup_rss_kb / 1024.0));
+    if (s->loop_rss_kb >= 0)
+        json_object_set_new(o, "loop_peak_rss_mb", json_real(s->loop_rss_kb / 1024.0));
     json_object_set_new(o, "loss", json_real(s->loss));
     json_object_set_new(o, "ce", json_real(s->ce));
     json_object_set_new(o, "pca_loss", json_real(s->pca));
@@ -464,6 +490,9 @@ static json_t *result_json(const bench_result *r, double sgemm) {
         json_object_set_new(o, "fp32_step_s", json_real(r->fp32.step_s));
         json_object_set_new(o, "fp32_images_per_s", json_real(r->batch / r->fp32.step_s));
         json_object_set_new(o, "fp32_peak_rss_mb", json_real(r->fp32.peak_rss_kb / 1024.0));
+        if (r->fp32.loop_rss_kb >= 0)
+            json_object_set_new(o, "fp32_loop_peak_rss_mb",
+                                json_real(r->fp32.loop_rss_kb / 1024.0));
         json_object_set_new(o, "rss_ratio_stage1_fp32",
                             json_real((double)s->peak_rss_kb / r->fp32.peak_rss_kb));
     }

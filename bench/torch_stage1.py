@@ -66,10 +66,11 @@ STEP_MIN = 1e-8  # QUANT_STEP_MIN: steps are clamped to stay positive after each
 
 
 class LSQFunction(torch.autograd.Function):
-    """Fake quantization with a learned step. x is viewed as (rows, G, W): G steps, each shared
-    by W consecutive columns (per channel: G = cols, W = 1; per tensor: G = 1; q|k|v: G = 3).
-    s is (G, 1). Only x and s are saved: the backward recomputes x / s, which costs less than
-    keeping a mask and the rounding residual for every activation."""
+    """Fake quantization with a learned step. Either x is (rows, C) and s (C,): one step per
+    column (per channel); or x is (rows, G, W) and s (G, 1): G steps, each shared by W
+    consecutive columns (per tensor: G = 1; q|k|v: G = 3). Only x and s are saved: the backward
+    recomputes x / s, which costs less than keeping a mask and the rounding residual for every
+    activation."""
 
     @staticmethod
     def forward(ctx, x, s, qn, qp, g):
@@ -83,13 +84,16 @@ class LSQFunction(torch.autograd.Function):
         x, s = ctx.saved_tensors
         qn, qp = ctx.qn, ctx.qp
         v = x / s
-        inside = (v >= qn) & (v <= qp)
         vc = v.clamp(qn, qp)
-        # outside the range, vc is the bound that was hit
-        t = torch.where(inside, torch.round(vc) - v, vc)
-        dx = torch.where(inside, dout, torch.zeros((), dtype=dout.dtype))
-        ds = (dout * t).sum(dim=(0, 2)).mul_(ctx.g).view_as(s)
-        return dx, ds, None, None, None
+        # The mask as 0/1 floats and arithmetic rather than torch.where: in this torch build
+        # where() and bool-by-float products run several times slower than float arithmetic
+        # (measured on these shapes), and the results are identical.
+        inside = ((v >= qn) & (v <= qp)).to(v.dtype)
+        # inside, vc = v and t = round(v) - v; outside, vc is the bound hit (an integer), so
+        # round(vc) - vc = 0 and the last term gives t = the bound
+        t = torch.round(vc) - vc + (1 - inside) * vc
+        ds = (dout * t).sum(dim=0 if x.dim() == 2 else (0, 2)).mul_(ctx.g).view_as(s)
+        return dout * inside, ds, None, None, None
 
 
 class ActQuant(nn.Module):
@@ -104,18 +108,22 @@ class ActQuant(nn.Module):
         self.observe = False  # True: pass through and set the step from this input
 
     def forward(self, x):
-        xv = x.reshape(-1, self.groups, x.shape[-1] // self.groups)
+        # per channel: (rows, C) against (C,) steps; else (rows, G, W) against (G, 1)
+        if self.per_channel:
+            xv, s = x.reshape(-1, self.groups), self.step
+        else:
+            xv, s = x.reshape(-1, self.groups, x.shape[-1] // self.groups), self.step.view(-1, 1)
         if self.observe:
             self.init_step(xv.detach())
             return x
         # LSQ's gradient scale: every element that shares a step counts
-        g = 1.0 / math.sqrt(xv.shape[0] * xv.shape[2] * self.qp)
-        return LSQFunction.apply(xv, self.step.view(-1, 1), self.qn, self.qp, g).view(x.shape)
+        g = 1.0 / math.sqrt(xv.numel() / self.groups * self.qp)
+        return LSQFunction.apply(xv, s, self.qn, self.qp, g).view(x.shape)
 
     @torch.no_grad()
     def init_step(self, xv):
         if self.per_channel:  # absmax / Qp
-            s = xv.abs().amax(dim=(0, 2)) / self.qp
+            s = xv.abs().amax(dim=0) / self.qp
         else:  # per tensor (and q|k|v): the 1st and 99th percentiles of each step's values
             s = torch.empty(self.groups)
             for i in range(self.groups):
