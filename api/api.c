@@ -18,10 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/auth.h"
 #include "api/inspect.h"
 #include "api/jlog.h"
 #include "api/range.h"
 #include "config/jobspec.h"
+#include "storage/sha256.h"
 
 /* Blob files are shared by rows (the same bytes uploaded twice, by two owners, as a model and
  * as a dataset). Committing a blob and inserting its row, and deleting a row and then the blob
@@ -106,6 +108,40 @@ static void store_error(api_ctx *ctx, const api_request *req, api_response *res,
         api_error(res, 400, "bad_request", NULL, "%s", store_errmsg(ctx->st));
     else
         internal(req, res, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
+}
+
+/* The owner recorded on what this request creates. */
+static const char *creator(const api_ctx *ctx) {
+    return ctx->creator ? ctx->creator : ctx->owner ? ctx->owner : "";
+}
+
+/* The per-owner upload limit: 413 when owner's models and datasets plus incoming bytes would
+ * pass it. Admins (owner NULL) are exempt. With held_too 0 only incoming is compared (before
+ * the body: bytes that may turn out to be a model the owner already has, which costs nothing,
+ * are refused only when they could never fit). Returns 1 with res set, 0 to go on. */
+static int upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
+                        api_response *res) {
+    int64_t limit = ctx->limits.max_owner_upload_bytes;
+    if (limit <= 0 || !ctx->owner || incoming < 0) return 0;
+    if (!held_too || !ctx->st) {
+        if (incoming <= limit) return 0;
+        api_error(res, 413, "quota_exceeded", NULL,
+                  "this upload is %lld bytes, more than the %lld bytes one owner may hold",
+                  (long long)incoming, (long long)limit);
+        return 1;
+    }
+    int64_t held = 0;
+    if (store_owner_upload_bytes(ctx->st, ctx->owner, &held)) {
+        /* The limit protects the disk; a database that cannot say is not a reason to refuse. */
+        jlog("warn", req->request_id, "upload quota: %s", store_errmsg(ctx->st));
+        return 0;
+    }
+    if (held + incoming <= limit) return 0;
+    api_error(res, 413, "quota_exceeded", NULL,
+              "owner '%s' holds %lld bytes of models and datasets; %lld more would pass the limit "
+              "of %lld bytes per owner (delete some first)",
+              ctx->owner, (long long)held, (long long)incoming, (long long)limit);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -278,6 +314,23 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         return;
     }
 
+    /* The same bytes as a model the owner has are that model again, and hold nothing new. */
+    int again = 0;
+    if (is_model && ctx->owner && ctx->limits.max_owner_upload_bytes > 0) {
+        sha256_ctx copy = w->sha;
+        uint8_t d[32];
+        char hex[65];
+        sha256_final(&copy, d);
+        sha256_hex(d, hex);
+        json_t *m = NULL;
+        again = store_model_by_sha256(ctx->st, creator(ctx), hex, &m) == STORE_OK;
+        json_decref(m);
+    }
+    if (!again && upload_quota(ctx, req, w->bytes, 1, res)) {
+        blob_abort(w);
+        return;
+    }
+
     char heads[16];
     snprintf(heads, sizeof heads, "%ld", o.num_heads);
     const char *args[8] = {is_model ? "inspect-model" : "inspect-dataset", w->tmp_path};
@@ -329,9 +382,9 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         return;
     }
     json_t *row = NULL;
-    rc = is_model ? store_model_insert(ctx->st, ctx->owner, o.name, sha, bytes, info, &row)
-                  : store_dataset_insert(ctx->st, ctx->owner, NULL, o.name, "upload", sha, bytes,
-                                         info, &row);
+    rc = is_model ? store_model_insert(ctx->st, creator(ctx), o.name, sha, bytes, info, &row)
+                  : store_dataset_insert(ctx->st, creator(ctx), NULL, o.name, "upload", sha,
+                                         bytes, info, &row);
     if (rc != STORE_OK && rc != STORE_EEXISTS && !store_blob_in_use(ctx->st, sha))
         blob_remove(ctx->data_dir, sha);
     pthread_mutex_unlock(&blob_lock);
@@ -519,12 +572,21 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
     spec = jobspec_to_json(&js);
     json_object_set_new(spec, "model_id", json_string(model_id));
     json_object_set_new(spec, "dataset_id", json_string(dataset_id));
-    rc = store_job_insert(ctx->st, ctx->owner, model_id, dataset_id, spec, max_attempts, idem, &job);
+    store_job_new n = {.owner = creator(ctx), .scope = ctx->owner, .model_id = model_id,
+                       .dataset_id = dataset_id, .spec = spec, .max_attempts = max_attempts,
+                       .idempotency_key = idem,
+                       .max_queued = ctx->owner ? ctx->limits.max_queued_jobs : 0};
+    rc = store_job_submit(ctx->st, &n, &job);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         set_location(res, "jobs", job);
         api_json(res, rc == STORE_OK ? 201 : 200, job);
         job = NULL;
         if (rc == STORE_OK) wake(ctx);
+    } else if (rc == STORE_ELIMIT) {
+        /* A job takes minutes; a minute is a fair first guess for a place to free up. */
+        api_response_header(res, "Retry-After", "60");
+        api_error(res, 429, "too_many_jobs", NULL, "%s (the limit is %d per owner)",
+                  store_errmsg(ctx->st), ctx->limits.max_queued_jobs);
     } else {
         store_error(ctx, req, res, rc, "job", "(new)");
     }
@@ -846,7 +908,8 @@ int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
             return 1;
         }
         upload_opts o;
-        return upload_query(req, is_model, &o, res) ? 1 : 0;
+        if (upload_query(req, is_model, &o, res)) return 1;
+        return upload_quota(ctx, req, content_length, 0, res);
     }
     if (ctx->limits.max_json_bytes > 0 && content_length > ctx->limits.max_json_bytes) {
         api_error(res, 413, "too_large", NULL, "the body is %lld bytes; the limit is %lld bytes",
@@ -860,19 +923,82 @@ int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
     return 0;
 }
 
+/* RFC 6750: a 401 names the scheme, and says "invalid_token" when a token was sent. */
+static int unauthorized(api_response *res, int sent, const char *msg) {
+    api_error(res, 401, "unauthorized", NULL, "%s", msg);
+    api_response_header(res, "WWW-Authenticate", "Bearer realm=\"gplq\"%s",
+                        sent ? ", error=\"invalid_token\"" : "");
+    return 1;
+}
+
+int api_authenticate(api_ctx *ctx, const api_request *req, api_principal *who,
+                     api_response *res) {
+    memset(who, 0, sizeof *who);
+    const char *h = api_header(req, "Authorization");
+    if (!h || !*h)
+        return unauthorized(res, 0, "this route needs a token: send \"Authorization: Bearer "
+                                    "TOKEN\" (gplqd token create --name NAME makes one)");
+    while (*h == ' ') h++;
+    if (strncasecmp(h, "Bearer ", 7))
+        return unauthorized(res, 1, "the Authorization header must be \"Bearer TOKEN\"");
+    h += 7;
+    while (*h == ' ') h++;
+    char token[AUTH_TOKEN_LEN + 1], id[AUTH_ID_LEN + 1], hash[65], stored[65];
+    size_t n = strlen(h);
+    while (n && h[n - 1] == ' ') n--;
+    if (n != AUTH_TOKEN_LEN) return unauthorized(res, 1, "this token is not valid");
+    memcpy(token, h, n);
+    token[n] = '\0';
+    if (auth_token_parse(token, id, hash)) return unauthorized(res, 1, "this token is not valid");
+    if (!ctx->st) {
+        api_error(res, 503, "unavailable", NULL, "the database cannot be opened");
+        return 1;
+    }
+    int rc = store_token_find(ctx->st, id, stored, who->owner, sizeof who->owner, &who->admin);
+    if (rc == STORE_ENOTFOUND)
+        return unauthorized(res, 1, "this token is not valid (unknown or revoked)");
+    if (rc) {
+        jlog("error", req->request_id, "token lookup: %s", store_errmsg(ctx->st));
+        api_error(res, 503, "unavailable", NULL, "tokens cannot be checked now (request id %s)",
+                  req->request_id ? req->request_id : "-");
+        return 1;
+    }
+    /* The id found the row; the hashes decide, compared in constant time. */
+    if (!sha256_equal(hash, stored, 64))
+        return unauthorized(res, 1, "this token is not valid (unknown or revoked)");
+    snprintf(who->token_id, sizeof who->token_id, "%s", id);
+    return 0;
+}
+
+void api_ctx_apply(api_ctx *ctx, const api_principal *who) {
+    ctx->owner = who->admin ? NULL : who->owner;
+    ctx->creator = who->owner;
+}
+
 void api_dispatch(api_ctx *ctx, const api_request *req, api_response *res) {
     api_response_init(res);
     api_params p;
     char allow[64];
     const api_route *r = api_route_find(req->method, req->path, &p, allow, sizeof allow);
-    if (!r && allow[0]) {
+    /* The handler sees the owner of the token, on a copy: ctx may serve other requests. */
+    api_ctx c = *ctx;
+    api_principal local;
+    int answered = 0;
+    if (r && ctx->auth && !(r->flags & API_PUBLIC)) {
+        const api_principal *who = req->who;
+        if (!who && !(answered = api_authenticate(ctx, req, &local, res))) who = &local;
+        if (who) api_ctx_apply(&c, who);
+    }
+    if (answered) {
+        /* a 401 or 503 from api_authenticate */
+    } else if (!r && allow[0]) {
         api_response_header(res, "Allow", "%s", allow);
         api_error(res, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",
                   req->method, req->path, allow);
     } else if (!r) {
         api_error(res, 404, "not_found", NULL, "no such route: %s %s", req->method, req->path);
     } else {
-        r->handler(ctx, req, &p, res);
+        r->handler(&c, req, &p, res);
     }
     /* The writer must end closed whatever happened (the contract in api.h); a route that does
      * not take uploads never looked at it. */

@@ -30,6 +30,13 @@
 #define API_PARAM_MAX 256  /* bytes of one path parameter, NUL included */
 #define API_MAX_HEADERS 8  /* extra response headers */
 
+/* Who a request comes from, as its token says (api_authenticate). */
+typedef struct {
+    char owner[72];          /* the token's name: the owner of what the request creates */
+    char token_id[32];       /* "t_..." */
+    int admin;               /* sees every owner's resources */
+} api_principal;
+
 /* A name and a value, both borrowed (valid for the life of the request). */
 typedef struct {
     const char *key;
@@ -52,6 +59,9 @@ typedef struct {
      * so a refused upload never reaches blobs/. NULL on an upload route is a 400. */
     blob_writer *upload;
     const char *request_id;  /* for log lines about this request (may be NULL) */
+    /* Who sent it, when the glue has already checked the token (it does so before the body
+     * arrives); NULL: api_dispatch checks the Authorization header itself (tests). */
+    const api_principal *who;
 } api_request;
 
 /* The response. Initialized by api_dispatch; released with api_response_free. */
@@ -76,6 +86,10 @@ typedef struct {
     int64_t max_dataset_bytes;  /* POST /v1/datasets body */
     int64_t max_json_bytes;     /* every JSON body */
     int max_attempts;           /* a job's attempts when its spec does not say */
+    /* Per owner (admins are exempt: they run the service): queued jobs (a 429 with Retry-After
+     * past it) and bytes of models and datasets held (a 413 past it). 0 = no limit. */
+    int max_queued_jobs;
+    int64_t max_owner_upload_bytes;
 } api_limits;
 
 /* What a handler may use from outside. Borrowed for the call; the callbacks are called from the
@@ -84,7 +98,12 @@ typedef struct {
     const char *data_dir;       /* DATA: gplq.db, blobs/, tmp/, jobs/<id>/artifacts/<name> */
     api_limits limits;
     store *st;                  /* the calling thread's connection */
-    const char *owner;          /* the request's owner: "" until tokens (issue 5); NULL = admin */
+    /* auth 1: every route but the API_PUBLIC ones needs a live token ("Authorization: Bearer
+     * ..."), and api_dispatch sets owner and creator from it for the handler. auth 0 (tests of
+     * one owner): owner and creator are used as given. */
+    int auth;
+    const char *owner;          /* whose resources the request sees: NULL = every owner (admin) */
+    const char *creator;        /* the owner recorded on what it creates; NULL: owner, or "" */
     const char *version;        /* reported by /v1/health */
     /* Wakes the workers: a job was queued or a cancel requested. May be NULL (tests). */
     void (*wake)(void *arg);
@@ -143,6 +162,16 @@ const api_route *api_route_find(const char *method, const char *path, api_params
  * (api_response_init). */
 int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
                  int64_t content_length, api_response *res);
+
+/* Checks the request's "Authorization: Bearer TOKEN" against the live tokens in ctx->st.
+ * Returns 0 with *who filled, or 1 with res holding the answer: 401 with WWW-Authenticate
+ * (no token, a malformed, unknown or revoked one), or 503 when the database does not answer.
+ * res must be initialized. */
+int api_authenticate(api_ctx *ctx, const api_request *req, api_principal *who,
+                     api_response *res);
+
+/* Sets ctx->owner and ctx->creator for a request from who: an admin sees every owner. */
+void api_ctx_apply(api_ctx *ctx, const api_principal *who);
 
 /* Routes req and runs its handler (404, 405 with Allow, 400 for a body that is not JSON, ...).
  * res is initialized here; the caller releases it with api_response_free. Never fails: every

@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 17
+#define CFG_NOPTS 19
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -34,6 +34,8 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"shutdown-grace-s", OPT_INT, &c->shutdown_grace_s, "30", 0, 3600, "seconds workers get to checkpoint on SIGTERM before SIGKILL"},
         {"inspect-timeout-s", OPT_INT, &c->inspect_timeout_s, "300", 1, 86400, "seconds the upload inspector may take"},
         {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "SQLite wait for another connection's write lock"},
+        {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
+        {"max-owner-upload-bytes", OPT_STR, &c->max_owner_upload_text, "0", 0, 0, "models and datasets one owner may hold (bytes, or K, M, G; 0: no limit; admin tokens are exempt)"},
     };
     memcpy(t, specs, sizeof specs);
 }
@@ -70,7 +72,8 @@ static int apply_file(opt_spec *t, const char *path, char *err, size_t errlen) {
         return -1;
     }
     static const char *const sizes[] = {"max_model_bytes", "max-model-bytes", "max_dataset_bytes",
-                                        "max-dataset-bytes"};
+                                        "max-dataset-bytes", "max_owner_upload_bytes",
+                                        "max-owner-upload-bytes"};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         json_t *v = json_object_get(obj, sizes[i]);
         if (json_is_integer(v)) {
@@ -122,6 +125,11 @@ int cfg_load(cfg *c, int argc, char **argv, char *err, size_t errlen) {
                  c->max_dataset_text ? c->max_dataset_text : "");
         return -1;
     }
+    if ((c->max_owner_upload_bytes = parse_size(c->max_owner_upload_text)) < 0) {
+        snprintf(err, errlen, "max-owner-upload-bytes: '%s' is not a size (bytes, or with K, M, G)",
+                 c->max_owner_upload_text ? c->max_owner_upload_text : "");
+        return -1;
+    }
     int cores = ncores();
     if (c->worker_threads == 0) c->worker_threads = c->workers > 0 && cores / c->workers > 1 ? cores / c->workers : 1;
     if (c->http_threads == 0) c->http_threads = cores < 2 ? 2 : cores;
@@ -157,5 +165,6 @@ json_t *cfg_to_json(const cfg *c) {
     json_t *obj = opt_to_json(t, CFG_NOPTS);
     json_object_set_new(obj, "max_model_bytes", json_integer(c->max_model_bytes));
     json_object_set_new(obj, "max_dataset_bytes", json_integer(c->max_dataset_bytes));
+    json_object_set_new(obj, "max_owner_upload_bytes", json_integer(c->max_owner_upload_bytes));
     return obj;
 }

@@ -32,6 +32,9 @@ typedef struct {
     int shutdown_grace_s;
     int inspect_timeout_s;
     int busy_ms;                 /* SQLite busy timeout */
+    int max_queued_jobs;         /* per owner; 0: no limit */
+    const char *max_owner_upload_text;
+    int64_t max_owner_upload_bytes; /* per owner; 0: no limit */
 } cfg;
 
 /* Defaults, then args (argv without the program name) in order, --config FILE applied where

@@ -66,6 +66,7 @@ typedef struct {
     api_kv query[HTTP_MAX_KV], headers[HTTP_MAX_KV];
     int nquery, nheaders;
     api_request req;
+    api_principal who;             /* the token's, once checked (req.who points here) */
     int status;
     int64_t out_bytes;
 } http_req;
@@ -209,9 +210,11 @@ static http_req *req_new(http_server *h, struct MHD_Connection *c, const char *u
     return r;
 }
 
-static api_ctx ctx_for(http_server *h, store *st) {
+/* The handlers' context for r: the thread's store, and the token's owner once checked. */
+static api_ctx ctx_for(http_server *h, store *st, const http_req *r) {
     api_ctx ctx = h->o.base;
     ctx.st = st;
+    if (r && r->req.who) api_ctx_apply(&ctx, r->req.who);
     return ctx;
 }
 
@@ -221,7 +224,7 @@ static void *upload_task(void *arg) {
     http_server *h = r->h;
     store *st = thread_store(h);
     if (st) {
-        api_ctx ctx = ctx_for(h, st);
+        api_ctx ctx = ctx_for(h, st, NULL);
         api_dispatch(&ctx, &r->req, &r->res);
     } else {
         blob_abort(&r->bw);
@@ -268,7 +271,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (r->route) {
             api_response res;
             api_response_init(&res);
-            api_ctx ctx = ctx_for(h, NULL); /* the pre-body checks need no database */
+            /* The token is checked on the headers, so a request without one is refused before
+             * a byte of its body is read or stored. */
+            store *st = NULL;
+            if (h->o.base.auth && !(r->route->flags & API_PUBLIC)) {
+                st = thread_store(h);
+                api_ctx actx = ctx_for(h, st, NULL);
+                if (api_authenticate(&actx, &r->req, &r->who, &res)) return respond(r, &res);
+                r->req.who = &r->who;
+            }
+            api_ctx ctx = ctx_for(h, st, r);
             if (api_precheck(&ctx, r->route, &r->req, r->content_length, &res)) return respond(r, &res);
             api_response_free(&res);
             if (r->route->flags & API_UPLOAD) {
@@ -341,7 +353,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         api_error(&res, 503, "unavailable", NULL, "the database cannot be opened");
         return respond(r, &res);
     }
-    api_ctx ctx = ctx_for(h, st);
+    api_ctx ctx = ctx_for(h, st, NULL);
     r->req.body = r->body;
     r->req.body_len = r->len;
     api_dispatch(&ctx, &r->req, &res);
@@ -375,6 +387,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           r->route ? r->route->name : NULL, "status", r->status, "bytes",
                           (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
                           (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
+    if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
     if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
     jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
     json_decref(l);

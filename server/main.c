@@ -25,6 +25,7 @@
 #include "server/cfg.h"
 #include "server/http.h"
 #include "server/supervisor.h"
+#include "server/tokencmd.h"
 #include "storage/blob.h"
 #include "storage/store.h"
 
@@ -46,6 +47,7 @@ static void usage(FILE *f) {
             "gplqd " GPLQD_VERSION ": the gplq service, an HTTP API that quantizes Vision "
             "Transformers to 4 bits\n\n"
             "usage: gplqd [options]\n"
+            "       gplqd token create|list|revoke ...   (API tokens: gplqd token --help)\n"
             "  With no options: serves http://127.0.0.1:8080 with its state under ./var and 2 "
             "workers.\n\n");
     cfg_print_help(f);
@@ -119,6 +121,7 @@ int main(int argc, char **argv) {
     /* A worker's pipe or a client's socket closing under a write must be an error code, not
      * the end of the daemon. */
     signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && !strcmp(argv[1], "token")) return tokencmd_main(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -164,6 +167,11 @@ int main(int argc, char **argv) {
     }
     if (register_builtins(g.st))
         jlog("error", NULL, "registering the built-in dataset: %s", store_errmsg(g.st));
+    /* Printed before the listening line, so whoever reads stdout for the URL has the token. */
+    if (tokencmd_bootstrap(g.st, stdout, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return 1;
+    }
     json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
                           "config", cfg_to_json(&g.c), "swept_tmp", swept);
     jlog_json("info", l);
@@ -187,8 +195,10 @@ int main(int argc, char **argv) {
                         .limits = {.max_model_bytes = g.c.max_model_bytes,
                                    .max_dataset_bytes = g.c.max_dataset_bytes,
                                    .max_json_bytes = g.c.max_json_bytes,
-                                   .max_attempts = g.c.max_attempts},
-                        .owner = "",
+                                   .max_attempts = g.c.max_attempts,
+                                   .max_queued_jobs = g.c.max_queued_jobs,
+                                   .max_owner_upload_bytes = g.c.max_owner_upload_bytes},
+                        .auth = 1,
                         .version = GPLQD_VERSION,
                         .wake = sup_wake,
                         .wake_arg = g.sup,

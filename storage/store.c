@@ -393,6 +393,19 @@ static const char *const migrations[] = {
     "  data TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL);"
     "CREATE INDEX events_job ON events (job_id, id);",
+
+    /* 2: API tokens (issue 5). Only the SHA-256 of a token is kept; id is the non-secret part
+     * the token starts with, so a lookup finds one row and the hash is compared in constant
+     * time. name is the owner: every row a token's requests create carries it, so tokens that
+     * share a name (a rotation) share the data. */
+    "CREATE TABLE tokens ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL,"
+    "  admin INTEGER NOT NULL DEFAULT 0,"
+    "  hash TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  revoked_ms INTEGER);"
+    "CREATE INDEX tokens_name ON tokens (name);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -587,6 +600,12 @@ int store_model_get(store *s, const char *owner, const char *id, json_t **out) {
                        "ss", id, owner);
     if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no model %s", id);
     return rc;
+}
+
+int store_model_by_sha256(store *s, const char *owner, const char *sha256, json_t **out) {
+    return query_one(s, model_row, out,
+                     "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
+                     owner ? owner : "", sha256);
 }
 
 int store_model_list(store *s, const char *owner, json_t **out_array) {
@@ -804,20 +823,19 @@ static int job_fetch(store *s, const char *owner, const char *id, json_t **out) 
     return rc;
 }
 
-int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
-                     json_t *spec, int max_attempts, const char *idempotency_key, json_t **out) {
+int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     *out = NULL;
-    const char *as = owner; /* whose models and datasets it may use: NULL = any */
-    if (!owner) owner = "";
-    if (max_attempts < 1) max_attempts = STORE_DEFAULT_MAX_ATTEMPTS;
+    const char *owner = n->owner ? n->owner : "";
+    const char *as = n->scope; /* whose models and datasets it may use: NULL = any */
+    int max_attempts = n->max_attempts < 1 ? STORE_DEFAULT_MAX_ATTEMPTS : n->max_attempts;
     int rc = tx_begin(s);
     if (rc) return rc;
-    if (idempotency_key) {
+    if (n->idempotency_key) {
         /* A retried request (the client never saw our answer) gets the job it already made. */
         rc = query_one(s, job_row, out,
                        "SELECT " JOB_COLS " FROM jobs j"
                        " WHERE j.owner = ?1 AND j.idempotency_key = ?2",
-                       "ss", owner, idempotency_key);
+                       "ss", owner, n->idempotency_key);
         if (rc == STORE_OK) {
             fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
                  json_string_value(json_object_get(*out, "id")));
@@ -825,18 +843,35 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
         }
         if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
     }
+    if (n->max_queued > 0) {
+        /* Counted under the write lock, so two submissions at once cannot both take the last
+         * place. */
+        sqlite3_stmt *st = query(s, "SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND state = 'queued'",
+                                 "s", owner);
+        if (!st) return tx_end(s, STORE_EDB, 0);
+        int64_t queued = 0;
+        if (sqlite3_step(st) == SQLITE_ROW) queued = sqlite3_column_int64(st, 0);
+        else rc = db_fail(s);
+        sqlite3_reset(st);
+        if (!rc && queued >= n->max_queued)
+            rc = fail(s, STORE_ELIMIT,
+                      "%lld jobs of yours are already queued, the most allowed; submit again when "
+                      "some have started",
+                      (long long)queued);
+        if (rc) return tx_end(s, rc, 0);
+    }
     json_t *row = NULL;
     rc = query_one(s, model_row, &row,
                    "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
-                   "ss", model_id, as);
+                   "ss", n->model_id, as);
     json_decref(row);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no model %s", model_id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no model %s", n->model_id);
     if (!rc) {
         rc = query_one(s, dataset_row, &row,
                        "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                       "ss", dataset_id, as);
+                       "ss", n->dataset_id, as);
         json_decref(row);
-        if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no dataset %s", dataset_id);
+        if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no dataset %s", n->dataset_id);
     }
     char id[32];
     store_new_id(id, "j_");
@@ -844,11 +879,19 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
         rc = exec(s,
                   "INSERT INTO jobs (id, owner, model_id, dataset_id, spec, max_attempts,"
                   " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                  "ssssjisI", id, owner, model_id, dataset_id, spec, max_attempts,
-                  idempotency_key, store_now_ms());
+                  "ssssjisI", id, owner, n->model_id, n->dataset_id, n->spec, max_attempts,
+                  n->idempotency_key, store_now_ms());
     if (!rc) rc = state_event(s, id, "queued", NULL, NULL);
     if (!rc) rc = job_fetch(s, NULL, id, out);
     return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
+                     json_t *spec, int max_attempts, const char *idempotency_key, json_t **out) {
+    store_job_new n = {.owner = owner, .scope = owner, .model_id = model_id,
+                       .dataset_id = dataset_id, .spec = spec, .max_attempts = max_attempts,
+                       .idempotency_key = idempotency_key};
+    return store_job_submit(s, &n, out);
 }
 
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
@@ -1284,4 +1327,99 @@ int store_event_list(store *s, const char *owner, const char *job_id, int64_t af
                      "SELECT id, job_id, type, data, created_ms FROM events"
                      " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                      "sII", job_id, after_id, limit > 0 ? (int64_t)limit : (int64_t)-1);
+}
+
+/* ---- tokens ---- */
+
+static json_t *token_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:b, s:o, s:o}", "id", col_str(st, 0), "name", col_str(st, 1),
+                     "admin", sqlite3_column_int(st, 2), "created_at", col_time(st, 3),
+                     "revoked_at", col_time(st, 4));
+}
+
+#define TOKEN_COLS "id, name, admin, created_ms, revoked_ms"
+
+int store_token_insert(store *s, const char *id, const char *name, int admin,
+                       const char *hash_hex, json_t **out) {
+    *out = NULL;
+    if (!id || !*id || !name || !*name || !hash_hex || strlen(hash_hex) != 64)
+        return fail(s, STORE_EINVAL, "a token needs an id, a name and a SHA-256 hash");
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = exec(s,
+              "INSERT INTO tokens (id, name, admin, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+              "ssisI", id, name, admin ? 1 : 0, hash_hex, store_now_ms());
+    if (rc == STORE_EDB && (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_PRIMARYKEY))
+        rc = fail(s, STORE_ECONFLICT, "token id %s is taken", id);
+    if (!rc)
+        rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s",
+                       id);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_token_list(store *s, json_t **out_array) {
+    return query_all(s, token_row, out_array,
+                     "SELECT " TOKEN_COLS " FROM tokens ORDER BY created_ms, rowid", "");
+}
+
+int store_token_revoke(store *s, const char *id, json_t **out) {
+    *out = NULL;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s", id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no token %s", id);
+    if (!rc && !json_is_null(json_object_get(*out, "revoked_at")))
+        rc = fail(s, STORE_ECONFLICT, "token %s is already revoked", id);
+    json_decref(*out);
+    *out = NULL;
+    if (!rc) rc = exec(s, "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1", "sI", id, store_now_ms());
+    if (!rc)
+        rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s",
+                       id);
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_token_find(store *s, const char *id, char hash_hex[65], char *name, size_t namelen,
+                     int *admin) {
+    sqlite3_stmt *st = query(s,
+                             "SELECT hash, name, admin FROM tokens"
+                             " WHERE id = ?1 AND revoked_ms IS NULL",
+                             "s", id);
+    if (!st) return STORE_EDB;
+    int rc = STORE_OK, step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        col_copy(st, 0, hash_hex, 65);
+        col_copy(st, 1, name, namelen);
+        *admin = sqlite3_column_int(st, 2);
+    } else {
+        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "no live token %s", id) : db_fail(s);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_token_count(store *s, int64_t *n) {
+    *n = 0;
+    sqlite3_stmt *st = query(s, "SELECT COUNT(*) FROM tokens", "");
+    if (!st) return STORE_EDB;
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    if (!rc) *n = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- per-owner usage ---- */
+
+int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes) {
+    *bytes = 0;
+    sqlite3_stmt *st = query(s,
+                             "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE owner = ?1)"
+                             " + (SELECT COALESCE(SUM(bytes), 0) FROM datasets"
+                             " WHERE owner = ?1 AND kind = 'upload')",
+                             "s", owner ? owner : "");
+    if (!st) return STORE_EDB;
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    if (!rc) *bytes = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc;
 }

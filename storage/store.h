@@ -2,9 +2,9 @@
  * store.h: gplqd's durable state, one SQLite database in WAL mode, and every SQL statement of
  * the project (nothing outside storage/ writes SQL).
  *
- * Tables: models, datasets, jobs, artifacts, events (issue 5 adds tokens and webhooks). Every
- * row has an owner (the token owner of issue 5; "" until then) and every read is filtered by it;
- * an owner of NULL means "admin: every owner".
+ * Tables: models, datasets, jobs, artifacts, events, tokens (and webhooks). Every resource row
+ * has an owner (the name of the API token that created it; "" for rows from before tokens and
+ * for built-ins) and every read is filtered by it; an owner of NULL means "admin: every owner".
  *
  * Connections: one `store` is one sqlite3 connection and must not be used by two threads at
  * once. gplqd opens one per HTTP thread and one for its libuv loop; each worker opens its own
@@ -36,6 +36,7 @@ enum {
     STORE_ENONE = -4,     /* nothing to do (no queued job to claim) */
     STORE_ELEASE = -5,    /* the caller's lease on a job is gone: stop working on it */
     STORE_EINVAL = -6,    /* a malformed argument (a bad list cursor, an unknown state name) */
+    STORE_ELIMIT = -7,    /* a per-owner limit is reached (message says which) */
     STORE_EDB = -10,      /* SQLite error or I/O error */
 };
 
@@ -64,6 +65,8 @@ void store_new_id(char *out, const char *prefix);
 int store_model_insert(store *s, const char *owner, const char *name, const char *sha256,
                        int64_t bytes, json_t *config, json_t **out);
 int store_model_get(store *s, const char *owner, const char *id, json_t **out);
+/* owner's model of these bytes (owner "" for NULL), STORE_ENOTFOUND if none. */
+int store_model_by_sha256(store *s, const char *owner, const char *sha256, json_t **out);
 int store_model_list(store *s, const char *owner, json_t **out_array);
 /* STORE_ECONFLICT while a queued or running job uses it. On success *sha256_out (65 bytes,
  * may be NULL) receives the blob's hash; store_blob_in_use then says whether another row still
@@ -102,6 +105,18 @@ int store_blob_in_use(store *s, const char *sha256);
 #define STORE_DEFAULT_MAX_ATTEMPTS 3
 int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
                      json_t *spec, int max_attempts, const char *idempotency_key, json_t **out);
+/* The same with every option: what store_job_insert does with owner == scope, plus a limit of
+ * queued jobs per owner. Strings and spec are borrowed. */
+typedef struct {
+    const char *owner;           /* recorded on the row; NULL records "" */
+    const char *scope;           /* whose models and datasets it may use; NULL = anyone's (admin) */
+    const char *model_id, *dataset_id;
+    json_t *spec;
+    int max_attempts;            /* < 1: STORE_DEFAULT_MAX_ATTEMPTS */
+    const char *idempotency_key; /* may be NULL */
+    int max_queued;              /* > 0: STORE_ELIMIT when owner already has this many queued */
+} store_job_new;
+int store_job_submit(store *s, const store_job_new *n, json_t **out);
 int store_job_get(store *s, const char *owner, const char *id, json_t **out);
 /* Jobs newest first; state NULL = all; limit <= 0 = no limit; after = the cursor from a
  * previous page (NULL = from the newest; a string that is not one: STORE_EINVAL).
@@ -164,5 +179,23 @@ int store_artifact_get(store *s, const char *owner, const char *job_id, const ch
  * "progress" (data: the progress object). limit <= 0 = no limit. */
 int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
                      int limit, json_t **out_array);
+
+/* ---- API tokens ----
+ * A token's secret never reaches the store: the caller passes its SHA-256 (hex). Object:
+ * {id, name, admin (bool), created_at, revoked_at (null while live)}.
+ * insert: STORE_ECONFLICT if id is taken. revoke: STORE_ENOTFOUND, or STORE_ECONFLICT when
+ * already revoked; *out is the row after. find: the hash, name (namelen bytes) and admin flag
+ * of a live token, STORE_ENOTFOUND when there is none or it is revoked. count: every row,
+ * revoked ones too (a database that never had a token gets one at gplqd's first start). */
+int store_token_insert(store *s, const char *id, const char *name, int admin,
+                       const char *hash_hex, json_t **out);
+int store_token_list(store *s, json_t **out_array);
+int store_token_revoke(store *s, const char *id, json_t **out);
+int store_token_find(store *s, const char *id, char hash_hex[65], char *name, size_t namelen,
+                     int *admin);
+int store_token_count(store *s, int64_t *n);
+
+/* Bytes of the models and uploaded datasets owner holds (for the per-owner upload limit). */
+int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes);
 
 #endif

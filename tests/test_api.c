@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "api/inspect.h"
 #include "api/range.h"
 #include "config/jobspec.h"
@@ -33,6 +34,8 @@ typedef struct {
     int wakes;
     int inspect_timeout_ms;
     const char *inspect_bin; /* normally stub */
+    const char *token;       /* sent as "Authorization: Bearer" by call() when set */
+    char bearer[128];
 } fixture;
 
 static const char *stub_script =
@@ -151,6 +154,10 @@ static int call(fixture *f, api_response *res, const char *method, const char *u
     va_start(ap, up);
     for (const char *k; (k = va_arg(ap, const char *)) && nh < 16;) h[nh++] = (api_kv){k, va_arg(ap, const char *)};
     va_end(ap);
+    if (f->token) {
+        snprintf(f->bearer, sizeof f->bearer, "Bearer %s", f->token);
+        h[nh++] = (api_kv){"Authorization", f->bearer};
+    }
     api_request req = {.method = method, .path = path, .query = q, .nquery = nq, .headers = h,
                        .nheaders = nh, .body = body, .body_len = body ? strlen(body) : 0,
                        .upload = up, .request_id = "test-req"};
@@ -754,6 +761,257 @@ TEST(job_cancel_and_delete) {
     snprintf(dir, sizeof dir, "%s/jobs/%s", f.dir, j);
     CHECK(access(dir, F_OK) != 0);
     CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- tokens and owners */
+
+/* A new token for owner name, recorded in f's database; its text in out (65 bytes). */
+static void make_token(fixture *f, const char *name, int admin, char *out) {
+    char id[AUTH_ID_LEN + 1], hash[65];
+    CHECK(auth_token_new(out, id, hash) == 0);
+    json_t *row = NULL;
+    CHECK_MSG(store_token_insert(f->st, id, name, admin, hash, &row) == STORE_OK, "%s",
+              store_errmsg(f->st));
+    CHECK(!strcmp(str(row, "id"), id) && !strcmp(str(row, "name"), name));
+    json_decref(row);
+}
+
+TEST(token_shape) {
+    char t[AUTH_TOKEN_LEN + 1], id[AUTH_ID_LEN + 1], hash[65], id2[AUTH_ID_LEN + 1], hash2[65];
+    CHECK(auth_token_new(t, id, hash) == 0);
+    CHECK(strlen(t) == AUTH_TOKEN_LEN && !strncmp(t, "gplq_", 5));
+    CHECK(strlen(id) == AUTH_ID_LEN && !strncmp(id, "t_", 2) && !strncmp(id + 2, t + 5, 16));
+    CHECK(auth_token_parse(t, id2, hash2) == 0 && !strcmp(id, id2) && !strcmp(hash, hash2));
+    char u[AUTH_TOKEN_LEN + 1];
+    CHECK(auth_token_new(u, id2, hash2) == 0 && strcmp(t, u) && strcmp(hash, hash2));
+    t[40] = t[40] == 'A' ? 'B' : 'A'; /* another secret, same id: another hash */
+    CHECK(auth_token_parse(t, id2, hash2) == 0 && !strcmp(id, id2) && strcmp(hash, hash2));
+    CHECK(auth_token_parse("gplq_short", id2, hash2) == -1);
+    CHECK(auth_token_parse(NULL, id2, hash2) == -1);
+    memcpy(t, "gplx_", 5);
+    CHECK(auth_token_parse(t, id2, hash2) == -1);
+    CHECK(auth_name_ok("ci") && auth_name_ok("team-a.prod_2") && auth_name_ok("7"));
+    CHECK(!auth_name_ok("") && !auth_name_ok("-x") && !auth_name_ok("a b") &&
+          !auth_name_ok("a/b") && !auth_name_ok(NULL));
+    char longname[80];
+    memset(longname, 'a', 65);
+    longname[65] = '\0';
+    CHECK(!auth_name_ok(longname));
+}
+
+TEST(auth_401_without_bad_or_revoked_token) {
+    fixture f;
+    fx_open(&f);
+    f.ctx.auth = 1;
+    char tok[AUTH_TOKEN_LEN + 1];
+    make_token(&f, "ci", 0, tok);
+    api_response res;
+    /* every route but the public ones: 401 without a token, before anything else */
+    for (int i = 0; i < api_nroutes; i++) {
+        const api_route *r = &api_routes[i];
+        char path[256], *o = path;
+        for (const char *p = r->pattern; *p;) {
+            if (*p == '{') {
+                o += sprintf(o, "x1");
+                p = strchr(p, '}') + 1;
+            } else {
+                *o++ = *p++;
+            }
+        }
+        *o = '\0';
+        f.token = NULL;
+        int st = call(&f, &res, r->method, path, "{}", NULL, NULL);
+        if (r->flags & API_PUBLIC) {
+            CHECK_MSG(st != 401, "%s %s is public but answered 401", r->method, path);
+        } else {
+            CHECK_MSG(st == 401, "%s %s without a token: %d", r->method, path, st);
+            CHECK(!strcmp(err_code(&res), "unauthorized"));
+            const char *www = header(&res, "WWW-Authenticate");
+            CHECK(www && !strncmp(www, "Bearer realm=", 13) && !strstr(www, "invalid_token"));
+        }
+        api_response_free(&res);
+    }
+    /* malformed, unknown, wrong scheme, revoked */
+    char unknown[AUTH_TOKEN_LEN + 1], id[AUTH_ID_LEN + 1], hash[65];
+    auth_token_new(unknown, id, hash);
+    char forged[AUTH_TOKEN_LEN + 1];
+    snprintf(forged, sizeof forged, "%s", tok);
+    forged[50] = forged[50] == 'x' ? 'y' : 'x'; /* right id, wrong secret */
+    const char *bad[] = {"nonsense", unknown, forged};
+    for (int i = 0; i < 3; i++) {
+        f.token = bad[i];
+        CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 401);
+        const char *www = header(&res, "WWW-Authenticate");
+        CHECK(www && strstr(www, "error=\"invalid_token\""));
+        api_response_free(&res);
+    }
+    f.token = NULL;
+    char basic[128];
+    snprintf(basic, sizeof basic, "Basic %s", tok);
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, "Authorization", basic, NULL) == 401);
+    api_response_free(&res);
+    f.token = tok;
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    /* the scheme's name is case-insensitive (RFC 7235) */
+    f.token = NULL;
+    snprintf(basic, sizeof basic, "bearer %s", tok);
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, "Authorization", basic, NULL) == 200);
+    api_response_free(&res);
+    json_t *row = NULL;
+    char tid[AUTH_ID_LEN + 1];
+    auth_token_parse(tok, tid, hash);
+    CHECK(store_token_revoke(f.st, tid, &row) == STORE_OK && !json_is_null(json_object_get(row, "revoked_at")));
+    json_decref(row);
+    CHECK(store_token_revoke(f.st, tid, &row) == STORE_ECONFLICT);
+    CHECK(store_token_revoke(f.st, "t_nope", &row) == STORE_ENOTFOUND);
+    f.token = tok;
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 401);
+    api_response_free(&res);
+    /* health stays open */
+    f.token = NULL;
+    CHECK(call(&f, &res, "GET", "/v1/health", NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    int64_t n = 0;
+    CHECK(store_token_count(f.st, &n) == STORE_OK && n == 1);
+    fx_close(&f);
+}
+
+TEST(owners_are_isolated_and_admin_sees_all) {
+    fixture f;
+    fx_open(&f);
+    f.ctx.auth = 1;
+    char a[AUTH_TOKEN_LEN + 1], b[AUTH_TOKEN_LEN + 1], a2[AUTH_TOKEN_LEN + 1],
+        adm[AUTH_TOKEN_LEN + 1];
+    make_token(&f, "team-a", 0, a);
+    make_token(&f, "team-b", 0, b);
+    make_token(&f, "team-a", 0, a2); /* a rotation: the same owner */
+    make_token(&f, "ops", 1, adm);
+    char m[64], j[64], d[64], path[256];
+    api_response res;
+    f.token = a;
+    make_model(&f, "a", m);
+    make_job(&f, m, NULL, j);
+    CHECK(upload(&f, &res, "/v1/datasets?name=ds", "GOOD data", 9) == 201);
+    snprintf(d, sizeof d, "%s", str(res.body, "id"));
+    api_response_free(&res);
+
+    /* B: 404 for each of A's things, never their data; its lists hold none of them */
+    f.token = b;
+    const char *fmts[][2] = {{"GET", "/v1/models/%s"},         {"DELETE", "/v1/models/%s"},
+                             {"GET", "/v1/datasets/%s"},       {"DELETE", "/v1/datasets/%s"},
+                             {"GET", "/v1/jobs/%s"},           {"DELETE", "/v1/jobs/%s"},
+                             {"POST", "/v1/jobs/%s/cancel"},   {"GET", "/v1/jobs/%s/artifacts"},
+                             {"GET", "/v1/jobs/%s/artifacts/report.json"}};
+    for (size_t i = 0; i < sizeof fmts / sizeof *fmts; i++) {
+        const char *id = strstr(fmts[i][1], "models") ? m : strstr(fmts[i][1], "datasets") ? d : j;
+        snprintf(path, sizeof path, fmts[i][1], id);
+        CHECK_MSG(call(&f, &res, fmts[i][0], path, NULL, NULL, NULL) == 404, "%s %s: %d",
+                  fmts[i][0], path, res.status);
+        char *dump = json_dumps(res.body, 0);
+        CHECK_MSG(dump && !strstr(dump, "team-a") && !strstr(dump, "GOOD"), "%s", dump);
+        free(dump);
+        api_response_free(&res);
+    }
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "models")) == 0);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/datasets", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "datasets")) == 1); /* the built-in */
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/jobs", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "jobs")) == 0);
+    api_response_free(&res);
+    char body[256];
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"}", m);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 404);
+    CHECK(!strcmp(err_field(&res), "model_id"));
+    api_response_free(&res);
+    /* B's upload of the same bytes is B's own model, not A's row */
+    char mb[64];
+    make_model(&f, "a", mb);
+    CHECK(strcmp(mb, m) != 0);
+
+    /* A's other token is A */
+    f.token = a2;
+    snprintf(path, sizeof path, "/v1/jobs/%s", j);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    /* the admin sees both owners' things, and acts on them */
+    f.token = adm;
+    CHECK(call(&f, &res, "GET", "/v1/models", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "models")) == 2);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", j);
+    CHECK(call(&f, &res, "POST", path, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(per_owner_limits) {
+    fixture f;
+    fx_open(&f);
+    f.ctx.auth = 1;
+    f.ctx.limits.max_queued_jobs = 2;
+    f.ctx.limits.max_owner_upload_bytes = 100;
+    char a[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1];
+    make_token(&f, "a", 0, a);
+    make_token(&f, "ops", 1, adm);
+    f.token = a;
+    char m[64], j[64];
+    make_model(&f, "q", m);
+    make_job(&f, m, NULL, j);
+    make_job(&f, m, NULL, j);
+    char body[256];
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"}", m);
+    api_response res;
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 429);
+    CHECK(!strcmp(err_code(&res), "too_many_jobs") && header(&res, "Retry-After"));
+    api_response_free(&res);
+    /* a place frees up when one leaves the queue */
+    char path[128];
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", j);
+    CHECK(call(&f, &res, "POST", path, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    api_response_free(&res);
+    /* the admin is not limited */
+    f.token = adm;
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    api_response_free(&res);
+
+    /* uploads: what the owner holds plus the new body, against the limit (the model above
+     * holds 12 bytes) */
+    f.token = a;
+    char data[100];
+    memset(data, 'x', sizeof data);
+    memcpy(data, "GOOD", 4);
+    CHECK(upload(&f, &res, "/v1/datasets", data, 80) == 201);
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/datasets", data, 20) == 413);
+    CHECK(!strcmp(err_code(&res), "quota_exceeded"));
+    api_response_free(&res);
+    CHECK(count_in(&f, "tmp") == 0);
+    /* refused on the headers too, from Content-Length */
+    const api_route *r = NULL;
+    for (int i = 0; i < api_nroutes; i++)
+        if (!strcmp(api_routes[i].name, "models.create")) r = &api_routes[i];
+    api_principal who = {.owner = "a"};
+    api_request req = {.method = "POST", .path = "/v1/models", .who = &who};
+    api_ctx c = f.ctx;
+    api_ctx_apply(&c, &who);
+    api_response_init(&res);
+    CHECK(api_precheck(&c, r, &req, 101, &res) == 1 && res.status == 413);
+    api_response_free(&res);
+    /* under the whole limit it may be a model the owner has: known only after the body */
+    api_response_init(&res);
+    CHECK(api_precheck(&c, r, &req, 50, &res) == 0);
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models?name=m", "GOOD model q", 12) == 200); /* held already */
     api_response_free(&res);
     fx_close(&f);
 }

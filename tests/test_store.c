@@ -950,4 +950,69 @@ TEST(four_processes_create_one_database) {
     CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
 }
 
+TEST(tokens_and_per_owner_limits) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char hash[65];
+    memset(hash, 'a', 64);
+    hash[64] = '\0';
+    json_t *row = NULL;
+    int64_t n = -1;
+    CHECK(store_token_count(s, &n) == STORE_OK && n == 0);
+    CHECK(store_token_insert(s, "t_1", "ci", 0, hash, &row) == STORE_OK);
+    CHECK(!strcmp(str(row, "name"), "ci") && json_is_false(json_object_get(row, "admin")));
+    CHECK(json_is_null(json_object_get(row, "revoked_at")) && !json_object_get(row, "hash"));
+    json_decref(row);
+    CHECK(store_token_insert(s, "t_1", "other", 1, hash, &row) == STORE_ECONFLICT);
+    CHECK(store_token_insert(s, "t_2", "", 1, hash, &row) == STORE_EINVAL);
+    char got[65] = "", name[72] = "";
+    int admin = -1;
+    CHECK(store_token_find(s, "t_1", got, name, sizeof name, &admin) == STORE_OK);
+    CHECK(!strcmp(got, hash) && !strcmp(name, "ci") && admin == 0);
+    CHECK(store_token_revoke(s, "t_1", &row) == STORE_OK);
+    json_decref(row);
+    CHECK(store_token_find(s, "t_1", got, name, sizeof name, &admin) == STORE_ENOTFOUND);
+    CHECK(store_token_count(s, &n) == STORE_OK && n == 1); /* revoked ones count */
+    CHECK(store_token_list(s, &row) == STORE_OK && json_array_size(row) == 1);
+    json_decref(row);
+
+    /* queued jobs per owner, counted in the insert's transaction; other owners unaffected */
+    char model[32], job[32];
+    add_model(s, "u", 'a', model);
+    store_job_new nj = {.owner = "u", .scope = "u", .model_id = model,
+                        .dataset_id = "fashion-mnist", .max_queued = 2};
+    json_t *j = NULL;
+    CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
+    snprintf(job, sizeof job, "%s", str(j, "id"));
+    json_decref(j);
+    CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_submit(s, &nj, &j) == STORE_ELIMIT && j == NULL);
+    CHECK(strstr(store_errmsg(s), "2 jobs") != NULL);
+    CHECK(store_job_cancel(s, "u", job, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
+    json_decref(j);
+    /* the admin (scope NULL) may use u's model, recorded as its own */
+    store_job_new adm = {.owner = "ops", .scope = NULL, .model_id = model,
+                         .dataset_id = "fashion-mnist"};
+    CHECK(store_job_submit(s, &adm, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_list(s, "ops", NULL, 0, NULL, &row, &(char *){NULL}) == STORE_OK &&
+          json_array_size(row) == 1);
+    json_decref(row);
+
+    int64_t bytes = -1;
+    CHECK(store_owner_upload_bytes(s, "u", &bytes) == STORE_OK && bytes == 1000);
+    CHECK(store_owner_upload_bytes(s, "nobody", &bytes) == STORE_OK && bytes == 0);
+    json_t *m = NULL;
+    char sha[65];
+    memset(sha, 'a', 64);
+    sha[64] = '\0';
+    CHECK(store_model_by_sha256(s, "u", sha, &m) == STORE_OK && !strcmp(str(m, "id"), model));
+    json_decref(m);
+    CHECK(store_model_by_sha256(s, "ops", sha, &m) == STORE_ENOTFOUND);
+    store_close(s);
+}
+
 TEST_MAIN()

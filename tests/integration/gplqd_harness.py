@@ -14,6 +14,12 @@ test_* functions and prints the "N passed, N failed" line tests/run.sh sums.
     if __name__ == "__main__":
         run_tests(globals())
 
+Tokens: on its first start on a data directory gplqd makes an admin token and prints it on
+stdout ({"event":"token",...}) before the listening line; the Daemon keeps it (d.token, also
+across restarts on the same data directory) and sends it with every request. A request can
+carry another token (token="gplq_...") or none (token=None); d.create_token(name) and
+d.revoke_token(token) run `gplqd token` on the daemon's data directory.
+
 The build directory is $GPLQ_BUILD (tests/run.sh sets it), else build/ at the repository root.
 """
 import atexit
@@ -38,6 +44,7 @@ WORKER = os.path.join(BUILD, "gplq-worker")
 DEMO_MODEL = os.path.join(ROOT, "models", "vit-fmnist.safetensors")
 
 _live = []  # daemons to kill at exit
+_ADMIN = object()  # request(token=...) default: the daemon's own admin token
 
 
 @atexit.register
@@ -81,6 +88,8 @@ class Daemon:
         self.proc = None
         self.url = self.host = None
         self.port = 0
+        self.token = None  # the admin token gplqd printed at its first start here
+        self._buf = b""
 
     # ---- process
     def start(self):
@@ -98,12 +107,19 @@ class Daemon:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
         _live.append(self)
-        line = self._read_line(self.start_timeout)
-        if not line:
-            self.kill()
-            raise RuntimeError("gplqd did not print its listening line; log:\n" + self.log_text())
-        ev = json.loads(line)
-        assert ev.get("event") == "listening", line
+        self._buf = b""
+        deadline = time.time() + self.start_timeout
+        while True:
+            line = self._read_line(max(0.1, deadline - time.time()))
+            if not line:
+                self.kill()
+                raise RuntimeError("gplqd did not print its listening line; log:\n" + self.log_text())
+            ev = json.loads(line)
+            if ev.get("event") == "token":  # first start on this data directory
+                self.token = ev["token"]
+                continue
+            assert ev.get("event") == "listening", line
+            break
         self.url = ev["url"]
         u = urllib.parse.urlparse(self.url)
         self.host, self.port = u.hostname, u.port
@@ -111,20 +127,21 @@ class Daemon:
 
     def _read_line(self, timeout):
         fd = self.proc.stdout.fileno()
-        buf = b""
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while True:
+            if b"\n" in self._buf:
+                line, self._buf = self._buf.split(b"\n", 1)
+                return line.decode()
+            if time.time() >= deadline:
+                return None
             r, _, _ = select.select([fd], [], [], 0.1)
             if r:
                 ch = os.read(fd, 4096)
                 if not ch:
                     return None
-                buf += ch
-                if b"\n" in buf:
-                    return buf.split(b"\n", 1)[0].decode()
+                self._buf += ch
             elif self.proc.poll() is not None:
                 return None
-        return None
 
     def send_signal(self, sig):
         if self.proc and self.proc.poll() is None:
@@ -196,10 +213,39 @@ class Daemon:
                 pass
         return out
 
+    # ---- tokens
+    def token_command(self, *args):
+        """Runs `gplqd token ARGS --data-dir DATA`; returns the CompletedProcess."""
+        return subprocess.run([GPLQD, "token"] + list(args) + ["--data-dir", self.data_dir],
+                              capture_output=True, text=True, timeout=60)
+
+    def create_token(self, name, admin=False):
+        """A new token for owner name (an admin one with admin=True); returns the token."""
+        r = self.token_command("create", "--name", name, *(["--admin"] if admin else []))
+        assert r.returncode == 0, r
+        token = r.stdout.strip()
+        assert token.startswith("gplq_"), r
+        return token
+
+    def revoke_token(self, token):
+        r = self.token_command("revoke", token)
+        assert r.returncode == 0, r
+        return json.loads(r.stdout)
+
+    def auth_header(self, token=_ADMIN):
+        """The Authorization header line for a raw-socket request (bytes, with its CRLF)."""
+        t = self.token if token is _ADMIN else token
+        return b"Authorization: Bearer %s\r\n" % t.encode() if t else b""
+
     # ---- HTTP
-    def request(self, method, path, body=None, headers=None, json_body=None, timeout=60):
-        """One request on a fresh connection. body: bytes, or a file object (streamed)."""
+    def request(self, method, path, body=None, headers=None, json_body=None, timeout=60,
+                token=_ADMIN):
+        """One request on a fresh connection. body: bytes, or a file object (streamed).
+        token: sent as a Bearer token; by default the daemon's admin token, None for none."""
         h = dict(headers or {})
+        t = self.token if token is _ADMIN else token
+        if t and not any(k.lower() == "authorization" for k in h):
+            h["Authorization"] = "Bearer " + t
         if json_body is not None:
             body = json.dumps(json_body).encode()
             h.setdefault("Content-Type", "application/json")
@@ -223,24 +269,25 @@ class Daemon:
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
 
-    def upload(self, route, data_or_path, query=None):
+    def upload(self, route, data_or_path, query=None, token=_ADMIN):
         """POST a model or dataset: bytes, or a file path (streamed from disk)."""
         path = route + ("?" + urllib.parse.urlencode(query) if query else "")
         h = {"Content-Type": "application/octet-stream"}
         if isinstance(data_or_path, (bytes, bytearray)):
-            return self.request("POST", path, body=bytes(data_or_path), headers=h)
+            return self.request("POST", path, body=bytes(data_or_path), headers=h, token=token)
         with open(data_or_path, "rb") as f:
-            return self.request("POST", path, body=f, headers=h)
+            return self.request("POST", path, body=f, headers=h, token=token)
 
-    def upload_model(self, path=DEMO_MODEL, **query):
-        return self.upload("/v1/models", path, query or None)
+    def upload_model(self, path=DEMO_MODEL, token=_ADMIN, **query):
+        return self.upload("/v1/models", path, query or None, token=token)
 
-    def create_job(self, model_id, dataset_id="fashion-mnist", headers=None, **options):
+    def create_job(self, model_id, dataset_id="fashion-mnist", headers=None, token=_ADMIN,
+                   **options):
         spec = dict(model_id=model_id, dataset_id=dataset_id, **options)
-        return self.post("/v1/jobs", spec, headers=headers)
+        return self.post("/v1/jobs", spec, headers=headers, token=token)
 
-    def job(self, job_id):
-        r = self.get("/v1/jobs/" + job_id)
+    def job(self, job_id, token=_ADMIN):
+        r = self.get("/v1/jobs/" + job_id, token=token)
         assert r.status == 200, r
         return r.json()
 

@@ -157,7 +157,7 @@ def test_upload_cut_off_leaves_nothing():
         with open(DEMO_MODEL, "rb") as f:
             first_mb = f.read(MB)
         s = d.raw_socket()
-        s.sendall(b"POST /v1/models?name=cut HTTP/1.1\r\nHost: t\r\n"
+        s.sendall(b"POST /v1/models?name=cut HTTP/1.1\r\nHost: t\r\n" + d.auth_header() +
                   b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % (5 * MB))
         s.sendall(first_mb)
         # streamed to disk as it arrives: the temp file is there while the upload runs
@@ -168,7 +168,8 @@ def test_upload_cut_off_leaves_nothing():
         assert d.get("/v1/models").json()["models"] == []
         # headers only, then gone
         s = d.raw_socket()
-        s.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n")
+        s.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: t\r\n" + d.auth_header() +
+                  b"Content-Length: 1000\r\n\r\n")
         time.sleep(0.2)
         s.close()
         d.wait_for(lambda: not d.files_under("tmp"), what="the temp file to go")
@@ -182,7 +183,7 @@ def test_too_large_uploads_413():
     with Daemon(workers=0, config={"max_model_bytes": MB, "max_json_bytes": 1024}) as d:
         # declared too large: refused on the headers, before any body is sent
         s = d.raw_socket()
-        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\n" + d.auth_header() + b"Content-Length: %d\r\n"
                   b"Expect: 100-continue\r\n\r\n" % (10 * MB))
         status, headers, body = read_http_response(s)
         s.close()
@@ -191,7 +192,8 @@ def test_too_large_uploads_413():
 
         # chunked, so the size is only known as it arrives: stopped past the limit
         s = d.raw_socket()
-        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\n" + d.auth_header() +
+                  b"Transfer-Encoding: chunked\r\n\r\n")
         chunk = os.urandom(64 * 1024)
         try:
             for _ in range(40):  # 2.5 MB

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""test_teams: gplqd shared by several owners, over HTTP on 127.0.0.1 (issue 5).
+
+Tokens made with `gplqd token create` on the daemon's data directory: every /v1 route but the
+public ones answers 401 without a token, with a malformed or a revoked one; two owners cannot
+see, change or use each other's models, datasets, jobs, artifacts, events or webhooks (404,
+never their data); an admin token sees everything; the per-owner limits (queued jobs: 429 with
+Retry-After; bytes held: 413).
+
+Run: /usr/bin/python3 tests/integration/test_teams.py [name-filter]   (GPLQ_BUILD=build)
+"""
+import io
+import json
+import os
+import re
+import struct
+import sys
+import tarfile
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gplqd_harness import ROOT, Daemon, read_http_response, run_tests  # noqa: E402
+
+PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/openapi.json"), ("GET", "/metrics")}
+
+
+def routes():
+    """(method, pattern) of every route the router knows, from api_routes[] in api/api.c."""
+    src = open(os.path.join(ROOT, "api", "api.c")).read()
+    table = src[src.index("const api_route api_routes[] = {"):]
+    table = table[:table.index("};")]
+    return re.findall(r'\{"([A-Z]+)", "([^"]+)", "[^"]+", \w+, [^}]*\}', table)
+
+
+def fill(pattern, value="x1"):
+    return re.sub(r"\{[^}]+\}", value, pattern)
+
+
+def png_gray(pixels, w, h):
+    """A grayscale 8-bit PNG of w*h bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\0" + pixels[y * w:(y + 1) * w] for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def tiny_dataset():
+    """A tar.gz image folder with two classes of four 16x16 images each."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for c, name in enumerate(["cats", "dogs"]):
+            for i in range(4):
+                data = png_gray(bytes([(c * 100 + i * 7 + k) % 256 for k in range(256)]), 16, 16)
+                info = tarfile.TarInfo("ds/train/%s/%d.png" % (name, i))
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- tokens
+
+def test_every_route_needs_a_token():
+    with Daemon(workers=0) as d:
+        table = routes()
+        assert len(table) >= 16, table
+        tok = d.create_token("ci")
+        for method, pattern in table:
+            path = fill(pattern)
+            body = b"{}" if method == "POST" else None
+            public = (method, pattern) in PUBLIC
+            for token, what in ((None, "no token"), ("gplq_nonsense", "a malformed token")):
+                r = d.request(method, path, body=body, token=token)
+                if public:
+                    assert r.status != 401, (method, path, r)
+                    continue
+                assert r.status == 401, (method, path, what, r)
+                assert r.error()["code"] == "unauthorized", r
+                assert r.headers["www-authenticate"].startswith('Bearer realm="gplq"'), r.headers
+                assert r.headers.get("x-request-id"), r.headers
+            r = d.request(method, path, body=body, token=tok)
+            assert r.status != 401, (method, path, r)
+        # revoked: refused from the next request on, while the daemon runs
+        assert d.get("/v1/models", token=tok).status == 200
+        row = d.revoke_token(tok)
+        assert row["revoked_at"] and row["name"] == "ci", row
+        r = d.get("/v1/models", token=tok)
+        assert r.status == 401 and 'error="invalid_token"' in r.headers["www-authenticate"], r
+        # a token of the right shape that was never made
+        fake = tok[:30] + ("A" if tok[30] != "A" else "B") + tok[31:]
+        assert d.get("/v1/models", token=fake).status == 401
+        # the list shows ids and names, never a secret or a hash
+        lst = json.loads(d.token_command("list").stdout)
+        assert {t["name"] for t in lst} == {"admin", "ci"}, lst
+        assert all(set(t) == {"id", "name", "admin", "created_at", "revoked_at"} for t in lst), lst
+        assert tok not in d.token_command("list").stdout
+        d.stop()
+        assert not any(tok in l for l in d.log_text().splitlines())  # never logged
+
+
+def test_first_start_prints_one_admin_token():
+    with Daemon(workers=0) as d:
+        first = d.token
+        assert first and first.startswith("gplq_") and len(first) == 64, first
+        assert d.get("/v1/jobs").status == 200
+        d.restart()  # the same data directory: no new token
+        assert d.token == first
+        lst = json.loads(d.token_command("list").stdout)
+        assert len(lst) == 1 and lst[0]["admin"] is True and lst[0]["name"] == "admin", lst
+        assert d.get("/v1/jobs").status == 200
+        # the stored hash is the token's SHA-256, not the token
+        import sqlite3
+        db = sqlite3.connect(os.path.join(d.data_dir, "gplq.db"))
+        rows = db.execute("SELECT hash FROM tokens").fetchall()
+        db.close()
+        import hashlib
+        assert rows == [(hashlib.sha256(first.encode()).hexdigest(),)], rows
+
+
+# ---------------------------------------------------------------- isolation
+
+def test_two_owners_cannot_see_each_other():
+    with Daemon(workers=0) as d:
+        a, b, a2 = d.create_token("team-a"), d.create_token("team-b"), d.create_token("team-a")
+        ops = d.create_token("ops", admin=True)
+        r = d.upload_model(token=a, name="a-model")
+        assert r.status == 201, r
+        m = r.json()
+        r = d.upload("/v1/datasets", tiny_dataset(), {"name": "a-data"}, token=a)
+        assert r.status == 201, r
+        ds = r.json()
+        r = d.create_job(m["id"], dataset_id=ds["id"], token=a)
+        assert r.status == 201, r
+        j = r.json()
+
+        for method, path in (("GET", "/v1/models/" + m["id"]), ("DELETE", "/v1/models/" + m["id"]),
+                             ("GET", "/v1/datasets/" + ds["id"]), ("DELETE", "/v1/datasets/" + ds["id"]),
+                             ("GET", "/v1/jobs/" + j["id"]), ("DELETE", "/v1/jobs/" + j["id"]),
+                             ("POST", "/v1/jobs/%s/cancel" % j["id"]),
+                             ("GET", "/v1/jobs/%s/artifacts" % j["id"]),
+                             ("GET", "/v1/jobs/%s/artifacts/report.json" % j["id"])):
+            r = d.request(method, path, token=b)
+            assert r.status == 404, (method, path, r)
+            assert b"team-a" not in r.body and m["sha256"].encode() not in r.body, r
+        assert d.get("/v1/models", token=b).json()["models"] == []
+        assert [x["id"] for x in d.get("/v1/datasets", token=b).json()["datasets"]] == ["fashion-mnist"]
+        assert d.get("/v1/jobs", token=b).json()["jobs"] == []
+        r = d.create_job(m["id"], token=b)
+        assert r.status == 404 and r.error()["field"] == "model_id", r
+        r = d.create_job(m["id"] if False else "m_x", dataset_id=ds["id"], token=b)
+        assert r.status == 404, r
+        # the same bytes uploaded by B are B's own model
+        mb = d.upload_model(token=b).json()
+        assert mb["id"] != m["id"]
+        r = d.create_job(mb["id"], dataset_id=ds["id"], token=b)
+        assert r.status == 404 and r.error()["field"] == "dataset_id", r
+
+        # A's second token is A; the admin sees and acts on everyone's
+        assert d.get("/v1/jobs/" + j["id"], token=a2).status == 200
+        assert len(d.get("/v1/models", token=ops).json()["models"]) == 2
+        assert len(d.get("/v1/models").json()["models"]) == 2  # the first-start admin token
+        assert d.get("/v1/jobs/" + j["id"], token=ops).status == 200
+        assert d.post("/v1/jobs/%s/cancel" % j["id"], token=ops).status == 200
+        assert d.delete("/v1/jobs/" + j["id"], token=a).status == 204
+
+
+def test_per_owner_limits():
+    config = {"max_queued_jobs": 2, "max_owner_upload_bytes": 12 << 20}
+    with Daemon(workers=0, config=config) as d:
+        a = d.create_token("a")
+        m = d.upload_model(token=a).json()  # about 10.7 MB
+        ids = [d.create_job(m["id"], token=a).json()["id"] for _ in range(2)]
+        r = d.create_job(m["id"], token=a)
+        assert r.status == 429 and r.error()["code"] == "too_many_jobs", r
+        assert int(r.headers["retry-after"]) > 0, r.headers
+        assert d.post("/v1/jobs/%s/cancel" % ids[0], token=a).status == 200
+        assert d.create_job(m["id"], token=a).status == 201
+        assert d.create_job(m["id"]).status == 201  # the admin is exempt
+        # bytes held: more than the whole limit is refused on its Content-Length, before the
+        # body is sent
+        s = d.raw_socket()
+        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\n" + d.auth_header(a) +
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (13 << 20))
+        status, _, body = read_http_response(s)
+        s.close()
+        assert status == 413 and json.loads(body)["error"]["code"] == "quota_exceeded", body
+        # 2 MB more would pass 12 MB: refused once the body is in (it might have been a model
+        # the owner has, which holds nothing new)
+        s = d.raw_socket()
+        s.sendall(b"POST /v1/models HTTP/1.1\r\nHost: t\r\n" + d.auth_header(a) +
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * (1 << 20)
+        for _ in range(2):
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        s.sendall(b"0\r\n\r\n")
+        status, _, body = read_http_response(s)
+        s.close()
+        assert status == 413 and json.loads(body)["error"]["code"] == "quota_exceeded", body
+        d.wait_for(lambda: d.files_under("tmp") == [], what="no upload left behind")
+        assert d.upload_model(token=a).status == 200  # the same bytes again: nothing new held
+
+
+if __name__ == "__main__":
+    run_tests(globals())
