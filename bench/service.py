@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""bench/service.py: how fast gplqd answers, for `make bench` (issue 4's targets).
+
+Measures, against a real gplqd on 127.0.0.1 with a temporary data directory:
+  1. GET /v1/jobs/{id} throughput with wrk (2 threads, 32 connections, 5 s), idle (no worker)
+     and while a worker trains a job on the same 2 cores. Target: 20,000 requests/s idle.
+  2. Upload throughput of a 100 MB model (a valid ViT checkpoint of zeros: the daemon hashes,
+     stores and inspects it like any other), against the same bytes written to the same disk
+     with dd and fsync in the same run. Target: at disk speed (a ratio near 1).
+  3. Claim latency, submit to running, with an idle worker: the job's started_at minus its
+     created_at (both stamped by the server), over 15 jobs, each canceled once it runs.
+     Target: under 50 ms.
+Prints a table and writes BUILD/bench/service.json. A MISS is a finding: the exit status is 0
+unless something crashed.
+
+Usage: bench/service.py [BUILD]
+"""
+import json
+import os
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+os.environ["GPLQ_BUILD"] = BUILD
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from gplqd_harness import DEMO_MODEL, Daemon  # noqa: E402
+
+LONG_JOB = dict(train_subset=60000, eval_subset=1000, baselines=False, lr=1e-4)
+
+
+def wrk(url, seconds=5, headers=()):
+    cmd = ["wrk", "-t2", "-c32", "-d%ds" % seconds, "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests_per_s": rps, "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else None,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def auth_headers(d):
+    """The daemon's token header, if it has one (issue 5 adds tokens)."""
+    tok = getattr(d, "token", None)
+    return ["Authorization: Bearer " + tok] if tok else []
+
+
+def write_zero_vit(path, dim=768, depth=14, mlp=3072, classes=1000, img=224, patch=16):
+    """A timm-named ViT checkpoint of zeros (about 100 MB with the defaults)."""
+    n_tok = (img // patch) ** 2 + 1
+    shapes = {"cls_token": [1, 1, dim], "pos_embed": [1, n_tok, dim],
+              "patch_embed.proj.weight": [dim, 3, patch, patch], "patch_embed.proj.bias": [dim],
+              "norm.weight": [dim], "norm.bias": [dim],
+              "head.weight": [classes, dim], "head.bias": [classes]}
+    for l in range(depth):
+        b = "blocks.%d." % l
+        shapes.update({b + "norm1.weight": [dim], b + "norm1.bias": [dim],
+                       b + "attn.qkv.weight": [3 * dim, dim], b + "attn.qkv.bias": [3 * dim],
+                       b + "attn.proj.weight": [dim, dim], b + "attn.proj.bias": [dim],
+                       b + "norm2.weight": [dim], b + "norm2.bias": [dim],
+                       b + "mlp.fc1.weight": [mlp, dim], b + "mlp.fc1.bias": [mlp],
+                       b + "mlp.fc2.weight": [dim, mlp], b + "mlp.fc2.bias": [dim]})
+    header, off = {"__metadata__": {"num_heads": "12"}}, 0
+    for k, s in shapes.items():
+        n = 4
+        for x in s:
+            n *= x
+        header[k] = {"dtype": "F32", "shape": s, "data_offsets": [off, off + n]}
+        off += n
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        chunk = b"\0" * (1 << 20)
+        left = off
+        while left:
+            f.write(chunk[:min(left, len(chunk))])
+            left -= min(left, len(chunk))
+    return os.path.getsize(path)
+
+
+def disk_write_mb_s(path, size):
+    t0 = time.time()
+    subprocess.run(["dd", "if=/dev/zero", "of=" + path, "bs=1M", "count=%d" % (size >> 20),
+                    "conv=fsync", "status=none"], check=True)
+    dt = time.time() - t0
+    os.unlink(path)
+    return (size >> 20) / dt
+
+
+def iso_ms(s):
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() * 1000
+
+
+def main():
+    if not shutil.which("wrk"):
+        print("bench/service.py: wrk is missing (scripts/install-deps.sh --bench)", file=sys.stderr)
+        return 1
+    res = {}
+    tmp = tempfile.mkdtemp(prefix="gplq-bench-")
+    try:
+        # 1. throughput, idle
+        with Daemon(workers=0) as d:
+            m = d.upload_model(DEMO_MODEL).json()["id"]
+            j = d.create_job(m, **LONG_JOB).json()["id"]
+            url = d.url + "/v1/jobs/" + j
+            wrk(url, 2, auth_headers(d))  # warm-up
+            res["get_job_idle"] = wrk(url, 5, auth_headers(d))
+            print("GET /v1/jobs/{id}, idle:           %8.0f req/s (p99 %.2f ms)" %
+                  (res["get_job_idle"]["requests_per_s"], res["get_job_idle"]["p99_ms"]), file=sys.stderr)
+
+            # 2. upload throughput
+            big = os.path.join(tmp, "vit-100mb.safetensors")
+            size = write_zero_vit(big)
+            disk = disk_write_mb_s(os.path.join(d.data_dir, "dd.tmp"), size)
+            t0 = time.time()
+            r = d.upload_model(big, name="big", num_heads=12)
+            dt = time.time() - t0
+            assert r.status == 201, r
+            res["upload"] = {"bytes": size, "seconds": dt, "mb_per_s": size / 2**20 / dt,
+                             "disk_mb_per_s": disk, "ratio_to_disk": size / 2**20 / dt / disk}
+            print("upload of %d MB:                  %8.1f MB/s (disk with fsync %.1f MB/s, ratio %.2f)" %
+                  (size >> 20, res["upload"]["mb_per_s"], disk, res["upload"]["ratio_to_disk"]), file=sys.stderr)
+
+        # 3. claim latency, then throughput while a job trains
+        with Daemon(workers=1) as d:
+            m = d.upload_model(DEMO_MODEL).json()["id"]
+            d.wait_for(lambda: d.get("/v1/health").json()["workers_alive"] == 1, timeout=30, what="a worker")
+            time.sleep(1)
+            lat = []
+            for i in range(15):
+                j = d.create_job(m, **LONG_JOB).json()["id"]
+                job = d.wait_for_state(j, ["running", "failed"], timeout=30, poll=0.01)
+                lat.append(iso_ms(job["started_at"]) - iso_ms(job["created_at"]))
+                d.post("/v1/jobs/%s/cancel" % j)
+                d.wait_for_state(j, ["canceled", "failed", "succeeded"], timeout=60, poll=0.05)
+            res["claim_latency_ms"] = {"median": statistics.median(lat), "max": max(lat), "n": len(lat)}
+            print("claim latency, submit to running: %8.1f ms median, %.1f ms max (%d jobs)" %
+                  (statistics.median(lat), max(lat), len(lat)), file=sys.stderr)
+
+            j = d.create_job(m, **LONG_JOB).json()["id"]
+            d.wait_for(lambda: (d.job(j).get("progress") or {}).get("stage") == "stage1",
+                       timeout=300, what="stage 1")
+            res["get_job_training"] = wrk(d.url + "/v1/jobs/" + j, 5, auth_headers(d))
+            print("GET /v1/jobs/{id}, while training: %8.0f req/s (p99 %.2f ms)" %
+                  (res["get_job_training"]["requests_per_s"], res["get_job_training"]["p99_ms"]), file=sys.stderr)
+            d.post("/v1/jobs/%s/cancel" % j)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    t = [("GET /v1/jobs/{id} idle >= 20000 req/s", res["get_job_idle"]["requests_per_s"] >= 20000),
+         ("upload at disk speed (ratio >= 0.8)", res["upload"]["ratio_to_disk"] >= 0.8),
+         ("claim latency median < 50 ms", res["claim_latency_ms"]["median"] < 50)]
+    print("\n".join("%-42s %s" % (n, "PASS" if ok else "MISS") for n, ok in t))
+    res["targets"] = {n: ok for n, ok in t}
+    os.makedirs(os.path.join(BUILD, "bench"), exist_ok=True)
+    with open(os.path.join(BUILD, "bench", "service.json"), "w") as f:
+        json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
