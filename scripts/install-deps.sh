@@ -16,10 +16,11 @@ pkgs=(
   libmicrohttpd-dev          # gplqd's HTTP server
   libuv1-dev                 # gplqd's event loop: worker supervision, timers, signals
   libcurl4-openssl-dev       # webhooks and the `gplq submit` client
+  python3                    # the integration tests (standard library only) and bench scripts
   dataset-fashion-mnist      # the built-in dataset
 )
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(python3-torch)
+  pkgs+=(python3-torch wrk)
 fi
 
 missing=()
