@@ -68,9 +68,9 @@ STEP_MIN = 1e-8  # QUANT_STEP_MIN: steps are clamped to stay positive after each
 class LSQFunction(torch.autograd.Function):
     """Fake quantization with a learned step. Either x is (rows, C) and s (C,): one step per
     column (per channel); or x is (rows, G, W) and s (G, 1): G steps, each shared by W
-    consecutive columns (per tensor: G = 1; q|k|v: G = 3). Only x and s are saved: the backward
-    recomputes x / s, which costs less than keeping a mask and the rounding residual for every
-    activation."""
+    consecutive columns (per tensor: G = 1; q|k|v: G = 3). Only x and s are saved, as gplq keeps
+    only the quantizer's input: the backward recomputes x / s rather than holding a mask and a
+    rounding residual per activation."""
 
     @staticmethod
     def forward(ctx, x, s, qn, qp, g):
