@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -44,7 +45,9 @@ void api_response_init(api_response *res) {
 void api_response_free(api_response *res) {
     json_decref(res->body);
     if (res->fd >= 0) close(res->fd);
+    free(res->text);
     res->body = NULL;
+    res->text = NULL;
     res->fd = -1;
 }
 
@@ -80,6 +83,9 @@ void api_error(api_response *res, int status, const char *code, const char *fiel
     if (field) json_object_set_new(err, "field", jlog_str(field));
     if (res->fd >= 0) close(res->fd);
     res->fd = -1;
+    free(res->text);
+    res->text = NULL;
+    res->stream = 0;
     api_json(res, status, json_pack("{s:o}", "error", err));
 }
 
@@ -690,6 +696,46 @@ static void h_job_delete(api_ctx *ctx, const api_request *req, const api_params 
     api_json(res, 204, NULL);
 }
 
+/* GET /v1/jobs/{id}/events[?after=N]: the job's events as Server-Sent Events. Here only the
+ * checks (the job is the caller's, the starting point is a number); the glue streams. A
+ * Last-Event-ID header (what a browser's EventSource sends when it reconnects) wins over
+ * ?after= (for clients that cannot set headers, and for the first connection). */
+static void h_job_events(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
+    static const char *const keys[] = {"after", NULL};
+    if (query_known(req, res, keys)) return;
+    long after = 0;
+    if (query_int(req, res, "after", 0, LONG_MAX, 0, &after)) return;
+    const char *last = api_header(req, "Last-Event-ID");
+    if (last && *last) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(last, &end, 10);
+        if (*end || errno || v < 0) {
+            api_error(res, 400, "bad_request", "Last-Event-ID",
+                      "Last-Event-ID must be an event id this server sent (an integer)");
+            return;
+        }
+        after = (long)v;
+    }
+    json_t *job = NULL;
+    int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
+    json_decref(job);
+    if (rc) {
+        store_error(ctx, req, res, rc, "job", p->v[0]);
+        return;
+    }
+    api_json(res, 200, NULL);
+    res->content_type = "text/event-stream";
+    res->stream = 1;
+    snprintf(res->stream_job, sizeof res->stream_job, "%s", p->v[0]);
+    res->stream_after = after;
+    /* no caching, and no buffering by a proxy (nginx) in between: events must flow as they
+     * happen */
+    api_response_header(res, "Cache-Control", "no-cache");
+    api_response_header(res, "X-Accel-Buffering", "no");
+}
+
 /* ---------------------------------------------------------------- artifacts */
 
 static void h_artifact_list(api_ctx *ctx, const api_request *req, const api_params *p,
@@ -832,6 +878,7 @@ const api_route api_routes[] = {
     {"GET", "/v1/jobs/{id}", "jobs.get", h_job_get, 0},
     {"DELETE", "/v1/jobs/{id}", "jobs.delete", h_job_delete, 0},
     {"POST", "/v1/jobs/{id}/cancel", "jobs.cancel", h_job_cancel, 0},
+    {"GET", "/v1/jobs/{id}/events", "jobs.events", h_job_events, 0},
     {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
     {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, 0},
 };

@@ -73,6 +73,15 @@ typedef struct {
     int fd;
     int64_t offset, length;
     const char *content_type; /* static string; "application/json" for JSON bodies */
+    /* A body that is not a JSON object (owned, free()d by api_response_free): the Prometheus
+     * text of /metrics, the OpenAPI document. Sent as is when body is NULL. */
+    char *text;
+    size_t text_len;
+    /* stream 1: instead of a body, the glue streams the Server-Sent Events of job stream_job
+     * after event id stream_after (api/sse.h), for as long as the job has events to come. */
+    int stream;
+    char stream_job[API_PARAM_MAX];
+    int64_t stream_after;
     int nheaders;             /* extra headers: Location, Retry-After, ETag, Content-Range, Allow... */
     struct {
         char name[32];

@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 19
+#define CFG_NOPTS 21
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -35,6 +35,8 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"inspect-timeout-s", OPT_INT, &c->inspect_timeout_s, "300", 1, 86400, "seconds the upload inspector may take"},
         {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "SQLite wait for another connection's write lock"},
         {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
+        {"max-event-streams", OPT_INT, &c->max_event_streams, "64", 1, 100000, "live event streams (GET /v1/jobs/{id}/events) open at once; past it a 503"},
+        {"event-heartbeat-s", OPT_INT, &c->event_heartbeat_s, "15", 1, 3600, "seconds of silence before an event stream gets a keep-alive comment"},
         {"max-owner-upload-bytes", OPT_STR, &c->max_owner_upload_text, "0", 0, 0, "models and datasets one owner may hold (bytes, or K, M, G; 0: no limit; admin tokens are exempt)"},
     };
     memcpy(t, specs, sizeof specs);

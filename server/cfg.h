@@ -35,6 +35,8 @@ typedef struct {
     int max_queued_jobs;         /* per owner; 0: no limit */
     const char *max_owner_upload_text;
     int64_t max_owner_upload_bytes; /* per owner; 0: no limit */
+    int max_event_streams;       /* SSE streams open at once */
+    int event_heartbeat_s;       /* keep-alive comment on a silent stream */
 } cfg;
 
 /* Defaults, then args (argv without the program name) in order, --config FILE applied where

@@ -27,6 +27,7 @@
 #include <microhttpd.h>
 
 #include "api/jlog.h"
+#include "server/stream.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
 #define HTTP_MAX_DISCARD ((int64_t)64 << 20) /* bytes dropped past a limit before cutting off */
@@ -40,6 +41,7 @@ struct http_server {
     atomic_ulong counter;          /* their suffix */
     atomic_int uploads;            /* upload handlers running on their own threads */
     MHD_socket quiesced_fd;
+    stream_hub *streams;           /* the live event streams */
 };
 
 enum { ASYNC_NONE, ASYNC_RUNNING, ASYNC_DONE };
@@ -90,12 +92,31 @@ static store *thread_store(http_server *h) {
     return s;
 }
 
+static store *thread_store_cb(void *arg) {
+    return thread_store(arg);
+}
+
 /* ---------------------------------------------------------------- responses */
 
 static enum MHD_Result respond(http_req *r, api_response *res) {
     struct MHD_Response *resp = NULL;
     int64_t bytes = 0;
-    if (res->fd >= 0) {
+    if (res->stream && strcmp(r->method, "HEAD")) {
+        int busy = 0;
+        resp = stream_response(r->h->streams, r->conn, res->stream_job, res->stream_after, &busy);
+        if (!resp && busy) {
+            api_response_header(res, "Retry-After", "5");
+            api_error(res, 503, "busy", NULL,
+                      "too many event streams are open (the limit is %d); retry shortly, or poll "
+                      "GET /v1/jobs/{id}", r->h->o.max_streams);
+        } else if (!resp) {
+            api_response_free(res);
+            return MHD_NO;
+        }
+    }
+    if (resp) {
+        /* streamed: the headers below, then the events */
+    } else if (res->fd >= 0) {
         resp = MHD_create_response_from_fd_at_offset64((uint64_t)res->length, res->fd,
                                                        (uint64_t)res->offset);
         if (resp) res->fd = -1; /* MHD owns it now and closes it with the response */
@@ -114,6 +135,10 @@ static enum MHD_Result respond(http_req *r, api_response *res) {
             if (!resp) free(t);
             bytes = (int64_t)n;
         }
+    } else if (res->text) {
+        resp = MHD_create_response_from_buffer(res->text_len, res->text, MHD_RESPMEM_MUST_FREE);
+        if (resp) res->text = NULL; /* MHD frees it */
+        bytes = (int64_t)res->text_len;
     } else {
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     }
@@ -461,6 +486,15 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
     flags |= o->epoll && MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL
                                                                                 : MHD_USE_POLL;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    stream_options so = {.db_path = o->db_path, .busy_ms = o->busy_ms,
+                         .max_streams = o->max_streams > 0 ? o->max_streams : 64,
+                         .heartbeat_ms = o->heartbeat_ms, .thread_store = thread_store_cb,
+                         .thread_store_arg = h};
+    if (stream_hub_start(&h->streams, &so, err, errlen)) {
+        pthread_key_delete(h->store_key);
+        free(h);
+        return -1;
+    }
     h->d = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h,
         /* first, or MHD logs the options' own complaints with its default logger */
@@ -471,6 +505,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?)", o->listen);
+        stream_hub_free(h->streams);
         pthread_key_delete(h->store_key);
         free(h);
         return -1;
@@ -499,6 +534,8 @@ void http_quiesce(http_server *h) {
 
 void http_stop(http_server *h, int wait_s) {
     if (!h) return;
+    /* Streams end first: libmicrohttpd must not be stopped with connections suspended. */
+    stream_hub_stop(h->streams, 2000);
     for (int i = 0; atomic_load(&h->uploads) > 0 && i < wait_s * 100; i++) usleep(10000);
     if (atomic_load(&h->uploads) > 0) {
         /* Stopping MHD would resume and free connections those threads still use; the process
@@ -507,6 +544,7 @@ void http_stop(http_server *h, int wait_s) {
         return;
     }
     MHD_stop_daemon(h->d);
+    stream_hub_free(h->streams);
     if (h->quiesced_fd != MHD_INVALID_SOCKET) close(h->quiesced_fd);
     pthread_key_delete(h->store_key);
     free(h);

@@ -7,7 +7,9 @@
  * writer (never whole in memory), and the upload's handler (inspection in a child, fsync,
  * rename) runs on a thread of its own while the connection is suspended, so a slow upload never
  * holds an HTTP thread. A connection cut off mid-upload aborts the blob: nothing is left.
- * Files go out with MHD_create_response_from_fd_at_offset64 (sendfile, no copy).
+ * Files go out with MHD_create_response_from_fd_at_offset64 (sendfile, no copy). A job's live
+ * events (SSE) are streamed by server/stream.c on suspended connections, so a waiting stream
+ * holds no thread. The token of a request is checked on its headers, before its body is read.
  * Every response carries X-Request-Id (the client's if it sent a sane one), and every request
  * is one JSON log line: ts, level, request_id, method, path, route, status, bytes, ms.
  */
@@ -28,6 +30,8 @@ typedef struct {
     int timeout_s;           /* idle connection timeout */
     const char *db_path;     /* each HTTP thread opens its own connection to it */
     int busy_ms;
+    int max_streams;         /* event streams (SSE) open at once; past it a 503 */
+    int heartbeat_ms;        /* a silent stream gets a keep-alive comment this often */
     api_ctx base;            /* copied; every request gets it with st set to its thread's store */
 } http_options;
 

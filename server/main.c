@@ -190,7 +190,8 @@ int main(int argc, char **argv) {
     http_options ho = {.listen = g.c.listen, .threads = g.c.http_threads, .epoll = g.c.http_epoll,
                        .max_connections = g.c.max_connections,
                        .timeout_s = g.c.connection_timeout_s, .db_path = g.db_path,
-                       .busy_ms = g.c.busy_ms};
+                       .busy_ms = g.c.busy_ms, .max_streams = g.c.max_event_streams,
+                       .heartbeat_ms = g.c.event_heartbeat_s * 1000};
     ho.base = (api_ctx){.data_dir = g.c.data_dir,
                         .limits = {.max_model_bytes = g.c.max_model_bytes,
                                    .max_dataset_bytes = g.c.max_dataset_bytes,

@@ -541,11 +541,18 @@ static int event_add(store *s, const char *job_id, const char *type, json_t *dat
     return rc;
 }
 
+static int job_fetch(store *s, const char *owner, const char *id, json_t **out);
+
+/* Called after the change, in its transaction: the event carries the job as it now is, so a
+ * live view (SSE) or a webhook shows each state with the job that had it, not a later one. */
 static int state_event(store *s, const char *job_id, const char *state, const char *stage,
                        const char *error) {
+    json_t *job = NULL;
+    int rc = job_fetch(s, NULL, job_id, &job);
+    if (rc) return rc;
     return event_add(s, job_id, "state",
-                     json_pack("{s:s, s:s?, s:s?}", "state", state, "stage", stage, "error",
-                               error));
+                     json_pack("{s:s, s:s?, s:s?, s:o}", "state", state, "stage", stage, "error",
+                               error, "job", job));
 }
 
 static json_t *event_row(sqlite3_stmt *st) {
@@ -1317,6 +1324,16 @@ int store_artifact_get(store *s, const char *owner, const char *job_id, const ch
 }
 
 /* ---- events ---- */
+
+int store_event_max_id(store *s, int64_t *id) {
+    *id = 0;
+    sqlite3_stmt *st = query(s, "SELECT COALESCE(MAX(id), 0) FROM events", "");
+    if (!st) return STORE_EDB;
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    if (!rc) *id = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc;
+}
 
 int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
                      int limit, json_t **out_array) {

@@ -175,10 +175,13 @@ int store_artifact_get(store *s, const char *owner, const char *job_id, const ch
 /* ---- events of a job (state changes and progress), for SSE with Last-Event-ID ----
  * Appended by the job functions above in the same transaction as the change.
  * Object: {id (integer, increasing), job_id, type, data (object), created_at}
- * Types: "state" (data {state, stage, error}; one per state change, the first "queued") and
- * "progress" (data: the progress object). limit <= 0 = no limit. */
+ * Types: "state" (data {state, stage, error, job}, job being the job object right after the
+ * change; one per state change, the first "queued") and "progress" (data: the progress
+ * object). limit <= 0 = no limit. */
 int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
                      int limit, json_t **out_array);
+/* The newest event id of any job (0 if none): a cheap "has anything happened" for streams. */
+int store_event_max_id(store *s, int64_t *id);
 
 /* ---- API tokens ----
  * A token's secret never reaches the store: the caller passes its SHA-256 (hex). Object:

@@ -15,6 +15,7 @@
 #include "api/auth.h"
 #include "api/inspect.h"
 #include "api/range.h"
+#include "api/sse.h"
 #include "config/jobspec.h"
 #include "storage/blob.h"
 #include "storage/sha256.h"
@@ -1013,6 +1014,105 @@ TEST(per_owner_limits) {
     api_response_free(&res);
     CHECK(upload(&f, &res, "/v1/models?name=m", "GOOD model q", 12) == 200); /* held already */
     api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- live events */
+
+/* The "id: N" values of an SSE text, in order, into ids; returns their count. */
+static int sse_ids(const char *text, size_t n, long long *ids, int max) {
+    int k = 0;
+    for (size_t i = 0; i + 4 < n && k < max; i++)
+        if ((i == 0 || text[i - 1] == '\n') && !strncmp(text + i, "id: ", 4))
+            ids[k++] = atoll(text + i + 4);
+    return k;
+}
+
+TEST(job_events_stream) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64], path[160];
+    make_model(&f, "ev", m);
+    make_job(&f, m, NULL, j);
+    snprintf(path, sizeof path, "/v1/jobs/%s/events", j);
+    api_response res;
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    CHECK(res.stream && !strcmp(res.stream_job, j) && res.stream_after == 0);
+    CHECK(!strcmp(res.content_type, "text/event-stream") && !res.body);
+    CHECK(!strcmp(header(&res, "Cache-Control"), "no-cache"));
+    api_response_free(&res);
+    char url[200];
+    snprintf(url, sizeof url, "%s?after=7", path);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 200 && res.stream_after == 7);
+    api_response_free(&res);
+    /* Last-Event-ID wins over ?after= (it is what a reconnecting browser sends) */
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, "Last-Event-ID", "12", NULL) == 200 &&
+          res.stream_after == 12);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, "Last-Event-ID", "x1", NULL) == 400);
+    CHECK(!strcmp(err_field(&res), "Last-Event-ID") && !res.stream);
+    api_response_free(&res);
+    snprintf(url, sizeof url, "%s?after=-1", path);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 400);
+    api_response_free(&res);
+    snprintf(url, sizeof url, "%s?since=1", path);
+    CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 400);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/v1/jobs/j_nope/events", NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    f.ctx.owner = "someone-else";
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404 && !res.stream);
+    api_response_free(&res);
+    f.ctx.owner = "";
+
+    /* the stream itself: a worker's claim, progress, end */
+    json_t *claimed = NULL;
+    CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
+    json_decref(claimed);
+    sse_stream s;
+    CHECK(sse_init(&s, j, 0, 2000) == 0);
+    CHECK(!strncmp(s.buf, "retry: 2000\n", 12));
+    CHECK(sse_fill(&s, f.st) == 2 && !s.ended); /* queued, running */
+    json_t *prog = json_pack("{s:s, s:i}", "stage", "stage1", "step", 1);
+    CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage1", prog, 1) == STORE_OK);
+    json_decref(prog);
+    CHECK(sse_fill(&s, f.st) == 1 && !s.ended);
+    CHECK(sse_fill(&s, f.st) == 0 && !s.ended); /* nothing new */
+    CHECK(store_job_finish(f.st, j, "w1:1", "succeeded", NULL) == STORE_OK);
+    CHECK(sse_fill(&s, f.st) == 1 && s.ended);
+    long long ids[16];
+    int n = sse_ids(s.buf + s.off, sse_pending(&s), ids, 16);
+    CHECK(n == 4);
+    for (int i = 1; i < n; i++) CHECK(ids[i] > ids[i - 1]);
+    CHECK(s.last_id == ids[n - 1]);
+    /* each event is "id:", "event:", one "data:" line of the event object, a blank line */
+    char *text = strndup(s.buf + s.off, sse_pending(&s));
+    CHECK(strstr(text, "event: state\ndata: {\"id\":") != NULL);
+    CHECK(strstr(text, "event: progress\ndata: {") != NULL);
+    char *last = strstr(text, "event: state\ndata: {\"id\":");
+    for (char *p; last && (p = strstr(last + 1, "event: state\ndata: ")); last = p) {
+    }
+    json_t *ev = last ? json_loads(strchr(last, '{'), JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    json_t *data = json_object_get(ev, "data");
+    CHECK(!strcmp(str(data, "state"), "succeeded"));
+    CHECK(!strcmp(str(json_object_get(data, "job"), "state"), "succeeded")); /* as it ended */
+    json_decref(ev);
+    free(text);
+    sse_free(&s);
+
+    /* reconnecting after the second event: the rest and nothing else; at the end: nothing */
+    CHECK(sse_init(&s, j, ids[1], 2000) == 0);
+    CHECK(sse_fill(&s, f.st) == 2 && s.ended);
+    long long again[16];
+    CHECK(sse_ids(s.buf, s.len, again, 16) == 2 && again[0] == ids[2] && again[1] == ids[3]);
+    sse_free(&s);
+    CHECK(sse_init(&s, j, ids[3], 2000) == 0);
+    CHECK(sse_fill(&s, f.st) == 0 && s.ended);
+    sse_free(&s);
+    /* a deleted job ends its stream */
+    CHECK(sse_init(&s, "j_gone", 0, 2000) == 0);
+    CHECK(sse_fill(&s, f.st) == 0 && s.ended && strstr(s.buf, ": the job was deleted"));
+    sse_free(&s);
     fx_close(&f);
 }
 

@@ -260,6 +260,56 @@ class Daemon:
         finally:
             c.close()
 
+    def events(self, job_id, last_event_id=None, after=None, token=_ADMIN, timeout=60,
+               max_events=None, on_event=None):
+        """Reads the job's Server-Sent Events (GET /v1/jobs/{id}/events). Returns (events,
+        ended, response): events as dicts {id (int), event, data (parsed JSON)}, in order;
+        ended True when the server ended the stream, False when max_events were read and the
+        client hung up. on_event(e) is called as each arrives. Comments are counted in
+        response.comments."""
+        path = "/v1/jobs/%s/events" % job_id + ("?after=%d" % after if after is not None else "")
+        h = {"Accept": "text/event-stream"}
+        t = self.token if token is _ADMIN else token
+        if t:
+            h["Authorization"] = "Bearer " + t
+        if last_event_id is not None:
+            h["Last-Event-ID"] = str(last_event_id)
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        events, ended = [], False
+        try:
+            c.request("GET", path, headers=h)
+            r = c.getresponse()
+            resp = Response(r.status, {k.lower(): v for k, v in r.getheaders()}, b"")
+            resp.comments = []
+            if r.status != 200:
+                resp.body = r.read()
+                return events, True, resp
+            cur = {}
+            while True:
+                line = r.readline()
+                if not line:
+                    ended = True
+                    break
+                line = line.decode().rstrip("\n")
+                if line == "":
+                    if "data" in cur:
+                        e = {"id": int(cur["id"]) if "id" in cur else None,
+                             "event": cur.get("event", "message"), "data": json.loads(cur["data"])}
+                        events.append(e)
+                        if on_event:
+                            on_event(e)
+                        if max_events is not None and len(events) >= max_events:
+                            break
+                    cur = {}
+                elif line.startswith(":"):
+                    resp.comments.append(line[1:].strip())
+                else:
+                    k, _, v = line.partition(":")
+                    cur[k] = v[1:] if v.startswith(" ") else v
+            return events, ended, resp
+        finally:
+            c.close()
+
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
 

@@ -15,13 +15,20 @@ import os
 import re
 import struct
 import sys
+import signal
 import tarfile
+import threading
+import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import ROOT, Daemon, read_http_response, run_tests  # noqa: E402
 
 PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/openapi.json"), ("GET", "/metrics")}
+# A job small enough for CI (as in test_jobs.py): a few seconds on one worker.
+TINY = dict(train_subset=256, eval_subset=200, pca_samples=128, calib_images=64, qwt_images=64,
+            batch_size=64, lr=1e-4, baselines=False)
+ENDED = ("succeeded", "failed", "canceled")
 
 
 def routes():
@@ -198,6 +205,93 @@ def test_per_owner_limits():
         assert status == 413 and json.loads(body)["error"]["code"] == "quota_exceeded", body
         d.wait_for(lambda: d.files_under("tmp") == [], what="no upload left behind")
         assert d.upload_model(token=a).status == 200  # the same bytes again: nothing new held
+
+
+# ---------------------------------------------------------------- live events (SSE)
+
+def test_events_reconnect_with_last_event_id_misses_nothing():
+    with Daemon(workers=1) as d:
+        mid = d.upload_model().json()["id"]
+        j = d.create_job(mid, **TINY).json()["id"]
+        # the first few events, then the client hangs up mid-job
+        first, ended, r = d.events(j, max_events=4)
+        assert r.status == 200 and r.headers["content-type"] == "text/event-stream", r
+        assert r.headers.get("x-request-id") and r.headers["cache-control"] == "no-cache"
+        assert not ended and len(first) == 4, first
+        assert first[0]["event"] == "state" and first[0]["data"]["data"]["state"] == "queued"
+        # reconnect where it stopped: the rest, up to the job's end, and the stream closes
+        rest, ended, _ = d.events(j, last_event_id=first[-1]["id"], timeout=600)
+        assert ended and rest, rest
+        last = rest[-1]
+        assert last["event"] == "state" and last["data"]["data"]["state"] == "succeeded", last
+        assert last["data"]["data"]["job"]["state"] == "succeeded", last  # the job as it ended
+        assert last["data"]["data"]["job"]["metrics"]["gplq"] > 0.5, last
+        # the whole stream, read again after the end: exactly the two parts, each id once
+        full, ended, _ = d.events(j)
+        assert ended
+        ids = [e["id"] for e in first + rest]
+        assert ids == [e["id"] for e in full], (ids, [e["id"] for e in full])
+        assert ids == sorted(set(ids)), ids
+        assert all(e["data"]["id"] == e["id"] and e["data"]["type"] == e["event"] for e in full)
+        kinds = [e["event"] for e in full]
+        assert kinds.count("progress") >= 3, kinds
+        states = [e["data"]["data"]["state"] for e in full if e["event"] == "state"]
+        assert states == ["queued", "running", "succeeded"], states
+        stages = [e["data"]["data"]["stage"] for e in full if e["event"] == "progress"]
+        assert "stage1" in stages, stages
+        # ?after= for clients that cannot set a header: the same continuation
+        again, ended, _ = d.events(j, after=first[-1]["id"])
+        assert ended and [e["id"] for e in again] == [e["id"] for e in rest]
+        # a stream at its end is empty and closes at once
+        tail, ended, _ = d.events(j, last_event_id=ids[-1], timeout=10)
+        assert ended and tail == []
+        other = d.create_token("someone")
+        ev, _, r = d.events(j, token=other)
+        assert r.status == 404 and ev == [], r
+        _, _, r = d.events(j, token=None)
+        assert r.status == 401, r
+        _, _, r = d.events(j, last_event_id="yesterday")
+        assert r.status == 400, r
+
+
+def test_events_wait_without_a_thread_heartbeat_limit_and_shutdown():
+    config = {"max_event_streams": 3, "event_heartbeat_s": 1, "http_threads": 2}
+    with Daemon(workers=0, config=config) as d:
+        mid = d.upload_model().json()["id"]
+        jobs = [d.create_job(mid).json()["id"] for _ in range(3)]
+        got = {j: [] for j in jobs}
+        done = {}
+
+        def listen(j):
+            ev, ended, r = d.events(j, on_event=lambda e: got[j].append(e), timeout=60)
+            done[j] = (ended, r.comments)
+        threads = [threading.Thread(target=listen, args=(j,)) for j in jobs]
+        for t in threads:
+            t.start()
+        d.wait_for(lambda: all(got[j] for j in jobs), what="the first event of each stream")
+        # three streams wait on two HTTP threads, and the API still answers at once
+        t0 = time.time()
+        for _ in range(5):
+            assert d.get("/v1/jobs/" + jobs[0]).status == 200
+        assert time.time() - t0 < 2, time.time() - t0
+        # the fourth stream is refused, with a hint
+        _, _, r = d.events(jobs[0], timeout=10)
+        assert r.status == 503 and "retry-after" in r.headers, r
+        # an event reaches its stream promptly; the job's end ends it
+        t0 = time.time()
+        assert d.post("/v1/jobs/%s/cancel" % jobs[0]).status == 200
+        threads[0].join(10)
+        assert not threads[0].is_alive() and done[jobs[0]][0], done
+        assert time.time() - t0 < 3, time.time() - t0
+        assert got[jobs[0]][-1]["data"]["data"]["state"] == "canceled"
+        time.sleep(2.5)  # silent streams get keep-alive comments
+        # SIGTERM with two streams waiting: they end, the daemon exits 0
+        assert d.stop(signal.SIGTERM, timeout=20) == 0
+        for t in threads:
+            t.join(10)
+            assert not t.is_alive()
+        assert all(done[j][0] for j in jobs[1:]), done
+        assert any("keep-alive" in c for c in done[jobs[1]][1]), done
 
 
 if __name__ == "__main__":
