@@ -13,6 +13,7 @@
 
 #include "config/jobspec.h"
 #include "config/options.h"
+#include "cli/client.h"
 #include "cli/progress.h"
 #include "engine/blas.h"
 #include "engine/vit.h"
@@ -32,7 +33,12 @@ static void usage(FILE *f) {
             "usage: gplq <command> [options]   (gplq <command> --help for its options)\n\n"
             "  train     train a ViT on a dataset, write a timm-named safetensors checkpoint\n"
             "  eval      top-1 accuracy of a checkpoint on a dataset's test set\n"
-            "  quantize  GPLQ: W4A4 (or other bits) with stage 1, stage 2 and the baselines\n");
+            "  quantize  GPLQ: W4A4 (or other bits) with stage 1, stage 2 and the baselines\n\n"
+            "client of a gplqd server (--server URL --token T, or $GPLQ_SERVER, $GPLQ_TOKEN):\n"
+            "  submit    upload a model (and a dataset), submit a job, --wait for it, --out DIR\n"
+            "  jobs      list jobs, or --job ID for one\n"
+            "  cancel    --job ID\n"
+            "  artifacts --job ID [--out DIR]: list or download a job's artifacts\n");
 }
 
 static double now_s(void) {
@@ -420,6 +426,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "submit")) return client_submit(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "jobs")) return client_jobs(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "cancel")) return client_cancel(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "artifacts")) return client_artifacts(argc - 2, argv + 2);
     fprintf(stderr, "gplq: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -233,6 +233,13 @@ void vit_set_hooks(vit_model *m, const vit_hooks *hooks) {
     }
 }
 
+void vit_release_acts(vit_model *m) {
+    acts_free(m->acts);
+    m->acts = NULL;
+    m->acts_batch = 0;
+    m->logits = NULL;
+}
+
 /* (Re)allocates activations for B images; keeps them if big enough and of the right kind. */
 static int acts_ensure(vit_model *m, int B, char *err, size_t errlen) {
     int quant = m->hooks != NULL;

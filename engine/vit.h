@@ -143,6 +143,11 @@ int vit_param_lookup(const vit_model *m, const char *name, int *layer);
 /* Installs (or removes, with NULL) the quantization hooks. Activations are reallocated at the
  * next forward, since hooks need room for the quantized copies. */
 void vit_set_hooks(vit_model *m, const vit_hooks *hooks);
+/* Frees the activations kept for the backward pass (m->logits becomes invalid). They grow to
+ * the largest batch a forward pass has seen and are kept for the next one; a pass over many
+ * images in big chunks (evaluation, PCA features, calibration) calls this when done so that
+ * training afterwards holds buffers for its own batch only. */
+void vit_release_acts(vit_model *m);
 
 /* Forward pass on images (B, Cin, H, W), already normalized. Keeps the activations for
  * vit_backward. Results: m->logits (B, K). Returns 0, or -1 (out of memory, a hook failed). */

@@ -40,6 +40,7 @@ int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int 
     }
     free(x);
     free(idx);
+    vit_release_acts(m); /* sized for these chunks, not for the training batch */
     return rc;
 }
 

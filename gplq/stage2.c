@@ -247,6 +247,8 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     rc = 0;
 out:
     free(X); free(Y); free(Z); free(xb); free(order); free(sol);
+    vit_release_acts(m);
+    vit_release_acts(fp);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     res->seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
     if (rc) stage2_result_free(res);

@@ -58,6 +58,7 @@ int eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train
     }
     free(x);
     free(idx);
+    vit_release_acts(m); /* sized for eval batches: training keeps its own */
     if (!rc) *top1 = d->n ? (double)correct / d->n : 0.0;
     return rc;
 }

@@ -88,7 +88,7 @@ static void *beat_main(void *arg) {
     int64_t every = b->w->lease_ms / 3 < 1000 ? b->w->lease_ms / 3 : 1000;
     if (every < 50) every = 50;
     pthread_mutex_lock(&b->mu);
-    while (!b->done) {
+    for (;;) {
         json_t *p = json_incref(b->progress);
         char stage[32];
         snprintf(stage, sizeof stage, "%s", b->stage);
@@ -114,7 +114,7 @@ static void *beat_main(void *arg) {
         }
 
         pthread_mutex_lock(&b->mu);
-        if (b->done) break;
+        if (b->done && !b->changed) break; /* a last snapshot is written before we go */
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += every / 1000;
@@ -416,6 +416,11 @@ int job_run(const worker_env *w, json_t *job) {
             snprintf(err, sizeof err, "cannot record %s: %s", names[i], store_errmsg(w->s));
             rc = -1;
         }
+    }
+    if (rc == 0) {
+        gplq_progress pd = {.stage = "export", .part = "artifacts", .step = 1, .total = 1,
+                            .fraction = 1};
+        on_progress(&ui, &pd);
     }
     int cancel = b.cancel, lost = b.lost || ui.lost_metrics;
     beat_stop(&b);
