@@ -22,7 +22,9 @@
 #include "api/auth.h"
 #include "api/inspect.h"
 #include "api/jlog.h"
+#include "api/metrics.h"
 #include "api/range.h"
+#include "api/webhook.h"
 #include "config/jobspec.h"
 #include "storage/sha256.h"
 
@@ -506,7 +508,61 @@ static const char *body_string(json_t *body, const char *key, api_response *res)
     return json_string_value(v);
 }
 
-/* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, ...jobspec options}. */
+/* The "webhook" of a job body: {"url", "secret", "progress_every_s"?}. Returns 0 with the
+ * strings borrowed from v (and *progress_ms, 0 when not asked for), or -1 with res set. */
+static int webhook_spec(api_ctx *ctx, json_t *v, const char **url, const char **secret,
+                        int64_t *progress_ms, api_response *res) {
+    *url = *secret = NULL;
+    *progress_ms = 0;
+    if (!json_is_object(v)) {
+        api_error(res, 400, "bad_request", "webhook",
+                  "webhook must be an object {\"url\", \"secret\", \"progress_every_s\"?}");
+        return -1;
+    }
+    const char *key;
+    json_t *x;
+    json_object_foreach(v, key, x) {
+        if (strcmp(key, "url") && strcmp(key, "secret") && strcmp(key, "progress_every_s")) {
+            api_error(res, 400, "bad_request", "webhook", "webhook.%s is not a webhook field "
+                      "(url, secret, progress_every_s)", key);
+            return -1;
+        }
+    }
+    json_t *u = json_object_get(v, "url"), *sec = json_object_get(v, "secret"),
+           *every = json_object_get(v, "progress_every_s");
+    char err[512];
+    if (!json_is_string(u)) {
+        api_error(res, 400, "bad_request", "webhook.url", "webhook.url must be a string");
+        return -1;
+    }
+    if (webhook_url_check(json_string_value(u), ctx->webhook_allow_hosts, err, sizeof err)) {
+        api_error(res, 400, "bad_request", "webhook.url", "%s", err);
+        return -1;
+    }
+    size_t sl = json_is_string(sec) ? json_string_length(sec) : 0;
+    if (sl < WEBHOOK_SECRET_MIN || sl > WEBHOOK_SECRET_MAX ||
+        strlen(json_string_value(sec)) != sl) {
+        api_error(res, 400, "bad_request", "webhook.secret",
+                  "webhook.secret must be a string of %d to %d characters (the key that signs "
+                  "each delivery; 32 random bytes in hex are a good choice)",
+                  WEBHOOK_SECRET_MIN, WEBHOOK_SECRET_MAX);
+        return -1;
+    }
+    if (every && !json_is_null(every)) {
+        double e = json_number_value(every);
+        if (!json_is_number(every) || !(e >= 1 && e <= 86400)) {
+            api_error(res, 400, "bad_request", "webhook.progress_every_s",
+                      "webhook.progress_every_s must be a number of seconds in [1, 86400]");
+            return -1;
+        }
+        *progress_ms = (int64_t)(e * 1000);
+    }
+    *url = json_string_value(u);
+    *secret = json_string_value(sec);
+    return 0;
+}
+
+/* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, "webhook"?, ...jobspec options}. */
 static void h_job_create(api_ctx *ctx, const api_request *req, const api_params *p,
                          api_response *res) {
     (void)p;
@@ -535,7 +591,8 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
     const char *key;
     json_t *v;
     json_object_foreach(body, key, v) {
-        if (!strcmp(key, "model_id") || !strcmp(key, "dataset_id") || !strcmp(key, "max_attempts"))
+        if (!strcmp(key, "model_id") || !strcmp(key, "dataset_id") ||
+            !strcmp(key, "max_attempts") || !strcmp(key, "webhook"))
             continue;
         json_t *one = json_object();
         json_object_set(one, key, v);
@@ -547,6 +604,15 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
             goto out;
         }
     }
+
+    /* The webhook stays out of the spec (the spec is shown in job objects; the secret must
+     * not be) and goes to its own row. */
+    const char *hook_url = NULL, *hook_secret = NULL;
+    int64_t hook_every = 0;
+    json_t *hook = json_object_get(body, "webhook");
+    if (hook && !json_is_null(hook) &&
+        webhook_spec(ctx, hook, &hook_url, &hook_secret, &hook_every, res))
+        goto out;
 
     int rc = store_model_get(ctx->st, ctx->owner, model_id, &model);
     if (rc == STORE_ENOTFOUND) {
@@ -581,7 +647,9 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
     store_job_new n = {.owner = creator(ctx), .scope = ctx->owner, .model_id = model_id,
                        .dataset_id = dataset_id, .spec = spec, .max_attempts = max_attempts,
                        .idempotency_key = idem,
-                       .max_queued = ctx->owner ? ctx->limits.max_queued_jobs : 0};
+                       .max_queued = ctx->owner ? ctx->limits.max_queued_jobs : 0,
+                       .webhook_url = hook_url, .webhook_secret = hook_secret,
+                       .webhook_progress_ms = hook_every};
     rc = store_job_submit(ctx->st, &n, &job);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         set_location(res, "jobs", job);
@@ -736,6 +804,24 @@ static void h_job_events(api_ctx *ctx, const api_request *req, const api_params 
     api_response_header(res, "X-Accel-Buffering", "no");
 }
 
+/* GET /v1/jobs/{id}/webhooks: each event for the job's webhook and every attempt to deliver
+ * it (status code, latency, error), so a pipeline's owner can see why one did not arrive. */
+static void h_job_webhooks(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    json_t *arr = NULL, *job = NULL;
+    int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
+    if (!rc) rc = store_webhook_list(ctx->st, ctx->owner, p->v[0], &arr);
+    if (rc) {
+        json_decref(job);
+        store_error(ctx, req, res, rc, "job", p->v[0]);
+        return;
+    }
+    json_t *hook = json_incref(json_object_get(job, "webhook"));
+    json_decref(job);
+    api_json(res, 200, json_pack("{s:o, s:o}", "webhook", hook ? hook : json_null(),
+                                 "deliveries", arr));
+}
+
 /* ---------------------------------------------------------------- artifacts */
 
 static void h_artifact_list(api_ctx *ctx, const api_request *req, const api_params *p,
@@ -861,10 +947,30 @@ static void h_health(api_ctx *ctx, const api_request *req, const api_params *p,
                        blas ? json_string(blas) : json_null()));
 }
 
+/* GET /metrics: Prometheus text. Public, like most exporters (it holds counts, never ids,
+ * names or owners), so a scraper needs no token. */
+static void h_metrics(api_ctx *ctx, const api_request *req, const api_params *p,
+                      api_response *res) {
+    (void)p;
+    json_t *workers = ctx->workers ? ctx->workers(ctx->workers_arg) : NULL;
+    size_t n = 0;
+    char *text = metrics_render(ctx->st, workers, &n);
+    json_decref(workers);
+    if (!text) {
+        internal(req, res, "rendering the metrics: out of memory");
+        return;
+    }
+    api_json(res, 200, NULL);
+    res->text = text;
+    res->text_len = n;
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
 /* ---------------------------------------------------------------- routing */
 
 const api_route api_routes[] = {
     {"GET", "/v1/health", "health", h_health, API_PUBLIC},
+    {"GET", "/metrics", "metrics", h_metrics, API_PUBLIC},
     {"POST", "/v1/models", "models.create", h_model_create, API_UPLOAD_MODEL},
     {"GET", "/v1/models", "models.list", h_model_list, 0},
     {"GET", "/v1/models/{id}", "models.get", h_model_get, 0},
@@ -879,6 +985,7 @@ const api_route api_routes[] = {
     {"DELETE", "/v1/jobs/{id}", "jobs.delete", h_job_delete, 0},
     {"POST", "/v1/jobs/{id}/cancel", "jobs.cancel", h_job_cancel, 0},
     {"GET", "/v1/jobs/{id}/events", "jobs.events", h_job_events, 0},
+    {"GET", "/v1/jobs/{id}/webhooks", "jobs.webhooks", h_job_webhooks, 0},
     {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
     {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, 0},
 };

@@ -114,6 +114,9 @@ typedef struct {
     const char *owner;          /* whose resources the request sees: NULL = every owner (admin) */
     const char *creator;        /* the owner recorded on what it creates; NULL: owner, or "" */
     const char *version;        /* reported by /v1/health */
+    /* Hosts a job's webhook may name, comma-separated ("" or NULL: any public address; see
+     * api/webhook.h). */
+    const char *webhook_allow_hosts;
     /* Wakes the workers: a job was queued or a cancel requested. May be NULL (tests). */
     void (*wake)(void *arg);
     void *wake_arg;

@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 21
+#define CFG_NOPTS 26
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -37,6 +37,11 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
         {"max-event-streams", OPT_INT, &c->max_event_streams, "64", 1, 100000, "live event streams (GET /v1/jobs/{id}/events) open at once; past it a 503"},
         {"event-heartbeat-s", OPT_INT, &c->event_heartbeat_s, "15", 1, 3600, "seconds of silence before an event stream gets a keep-alive comment"},
+        {"webhook-allow-hosts", OPT_STR, &c->webhook_allow_hosts, "", 0, 0, "hosts job webhooks may call, comma-separated (\"*.example.com\" for a domain); empty: any host with a public address"},
+        {"webhook-max-attempts", OPT_INT, &c->webhook_max_attempts, "8", 1, 100, "attempts to deliver one webhook event before giving up"},
+        {"webhook-backoff-ms", OPT_INT, &c->webhook_backoff_ms, "2000", 1, 3600000, "wait before a webhook's first retry, doubled for each next one (with jitter, at most an hour)"},
+        {"webhook-timeout-ms", OPT_INT, &c->webhook_timeout_ms, "10000", 100, 600000, "time a webhook receiver has to answer (half of it to connect)"},
+        {"webhook-concurrency", OPT_INT, &c->webhook_concurrency, "8", 1, 256, "webhook deliveries in flight at once"},
         {"max-owner-upload-bytes", OPT_STR, &c->max_owner_upload_text, "0", 0, 0, "models and datasets one owner may hold (bytes, or K, M, G; 0: no limit; admin tokens are exempt)"},
     };
     memcpy(t, specs, sizeof specs);

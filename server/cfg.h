@@ -37,6 +37,11 @@ typedef struct {
     int64_t max_owner_upload_bytes; /* per owner; 0: no limit */
     int max_event_streams;       /* SSE streams open at once */
     int event_heartbeat_s;       /* keep-alive comment on a silent stream */
+    const char *webhook_allow_hosts; /* "" = any public address */
+    int webhook_max_attempts;
+    int webhook_backoff_ms;
+    int webhook_timeout_ms;
+    int webhook_concurrency;
 } cfg;
 
 /* Defaults, then args (argv without the program name) in order, --config FILE applied where

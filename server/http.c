@@ -27,6 +27,7 @@
 #include <microhttpd.h>
 
 #include "api/jlog.h"
+#include "api/metrics.h"
 #include "server/stream.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
@@ -413,6 +414,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
                           (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
     if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
+    metrics_http(r->route ? (int)(r->route - api_routes) : -1, r->status);
+    if (r->route && (r->route->flags & API_UPLOAD))
+        metrics_upload_bytes((r->route->flags & API_UPLOAD_MODEL) != 0, r->received);
     if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
     jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
     json_decref(l);

@@ -17,12 +17,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <uv.h>
 
 #include "api/api.h"
 #include "api/inspect.h"
 #include "api/jlog.h"
 #include "server/cfg.h"
+#include "server/deliver.h"
 #include "server/http.h"
 #include "server/supervisor.h"
 #include "server/tokencmd.h"
@@ -38,6 +40,7 @@ typedef struct {
     store *st;            /* the loop thread's connection */
     sup *sup;
     http_server *http;
+    deliver *hooks;
     uv_signal_t sigterm, sigint;
     int stopping;
 } gplqd;
@@ -134,6 +137,8 @@ int main(int argc, char **argv) {
     }
     static gplqd g;
     char err[1024];
+    /* Before any thread: libcurl's global set-up is not thread-safe. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (cfg_load(&g.c, argc - 1, argv + 1, err, sizeof err)) {
         fprintf(stderr, "gplqd: %s\n", err);
         return 2;
@@ -201,6 +206,7 @@ int main(int argc, char **argv) {
                                    .max_owner_upload_bytes = g.c.max_owner_upload_bytes},
                         .auth = 1,
                         .version = GPLQD_VERSION,
+                        .webhook_allow_hosts = g.c.webhook_allow_hosts,
                         .wake = sup_wake,
                         .wake_arg = g.sup,
                         .inspect = run_inspector,
@@ -212,8 +218,20 @@ int main(int argc, char **argv) {
         sup_kill_all(g.sup);
         return 1;
     }
-    /* stdout carries this one line, so a test or a script that asked for port 0 learns the
-     * port; the log is on stderr. */
+    deliver_options dopt = {.db_path = g.db_path, .busy_ms = g.c.busy_ms,
+                            .allow_hosts = g.c.webhook_allow_hosts,
+                            .max_attempts = g.c.webhook_max_attempts,
+                            .backoff_ms = g.c.webhook_backoff_ms,
+                            .timeout_ms = g.c.webhook_timeout_ms,
+                            .concurrency = g.c.webhook_concurrency,
+                            .user_agent = "gplqd-webhook/" GPLQD_VERSION};
+    if (deliver_start(&g.hooks, &dopt, err, sizeof err)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        sup_kill_all(g.sup);
+        return 1;
+    }
+    /* stdout carries this line (after the first start's token line), so a test or a script
+     * that asked for port 0 learns the port; the log is on stderr. */
     printf("{\"event\":\"listening\",\"url\":\"%s\"}\n", http_url(g.http));
     fflush(stdout);
     jlog("info", NULL, "listening on %s", http_url(g.http));
@@ -227,9 +245,11 @@ int main(int argc, char **argv) {
     uv_run(g.loop, UV_RUN_DEFAULT);
 
     uv_loop_close(g.loop);
+    deliver_stop(g.hooks);
     sup_free(g.sup);
     store_close(g.st);
     jlog("info", NULL, "stopped");
     close(lock_fd);
+    curl_global_cleanup();
     return 0;
 }

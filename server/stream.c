@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "api/jlog.h"
+#include "api/metrics.h"
 #include "api/sse.h"
 
 #define STREAM_RETRY_MS 2000 /* a browser's wait before it reconnects */
@@ -98,6 +99,7 @@ static void on_free(void *cls) {
     hub->n--;
     pthread_cond_broadcast(&hub->cv);
     pthread_mutex_unlock(&hub->mu);
+    metrics_streams(-1);
     sse_free(&e->s);
     free(e);
 }
@@ -202,6 +204,7 @@ struct MHD_Response *stream_response(stream_hub *hub, struct MHD_Connection *c,
         pthread_mutex_unlock(&hub->mu);
         return NULL;
     }
+    metrics_streams(1);
     pthread_mutex_lock(&hub->mu);
     e->next = hub->head;
     if (hub->head) hub->head->prev = e;

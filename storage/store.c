@@ -406,6 +406,41 @@ static const char *const migrations[] = {
     "  created_ms INTEGER NOT NULL,"
     "  revoked_ms INTEGER);"
     "CREATE INDEX tokens_name ON tokens (name);",
+
+    /* 3: webhooks (issue 5). A job's webhook lives beside the job, not in its spec, so its
+     * secret never shows in a job object. The outbox holds one row per event to deliver,
+     * written in the transaction of the change it reports (a crash loses none), with the
+     * payload as it will be sent (every retry sends the same bytes); each try is a row of
+     * webhook_attempts. All of it goes with the job. */
+    "CREATE TABLE job_webhooks ("
+    "  job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  url TEXT NOT NULL,"
+    "  secret TEXT NOT NULL,"
+    "  progress_every_ms INTEGER NOT NULL DEFAULT 0,"
+    "  last_progress_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE webhook_outbox ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  event_id TEXT NOT NULL UNIQUE,"
+    "  job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  type TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  status TEXT NOT NULL DEFAULT 'pending'"
+    "    CHECK (status IN ('pending', 'delivered', 'failed')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER);"
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_ms);"
+    "CREATE INDEX webhook_outbox_job ON webhook_outbox (job_id, id);"
+    "CREATE TABLE webhook_attempts ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  outbox_id INTEGER NOT NULL REFERENCES webhook_outbox (id) ON DELETE CASCADE,"
+    "  attempt INTEGER NOT NULL,"
+    "  started_ms INTEGER NOT NULL,"
+    "  status_code INTEGER,"
+    "  latency_ms INTEGER NOT NULL,"
+    "  error TEXT);"
+    "CREATE INDEX webhook_attempts_outbox ON webhook_attempts (outbox_id, id);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -543,13 +578,48 @@ static int event_add(store *s, const char *job_id, const char *type, json_t *dat
 
 static int job_fetch(store *s, const char *owner, const char *id, json_t **out);
 
+/* Puts a webhook event for the job in the outbox, if the job has a webhook: payload {id, type,
+ * created (Unix seconds), job} with job (borrowed) as it is now. Inside the caller's
+ * transaction, so the event exists exactly when the change does. */
+static int webhook_enqueue(store *s, const char *job_id, const char *type, json_t *job) {
+    sqlite3_stmt *st = query(s, "SELECT 1 FROM job_webhooks WHERE job_id = ?1", "s", job_id);
+    if (!st) return STORE_EDB;
+    int step = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (step == SQLITE_DONE) return STORE_OK;
+    if (step != SQLITE_ROW) return db_fail(s);
+    char event_id[32];
+    store_new_id(event_id, "evt_");
+    int64_t now = store_now_ms();
+    json_t *payload = json_pack("{s:s, s:s, s:I, s:O}", "id", event_id, "type", type, "created",
+                                (json_int_t)(now / 1000), "job", job);
+    if (!payload) return fail(s, STORE_EDB, "out of memory");
+    int rc = exec(s,
+                  "INSERT INTO webhook_outbox (event_id, job_id, type, payload, next_attempt_ms,"
+                  " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                  "sssjI", event_id, job_id, type, payload, now);
+    json_decref(payload);
+    return rc;
+}
+
 /* Called after the change, in its transaction: the event carries the job as it now is, so a
- * live view (SSE) or a webhook shows each state with the job that had it, not a later one. */
+ * live view (SSE) or a webhook shows each state with the job that had it, not a later one.
+ * A job that starts or ends also gets its webhook event (job.started, job.succeeded, ...). */
 static int state_event(store *s, const char *job_id, const char *state, const char *stage,
                        const char *error) {
     json_t *job = NULL;
     int rc = job_fetch(s, NULL, job_id, &job);
     if (rc) return rc;
+    const char *hook = !strcmp(state, "running")     ? "job.started"
+                       : !strcmp(state, "succeeded") ? "job.succeeded"
+                       : !strcmp(state, "failed")    ? "job.failed"
+                       : !strcmp(state, "canceled")  ? "job.canceled"
+                                                     : NULL;
+    if (hook) rc = webhook_enqueue(s, job_id, hook, job);
+    if (rc) {
+        json_decref(job);
+        return rc;
+    }
     return event_add(s, job_id, "state",
                      json_pack("{s:s, s:s?, s:s?, s:o}", "state", state, "stage", stage, "error",
                                error, "job", job));
@@ -789,9 +859,14 @@ int store_blob_in_use(store *s, const char *sha256) {
 
 /* ---- jobs ---- */
 
+/* The last column is the job's webhook as the API shows it: its URL and progress interval,
+ * never its secret. */
 #define JOB_COLS                                                                                  \
     "j.id, j.model_id, j.dataset_id, j.spec, j.state, j.stage, j.progress, j.metrics, j.error,"   \
-    " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms"
+    " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms,"                      \
+    " (SELECT json_object('url', w.url, 'progress_every_s', CASE WHEN w.progress_every_ms > 0"     \
+    " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id)"
+#define JOB_NCOLS 15
 
 static json_t *job_row(sqlite3_stmt *st) {
     json_t *j = json_object();
@@ -809,16 +884,17 @@ static json_t *job_row(sqlite3_stmt *st) {
     json_object_set_new(j, "created_at", col_time(st, 11));
     json_object_set_new(j, "started_at", col_time(st, 12));
     json_object_set_new(j, "finished_at", col_time(st, 13));
+    json_object_set_new(j, "webhook", col_json(st, 14));
     return j;
 }
 
 /* The job as its worker needs it: the job object plus who owns it and where its inputs are. */
 static json_t *claim_row(sqlite3_stmt *st) {
     json_t *j = job_row(st);
-    json_object_set_new(j, "owner", col_str(st, 14));
-    json_object_set_new(j, "model_sha256", col_str(st, 15));
-    json_object_set_new(j, "dataset_sha256", col_str(st, 16));
-    json_object_set_new(j, "dataset_kind", col_str(st, 17));
+    json_object_set_new(j, "owner", col_str(st, JOB_NCOLS));
+    json_object_set_new(j, "model_sha256", col_str(st, JOB_NCOLS + 1));
+    json_object_set_new(j, "dataset_sha256", col_str(st, JOB_NCOLS + 2));
+    json_object_set_new(j, "dataset_kind", col_str(st, JOB_NCOLS + 3));
     return j;
 }
 
@@ -888,6 +964,12 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
                   " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                   "ssssjisI", id, owner, n->model_id, n->dataset_id, n->spec, max_attempts,
                   n->idempotency_key, store_now_ms());
+    if (!rc && n->webhook_url)
+        rc = exec(s,
+                  "INSERT INTO job_webhooks (job_id, url, secret, progress_every_ms)"
+                  " VALUES (?1, ?2, ?3, ?4)",
+                  "sssI", id, n->webhook_url, n->webhook_secret ? n->webhook_secret : "",
+                  n->webhook_progress_ms > 0 ? n->webhook_progress_ms : (int64_t)0);
     if (!rc) rc = state_event(s, id, "queued", NULL, NULL);
     if (!rc) rc = job_fetch(s, NULL, id, out);
     return tx_end(s, rc, rc == STORE_OK);
@@ -941,7 +1023,7 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
             break;
         }
         json_array_append_new(arr, job_row(st));
-        last_seq = sqlite3_column_int64(st, 14);
+        last_seq = sqlite3_column_int64(st, JOB_NCOLS);
     }
     if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s);
     sqlite3_reset(st);
@@ -1035,6 +1117,58 @@ int store_job_counts(store *s, json_t **out) {
     return STORE_OK;
 }
 
+int store_job_durations(store *s, void (*fn)(void *arg, const char *state, double seconds),
+                        void *arg) {
+    sqlite3_stmt *st = query(s,
+                             "SELECT state, finished_ms - started_ms FROM jobs"
+                             " WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL",
+                             "");
+    if (!st) return STORE_EDB;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        fn(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1) / 1000.0);
+    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    sqlite3_reset(st);
+    return rc;
+}
+
+static json_t *stage_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:f, s:I}", "stage", col_str(st, 0),
+                     "sum", sqlite3_column_int64(st, 1) / 1000.0, "count",
+                     (json_int_t)sqlite3_column_int64(st, 2));
+}
+
+int store_stage_durations(store *s, json_t **out) {
+    *out = NULL;
+    json_t *rows = NULL;
+    /* Each stage starts at its first progress event; it ends where the next one starts, the
+     * last at the job's end. One pass over the progress events of succeeded jobs. */
+    int rc = query_all(s, stage_row, &rows,
+                       "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stage,"
+                       " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
+                       " WHERE e.type = 'progress' AND j.state = 'succeeded'"
+                       " AND json_extract(e.data, '$.stage') IS NOT NULL"
+                       " GROUP BY e.job_id, stage),"
+                       " spans AS (SELECT f.stage, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
+                       " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
+                       " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
+                       " SELECT stage, SUM(ms), COUNT(*) FROM spans GROUP BY stage ORDER BY stage",
+                       "");
+    if (rc) return rc;
+    json_t *obj = json_object();
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) {
+        const char *stage = json_string_value(json_object_get(r, "stage"));
+        if (stage)
+            json_object_set_new(obj, stage, json_pack("{s:O, s:O}", "sum", json_object_get(r, "sum"),
+                                                      "count", json_object_get(r, "count")));
+    }
+    json_decref(rows);
+    *out = obj;
+    return STORE_OK;
+}
+
 /* ---- the worker's side ---- */
 
 int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out) {
@@ -1103,6 +1237,28 @@ static int lease_check(store *s, const char *id, const char *worker, int *cancel
     return rc;
 }
 
+/* job.progress for a job whose webhook asked for it, at most every progress_every_ms. */
+static int progress_webhook(store *s, const char *id) {
+    int64_t now = store_now_ms();
+    /* One statement decides and claims the slot, so the interval holds whoever writes. */
+    sqlite3_stmt *st = query(s,
+                             "UPDATE job_webhooks SET last_progress_ms = ?2 WHERE job_id = ?1"
+                             " AND progress_every_ms > 0 AND ?2 - last_progress_ms >= progress_every_ms"
+                             " RETURNING 1",
+                             "sI", id, now);
+    if (!st) return STORE_EDB;
+    int step = sqlite3_step(st), due = step == SQLITE_ROW;
+    if (due) step = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (step != SQLITE_DONE) return db_fail(s);
+    if (!due) return STORE_OK;
+    json_t *job = NULL;
+    int rc = job_fetch(s, NULL, id, &job);
+    if (!rc) rc = webhook_enqueue(s, id, "job.progress", job);
+    json_decref(job);
+    return rc;
+}
+
 int store_job_progress(store *s, const char *id, const char *worker, int64_t lease_ms,
                        const char *stage, json_t *progress, int event) {
     int rc = tx_begin(s), cancel = 0;
@@ -1116,6 +1272,7 @@ int store_job_progress(store *s, const char *id, const char *worker, int64_t lea
                   "sIsj", id, store_now_ms() + lease_ms, stage, progress);
     if (!rc && event)
         rc = event_add(s, id, "progress", progress ? json_deep_copy(progress) : json_object());
+    if (!rc && event) rc = progress_webhook(s, id);
     rc = tx_end(s, rc, rc == STORE_OK);
     if (!rc && cancel)
         rc = fail(s, STORE_ECONFLICT,
@@ -1438,5 +1595,124 @@ int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes) {
     int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
     if (!rc) *bytes = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- webhook deliveries ---- */
+
+static json_t *due_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id", col_int(st, 0),
+                     "event_id", col_str(st, 1), "type", col_str(st, 2), "payload",
+                     col_str(st, 3), "attempts", col_int(st, 4), "url", col_str(st, 5),
+                     "secret", col_str(st, 6));
+}
+
+int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, json_t **out_array) {
+    *out_array = NULL;
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    rc = query_all(s, due_row, out_array,
+                   "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret"
+                   " FROM webhook_outbox o JOIN job_webhooks w ON w.job_id = o.job_id"
+                   " WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1"
+                   " ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
+                   "II", now_ms, (int64_t)(limit > 0 ? limit : 1));
+    /* Leased: another look (this daemon's next poll, or after a crash a restarted one) takes
+     * them only once the lease is over, when the attempt has surely ended. */
+    size_t i;
+    json_t *r;
+    json_array_foreach(rc ? NULL : *out_array, i, r) {
+        rc = exec(s, "UPDATE webhook_outbox SET next_attempt_ms = ?2 WHERE id = ?1", "II",
+                  (int64_t)json_integer_value(json_object_get(r, "outbox_id")), now_ms + lease_ms);
+        if (rc) break;
+    }
+    if (rc) {
+        json_decref(*out_array);
+        *out_array = NULL;
+    }
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_webhook_record(store *s, int64_t outbox_id, int attempt, int64_t started_ms,
+                         int status_code, int64_t latency_ms, const char *error,
+                         const char *outcome, int64_t next_attempt_ms) {
+    const char *status = !strcmp(outcome, "retry") ? "pending" : outcome;
+    if (strcmp(status, "pending") && strcmp(status, "delivered") && strcmp(status, "failed"))
+        return fail(s, STORE_EINVAL, "a delivery is delivered, retry or failed, not '%s'", outcome);
+    int rc = tx_begin(s);
+    if (rc) return rc;
+    /* The job may have been deleted meanwhile (its rows with it): nothing to record then. */
+    rc = exec(s,
+              "INSERT INTO webhook_attempts (outbox_id, attempt, started_ms, status_code,"
+              " latency_ms, error) SELECT ?1, ?2, ?3, NULLIF(?4, 0), ?5, ?6"
+              " WHERE EXISTS (SELECT 1 FROM webhook_outbox WHERE id = ?1)",
+              "IiIiIs", outbox_id, attempt, started_ms, status_code, latency_ms, error);
+    if (!rc)
+        rc = exec(s,
+                  "UPDATE webhook_outbox SET attempts = ?2, status = ?3, next_attempt_ms = ?4,"
+                  " finished_ms = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END WHERE id = ?1",
+                  "IisII", outbox_id, attempt, status, next_attempt_ms, store_now_ms());
+    return tx_end(s, rc, rc == STORE_OK);
+}
+
+static json_t *attempt_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "attempt", col_int(st, 0), "at", col_time(st, 1),
+                     "status_code", col_int(st, 2), "latency_ms", col_int(st, 3), "error",
+                     col_str(st, 4));
+}
+
+static json_t *delivery_row(sqlite3_stmt *st) {
+    int pending = !strcmp((const char *)sqlite3_column_text(st, 3), "pending");
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 1), "type",
+                     col_str(st, 2), "status", col_str(st, 3), "created_at", col_time(st, 4),
+                     "finished_at", col_time(st, 5), "next_attempt_at",
+                     pending ? col_time(st, 6) : json_null(), "outbox_id", col_int(st, 0));
+}
+
+int store_webhook_list(store *s, const char *owner, const char *job_id, json_t **out_array) {
+    *out_array = NULL;
+    int rc = job_visible(s, owner, job_id);
+    if (rc) return rc;
+    json_t *arr = NULL;
+    rc = query_all(s, delivery_row, &arr,
+                   "SELECT id, event_id, type, status, created_ms, finished_ms, next_attempt_ms"
+                   " FROM webhook_outbox WHERE job_id = ?1 ORDER BY id",
+                   "s", job_id);
+    size_t i;
+    json_t *d;
+    json_array_foreach(rc ? NULL : arr, i, d) {
+        json_t *attempts = NULL;
+        rc = query_all(s, attempt_row, &attempts,
+                       "SELECT attempt, started_ms, status_code, latency_ms, error"
+                       " FROM webhook_attempts WHERE outbox_id = ?1 ORDER BY id",
+                       "I", (int64_t)json_integer_value(json_object_get(d, "outbox_id")));
+        if (rc) break;
+        json_object_del(d, "outbox_id");
+        json_object_set_new(d, "attempts", attempts);
+    }
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
+    *out_array = arr;
+    return STORE_OK;
+}
+
+int store_webhook_counts(store *s, json_t **out) {
+    *out = NULL;
+    json_t *c = json_pack("{s:i, s:i, s:i}", "pending", 0, "delivered", 0, "failed", 0);
+    sqlite3_stmt *st = query(s, "SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status", "");
+    if (!st) {
+        json_decref(c);
+        return STORE_EDB;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
+                            json_integer(sqlite3_column_int64(st, 1)));
+    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    sqlite3_reset(st);
+    if (rc) json_decref(c);
+    else *out = c;
     return rc;
 }

@@ -96,7 +96,8 @@ int store_blob_in_use(store *s, const char *sha256);
  * States: queued -> running -> succeeded | failed | canceled; running -> queued when a lease
  * expires with attempts left; queued -> canceled on cancel.
  * Object: {id, model_id, dataset_id, spec, state, stage, progress, metrics, error, attempts,
- *          max_attempts, created_at, started_at, finished_at}  (null where not yet known)
+ *          max_attempts, created_at, started_at, finished_at, webhook}  (null where not yet
+ *          known; webhook is {url, progress_every_s} or null, never the secret)
  * spec is the resolved job spec (every option with its value), stored as given.
  * Insert: the model and dataset must exist and be visible to owner (else STORE_ENOTFOUND);
  * max_attempts < 1 means STORE_DEFAULT_MAX_ATTEMPTS; a state "queued" event is appended. With
@@ -115,6 +116,9 @@ typedef struct {
     int max_attempts;            /* < 1: STORE_DEFAULT_MAX_ATTEMPTS */
     const char *idempotency_key; /* may be NULL */
     int max_queued;              /* > 0: STORE_ELIMIT when owner already has this many queued */
+    /* A webhook (url NULL: none): its events are queued in the outbox from now on (below). */
+    const char *webhook_url, *webhook_secret;
+    int64_t webhook_progress_ms; /* > 0: job.progress at most this often */
 } store_job_new;
 int store_job_submit(store *s, const store_job_new *n, json_t **out);
 int store_job_get(store *s, const char *owner, const char *id, json_t **out);
@@ -130,6 +134,14 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out);
 int store_job_delete(store *s, const char *owner, const char *id);
 /* Jobs per state and the queue depth, as {"queued": n, "running": n, ...}. */
 int store_job_counts(store *s, json_t **out);
+
+/* For /metrics: calls fn(arg, state, seconds) for every ended job that started (seconds from
+ * its first start to its end). */
+int store_job_durations(store *s, void (*fn)(void *arg, const char *state, double seconds),
+                        void *arg);
+/* For /metrics: time per pipeline stage of succeeded jobs, from a stage's first progress event
+ * to the next stage's (the last stage: to the job's end), as {stage: {sum (s), count}}. */
+int store_stage_durations(store *s, json_t **out);
 
 /* ---- the worker's side ----
  * Claims the oldest queued job for worker (a name such as "w1:pid"): state running,
@@ -182,6 +194,27 @@ int store_event_list(store *s, const char *owner, const char *job_id, int64_t af
                      int limit, json_t **out_array);
 /* The newest event id of any job (0 if none): a cheap "has anything happened" for streams. */
 int store_event_max_id(store *s, int64_t *id);
+
+/* ---- webhooks ----
+ * A job with a webhook gets an outbox row, in the same transaction as the change, for each
+ * event: job.started (running), job.succeeded, job.failed, job.canceled, and job.progress (at
+ * most every progress_every_ms, with a progress event). The payload is fixed when the row is
+ * written: {id ("evt_..."), type, created (Unix seconds), job (the job object then)}.
+ *
+ * due: up to limit pending rows whose time has come, each leased for lease_ms (their next
+ * attempt time moves past it, so no other look takes them meanwhile); a new array of
+ * {outbox_id, event_id, type, payload (the JSON text to send), attempts (made so far), url,
+ * secret}. record: one attempt (attempt = its number, status_code 0 if no HTTP answer, error
+ * NULL on success) and the row's new state: outcome "delivered", "failed" (given up), or
+ * "retry" at next_attempt_ms. list: the job's deliveries for the API, oldest first: {id, type,
+ * status (pending, delivered, failed), created_at, finished_at, next_attempt_at, attempts:
+ * [{attempt, at, status_code, latency_ms, error}]}. counts: {pending, delivered, failed}. */
+int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, json_t **out_array);
+int store_webhook_record(store *s, int64_t outbox_id, int attempt, int64_t started_ms,
+                         int status_code, int64_t latency_ms, const char *error,
+                         const char *outcome, int64_t next_attempt_ms);
+int store_webhook_list(store *s, const char *owner, const char *job_id, json_t **out_array);
+int store_webhook_counts(store *s, json_t **out);
 
 /* ---- API tokens ----
  * A token's secret never reaches the store: the caller passes its SHA-256 (hex). Object:

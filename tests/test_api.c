@@ -5,7 +5,9 @@
  * four bytes), run through the real inspect_run, so the child-process plumbing is tested too.
  */
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -16,6 +18,7 @@
 #include "api/inspect.h"
 #include "api/range.h"
 #include "api/sse.h"
+#include "api/webhook.h"
 #include "config/jobspec.h"
 #include "storage/blob.h"
 #include "storage/sha256.h"
@@ -226,7 +229,7 @@ static void make_job(fixture *f, const char *model_id, const char *extra, char o
 TEST(route_table_is_consistent) {
     for (int i = 0; i < api_nroutes; i++) {
         const api_route *r = &api_routes[i];
-        CHECK(!strncmp(r->pattern, "/v1/", 4));
+        CHECK(!strncmp(r->pattern, "/v1/", 4) || !strcmp(r->pattern, "/metrics"));
         CHECK(r->handler != NULL);
         for (int j = 0; j < i; j++) CHECK_MSG(strcmp(api_routes[j].name, r->name), "duplicate name %s", r->name);
         /* each pattern, with its parameters filled, routes back to itself */
@@ -611,7 +614,14 @@ TEST(job_create_errors_name_the_field) {
         {",\"batch_size\":1.5", 400, "batch_size", "integer"},
         {",\"qwt\":\"yes\"", 400, "qwt", "true or false"},
         {",\"max_attempts\":0", 400, "max_attempts", "max_attempts"},
-        {",\"webhook\":{}", 400, "webhook", "unknown option"},
+        {",\"webhook\":{}", 400, "webhook.url", "must be a string"},
+        {",\"webhook\":[]", 400, "webhook", "must be an object"},
+        {",\"webhook\":{\"url\":\"gopher://x.org/\",\"secret\":\"0123456789abcdef\"}", 400,
+         "webhook.url", "http or https"},
+        {",\"webhook\":{\"url\":\"https://x.org/\",\"secret\":\"short\"}", 400, "webhook.secret",
+         "16 to 256"},
+        {",\"webhook\":{\"url\":\"https://x.org/\",\"secret\":\"0123456789abcdef\",\"x\":1}", 400,
+         "webhook", "not a webhook field"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char body[256];
@@ -1113,6 +1123,188 @@ TEST(job_events_stream) {
     CHECK(sse_init(&s, "j_gone", 0, 2000) == 0);
     CHECK(sse_fill(&s, f.st) == 0 && s.ended && strstr(s.buf, ": the job was deleted"));
     sse_free(&s);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- webhooks */
+
+TEST(webhook_url_policy) {
+    char err[512];
+    const char *ok[] = {"https://hooks.example.com/gplq", "http://example.com:8080/a?b=c",
+                        "HTTPS://Example.COM/x", "https://8.8.8.8/x", "http://[2001:4860::8888]/x"};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
+        CHECK_MSG(webhook_url_check(ok[i], "", err, sizeof err) == 0, "%s: %s", ok[i], err);
+    const char *bad[] = {"", "example.com/x", "ftp://example.com/", "file:///etc/passwd",
+                         "http://user:pw@example.com/", "http://user@example.com/",
+                         "http://127.0.0.1/", "http://127.1.2.3:9/", "http://10.0.0.1/",
+                         "http://172.16.0.1/", "http://172.31.255.255/", "http://192.168.1.1/",
+                         "http://169.254.169.254/latest", "http://100.64.0.1/", "http://0.0.0.0/",
+                         "http://[::1]/", "http://[::]/", "http://[fe80::1]/", "http://[fd00::1]/",
+                         "http://[::ffff:127.0.0.1]/", "http://localhost/", "http://a.localhost/",
+                         "http://224.0.0.1/", "http://exa mple.com/", "http://example.com/\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK_MSG(webhook_url_check(bad[i], NULL, err, sizeof err) == -1, "%s accepted", bad[i]);
+    CHECK(webhook_url_check("http://172.32.0.1/", "", err, sizeof err) == 0); /* public */
+    /* with an allowlist: its hosts, whatever their address, and nothing else */
+    const char *allow = " 127.0.0.1 , *.corp.example,[::1],hooks.example.com";
+    CHECK(webhook_url_check("http://127.0.0.1:5000/h", allow, err, sizeof err) == 0);
+    CHECK(webhook_url_check("http://[::1]:5000/h", allow, err, sizeof err) == 0);
+    CHECK(webhook_url_check("https://ci.corp.example/h", allow, err, sizeof err) == 0);
+    CHECK(webhook_url_check("https://HOOKS.example.com/h", allow, err, sizeof err) == 0);
+    CHECK(webhook_url_check("https://corp.example/h", allow, err, sizeof err) == -1);
+    CHECK(webhook_url_check("https://evilcorp.example/h", allow, err, sizeof err) == -1);
+    CHECK(webhook_url_check("https://example.com/h", allow, err, sizeof err) == -1);
+    CHECK(strstr(err, "allowlist") != NULL);
+    CHECK(webhook_url_check("ftp://127.0.0.1/h", allow, err, sizeof err) == -1);
+
+    struct sockaddr_in a4 = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "93.184.216.34", &a4.sin_addr);
+    CHECK(!webhook_addr_private((struct sockaddr *)&a4));
+    inet_pton(AF_INET, "169.254.169.254", &a4.sin_addr);
+    CHECK(webhook_addr_private((struct sockaddr *)&a4));
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::ffff:10.1.1.1", &a6.sin6_addr);
+    CHECK(webhook_addr_private((struct sockaddr *)&a6));
+    inet_pton(AF_INET6, "2606:4700::1111", &a6.sin6_addr);
+    CHECK(!webhook_addr_private((struct sockaddr *)&a6));
+}
+
+TEST(webhook_signature_and_backoff) {
+    /* the receiver's computation: HMAC-SHA256(secret, "<t>.<body>") in hex */
+    const char *body = "{\"id\":\"evt_1\",\"type\":\"job.succeeded\"}";
+    char sig[160], msg[256];
+    webhook_sign("whsec_0123456789abcdef", 1700000000, body, strlen(body), sig, sizeof sig);
+    snprintf(msg, sizeof msg, "1700000000.%s", body);
+    uint8_t mac[32];
+    char hex[65], want[160];
+    hmac_sha256("whsec_0123456789abcdef", 22, msg, strlen(msg), mac);
+    sha256_hex(mac, hex);
+    snprintf(want, sizeof want, "t=1700000000,v1=%s", hex);
+    CHECK_MSG(!strcmp(sig, want), "%s", sig);
+    webhook_sign("another secret, as long", 1700000000, body, strlen(body), msg, sizeof msg);
+    CHECK(strcmp(sig, msg) != 0);
+    /* doubling from the base, jitter within [0.5, 1.5), capped at an hour */
+    CHECK(webhook_backoff_ms(1000, 1, 0.5) == 1000);
+    CHECK(webhook_backoff_ms(1000, 3, 0.5) == 4000);
+    CHECK(webhook_backoff_ms(1000, 3, 0.0) == 2000 && webhook_backoff_ms(1000, 3, 0.999) < 6000);
+    CHECK(webhook_backoff_ms(1000, 40, 0.5) == 3600000);
+}
+
+TEST(job_webhook_stored_apart_and_listed) {
+    fixture f;
+    fx_open(&f);
+    f.ctx.webhook_allow_hosts = "hooks.test";
+    char m[64], j[64], path[160];
+    make_model(&f, "wh", m);
+    const char *secret = "whsec_test_0123456789";
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "\"webhook\":{\"url\":\"http://hooks.test/in\",\"secret\":\"%s\",\"progress_every_s\":2}",
+             secret);
+    make_job(&f, m, extra, j);
+    api_response res;
+    snprintf(path, sizeof path, "/v1/jobs/%s", j);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    json_t *hook = json_object_get(res.body, "webhook");
+    CHECK(!strcmp(str(hook, "url"), "http://hooks.test/in"));
+    CHECK(json_number_value(json_object_get(hook, "progress_every_s")) == 2.0);
+    CHECK(!json_object_get(json_object_get(res.body, "spec"), "webhook"));
+    char *dump = json_dumps(res.body, 0);
+    CHECK(dump && !strstr(dump, secret));
+    free(dump);
+    api_response_free(&res);
+    /* a host off the allowlist */
+    snprintf(extra, sizeof extra,
+             "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\",\"webhook\":{\"url\":"
+             "\"https://example.com/\",\"secret\":\"%s\"}}", m, secret);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", extra, NULL, NULL) == 400);
+    CHECK(!strcmp(err_field(&res), "webhook.url"));
+    api_response_free(&res);
+
+    /* the worker's side: started, progress (at most every 2 s), succeeded in the outbox */
+    json_t *claimed = NULL;
+    CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
+    json_decref(claimed);
+    json_t *prog = json_pack("{s:s, s:i}", "stage", "stage1", "step", 1);
+    for (int i = 0; i < 3; i++)
+        CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage1", prog, 1) == STORE_OK);
+    json_decref(prog);
+    CHECK(store_job_finish(f.st, j, "w1:1", "succeeded", NULL) == STORE_OK);
+    snprintf(path, sizeof path, "/v1/jobs/%s/webhooks", j);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    json_t *dl = json_object_get(res.body, "deliveries");
+    CHECK_MSG(json_array_size(dl) == 3, "%zu deliveries", json_array_size(dl));
+    const char *types[] = {"job.started", "job.progress", "job.succeeded"};
+    for (size_t i = 0; i < 3 && i < json_array_size(dl); i++) {
+        json_t *d = json_array_get(dl, i);
+        CHECK_MSG(!strcmp(str(d, "type"), types[i]), "%zu: %s", i, str(d, "type"));
+        CHECK(!strcmp(str(d, "status"), "pending") && json_array_size(json_object_get(d, "attempts")) == 0);
+        CHECK(!strncmp(str(d, "id"), "evt_", 4));
+    }
+    CHECK(!strcmp(str(json_object_get(res.body, "webhook"), "url"), "http://hooks.test/in"));
+    api_response_free(&res);
+
+    /* what the delivery thread sees, and what an attempt leaves */
+    json_t *due = NULL;
+    CHECK(store_webhook_due(f.st, store_now_ms(), 60000, 10, &due) == STORE_OK);
+    CHECK(json_array_size(due) == 3);
+    json_t *first = json_array_get(due, 0);
+    CHECK(!strcmp(str(first, "secret"), secret) && !strcmp(str(first, "url"), "http://hooks.test/in"));
+    json_t *payload = json_loads(str(first, "payload"), 0, NULL);
+    CHECK(!strcmp(str(payload, "type"), "job.started"));
+    CHECK(!strcmp(str(json_object_get(payload, "job"), "state"), "running"));
+    CHECK(json_integer_value(json_object_get(payload, "created")) > 1600000000);
+    json_decref(payload);
+    json_int_t ob = json_integer_value(json_object_get(first, "outbox_id"));
+    json_t *again = NULL;
+    CHECK(store_webhook_due(f.st, store_now_ms(), 60000, 10, &again) == STORE_OK);
+    CHECK(json_array_size(again) == 0); /* leased */
+    json_decref(again);
+    CHECK(store_webhook_record(f.st, ob, 1, store_now_ms(), 503, 12, "HTTP 503", "retry",
+                               store_now_ms() - 1) == STORE_OK);
+    CHECK(store_webhook_due(f.st, store_now_ms(), 60000, 10, &again) == STORE_OK);
+    CHECK(json_array_size(again) == 1 &&
+          json_integer_value(json_object_get(json_array_get(again, 0), "attempts")) == 1);
+    json_decref(again);
+    CHECK(store_webhook_record(f.st, ob, 2, store_now_ms(), 204, 5, NULL, "delivered", 0) == STORE_OK);
+    json_decref(due);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    json_t *d0 = json_array_get(json_object_get(res.body, "deliveries"), 0);
+    CHECK(!strcmp(str(d0, "status"), "delivered") && json_is_null(json_object_get(d0, "next_attempt_at")));
+    json_t *att = json_object_get(d0, "attempts");
+    CHECK(json_array_size(att) == 2);
+    CHECK(json_integer_value(json_object_get(json_array_get(att, 0), "status_code")) == 503);
+    CHECK(!strcmp(str(json_array_get(att, 0), "error"), "HTTP 503"));
+    CHECK(json_integer_value(json_object_get(json_array_get(att, 1), "status_code")) == 204);
+    CHECK(json_is_null(json_object_get(json_array_get(att, 1), "error")));
+    api_response_free(&res);
+    json_t *counts = NULL;
+    CHECK(store_webhook_counts(f.st, &counts) == STORE_OK);
+    CHECK(json_integer_value(json_object_get(counts, "delivered")) == 1 &&
+          json_integer_value(json_object_get(counts, "pending")) == 2);
+    json_decref(counts);
+    f.ctx.owner = "not-the-owner";
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    f.ctx.owner = "";
+    /* a job without a webhook: no outbox rows, webhook null */
+    char j2[64];
+    make_job(&f, m, NULL, j2);
+    snprintf(path, sizeof path, "/v1/jobs/%s/cancel", j2);
+    CHECK(call(&f, &res, "POST", path, NULL, NULL, NULL) == 200);
+    CHECK(json_is_null(json_object_get(res.body, "webhook")));
+    api_response_free(&res);
+    snprintf(path, sizeof path, "/v1/jobs/%s/webhooks", j2);
+    CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "deliveries")) == 0);
+    api_response_free(&res);
+    /* deleting the job takes its webhook, secret and deliveries along */
+    snprintf(path, sizeof path, "/v1/jobs/%s", j);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    api_response_free(&res);
+    CHECK(store_webhook_counts(f.st, &counts) == STORE_OK);
+    CHECK(json_integer_value(json_object_get(counts, "pending")) == 0);
+    json_decref(counts);
     fx_close(&f);
 }
 

@@ -481,13 +481,13 @@ TEST(job_lifecycle_with_events) {
     /* exactly the documented keys, null where not known */
     const char *keys[] = {"id", "model_id", "dataset_id", "spec", "state", "stage", "progress",
                           "metrics", "error", "attempts", "max_attempts", "created_at",
-                          "started_at", "finished_at"};
+                          "started_at", "finished_at", "webhook"};
     CHECK(json_object_size(j) == sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         CHECK_MSG(json_object_get(j, keys[i]) != NULL, "key %s missing", keys[i]);
     CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 0);
     CHECK(json_is_null(json_object_get(j, "started_at")) &&
-          json_is_null(json_object_get(j, "stage")));
+          json_is_null(json_object_get(j, "stage")) && json_is_null(json_object_get(j, "webhook")));
     CHECK(num(json_object_get(j, "spec"), "bits") == 4);
     json_decref(j);
     CHECK(store_job_get(s, "other", job, &j) == STORE_ENOTFOUND);
