@@ -231,15 +231,17 @@ typedef struct {
 /* One Server-Sent Events field line (without its newline). */
 static void sse_line(sse *s, const char *l) {
     if (!*l) { /* end of an event: dispatch it */
+        /* data: the event row {id, type, data: {...}}: a state event's data carries the job
+         * as it was, a progress event's data is the progress object */
         json_t *d = s->data.len ? json_loads(s->data.data, 0, NULL) : NULL;
-        json_t *job = json_object_get(d, "job");
-        if (!job && json_object_get(d, "state")) job = d;
+        json_t *inner = json_object_get(d, "data");
+        json_t *job = json_object_get(inner, "job");
         if (job) {
             const char *st = json_string_value(json_object_get(job, "state"));
             if (st) snprintf(s->state, sizeof s->state, "%s", st);
             if (json_object_get(job, "progress")) show_progress(s->bar, job);
-        } else if (d && !strcmp(s->event, "progress")) {
-            json_t *wrap = json_pack("{s:O}", "progress", d);
+        } else if (inner && !strcmp(s->event, "progress")) {
+            json_t *wrap = json_pack("{s:O}", "progress", inner);
             show_progress(s->bar, wrap);
             json_decref(wrap);
         }
@@ -448,14 +450,21 @@ static int get_artifacts(conn *c, const char *job, const char *dir, char *err, s
 }
 
 static void print_accuracy(json_t *job) {
-    json_t *m = json_object_get(job, "metrics");
+    json_t *m = json_object_get(job, "metrics"), *spec = json_object_get(job, "spec");
+    int w = (int)json_integer_value(json_object_get(spec, "wbits"));
+    int a = (int)json_integer_value(json_object_get(spec, "abits"));
     static const char *keys[] = {"fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline", "minmax_baseline"};
-    static const char *names[] = {"FP32", "W32A (stage 1)", "W/A without QwT", "GPLQ", "PTQ alone",
-                                  "min-max"};
-    printf("%-20s %8s\n", "model", "top-1");
+    char names[6][64];
+    snprintf(names[0], 64, "FP32");
+    snprintf(names[1], 64, "W32A%d (stage 1)", a);
+    snprintf(names[2], 64, "W%dA%d without QwT", w, a);
+    snprintf(names[3], 64, "W%dA%d GPLQ", w, a);
+    snprintf(names[4], 64, "PTQ alone (W%dA%d + QwT)", w, a);
+    snprintf(names[5], 64, "min-max W%dA%d", w, a);
+    printf("%-28s %8s\n", "model", "top-1");
     for (int i = 0; i < 6; i++) {
         json_t *v = json_object_get(m, keys[i]);
-        if (json_is_number(v)) printf("%-20s %7.2f%%\n", names[i], 100 * json_number_value(v));
+        if (json_is_number(v)) printf("%-28s %7.2f%%\n", names[i], 100 * json_number_value(v));
     }
 }
 
