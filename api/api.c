@@ -23,6 +23,7 @@
 #include "api/inspect.h"
 #include "api/jlog.h"
 #include "api/metrics.h"
+#include "api/openapi.h"
 #include "api/range.h"
 #include "api/webhook.h"
 #include "config/jobspec.h"
@@ -966,11 +967,31 @@ static void h_metrics(api_ctx *ctx, const api_request *req, const api_params *p,
     res->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/* GET /v1/openapi.json: public, so that tools can read what the API is before holding a
+ * token. */
+static void h_openapi(api_ctx *ctx, const api_request *req, const api_params *p,
+                      api_response *res) {
+    (void)ctx;
+    (void)p;
+    size_t n = openapi_json_len();
+    char *text = malloc(n + 1);
+    if (!text) {
+        internal(req, res, "out of memory");
+        return;
+    }
+    memcpy(text, openapi_json(), n + 1);
+    api_json(res, 200, NULL);
+    res->text = text;
+    res->text_len = n;
+    res->content_type = "application/json";
+}
+
 /* ---------------------------------------------------------------- routing */
 
 const api_route api_routes[] = {
     {"GET", "/v1/health", "health", h_health, API_PUBLIC},
     {"GET", "/metrics", "metrics", h_metrics, API_PUBLIC},
+    {"GET", "/v1/openapi.json", "openapi", h_openapi, API_PUBLIC},
     {"POST", "/v1/models", "models.create", h_model_create, API_UPLOAD_MODEL},
     {"GET", "/v1/models", "models.list", h_model_list, 0},
     {"GET", "/v1/models/{id}", "models.get", h_model_get, 0},

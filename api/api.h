@@ -8,8 +8,11 @@
  * inspector, the workers' health) comes in the api_ctx, so a test can supply all of it.
  *
  * The route table (api_routes) is the one list of routes: the glue reads it to know which
- * bodies are streamed uploads, the tests walk it, and issue 5's OpenAPI check and per-route
- * metrics will read it too.
+ * bodies are streamed uploads and which need no token, /metrics counts requests by its names,
+ * and the tests walk it, one of them against the OpenAPI document (api/openapi.h) both ways.
+ *
+ * Auth: every route but the API_PUBLIC ones (/v1/health, /v1/openapi.json, /metrics) needs a
+ * live token (api/auth.h); the token's name is the owner the handlers filter by.
  *
  * Errors are always {"error": {"code": "...", "message": "..."}} (plus "field" when one field of
  * the request is to blame) with a fitting status; a 500 says "internal error" and the details go
@@ -145,7 +148,7 @@ enum {
     API_JSON_BODY = 1 << 0,      /* the body is JSON, buffered up to limits.max_json_bytes */
     API_UPLOAD_MODEL = 1 << 1,   /* the body is a model file, streamed (limits.max_model_bytes) */
     API_UPLOAD_DATASET = 1 << 2, /* the body is a dataset archive, streamed (max_dataset_bytes) */
-    API_PUBLIC = 1 << 3,         /* needs no token (issue 5): health */
+    API_PUBLIC = 1 << 3,         /* needs no token: health, the OpenAPI document, metrics */
 };
 #define API_UPLOAD (API_UPLOAD_MODEL | API_UPLOAD_DATASET)
 

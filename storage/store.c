@@ -1144,15 +1144,17 @@ int store_stage_durations(store *s, json_t **out) {
     /* Each stage starts at its first progress event; it ends where the next one starts, the
      * last at the job's end. One pass over the progress events of succeeded jobs. */
     int rc = query_all(s, stage_row, &rows,
-                       "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stage,"
+                       /* "stg", not "stage": jobs has a stage column, which GROUP BY would
+                        * take instead of the alias */
+                       "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stg,"
                        " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
                        " WHERE e.type = 'progress' AND j.state = 'succeeded'"
                        " AND json_extract(e.data, '$.stage') IS NOT NULL"
-                       " GROUP BY e.job_id, stage),"
-                       " spans AS (SELECT f.stage, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
+                       " GROUP BY e.job_id, stg),"
+                       " spans AS (SELECT f.stg, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
                        " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
                        " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
-                       " SELECT stage, SUM(ms), COUNT(*) FROM spans GROUP BY stage ORDER BY stage",
+                       " SELECT stg, SUM(ms), COUNT(*) FROM spans GROUP BY stg ORDER BY stg",
                        "");
     if (rc) return rc;
     json_t *obj = json_object();

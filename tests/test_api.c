@@ -16,6 +16,8 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/inspect.h"
+#include "api/metrics.h"
+#include "api/openapi.h"
 #include "api/range.h"
 #include "api/sse.h"
 #include "api/webhook.h"
@@ -1305,6 +1307,201 @@ TEST(job_webhook_stored_apart_and_listed) {
     CHECK(store_webhook_counts(f.st, &counts) == STORE_OK);
     CHECK(json_integer_value(json_object_get(counts, "pending")) == 0);
     json_decref(counts);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- OpenAPI */
+
+/* The object a "#/components/..." reference points at, or NULL. */
+static json_t *resolve_ref(json_t *doc, const char *ref) {
+    if (strncmp(ref, "#/", 2)) return NULL;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", ref + 2);
+    json_t *v = doc;
+    for (char *save, *tok = strtok_r(buf, "/", &save); tok && v; tok = strtok_r(NULL, "/", &save))
+        v = json_object_get(v, tok);
+    return v;
+}
+
+/* Every $ref in v resolves; the bad ones are reported. */
+static void check_refs(json_t *doc, json_t *v) {
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            if (!strcmp(k, "$ref")) CHECK_MSG(resolve_ref(doc, json_string_value(x)), "dangling $ref %s", json_string_value(x));
+            else check_refs(doc, x);
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) check_refs(doc, x);
+    }
+}
+
+/* 1 if params (an array, $refs allowed) declares path parameter name. */
+static int declares(json_t *doc, json_t *params, const char *name) {
+    size_t i;
+    json_t *p;
+    json_array_foreach(params, i, p) {
+        json_t *ref = json_object_get(p, "$ref");
+        json_t *q = ref ? resolve_ref(doc, json_string_value(ref)) : p;
+        if (!strcmp(str(q, "in"), "path") && !strcmp(str(q, "name"), name) &&
+            json_is_true(json_object_get(q, "required")))
+            return 1;
+    }
+    return 0;
+}
+
+TEST(openapi_describes_every_route_and_only_routes) {
+    json_error_t je;
+    json_t *doc = json_loadb(openapi_json(), openapi_json_len(), 0, &je);
+    CHECK_MSG(doc, "api/openapi.json is not JSON: %s (line %d)", je.text, je.line);
+    if (!doc) return;
+    CHECK(!strcmp(str(doc, "openapi"), "3.1.0"));
+    CHECK(json_object_get(json_object_get(json_object_get(doc, "components"), "securitySchemes"), "bearerAuth"));
+    json_t *paths = json_object_get(doc, "paths");
+    /* each route the router knows is described, as the route it is */
+    for (int i = 0; i < api_nroutes; i++) {
+        const api_route *r = &api_routes[i];
+        char m[8];
+        size_t k = 0;
+        for (; r->method[k] && k < sizeof m - 1; k++) m[k] = (char)(r->method[k] | 0x20);
+        m[k] = '\0';
+        json_t *item = json_object_get(paths, r->pattern);
+        json_t *op = json_object_get(item, m);
+        CHECK_MSG(op, "%s %s (%s) is not in api/openapi.json", r->method, r->pattern, r->name);
+        if (!op) continue;
+        CHECK_MSG(!strcmp(str(op, "operationId"), r->name), "%s %s: operationId %s, route %s",
+                  r->method, r->pattern, str(op, "operationId"), r->name);
+        json_t *responses = json_object_get(op, "responses");
+        int success = 0;
+        const char *code;
+        json_t *x;
+        json_object_foreach(responses, code, x) success |= code[0] == '2';
+        CHECK_MSG(success, "%s: no 2xx response", r->name);
+        json_t *sec = json_object_get(op, "security");
+        if (r->flags & API_PUBLIC) {
+            CHECK_MSG(json_is_array(sec) && json_array_size(sec) == 0, "%s is public: security []", r->name);
+        } else {
+            CHECK_MSG(!sec, "%s: the document's bearer security applies", r->name);
+            CHECK_MSG(json_object_get(responses, "401"), "%s: no 401 response", r->name);
+        }
+        /* every {name} of the pattern is a declared path parameter */
+        for (const char *b = strchr(r->pattern, '{'); b; b = strchr(b + 1, '{')) {
+            char name[64];
+            const char *e = strchr(b, '}');
+            snprintf(name, sizeof name, "%.*s", (int)(e - b - 1), b + 1);
+            CHECK_MSG(declares(doc, json_object_get(op, "parameters"), name) ||
+                          declares(doc, json_object_get(item, "parameters"), name),
+                      "%s: path parameter %s is not declared", r->name, name);
+        }
+    }
+    /* and each described operation is a route */
+    static const char *const verbs[] = {"get", "put", "post", "delete", "options", "head", "patch", "trace"};
+    const char *path;
+    json_t *item;
+    int described = 0;
+    json_object_foreach(paths, path, item) {
+        for (size_t v = 0; v < sizeof verbs / sizeof *verbs; v++) {
+            if (!json_object_get(item, verbs[v])) continue;
+            described++;
+            int found = 0;
+            for (int i = 0; i < api_nroutes; i++)
+                found |= !strcasecmp(api_routes[i].method, verbs[v]) && !strcmp(api_routes[i].pattern, path);
+            CHECK_MSG(found, "api/openapi.json describes %s %s, which no route serves", verbs[v], path);
+        }
+    }
+    CHECK_MSG(described == api_nroutes, "%d operations described, %d routes", described, api_nroutes);
+    check_refs(doc, doc);
+    json_decref(doc);
+    /* the embedded copy is the file in the tree */
+    char file[1024];
+    snprintf(file, sizeof file, "%s/api/openapi.json", GPLQ_SRC_DIR);
+    FILE *fp = fopen(file, "rb");
+    CHECK_MSG(fp, "cannot read %s", file);
+    if (fp) {
+        char *disk = malloc(openapi_json_len() + 2);
+        size_t n = fread(disk, 1, openapi_json_len() + 1, fp);
+        fclose(fp);
+        CHECK_MSG(n == openapi_json_len() && !memcmp(disk, openapi_json(), n),
+                  "%s changed since api/openapi.c was compiled: rebuild it (touch api/openapi.c)", file);
+        free(disk);
+    }
+    /* served as is, without a token */
+    fixture f;
+    fx_open(&f);
+    f.ctx.auth = 1;
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/v1/openapi.json", NULL, NULL, NULL) == 200);
+    CHECK(res.text && res.text_len == openapi_json_len() && !strcmp(res.content_type, "application/json"));
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(metrics_text) {
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64];
+    make_model(&f, "metrics", m);
+    make_job(&f, m, NULL, j);
+    json_t *claimed = NULL;
+    CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
+    json_decref(claimed);
+    json_t *prog = json_pack("{s:s}", "stage", "stage1");
+    CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage1", prog, 1) == STORE_OK);
+    json_decref(prog);
+    prog = json_pack("{s:s}", "stage", "stage2");
+    CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage2", prog, 1) == STORE_OK);
+    json_decref(prog);
+    CHECK(store_job_finish(f.st, j, "w1:1", "succeeded", NULL) == STORE_OK);
+    make_job(&f, m, NULL, j);
+    int route = -1;
+    for (int i = 0; i < api_nroutes; i++)
+        if (!strcmp(api_routes[i].name, "jobs.get")) route = i;
+    metrics_http(route, 200);
+    metrics_http(route, 200);
+    metrics_http(route, 404);
+    metrics_http(-1, 404);
+    metrics_http(route, 418);
+    metrics_upload_bytes(1, 1000);
+    metrics_webhook("retry");
+    f.ctx.auth = 1; /* public: no token needed */
+    api_response res;
+    CHECK(call(&f, &res, "GET", "/metrics", NULL, NULL, NULL) == 200);
+    CHECK(res.text && !strncmp(res.content_type, "text/plain; version=0.0.4", 25));
+    const char *want[] = {"# TYPE gplq_jobs gauge\n", "gplq_jobs{state=\"queued\"} 1\n",
+                          "gplq_jobs{state=\"succeeded\"} 1\n", "gplq_queue_depth 1\n",
+                          "# TYPE gplq_job_duration_seconds histogram\n",
+                          "gplq_job_duration_seconds_bucket{state=\"succeeded\",le=\"10\"} 1\n",
+                          "gplq_job_duration_seconds_bucket{state=\"succeeded\",le=\"+Inf\"} 1\n",
+                          "gplq_job_duration_seconds_count{state=\"succeeded\"} 1\n",
+                          "gplq_stage_duration_seconds_count{stage=\"stage1\"} 1\n",
+                          "gplq_stage_duration_seconds_count{stage=\"stage2\"} 1\n",
+                          "gplq_workers 2\n", "gplq_workers_alive 1\n",
+                          "gplq_http_requests_total{route=\"jobs.get\",code=\"200\"} 2\n",
+                          "gplq_http_requests_total{route=\"jobs.get\",code=\"404\"} 1\n",
+                          "gplq_http_requests_total{route=\"jobs.get\",code=\"other\"} 1\n",
+                          "gplq_http_requests_total{route=\"none\",code=\"404\"} 1\n",
+                          "gplq_upload_bytes_total{kind=\"model\"} 1000\n",
+                          "gplq_webhook_deliveries_total{outcome=\"retry\"} 1\n",
+                          "gplq_webhook_outbox{status=\"pending\"} 0\n",
+                          "gplq_metrics_db_up 1\n"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        CHECK_MSG(res.text && strstr(res.text, want[i]), "missing: %s\n%s", want[i], res.text);
+    /* every sample line is NAME{labels} VALUE or NAME VALUE, every series has a TYPE */
+    char *copy = res.text ? strdup(res.text) : NULL;
+    for (char *save, *line = copy ? strtok_r(copy, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') continue;
+        char *sp = strrchr(line, ' ');
+        CHECK_MSG(sp && sp[1], "bad line: %s", line);
+        char *end;
+        strtod(sp + 1, &end);
+        CHECK_MSG(!*end, "bad value: %s", line);
+        CHECK_MSG(!strncmp(line, "gplq_", 5), "bad name: %s", line);
+    }
+    free(copy);
+    api_response_free(&res);
     fx_close(&f);
 }
 

@@ -29,7 +29,7 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gplqd_harness import ROOT, Daemon, read_http_response, run_tests  # noqa: E402
+from gplqd_harness import DEMO_MODEL, Daemon, read_http_response, run_tests  # noqa: E402
 
 PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/openapi.json"), ("GET", "/metrics")}
 # A job small enough for CI (as in test_jobs.py): a few seconds on one worker.
@@ -38,12 +38,15 @@ TINY = dict(train_subset=256, eval_subset=200, pca_samples=128, calib_images=64,
 ENDED = ("succeeded", "failed", "canceled")
 
 
-def routes():
-    """(method, pattern) of every route the router knows, from api_routes[] in api/api.c."""
-    src = open(os.path.join(ROOT, "api", "api.c")).read()
-    table = src[src.index("const api_route api_routes[] = {"):]
-    table = table[:table.index("};")]
-    return re.findall(r'\{"([A-Z]+)", "([^"]+)", "[^"]+", \w+, [^}]*\}', table)
+def routes(d):
+    """(method, pattern) of every route, from the daemon's own OpenAPI document (which
+    tests/test_api.c holds to the router's table, both ways)."""
+    r = d.get("/v1/openapi.json", token=None)
+    assert r.status == 200 and r.headers["content-type"] == "application/json", r
+    doc = r.json()
+    assert doc["openapi"] == "3.1.0", doc.get("openapi")
+    return [(m.upper(), p) for p, item in doc["paths"].items() for m in item
+            if m in ("get", "post", "put", "delete", "patch")]
 
 
 def fill(pattern, value="x1"):
@@ -136,8 +139,8 @@ def deliveries(d, job_id, token=None):
 
 def test_every_route_needs_a_token():
     with Daemon(workers=0) as d:
-        table = routes()
-        assert len(table) >= 16, table
+        table = routes(d)
+        assert len(table) >= 19 and ("GET", "/v1/jobs/{id}/events") in table, table
         tok = d.create_token("ci")
         for method, pattern in table:
             path = fill(pattern)
@@ -189,6 +192,33 @@ def test_first_start_prints_one_admin_token():
         db.close()
         import hashlib
         assert rows == [(hashlib.sha256(first.encode()).hexdigest(),)], rows
+
+
+def test_metrics_and_request_ids():
+    with Daemon(workers=0) as d:
+        mid = d.upload_model().json()["id"]
+        j = d.create_job(mid).json()["id"]
+        d.get("/v1/jobs/" + j)
+        d.get("/v1/jobs/j_nope")
+        d.get("/v1/jobs", token=None)
+        r = d.get("/metrics", token=None)
+        assert r.status == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4"), r
+        m = r.body.decode()
+        for want in ('gplq_jobs{state="queued"} 1', "gplq_queue_depth 1",
+                     'gplq_http_requests_total{route="jobs.get",code="200"} 1',
+                     'gplq_http_requests_total{route="jobs.get",code="404"} 1',
+                     'gplq_http_requests_total{route="jobs.list",code="401"} 1',
+                     'gplq_http_requests_total{route="models.create",code="201"} 1',
+                     "gplq_upload_bytes_total{kind=\"model\"} %d" % os.path.getsize(DEMO_MODEL),
+                     "gplq_workers_alive 0", "gplq_worker_restarts_total 0", "gplq_metrics_db_up 1",
+                     "# TYPE gplq_job_duration_seconds histogram", "gplq_event_streams 0"):
+            assert want in m, (want, m)
+        assert j not in m and "admin" not in m  # counts only
+        # every answer has a request id: success, errors, refusals, the public routes
+        for r in (d.get("/v1/jobs/" + j), d.get("/v1/nope"), d.request("PATCH", "/v1/jobs"),
+                  d.get("/v1/jobs", token=None), d.post("/v1/jobs", {"x": 1}),
+                  d.get("/metrics", token=None), d.get("/v1/openapi.json", token=None)):
+            assert re.fullmatch(r"[0-9a-f]{16}", r.headers.get("x-request-id", "")), r.headers
 
 
 # ---------------------------------------------------------------- isolation
