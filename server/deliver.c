@@ -90,11 +90,14 @@ static void xfer_free(xfer *x) {
     free(x);
 }
 
-/* Records the end of an attempt and decides what comes next. */
-static void finish(deliver *d, xfer *x, int status_code, const char *error) {
+/* Records the end of an attempt and decides what comes next; final: no retry can succeed
+ * (the URL is refused by the server's own policy). */
+static void finish(deliver *d, xfer *x, int status_code, const char *error, int final) {
     int64_t latency = (int64_t)(jlog_mono_ms() - x->t0);
     int ok = status_code >= 200 && status_code < 300 && !error;
-    const char *outcome = ok ? "delivered" : x->attempt >= d->o.max_attempts ? "failed" : "retry";
+    const char *outcome = ok ? "delivered"
+                          : final || x->attempt >= d->o.max_attempts ? "failed"
+                                                                     : "retry";
     int64_t next = store_now_ms() +
                    (ok ? 0 : webhook_backoff_ms(d->o.backoff_ms, x->attempt, rand01()));
     char why[256] = "";
@@ -129,7 +132,7 @@ static void start(deliver *d, json_t *r) {
     char err[512];
     /* The policy of now, which may be stricter than when the job was submitted. */
     if (!x->body || webhook_url_check(x->url, d->o.allow_hosts, err, sizeof err)) {
-        finish(d, x, 0, x->body ? err : "out of memory");
+        finish(d, x, 0, x->body ? err : "out of memory", x->body != NULL);
         xfer_free(x);
         return;
     }
@@ -148,7 +151,7 @@ static void start(deliver *d, json_t *r) {
     x->hdrs = curl_slist_append(x->hdrs, h);
     CURL *e = x->e = curl_easy_init();
     if (!e || !x->hdrs) {
-        finish(d, x, 0, "out of memory");
+        finish(d, x, 0, "out of memory", 0);
         xfer_free(x);
         return;
     }
@@ -174,7 +177,7 @@ static void start(deliver *d, json_t *r) {
         curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     }
     if (curl_multi_add_handle(d->multi, e) != CURLM_OK) {
-        finish(d, x, 0, "cannot start the transfer");
+        finish(d, x, 0, "cannot start the transfer", 0);
         xfer_free(x);
         return;
     }
@@ -205,7 +208,7 @@ static void done(deliver *d, CURL *e, CURLcode code) {
         snprintf(err, sizeof err, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
         why = err;
     }
-    finish(d, x, (int)status, why);
+    finish(d, x, (int)status, why, 0);
     xfer_free(x);
 }
 

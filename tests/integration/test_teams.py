@@ -515,6 +515,25 @@ def test_webhook_redirects_are_not_followed_and_attempts_run_out():
         rec.close()
 
 
+def test_webhook_policy_of_now_applies_to_pending_deliveries():
+    rec = Receiver(SECRET, [500])
+    try:
+        with Daemon(workers=0, config=dict(LOCAL_HOOKS, webhook_backoff_ms=1500)) as d:
+            mid = d.upload_model().json()["id"]
+            j = d.create_job(mid, webhook={"url": rec.url, "secret": SECRET}).json()["id"]
+            d.post("/v1/jobs/%s/cancel" % j)
+            rec.wait(1)
+            d.wait_for(lambda: deliveries(d, j)[0]["attempts"], what="attempt 1 recorded")
+            d.restart(config={"webhook_backoff_ms": 100})  # the allowlist is gone
+            dl = d.wait_for(lambda: (lambda x: x if x[0]["status"] == "failed" else None)(
+                deliveries(d, j)), what="the delivery refused")
+            att = dl[0]["attempts"]
+            assert len(att) == 2 and att[1]["status_code"] is None and "loopback" in att[1]["error"], att
+            assert len(rec.got) == 1
+    finally:
+        rec.close()
+
+
 def test_webhook_ssrf_guard():
     rec = Receiver(SECRET)
     try:
