@@ -401,8 +401,8 @@ static int cmd_quantize(int argc, char **argv) {
                 else snprintf(name, sizeof name, "%s", rows[i].name);
                 printf("%-28s %7.2f%%\n", name, 100 * rows[i].v);
             }
-            printf("(%d test images; stage 1 %.0f s, stage 2 %.0f s, total %.0f s; PCA k=%d)\n", te.n,
-                   rep.seconds_stage1, rep.seconds_stage2, rep.seconds_total, rep.pca_k);
+            printf("(%d test images; stage 1 %.0f s at lr %g, stage 2 %.0f s, total %.0f s; PCA k=%d)\n",
+                   te.n, rep.seconds_stage1, rep.lr, rep.seconds_stage2, rep.seconds_total, rep.pca_k);
         }
         json_decref(rj);
     }

@@ -15,9 +15,10 @@ void gplq_defaults(gplq_config *c) {
     c->wbits = 4;
     c->abits = 4;
     stage1_defaults(&c->s1);
+    c->s1.lr = 0; /* auto: gplq_resolve_lr */
     stage2_defaults(&c->s2);
     c->baselines = 1;
-    c->percentile_init = 1;
+    c->percentile_init = 0; /* min-max: see gplq_config */
     c->eval_batch = 256;
 }
 
@@ -174,6 +175,11 @@ out:
     return rc;
 }
 
+float gplq_resolve_lr(const gplq_config *c, const vit_model *m) {
+    if (c->s1.lr > 0) return c->s1.lr;
+    return m->num_params < 10000000 ? 1e-4f : 5e-6f;
+}
+
 int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
              gplq_progress_fn progress, void *ctx, gplq_report *rep, vit_model *out,
              actq_set *aq_out, stage2_result *s2_out, char *err, size_t errlen) {
@@ -203,6 +209,8 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
     memset(&s2, 0, sizeof s2);
     stage2_config s2c = c->s2;
     stage1_config s1c = c->s1;
+    s1c.lr = gplq_resolve_lr(c, fp);
+    rep->lr = s1c.lr;
     s2c.wbits = c->wbits;
     if (vit_clone(&teacher, fp, err, errlen)) return -1;
     if (vit_clone(&student, fp, err, errlen)) {

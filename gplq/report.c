@@ -31,10 +31,10 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
                                                 "mse_after", r->mse_after[l]));
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return json_pack("{s:o, s:{s:i, s:f, s:o}, s:{s:f, s:f, s:f}, s:I, s:s, s:o}",
+    return json_pack("{s:o, s:{s:i, s:f, s:f, s:o}, s:{s:f, s:f, s:f}, s:I, s:s, s:o}",
                      "accuracy", acc,
                      "diagnostics", "pca_k", r->pca_k, "pca_explained", r->pca_explained,
-                     "blocks", blocks,
+                     "stage1_lr", r->lr, "blocks", blocks,
                      "timings_s", "stage1", r->seconds_stage1, "stage2", r->seconds_stage2,
                      "total", r->seconds_total,
                      "peak_rss_mb", (json_int_t)(ru.ru_maxrss / 1024),

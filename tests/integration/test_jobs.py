@@ -200,7 +200,8 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts():
 def test_twenty_jobs_two_workers_each_runs_once():
     with Daemon(workers=2) as d:
         mid = upload_demo(d)
-        small = dict(TINY, train_subset=128, eval_subset=100)
+        small = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
+                     calib_images=32, qwt_images=32)
         ids = [d.create_job(mid, seed=i, **small).json()["id"] for i in range(20)]
         jobs = [d.wait_for_state(i, ["succeeded", "failed", "canceled"], timeout=900) for i in ids]
         assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs), \
