@@ -14,6 +14,10 @@
 
 struct vit_acts {
     int B, quant;        /* batch and whether quantized copies have room of their own */
+    int slots;           /* per-block slots: L (a forward the backward can follow), or 1 for a
+                            forward-only pass, which reuses one block's buffers for every block
+                            (res2 then has 2 slots, used in turn, so a block's input survives
+                            its own forward: the residual and QwT read it at the end) */
     float *mem;
     /* embedding */
     float *cols, *colsq; /* (B*np, Pd) im2col'ed image, and its quantized copy */
@@ -240,20 +244,26 @@ void vit_release_acts(vit_model *m) {
     m->logits = NULL;
 }
 
-/* (Re)allocates activations for B images; keeps them if big enough and of the right kind. */
-static int acts_ensure(vit_model *m, int B, char *err, size_t errlen) {
+/* (Re)allocates activations for B images, for a pass the backward can follow (infer = 0) or a
+ * forward-only one (infer = 1: one block's worth); keeps them if big enough and of the right
+ * kind (a training allocation serves a forward-only pass too). */
+static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen) {
     int quant = m->hooks != NULL;
-    if (m->acts && m->acts_batch >= B && m->acts->quant == quant) return 0;
+    if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
+        (infer || m->acts->slots == m->cfg.depth))
+        return 0;
     acts_free(m->acts);
     m->acts = NULL;
     const vit_config *c = &m->cfg;
-    size_t C = c->dim, L = c->depth, H = c->mlp_hidden, K = c->num_classes, NH = c->heads;
+    size_t C = c->dim, L = infer ? 1 : c->depth, H = c->mlp_hidden, K = c->num_classes;
+    size_t NH = c->heads, L2 = infer ? 2 : L;
     size_t T = vit_num_tokens(c), np = T - vit_num_prefix(c), pf = vit_num_prefix(c);
     size_t Pd = (size_t)c->in_chans * c->patch * c->patch, BT = (size_t)B * T;
     vit_acts *a = calloc(1, sizeof *a);
     if (!a) goto oom;
     a->B = B;
     a->quant = quant;
+    a->slots = (int)L;
     /* Two passes over the same list: the first counts, the second assigns. */
     struct { float **p; size_t n; int q; } list[] = {
         {&a->cols, B * np * Pd, 0}, {&a->colsq, B * np * Pd, 1}, {&a->tok, B * np * C, 0},
@@ -264,7 +274,7 @@ static int acts_ensure(vit_model *m, int B, char *err, size_t errlen) {
         {&a->atty, L * BT * C, 0}, {&a->attyq, L * BT * C, 1}, {&a->res1, L * BT * C, 0},
         {&a->ln2, L * BT * C, 0}, {&a->ln2_mean, L * BT, 0}, {&a->ln2_rstd, L * BT, 0},
         {&a->ln2q, L * BT * C, 1}, {&a->fch, L * BT * H, 0}, {&a->fchg, L * BT * H, 0},
-        {&a->fchgq, L * BT * H, 1}, {&a->res2, L * BT * C, 0},
+        {&a->fchgq, L * BT * H, 1}, {&a->res2, L2 * BT * C, 0},
         {&a->pre, B * pf * C, 0}, {&a->lnf, B * pf * C, 0}, {&a->lnf_mean, B * pf, 0},
         {&a->lnf_rstd, B * pf, 0}, {&a->lnfq, B * pf * C, 1}, {&a->hout, B * pf * K, 0},
         {&a->houtd, B * pf * K, 0}, {&a->logits, B * K, 0},
@@ -347,17 +357,25 @@ static int embed_forward(vit_model *m, float *x, const float *images, int B, cha
     return 0;
 }
 
-/* Block l on x (B, T, C); its output lands in res2 of layer l. */
+/* Block l's output: its slot of res2 (see vit_acts.slots). */
+static float *block_out(const vit_model *m, int l, size_t BT) {
+    const vit_acts *a = m->acts;
+    return a->res2 + (size_t)(a->slots == m->cfg.depth ? l : l % 2) * BT * m->cfg.dim;
+}
+
+/* Block l on x (B, T, C); its output lands in block_out(m, l). */
 static int block_forward(vit_model *m, int l, const float *x, int B, char *err, size_t errlen) {
     DIMS;
     vit_acts *a = m->acts;
     const vit_params *p = &m->params;
-    size_t oC = (size_t)l * BT * C, oT = (size_t)l * BT, oH = (size_t)l * BT * H;
-    size_t o3 = 3 * oC, oA = (size_t)l * B * NH * T * T;
+    size_t s = a->slots == c->depth ? (size_t)l : 0; /* this block's activation slot */
+    size_t oC = s * BT * C, oT = s * BT, oH = s * BT * H;
+    size_t o3 = 3 * oC, oA = s * B * NH * T * T;
     float *ln1 = a->ln1 + oC, *ln1q = a->ln1q + oC, *qkv = a->qkv + o3, *qkvq = a->qkvq + o3;
     float *att = a->att + oA, *attq = a->attq + oA, *atty = a->atty + oC, *attyq = a->attyq + oC;
     float *res1 = a->res1 + oC, *ln2 = a->ln2 + oC, *ln2q = a->ln2q + oC;
-    float *fch = a->fch + oH, *fchg = a->fchg + oH, *fchgq = a->fchgq + oH, *res2 = a->res2 + oC;
+    float *fch = a->fch + oH, *fchg = a->fchg + oH, *fchgq = a->fchgq + oH;
+    float *res2 = block_out(m, l, BT);
 
     layernorm_forward(ln1, a->ln1_mean + oT, a->ln1_rstd + oT, x, p->ln1_w + (size_t)l * C,
                       p->ln1_b + (size_t)l * C, (int)BT, C, c->ln_eps);
@@ -416,16 +434,24 @@ static int head_forward(vit_model *m, float *logits, const float *x, int B, char
     return 0;
 }
 
-int vit_forward(vit_model *m, const float *images, int B, char *err, size_t errlen) {
-    if (acts_ensure(m, B, err, errlen)) return -1;
+static int forward(vit_model *m, const float *images, int B, int infer, char *err,
+                   size_t errlen) {
+    if (acts_ensure(m, B, infer, err, errlen)) return -1;
     DIMS;
     vit_acts *a = m->acts;
     a->B = B;
     if (embed_forward(m, a->x0, images, B, err, errlen)) return -1;
     for (int l = 0; l < c->depth; l++)
-        if (block_forward(m, l, l ? a->res2 + (size_t)(l - 1) * BT * C : a->x0, B, err, errlen))
-            return -1;
-    return head_forward(m, a->logits, a->res2 + (size_t)(c->depth - 1) * BT * C, B, err, errlen);
+        if (block_forward(m, l, l ? block_out(m, l - 1, BT) : a->x0, B, err, errlen)) return -1;
+    return head_forward(m, a->logits, block_out(m, c->depth - 1, BT), B, err, errlen);
+}
+
+int vit_forward(vit_model *m, const float *images, int B, char *err, size_t errlen) {
+    return forward(m, images, B, 0, err, errlen);
+}
+
+int vit_forward_infer(vit_model *m, const float *images, int B, char *err, size_t errlen) {
+    return forward(m, images, B, 1, err, errlen);
 }
 
 const float *vit_feature(const vit_model *m, int b) {
@@ -479,6 +505,10 @@ int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, floa
                  char *err, size_t errlen) {
     if (!m->acts || !m->grad_mem) {
         snprintf(err, errlen, "vit_backward needs a forward pass and gradients first");
+        return -1;
+    }
+    if (m->acts->slots != m->cfg.depth) {
+        snprintf(err, errlen, "vit_backward: the last pass was forward-only (vit_forward_infer)");
         return -1;
     }
     if (m->qwt_w) {
@@ -541,22 +571,22 @@ int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, floa
 }
 
 int vit_embed_forward(vit_model *m, float *x, const float *images, int B, char *err, size_t errlen) {
-    if (acts_ensure(m, B, err, errlen)) return -1;
+    if (acts_ensure(m, B, 1, err, errlen)) return -1;
     return embed_forward(m, x, images, B, err, errlen);
 }
 
 int vit_block_forward(vit_model *m, int l, float *y, const float *x, int B, char *err,
                       size_t errlen) {
-    if (acts_ensure(m, B, err, errlen)) return -1;
+    if (acts_ensure(m, B, 1, err, errlen)) return -1;
     if (block_forward(m, l, x, B, err, errlen)) return -1;
-    size_t n = (size_t)B * vit_num_tokens(&m->cfg) * m->cfg.dim;
+    size_t BT = (size_t)B * vit_num_tokens(&m->cfg);
     /* layer l's slot of res2 is laid out for this B, as block_forward wrote it */
-    memcpy(y, m->acts->res2 + (size_t)l * n, sizeof(float) * n);
+    memcpy(y, block_out(m, l, BT), sizeof(float) * BT * m->cfg.dim);
     return 0;
 }
 
 int vit_head_forward(vit_model *m, float *logits, const float *x, int B, char *err, size_t errlen) {
-    if (acts_ensure(m, B, err, errlen)) return -1;
+    if (acts_ensure(m, B, 1, err, errlen)) return -1;
     return head_forward(m, logits, x, B, err, errlen);
 }
 

@@ -152,6 +152,10 @@ void vit_release_acts(vit_model *m);
 /* Forward pass on images (B, Cin, H, W), already normalized. Keeps the activations for
  * vit_backward. Results: m->logits (B, K). Returns 0, or -1 (out of memory, a hook failed). */
 int vit_forward(vit_model *m, const float *images, int B, char *err, size_t errlen);
+/* The same forward, for passes no backward follows (evaluation, teachers, features,
+ * calibration): every block reuses one block's activation buffers, so it holds about 1/L of
+ * the memory. Bit-identical outputs (logits, vit_feature). vit_backward refuses to follow it. */
+int vit_forward_infer(vit_model *m, const float *images, int B, char *err, size_t errlen);
 /* The penultimate feature of image b of the last forward: the final-norm class token, (C),
  * borrowed until the next forward. */
 const float *vit_feature(const vit_model *m, int b);

@@ -34,7 +34,7 @@ int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int 
         int B = n - i < batch ? n - i : batch;
         for (int b = 0; b < B; b++) idx[b] = order ? order[i + b] : i + b;
         ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
-        if ((rc = vit_forward(m, x, B, err, errlen))) break;
+        if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++)
             memcpy(out + (size_t)(i + b) * c->dim, vit_feature(m, b), sizeof(float) * c->dim);
     }
@@ -63,7 +63,7 @@ static int objective_loss(void *vctx, vit_model *m, const float *x, const int *l
     for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, vit_feature(m, b), sizeof(float) * C);
     /* the teacher's forward overwrites only the teacher's activations: the student's stay
      * intact for its backward pass */
-    if (vit_forward(o->teacher, x, B, err, errlen)) return -1;
+    if (vit_forward_infer(o->teacher, x, B, err, errlen)) return -1; /* frozen: no backward */
     for (int b = 0; b < B; b++)
         memcpy(o->ft + (size_t)b * C, vit_feature(o->teacher, b), sizeof(float) * C);
     float pca = pca_loss_forward_backward(o->pca, o->fs, o->ft, B, o->alpha, dfeature);

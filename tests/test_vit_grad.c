@@ -153,4 +153,40 @@ TEST(identity_hooks_change_nothing) {
     vit_free(&m);
 }
 
+/* The forward-only pass equals the training forward bit for bit, with quantization hooks and
+ * QwT terms on (its two alternating output buffers must keep each block's input alive). */
+TEST(forward_only_pass_is_bit_identical) {
+    vit_config cfg = {.img_size = 8, .patch = 2, .in_chans = 1, .dim = 12, .depth = 3, .heads = 3,
+                      .mlp_hidden = 20, .num_classes = 4, .ln_eps = 1e-6f, .distilled = 1};
+    vit_model m;
+    char err[256];
+    CHECK(vit_init(&m, &cfg, err, sizeof err) == 0);
+    vit_init_weights(&m, 5);
+    float x[3 * 64], w[3][144], b[3][12];
+    const float *wp[3] = {w[0], w[1], w[2]}, *bp[3] = {b[0], b[1], b[2]};
+    rng_t r;
+    rng_seed(&r, 2);
+    for (int i = 0; i < 192; i++) x[i] = rng_normal(&r);
+    for (int l = 0; l < 3; l++) {
+        for (int i = 0; i < 144; i++) w[l][i] = 0.1f * rng_normal(&r);
+        for (int i = 0; i < 12; i++) b[l][i] = 0.1f * rng_normal(&r);
+    }
+    vit_hooks id = {.forward = copy_fwd, .backward = copy_bwd};
+    vit_set_hooks(&m, &id);
+    m.qwt_w = wp;
+    m.qwt_b = bp;
+    CHECK(vit_forward(&m, x, 3, err, sizeof err) == 0);
+    float ref[12], feat[36];
+    memcpy(ref, m.logits, sizeof ref);
+    for (int i = 0; i < 3; i++) memcpy(feat + 12 * i, vit_feature(&m, i), 12 * sizeof(float));
+    vit_release_acts(&m);
+    CHECK(vit_forward_infer(&m, x, 3, err, sizeof err) == 0);
+    CHECK(memcmp(ref, m.logits, sizeof ref) == 0);
+    for (int i = 0; i < 3; i++) CHECK(memcmp(feat + 12 * i, vit_feature(&m, i), 12 * sizeof(float)) == 0);
+    CHECK(vit_alloc_grads(&m, err, sizeof err) == 0);
+    m.qwt_w = NULL;
+    CHECK(vit_backward(&m, ref, NULL, NULL, err, sizeof err) == -1 && strstr(err, "forward-only"));
+    vit_free(&m);
+}
+
 TEST_MAIN()

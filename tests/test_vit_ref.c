@@ -93,6 +93,17 @@ static void check_fixture(const char *file, double *logit_err, double *grad_err)
     CHECK_MSG(fabs(loss - loss_ref[0]) <= 1e-5 * fabs(loss_ref[0]), "%s: loss %.8g vs %.8g", file,
               loss, loss_ref[0]);
 
+    /* the forward-only pass (one block's buffers for all blocks) gives the very same bits */
+    float *lg = malloc(sizeof(float) * B * K);
+    memcpy(lg, m.logits, sizeof(float) * B * K);
+    vit_release_acts(&m);
+    CHECK(vit_forward_infer(&m, input, B, err, sizeof err) == 0);
+    CHECK_MSG(memcmp(lg, m.logits, sizeof(float) * B * K) == 0, "%s: forward-only logits differ", file);
+    for (int b = 0; b < B; b++)
+        CHECK(memcmp(feat + (size_t)b * C, vit_feature(&m, b), sizeof(float) * C) == 0);
+    free(lg);
+    CHECK(vit_forward(&m, input, B, err, sizeof err) == 0); /* the backward below needs it */
+
     CHECK(vit_alloc_grads(&m, err, sizeof err) == 0);
     vit_zero_grad(&m);
     float *dinput = calloc(nin, sizeof(float));

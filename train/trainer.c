@@ -47,7 +47,7 @@ int eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train
         int B = d->n - i < batch ? d->n - i : batch;
         for (int b = 0; b < B; b++) idx[b] = i + b;
         ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
-        if ((rc = vit_forward(m, x, B, err, errlen))) break;
+        if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++) {
             const float *l = m->logits + (size_t)b * c->num_classes;
             int best = 0;
