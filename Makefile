@@ -38,7 +38,7 @@ all: $(PROGRAMS) $(TESTS)
 help:
 	@echo "make            build build/gplq and the tests"
 	@echo "make test       install deps if missing, build, run every test (what CI runs)"
-	@echo "make bench      speed benchmarks against PyTorch (installs python3-torch)"
+	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
 	@echo "make demo       install deps if missing, build, evaluate the committed demo model"
@@ -93,6 +93,7 @@ demo: deps
 bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1
 	bash scripts/install-deps.sh --bench
 	bash bench/run.sh $(BUILD)
+	/usr/bin/python3 bench/service.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
