@@ -12,7 +12,7 @@ LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -l
            -lpng -lz -lm
 # The service's libraries. gplqd links these and never OpenBLAS (ARCHITECTURE.md: a crash in
 # the math cannot take the API down; the math runs in gplq-worker processes).
-SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lcurl -ljansson -lpthread -lm
+SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lcurl -lcrypto -ljansson -lpthread -lm
 BUILD   ?= build
 
 # The library: engine (math), io (files and data), train (optimizer and loop), gplq (the method).

@@ -16,6 +16,7 @@ pkgs=(
   libmicrohttpd-dev          # gplqd's HTTP server
   libuv1-dev                 # gplqd's event loop: worker supervision, timers, signals
   libcurl4-openssl-dev       # webhooks and the `gplq submit` client
+  libssl-dev                 # libcrypto's SHA-256 (SHA-NI): uploads are hashed at disk speed
   python3                    # the integration tests (standard library only) and bench scripts
   dataset-fashion-mnist      # the built-in dataset
 )
