@@ -50,6 +50,9 @@ $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# openapi.c embeds api/openapi.json with .incbin: rebuild it when the document changes.
+$(BUILD)/obj/api/openapi.o: api/openapi.json
+
 $(BUILD)/libgplq.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
