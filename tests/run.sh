@@ -11,7 +11,7 @@ for t in "$build"/tests/test_* "$(dirname "$0")"/integration/test_*.py; do
     *.py) [ -x "$build/gplqd" ] || continue; cmd=(/usr/bin/python3 "$t") ;;
     *) [ -x "$t" ] || continue; cmd=("$t") ;;
   esac
-  out=$(timeout 900 "${cmd[@]}" 2>&1); rc=$?
+  out=$(timeout 1500 "${cmd[@]}" 2>&1); rc=$?
   printf '%s\n' "$out"
   line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
   p=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line"); f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")

@@ -1,0 +1,142 @@
+"""What happens to jobs when processes die, done for real against gplqd and its workers.
+
+Every job here runs the real GPLQ pipeline on the committed demo model and Fashion-MNIST, on
+training subsets small enough for CI: SIGKILL a worker in the middle of stage 1 (the job must
+resume from its checkpoint and end with the very same model as an uninterrupted run), run out
+of attempts, twenty jobs on two workers (each runs once), SIGKILL the daemon while a job runs.
+(The jobs themselves, end to end: test_jobs.py.)
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gplqd_harness import DEMO_MODEL, Daemon, run_tests  # noqa: E402
+
+# A job small enough for CI: 4 stage-1 steps, a few hundred test images.
+TINY = dict(train_subset=256, eval_subset=200, pca_samples=128, calib_images=64, qwt_images=64,
+            batch_size=64, lr=1e-4, baselines=False)
+# Long enough in stage 1 to be killed in it: 24 steps, a checkpoint every 4.
+RESUMABLE = dict(TINY, train_subset=1536, ckpt_every=4)
+ACC_KEYS = ["fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline", "minmax_baseline"]
+
+
+def upload_demo(d):
+    r = d.upload_model(DEMO_MODEL, name="demo")
+    assert r.status in (200, 201), r
+    return r.json()["id"]
+
+
+def worker_pid(d, index=0):
+    def ready():
+        h = d.get("/v1/health").json()
+        w = h["workers"][index]
+        return w["pid"] if w["alive"] and w.get("blas_core") else None
+    return d.wait_for(ready, timeout=30, what="a ready worker")
+
+
+def wait_stage1_step(d, job_id, step, timeout=300):
+    """Waits until the job is in stage 1 at or past step; returns the job."""
+    def past():
+        j = d.job(job_id)
+        assert j["state"] in ("queued", "running"), j
+        p = j.get("progress") or {}
+        return j if p.get("stage") == "stage1" and p.get("step", 0) >= step else None
+    return d.wait_for(past, timeout=timeout, poll=0.05, what="stage 1 step %d" % step)
+
+
+def tensor_bytes(blob):
+    """A safetensors file's tensor data (everything after the header): equal for equal
+    tensors, whatever the metadata (which names the job) says."""
+    n = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + n]), blob[8 + n:]
+
+
+def claims(d):
+    """{job id: times claimed}, from the workers' log lines."""
+    out = {}
+    for l in d.log_lines():
+        if l.get("source") == "worker" and str(l.get("msg", "")).startswith("claimed"):
+            out[l["job"]] = out.get(l["job"], 0) + 1
+    return out
+
+
+def test_worker_killed_mid_stage1_resumes_to_the_same_model():
+    with Daemon(workers=1, args=["--lease-ms", "3000"]) as d:
+        mid = upload_demo(d)
+        # the reference: the same spec, uninterrupted
+        ref = d.wait_for_state(d.create_job(mid, **RESUMABLE).json()["id"], ["succeeded", "failed"])
+        assert ref["state"] == "succeeded", ref
+
+        j = d.create_job(mid, **RESUMABLE).json()
+        wait_stage1_step(d, j["id"], 10)  # past the checkpoints at steps 4 and 8
+        os.kill(worker_pid(d), signal.SIGKILL)
+        job = d.wait_for_state(j["id"], ["succeeded", "failed"], timeout=600)
+        assert job["state"] == "succeeded", job
+        assert job["attempts"] == 2, job
+        resumed = [l for l in d.log_lines() if l.get("job") == j["id"]
+                   and "resuming stage 1" in str(l.get("msg"))]
+        assert resumed, "the second attempt did not resume from the checkpoint"
+        assert job["metrics"] == ref["metrics"], (job["metrics"], ref["metrics"])
+        a = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % ref["id"]).body
+        b = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % j["id"]).body
+        ha, ta = tensor_bytes(a)
+        hb, tb = tensor_bytes(b)
+        assert ta == tb, "the resumed job's quantized model differs from the uninterrupted one"
+        assert not os.path.exists(os.path.join(d.data_dir, "jobs", j["id"], "stage1.state"))
+
+
+def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts():
+    with Daemon(workers=1, args=["--lease-ms", "3000"]) as d:
+        mid = upload_demo(d)
+        j = d.create_job(mid, max_attempts=2, **RESUMABLE).json()
+        for attempt in (1, 2):
+            wait_stage1_step(d, j["id"], 2)
+            assert d.job(j["id"])["attempts"] == attempt
+            os.kill(worker_pid(d), signal.SIGKILL)
+            if attempt == 1:  # wait until the next incarnation has taken it again
+                d.wait_for(lambda: d.job(j["id"])["attempts"] == 2, timeout=60, what="the retry")
+        job = d.wait_for_state(j["id"], ["failed", "succeeded"], timeout=60)
+        assert job["state"] == "failed", job
+        assert "2 attempts" in job["error"], job["error"]
+
+
+def test_twenty_jobs_two_workers_each_runs_once():
+    with Daemon(workers=2) as d:
+        mid = upload_demo(d)
+        small = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
+                     calib_images=32, qwt_images=32)
+        ids = [d.create_job(mid, seed=i, **small).json()["id"] for i in range(20)]
+        jobs = [d.wait_for_state(i, ["succeeded", "failed", "canceled"], timeout=900) for i in ids]
+        assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs), \
+            [(j["id"], j["state"], j["attempts"], j["error"]) for j in jobs]
+        c = claims(d)
+        assert all(c.get(i) == 1 for i in ids), c
+        # both workers took part
+        workers = {l["worker"] for l in d.log_lines()
+                   if l.get("source") == "worker" and str(l.get("msg", "")).startswith("claimed")}
+        assert len(workers) == 2, workers
+
+
+def test_daemon_killed_while_a_job_runs_then_restarted():
+    with Daemon(workers=1) as d:
+        mid = upload_demo(d)
+        j = d.create_job(mid, **RESUMABLE).json()
+        wait_stage1_step(d, j["id"], 6)
+        pid = worker_pid(d)
+        d.kill()  # SIGKILL: no goodbye; the worker hears of it (parent-death signal)
+        deadline = time.time() + 30
+        while os.path.exists("/proc/%d" % pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists("/proc/%d" % pid), "the orphaned worker kept running"
+        d.restart(workers=1)
+        job = d.wait_for_state(j["id"], ["succeeded", "failed"], timeout=600)
+        assert job["state"] == "succeeded", job
+        assert any("resuming stage 1" in str(l.get("msg")) for l in d.log_lines()
+                   if l.get("job") == j["id"]), "did not resume from the checkpoint"
+
+
+if __name__ == "__main__":
+    run_tests(globals())
