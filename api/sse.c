@@ -51,7 +51,7 @@ int sse_append_event(sse_stream *s, json_t *event) {
     json_int_t id = json_integer_value(json_object_get(event, "id"));
     const char *type = json_string_value(json_object_get(event, "type"));
     /* Compact JSON has no newline, so the whole object is one data: line. */
-    char *data = json_dumps(event, JSON_COMPACT);
+    char *data = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (!data) return -1;
     char head[96];
     int n = snprintf(head, sizeof head, "id: %lld\nevent: %.32s\ndata: ", (long long)id,
