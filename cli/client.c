@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/command.h"
 #include "cli/progress.h"
 #include "config/jobspec.h"
 #include "config/options.h"
@@ -362,22 +363,6 @@ static void conn_init(conn *c) {
     {"token", OPT_STR, &C.token, NULL, 0, 0, "API token (default $GPLQ_TOKEN)"},                                 \
     {"json", OPT_FLAG, &C.json, "0", 0, 0, "print JSON"}
 
-static int parse(const char *name, const char *usage, const opt_spec *specs, int n, int argc,
-                 char **argv) {
-    char err[1024];
-    opt_defaults(specs, n);
-    if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: gplq %s %s\n", name, usage);
-        opt_print_help(specs, n, stdout);
-        return 0;
-    }
-    if (opt_parse(specs, n, argc, argv, err, sizeof err)) {
-        fprintf(stderr, "gplq %s: %s\n", name, err);
-        return 2;
-    }
-    return -1;
-}
-
 static void print_json(json_t *j) {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     printf("%s\n", s ? s : "null");
@@ -481,7 +466,7 @@ int client_submit(int argc, char **argv) {
     int n = 9;
     jobspec_table(&C.js, specs + n);
     n += JOBSPEC_NOPTS;
-    int pc = parse("submit", "--model FILE [--data ID|FILE] [--wait] [--out DIR] [stage options]",
+    int pc = command_parse("submit", "--model FILE [--data ID|FILE] [--wait] [--out DIR] [stage options]",
                    specs, n, argc, argv);
     if (pc >= 0) return pc;
     if (!C.model) {
@@ -559,7 +544,7 @@ int client_jobs(int argc, char **argv) {
         {"limit", OPT_INT, &C.limit, "50", 1, 500, "at most this many"},
         {"job", OPT_STR, &C.job, NULL, 0, 0, "one job, in full"},
     };
-    int pc = parse("jobs", "[--state S] [--limit N] [--job ID]", specs, N_OPTS(specs), argc, argv);
+    int pc = command_parse("jobs", "[--state S] [--limit N] [--job ID]", specs, N_OPTS(specs), argc, argv);
     if (pc >= 0) return pc;
     conn c;
     conn_init(&c);
@@ -596,7 +581,7 @@ int client_jobs(int argc, char **argv) {
 
 int client_cancel(int argc, char **argv) {
     opt_spec specs[] = {CONN_OPTS, {"job", OPT_STR, &C.job, NULL, 0, 0, "the job to cancel"}};
-    int pc = parse("cancel", "--job ID", specs, N_OPTS(specs), argc, argv);
+    int pc = command_parse("cancel", "--job ID", specs, N_OPTS(specs), argc, argv);
     if (pc >= 0) return pc;
     if (!C.job) {
         fprintf(stderr, "gplq cancel: --job is required\n");
@@ -625,7 +610,7 @@ int client_artifacts(int argc, char **argv) {
         {"job", OPT_STR, &C.job, NULL, 0, 0, "the job"},
         {"out", OPT_STR, &C.out, NULL, 0, 0, "download every artifact into this folder (checked against its SHA-256)"},
     };
-    int pc = parse("artifacts", "--job ID [--out DIR]", specs, N_OPTS(specs), argc, argv);
+    int pc = command_parse("artifacts", "--job ID [--out DIR]", specs, N_OPTS(specs), argc, argv);
     if (pc >= 0) return pc;
     if (!C.job) {
         fprintf(stderr, "gplq artifacts: --job is required\n");

@@ -14,6 +14,7 @@
 #include "config/jobspec.h"
 #include "config/options.h"
 #include "cli/client.h"
+#include "cli/command.h"
 #include "cli/progress.h"
 #include "engine/blas.h"
 #include "engine/vit.h"
@@ -67,24 +68,6 @@ static int open_data(const char *name, int train_subset, int eval_subset, ds_set
     if (tr) ds_truncate(tr, train_subset);
     ds_truncate(te, eval_subset);
     return 0;
-}
-
-/* Every command's prologue: defaults, --help, parsing. Returns -1 to go on, else the exit code
- * (0 after --help, 2 on a bad option). */
-static int parse_command(const char *name, const char *usage_args, const opt_spec *specs, int n,
-                         int argc, char **argv) {
-    char err[1024];
-    opt_defaults(specs, n);
-    if (argc > 0 && !strcmp(argv[0], "--help")) {
-        printf("usage: gplq %s %s\n", name, usage_args);
-        opt_print_help(specs, n, stdout);
-        return 0;
-    }
-    if (opt_parse(specs, n, argc, argv, err, sizeof err)) {
-        fprintf(stderr, "gplq %s: %s\n", name, err);
-        return 2;
-    }
-    return -1;
 }
 
 /* ---- train ---- */
@@ -156,7 +139,7 @@ static int on_train_progress(void *ctx, const train_progress *p) {
 
 static int cmd_train(int argc, char **argv) {
     char err[1024];
-    int pc = parse_command("train", "[options]", train_opts, N_OPTS(train_opts), argc, argv);
+    int pc = command_parse("train", "[options]", train_opts, N_OPTS(train_opts), argc, argv);
     if (pc >= 0) return pc;
     blas_set_threads(T.threads);
     log_blas(T.json);
@@ -243,7 +226,7 @@ static const opt_spec eval_opts[] = {
 
 static int cmd_eval(int argc, char **argv) {
     char err[1024];
-    int pc = parse_command("eval", "--model M [options]", eval_opts, N_OPTS(eval_opts), argc, argv);
+    int pc = command_parse("eval", "--model M [options]", eval_opts, N_OPTS(eval_opts), argc, argv);
     if (pc >= 0) return pc;
     if (!E.model) {
         fprintf(stderr, "gplq eval: --model is required\n");
@@ -340,7 +323,7 @@ static int on_quant_progress(void *ctx, const gplq_progress *p) {
 static int cmd_quantize(int argc, char **argv) {
     char err[1024];
     quant_table();
-    int pc = parse_command("quantize", "--model M [--data fashion-mnist] [--out DIR] [options]", quant_opts, N_OPTS(quant_opts), argc, argv);
+    int pc = command_parse("quantize", "--model M [--data fashion-mnist] [--out DIR] [options]", quant_opts, N_OPTS(quant_opts), argc, argv);
     if (pc >= 0) return pc;
     if (!Q.model) {
         fprintf(stderr, "gplq quantize: --model is required\n");
