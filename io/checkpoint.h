@@ -28,6 +28,8 @@ typedef struct {
     float mean[3], std[3];
     int allow_extra;         /* 1: ignore tensors the model does not use (files that carry more
                               * than a model: training checkpoints, test fixtures) */
+    int check_only;          /* 1: check every tensor's presence, shape and dtype but copy no
+                              * weights (the parameters stay zero): the upload inspector */
 } ckpt_hints;
 
 /* Infers the convention and config of an open file. hints optional. */

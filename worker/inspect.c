@@ -23,7 +23,7 @@
 
 static int answer(json_t *obj) {
     int ok = json_is_true(json_object_get(obj, "ok"));
-    char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
     printf("%s\n", s ? s : "{\"ok\": false, \"error\": \"out of memory\"}");
     free(s);
     json_decref(obj);
@@ -49,11 +49,12 @@ int inspect_model_main(int argc, char **argv) {
     char err[1024];
     st_file f;
     if (st_open(&f, path, err, sizeof err)) return refuse(err);
-    /* a full load, not just the header: every tensor's shape and dtype is checked against the
-     * inferred config, so an accepted upload is one a worker can run */
+    /* every tensor's name, shape and dtype is checked against the inferred config, as a full
+     * load does, so an accepted upload is one a worker can load; the weights are not copied
+     * (that was most of an upload's time) */
     vit_model m;
     ckpt_convention conv;
-    ckpt_hints hints = {.num_heads = heads};
+    ckpt_hints hints = {.num_heads = heads, .check_only = 1};
     int rc = ckpt_load_file(&m, &f, &hints, &conv, err, sizeof err);
     st_close(&f);
     if (rc) return refuse(err);
