@@ -58,18 +58,6 @@ static void usage(FILE *f) {
 }
 
 /* mkdir -p */
-static int make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static int run_inspector(void *arg, const char *const *args, json_t **out, char *err,
                          size_t errlen) {
     const gplqd *g = arg;
@@ -144,7 +132,7 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    if (make_dirs(g.c.data_dir)) {
+    if (blob_mkdirs(g.c.data_dir)) {
         fprintf(stderr, "gplqd: cannot create %s: %s\n", g.c.data_dir, strerror(errno));
         return 1;
     }
@@ -154,7 +142,7 @@ int main(int argc, char **argv) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/jobs", g.c.data_dir);
-    make_dirs(path);
+    blob_mkdirs(path);
     /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
      * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
     snprintf(path, sizeof path, "%s/gplqd.lock", g.c.data_dir);

@@ -11,6 +11,7 @@
 #include "api/auth.h"
 #include "api/jlog.h"
 #include "server/cfg.h"
+#include "storage/blob.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -27,18 +28,6 @@ static void usage(FILE *f) {
 }
 
 /* mkdir -p, so that tokens can be made before the daemon's first start. */
-static int make_dirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static void print_json(json_t *v) {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
     if (s) printf("%s\n", s);
@@ -140,7 +129,7 @@ int tokencmd_main(int argc, char **argv) {
         status = 2;
         goto out;
     }
-    if (make_dirs(c.data_dir)) {
+    if (blob_mkdirs(c.data_dir)) {
         fprintf(stderr, "gplqd token: cannot create %s: %s\n", c.data_dir, strerror(errno));
         goto out;
     }

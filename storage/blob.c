@@ -199,3 +199,15 @@ int blob_remove(const char *data_dir, const char *sha256_hex_in) {
     if (!path[0] || unlink(path)) return -1;
     return 0;
 }
+
+int blob_mkdirs(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
+}

@@ -21,6 +21,10 @@ typedef struct {
     int64_t bytes;
 } blob_writer;
 
+/* Creates path and its missing parents (mkdir -p): the data directory and its folders.
+ * 0, or -1 with errno set. */
+int blob_mkdirs(const char *path);
+
 /* Creates DATA_DIR (one level), DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */
 int blob_init(const char *data_dir, char *err, size_t errlen);
 /* Removes every leftover temp file (start-up: uploads that a crash cut off). Returns the count

@@ -193,22 +193,6 @@ static int on_progress(void *ctx, const gplq_progress *p) {
 
 /* ---- files ---- */
 
-static int mkdirs(const char *path, char *err, size_t errlen) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0755) && errno != EEXIST) goto fail;
-    return 0;
-fail:
-    snprintf(err, errlen, "cannot create %.900s: %s", tmp, strerror(errno));
-    return -1;
-}
-
 static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -255,7 +239,10 @@ static int load_data(const worker_env *w, json_t *job, const vit_config *cfg, co
         json_decref(d);
         char cache[4096], blob[4096];
         snprintf(cache, sizeof cache, "%s/cache", w->data_dir);
-        if (mkdirs(cache, err, errlen)) return -1;
+        if (blob_mkdirs(cache)) {
+            snprintf(err, errlen, "cannot create %.900s: %s", cache, strerror(errno));
+            return -1;
+        }
         /* decoded and resized once per (dataset, input shape, split): later jobs and resumed
          * ones read the packed pixels instead of decoding again */
         snprintf(cache, sizeof cache, "%s/cache/%s-c%d-s%d-v%04d-r%d.gds", w->data_dir, sha,
@@ -352,7 +339,10 @@ int job_run(const worker_env *w, json_t *job) {
     snprintf(dir, sizeof dir, "%s/jobs/%s", w->data_dir, id);
     snprintf(state_path, sizeof state_path, "%s/stage1.state", dir);
     snprintf(art, sizeof art, "%s/artifacts", dir);
-    if (mkdirs(dir, err, sizeof err)) return finish(w, id, "failed", err);
+    if (blob_mkdirs(dir)) {
+        snprintf(err, sizeof err, "cannot create %.900s: %s", dir, strerror(errno));
+        return finish(w, id, "failed", err);
+    }
 
     beat b;
     if (beat_start(&b, w, id, err, sizeof err)) return finish(w, id, "failed", err);
