@@ -52,6 +52,8 @@ $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 
 # openapi.c embeds api/openapi.json with .incbin: rebuild it when the document changes.
 $(BUILD)/obj/api/openapi.o: api/openapi.json
+# web.c embeds the dashboard's files the same way (no build step: they are served as they are).
+$(BUILD)/obj/api/web.o: web/index.html web/app.js web/style.css web/charts.js
 
 $(BUILD)/libgplq.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

@@ -25,6 +25,7 @@
 #include "api/metrics.h"
 #include "api/openapi.h"
 #include "api/range.h"
+#include "api/web.h"
 #include "api/webhook.h"
 #include "config/jobspec.h"
 #include "storage/sha256.h"
@@ -51,6 +52,8 @@ void api_response_free(api_response *res) {
     free(res->text);
     res->body = NULL;
     res->text = NULL;
+    res->static_body = NULL; /* borrowed: nothing to release */
+    res->static_len = 0;
     res->fd = -1;
 }
 
@@ -88,6 +91,8 @@ void api_error(api_response *res, int status, const char *code, const char *fiel
     res->fd = -1;
     free(res->text);
     res->text = NULL;
+    res->static_body = NULL;
+    res->static_len = 0;
     res->stream = 0;
     api_json(res, status, json_pack("{s:o}", "error", err));
 }
@@ -986,6 +991,62 @@ static void h_openapi(api_ctx *ctx, const api_request *req, const api_params *p,
     res->content_type = "application/json";
 }
 
+/* ---------------------------------------------------------------- the dashboard */
+
+/* The dashboard's CSP. The page holds the user's API token in sessionStorage, so nothing but
+ * its own files may run or load: no inline script or style, no other origin to send data to,
+ * no framing (clickjacking), no <base> or form that could redirect requests elsewhere. Images
+ * may also be data: and blob: URLs: those are made by the page itself. */
+#define WEB_CSP                                                                                  \
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "     \
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+/* One embedded file (api/web.h), public. Cache-Control: no-cache makes the browser revalidate
+ * every time, so a new gplqd build is picked up at once; the strong ETag keeps that to a 304
+ * while the bytes are the same. The same headers go with the 304, as RFC 9110 asks. */
+static void web_send(const api_request *req, const web_file *f, api_response *res) {
+    api_response_header(res, "ETag", "%s", f->etag);
+    api_response_header(res, "Cache-Control", "no-cache");
+    api_response_header(res, "X-Content-Type-Options", "nosniff");
+    api_response_header(res, "Referrer-Policy", "no-referrer");
+    if (!strncmp(f->content_type, "text/html", 9))
+        api_response_header(res, "Content-Security-Policy", "%s", WEB_CSP);
+    if (range_etag_matches(api_header(req, "If-None-Match"), f->etag)) {
+        api_json(res, 304, NULL);
+        return;
+    }
+    api_json(res, 200, NULL);
+    res->static_body = f->start;
+    res->static_len = web_size(f);
+    res->content_type = f->content_type;
+}
+
+/* GET /: the dashboard's page. */
+static void h_web_index(api_ctx *ctx, const api_request *req, const api_params *p,
+                        api_response *res) {
+    (void)ctx;
+    (void)p;
+    const web_file *f = web_find("index.html");
+    if (!f) {
+        internal(req, res, "index.html is not embedded");
+        return;
+    }
+    web_send(req, f, res);
+}
+
+/* GET /web/{name}: the page's scripts and style sheet (a table lookup: no file system path is
+ * ever built from the name). */
+static void h_web_asset(api_ctx *ctx, const api_request *req, const api_params *p,
+                        api_response *res) {
+    (void)ctx;
+    const web_file *f = web_find(p->v[0]);
+    if (!f) {
+        api_error(res, 404, "not_found", NULL, "no such file: /web/%s", p->v[0]);
+        return;
+    }
+    web_send(req, f, res);
+}
+
 /* ---------------------------------------------------------------- routing */
 
 const api_route api_routes[] = {
@@ -1009,6 +1070,8 @@ const api_route api_routes[] = {
     {"GET", "/v1/jobs/{id}/webhooks", "jobs.webhooks", h_job_webhooks, 0},
     {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
     {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, 0},
+    {"GET", "/", "web.index", h_web_index, API_PUBLIC | API_WEB},
+    {"GET", "/web/{name}", "web.asset", h_web_asset, API_PUBLIC | API_WEB},
 };
 const int api_nroutes = sizeof api_routes / sizeof *api_routes;
 

@@ -9,10 +9,13 @@
  *
  * The route table (api_routes) is the one list of routes: the glue reads it to know which
  * bodies are streamed uploads and which need no token, /metrics counts requests by its names,
- * and the tests walk it, one of them against the OpenAPI document (api/openapi.h) both ways.
+ * and the tests walk it, one of them against the OpenAPI document (api/openapi.h) both ways
+ * (the API_WEB routes aside: the dashboard is not part of the REST API).
  *
- * Auth: every route but the API_PUBLIC ones (/v1/health, /v1/openapi.json, /metrics) needs a
- * live token (api/auth.h); the token's name is the owner the handlers filter by.
+ * Auth: every route but the API_PUBLIC ones (/v1/health, /v1/openapi.json, /metrics, and the
+ * dashboard's page and files at / and /web/{name}, which hold no data: the page sends the
+ * user's token on its API calls) needs a live token (api/auth.h); the token's name is the owner
+ * the handlers filter by.
  *
  * Errors are always {"error": {"code": "...", "message": "..."}} (plus "field" when one field of
  * the request is to blame) with a fitting status; a 500 says "internal error" and the details go
@@ -80,6 +83,12 @@ typedef struct {
      * text of /metrics, the OpenAPI document. Sent as is when body is NULL. */
     char *text;
     size_t text_len;
+    /* A body of static bytes, sent as is when body and text are NULL: borrowed, and it must
+     * outlive the response (the dashboard's files embedded in the binary, api/web.h). The glue
+     * hands the pointer to libmicrohttpd, so a page load copies nothing; text would cost a
+     * malloc and a copy of every file on every request for bytes that never change. */
+    const char *static_body;
+    size_t static_len;
     /* stream 1: instead of a body, the glue streams the Server-Sent Events of job stream_job
      * after event id stream_after (api/sse.h), for as long as the job has events to come. */
     int stream;
@@ -149,6 +158,10 @@ enum {
     API_UPLOAD_MODEL = 1 << 1,   /* the body is a model file, streamed (limits.max_model_bytes) */
     API_UPLOAD_DATASET = 1 << 2, /* the body is a dataset archive, streamed (max_dataset_bytes) */
     API_PUBLIC = 1 << 3,         /* needs no token: health, the OpenAPI document, metrics */
+    /* Not part of the REST API: the browser dashboard's page and files (api/web.h). Left out
+     * of the OpenAPI document, which stays about the REST API (tests/test_api.c holds the
+     * document to the other routes both ways). */
+    API_WEB = 1 << 4,
 };
 #define API_UPLOAD (API_UPLOAD_MODEL | API_UPLOAD_DATASET)
 

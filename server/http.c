@@ -140,6 +140,11 @@ static enum MHD_Result respond(http_req *r, api_response *res) {
         resp = MHD_create_response_from_buffer(res->text_len, res->text, MHD_RESPMEM_MUST_FREE);
         if (resp) res->text = NULL; /* MHD frees it */
         bytes = (int64_t)res->text_len;
+    } else if (res->static_body) {
+        /* static for the life of the process (api.h): MHD sends it in place */
+        resp = MHD_create_response_from_buffer(res->static_len, (void *)res->static_body,
+                                               MHD_RESPMEM_PERSISTENT);
+        bytes = (int64_t)res->static_len;
     } else {
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     }

@@ -20,6 +20,7 @@
 #include "api/openapi.h"
 #include "api/range.h"
 #include "api/sse.h"
+#include "api/web.h"
 #include "api/webhook.h"
 #include "config/jobspec.h"
 #include "storage/blob.h"
@@ -231,7 +232,12 @@ static void make_job(fixture *f, const char *model_id, const char *extra, char o
 TEST(route_table_is_consistent) {
     for (int i = 0; i < api_nroutes; i++) {
         const api_route *r = &api_routes[i];
-        CHECK(!strncmp(r->pattern, "/v1/", 4) || !strcmp(r->pattern, "/metrics"));
+        if (r->flags & API_WEB) /* the dashboard: public pages, outside /v1/ */
+            CHECK_MSG((!strcmp(r->pattern, "/") || !strncmp(r->pattern, "/web/", 5)) &&
+                          (r->flags & API_PUBLIC) && !strcmp(r->method, "GET"),
+                      "%s", r->name);
+        else
+            CHECK(!strncmp(r->pattern, "/v1/", 4) || !strcmp(r->pattern, "/metrics"));
         CHECK(r->handler != NULL);
         for (int j = 0; j < i; j++) CHECK_MSG(strcmp(api_routes[j].name, r->name), "duplicate name %s", r->name);
         /* each pattern, with its parameters filled, routes back to itself */
@@ -1361,9 +1367,13 @@ TEST(openapi_describes_every_route_and_only_routes) {
     CHECK(!strcmp(str(doc, "openapi"), "3.1.0"));
     CHECK(json_object_get(json_object_get(json_object_get(doc, "components"), "securitySchemes"), "bearerAuth"));
     json_t *paths = json_object_get(doc, "paths");
-    /* each route the router knows is described, as the route it is */
+    /* each route the router knows is described, as the route it is; the dashboard's routes
+     * (API_WEB) are not the REST API and are left out of the document */
+    int nrest = 0;
     for (int i = 0; i < api_nroutes; i++) {
         const api_route *r = &api_routes[i];
+        if (r->flags & API_WEB) continue;
+        nrest++;
         char m[8];
         size_t k = 0;
         for (; r->method[k] && k < sizeof m - 1; k++) m[k] = (char)(r->method[k] | 0x20);
@@ -1408,11 +1418,12 @@ TEST(openapi_describes_every_route_and_only_routes) {
             described++;
             int found = 0;
             for (int i = 0; i < api_nroutes; i++)
-                found |= !strcasecmp(api_routes[i].method, verbs[v]) && !strcmp(api_routes[i].pattern, path);
+                found |= !(api_routes[i].flags & API_WEB) &&
+                         !strcasecmp(api_routes[i].method, verbs[v]) && !strcmp(api_routes[i].pattern, path);
             CHECK_MSG(found, "api/openapi.json describes %s %s, which no route serves", verbs[v], path);
         }
     }
-    CHECK_MSG(described == api_nroutes, "%d operations described, %d routes", described, api_nroutes);
+    CHECK_MSG(described == nrest, "%d operations described, %d REST routes", described, nrest);
     check_refs(doc, doc);
     json_decref(doc);
     /* the embedded copy is the file in the tree */
@@ -1502,6 +1513,107 @@ TEST(metrics_text) {
     }
     free(copy);
     api_response_free(&res);
+    fx_close(&f);
+}
+
+/* ---------------------------------------------------------------- the dashboard */
+
+/* web/NAME as it is on disk now, in a new buffer (free()), its size in *n; NULL if unreadable. */
+static char *read_src(const char *name, size_t *n) {
+    char file[1024];
+    snprintf(file, sizeof file, "%s/web/%s", GPLQ_SRC_DIR, name);
+    FILE *fp = fopen(file, "rb");
+    if (!fp) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, fp)) > 0;) {
+        len += got;
+        if (len == cap) buf = realloc(buf, cap *= 2);
+    }
+    fclose(fp);
+    *n = len;
+    return buf;
+}
+
+TEST(web_dashboard_served_without_a_token) {
+    fixture f;
+    fx_open(&f);
+    f.ctx.auth = 1; /* the page and its files need no token; the API still does */
+    api_response res;
+    /* GET /: the page, its bytes as in the tree, with the headers that keep other origins out */
+    CHECK(call(&f, &res, "GET", "/", NULL, NULL, NULL) == 200);
+    CHECK(res.content_type && !strcmp(res.content_type, "text/html; charset=utf-8"));
+    CHECK(!res.body && !res.text && res.static_body);
+    size_t n = 0;
+    char *disk = read_src("index.html", &n);
+    CHECK_MSG(disk, "cannot read web/index.html");
+    CHECK_MSG(disk && n == res.static_len && !memcmp(disk, res.static_body, n),
+              "web/index.html changed since api/web.c was compiled: rebuild (make)");
+    free(disk);
+    const char *csp = header(&res, "Content-Security-Policy");
+    CHECK(csp && strstr(csp, "default-src 'self'") && strstr(csp, "script-src 'self'") &&
+          strstr(csp, "frame-ancestors 'none'") && !strstr(csp, "unsafe"));
+    CHECK(header(&res, "X-Content-Type-Options") && !strcmp(header(&res, "X-Content-Type-Options"), "nosniff"));
+    CHECK(header(&res, "Referrer-Policy") && !strcmp(header(&res, "Referrer-Policy"), "no-referrer"));
+    CHECK(header(&res, "Cache-Control") && !strcmp(header(&res, "Cache-Control"), "no-cache"));
+    char etag[80];
+    snprintf(etag, sizeof etag, "%s", header(&res, "ETag") ? header(&res, "ETag") : "");
+    CHECK(strlen(etag) == 66 && etag[0] == '"' && etag[65] == '"');
+    api_response_free(&res);
+    /* the ETag is the content's SHA-256 */
+    const web_file *wf = web_find("index.html");
+    uint8_t d[32];
+    char hex[65];
+    sha256(wf->start, web_size(wf), d);
+    sha256_hex(d, hex);
+    CHECK(!strncmp(etag + 1, hex, 64) && !strcmp(wf->etag, etag));
+    /* HEAD answers as GET (the glue drops the body) */
+    CHECK(call(&f, &res, "HEAD", "/", NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    /* revalidation: a matching If-None-Match is a 304 without a body, same ETag */
+    CHECK(call(&f, &res, "GET", "/", NULL, NULL, "If-None-Match", etag, NULL) == 304);
+    CHECK(!res.body && !res.text && !res.static_body && res.fd < 0);
+    CHECK(header(&res, "ETag") && !strcmp(header(&res, "ETag"), etag));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", "/", NULL, NULL, "If-None-Match", "\"stale\"", NULL) == 200);
+    api_response_free(&res);
+    /* the assets, each with its own type and tag; the CSP goes on the page only */
+    const char *names[] = {"app.js", "charts.js", "style.css"};
+    const char *types[] = {"text/javascript; charset=utf-8", "text/javascript; charset=utf-8",
+                           "text/css; charset=utf-8"};
+    for (int i = 0; i < 3; i++) {
+        char url[64];
+        snprintf(url, sizeof url, "/web/%s", names[i]);
+        CHECK_MSG(call(&f, &res, "GET", url, NULL, NULL, NULL) == 200, "%s", url);
+        CHECK_MSG(res.content_type && !strcmp(res.content_type, types[i]), "%s: %s", url, res.content_type);
+        CHECK(header(&res, "ETag") && header(&res, "X-Content-Type-Options"));
+        CHECK(!header(&res, "Content-Security-Policy"));
+        disk = read_src(names[i], &n);
+        CHECK_MSG(disk && n == res.static_len && !memcmp(disk, res.static_body, n),
+                  "web/%s changed since api/web.c was compiled: rebuild (make)", names[i]);
+        free(disk);
+        char tag[80];
+        snprintf(tag, sizeof tag, "%s", header(&res, "ETag") ? header(&res, "ETag") : "");
+        api_response_free(&res);
+        CHECK(call(&f, &res, "GET", url, NULL, NULL, "If-None-Match", tag, NULL) == 304);
+        api_response_free(&res);
+    }
+    /* an unknown name is a JSON 404 like any other; names are looked up, never opened */
+    const char *missing[] = {"/web/nope", "/web/..", "/web/index.htm", "/web/%2e%2e%2fapi.c"};
+    for (int i = 0; i < 4; i++) {
+        CHECK_MSG(call(&f, &res, "GET", missing[i], NULL, NULL, NULL) == 404, "%s", missing[i]);
+        CHECK(!strcmp(err_code(&res), "not_found") && !strcmp(res.content_type, "application/json"));
+        api_response_free(&res);
+    }
+    CHECK(call(&f, &res, "GET", "/web/", NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/", "{}", NULL, NULL) == 405);
+    CHECK(header(&res, "Allow") && !strcmp(header(&res, "Allow"), "GET, HEAD"));
+    api_response_free(&res);
+    /* while the API itself still wants a token */
+    CHECK(call(&f, &res, "GET", "/v1/jobs", NULL, NULL, NULL) == 401);
+    api_response_free(&res);
+    CHECK(web_find("nope") == NULL && web_find(NULL) == NULL);
     fx_close(&f);
 }
 

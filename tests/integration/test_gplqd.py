@@ -111,6 +111,48 @@ def test_concurrent_requests():
         assert not errors, errors[:3]
 
 
+def test_dashboard_page_and_files():
+    """GET / and /web/* over the wire: the embedded bytes of web/, their types, no token
+    needed, the CSP on the page, an ETag round trip to 304, HEAD, and /metrics counting them."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with Daemon(workers=0) as d:
+        r = d.get("/", token=None)
+        assert r.status == 200 and r.headers["content-type"] == "text/html; charset=utf-8", r
+        with open(os.path.join(root, "web", "index.html"), "rb") as f:
+            assert r.body == f.read(), "web/index.html changed since gplqd was built"
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, csp
+        assert r.headers["x-content-type-options"] == "nosniff", r.headers
+        assert r.headers["referrer-policy"] == "no-referrer", r.headers
+        assert r.headers["cache-control"] == "no-cache" and r.headers.get("x-request-id"), r.headers
+        etag = r.headers["etag"]
+        r = d.get("/", token=None, headers={"If-None-Match": etag})
+        assert r.status == 304 and r.body == b"" and r.headers["etag"] == etag, r
+
+        r = d.get("/web/style.css", token=None)
+        assert r.status == 200 and r.headers["content-type"] == "text/css; charset=utf-8", r
+        with open(os.path.join(root, "web", "style.css"), "rb") as f:
+            assert r.body == f.read()
+        assert "content-security-policy" not in r.headers, r.headers
+        tag = r.headers["etag"]
+        assert tag != etag or r.body == d.get("/", token=None).body
+        r = d.get("/web/style.css", token=None, headers={"If-None-Match": tag})
+        assert r.status == 304 and r.body == b"", r
+        r = d.request("HEAD", "/web/app.js", token=None)
+        assert r.status == 200 and r.body == b"", r
+        assert r.headers["content-type"] == "text/javascript; charset=utf-8", r.headers
+        assert r.headers["content-length"] == str(os.path.getsize(os.path.join(root, "web", "app.js")))
+        r = d.get("/web/nope", token=None)
+        assert r.status == 404 and r.error()["code"] == "not_found", r
+        assert d.get("/v1/jobs", token=None).status == 401  # the API still wants a token
+
+        m = d.get("/metrics", token=None).body.decode()
+        for want in ('gplq_http_requests_total{route="web.index",code="200"} 1',
+                     'gplq_http_requests_total{route="web.index",code="304"} 1',
+                     'gplq_http_requests_total{route="web.asset",code="404"} 1'):
+            assert want in m, (want, m)
+
+
 # ---------------------------------------------------------------- uploads
 
 def test_model_upload_same_bytes_same_model():
