@@ -32,7 +32,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
-.PHONY: all test bench san clean deps help demo
+.PHONY: all test bench san clean deps help demo stop
 all: $(PROGRAMS) $(TESTS)
 
 help:
@@ -41,7 +41,8 @@ help:
 	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
-	@echo "make demo       install deps if missing, build, evaluate the committed demo model"
+	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
+	@echo "make stop       stop the gplqd that make demo started (SIGTERM, waits for it to drain)"
 
 deps:
 	bash scripts/install-deps.sh
@@ -90,10 +91,15 @@ san:
 	$(MAKE) BUILD=build/san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh build/san
 
-# The main job on embedded defaults: the committed demo model on the Fashion-MNIST test set.
+# The main job on embedded defaults, through the service: gplqd (started, or reused) quantizes
+# the committed demo model on Fashion-MNIST; scripts/demo.sh says what it does and its options.
 demo: deps
 	$(MAKE) all
-	$(BUILD)/gplq eval --model models/vit-fmnist.safetensors --data fashion-mnist
+	bash scripts/demo.sh $(BUILD)
+
+# The gplqd that make demo left running (GPLQ_DEMO_DATA names its data dir, default var).
+stop:
+	bash scripts/demo.sh --stop
 
 bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1
 	bash scripts/install-deps.sh --bench
