@@ -32,7 +32,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
-.PHONY: all test bench san clean deps help demo stop
+.PHONY: all test-deps test bench san clean deps help demo stop
 all: $(PROGRAMS) $(TESTS)
 
 help:
@@ -82,12 +82,21 @@ $(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc
 $(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
-test: deps
+test: test-deps
 	$(MAKE) all
 	bash tests/run.sh $(BUILD)
 
+# What the tests need beyond the build: chromium (Debian's), and playwright-core from the npm
+# registry at the version package-lock.json pins (no browser download: it drives chromium).
+test-deps:
+	bash scripts/install-deps.sh --test
+	$(MAKE) tests/browser/node_modules/.package-lock.json
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+
 # ASan + UBSan: a separate build tree, same tests.
-san:
+san: test-deps
 	$(MAKE) BUILD=build/san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh build/san
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs every Debian package gplq needs to build, test and benchmark.
 # Idempotent and quick when all is present: apt-get runs only for what is missing.
-# Usage: scripts/install-deps.sh [--bench]   (--bench adds PyTorch, only used by `make bench`
-# and by tests/ref/*.py, which regenerate the committed reference fixtures)
+# Usage: scripts/install-deps.sh [--test] [--bench]
+#   --test   adds what `make test` needs beyond the build: Debian's chromium for the dashboard's
+#            browser test, and Node.js with npm (for playwright-core, tests/browser) if absent
+#   --bench  adds PyTorch and wrk, only used by `make bench` and by tests/ref/*.py, which
+#            regenerate the committed reference fixtures
 set -euo pipefail
 
 pkgs=(
@@ -20,9 +23,19 @@ pkgs=(
   python3                    # the integration tests (standard library only) and bench scripts
   dataset-fashion-mnist      # the built-in dataset
 )
-if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(python3-torch wrk)
-fi
+for arg in "$@"; do
+  case $arg in
+    --test)
+      pkgs+=(chromium)
+      # Node.js may come from Debian (nodejs + npm) or from NodeSource (one nodejs package
+      # that has npm inside, and conflicts with Debian's npm): ask for Debian's only if absent.
+      command -v node >/dev/null || pkgs+=(nodejs)
+      command -v npm >/dev/null || pkgs+=(npm)
+      ;;
+    --bench) pkgs+=(python3-torch wrk) ;;
+    *) echo "install-deps: unknown option $arg (use --test, --bench)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${pkgs[@]}"; do

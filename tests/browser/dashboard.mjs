@@ -1,0 +1,159 @@
+// dashboard.mjs: the dashboard in a real browser (Debian's chromium, headless, driven by
+// playwright-core; no browser download), against a real gplqd that
+// tests/integration/test_dashboard.py started. Usage:
+//
+//   node dashboard.mjs SCENARIO URL TOKEN OUTDIR [ARGS...]
+//
+// Each scenario does what a user does, saves screenshots under OUTDIR, and prints one JSON
+// line with what it saw; the Python test checks that against the API. Any failure (an
+// exception, a console error, an uncaught page error) exits 1 with the reason.
+//   job MODEL    sign in (a wrong token first), upload MODEL, submit a job on a training
+//                subset, watch the progress bar to the end, read the accuracy chart, download
+//                model.q.safetensors
+//   cancel JOB   cancel the running JOB from the jobs table, then delete it
+import {chromium} from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const [scenario, url, token, outdir, ...rest] = process.argv.slice(2);
+fs.mkdirSync(outdir, {recursive: true});
+const problems = [];
+const browser = await chromium.launch({
+  executablePath: process.env.GPLQ_CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  // No sandbox (CI runs as root), no GPU, and none of Chromium's own connections: the machine's
+  // network is closed and tests talk to loopback only.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+const context = await browser.newContext({viewport: {width: 1280, height: 800}, acceptDownloads: true});
+const page = await context.newPage();
+page.on('pageerror', e => problems.push(`page error: ${e.message}`));
+let expect401 = false; // the browser logs the refused token's 401 as a console error
+page.on('console', m => {
+  if (m.type() === 'error' && !(expect401 && / 401 /.test(m.text()))) problems.push(`console: ${m.text()}`);
+});
+page.on('dialog', d => d.accept()); // the confirm() of Cancel and Delete
+page.setDefaultTimeout(30000);
+let shot = 0;
+const screenshot = async (name, full) => {
+  const file = path.join(outdir, `${scenario}-${String(++shot).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({path: file, fullPage: !!full});
+  return file;
+};
+
+async function signIn(withWrongTokenFirst) {
+  await page.goto(url);
+  await page.getByLabel('API token').waitFor();
+  if (withWrongTokenFirst) {
+    expect401 = true;
+    await page.getByLabel('API token').fill('gplq_t_0000000000000000' + 'x'.repeat(43));
+    await page.getByRole('button', {name: 'Sign in'}).click();
+    await page.getByText('This token was refused').waitFor();
+    expect401 = false;
+    await screenshot('wrong-token');
+  }
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', {name: 'Sign in'}).click();
+  await page.getByRole('heading', {name: 'Jobs'}).waitFor();
+}
+
+async function scenarioJob(model) {
+  const seen = {};
+  await signIn(true);
+  await screenshot('jobs-empty');
+  await page.getByRole('link', {name: 'New job'}).first().click();
+  await page.locator('#submit').waitFor();
+  await page.setInputFiles('#model-file', model);
+  // A job that ends in about a minute on 2 cores: a training subset, smaller calibrations.
+  await page.getByLabel('Training images').fill('1024');
+  await page.getByLabel('Test images').fill('500');
+  await page.locator('details summary').click();
+  await page.getByLabel('PCA samples').fill('1000');
+  await page.getByLabel('Calibration images').fill('128');
+  await page.getByLabel('QwT images').fill('128');
+  await page.getByLabel('Batch size').fill('64');
+  await screenshot('new-job', true);
+  await page.getByRole('button', {name: 'Quantize'}).click();
+  await page.waitForURL(/#\/jobs\/j_/, {timeout: 60000});
+  seen.job = page.url().split('#/jobs/')[1];
+  seen.model_status = await page.locator('.upload-status').first().textContent().catch(() => null);
+
+  // The progress bar, sampled until the job ends: it must move, and reach 100.
+  const bar = page.locator('.progress-box [role=progressbar]').first();
+  const values = [];
+  let shotRunning = false;
+  const deadline = Date.now() + 300000;
+  for (;;) {
+    const state = await page.locator('#job-state').textContent().catch(() => '');
+    const v = Number(await bar.getAttribute('aria-valuenow'));
+    if (values[values.length - 1] !== v) values.push(v);
+    if (!shotRunning && state === 'running' && v > 20 &&
+        Number(await page.locator('#loss-chart path.line').first().getAttribute('data-points').catch(() => 0)) >= 3) {
+      await screenshot('job-running', true);
+      shotRunning = true;
+    }
+    if (['succeeded', 'failed', 'canceled'].includes(state)) { seen.state = state; break; }
+    if (Date.now() > deadline) throw new Error(`the job did not end in 300 s (progress ${values.join(' ')})`);
+    await page.waitForTimeout(250);
+  }
+  seen.progress = values;
+  await page.locator('#artifacts table').waitFor();
+  await page.locator('#qwt table').waitFor();
+  seen.loss_points = Number(await page.locator('#loss-chart path.line').first().getAttribute('data-points'));
+  seen.accuracy = {};
+  for (const t of await page.locator('#accuracy-chart text.value').all())
+    seen.accuracy[await t.getAttribute('data-key')] = await t.textContent();
+  seen.accuracy_label = await page.locator('#accuracy-chart svg').getAttribute('aria-label');
+  seen.qwt_rows = await page.locator('#qwt tbody tr').count();
+  seen.timeline = await page.locator('.timeline li').evaluateAll(ls => ls.map(l => l.className));
+  await screenshot('job-done', true);
+
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', {name: 'Download model.q.safetensors'}).click(),
+  ]);
+  seen.download = path.join(outdir, download.suggestedFilename());
+  await download.saveAs(seen.download);
+
+  await page.getByRole('link', {name: 'Jobs', exact: true}).click();
+  await page.locator(`tr[data-job="${seen.job}"]`).waitFor();
+  seen.table_state = await page.locator(`tr[data-job="${seen.job}"] .state`).textContent();
+  await screenshot('jobs-after');
+  return seen;
+}
+
+async function scenarioCancel(job) {
+  const seen = {job};
+  await signIn(false);
+  const row = page.locator(`tr[data-job="${job}"]`);
+  await row.waitFor();
+  // Live through the event stream: the bar moves while we look at it (the test made the job long).
+  const bar = row.locator('[role=progressbar]');
+  await page.waitForFunction(el => Number(el.getAttribute('aria-valuenow')) > 0, await bar.elementHandle(), {timeout: 120000});
+  seen.progress_before_cancel = Number(await bar.getAttribute('aria-valuenow'));
+  seen.label_before_cancel = await row.locator('.progress-label').textContent();
+  await screenshot('jobs-running');
+  await row.getByRole('button', {name: `Cancel job ${job}`}).click();
+  await row.locator('.state', {hasText: 'canceled'}).waitFor({timeout: 60000});
+  seen.state = 'canceled';
+  await screenshot('jobs-canceled');
+  await row.getByRole('button', {name: `Delete job ${job}`}).click();
+  await row.waitFor({state: 'detached'});
+  seen.deleted = true;
+  return seen;
+}
+
+let result, failed = false;
+try {
+  if (scenario === 'job') result = await scenarioJob(rest[0]);
+  else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
+  else throw new Error(`unknown scenario ${scenario}`);
+} catch (e) {
+  failed = true;
+  problems.push(e.stack || String(e));
+  await screenshot('failure', true).catch(() => {});
+}
+await browser.close();
+console.log(JSON.stringify({scenario, result, problems}));
+process.exit(failed || problems.length ? 1 : 0);

@@ -1,0 +1,128 @@
+"""The dashboard in a real browser against a real gplqd.
+
+tests/browser/dashboard.mjs drives Debian's chromium (headless, through playwright-core, no
+browser download) the way a user would; this file starts gplqd, runs it, and holds what the
+browser saw to what the API says: the accuracy chart's numbers are the job's metrics, the
+downloaded file is the artifact (SHA-256), the progress bar moved and reached 100, a canceled
+and deleted job is gone from the API too. Screenshots go to $GPLQ_BUILD/test-output/dashboard/.
+
+`make test` installs chromium (scripts/install-deps.sh --test) and playwright-core
+(npm ci in tests/browser, from the committed package-lock.json) first.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+
+from gplqd_harness import BUILD, DEMO_MODEL, ROOT, Daemon, run_tests
+from jobs_common import ACC_KEYS, upload_demo
+
+BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
+OUT = os.path.join(BUILD, "test-output", "dashboard")
+
+
+def browse(scenario, d, *args, timeout=420):
+    """Runs one scenario of dashboard.mjs; returns what it saw (fails with its problems)."""
+    assert os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")), \
+        "playwright-core is not installed: make test runs npm ci in tests/browser"
+    assert os.path.exists("/usr/bin/chromium"), "no /usr/bin/chromium: scripts/install-deps.sh --test"
+    p = subprocess.run(["node", "dashboard.mjs", scenario, d.url + "/", d.token, OUT] + list(args),
+                       cwd=BROWSER_DIR, capture_output=True, text=True, timeout=timeout)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {}
+    assert p.returncode == 0 and out, "browser scenario %s failed (exit %d):\n%s\n%s" % (
+        scenario, p.returncode, "\n".join(out.get("problems", [])), p.stderr[-3000:])
+    return out["result"]
+
+
+def pngs(prefix):
+    return sorted(f for f in os.listdir(OUT) if f.startswith(prefix) and f.endswith(".png"))
+
+
+def test_a_job_from_upload_to_download_in_the_browser():
+    shutil.rmtree(OUT, ignore_errors=True)
+    # Both cores for the one job (the harness defaults to 1 thread): the test waits on it.
+    with Daemon(workers=1, env={"OMP_NUM_THREADS": "2"}) as d:
+        seen = browse("job", d, DEMO_MODEL)
+        assert seen["state"] == "succeeded", seen
+        job = d.job(seen["job"])
+        assert job["state"] == "succeeded"
+        spec = job["spec"]
+        # What the form sent: the user's choices, the server's defaults for the rest.
+        assert (spec["train_subset"], spec["eval_subset"], spec["batch_size"]) == (1024, 500, 64), spec
+        assert (spec["wbits"], spec["abits"], spec["baselines"]) == (4, 4, True), spec
+
+        # The bar moved while the job ran (several values, never backwards) and reached 100.
+        prog = seen["progress"]
+        assert len(prog) >= 4 and prog[-1] == 100, prog
+        assert all(a <= b for a, b in zip(prog, prog[1:])), prog
+
+        # The chart shows the job's measured accuracies, each to two decimals of a percent.
+        want = {k: "%.2f%%" % (job["metrics"][k] * 100) for k in ACC_KEYS}
+        assert seen["accuracy"] == want, (seen["accuracy"], want)
+        assert "GPLQ W4A4 %s" % want["gplq"] in seen["accuracy_label"], seen["accuracy_label"]
+
+        # Stage-1 loss curve from the event stream, QwT rows from report.json, a full timeline.
+        assert seen["loss_points"] >= 2, seen
+        report = d.get("/v1/jobs/%s/artifacts/report.json" % seen["job"]).json()
+        assert seen["qwt_rows"] == len(report["diagnostics"]["blocks"]) == 6, seen
+        assert seen["timeline"] == ["done"] * 5, seen["timeline"]
+        assert seen["table_state"] == "succeeded"
+
+        # The download is the artifact, byte for byte.
+        arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % seen["job"]).json()["artifacts"]}
+        with open(seen["download"], "rb") as f:
+            data = f.read()
+        assert len(data) == arts["model.q.safetensors"]["bytes"]
+        assert hashlib.sha256(data).hexdigest() == arts["model.q.safetensors"]["sha256"]
+
+    shots = pngs("job-")
+    for name in ("wrong-token", "new-job", "job-running", "job-done", "jobs-after"):
+        assert any(name in s for s in shots), (name, shots)
+    for s in shots:
+        with open(os.path.join(OUT, s), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", s
+
+
+def test_cancel_and_delete_from_the_jobs_table():
+    with Daemon(workers=1) as d:
+        model = upload_demo(d)
+        # Long enough to be running while the browser looks at it: all 60,000 training images.
+        r = d.create_job(model, eval_subset=200, baselines=False, pca_samples=256)
+        assert r.status == 201, r
+        job = r.json()["id"]
+        seen = browse("cancel", d, job)
+        assert seen["progress_before_cancel"] > 0 and seen["deleted"], seen
+        assert d.get("/v1/jobs/" + job).status == 404
+        assert d.get("/v1/jobs").json()["jobs"] == []
+    assert pngs("cancel-"), os.listdir(OUT)
+
+
+def test_the_forms_defaults_are_the_option_tables():
+    """The new-job form shows the defaults of /v1/openapi.json; they must be the ones the
+    worker uses, which `gplq quantize --help` prints from the same option table."""
+    import re
+    helptext = subprocess.run([os.path.join(BUILD, "gplq"), "quantize", "--help"],
+                              capture_output=True, text=True).stdout + \
+        subprocess.run([os.path.join(BUILD, "gplq"), "quantize", "--help"],
+                       capture_output=True, text=True).stderr
+    with Daemon(workers=0) as d:
+        props = d.get("/v1/openapi.json", token=None).json()["components"]["schemas"]["JobCreate"]["properties"]
+    checked = 0
+    for m in re.finditer(r"^\s+--([a-z-]+) (N|X)\s+.*\(default ([^)]+)\)\s*$", helptext, re.M):
+        name = m.group(1).replace("-", "_")
+        if name not in props:
+            continue
+        assert float(props[name]["default"]) == float(m.group(3)), (name, props[name], m.group(3))
+        checked += 1
+    for flag in ("baselines", "qwt", "hflip", "percentile_init"):
+        line = [l for l in helptext.splitlines() if l.strip().startswith("--" + flag.replace("_", "-") + " ")]
+        assert line, flag
+        on = "--no-" in line[0] or "to skip" in line[0]
+        assert props[flag]["default"] == on, (flag, props[flag], line[0])
+    assert checked >= 15, checked
+
+
+if __name__ == "__main__":
+    run_tests(globals())
