@@ -215,9 +215,13 @@ static void show_progress(progress *bar, json_t *job) {
                         json_integer_value(json_object_get(p, "total")),
                         json_number_value(json_object_get(l, "ce")),
                         json_number_value(json_object_get(l, "pca")), etas);
-    else
-        progress_update(bar, f, 0, "%s %s ETA %s", stage ? stage : "queued",
-                        json_string_value(json_object_get(p, "part")) ?: "", etas);
+    else {
+        /* "evaluate gplq", "calibrate ptq_baseline"; a part named as its stage ("stage2") once */
+        const char *part = json_string_value(json_object_get(p, "part"));
+        if (!part || (stage && !strcmp(part, stage))) part = "";
+        progress_update(bar, f, 0, "%s%s%s ETA %s", stage ? stage : "queued", *part ? " " : "",
+                        part, etas);
+    }
 }
 
 typedef struct {
