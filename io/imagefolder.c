@@ -834,8 +834,15 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
     archive_read_support_filter_zstd(a);
     archive_read_support_format_all(a);
     if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
-        set_err(err, errlen, "cannot open %s: %s", path,
-                archive_error_string(a) ? archive_error_string(a) : strerror(errno));
+        /* libarchive's "unrecognized or invalid format" is EILSEQ on Linux (its
+         * ARCHIVE_ERRNO_FILE_FORMAT, defined only inside libarchive) */
+        if (archive_errno(a) == EILSEQ || archive_errno(a) == 0)
+            set_err(err, errlen, "%s is not an archive of an image folder (tar, tar.gz, tar.bz2, "
+                    "tar.xz, tar.zst or zip): %s", path,
+                    archive_error_string(a) ? archive_error_string(a) : "unknown format");
+        else
+            set_err(err, errlen, "cannot open %s: %s", path,
+                    archive_error_string(a) ? archive_error_string(a) : strerror(errno));
         goto out;
     }
     for (;;) {

@@ -507,6 +507,7 @@ function uploadBox() {
     text.textContent = f < 1 ? `uploading ${what}: ${(f * 100).toFixed(0)}%` : `checking ${what}...`;
   };
   box.done = msg => { text.textContent = msg; };
+  box.busy = () => /^(uploading|checking) /.test(text.textContent);
   return box;
 }
 
@@ -605,6 +606,7 @@ function viewNew(main) {
         const job = await api('POST', '/v1/jobs', body);
         location.hash = `#/jobs/${job.id}`;
       } catch (err) {
+        for (const box of [modelUp, dataUp]) if (!box.hidden && box.busy()) box.done('refused (see below)');
         status.textContent = err.field ? `${LABELS[err.field] || err.field}: ${err.message}` : err.message;
         const bad = err.field && form.elements[err.field];
         if (bad) bad.focus();

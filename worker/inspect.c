@@ -35,6 +35,21 @@ static int refuse(const char *msg) {
     return answer(json_pack("{s:b, s:s}", "ok", 0, "error", msg));
 }
 
+/* The readers name the file they were given; here that is gplqd's temporary path, which means
+ * nothing to the user (and is the server's business), so it becomes "the uploaded file". */
+static int refuse_upload(const char *msg, const char *path) {
+    char out[2048];
+    size_t n = 0, plen = strlen(path);
+    const char *at;
+    while (plen && (at = strstr(msg, path)) && n < sizeof out) {
+        n += (size_t)snprintf(out + n, sizeof out - n, "%.*s%s", (int)(at - msg), msg,
+                              "the uploaded file");
+        msg = at + plen;
+    }
+    if (n < sizeof out) snprintf(out + n, sizeof out - n, "%s", msg);
+    return refuse(out);
+}
+
 int inspect_model_main(int argc, char **argv) {
     const char *path = NULL;
     int heads = 0;
@@ -48,7 +63,7 @@ int inspect_model_main(int argc, char **argv) {
 
     char err[1024];
     st_file f;
-    if (st_open(&f, path, err, sizeof err)) return refuse(err);
+    if (st_open(&f, path, err, sizeof err)) return refuse_upload(err, path);
     /* every tensor's name, shape and dtype is checked against the inferred config, as a full
      * load does, so an accepted upload is one a worker can load; the weights are not copied
      * (that was most of an upload's time) */
@@ -57,7 +72,7 @@ int inspect_model_main(int argc, char **argv) {
     ckpt_hints hints = {.num_heads = heads, .check_only = 1};
     int rc = ckpt_load_file(&m, &f, &hints, &conv, err, sizeof err);
     st_close(&f);
-    if (rc) return refuse(err);
+    if (rc) return refuse_upload(err, path);
     json_t *out = json_pack("{s:b, s:o, s:s, s:I}", "ok", 1, "config", ckpt_config_json(&m.cfg),
                             "convention", ckpt_convention_name(conv), "params",
                             (json_int_t)m.num_params);
@@ -72,6 +87,6 @@ int inspect_dataset_main(int argc, char **argv) {
     imgf_limits lim;
     imgf_limits_default(&lim);
     json_t *summary = NULL;
-    if (imgf_inspect(argv[0], &lim, &summary, err, sizeof err)) return refuse(err);
+    if (imgf_inspect(argv[0], &lim, &summary, err, sizeof err)) return refuse_upload(err, argv[0]);
     return answer(json_pack("{s:b, s:o}", "ok", 1, "summary", summary));
 }

@@ -11,6 +11,8 @@
 //                subset, watch the progress bar to the end, read the accuracy chart, download
 //                model.q.safetensors
 //   cancel JOB   cancel the running JOB from the jobs table, then delete it
+//   dataset MODEL_ID BAD GOOD   pick the uploaded model, upload BAD as a dataset (the server's
+//                reason must show), then GOOD (a tar.gz image folder), submit a small job on it
 import {chromium} from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -29,9 +31,13 @@ const browser = await chromium.launch({
 const context = await browser.newContext({viewport: {width: 1280, height: 800}, acceptDownloads: true});
 const page = await context.newPage();
 page.on('pageerror', e => problems.push(`page error: ${e.message}`));
-let expect401 = false; // the browser logs the refused token's 401 as a console error
+// The browser logs a refused request (the wrong token's 401, the bad upload's 422) as a console
+// error; those two are expected, any other is a problem.
+let expect401 = false, expect422 = false;
 page.on('console', m => {
-  if (m.type() === 'error' && !(expect401 && / 401 /.test(m.text()))) problems.push(`console: ${m.text()}`);
+  if (m.type() !== 'error') return;
+  if ((expect401 && / 401 /.test(m.text())) || (expect422 && / 422 /.test(m.text()))) return;
+  problems.push(`console: ${m.text()}`);
 });
 page.on('dialog', d => d.accept()); // the confirm() of Cancel and Delete
 page.setDefaultTimeout(30000);
@@ -144,10 +150,42 @@ async function scenarioCancel(job) {
   return seen;
 }
 
+async function scenarioDataset(modelId, bad, good) {
+  const seen = {};
+  await signIn(false);
+  await page.getByRole('link', {name: 'New job'}).first().click();
+  await page.locator('#submit').waitFor();
+  await page.getByLabel('An uploaded model').selectOption(modelId);
+  await page.getByLabel('Training images').fill('0');
+  await page.getByLabel('Test images').fill('0');
+  await page.getByLabel('Batch size').fill('64');
+  await page.getByLabel('Calibration images').fill('64');
+  await page.getByLabel('QwT images').fill('64');
+  await page.locator('details summary').click();
+  await page.getByLabel('PCA samples').fill('128');
+  // A file that is no dataset: the form must say why the server refused it.
+  expect422 = true;
+  await page.setInputFiles('#dataset-file', bad);
+  await page.getByRole('button', {name: 'Quantize'}).click();
+  const alert = page.locator('#new-job [role=alert]');
+  await page.waitForFunction(el => el.textContent.length > 0, await alert.elementHandle());
+  seen.refusal = await alert.textContent();
+  expect422 = false;
+  await screenshot('dataset-refused', true);
+  await page.setInputFiles('#dataset-file', good);
+  await page.getByRole('button', {name: 'Quantize'}).click();
+  await page.waitForURL(/#\/jobs\/j_/, {timeout: 60000});
+  seen.job = page.url().split('#/jobs/')[1];
+  await page.locator('#job-state').waitFor();
+  await screenshot('dataset-job');
+  return seen;
+}
+
 let result, failed = false;
 try {
   if (scenario === 'job') result = await scenarioJob(rest[0]);
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
+  else if (scenario === 'dataset') result = await scenarioDataset(...rest);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (e) {
   failed = true;

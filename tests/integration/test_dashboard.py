@@ -99,6 +99,31 @@ def test_cancel_and_delete_from_the_jobs_table():
     assert pngs("cancel-"), os.listdir(OUT)
 
 
+def test_a_dataset_uploaded_through_the_form():
+    from test_jobs import CLASSES, fmnist_tar
+    os.makedirs(OUT, exist_ok=True)
+    bad, good = os.path.join(OUT, "not-images.tar.gz"), os.path.join(OUT, "fmnist-pngs.tar.gz")
+    with open(bad, "wb") as f:
+        f.write(b"this is not an archive" * 64)
+    with open(good, "wb") as f:
+        f.write(fmnist_tar(20, 10))
+    with Daemon(workers=0) as d:  # no worker: the job stays queued, what is checked is its record
+        model = upload_demo(d)
+        seen = browse("dataset", d, model, bad, good)
+        # the inspector's reason, as the API gave it (422), in the form
+        assert "the uploaded file is not an archive of an image folder" in seen["refusal"], seen
+        assert "/tmp" not in seen["refusal"] and "blob-" not in seen["refusal"], seen
+        job = d.job(seen["job"])
+        ds = d.get("/v1/datasets/" + job["dataset_id"]).json()
+        assert ds["name"] == "fmnist-pngs.tar.gz" and ds["kind"] != "builtin", ds
+        assert ds["summary"]["classes"] == sorted(CLASSES), ds
+        assert (ds["summary"]["train"], ds["summary"]["val"]) == (200, 100), ds
+        assert job["model_id"] == model and job["spec"]["pca_samples"] == 128, job
+        assert job["spec"]["train_subset"] == 0 and job["spec"]["batch_size"] == 64, job
+        # one dataset row: the refused upload left nothing
+        assert len([x for x in d.get("/v1/datasets").json()["datasets"] if x["kind"] != "builtin"]) == 1
+
+
 def test_the_forms_defaults_are_the_option_tables():
     """The new-job form shows the defaults of /v1/openapi.json; they must be the ones the
     worker uses, which `gplq quantize --help` prints from the same option table."""

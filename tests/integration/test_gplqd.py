@@ -180,9 +180,12 @@ def test_bad_uploads_are_refused_with_a_reason():
         r = d.upload("/v1/models", junk)
         assert r.status == 422 and r.error()["code"] == "invalid_model", r
         assert len(r.error()["message"]) > 10, r
+        # the reason speaks of "the uploaded file", never of the server's temporary path
+        assert "the uploaded file" in r.error()["message"] and d.data_dir not in r.body.decode(), r
         r = d.upload("/v1/datasets", junk)
         assert r.status == 422 and r.error()["code"] == "invalid_dataset", r
-        assert r.error()["message"], r
+        assert "the uploaded file is not an archive" in r.error()["message"], r
+        assert d.data_dir not in r.body.decode(), r
         r = d.upload("/v1/models", b"")
         assert r.status == 400, r
         r = d.upload("/v1/models", junk, {"num_heads": "lots"})
