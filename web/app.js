@@ -237,13 +237,16 @@ function phaseOf(job) {
 function errorAdvice(msg) {
   if (/out of memory|cannot allocate|ENOMEM/i.test(msg))
     return 'The worker ran out of memory. Try a smaller batch size or fewer PCA samples, or run fewer workers on this machine.';
-  if (/gave up after \d+ attempts/.test(msg))
+  const gaveUp = /gave up after \d+ attempts?/.test(msg);
+  if (gaveUp && /worker .*(exited|killed|died|lost)/.test(msg))
+    return 'The worker running the job stopped before it finished (killed, crashed or out of memory: gplqd\'s log says which, at the time above), and no attempts were left. Submit the job again to start over; raise "Attempts" under more options to let gplq retry by itself.';
+  if (gaveUp)
     return 'The job was retried as many times as it may be and failed each time; the last attempt\'s error is above. A new job starts over.';
   if (/head/i.test(msg))
     return 'The checkpoint does not say how many attention heads it has: set "attention heads" under more options and submit again.';
   if (/dataset|image|class/i.test(msg))
     return 'Check the dataset: an image folder with one folder of images per class (train/ and val/ optional).';
-  if (/lease|worker (died|exited|was killed)/i.test(msg))
+  if (/lease|worker .*(died|exited|killed)/i.test(msg))
     return 'The worker running the job stopped. gplqd restarts workers; the job is retried if attempts are left.';
   return 'If the message names an option, change it and submit a new job; the full story is in gplqd\'s log.';
 }

@@ -80,6 +80,11 @@ export function lineChart(box, {series, xLabel, label}) {
     const d = s.points.map((p, k) => `${k ? 'L' : 'M'}${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join('');
     svg.appendChild(el('path', {d, class: `line series-${i}`, 'data-series': s.name,
                                 'data-points': s.points.length}));
+    // Few points (a short run, or the first seconds of one): mark each, or one point is nothing.
+    if (s.points.length <= 40)
+      for (const p of s.points)
+        svg.appendChild(el('circle', {cx: px(p[0]).toFixed(1), cy: py(p[1]).toFixed(1), r: 2.5,
+                                      class: `series-${i}`}));
   });
   box.replaceChildren(svg);
 }

@@ -11,6 +11,7 @@
 //                subset, watch the progress bar to the end, read the accuracy chart, download
 //                model.q.safetensors
 //   cancel JOB   cancel the running JOB from the jobs table, then delete it
+//   failed JOB   open the failed JOB's page: the error and what to do about it
 //   dataset MODEL_ID BAD GOOD   pick the uploaded model, upload BAD as a dataset (the server's
 //                reason must show), then GOOD (a tar.gz image folder), submit a small job on it
 import {chromium} from 'playwright-core';
@@ -181,11 +182,26 @@ async function scenarioDataset(modelId, bad, good) {
   return seen;
 }
 
+async function scenarioFailed(job) {
+  await signIn(false);
+  await page.goto(`${url}#/jobs/${job}`);
+  const box = page.locator('.error-box');
+  await box.waitFor();
+  await page.locator('.timeline li.failed').waitFor();
+  const seen = {job, state: await page.locator('#job-state').textContent(),
+                error: await box.locator('p').first().textContent(),
+                advice: await box.locator('p').nth(1).textContent(),
+                failed_phase: await page.locator('.timeline li.failed .t').textContent()};
+  await screenshot('job-failed', true);
+  return seen;
+}
+
 let result, failed = false;
 try {
   if (scenario === 'job') result = await scenarioJob(rest[0]);
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
   else if (scenario === 'dataset') result = await scenarioDataset(...rest);
+  else if (scenario === 'failed') result = await scenarioFailed(rest[0]);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (e) {
   failed = true;

@@ -99,6 +99,22 @@ def test_cancel_and_delete_from_the_jobs_table():
     assert pngs("cancel-"), os.listdir(OUT)
 
 
+def test_a_failed_job_says_why_and_what_to_do():
+    import signal
+    from jobs_common import RESUMABLE, wait_stage1_step, worker_pid
+    with Daemon(workers=1, args=["--lease-ms", "3000"]) as d:
+        model = upload_demo(d)
+        job = d.create_job(model, max_attempts=1, **RESUMABLE).json()["id"]
+        wait_stage1_step(d, job, 1)
+        os.kill(worker_pid(d), signal.SIGKILL)  # its only attempt dies with its worker
+        j = d.wait_for_state(job, ["failed", "succeeded"], timeout=60)
+        assert j["state"] == "failed", j
+        seen = browse("failed", d, job)
+        assert seen["state"] == "failed" and seen["failed_phase"] == "Stage 1", seen
+        assert j["error"] in seen["error"], (seen, j["error"])
+        assert "stopped before it finished" in seen["advice"] and "Submit the job again" in seen["advice"], seen
+
+
 def test_a_dataset_uploaded_through_the_form():
     from test_jobs import CLASSES, fmnist_tar
     os.makedirs(OUT, exist_ok=True)
