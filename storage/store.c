@@ -1617,6 +1617,11 @@ int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, jso
                    "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret"
                    " FROM webhook_outbox o JOIN job_webhooks w ON w.job_id = o.job_id"
                    " WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1"
+                   /* one job's events go out in order: a row waits while an earlier one of its
+                    * job is pending (in flight, or waiting to retry), so a receiver never sees
+                    * job.progress before job.started, or anything after job.succeeded */
+                   " AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.job_id = o.job_id"
+                   " AND e.id < o.id AND e.status = 'pending')"
                    " ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
                    "II", now_ms, (int64_t)(limit > 0 ? limit : 1));
     /* Leased: another look (this daemon's next poll, or after a crash a restarted one) takes

@@ -201,7 +201,8 @@ int store_event_max_id(store *s, int64_t *id);
  * most every progress_every_ms, with a progress event). The payload is fixed when the row is
  * written: {id ("evt_..."), type, created (Unix seconds), job (the job object then)}.
  *
- * due: up to limit pending rows whose time has come, each leased for lease_ms (their next
+ * due: up to limit pending rows whose time has come and whose job has no earlier row pending
+ * (each job's events are delivered in order, one at a time), each leased for lease_ms (their next
  * attempt time moves past it, so no other look takes them meanwhile); a new array of
  * {outbox_id, event_id, type, payload (the JSON text to send), attempts (made so far), url,
  * secret}. record: one attempt (attempt = its number, status_code 0 if no HTTP answer, error

@@ -950,6 +950,71 @@ TEST(four_processes_create_one_database) {
     CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
 }
 
+/* The types of the webhook rows due now (each then leased), space-separated. */
+static void due_types(store *s, char *out, size_t n, json_t **rows) {
+    out[0] = '\0';
+    json_t *arr = NULL;
+    CHECK(store_webhook_due(s, store_now_ms(), 60000, 10, &arr) == STORE_OK);
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r) {
+        size_t used = strlen(out);
+        snprintf(out + used, n - used, "%s%s", used ? " " : "", str(r, "type"));
+    }
+    *rows = arr;
+}
+
+/* Each job's webhook events go out in order, one at a time: a later one waits while an earlier
+ * one is in flight or waiting to retry (a receiver must never see job.progress before
+ * job.started). */
+TEST(webhook_events_of_a_job_go_out_in_order) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], id[32], types[256];
+    add_model(s, "u", 'b', model);
+    store_job_new nj = {.owner = "u", .model_id = model, .dataset_id = "fashion-mnist",
+                        .webhook_url = "http://127.0.0.1:9/hook",
+                        .webhook_secret = "0123456789abcdef", .webhook_progress_ms = 1};
+    json_t *j = NULL, *rows = NULL;
+    CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
+    snprintf(id, sizeof id, "%s", str(j, "id"));
+    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
+    json_decref(j);
+    usleep(5000);
+    json_t *p = json_pack("{s:s, s:f}", "stage", "stage1", "fraction", 0.5);
+    CHECK(store_job_progress(s, id, "w1", 60000, "stage1", p, 1) == STORE_OK);
+    json_decref(p);
+    CHECK(store_job_finish(s, id, "w1", "succeeded", NULL) == STORE_OK);
+
+    due_types(s, types, sizeof types, &rows);
+    CHECK_MSG(!strcmp(types, "job.started"), "due: '%s'", types);
+    int64_t started = num(json_array_get(rows, 0), "outbox_id");
+    json_decref(rows);
+    due_types(s, types, sizeof types, &rows); /* in flight (leased): nothing else may go */
+    CHECK_MSG(!strcmp(types, ""), "due while the first is in flight: '%s'", types);
+    json_decref(rows);
+    /* a failed attempt to retry later still holds the line */
+    CHECK(store_webhook_record(s, started, 1, store_now_ms(), 500, 3, "HTTP 500", "retry",
+                               store_now_ms() + 60000) == STORE_OK);
+    due_types(s, types, sizeof types, &rows);
+    CHECK_MSG(!strcmp(types, ""), "due while the first waits to retry: '%s'", types);
+    json_decref(rows);
+    CHECK(store_webhook_record(s, started, 2, store_now_ms(), 204, 3, NULL, "delivered", 0) ==
+          STORE_OK);
+    due_types(s, types, sizeof types, &rows);
+    CHECK_MSG(!strcmp(types, "job.progress"), "due: '%s'", types);
+    int64_t progress = num(json_array_get(rows, 0), "outbox_id");
+    json_decref(rows);
+    /* given up on: the next one goes */
+    CHECK(store_webhook_record(s, progress, 1, store_now_ms(), 0, 3, "refused", "failed", 0) ==
+          STORE_OK);
+    due_types(s, types, sizeof types, &rows);
+    CHECK_MSG(!strcmp(types, "job.succeeded"), "due: '%s'", types);
+    json_decref(rows);
+    store_close(s);
+}
+
 TEST(tokens_and_per_owner_limits) {
     store *s = open_fresh();
     add_builtin(s);
