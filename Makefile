@@ -83,7 +83,7 @@ $(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqs
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
 test: test-deps
-	$(MAKE) all
+	$(MAKE) -j$$(nproc) all
 	bash tests/run.sh $(BUILD)
 
 # What the tests need beyond the build: chromium (Debian's), and playwright-core from the npm
@@ -103,7 +103,7 @@ san: test-deps
 # The main job on embedded defaults, through the service: gplqd (started, or reused) quantizes
 # the committed demo model on Fashion-MNIST; scripts/demo.sh says what it does and its options.
 demo: deps
-	$(MAKE) all
+	$(MAKE) -j$$(nproc) all
 	bash scripts/demo.sh $(BUILD)
 
 # The gplqd that make demo left running (GPLQ_DEMO_DATA names its data dir, default var).

@@ -8,6 +8,7 @@
 #            regenerate the committed reference fixtures
 set -euo pipefail
 
+want_node=0
 pkgs=(
   build-essential pkg-config
   libopenblas-openmp-dev     # sgemm and LAPACK, the OpenMP build (see the Makefile)
@@ -26,6 +27,7 @@ pkgs=(
 for arg in "$@"; do
   case $arg in
     --test)
+      want_node=1
       pkgs+=(chromium)
       # Node.js may come from Debian (nodejs + npm) or from NodeSource (one nodejs package
       # that has npm inside, and conflicts with Debian's npm): ask for Debian's only if absent.
@@ -37,12 +39,24 @@ for arg in "$@"; do
   esac
 done
 
+# After the install (below, or at once when nothing is missing): the browser test's
+# playwright-core needs Node.js 20 or newer, which Debian 12's own nodejs (18) is not.
+check_node() {
+  [ "$want_node" = 1 ] || return 0
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "install-deps: the browser test needs Node.js 20 or newer; this machine has $(node --version 2>/dev/null || echo none) (Debian 12's nodejs is 18): install Node.js 20+ (e.g. from NodeSource) and run again" >&2
+    exit 1
+  fi
+}
+
 missing=()
 for p in "${pkgs[@]}"; do
   st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$st" = "install ok installed" ] || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then check_node; exit 0; fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 sudo=""
@@ -50,3 +64,4 @@ sudo=""
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+check_node
