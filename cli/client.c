@@ -24,6 +24,7 @@
 #include "cli/progress.h"
 #include "config/jobspec.h"
 #include "config/options.h"
+#include "storage/blob.h"
 #include "storage/sha256.h"
 
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -415,7 +416,7 @@ static int get_artifacts(conn *c, const char *job, const char *dir, char *err, s
         json_decref(r);
         return -1;
     }
-    if (mkdir(dir, 0755) && errno != EEXIST) {
+    if (blob_mkdirs(dir)) { /* --out out/demo on a fresh clone: out/ too */
         snprintf(err, errlen, "cannot create %.900s: %s", dir, strerror(errno));
         json_decref(r);
         return -1;

@@ -176,11 +176,15 @@ static int on_progress(void *ctx, const gplq_progress *p) {
         wlog(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
     } else {
         double el = now_s() - b->t0;
+        /* The pipeline's 0..1 is the job's 0..0.99: writing the artifacts and proving that
+         * model.q reloads to the measured accuracy (an evaluation) is the last part, so the
+         * job's fraction never steps back when the export starts. */
+        double f = strcmp(p->stage, "export") ? 0.99 * p->fraction : p->fraction;
         json_t *pj = json_pack("{s:s, s:s, s:I, s:I, s:f}", "stage", p->stage, "part", p->part,
                                "step", (json_int_t)p->step, "total", (json_int_t)p->total,
-                               "fraction", p->fraction);
+                               "fraction", f);
         /* the whole job's ETA, from its pace so far */
-        if (p->fraction > 0.01) json_object_set_new(pj, "eta_s", json_real(el * (1 - p->fraction) / p->fraction));
+        if (f > 0.01) json_object_set_new(pj, "eta_s", json_real(el * (1 - f) / f));
         else json_object_set_new(pj, "eta_s", json_null());
         if (!strcmp(p->stage, "stage1") && p->step > 0) {
             json_object_set_new(pj, "losses", json_pack("{s:f, s:f}", "ce", p->ce, "pca", p->pca));
