@@ -1403,7 +1403,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         }
         char error[512], seen[96];
         if (stage)
-            snprintf(seen, sizeof seen, "last seen at stage %s", stage);
+            snprintf(seen, sizeof seen, "last seen at %s", stage);
         else
             snprintf(seen, sizeof seen, "before it reported a stage");
         snprintf(error, sizeof error,
