@@ -27,7 +27,18 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 /* mkdir that accepts an existing folder. */
-static int mkdir_ok(const char *path) { return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1; }
+/* 0 if path is a folder now (made, or already there); a file in its place is ENOTDIR. */
+static int mkdir_ok(const char *path) {
+    if (mkdir(path, 0755) == 0) return 0;
+    if (errno != EEXIST) return -1;
+    struct stat st;
+    if (stat(path, &st)) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
 
 /* A rename or a new entry is durable only once its folder is synced. */
 static int fsync_dir(const char *path) {

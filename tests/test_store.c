@@ -247,6 +247,16 @@ TEST(blob_commit_into_missing_dir_fails) {
     CHECK(blob_begin(&w, missing, err, sizeof err) == -1);
     CHECK(w.fd < 0 && strlen(err) > 0);
     blob_abort(&w);
+    /* a file where blobs/ should be: refused at start, not a 500 on every upload later */
+    const char *other = fresh_dir();
+    char blobs[600];
+    snprintf(blobs, sizeof blobs, "%s/blobs", other);
+    FILE *f = fopen(blobs, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    err[0] = '\0';
+    CHECK(blob_init(other, err, sizeof err) == -1);
+    CHECK_MSG(strstr(err, "blobs") && strstr(err, "Not a directory"), "message: %s", err);
 }
 
 /* ---- schema ---- */
