@@ -511,6 +511,10 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: 256 KB
+         * took a 97 MB upload from ~6,500 recv+poll+write rounds to ~800 (320 -> 430 MB/s);
+         * 1 MB added little and cost GET /v1/jobs/{id} a third of its rate (p99 4 -> 60 ms). */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
         MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?)", o->listen);

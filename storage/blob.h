@@ -19,6 +19,7 @@ typedef struct {
     char tmp_path[4096];
     sha256_ctx sha;
     int64_t bytes;
+    int64_t flushed;   /* bytes whose write-back to disk has been started (blob_write) */
 } blob_writer;
 
 /* Creates path and its missing parents (mkdir -p): the data directory and its folders.
