@@ -88,6 +88,15 @@ static int relay_tick(void *vctx, int64_t done, int64_t total) {
     return relay_send(vctx, &g);
 }
 
+/* Stage 1's feature passes: the caller hears of them (and may stop the run) as step 0 of the
+ * part, whose steps are the training's; the part's cost already counts these passes. */
+static int relay_hold(void *vctx, int64_t done, int64_t total) {
+    (void)done;
+    (void)total;
+    gplq_progress g = {.step = 0, .total = 1};
+    return relay_send(vctx, &g);
+}
+
 /* An accuracy just measured (metric: the report's key); nonzero: stop. */
 static int relay_metric(relay *r, const char *metric, double top1) {
     gplq_progress g = {.step = 1, .total = 1, .metric = metric, .value = top1};
@@ -126,7 +135,7 @@ int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint6
     ds_shuffle(order, train->n, &r);
     vit_set_hooks(m, &aq->hooks);
     if (actq_observe_begin(aq, seed, err, errlen) ||
-        stage1_features(m, train, order, n, 256, feat, err, errlen) ||
+        stage1_features(m, train, order, n, 256, feat, NULL, NULL, 0, n, err, errlen) ||
         actq_observe_end(aq, err, errlen))
         goto out;
     rc = 0;
@@ -210,6 +219,8 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
     stage2_config s2c = c->s2;
     stage1_config s1c = c->s1;
     s1c.lr = gplq_resolve_lr(c, fp);
+    s1c.tick = relay_hold;
+    s1c.tick_ctx = &r;
     rep->lr = s1c.lr;
     s2c.wbits = c->wbits;
     if (vit_clone(&teacher, fp, err, errlen)) return -1;

@@ -20,7 +20,8 @@ void stage1_defaults(stage1_config *c) {
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
-                    char *err, size_t errlen) {
+                    int (*tick)(void *ctx, int64_t done, int64_t total), void *tick_ctx,
+                    int64_t done0, int64_t total, char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     float *x = malloc(sizeof(float) * img * batch);
@@ -37,6 +38,7 @@ int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int 
         if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++)
             memcpy(out + (size_t)(i + b) * c->dim, vit_feature(m, b), sizeof(float) * c->dim);
+        if (tick && tick(tick_ctx, done0 + i + B, total)) rc = 1;
     }
     free(x);
     free(idx);
@@ -110,9 +112,14 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
     rng_seed(&r, c->seed ^ 0x5eed5eedULL);
     ds_shuffle(order, n, &r);
     vit_set_hooks(teacher, NULL);
-    if (stage1_features(teacher, train, order, npca, 256, feats, err, errlen) ||
-        pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen))
+    int64_t nfeat = (int64_t)npca + ncal;
+    int f = stage1_features(teacher, train, order, npca, 256, feats, c->tick, c->tick_ctx, 0, nfeat,
+                            err, errlen);
+    if (f) {
+        rc = f; /* 1: stopped (nothing to checkpoint yet), -1: error */
         goto out;
+    }
+    if (pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen)) goto out;
     /* steps from calibration statistics, quantization off */
     vit_set_hooks(student, &aq->hooks);
     if (actq_observe_begin(aq, c->seed, err, errlen)) goto out;
@@ -122,8 +129,11 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
         goto out;
     }
     feats = scratch;
-    if (stage1_features(student, train, order, ncal, 256, feats, err, errlen)) {
-        if (aq->err[0]) snprintf(err, errlen, "%s", aq->err);
+    f = stage1_features(student, train, order, ncal, 256, feats, c->tick, c->tick_ctx, npca, nfeat,
+                        err, errlen);
+    if (f) {
+        if (f < 0 && aq->err[0]) snprintf(err, errlen, "%s", aq->err);
+        rc = f;
         goto out;
     }
     if (actq_observe_end(aq, err, errlen)) goto out;
@@ -147,6 +157,6 @@ out:
     free(o.fs);
     free(o.ft);
     free(o.probs);
-    if (rc < 0) stage1_result_free(res);
+    if (rc) stage1_result_free(res); /* stopped or failed: nobody reads it */
     return rc;
 }

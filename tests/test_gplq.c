@@ -44,6 +44,15 @@ static int setup(vit_model *out) {
     return vit_clone(out, &fp_model, err, sizeof err);
 }
 
+/* Stage 1's feature passes: stop at the call-th tick, recording what the ticks said. */
+typedef struct { int calls, stop_call; int64_t last_done, last_total; } feature_ticks;
+static int feature_tick(void *ctx, int64_t done, int64_t total) {
+    feature_ticks *t = ctx;
+    t->last_done = done;
+    t->last_total = total;
+    return ++t->calls == t->stop_call;
+}
+
 typedef struct { int64_t stop_at; } stopper;
 static int stop_cb(void *ctx, const train_progress *p) {
     return ((stopper *)ctx)->stop_at && p->step == ((stopper *)ctx)->stop_at;
@@ -114,7 +123,25 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     CHECK(vit_clone(&st2, &fp, err, sizeof err) == 0);
     CHECK(actq_init(&aq, &st2.cfg, 3, 8, err, sizeof err) == 0);
     sp.stop_at = 0;
+    /* a stop during the feature passes (PCA, calibration) comes at the next batch, before any
+     * training step (the progress callback never sees a step) */
+    feature_ticks ft = {.stop_call = 3};
+    c.tick = feature_tick;
+    c.tick_ctx = &ft;
+    stopper never = {.stop_at = -1};
+    CHECK(stage1_run(&st2, &teacher, &aq, &c, &tr, stop_cb, &never, &res, err, sizeof err) == 1);
+    CHECK_MSG(ft.calls == 3 && ft.last_done == 3 * 256 && ft.last_total == 2000 + 256,
+              "ticks: %d calls, last %lld of %lld", ft.calls, (long long)ft.last_done,
+              (long long)ft.last_total);
+    CHECK(res.pca.basis == NULL); /* freed: a stopped run leaves nothing to free */
+    actq_free(&aq);
+    CHECK(actq_init(&aq, &st2.cfg, 3, 8, err, sizeof err) == 0);
+    /* and a run that is never stopped hears every batch: 2000 PCA + 256 calibration images */
+    ft = (feature_ticks){.stop_call = 0};
     CHECK(stage1_run(&st2, &teacher, &aq, &c, &tr, stop_cb, &sp, &res, err, sizeof err) == 0);
+    CHECK_MSG(ft.calls == 8 + 1 && ft.last_done == 2256 && ft.last_total == 2256,
+              "ticks: %d calls, last %lld of %lld", ft.calls, (long long)ft.last_done,
+              (long long)ft.last_total);
     CHECK_MSG(memcmp(st.param_mem, st2.param_mem, sizeof(float) * st.num_params) == 0,
               "resumed stage 1 weights differ");
     float *steps2 = malloc(sizeof(float) * ns);
