@@ -2,8 +2,9 @@
 //
 // Views, chosen by the URL's hash: sign-in, #/jobs (the table, live), #/new (upload and
 // submit), #/jobs/ID (one job: timeline, loss curves, accuracies, QwT diagnostics, artifacts,
-// webhook log). Each view renders into <main> and returns a function that stops what it
-// started (event streams, timers), called when the user leaves it.
+// webhook log), #/uploads (models and datasets, to delete). Each view renders into <main> and
+// returns a function that stops what it started (event streams, timers), called when the user
+// leaves it.
 //
 // Live updates come from GET /v1/jobs/{id}/events, read with fetch() rather than EventSource,
 // because EventSource cannot send the Authorization header and the token must not go into
@@ -861,6 +862,64 @@ function viewJob(main, id) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Models and datasets: what has been uploaded, and deleting it
+
+function viewUploads(main) {
+  const stop = new AbortController();
+  const modelsBox = h('div', {id: 'models'}, h('p', {class: 'muted small'}, 'Loading...'));
+  const dataBox = h('div', {id: 'datasets'}, h('p', {class: 'muted small'}, 'Loading...'));
+  main.replaceChildren(
+    h('h1', {}, 'Models and datasets', h('a', {href: '#/new', class: 'button primary', role: 'button'}, 'Upload on a new job')),
+    h('section', {class: 'card table-wrap', 'aria-labelledby': 'models-title'}, h('h2', {id: 'models-title'}, 'Models'), modelsBox),
+    h('section', {class: 'card table-wrap', 'aria-labelledby': 'data-title'}, h('h2', {id: 'data-title'}, 'Datasets'), dataBox));
+
+  // Delete: the API refuses (409) while a queued or running job uses it, and says which.
+  const deleter = (what, x) => h('button', {type: 'button', class: 'small', 'aria-label': `Delete ${what} ${x.name}`,
+    onclick: async () => {
+      if (!confirm(`Delete the ${what} ${x.name} (${x.id})? Jobs that used it keep their artifacts.`)) return;
+      try {
+        await api('DELETE', `/v1/${what === 'model' ? 'models' : 'datasets'}/${x.id}`);
+        toast(`Deleted ${x.name}`);
+        load();
+      } catch (e) { toast(e.message, true); }
+    }}, 'Delete');
+
+  async function load() {
+    try {
+      const [m, d] = await Promise.all([api('GET', '/v1/models', undefined, {signal: stop.signal}),
+                                        api('GET', '/v1/datasets', undefined, {signal: stop.signal})]);
+      const models = m.models || [], datasets = d.datasets || [];
+      modelsBox.replaceChildren(models.length === 0 ? h('p', {class: 'muted small'}, 'No models yet.') :
+        h('table', {'aria-label': 'Models'},
+          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Id'), h('th', {}, 'Architecture'),
+                              h('th', {class: 'num'}, 'Size'), h('th', {}, 'Uploaded'), h('th', {}, h('span', {class: 'sr-only'}, 'Actions')))),
+          h('tbody', {}, models.map(x => {
+            const c = x.config || {};
+            return h('tr', {'data-model': x.id}, h('td', {}, x.name), h('td', {class: 'mono small'}, x.id),
+              h('td', {class: 'small'}, `${c.img_size}px, patch ${c.patch_size}, dim ${c.embed_dim}, ${c.depth} blocks, ${c.num_heads} heads, ${c.num_classes} classes (${c.convention})`),
+              h('td', {class: 'num'}, bytes(x.bytes)), h('td', {class: 'small'}, when(x.created_at)), h('td', {}, deleter('model', x)));
+          }))));
+      dataBox.replaceChildren(h('table', {'aria-label': 'Datasets'},
+        h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Id'), h('th', {}, 'Classes'),
+                            h('th', {class: 'num'}, 'Training'), h('th', {class: 'num'}, 'Test'), h('th', {class: 'num'}, 'Size'), h('th', {}, h('span', {class: 'sr-only'}, 'Actions')))),
+        h('tbody', {}, datasets.map(x => {
+          const sm = x.summary || {};
+          const classes = sm.classes || [];
+          return h('tr', {'data-dataset': x.id}, h('td', {}, x.name), h('td', {class: 'mono small'}, x.id),
+            h('td', {class: 'small', title: classes.join(', ')}, `${classes.length}: ${classes.slice(0, 4).join(', ')}${classes.length > 4 ? ', ...' : ''}`),
+            h('td', {class: 'num'}, sm.train), h('td', {class: 'num'}, sm.val || sm.test || 0),
+            h('td', {class: 'num'}, x.kind === 'builtin' ? 'built in' : bytes(x.bytes)),
+            h('td', {}, x.kind === 'builtin' ? '' : deleter('dataset', x)));
+        }))));
+    } catch (e) {
+      if (e.name !== 'AbortError') toast(e.message, true);
+    }
+  }
+  load();
+  return () => stop.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The frame: routing, header, health
 
 let leave = () => {};
@@ -880,6 +939,7 @@ function route(reason) {
   const m = hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
   if (m) leave = viewJob(main, m[1]);
   else if (hash === '#/new') leave = viewNew(main);
+  else if (hash === '#/uploads') leave = viewUploads(main);
   else leave = viewJobs(main);
   for (const a of document.querySelectorAll('#nav a'))
     if (a.hasAttribute('aria-current')) a.setAttribute('aria-current', 'page');

@@ -32,12 +32,13 @@ const browser = await chromium.launch({
 const context = await browser.newContext({viewport: {width: 1280, height: 800}, acceptDownloads: true});
 const page = await context.newPage();
 page.on('pageerror', e => problems.push(`page error: ${e.message}`));
-// The browser logs a refused request (the wrong token's 401, the bad upload's 422) as a console
-// error; those two are expected, any other is a problem.
-let expect401 = false, expect422 = false;
+// The browser logs a refused request as a console error; the refusals a scenario provokes on
+// purpose (the wrong token's 401, the bad upload's 422, deleting what a job uses: 409) are
+// expected while `expected` holds their status, any other is a problem.
+let expected = null;
 page.on('console', m => {
   if (m.type() !== 'error') return;
-  if ((expect401 && / 401 /.test(m.text())) || (expect422 && / 422 /.test(m.text()))) return;
+  if (expected && m.text().includes(` ${expected} `)) return;
   problems.push(`console: ${m.text()}`);
 });
 page.on('dialog', d => d.accept()); // the confirm() of Cancel and Delete
@@ -53,11 +54,11 @@ async function signIn(withWrongTokenFirst) {
   await page.goto(url);
   await page.getByLabel('API token').waitFor();
   if (withWrongTokenFirst) {
-    expect401 = true;
+    expected = 401;
     await page.getByLabel('API token').fill('gplq_t_0000000000000000' + 'x'.repeat(43));
     await page.getByRole('button', {name: 'Sign in'}).click();
     await page.getByText('This token was refused').waitFor();
-    expect401 = false;
+    expected = null;
     await screenshot('wrong-token');
   }
   await page.getByLabel('API token').fill(token);
@@ -165,13 +166,13 @@ async function scenarioDataset(modelId, bad, good) {
   await page.locator('details summary').click();
   await page.getByLabel('PCA samples').fill('128');
   // A file that is no dataset: the form must say why the server refused it.
-  expect422 = true;
+  expected = 422;
   await page.setInputFiles('#dataset-file', bad);
   await page.getByRole('button', {name: 'Quantize'}).click();
   const alert = page.locator('#new-job [role=alert]');
   await page.waitForFunction(el => el.textContent.length > 0, await alert.elementHandle());
   seen.refusal = await alert.textContent();
-  expect422 = false;
+  expected = null;
   await screenshot('dataset-refused', true);
   await page.setInputFiles('#dataset-file', good);
   await page.getByRole('button', {name: 'Quantize'}).click();
@@ -179,6 +180,30 @@ async function scenarioDataset(modelId, bad, good) {
   seen.job = page.url().split('#/jobs/')[1];
   await page.locator('#job-state').waitFor();
   await screenshot('dataset-job');
+
+  // Models and datasets: the upload is listed; deleting it while the job waits is refused with
+  // the server's reason; after the job is canceled it goes, and so does the model.
+  await page.getByRole('link', {name: 'Models and datasets'}).click();
+  const row = page.locator('#datasets tr', {hasText: 'fmnist-pngs.tar.gz'});
+  await row.waitFor();
+  seen.dataset_row = await row.locator('td').allTextContents();
+  seen.dataset_id = await row.getAttribute('data-dataset');
+  await screenshot('uploads', true);
+  expected = 409;
+  await row.getByRole('button', {name: 'Delete dataset fmnist-pngs.tar.gz'}).click();
+  await page.locator('#toast:not([hidden])').waitFor();
+  seen.refused_delete = await page.locator('#toast').textContent();
+  expected = null;
+  await page.getByRole('link', {name: 'Jobs', exact: true}).click();
+  await page.getByRole('button', {name: `Cancel job ${seen.job}`}).click();
+  await page.locator(`tr[data-job="${seen.job}"] .state`, {hasText: 'canceled'}).waitFor();
+  await page.getByRole('link', {name: 'Models and datasets'}).click();
+  await row.getByRole('button', {name: 'Delete dataset fmnist-pngs.tar.gz'}).click();
+  await row.waitFor({state: 'detached'});
+  const modelRow = page.locator(`#models tr[data-model="${modelId}"]`);
+  await modelRow.getByRole('button', {name: /^Delete model /}).click();
+  await modelRow.waitFor({state: 'detached'});
+  seen.deleted = true;
   return seen;
 }
 

@@ -130,14 +130,21 @@ def test_a_dataset_uploaded_through_the_form():
         assert "the uploaded file is not an archive of an image folder" in seen["refusal"], seen
         assert "/tmp" not in seen["refusal"] and "blob-" not in seen["refusal"], seen
         job = d.job(seen["job"])
-        ds = d.get("/v1/datasets/" + job["dataset_id"]).json()
-        assert ds["name"] == "fmnist-pngs.tar.gz" and ds["kind"] != "builtin", ds
-        assert ds["summary"]["classes"] == sorted(CLASSES), ds
-        assert (ds["summary"]["train"], ds["summary"]["val"]) == (200, 100), ds
         assert job["model_id"] == model and job["spec"]["pca_samples"] == 128, job
         assert job["spec"]["train_subset"] == 0 and job["spec"]["batch_size"] == 64, job
-        # one dataset row: the refused upload left nothing
-        assert len([x for x in d.get("/v1/datasets").json()["datasets"] if x["kind"] != "builtin"]) == 1
+        # the uploads page listed the dataset the job was recorded with: its name, the 10
+        # classes (folder names), 20 training and 10 test images of each
+        assert job["dataset_id"] == seen["dataset_id"] and job["dataset_id"] != "fashion-mnist", seen
+        name, ident, classes, train, test = seen["dataset_row"][:5]
+        assert (name, ident, train, test) == ("fmnist-pngs.tar.gz", job["dataset_id"], "200", "100"), seen
+        assert classes.startswith("10: " + ", ".join(sorted(CLASSES)[:4])), classes
+        # deleting it while the job waited was refused with the server's reason (409); then the
+        # job was canceled from the table, and the dataset and the model deleted from the page
+        assert "is used by job " + seen["job"] in seen["refused_delete"], seen
+        assert seen["deleted"] and d.job(seen["job"])["state"] == "canceled"
+        assert d.get("/v1/datasets/" + seen["dataset_id"]).status == 404
+        assert d.get("/v1/models/" + model).status == 404
+        assert [x["id"] for x in d.get("/v1/datasets").json()["datasets"]] == ["fashion-mnist"]
 
 
 def test_the_forms_defaults_are_the_option_tables():
