@@ -14,6 +14,8 @@
 
 struct vit_acts {
     int B, quant;        /* batch and whether quantized copies have room of their own */
+    int qslots;          /* per-block slots of the block's quantized copies (ln1q ... fchgq):
+                            slots, or 1 when the backward recomputes them (hooks->reforward) */
     int slots;           /* per-block slots: L (a forward the backward can follow), or 1 for a
                             forward-only pass, which reuses one block's buffers for every block
                             (res2 then has 2 slots, used in turn, so a block's input survives
@@ -249,8 +251,9 @@ void vit_release_acts(vit_model *m) {
  * kind (a training allocation serves a forward-only pass too). */
 static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen) {
     int quant = m->hooks != NULL;
+    int qslots = infer || (quant && m->hooks->reforward) ? 1 : m->cfg.depth;
     if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
-        (infer || m->acts->slots == m->cfg.depth))
+        (infer || (m->acts->slots == m->cfg.depth && m->acts->qslots == qslots)))
         return 0;
     acts_free(m->acts);
     m->acts = NULL;
@@ -264,17 +267,19 @@ static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen)
     a->B = B;
     a->quant = quant;
     a->slots = (int)L;
+    a->qslots = qslots;
+    size_t LQ = (size_t)qslots;
     /* Two passes over the same list: the first counts, the second assigns. */
     struct { float **p; size_t n; int q; } list[] = {
         {&a->cols, B * np * Pd, 0}, {&a->colsq, B * np * Pd, 1}, {&a->tok, B * np * C, 0},
         {&a->x0, BT * C, 0},
         {&a->ln1, L * BT * C, 0}, {&a->ln1_mean, L * BT, 0}, {&a->ln1_rstd, L * BT, 0},
-        {&a->ln1q, L * BT * C, 1}, {&a->qkv, L * BT * 3 * C, 0}, {&a->qkvq, L * BT * 3 * C, 1},
-        {&a->att, L * B * NH * T * T, 0}, {&a->attq, L * B * NH * T * T, 1},
-        {&a->atty, L * BT * C, 0}, {&a->attyq, L * BT * C, 1}, {&a->res1, L * BT * C, 0},
+        {&a->ln1q, LQ * BT * C, 1}, {&a->qkv, L * BT * 3 * C, 0}, {&a->qkvq, LQ * BT * 3 * C, 1},
+        {&a->att, L * B * NH * T * T, 0}, {&a->attq, LQ * B * NH * T * T, 1},
+        {&a->atty, L * BT * C, 0}, {&a->attyq, LQ * BT * C, 1}, {&a->res1, L * BT * C, 0},
         {&a->ln2, L * BT * C, 0}, {&a->ln2_mean, L * BT, 0}, {&a->ln2_rstd, L * BT, 0},
-        {&a->ln2q, L * BT * C, 1}, {&a->fch, L * BT * H, 0}, {&a->fchg, L * BT * H, 0},
-        {&a->fchgq, L * BT * H, 1}, {&a->res2, L2 * BT * C, 0},
+        {&a->ln2q, LQ * BT * C, 1}, {&a->fch, L * BT * H, 0}, {&a->fchg, L * BT * H, 0},
+        {&a->fchgq, LQ * BT * H, 1}, {&a->res2, L2 * BT * C, 0},
         {&a->pre, B * pf * C, 0}, {&a->lnf, B * pf * C, 0}, {&a->lnf_mean, B * pf, 0},
         {&a->lnf_rstd, B * pf, 0}, {&a->lnfq, B * pf * C, 1}, {&a->hout, B * pf * K, 0},
         {&a->houtd, B * pf * K, 0}, {&a->logits, B * K, 0},
@@ -371,10 +376,12 @@ static int block_forward(vit_model *m, int l, const float *x, int B, char *err, 
     size_t s = a->slots == c->depth ? (size_t)l : 0; /* this block's activation slot */
     size_t oC = s * BT * C, oT = s * BT, oH = s * BT * H;
     size_t o3 = 3 * oC, oA = s * B * NH * T * T;
-    float *ln1 = a->ln1 + oC, *ln1q = a->ln1q + oC, *qkv = a->qkv + o3, *qkvq = a->qkvq + o3;
-    float *att = a->att + oA, *attq = a->attq + oA, *atty = a->atty + oC, *attyq = a->attyq + oC;
-    float *res1 = a->res1 + oC, *ln2 = a->ln2 + oC, *ln2q = a->ln2q + oC;
-    float *fch = a->fch + oH, *fchg = a->fchg + oH, *fchgq = a->fchgq + oH;
+    size_t sq = a->qslots == c->depth ? (size_t)l : 0; /* and its quantized copies' */
+    size_t qC = sq * BT * C, q3 = 3 * qC, qA = sq * B * NH * T * T, qH = sq * BT * H;
+    float *ln1 = a->ln1 + oC, *ln1q = a->ln1q + qC, *qkv = a->qkv + o3, *qkvq = a->qkvq + q3;
+    float *att = a->att + oA, *attq = a->attq + qA, *atty = a->atty + oC, *attyq = a->attyq + qC;
+    float *res1 = a->res1 + oC, *ln2 = a->ln2 + oC, *ln2q = a->ln2q + qC;
+    float *fch = a->fch + oH, *fchg = a->fchg + oH, *fchgq = a->fchgq + qH;
     float *res2 = block_out(m, l, BT);
 
     layernorm_forward(ln1, a->ln1_mean + oT, a->ln1_rstd + oT, x, p->ln1_w + (size_t)l * C,
@@ -458,8 +465,32 @@ const float *vit_feature(const vit_model *m, int b) {
     return m->acts->lnf + (size_t)b * vit_num_prefix(&m->cfg) * m->cfg.dim;
 }
 
+/* Recomputes block l's quantized copies into their one slot, from the block's kept inputs to
+ * the quantizers (hooks->reforward, see vit_hooks). */
+static int block_requantize(vit_model *m, int l, int B, char *err, size_t errlen) {
+    DIMS;
+    vit_acts *a = m->acts;
+    const vit_hooks *h = m->hooks;
+    size_t oC = (size_t)l * BT * C, oH = (size_t)l * BT * H;
+    size_t o3 = 3 * oC, oA = (size_t)l * B * NH * T * T;
+    struct { vit_qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
+        {VIT_QP_QKV_IN, a->ln1q, a->ln1 + oC, BT, C},
+        {VIT_QP_QKV_OUT, a->qkvq, a->qkv + o3, BT, 3 * C},
+        {VIT_QP_ATTN, a->attq, a->att + oA, (int64_t)B * NH * T, T},
+        {VIT_QP_PROJ_IN, a->attyq, a->atty + oC, BT, C},
+        {VIT_QP_FC1_IN, a->ln2q, a->ln2 + oC, BT, C},
+        {VIT_QP_FC2_IN, a->fchgq, a->fchg + oH, BT, H},
+    };
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+        if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
+            snprintf(err, errlen, "quantizer at point %d of layer %d failed", (int)q[i].p, l);
+            return -1;
+        }
+    return 0;
+}
+
 /* Backward of block l: on entry a->dres is d(block output), on exit d(block input). */
-static void block_backward(vit_model *m, int l, const float *x, int B) {
+static int block_backward(vit_model *m, int l, const float *x, int B, char *err, size_t errlen) {
     DIMS;
     vit_acts *a = m->acts;
     const vit_params *p = &m->params;
@@ -467,17 +498,21 @@ static void block_backward(vit_model *m, int l, const float *x, int B) {
     size_t oC = (size_t)l * BT * C, oT = (size_t)l * BT, oH = (size_t)l * BT * H;
     size_t o3 = 3 * oC, oA = (size_t)l * B * NH * T * T;
     size_t nA = (size_t)B * NH * T * T;
+    /* the quantized copies: kept per block, or recomputed now into their one slot */
+    size_t sq = a->qslots == c->depth ? (size_t)l : 0;
+    size_t qC = sq * BT * C, q3 = 3 * qC, qA = sq * B * NH * T * T, qH = sq * BT * H;
+    if (a->qslots != c->depth && block_requantize(m, l, B, err, errlen)) return -1;
 
     /* res2 = res1 + fc2(gelu(fc1(norm2(res1)))) */
     memset(a->dH, 0, sizeof(float) * BT * H);
     matmul_backward(a->dH, g->fc2_w + (size_t)l * C * H, g->fc2_b + (size_t)l * C, a->dres,
-                    a->fchgq + oH, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
+                    a->fchgq + qH, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
     hook_bwd(m, l, VIT_QP_FC2_IN, a->dH, a->fchg + oH, BT, H);
     memset(a->dH2, 0, sizeof(float) * BT * H);
     gelu_backward(a->dH2, a->fch + oH, a->dH, BT * H);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->fc1_w + (size_t)l * H * C, g->fc1_b + (size_t)l * H, a->dH2,
-                    a->ln2q + oC, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
+                    a->ln2q + qC, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
     hook_bwd(m, l, VIT_QP_FC1_IN, a->dC, a->ln2 + oC, BT, C);
     layernorm_backward(a->dres, g->ln2_w + (size_t)l * C, g->ln2_b + (size_t)l * C, a->dC,
                        a->res1 + oC, p->ln2_w + (size_t)l * C, a->ln2_mean + oT,
@@ -485,20 +520,21 @@ static void block_backward(vit_model *m, int l, const float *x, int B) {
     /* res1 = x + proj(attention(qkv(norm1(x)))) */
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->proj_w + (size_t)l * C * C, g->proj_b + (size_t)l * C, a->dres,
-                    a->attyq + oC, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
+                    a->attyq + qC, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
     hook_bwd(m, l, VIT_QP_PROJ_IN, a->dC, a->atty + oC, BT, C);
     memset(a->datt, 0, sizeof(float) * nA);
     memset(a->dqkv, 0, sizeof(float) * BT * 3 * C);
-    attention_value_backward(a->datt, a->dqkv, a->dC, a->attq + oA, a->qkvq + o3, B, T, C, NH);
+    attention_value_backward(a->datt, a->dqkv, a->dC, a->attq + qA, a->qkvq + q3, B, T, C, NH);
     hook_bwd(m, l, VIT_QP_ATTN, a->datt, a->att + oA, (int64_t)B * NH * T, T);
-    attention_softmax_backward(a->dqkv, a->datt, a->att + oA, a->qkvq + o3, B, T, C, NH);
+    attention_softmax_backward(a->dqkv, a->datt, a->att + oA, a->qkvq + q3, B, T, C, NH);
     hook_bwd(m, l, VIT_QP_QKV_OUT, a->dqkv, a->qkv + o3, BT, 3 * C);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->qkv_w + (size_t)l * 3 * C * C, g->qkv_b + (size_t)l * 3 * C,
-                    a->dqkv, a->ln1q + oC, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
+                    a->dqkv, a->ln1q + qC, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
     hook_bwd(m, l, VIT_QP_QKV_IN, a->dC, a->ln1 + oC, BT, C);
     layernorm_backward(a->dres, g->ln1_w + (size_t)l * C, g->ln1_b + (size_t)l * C, a->dC, x,
                        p->ln1_w + (size_t)l * C, a->ln1_mean + oT, a->ln1_rstd + oT, (int)BT, C);
+    return 0;
 }
 
 int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, float *dimages,
@@ -550,7 +586,8 @@ int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, floa
         memcpy(a->dres + (size_t)b * T * C, a->dC + (size_t)b * pf * C, sizeof(float) * pf * C);
 
     for (int l = c->depth - 1; l >= 0; l--)
-        block_backward(m, l, l ? a->res2 + (size_t)(l - 1) * BT * C : a->x0, B);
+        if (block_backward(m, l, l ? a->res2 + (size_t)(l - 1) * BT * C : a->x0, B, err, errlen))
+            return -1;
 
     /* embedding: dres is now d x0 */
     for (int b = 0; b < B; b++) {

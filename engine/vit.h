@@ -8,7 +8,8 @@
  *
  * Hooks for quantization-aware training: a vit_hooks table, when installed, is called at every
  * place GPLQ fake-quantizes (vit_qpoint), forward and backward; the engine keeps the quantized
- * copy beside the original so both passes see the right tensors. QwT compensation (a linear map
+ * copy beside the original so both passes see the right tensors (or, with a reforward hook,
+ * recomputes a block's copies in its backward instead of keeping them). QwT compensation (a linear map
  * of each block's input added to its output) is a forward-only option. The penultimate feature
  * (the final-norm class token that the head reads) is exposed, and backward accepts a gradient
  * on it, for feature-mimicking losses.
@@ -102,6 +103,13 @@ typedef struct {
      * the quantizer's own parameters inside ctx. in is the forward input. */
     void (*backward)(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
                      const float *in, int64_t rows, int cols);
+    /* Optional: out = fq(in) again, during the backward pass, with no side effect (nothing
+     * observed or counted) and the same result forward gave. With it, a training pass keeps
+     * only one block's quantized copies (the block being run or differentiated) and each
+     * block's backward recomputes its own: a block's six copies are about 40% of its
+     * activations, for one elementwise pass per copy. NULL: every copy is kept. */
+    int (*reforward)(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                     int64_t rows, int cols);
 } vit_hooks;
 
 typedef struct vit_acts vit_acts; /* private to vit.c */

@@ -57,6 +57,22 @@ static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const fl
     return 0;
 }
 
+/* The same quantized output again, for the engine's backward (vit_hooks.reforward): in QUANT
+ * mode what hook_forward computed, since the steps change only after the backward; otherwise a
+ * copy, and never an observation (the forward pass saw these activations already). */
+static int hook_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                          int64_t rows, int cols) {
+    actq_set *s = ctx;
+    int i = slot(s, layer, p);
+    if (i < 0 || rows > 0x7fffffff) {
+        snprintf(s->err, sizeof s->err, "no quantizer for point %d of layer %d", (int)p, layer);
+        return -1;
+    }
+    if (s->mode == ACTQ_QUANT) lsq_forward(&s->q[i], out, in, (int)rows, cols);
+    else if (out != in) memcpy(out, in, sizeof(float) * (size_t)rows * cols);
+    return 0;
+}
+
 static void hook_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
                           const float *in, int64_t rows, int cols) {
     actq_set *s = ctx;
@@ -95,7 +111,8 @@ int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char 
         }
     }
     s->mode = ACTQ_OFF;
-    s->hooks = (vit_hooks){.ctx = s, .forward = hook_forward, .backward = hook_backward};
+    s->hooks = (vit_hooks){.ctx = s, .forward = hook_forward, .backward = hook_backward,
+                           .reforward = hook_reforward};
     return 0;
 }
 

@@ -106,4 +106,63 @@ TEST(observe_then_quantize) {
     vit_free(&m);
 }
 
+/* A training pass that recomputes each block's quantized copies in its backward
+ * (vit_hooks.reforward) gives bit for bit the gradients of one that keeps them all, with
+ * less memory. */
+static void pass(vit_model *m, actq_set *s, const float *x, int B, float *grads, float *steps) {
+    char err[256];
+    CHECK(vit_forward(m, x, B, err, sizeof err) == 0);
+    vit_zero_grad(m);
+    actq_zero_grad(s);
+    float probs[64], dl[64] = {0};
+    int y[16];
+    for (int b = 0; b < B; b++) y[b] = (b * 7) % 4;
+    crossentropy_forward_backward(probs, dl, m->logits, y, B, 4, 0.0f, 1.0f);
+    float *dx = calloc((size_t)B * 64, sizeof(float));
+    CHECK(vit_backward(m, dl, NULL, dx, err, sizeof err) == 0);
+    memcpy(grads, m->grad_mem, sizeof(float) * m->num_params);
+    memcpy(grads + m->num_params, dx, sizeof(float) * B * 64);
+    actq_gather(s, steps, 1);
+    free(dx);
+}
+
+TEST(recomputed_copies_give_the_same_gradients) {
+    vit_model m;
+    tiny(&m);
+    int B = 16;
+    float *x = malloc(sizeof(float) * B * 64);
+    rng_t r;
+    rng_seed(&r, 3);
+    for (int i = 0; i < B * 64; i++) x[i] = rng_normal(&r);
+    char err[256];
+    actq_set s;
+    CHECK(actq_init(&s, &m.cfg, 3, 8, err, sizeof err) == 0);
+    vit_set_hooks(&m, &s.hooks);
+    CHECK(actq_observe_begin(&s, 1, err, sizeof err) == 0);
+    CHECK(vit_forward_infer(&m, x, B, err, sizeof err) == 0);
+    CHECK(actq_observe_end(&s, err, sizeof err) == 0);
+    CHECK(vit_alloc_grads(&m, err, sizeof err) == 0);
+    size_t n = m.num_params + (size_t)B * 64, ns = actq_num_steps(&s);
+    float *g1 = malloc(sizeof(float) * n), *g2 = malloc(sizeof(float) * n);
+    float *s1 = malloc(sizeof(float) * ns), *s2 = malloc(sizeof(float) * ns);
+    pass(&m, &s, x, B, g1, s1); /* recomputing (actq's hooks have reforward) */
+    vit_hooks keep = s.hooks;
+    keep.reforward = NULL;
+    vit_set_hooks(&m, &keep);
+    pass(&m, &s, x, B, g2, s2); /* keeping every copy */
+    CHECK_MSG(memcmp(g1, g2, sizeof(float) * n) == 0, "weight or input gradients differ");
+    CHECK_MSG(memcmp(s1, s2, sizeof(float) * ns) == 0, "step gradients differ");
+    double sum = 0;
+    for (size_t i = 0; i < ns; i++) sum += fabs(s1[i]);
+    CHECK(sum > 0);
+    vit_set_hooks(&m, NULL);
+    actq_free(&s);
+    free(g1);
+    free(g2);
+    free(s1);
+    free(s2);
+    free(x);
+    vit_free(&m);
+}
+
 TEST_MAIN()
