@@ -38,9 +38,12 @@ static vit_qpoint point_of(const actq_set *s, int i) {
     return (vit_qpoint)(VIT_QP_QKV_IN + i % ACTQ_BLOCK_POINTS);
 }
 
-static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
-                        int64_t rows, int cols) {
-    actq_set *s = ctx;
+/* out = fq(in) (a copy when not quantizing); observe: also feed the observer in OBSERVE mode.
+ * The forward hook observes; the reforward hook (the engine's backward recomputing what
+ * forward gave, vit_hooks.reforward) never does: the forward pass saw these activations, and
+ * the steps change only after the backward, so QUANT gives the same output again. */
+static int fake_quant(actq_set *s, int layer, vit_qpoint p, float *out, const float *in,
+                      int64_t rows, int cols, int observe) {
     int i = slot(s, layer, p);
     if (i < 0 || rows > 0x7fffffff) {
         snprintf(s->err, sizeof s->err, "no quantizer for point %d of layer %d", (int)p, layer);
@@ -51,26 +54,20 @@ static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const fl
         return 0;
     }
     if (out != in) memcpy(out, in, sizeof(float) * (size_t)rows * cols);
-    if (s->mode == ACTQ_OBSERVE &&
+    if (observe && s->mode == ACTQ_OBSERVE &&
         lsq_observer_update(&s->obs[i], in, (int)rows, cols, s->err, sizeof s->err))
         return -1;
     return 0;
 }
 
-/* The same quantized output again, for the engine's backward (vit_hooks.reforward): in QUANT
- * mode what hook_forward computed, since the steps change only after the backward; otherwise a
- * copy, and never an observation (the forward pass saw these activations already). */
+static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                        int64_t rows, int cols) {
+    return fake_quant(ctx, layer, p, out, in, rows, cols, 1);
+}
+
 static int hook_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
                           int64_t rows, int cols) {
-    actq_set *s = ctx;
-    int i = slot(s, layer, p);
-    if (i < 0 || rows > 0x7fffffff) {
-        snprintf(s->err, sizeof s->err, "no quantizer for point %d of layer %d", (int)p, layer);
-        return -1;
-    }
-    if (s->mode == ACTQ_QUANT) lsq_forward(&s->q[i], out, in, (int)rows, cols);
-    else if (out != in) memcpy(out, in, sizeof(float) * (size_t)rows * cols);
-    return 0;
+    return fake_quant(ctx, layer, p, out, in, rows, cols, 0);
 }
 
 static void hook_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,

@@ -23,6 +23,15 @@ static void tiny(vit_model *m) {
     for (size_t i = 0; i < m->num_params; i++) m->param_mem[i] += 0.2f * rng_normal(&r);
 }
 
+/* B images of 8x8 standard normal noise (malloc'ed). */
+static float *noise(int B, uint64_t seed) {
+    float *x = malloc(sizeof(float) * B * 64);
+    rng_t r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < B * 64; i++) x[i] = rng_normal(&r);
+    return x;
+}
+
 static double logit_err(const float *a, const float *b, int n) {
     double num = 0, den = 0;
     for (int i = 0; i < n; i++) num += (a[i] - b[i]) * (a[i] - b[i]), den += b[i] * b[i];
@@ -33,10 +42,7 @@ TEST(observe_then_quantize) {
     vit_model m;
     tiny(&m);
     int B = 16;
-    float *x = malloc(sizeof(float) * B * 64);
-    rng_t r;
-    rng_seed(&r, 2);
-    for (int i = 0; i < B * 64; i++) x[i] = rng_normal(&r);
+    float *x = noise(B, 2);
     char err[256];
     CHECK(vit_forward(&m, x, B, err, sizeof err) == 0);
     float fp[64], feat_absmax[16] = {0};
@@ -130,10 +136,7 @@ TEST(recomputed_copies_give_the_same_gradients) {
     vit_model m;
     tiny(&m);
     int B = 16;
-    float *x = malloc(sizeof(float) * B * 64);
-    rng_t r;
-    rng_seed(&r, 3);
-    for (int i = 0; i < B * 64; i++) x[i] = rng_normal(&r);
+    float *x = noise(B, 3);
     char err[256];
     actq_set s;
     CHECK(actq_init(&s, &m.cfg, 3, 8, err, sizeof err) == 0);
