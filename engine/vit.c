@@ -368,23 +368,43 @@ static float *block_out(const vit_model *m, int l, size_t BT) {
     return a->res2 + (size_t)(a->slots == m->cfg.depth ? l : l % 2) * BT * m->cfg.dim;
 }
 
+/* Block l's activations for a batch of B: its slot of each (see vit_acts.slots), and its slot of
+ * the quantized copies (vit_acts.qslots), the one place these offsets are worked out. */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *ln1q, *qkv, *qkvq, *att, *attq, *atty, *attyq, *res1;
+    float *ln2, *ln2_mean, *ln2_rstd, *ln2q, *fch, *fchg, *fchgq;
+} block_acts;
+
+static block_acts block_slot(const vit_model *m, int l, int B) {
+    DIMS;
+    const vit_acts *a = m->acts;
+    size_t s = a->slots == c->depth ? (size_t)l : 0;
+    size_t q = a->qslots == c->depth ? (size_t)l : 0;
+    size_t nA = (size_t)B * NH * T * T;
+    return (block_acts){
+        .ln1 = a->ln1 + s * BT * C, .ln1_mean = a->ln1_mean + s * BT,
+        .ln1_rstd = a->ln1_rstd + s * BT, .ln1q = a->ln1q + q * BT * C,
+        .qkv = a->qkv + s * BT * 3 * C, .qkvq = a->qkvq + q * BT * 3 * C,
+        .att = a->att + s * nA, .attq = a->attq + q * nA,
+        .atty = a->atty + s * BT * C, .attyq = a->attyq + q * BT * C, .res1 = a->res1 + s * BT * C,
+        .ln2 = a->ln2 + s * BT * C, .ln2_mean = a->ln2_mean + s * BT,
+        .ln2_rstd = a->ln2_rstd + s * BT, .ln2q = a->ln2q + q * BT * C,
+        .fch = a->fch + s * BT * H, .fchg = a->fchg + s * BT * H, .fchgq = a->fchgq + q * BT * H,
+    };
+}
+
 /* Block l on x (B, T, C); its output lands in block_out(m, l). */
 static int block_forward(vit_model *m, int l, const float *x, int B, char *err, size_t errlen) {
     DIMS;
     vit_acts *a = m->acts;
     const vit_params *p = &m->params;
-    size_t s = a->slots == c->depth ? (size_t)l : 0; /* this block's activation slot */
-    size_t oC = s * BT * C, oT = s * BT, oH = s * BT * H;
-    size_t o3 = 3 * oC, oA = s * B * NH * T * T;
-    size_t sq = a->qslots == c->depth ? (size_t)l : 0; /* and its quantized copies' */
-    size_t qC = sq * BT * C, q3 = 3 * qC, qA = sq * B * NH * T * T, qH = sq * BT * H;
-    float *ln1 = a->ln1 + oC, *ln1q = a->ln1q + qC, *qkv = a->qkv + o3, *qkvq = a->qkvq + q3;
-    float *att = a->att + oA, *attq = a->attq + qA, *atty = a->atty + oC, *attyq = a->attyq + qC;
-    float *res1 = a->res1 + oC, *ln2 = a->ln2 + oC, *ln2q = a->ln2q + qC;
-    float *fch = a->fch + oH, *fchg = a->fchg + oH, *fchgq = a->fchgq + qH;
+    block_acts k = block_slot(m, l, B);
+    float *ln1 = k.ln1, *ln1q = k.ln1q, *qkv = k.qkv, *qkvq = k.qkvq, *att = k.att;
+    float *attq = k.attq, *atty = k.atty, *attyq = k.attyq, *res1 = k.res1, *ln2 = k.ln2;
+    float *ln2q = k.ln2q, *fch = k.fch, *fchg = k.fchg, *fchgq = k.fchgq;
     float *res2 = block_out(m, l, BT);
 
-    layernorm_forward(ln1, a->ln1_mean + oT, a->ln1_rstd + oT, x, p->ln1_w + (size_t)l * C,
+    layernorm_forward(ln1, k.ln1_mean, k.ln1_rstd, x, p->ln1_w + (size_t)l * C,
                       p->ln1_b + (size_t)l * C, (int)BT, C, c->ln_eps);
     if (hook_fwd(m, l, VIT_QP_QKV_IN, ln1q, ln1, BT, C, err, errlen)) return -1;
     matmul_forward(qkv, ln1q, p->qkv_w + (size_t)l * 3 * C * C, p->qkv_b + (size_t)l * 3 * C,
@@ -397,7 +417,7 @@ static int block_forward(vit_model *m, int l, const float *x, int B, char *err, 
     matmul_forward(res1, attyq, p->proj_w + (size_t)l * C * C, p->proj_b + (size_t)l * C,
                    (int)BT, C, C);
     axpy(res1, 1.0f, x, BT * C);
-    layernorm_forward(ln2, a->ln2_mean + oT, a->ln2_rstd + oT, res1, p->ln2_w + (size_t)l * C,
+    layernorm_forward(ln2, k.ln2_mean, k.ln2_rstd, res1, p->ln2_w + (size_t)l * C,
                       p->ln2_b + (size_t)l * C, (int)BT, C, c->ln_eps);
     if (hook_fwd(m, l, VIT_QP_FC1_IN, ln2q, ln2, BT, C, err, errlen)) return -1;
     matmul_forward(fch, ln2q, p->fc1_w + (size_t)l * H * C, p->fc1_b + (size_t)l * H, (int)BT,
@@ -469,17 +489,15 @@ const float *vit_feature(const vit_model *m, int b) {
  * the quantizers (hooks->reforward, see vit_hooks). */
 static int block_requantize(vit_model *m, int l, int B, char *err, size_t errlen) {
     DIMS;
-    vit_acts *a = m->acts;
     const vit_hooks *h = m->hooks;
-    size_t oC = (size_t)l * BT * C, oH = (size_t)l * BT * H;
-    size_t o3 = 3 * oC, oA = (size_t)l * B * NH * T * T;
+    block_acts k = block_slot(m, l, B);
     struct { vit_qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
-        {VIT_QP_QKV_IN, a->ln1q, a->ln1 + oC, BT, C},
-        {VIT_QP_QKV_OUT, a->qkvq, a->qkv + o3, BT, 3 * C},
-        {VIT_QP_ATTN, a->attq, a->att + oA, (int64_t)B * NH * T, T},
-        {VIT_QP_PROJ_IN, a->attyq, a->atty + oC, BT, C},
-        {VIT_QP_FC1_IN, a->ln2q, a->ln2 + oC, BT, C},
-        {VIT_QP_FC2_IN, a->fchgq, a->fchg + oH, BT, H},
+        {VIT_QP_QKV_IN, k.ln1q, k.ln1, BT, C},
+        {VIT_QP_QKV_OUT, k.qkvq, k.qkv, BT, 3 * C},
+        {VIT_QP_ATTN, k.attq, k.att, (int64_t)B * NH * T, T},
+        {VIT_QP_PROJ_IN, k.attyq, k.atty, BT, C},
+        {VIT_QP_FC1_IN, k.ln2q, k.ln2, BT, C},
+        {VIT_QP_FC2_IN, k.fchgq, k.fchg, BT, H},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
         if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
@@ -495,45 +513,42 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
     vit_acts *a = m->acts;
     const vit_params *p = &m->params;
     vit_params *g = &m->grads;
-    size_t oC = (size_t)l * BT * C, oT = (size_t)l * BT, oH = (size_t)l * BT * H;
-    size_t o3 = 3 * oC, oA = (size_t)l * B * NH * T * T;
     size_t nA = (size_t)B * NH * T * T;
+    block_acts k = block_slot(m, l, B);
     /* the quantized copies: kept per block, or recomputed now into their one slot */
-    size_t sq = a->qslots == c->depth ? (size_t)l : 0;
-    size_t qC = sq * BT * C, q3 = 3 * qC, qA = sq * B * NH * T * T, qH = sq * BT * H;
     if (a->qslots != c->depth && block_requantize(m, l, B, err, errlen)) return -1;
 
     /* res2 = res1 + fc2(gelu(fc1(norm2(res1)))) */
     memset(a->dH, 0, sizeof(float) * BT * H);
     matmul_backward(a->dH, g->fc2_w + (size_t)l * C * H, g->fc2_b + (size_t)l * C, a->dres,
-                    a->fchgq + qH, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
-    hook_bwd(m, l, VIT_QP_FC2_IN, a->dH, a->fchg + oH, BT, H);
+                    k.fchgq, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
+    hook_bwd(m, l, VIT_QP_FC2_IN, a->dH, k.fchg, BT, H);
     memset(a->dH2, 0, sizeof(float) * BT * H);
-    gelu_backward(a->dH2, a->fch + oH, a->dH, BT * H);
+    gelu_backward(a->dH2, k.fch, a->dH, BT * H);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->fc1_w + (size_t)l * H * C, g->fc1_b + (size_t)l * H, a->dH2,
-                    a->ln2q + qC, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
-    hook_bwd(m, l, VIT_QP_FC1_IN, a->dC, a->ln2 + oC, BT, C);
+                    k.ln2q, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
+    hook_bwd(m, l, VIT_QP_FC1_IN, a->dC, k.ln2, BT, C);
     layernorm_backward(a->dres, g->ln2_w + (size_t)l * C, g->ln2_b + (size_t)l * C, a->dC,
-                       a->res1 + oC, p->ln2_w + (size_t)l * C, a->ln2_mean + oT,
-                       a->ln2_rstd + oT, (int)BT, C);
+                       k.res1, p->ln2_w + (size_t)l * C, k.ln2_mean,
+                       k.ln2_rstd, (int)BT, C);
     /* res1 = x + proj(attention(qkv(norm1(x)))) */
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->proj_w + (size_t)l * C * C, g->proj_b + (size_t)l * C, a->dres,
-                    a->attyq + qC, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
-    hook_bwd(m, l, VIT_QP_PROJ_IN, a->dC, a->atty + oC, BT, C);
+                    k.attyq, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
+    hook_bwd(m, l, VIT_QP_PROJ_IN, a->dC, k.atty, BT, C);
     memset(a->datt, 0, sizeof(float) * nA);
     memset(a->dqkv, 0, sizeof(float) * BT * 3 * C);
-    attention_value_backward(a->datt, a->dqkv, a->dC, a->attq + qA, a->qkvq + q3, B, T, C, NH);
-    hook_bwd(m, l, VIT_QP_ATTN, a->datt, a->att + oA, (int64_t)B * NH * T, T);
-    attention_softmax_backward(a->dqkv, a->datt, a->att + oA, a->qkvq + q3, B, T, C, NH);
-    hook_bwd(m, l, VIT_QP_QKV_OUT, a->dqkv, a->qkv + o3, BT, 3 * C);
+    attention_value_backward(a->datt, a->dqkv, a->dC, k.attq, k.qkvq, B, T, C, NH);
+    hook_bwd(m, l, VIT_QP_ATTN, a->datt, k.att, (int64_t)B * NH * T, T);
+    attention_softmax_backward(a->dqkv, a->datt, k.att, k.qkvq, B, T, C, NH);
+    hook_bwd(m, l, VIT_QP_QKV_OUT, a->dqkv, k.qkv, BT, 3 * C);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->qkv_w + (size_t)l * 3 * C * C, g->qkv_b + (size_t)l * 3 * C,
-                    a->dqkv, a->ln1q + qC, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
-    hook_bwd(m, l, VIT_QP_QKV_IN, a->dC, a->ln1 + oC, BT, C);
+                    a->dqkv, k.ln1q, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
+    hook_bwd(m, l, VIT_QP_QKV_IN, a->dC, k.ln1, BT, C);
     layernorm_backward(a->dres, g->ln1_w + (size_t)l * C, g->ln1_b + (size_t)l * C, a->dC, x,
-                       p->ln1_w + (size_t)l * C, a->ln1_mean + oT, a->ln1_rstd + oT, (int)BT, C);
+                       p->ln1_w + (size_t)l * C, k.ln1_mean, k.ln1_rstd, (int)BT, C);
     return 0;
 }
 
