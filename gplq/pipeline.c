@@ -135,7 +135,7 @@ int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint6
     ds_shuffle(order, train->n, &r);
     vit_set_hooks(m, &aq->hooks);
     if (actq_observe_begin(aq, seed, err, errlen) ||
-        stage1_features(m, train, order, n, 256, feat, NULL, NULL, 0, n, err, errlen) ||
+        stage1_features(m, train, order, n, 256, feat, NULL, NULL, err, errlen) ||
         actq_observe_end(aq, err, errlen))
         goto out;
     rc = 0;

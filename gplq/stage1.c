@@ -21,7 +21,7 @@ void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
                     int (*tick)(void *ctx, int64_t done, int64_t total), void *tick_ctx,
-                    int64_t done0, int64_t total, char *err, size_t errlen) {
+                    char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     float *x = malloc(sizeof(float) * img * batch);
@@ -38,7 +38,7 @@ int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int 
         if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++)
             memcpy(out + (size_t)(i + b) * c->dim, vit_feature(m, b), sizeof(float) * c->dim);
-        if (tick && tick(tick_ctx, done0 + i + B, total)) rc = 1;
+        if (tick && tick(tick_ctx, i + B, n)) rc = 1;
     }
     free(x);
     free(idx);
@@ -112,9 +112,8 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
     rng_seed(&r, c->seed ^ 0x5eed5eedULL);
     ds_shuffle(order, n, &r);
     vit_set_hooks(teacher, NULL);
-    int64_t nfeat = (int64_t)npca + ncal;
-    int f = stage1_features(teacher, train, order, npca, 256, feats, c->tick, c->tick_ctx, 0, nfeat,
-                            err, errlen);
+    int f = stage1_features(teacher, train, order, npca, 256, feats, c->tick, c->tick_ctx, err,
+                            errlen);
     if (f) {
         rc = f; /* 1: stopped (nothing to checkpoint yet), -1: error */
         goto out;
@@ -129,8 +128,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
         goto out;
     }
     feats = scratch;
-    f = stage1_features(student, train, order, ncal, 256, feats, c->tick, c->tick_ctx, npca, nfeat,
-                        err, errlen);
+    f = stage1_features(student, train, order, ncal, 256, feats, c->tick, c->tick_ctx, err, errlen);
     if (f) {
         if (f < 0 && aq->err[0]) snprintf(err, errlen, "%s", aq->err);
         rc = f;

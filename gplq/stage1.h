@@ -34,8 +34,8 @@ typedef struct {
     int ckpt_every;
     const char *ckpt_path; /* resumable state, NULL = none */
     /* The feature passes before training (the PCA samples through the teacher, then the
-     * calibration images through the student) call tick(tick_ctx, images done, images in
-     * both) after each batch; nonzero stops the run (stage1_run returns 1). They take a while
+     * calibration images through the student) call tick(tick_ctx, images done, images in the
+     * pass) after each batch; nonzero stops the run (stage1_run returns 1). They take a while
      * (10,000 images by default), and a cancel or a shutdown must not wait for them. NULL:
      * no calls. */
     int (*tick)(void *ctx, int64_t done, int64_t total);
@@ -61,10 +61,10 @@ void stage1_result_free(stage1_result *r);
 
 /* Teacher features (n, C) of the first n images of order (or of d if order is NULL), no
  * augmentation, batch images at a time; out is the caller's (n * C floats). After each batch,
- * tick (if not NULL) gets (done0 + images done, total); nonzero from it stops: returns 1.
- * 0 when done, -1 on error. */
+ * tick (if not NULL) gets (images done, n); nonzero from it stops: returns 1. 0 when done,
+ * -1 on error. */
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
                     int (*tick)(void *ctx, int64_t done, int64_t total), void *tick_ctx,
-                    int64_t done0, int64_t total, char *err, size_t errlen);
+                    char *err, size_t errlen);
 
 #endif

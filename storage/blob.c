@@ -228,8 +228,8 @@ int blob_mkdirs(const char *path) {
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        if (mkdir(buf, 0755) && errno != EEXIST) return -1;
+        if (mkdir_ok(buf)) return -1;
         *p = '/';
     }
-    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
+    return mkdir_ok(buf);
 }

@@ -23,7 +23,7 @@ typedef struct {
 } blob_writer;
 
 /* Creates path and its missing parents (mkdir -p): the data directory and its folders.
- * 0, or -1 with errno set. */
+ * 0, or -1 with errno set (ENOTDIR where a file stands in the way). */
 int blob_mkdirs(const char *path);
 
 /* Creates DATA_DIR (one level), DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */

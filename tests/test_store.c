@@ -257,6 +257,9 @@ TEST(blob_commit_into_missing_dir_fails) {
     err[0] = '\0';
     CHECK(blob_init(other, err, sizeof err) == -1);
     CHECK_MSG(strstr(err, "blobs") && strstr(err, "Not a directory"), "message: %s", err);
+    /* and mkdir -p of that path says so too, rather than "done" */
+    errno = 0;
+    CHECK(blob_mkdirs(blobs) == -1 && errno == ENOTDIR);
 }
 
 /* ---- schema ---- */
