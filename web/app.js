@@ -181,12 +181,15 @@ async function followEvents(jobId, after, onEvent, signal) {
   }
 }
 
-// Names of models and datasets for the tables, fetched once per view and again on a miss.
+// The models and datasets the token sees, by id: names for the tables, the form's choices and
+// the uploads page. Fetched anew by each view (and on a miss), replacing what was there, so a
+// deleted upload does not linger in a picker.
 const names = {models: new Map(), datasets: new Map()};
-async function loadNames() {
-  const [m, d] = await Promise.all([api('GET', '/v1/models'), api('GET', '/v1/datasets')]);
-  for (const x of m.models || []) names.models.set(x.id, x);
-  for (const x of d.datasets || []) names.datasets.set(x.id, x);
+async function loadNames(signal) {
+  const [m, d] = await Promise.all([api('GET', '/v1/models', undefined, {signal}),
+                                    api('GET', '/v1/datasets', undefined, {signal})]);
+  names.models = new Map((m.models || []).map(x => [x.id, x]));
+  names.datasets = new Map((d.datasets || []).map(x => [x.id, x]));
 }
 const modelName = id => (names.models.get(id) || {}).name || id;
 const datasetName = id => (names.datasets.get(id) || {}).name || id;
@@ -317,20 +320,24 @@ function signOut(reason) {
 // ---------------------------------------------------------------------------------------------
 // Jobs
 
+// A button that asks `question`, then sends method path; says `done` or the server's refusal.
+function actionButton(text, label, cls, question, method, path, done, after) {
+  return h('button', {type: 'button', class: cls, 'aria-label': label,
+    onclick: async () => {
+      if (!confirm(question)) return;
+      try { await api(method, path); toast(done); after(); }
+      catch (e) { toast(e.message, true); }
+    }}, text);
+}
+
 function jobActions(job, after) {
-  const cancel = h('button', {type: 'button', class: 'small danger', 'aria-label': `Cancel job ${job.id}`,
-    onclick: async () => {
-      if (!confirm(`Cancel job ${job.id}? Its work so far is lost.`)) return;
-      try { await api('POST', `/v1/jobs/${job.id}/cancel`); toast(`Canceling ${job.id}`); after(); }
-      catch (e) { toast(e.message, true); }
-    }}, 'Cancel');
-  const del = h('button', {type: 'button', class: 'small', 'aria-label': `Delete job ${job.id}`,
-    onclick: async () => {
-      if (!confirm(`Delete job ${job.id} with its artifacts, events and webhook log?`)) return;
-      try { await api('DELETE', `/v1/jobs/${job.id}`); toast(`Deleted ${job.id}`); after(true); }
-      catch (e) { toast(e.message, true); }
-    }}, 'Delete');
-  return ENDED.has(job.state) ? [del] : [cancel];
+  return ENDED.has(job.state)
+    ? [actionButton('Delete', `Delete job ${job.id}`, 'small',
+                    `Delete job ${job.id} with its artifacts, events and webhook log?`,
+                    'DELETE', `/v1/jobs/${job.id}`, `Deleted ${job.id}`, () => after(true))]
+    : [actionButton('Cancel', `Cancel job ${job.id}`, 'small danger',
+                    `Cancel job ${job.id}? Its work so far is lost.`,
+                    'POST', `/v1/jobs/${job.id}/cancel`, `Canceling ${job.id}`, () => after(false))];
 }
 
 function viewJobs(main) {
@@ -799,8 +806,8 @@ function viewJob(main, id) {
                    h('td', {class: 'num'}, bytes(a.bytes)), h('td', {class: 'mono small', title: a.sha256}, `${a.sha256.slice(0, 12)}...`),
                    h('td', {}, btn));
         }))));
-      const r = await fetch(`/v1/jobs/${id}/artifacts/report.json`, {headers: authHeaders(), signal: stop.signal});
-      const blocks = r.ok ? (((await r.json()).diagnostics || {}).blocks || []) : [];
+      const report = await api('GET', `/v1/jobs/${id}/artifacts/report.json`, undefined, {signal: stop.signal});
+      const blocks = (report.diagnostics || {}).blocks || [];
       qwtBox.replaceChildren(blocks.length === 0 ? h('p', {class: 'muted small'}, 'No QwT diagnostics in the report.') :
         h('table', {'aria-label': 'QwT per block'},
           h('thead', {}, h('tr', {}, h('th', {}, 'Block'), h('th', {class: 'num'}, 'QwT R²'),
@@ -874,21 +881,14 @@ function viewUploads(main) {
     h('section', {class: 'card table-wrap', 'aria-labelledby': 'data-title'}, h('h2', {id: 'data-title'}, 'Datasets'), dataBox));
 
   // Delete: the API refuses (409) while a queued or running job uses it, and says which.
-  const deleter = (what, x) => h('button', {type: 'button', class: 'small', 'aria-label': `Delete ${what} ${x.name}`,
-    onclick: async () => {
-      if (!confirm(`Delete the ${what} ${x.name} (${x.id})? Jobs that used it keep their artifacts.`)) return;
-      try {
-        await api('DELETE', `/v1/${what === 'model' ? 'models' : 'datasets'}/${x.id}`);
-        toast(`Deleted ${x.name}`);
-        load();
-      } catch (e) { toast(e.message, true); }
-    }}, 'Delete');
+  const deleter = (what, x) => actionButton('Delete', `Delete ${what} ${x.name}`, 'small',
+    `Delete the ${what} ${x.name} (${x.id})? Jobs that used it keep their artifacts.`,
+    'DELETE', `/v1/${what === 'model' ? 'models' : 'datasets'}/${x.id}`, `Deleted ${x.name}`, load);
 
   async function load() {
     try {
-      const [m, d] = await Promise.all([api('GET', '/v1/models', undefined, {signal: stop.signal}),
-                                        api('GET', '/v1/datasets', undefined, {signal: stop.signal})]);
-      const models = m.models || [], datasets = d.datasets || [];
+      await loadNames(stop.signal);
+      const models = [...names.models.values()], datasets = [...names.datasets.values()];
       modelsBox.replaceChildren(models.length === 0 ? h('p', {class: 'muted small'}, 'No models yet.') :
         h('table', {'aria-label': 'Models'},
           h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Id'), h('th', {}, 'Architecture'),
