@@ -511,9 +511,10 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
-        /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: 256 KB
-         * took a 97 MB upload from ~6,500 recv+poll+write rounds to ~800 (320 -> 430 MB/s);
-         * 1 MB added little and cost GET /v1/jobs/{id} a third of its rate (p99 4 -> 60 ms). */
+        /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: with
+         * 256 KB a 97 MB upload takes about an eighth of the recv+poll+write rounds; 1 MB, tried
+         * once while developing, added little for uploads and slowed GET /v1/jobs/{id} (its
+         * p99 rose from a few ms to tens). bench/service.py measures both. */
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
         MHD_OPTION_END);
     if (!h->d) {
