@@ -36,6 +36,17 @@ def browse(scenario, d, *args, timeout=420):
     return out["result"]
 
 
+def streamed(d, job):
+    """How many times the browser read the job's event stream to its end (gplqd's request log:
+    one line per finished request): the live updates came through SSE, not only polling."""
+    n = 0
+    for line in d.log_text().splitlines():
+        if '"route":"jobs.events"' in line and '"path":"/v1/jobs/%s/events"' % job in line \
+                and '"status":200' in line:
+            n += 1
+    return n
+
+
 def pngs(prefix):
     return sorted(f for f in os.listdir(OUT) if f.startswith(prefix) and f.endswith(".png"))
 
@@ -69,6 +80,7 @@ def test_a_job_from_upload_to_download_in_the_browser():
         assert seen["qwt_rows"] == len(report["diagnostics"]["blocks"]) == 6, seen
         assert seen["timeline"] == ["done"] * 5, seen["timeline"]
         assert seen["table_state"] == "succeeded"
+        assert streamed(d, seen["job"]) >= 1, "the job page never read the event stream"
 
         # The download is the artifact, byte for byte.
         arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % seen["job"]).json()["artifacts"]}
@@ -94,6 +106,7 @@ def test_cancel_and_delete_from_the_jobs_table():
         job = r.json()["id"]
         seen = browse("cancel", d, job)
         assert seen["progress_before_cancel"] > 0 and seen["deleted"], seen
+        assert streamed(d, job) >= 1, "the jobs table never read the event stream"
         assert d.get("/v1/jobs/" + job).status == 404
         assert d.get("/v1/jobs").json()["jobs"] == []
     assert pngs("cancel-"), os.listdir(OUT)
