@@ -57,6 +57,7 @@ typedef struct {
     double t0;
     int64_t content_length;        /* -1: not given (chunked) */
     int64_t received;
+    int64_t counted_bytes;         /* of received, already in the upload metric */
     char *body;                    /* JSON routes: the body so far */
     size_t len, cap;
     blob_writer bw;                /* upload routes */
@@ -98,6 +99,18 @@ static store *thread_store_cb(void *arg) {
 }
 
 /* ---------------------------------------------------------------- responses */
+
+/* Upload bytes received since the last count, so each byte is counted once. */
+static void count_upload_bytes(http_req *r) {
+    if (!r->route || !(r->route->flags & API_UPLOAD) || r->received <= r->counted_bytes) return;
+    metrics_upload_bytes((r->route->flags & API_UPLOAD_MODEL) != 0, r->received - r->counted_bytes);
+    r->counted_bytes = r->received;
+}
+
+static void count_request(http_req *r) {
+    metrics_http(r->route ? (int)(r->route - api_routes) : -1, r->status);
+    count_upload_bytes(r);
+}
 
 static enum MHD_Result respond(http_req *r, api_response *res) {
     struct MHD_Response *resp = NULL;
@@ -162,6 +175,9 @@ static enum MHD_Result respond(http_req *r, api_response *res) {
         r->status = res->status;
         r->out_bytes = strcmp(r->method, "HEAD") ? bytes : 0;
         r->responded = 1;
+        /* Counted now, not in on_completed: that runs after the client has its answer, so a
+         * scrape it sends next could otherwise miss this request. */
+        count_request(r);
     }
     api_response_free(res);
     return rc;
@@ -419,9 +435,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
                           (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
     if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
-    metrics_http(r->route ? (int)(r->route - api_routes) : -1, r->status);
-    if (r->route && (r->route->flags & API_UPLOAD))
-        metrics_upload_bytes((r->route->flags & API_UPLOAD_MODEL) != 0, r->received);
+    if (!r->responded) metrics_http(r->route ? (int)(r->route - api_routes) : -1, r->status);
+    count_upload_bytes(r); /* what a refused upload sent after its answer */
     if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
     jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
     json_decref(l);

@@ -214,6 +214,11 @@ def test_metrics_and_request_ids():
                      "# TYPE gplq_job_duration_seconds histogram", "gplq_event_streams 0"):
             assert want in m, (want, m)
         assert j not in m and "admin" not in m  # counts only
+        # a request is counted before its answer goes out: a scrape right after it sees it
+        for n in range(2, 42):
+            d.get("/v1/jobs", token=None)
+            m = d.get("/metrics", token=None).body.decode()
+            assert 'gplq_http_requests_total{route="jobs.list",code="401"} %d\n' % n in m, n
         # every answer has a request id: success, errors, refusals, the public routes
         for r in (d.get("/v1/jobs/" + j), d.get("/v1/nope"), d.request("PATCH", "/v1/jobs"),
                   d.get("/v1/jobs", token=None), d.post("/v1/jobs", {"x": 1}),
