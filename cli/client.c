@@ -207,12 +207,15 @@ static void show_progress(progress *bar, json_t *job) {
     if (!stage) stage = json_string_value(json_object_get(job, "state"));
     double f = json_number_value(json_object_get(p, "fraction"));
     double eta = json_is_number(json_object_get(p, "eta_s")) ? json_number_value(json_object_get(p, "eta_s")) : -1;
-    char etas[32] = "";
-    if (eta >= 0) progress_fmt_duration(etas, sizeof etas, eta);
+    char etas[40] = "", d[32]; /* " ETA 3m05s", or nothing before there is an estimate */
+    if (eta >= 0) {
+        progress_fmt_duration(d, sizeof d, eta);
+        if (strcmp(d, "?")) snprintf(etas, sizeof etas, " ETA %s", d);
+    }
     json_t *l = json_object_get(p, "losses");
     if (l && stage && !strcmp(stage, "stage1"))
         progress_update(bar, f, 0, "stage 1 step %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT
-                        " ce %.4f pca %.4f ETA %s", json_integer_value(json_object_get(p, "step")),
+                        " ce %.4f pca %.4f%s", json_integer_value(json_object_get(p, "step")),
                         json_integer_value(json_object_get(p, "total")),
                         json_number_value(json_object_get(l, "ce")),
                         json_number_value(json_object_get(l, "pca")), etas);
@@ -220,7 +223,7 @@ static void show_progress(progress *bar, json_t *job) {
         /* "evaluate gplq", "calibrate ptq_baseline"; a part named as its stage ("stage2") once */
         const char *part = json_string_value(json_object_get(p, "part"));
         if (!part || (stage && !strcmp(part, stage))) part = "";
-        progress_update(bar, f, 0, "%s%s%s ETA %s", stage ? stage : "queued", *part ? " " : "",
+        progress_update(bar, f, 0, "%s%s%s%s", stage ? stage : "queued", *part ? " " : "",
                         part, etas);
     }
 }

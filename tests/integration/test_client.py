@@ -31,6 +31,11 @@ def test_submit_wait_out_end_to_end():
         assert p.returncode == 0, p.stderr[-3000:]
         job = json.loads(p.stdout)
         assert job["state"] == "succeeded", job
+        # stderr is a pipe: plain progress lines, never the same twice in a row, no empty ETA
+        lines = p.stderr.splitlines()
+        assert "\r" not in p.stderr and lines, p.stderr[-2000:]
+        assert all(a != b for a, b in zip(lines, lines[1:])), lines
+        assert not [l for l in lines if l.endswith("ETA ") or "ETA ?" in l], lines
         assert sorted(job["metrics"]) == ["fp32", "gplq", "stage1", "stage2_noqwt"], job["metrics"]
         arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % job["id"]).json()["artifacts"]}
         for name, a in arts.items():
@@ -54,6 +59,10 @@ def test_submit_without_wait_then_cancel():
         assert p.returncode == 0, p.stderr
         jid = p.stdout.strip()
         assert jid.startswith("j_") and d.job(jid)["state"] == "queued", p.stdout
+        # the upload bar on a pipe: plain lines, the finished upload said once
+        up = [l for l in p.stderr.splitlines() if "uploading vit-fmnist.safetensors" in l]
+        assert "\r" not in p.stderr and up and up[-1].startswith("100% "), p.stderr
+        assert sum(l.startswith("100% ") for l in up) == 1, up
         p = gplq(d, "cancel", "--job", jid)
         assert p.returncode == 0 and "canceled" in p.stdout, (p.stdout, p.stderr)
         assert d.job(jid)["state"] == "canceled"
