@@ -395,7 +395,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
     api_response res;
     store *st = thread_store(h);
-    if (!st && r->route) {
+    /* The page itself needs no database: it loads, and shows this 503 from its first call. */
+    if (!st && r->route && !(r->route->flags & API_WEB)) {
         api_response_init(&res);
         api_error(&res, 503, "unavailable", NULL, "the database cannot be opened");
         return respond(r, &res);

@@ -153,6 +153,28 @@ def test_dashboard_page_and_files():
             assert want in m, (want, m)
 
 
+def test_dashboard_loads_when_the_database_cannot_be_opened():
+    """The page needs no database: with gplq.db gone (a folder in its place) before any HTTP
+    thread has opened it, / still loads, and the API answers 503 with the reason the page shows."""
+    with Daemon(workers=0, args=["--http-threads", "8"]) as d:
+        db = os.path.join(d.data_dir, "gplq.db")
+        os.rename(db, db + ".moved")
+        os.mkdir(db)
+        try:
+            codes = set()
+            for _ in range(16):
+                assert d.get("/", token=None).status == 200
+                assert d.get("/web/app.js", token=None).status == 200
+                r = d.get("/v1/jobs")
+                codes.add(r.status)
+                if r.status == 503:
+                    assert r.error()["message"] == "the database cannot be opened", r
+            assert 503 in codes, codes
+        finally:
+            os.rmdir(db)
+            os.rename(db + ".moved", db)
+
+
 # ---------------------------------------------------------------- uploads
 
 def test_model_upload_same_bytes_same_model():
