@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/auth.h"
@@ -853,12 +854,13 @@ static const char *content_type_of(const char *name) {
 
 /* GET /v1/jobs/{id}/artifacts/{name}: the file, with ETag (its SHA-256), If-None-Match and a
  * single byte range. The descriptor goes to the glue, which sends it without copying. */
-static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
-    const char *id = p->v[0], *name = p->v[1];
-    json_t *art = NULL;
+/* The artifact's record (*art, new) as ctx's owner sees it; 0, or 1 with res set (a 404 that
+ * says whether the job or the artifact is missing). */
+static int artifact_find(api_ctx *ctx, const api_request *req, api_response *res,
+                         const char *id, const char *name, json_t **art) {
+    *art = NULL;
     int rc = id_ok(id) && artifact_name_ok(name)
-                 ? store_artifact_get(ctx->st, ctx->owner, id, name, &art)
+                 ? store_artifact_get(ctx->st, ctx->owner, id, name, art)
                  : STORE_ENOTFOUND;
     if (rc == STORE_ENOTFOUND) {
         json_t *job = NULL;
@@ -866,12 +868,20 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
         json_decref(job);
         if (jrc == STORE_OK) api_error(res, 404, "not_found", NULL, "job '%s' has no artifact '%s'", id, name);
         else store_error(ctx, req, res, jrc, "job", id);
-        return;
+        return 1;
     }
     if (rc) {
         store_error(ctx, req, res, rc, "artifact", name);
-        return;
+        return 1;
     }
+    return 0;
+}
+
+static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                           api_response *res) {
+    const char *id = p->v[0], *name = p->v[1];
+    json_t *art;
+    if (artifact_find(ctx, req, res, id, name, &art)) return;
     const char *sha = json_string_value(json_object_get(art, "sha256"));
     char etag[80];
     snprintf(etag, sizeof etag, "\"%s\"", sha ? sha : "");
@@ -1021,6 +1031,36 @@ static void web_send(const api_request *req, const web_file *f, api_response *re
     res->content_type = f->content_type;
 }
 
+
+/* POST /v1/jobs/{id}/artifacts/{name}/link?expires_in=S: a link that downloads the artifact
+ * without a token for S seconds (api/auth.h). The dashboard's Download button uses one, so the
+ * browser writes the file to disk as it arrives instead of holding it in memory first. */
+static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_params *p,
+                            api_response *res) {
+    const char *id = p->v[0], *name = p->v[1];
+    json_t *art;
+    long ttl;
+    if (query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
+    if (artifact_find(ctx, req, res, id, name, &art)) return;
+    json_decref(art);
+    if (!ctx->link_key) {
+        api_error(res, 503, "unavailable", NULL, "this server makes no download links");
+        return;
+    }
+    char path[2 * API_PARAM_MAX + 40], sig[65];
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s", id, name); /* both checked: URL-safe */
+    long long expires = (long long)time(NULL) + ttl;
+    auth_link_sign(ctx->link_key, path, expires, sig);
+    time_t t = (time_t)expires;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char at[32];
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char url[sizeof path + 120];
+    snprintf(url, sizeof url, "%s?expires=%lld&sig=%s", path, expires, sig);
+    api_json(res, 200, json_pack("{s:s, s:s, s:I}", "url", url, "expires_at", at, "expires_in",
+                                 (json_int_t)ttl));
+}
 /* GET /: the dashboard's page. */
 static void h_web_index(api_ctx *ctx, const api_request *req, const api_params *p,
                         api_response *res) {
@@ -1069,7 +1109,8 @@ const api_route api_routes[] = {
     {"GET", "/v1/jobs/{id}/events", "jobs.events", h_job_events, 0},
     {"GET", "/v1/jobs/{id}/webhooks", "jobs.webhooks", h_job_webhooks, 0},
     {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
-    {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, 0},
+    {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, API_LINK},
+    {"POST", "/v1/jobs/{id}/artifacts/{name}/link", "artifacts.link", h_artifact_link, 0},
     {"GET", "/", "web.index", h_web_index, API_PUBLIC | API_WEB},
     {"GET", "/web/{name}", "web.asset", h_web_asset, API_PUBLIC | API_WEB},
 };
@@ -1208,6 +1249,24 @@ int api_authenticate(api_ctx *ctx, const api_request *req, api_principal *who,
     return 0;
 }
 
+int api_authorize(api_ctx *ctx, const api_route *route, const api_request *req,
+                  api_principal *who, api_response *res) {
+    const char *h = api_header(req, "Authorization");
+    if (!(route->flags & API_LINK) || (h && *h) || !api_query(req, "sig"))
+        return api_authenticate(ctx, req, who, res);
+    memset(who, 0, sizeof *who);
+    const char *why = "this server makes no links";
+    if (!ctx->link_key || auth_link_check(ctx->link_key, req->path, api_query(req, "expires"),
+                                          api_query(req, "sig"), (long long)time(NULL), &why)) {
+        api_error(res, 401, "unauthorized", "sig", "this download link is not valid: %s; ask for "
+                  "a new one (POST %s/link) or send a token", why, req->path);
+        return 1;
+    }
+    who->admin = 1;
+    snprintf(who->token_id, sizeof who->token_id, "link");
+    return 0;
+}
+
 void api_ctx_apply(api_ctx *ctx, const api_principal *who) {
     ctx->owner = who->admin ? NULL : who->owner;
     ctx->creator = who->owner;
@@ -1224,11 +1283,11 @@ void api_dispatch(api_ctx *ctx, const api_request *req, api_response *res) {
     int answered = 0;
     if (r && ctx->auth && !(r->flags & API_PUBLIC)) {
         const api_principal *who = req->who;
-        if (!who && !(answered = api_authenticate(ctx, req, &local, res))) who = &local;
+        if (!who && !(answered = api_authorize(ctx, r, req, &local, res))) who = &local;
         if (who) api_ctx_apply(&c, who);
     }
     if (answered) {
-        /* a 401 or 503 from api_authenticate */
+        /* a 401 or 503 from api_authorize */
     } else if (!r && allow[0]) {
         api_response_header(res, "Allow", "%s", allow);
         api_error(res, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",

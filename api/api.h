@@ -126,6 +126,9 @@ typedef struct {
     const char *owner;          /* whose resources the request sees: NULL = every owner (admin) */
     const char *creator;        /* the owner recorded on what it creates; NULL: owner, or "" */
     const char *version;        /* reported by /v1/health */
+    /* Signs and checks download links (AUTH_LINK_KEY_LEN bytes, api/auth.h); NULL: links are
+     * neither made (503) nor accepted. */
+    const unsigned char *link_key;
     /* Hosts a job's webhook may name, comma-separated ("" or NULL: any public address; see
      * api/webhook.h). */
     const char *webhook_allow_hosts;
@@ -162,6 +165,8 @@ enum {
      * of the OpenAPI document, which stays about the REST API (tests/test_api.c holds the
      * document to the other routes both ways). */
     API_WEB = 1 << 4,
+    /* A download link (?expires=&sig=, api/auth.h) may stand in for the token. */
+    API_LINK = 1 << 5,
 };
 #define API_UPLOAD (API_UPLOAD_MODEL | API_UPLOAD_DATASET)
 
@@ -197,6 +202,12 @@ int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
  * res must be initialized. */
 int api_authenticate(api_ctx *ctx, const api_request *req, api_principal *who,
                      api_response *res);
+
+/* api_authenticate, or for an API_LINK route asked without an Authorization header and with a
+ * "sig" query, the link's check: a valid link is a principal that sees every owner's resources
+ * (the signature pins the one path it can reach), token_id "link". 0, or 1 with res set (401). */
+int api_authorize(api_ctx *ctx, const api_route *route, const api_request *req,
+                  api_principal *who, api_response *res);
 
 /* Sets ctx->owner and ctx->creator for a request from who: an admin sees every owner. */
 void api_ctx_apply(api_ctx *ctx, const api_principal *who);

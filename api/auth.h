@@ -33,4 +33,22 @@ int auth_token_parse(const char *token, char *id, char *hash_hex);
  * with a letter or a digit. */
 int auth_name_ok(const char *name);
 
+/* Download links. A link is a GET path plus "?expires=UNIX&sig=HEX": HMAC-SHA256 under a key
+ * gplqd draws at start, over "PATH\nEXPIRES". It stands in for the token on that one path until
+ * it expires, so a browser can save a large artifact straight to disk (a plain link cannot
+ * carry an Authorization header) and a pipeline can hand a download to a tool without its
+ * token. The key lives only in memory: a restart ends every link. */
+#define AUTH_LINK_KEY_LEN 32
+
+/* Draws a new key. 0, or -1 when the system has no randomness to give. */
+int auth_link_key_new(unsigned char key[AUTH_LINK_KEY_LEN]);
+
+/* The signature (64 hex digits and a NUL) of path until expires (Unix seconds). */
+void auth_link_sign(const unsigned char *key, const char *path, long long expires, char sig[65]);
+
+/* 0 when sig signs path until expires and now is not past it; otherwise -1 and *why says
+ * which (a static string). expires and sig are the query's text, NULL when absent. */
+int auth_link_check(const unsigned char *key, const char *path, const char *expires,
+                    const char *sig, long long now, const char **why);
+
 #endif

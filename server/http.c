@@ -324,7 +324,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (h->o.base.auth && !(r->route->flags & API_PUBLIC)) {
                 st = thread_store(h);
                 api_ctx actx = ctx_for(h, st, NULL);
-                if (api_authenticate(&actx, &r->req, &r->who, &res)) return respond(r, &res);
+                if (api_authorize(&actx, r->route, &r->req, &r->who, &res)) return respond(r, &res);
                 r->req.who = &r->who;
             }
             api_ctx ctx = ctx_for(h, st, r);

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "api/inspect.h"
 #include "api/jlog.h"
 #include "server/cfg.h"
@@ -201,6 +202,14 @@ int main(int argc, char **argv) {
                         .inspect_arg = &g,
                         .workers = sup_workers_json,
                         .workers_arg = g.sup};
+    /* Download links are signed with a key drawn now: a restart ends them (api/auth.h). */
+    static unsigned char link_key[AUTH_LINK_KEY_LEN];
+    if (auth_link_key_new(link_key)) {
+        fprintf(stderr, "gplqd: no randomness for the download-link key: %s\n", strerror(errno));
+        sup_kill_all(g.sup);
+        return 1;
+    }
+    ho.base.link_key = link_key;
     if (http_start(&g.http, &ho, err, sizeof err)) {
         fprintf(stderr, "gplqd: %s\n", err);
         sup_kill_all(g.sup);

@@ -1393,6 +1393,13 @@ TEST(openapi_describes_every_route_and_only_routes) {
         json_t *sec = json_object_get(op, "security");
         if (r->flags & API_PUBLIC) {
             CHECK_MSG(json_is_array(sec) && json_array_size(sec) == 0, "%s is public: security []", r->name);
+        } else if (r->flags & API_LINK) {
+            /* a token or a download link */
+            CHECK_MSG(json_array_size(sec) == 2 &&
+                          json_object_get(json_array_get(sec, 0), "bearerAuth") &&
+                          json_object_get(json_array_get(sec, 1), "downloadLink"),
+                      "%s takes a link: security [bearerAuth, downloadLink]", r->name);
+            CHECK_MSG(json_object_get(responses, "401"), "%s: no 401 response", r->name);
         } else {
             CHECK_MSG(!sec, "%s: the document's bearer security applies", r->name);
             CHECK_MSG(json_object_get(responses, "401"), "%s: no 401 response", r->name);
@@ -1724,6 +1731,108 @@ TEST(artifact_download_etag_and_ranges) {
     unlink(file);
     snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/model.q", j);
     CHECK(call(&f, &res, "GET", url, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    fx_close(&f);
+}
+
+TEST(download_links) {
+    /* the signature is HMAC-SHA256(key, "PATH\nEXPIRES") (test_sha256 holds hmac_sha256 to RFC 4231) */
+    unsigned char key[AUTH_LINK_KEY_LEN], other[AUTH_LINK_KEY_LEN];
+    CHECK(auth_link_key_new(key) == 0 && auth_link_key_new(other) == 0 && memcmp(key, other, sizeof key));
+    char sig[65], hex[65];
+    auth_link_sign(key, "/v1/jobs/j_1/artifacts/a", 1700000000, sig);
+    uint8_t d[32];
+    const char *msg = "/v1/jobs/j_1/artifacts/a\n1700000000";
+    hmac_sha256(key, sizeof key, msg, strlen(msg), d);
+    sha256_hex(d, hex);
+    CHECK(!strcmp(sig, hex));
+    const char *why;
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "1700000000", sig, 1700000000, &why) == 0 && !why);
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "1700000000", sig, 1700000001, &why) == -1 &&
+          strstr(why, "expired"));
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/b", "1700000000", sig, 0, &why) == -1 &&
+          strstr(why, "signature"));
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "1700000001", sig, 0, &why) == -1);
+    CHECK(auth_link_check(other, "/v1/jobs/j_1/artifacts/a", "1700000000", sig, 0, &why) == -1);
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "17e8", sig, 0, &why) == -1);
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", NULL, sig, 0, &why) == -1);
+    sig[63] = sig[63] == '0' ? '1' : '0';
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "1700000000", sig, 0, &why) == -1);
+    sig[63] = '\0'; /* a prefix of the right signature is not it */
+    auth_link_sign(key, "/v1/jobs/j_1/artifacts/a", 1700000000, hex);
+    hex[63] = '\0';
+    CHECK(auth_link_check(key, "/v1/jobs/j_1/artifacts/a", "1700000000", hex, 0, &why) == -1);
+
+    /* through the API: made with a token, used without one, for that artifact only */
+    fixture f;
+    fx_open(&f);
+    char m[64], j[64], tok[AUTH_TOKEN_LEN + 1], url[512], bad[600];
+    f.ctx.owner = "ci"; /* the owner of the token below */
+    make_model(&f, "linked", m);
+    make_job(&f, m, NULL, j);
+    char dir[600], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/jobs/%s/artifacts", f.dir, j);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && echo hello > '%s/report.json'", dir, dir);
+    CHECK(system(cmd) == 0);
+    CHECK(store_artifact_add(f.st, j, "report.json", 6, "00") == STORE_OK);
+    f.ctx.auth = 1;
+    f.ctx.link_key = key;
+    make_token(&f, "ci", 0, tok);
+    api_response res;
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/report.json/link", j);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 401); /* making one needs a token */
+    api_response_free(&res);
+    f.token = tok;
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/report.json/link?expires_in=0", j);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 400 && !strcmp(err_field(&res), "expires_in"));
+    api_response_free(&res);
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/model.q/link", j);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 404); /* no such artifact */
+    api_response_free(&res);
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/report.json/link?expires_in=60", j);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 200);
+    char link[512];
+    snprintf(link, sizeof link, "%s", str(res.body, "url"));
+    long long now = (long long)time(NULL);
+    long long exp = json_integer_value(json_object_get(res.body, "expires_in"));
+    CHECK(exp == 60 && strlen(str(res.body, "expires_at")) == 20);
+    api_response_free(&res);
+    char want[200];
+    snprintf(want, sizeof want, "/v1/jobs/%s/artifacts/report.json?expires=", j);
+    CHECK_MSG(!strncmp(link, want, strlen(want)), "%s", link);
+    long long e = atoll(link + strlen(want));
+    CHECK(e >= now + 59 && e <= now + 61);
+    f.token = NULL;
+    CHECK(call(&f, &res, "GET", link, NULL, NULL, NULL) == 200 && res.fd >= 0 && res.length == 6);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "GET", link, NULL, NULL, "Range", "bytes=0-1", NULL) == 206 && res.length == 2);
+    api_response_free(&res);
+    /* the same signature on another path, a changed one, and on a route that takes no links */
+    snprintf(bad, sizeof bad, "/v1/jobs/%s/artifacts/model.q%s", j, strchr(link, '?'));
+    CHECK(call(&f, &res, "GET", bad, NULL, NULL, NULL) == 401 && strstr(err_message(&res), "signature"));
+    api_response_free(&res);
+    snprintf(bad, sizeof bad, "%s", link);
+    bad[strlen(bad) - 1] = bad[strlen(bad) - 1] == '0' ? '1' : '0';
+    CHECK(call(&f, &res, "GET", bad, NULL, NULL, NULL) == 401 && !strcmp(err_field(&res), "sig"));
+    api_response_free(&res);
+    snprintf(bad, sizeof bad, "/v1/jobs/%s%s", j, strchr(link, '?'));
+    CHECK(call(&f, &res, "GET", bad, NULL, NULL, NULL) == 401);
+    CHECK(strstr(err_message(&res), "needs a token")); /* links are not tokens elsewhere */
+    api_response_free(&res);
+    /* a bad token is not rescued by a good link: the header wins */
+    CHECK(call(&f, &res, "GET", link, NULL, NULL, "Authorization", "Bearer nope", NULL) == 401);
+    api_response_free(&res);
+    /* another owner cannot make one for this job */
+    char tok2[AUTH_TOKEN_LEN + 1];
+    make_token(&f, "other", 0, tok2);
+    f.token = tok2;
+    snprintf(url, sizeof url, "/v1/jobs/%s/artifacts/report.json/link", j);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 404);
+    api_response_free(&res);
+    f.token = NULL;
+    /* another key (a restarted gplqd): the link is gone */
+    f.ctx.link_key = other;
+    CHECK(call(&f, &res, "GET", link, NULL, NULL, NULL) == 401);
     api_response_free(&res);
     fx_close(&f);
 }

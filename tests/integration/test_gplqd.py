@@ -375,6 +375,29 @@ def test_artifact_download_etag_range():
         assert d.get(base + "/..%2Fgplq.db").status == 404
         assert d.get(base + "/nothing").status == 404
 
+        # A download link: no token needed, ranges work, that artifact only, it expires, and a
+        # restart of gplqd ends it.
+        r = d.post(base + "/model.q/link?expires_in=1")
+        assert r.status == 200, r
+        short = r.json()["url"]
+        link = d.post(base + "/model.q/link").json()
+        assert link["expires_in"] == 300 and link["url"].startswith(base + "/model.q?expires="), link
+        r = d.get(link["url"], token=None)
+        assert r.status == 200 and r.body == data, r
+        assert r.headers["content-disposition"] == 'attachment; filename="model.q"', r.headers
+        r = d.get(link["url"], token=None, headers={"Range": "bytes=0-9"})
+        assert r.status == 206 and r.body == data[:10], r
+        assert d.get(link["url"].replace("/model.q?", "/other?"), token=None).status == 401
+        assert d.get(base + "?" + link["url"].split("?")[1], token=None).status == 401
+        assert d.get(link["url"][:-1], token=None).status == 401
+        time.sleep(2.1)
+        r = d.get(short, token=None)
+        assert r.status == 401 and "expired" in r.error()["message"], r
+        d.stop()
+        d.restart(workers=0)
+        r = d.get(link["url"], token=None)
+        assert r.status == 401 and "signature" in r.error()["message"], r
+
 
 # ---------------------------------------------------------------- durability
 
