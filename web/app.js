@@ -16,6 +16,7 @@ import {lineChart, barChart} from './charts.js';
 const TOKEN_KEY = 'gplq.token';
 const ENDED = new Set(['succeeded', 'failed', 'canceled']);
 const MAX_TABLE_STREAMS = 4; // a browser opens at most 6 connections per host over HTTP/1.1
+let jobsFilter = ''; // the jobs table's state filter ('' = every state), kept while the tab lives
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -347,9 +348,20 @@ function viewJobs(main) {
   const empty = h('p', {class: 'muted', hidden: true}, 'No jobs yet. ',
                   h('a', {href: '#/new'}, 'Submit one'), ' or use the API (see the README).');
   const more = h('button', {type: 'button', hidden: true, onclick: () => refresh(true)}, 'Older jobs');
-  let cursor = null, streams = 0;
+  let cursor = null, firstPage = true, streams = 0;
+  const filter = h('select', {id: 'jobs-filter', 'aria-label': 'Show jobs in state'},
+    [['', 'All states'], ['queued', 'Queued'], ['running', 'Running'], ['succeeded', 'Succeeded'],
+     ['failed', 'Failed'], ['canceled', 'Canceled']].map(([v, t]) => h('option', {value: v}, t)));
+  filter.value = jobsFilter;
+  filter.addEventListener('change', () => {
+    jobsFilter = filter.value;
+    [...rows.keys()].forEach(drop);
+    cursor = null;
+    firstPage = true;
+    refresh();
+  });
   main.replaceChildren(
-    h('h1', {}, 'Jobs', h('a', {href: '#/new', class: 'button primary', role: 'button'}, 'New job')),
+    h('h1', {}, 'Jobs', h('a', {href: '#/new', class: 'button primary', role: 'button'}, 'New job'), filter),
     h('div', {class: 'card table-wrap'},
       h('table', {class: 'jobs', 'aria-label': 'Jobs, newest first'},
         h('thead', {}, h('tr', {},
@@ -362,6 +374,7 @@ function viewJobs(main) {
 
   function paint(r) {
     const j = r.job;
+    if (jobsFilter && j.state !== jobsFilter) return drop(j.id); // it moved on: out of this view
     r.cells.state.replaceChildren(h('span', {class: `state ${j.state}`}, j.state));
     r.bar.set(j);
     r.cells.elapsed.textContent = duration(elapsed(j));
@@ -375,7 +388,7 @@ function viewJobs(main) {
     if (r.stream) r.stream.abort();
     r.tr.remove();
     rows.delete(id);
-    empty.hidden = rows.size > 0;
+    showEmpty();
   }
 
   function upsert(job, append) {
@@ -393,32 +406,67 @@ function viewJobs(main) {
     }
     r.job = job;
     paint(r);
+    if (!rows.has(job.id)) return;
     // Live progress for the first few active jobs; the list refresh covers the others.
     if (!ENDED.has(job.state) && !r.stream && streams < MAX_TABLE_STREAMS) {
       r.stream = new AbortController();
       streams++;
+      // The stream replays the job's history first: a state event's snapshot may be an old
+      // one (queued, for a job running now), so a state change is read from the job itself.
       followEvents(job.id, 0, ev => {
-        if (ev.type === 'progress') r.job = {...r.job, progress: ev.data, stage: ev.data.stage};
-        else if (ev.data.job) r.job = ev.data.job;
+        if (ev.type !== 'progress') return reload(r);
+        r.job = {...r.job, progress: ev.data, stage: ev.data.stage};
         paint(r);
       }, r.stream.signal).finally(() => { streams--; r.stream = null; });
     }
-    empty.hidden = true;
+    showEmpty();
   }
 
+  // The row's job as it is now; one request at a time, repeated once if asked for meanwhile.
+  async function reload(r) {
+    if (r.reloading) return void (r.again = true);
+    r.reloading = true;
+    try {
+      do {
+        r.again = false;
+        const j = await api('GET', `/v1/jobs/${r.job.id}`, undefined, {signal: stop.signal});
+        if (rows.get(j.id) !== r) return; // dropped meanwhile
+        r.job = j;
+        paint(r);
+      } while (r.again);
+    } catch (e) {
+      if (e.status === 404) drop(r.job.id);
+      else if (e.name !== 'AbortError') toast(e.message, true);
+    } finally {
+      r.reloading = false;
+    }
+  }
+
+  function showEmpty() {
+    empty.hidden = rows.size > 0;
+    empty.firstChild.textContent = jobsFilter ? `No ${jobsFilter} jobs. ` : 'No jobs yet. ';
+  }
+
+  // The newest page (every 4 s), or with older the page after the last one loaded.
   async function refresh(older) {
     try {
-      const q = older && cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+      const want = jobsFilter;
+      let q = want ? `&state=${want}` : '';
+      if (older && cursor) q += `&cursor=${encodeURIComponent(cursor)}`;
       const page = await api('GET', `/v1/jobs?limit=50${q}`, undefined, {signal: stop.signal});
+      if (want !== jobsFilter) return; // the filter changed while this page was on its way
       const jobs = page.jobs || [];
       if (jobs.some(j => !names.models.has(j.model_id) || !names.datasets.has(j.dataset_id))) await loadNames();
       if (older) jobs.forEach(j => upsert(j, true));
       else jobs.slice().reverse().forEach(j => upsert(j, false));
-      if (!older || !cursor) {
+      // The newest page sets where "Older jobs" starts only once: after that the cursor is the
+      // end of what was loaded, and the 4-second refresh must not wind it back.
+      if (older || firstPage) {
         cursor = page.next_cursor || null;
         more.hidden = !cursor;
+        firstPage = false;
       }
-      empty.hidden = rows.size > 0;
+      showEmpty();
     } catch (e) {
       if (e.name !== 'AbortError') toast(e.message, true);
     }
@@ -764,23 +812,21 @@ function viewJob(main, id) {
     }
   }
 
+  // A short-lived download link (POST .../link), opened as a plain link: the browser writes
+  // the file to disk as it arrives, however large, instead of holding it in memory first (a
+  // fetch() with the token header would have to).
   async function download(name, btn) {
     btn.disabled = true;
-    btn.textContent = 'Downloading...';
     try {
-      const r = await fetch(`/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`, {headers: authHeaders()});
-      if (!r.ok) throw errorOf(r.status, await r.text(), r.statusText);
-      const url = URL.createObjectURL(await r.blob());
-      const a = h('a', {href: url, download: name});
+      const link = await api('POST', `/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}/link?expires_in=60`);
+      const a = h('a', {href: link.url, download: name});
       document.body.append(a);
       a.click();
       a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 60000);
     } catch (e) {
       toast(`${name}: ${e.message}`, true);
     } finally {
       btn.disabled = false;
-      btn.textContent = 'Download';
     }
   }
 
@@ -856,9 +902,12 @@ function viewJob(main, id) {
         const prev = job.progress;
         if (!prev || prev.stage !== p.stage || prev.part !== p.part) refreshSoon();
         job = {...job, progress: p, stage: p.stage};
-      } else if (ev.data.job) {
-        job = ev.data.job;
+      } else {
+        // The stream replays the job's history first, so a state event's snapshot may be an
+        // old one: read the job as it is now instead.
+        refreshSoon();
         if (job.webhook) setTimeout(loadWebhooks, 1500);
+        return;
       }
       paint();
     }, stop.signal);

@@ -142,13 +142,45 @@ async function scenarioCancel(job) {
   seen.progress_before_cancel = Number(await bar.getAttribute('aria-valuenow'));
   seen.label_before_cancel = await row.locator('.progress-label').textContent();
   await screenshot('jobs-running');
+  // The state filter: the running job is not a succeeded one; under "Running" it is back.
+  const filter = page.getByLabel('Show jobs in state');
+  await filter.selectOption('succeeded');
+  await row.waitFor({state: 'detached'});
+  await page.getByText('No succeeded jobs.').waitFor();
+  await filter.selectOption('running');
+  await row.waitFor();
   await row.getByRole('button', {name: `Cancel job ${job}`}).click();
+  // canceled, it leaves the "Running" view by itself, and shows under "Canceled"
+  await row.waitFor({state: 'detached', timeout: 60000});
+  seen.left_running_view = true;
+  await filter.selectOption('canceled');
   await row.locator('.state', {hasText: 'canceled'}).waitFor({timeout: 60000});
   seen.state = 'canceled';
   await screenshot('jobs-canceled');
   await row.getByRole('button', {name: `Delete job ${job}`}).click();
   await row.waitFor({state: 'detached'});
   seen.deleted = true;
+  return seen;
+}
+
+// More jobs than a page: "Older jobs" goes one page further each time, and goes away at the end.
+async function scenarioPaging() {
+  const seen = {rows: []};
+  await signIn(false);
+  const rows = page.locator('tr[data-job]');
+  const more = page.getByRole('button', {name: 'Older jobs'});
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-job]').length > 0);
+  seen.rows.push(await rows.count());
+  while (await more.isVisible()) {
+    const before = await rows.count();
+    await more.click();
+    await page.waitForFunction(n => document.querySelectorAll('tr[data-job]').length > n, before, {timeout: 10000})
+      .catch(() => {});
+    seen.rows.push(await rows.count());
+    if (seen.rows.length > 10) break;
+  }
+  seen.ids = await rows.evaluateAll(trs => trs.map(tr => tr.dataset.job));
+  await screenshot('jobs-paged');
   return seen;
 }
 
@@ -224,6 +256,7 @@ async function scenarioFailed(job) {
 let result, failed = false;
 try {
   if (scenario === 'job') result = await scenarioJob(rest[0]);
+  else if (scenario === 'paging') result = await scenarioPaging();
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
   else if (scenario === 'dataset') result = await scenarioDataset(...rest);
   else if (scenario === 'failed') result = await scenarioFailed(rest[0]);

@@ -90,6 +90,10 @@ def test_a_job_from_upload_to_download_in_the_browser():
             data = f.read()
         assert len(data) == arts["model.q.safetensors"]["bytes"]
         assert hashlib.sha256(data).hexdigest() == arts["model.q.safetensors"]["sha256"]
+        # ... and came through a download link (streamed to disk), not a fetch() into memory
+        gets = [l for l in d.log_lines() if l.get("route") == "artifacts.get"
+                and l.get("path", "").endswith("/model.q.safetensors")]
+        assert gets and all(l.get("token") == "link" for l in gets), gets
 
     shots = pngs("job-")
     for name in ("wrong-token", "new-job", "job-running", "job-done", "jobs-after"):
@@ -97,6 +101,16 @@ def test_a_job_from_upload_to_download_in_the_browser():
     for s in shots:
         with open(os.path.join(OUT, s), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", s
+
+
+def test_older_jobs_pages_through_the_whole_list():
+    with Daemon(workers=0) as d:  # queued jobs, nothing runs
+        model = upload_demo(d)
+        ids = [d.create_job(model, seed=i).json()["id"] for i in range(120)]
+        seen = browse("paging", d)
+        # 50 newest, then 50 more, then the last 20, and no button left
+        assert seen["rows"] == [50, 100, 120], seen["rows"]
+        assert seen["ids"] == ids[::-1], "the table is not the jobs, newest first, each once"
 
 
 def test_cancel_and_delete_from_the_jobs_table():
@@ -108,6 +122,7 @@ def test_cancel_and_delete_from_the_jobs_table():
         job = r.json()["id"]
         seen = browse("cancel", d, job)
         assert seen["progress_before_cancel"] > 0 and seen["deleted"], seen
+        assert seen["left_running_view"] and seen["state"] == "canceled", seen
         d.wait_for(lambda: streamed(d, job) >= 1, timeout=10,
                    what="the jobs table to have read the event stream")
         assert d.get("/v1/jobs/" + job).status == 404
