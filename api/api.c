@@ -852,8 +852,6 @@ static const char *content_type_of(const char *name) {
     return "application/octet-stream";
 }
 
-/* GET /v1/jobs/{id}/artifacts/{name}: the file, with ETag (its SHA-256), If-None-Match and a
- * single byte range. The descriptor goes to the glue, which sends it without copying. */
 /* The artifact's record (*art, new) as ctx's owner sees it; 0, or 1 with res set (a 404 that
  * says whether the job or the artifact is missing). */
 static int artifact_find(api_ctx *ctx, const api_request *req, api_response *res,
@@ -877,6 +875,8 @@ static int artifact_find(api_ctx *ctx, const api_request *req, api_response *res
     return 0;
 }
 
+/* GET /v1/jobs/{id}/artifacts/{name}: the file, with ETag (its SHA-256), If-None-Match and a
+ * single byte range. The descriptor goes to the glue, which sends it without copying. */
 static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
                            api_response *res) {
     const char *id = p->v[0], *name = p->v[1];
@@ -928,6 +928,36 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
     res->offset = off;
     res->length = len;
     res->content_type = content_type_of(name);
+}
+
+/* POST /v1/jobs/{id}/artifacts/{name}/link?expires_in=S: a link that downloads the artifact
+ * without a token for S seconds (api/auth.h). The dashboard's Download button uses one, so the
+ * browser writes the file to disk as it arrives instead of holding it in memory first. */
+static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_params *p,
+                            api_response *res) {
+    const char *id = p->v[0], *name = p->v[1];
+    json_t *art;
+    long ttl;
+    if (query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
+    if (artifact_find(ctx, req, res, id, name, &art)) return;
+    json_decref(art);
+    if (!ctx->link_key) {
+        api_error(res, 503, "unavailable", NULL, "this server makes no download links");
+        return;
+    }
+    char path[2 * API_PARAM_MAX + 40], sig[65];
+    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s", id, name); /* both checked: URL-safe */
+    long long expires = (long long)time(NULL) + ttl;
+    auth_link_sign(ctx->link_key, path, expires, sig);
+    time_t t = (time_t)expires;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char at[32];
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char url[sizeof path + 120];
+    snprintf(url, sizeof url, "%s?expires=%lld&sig=%s", path, expires, sig);
+    api_json(res, 200, json_pack("{s:s, s:s, s:I}", "url", url, "expires_at", at, "expires_in",
+                                 (json_int_t)ttl));
 }
 
 /* ---------------------------------------------------------------- health */
@@ -1031,36 +1061,6 @@ static void web_send(const api_request *req, const web_file *f, api_response *re
     res->content_type = f->content_type;
 }
 
-
-/* POST /v1/jobs/{id}/artifacts/{name}/link?expires_in=S: a link that downloads the artifact
- * without a token for S seconds (api/auth.h). The dashboard's Download button uses one, so the
- * browser writes the file to disk as it arrives instead of holding it in memory first. */
-static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_params *p,
-                            api_response *res) {
-    const char *id = p->v[0], *name = p->v[1];
-    json_t *art;
-    long ttl;
-    if (query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
-    if (artifact_find(ctx, req, res, id, name, &art)) return;
-    json_decref(art);
-    if (!ctx->link_key) {
-        api_error(res, 503, "unavailable", NULL, "this server makes no download links");
-        return;
-    }
-    char path[2 * API_PARAM_MAX + 40], sig[65];
-    snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s", id, name); /* both checked: URL-safe */
-    long long expires = (long long)time(NULL) + ttl;
-    auth_link_sign(ctx->link_key, path, expires, sig);
-    time_t t = (time_t)expires;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char at[32];
-    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    char url[sizeof path + 120];
-    snprintf(url, sizeof url, "%s?expires=%lld&sig=%s", path, expires, sig);
-    api_json(res, 200, json_pack("{s:s, s:s, s:I}", "url", url, "expires_at", at, "expires_in",
-                                 (json_int_t)ttl));
-}
 /* GET /: the dashboard's page. */
 static void h_web_index(api_ctx *ctx, const api_request *req, const api_params *p,
                         api_response *res) {
@@ -1260,6 +1260,7 @@ int api_authorize(api_ctx *ctx, const api_route *route, const api_request *req,
                                           api_query(req, "sig"), (long long)time(NULL), &why)) {
         api_error(res, 401, "unauthorized", "sig", "this download link is not valid: %s; ask for "
                   "a new one (POST %s/link) or send a token", why, req->path);
+        api_response_header(res, "WWW-Authenticate", "Bearer realm=\"gplq\"");
         return 1;
     }
     who->admin = 1;
