@@ -351,7 +351,7 @@ static int follow(conn *c, const char *id, progress *bar, json_t **job_out, char
 
 static struct {
     const char *server, *token, *model, *data, *out, *name, *job, *state, *key;
-    int wait, json, limit, max_attempts;
+    int wait, json, limit, max_attempts, links;
     jobspec js;
 } C;
 
@@ -617,8 +617,9 @@ int client_artifacts(int argc, char **argv) {
         CONN_OPTS,
         {"job", OPT_STR, &C.job, NULL, 0, 0, "the job"},
         {"out", OPT_STR, &C.out, NULL, 0, 0, "download every artifact into this folder (checked against its SHA-256)"},
+        {"links", OPT_INT, &C.links, "0", 0, 86400, "also print a download link per artifact that needs no token, good for this many seconds (0: none)"},
     };
-    int pc = command_parse("artifacts", "--job ID [--out DIR]", specs, N_OPTS(specs), argc, argv);
+    int pc = command_parse("artifacts", "--job ID [--out DIR] [--links SECONDS]", specs, N_OPTS(specs), argc, argv);
     if (pc >= 0) return pc;
     if (!C.job) {
         fprintf(stderr, "gplq artifacts: --job is required\n");
@@ -641,15 +642,33 @@ int client_artifacts(int argc, char **argv) {
         json_decref(r);
         return 1;
     }
+    size_t i;
+    json_t *a;
+    /* --links: each artifact's link (POST .../link), as a full URL, into its object as "link" */
+    json_array_foreach(json_object_get(r, "artifacts"), i, a) {
+        if (!C.links) break;
+        json_t *l;
+        snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s/link?expires_in=%d", C.job,
+                 json_string_value(json_object_get(a, "name")), C.links);
+        if (request(&c, "POST", path, "{}", NULL, &l, err, sizeof err) != 200) {
+            fprintf(stderr, "gplq artifacts: %s\n", err);
+            json_decref(l);
+            json_decref(r);
+            return 1;
+        }
+        json_object_set_new(a, "link", json_sprintf("%s%s", c.server,
+                                                    json_string_value(json_object_get(l, "url"))));
+        json_decref(l);
+    }
     if (C.json) {
         print_json(r);
     } else {
-        size_t i;
-        json_t *a;
-        json_array_foreach(json_object_get(r, "artifacts"), i, a)
+        json_array_foreach(json_object_get(r, "artifacts"), i, a) {
             printf("%-32s %12" JSON_INTEGER_FORMAT "  %s\n", json_string_value(json_object_get(a, "name")),
                    json_integer_value(json_object_get(a, "bytes")),
                    json_string_value(json_object_get(a, "sha256")));
+            if (C.links) printf("  %s\n", json_string_value(json_object_get(a, "link")));
+        }
     }
     json_decref(r);
     return 0;

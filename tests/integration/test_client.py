@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import BUILD, DEMO_MODEL, Daemon, run_tests  # noqa: E402
@@ -50,6 +51,15 @@ def test_submit_wait_out_end_to_end():
         assert p.returncode == 0 and job["id"] in p.stdout and "succeeded" in p.stdout, p
         p = gplq(d, "artifacts", "--job", job["id"])
         assert p.returncode == 0 and "model.q.safetensors" in p.stdout, p
+        # --links: a URL per artifact that downloads it without a token
+        p = gplq(d, "artifacts", "--job", job["id"], "--links", "60", "--json")
+        assert p.returncode == 0, p.stderr
+        for a in json.loads(p.stdout)["artifacts"]:
+            assert a["link"].startswith(d.url + "/v1/jobs/%s/artifacts/%s?expires=" % (job["id"], a["name"])), a
+            with urllib.request.urlopen(a["link"]) as r:  # no Authorization header
+                assert hashlib.sha256(r.read()).hexdigest() == a["sha256"], a["name"]
+        p = gplq(d, "artifacts", "--job", job["id"], "--links", "60")
+        assert p.returncode == 0 and p.stdout.count("?expires=") == 3, p.stdout
         assert len(d.get("/v1/models").json()["models"]) == 1
 
 
