@@ -859,14 +859,16 @@ int store_blob_in_use(store *s, const char *sha256) {
 
 /* ---- jobs ---- */
 
-/* The last column is the job's webhook as the API shows it: its URL and progress interval,
- * never its secret. */
+/* The webhook column is the job's webhook as the API shows it: its URL and progress interval,
+ * never its secret. The last is the id of the job's newest event (index events_job), so a
+ * client can follow the events from now on without the history. */
 #define JOB_COLS                                                                                  \
     "j.id, j.model_id, j.dataset_id, j.spec, j.state, j.stage, j.progress, j.metrics, j.error,"   \
     " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms,"                      \
     " (SELECT json_object('url', w.url, 'progress_every_s', CASE WHEN w.progress_every_ms > 0"     \
-    " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id)"
-#define JOB_NCOLS 15
+    " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id),"       \
+    " (SELECT COALESCE(MAX(e.id), 0) FROM events e WHERE e.job_id = j.id)"
+#define JOB_NCOLS 16
 
 static json_t *job_row(sqlite3_stmt *st) {
     json_t *j = json_object();
@@ -885,6 +887,7 @@ static json_t *job_row(sqlite3_stmt *st) {
     json_object_set_new(j, "started_at", col_time(st, 12));
     json_object_set_new(j, "finished_at", col_time(st, 13));
     json_object_set_new(j, "webhook", col_json(st, 14));
+    json_object_set_new(j, "last_event_id", col_int(st, 15));
     return j;
 }
 

@@ -494,7 +494,7 @@ TEST(job_lifecycle_with_events) {
     /* exactly the documented keys, null where not known */
     const char *keys[] = {"id", "model_id", "dataset_id", "spec", "state", "stage", "progress",
                           "metrics", "error", "attempts", "max_attempts", "created_at",
-                          "started_at", "finished_at", "webhook"};
+                          "started_at", "finished_at", "webhook", "last_event_id"};
     CHECK(json_object_size(j) == sizeof keys / sizeof keys[0]);
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         CHECK_MSG(json_object_get(j, keys[i]) != NULL, "key %s missing", keys[i]);
@@ -589,6 +589,15 @@ TEST(job_lifecycle_with_events) {
     CHECK(num(prog, "epoch") == 1);
     json_decref(ev);
     CHECK(store_event_list(s, "other", job, 0, 0, &ev) == STORE_ENOTFOUND);
+    /* the job names its newest event: following from there gets nothing old */
+    CHECK(store_job_get(s, "u", job, &j) == STORE_OK);
+    json_int_t newest = num(j, "last_event_id");
+    json_decref(j);
+    CHECK(store_event_list(s, "u", job, 0, 0, &ev) == STORE_OK);
+    CHECK(newest == num(json_array_get(ev, json_array_size(ev) - 1), "id"));
+    json_decref(ev);
+    CHECK(store_event_list(s, "u", job, newest, 0, &ev) == STORE_OK && json_array_size(ev) == 0);
+    json_decref(ev);
 
     /* delete takes events and artifacts along */
     CHECK(store_job_delete(s, "other", job) == STORE_ENOTFOUND);

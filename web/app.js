@@ -411,9 +411,9 @@ function viewJobs(main) {
     if (!ENDED.has(job.state) && !r.stream && streams < MAX_TABLE_STREAMS) {
       r.stream = new AbortController();
       streams++;
-      // The stream replays the job's history first: a state event's snapshot may be an old
-      // one (queued, for a job running now), so a state change is read from the job itself.
-      followEvents(job.id, 0, ev => {
+      // From the job's newest event on (no history to replay); a state change is read from
+      // the job itself, which also carries what the event does not (metrics, error).
+      followEvents(job.id, job.last_event_id || 0, ev => {
         if (ev.type !== 'progress') return reload(r);
         r.job = {...r.job, progress: ev.data, stage: ev.data.stage};
         paint(r);
@@ -870,6 +870,9 @@ function viewJob(main, id) {
 
   let refreshTimer = 0;
   const refreshSoon = () => { clearTimeout(refreshTimer); refreshTimer = setTimeout(refreshJob, 300); };
+  // The replayed history arrives as a burst: one repaint for it, not one per event.
+  let paintFrame = 0;
+  const paintSoon = () => { if (!paintFrame) paintFrame = requestAnimationFrame(() => { paintFrame = 0; paint(); }); };
 
   async function refreshJob() {
     try {
@@ -889,32 +892,34 @@ function viewJob(main, id) {
     await refreshJob();
     if (stop.signal.aborted) return;
     if (!ENDED.has(job.state)) loadWebhooks();
-    // The whole history (after event 0) brings the loss curve so far; then it goes on live.
+    // The history brings the loss curve so far; the job itself was fetched as it is now, so
+    // only the events after its newest one (last_event_id) move the bar, stage and state.
+    const seen = job.last_event_id || 0;
     await followEvents(id, 0, ev => {
+      const p = ev.data;
+      if (ev.type === 'progress' && p.stage === 'stage1' && p.losses) {
+        losses.ce.push([p.step, p.losses.ce]);
+        losses.pca.push([p.step, p.losses.pca]);
+      }
+      if (ev.id <= seen) return ev.type === 'progress' && paintSoon();
       if (ev.type === 'progress') {
-        const p = ev.data;
-        if (p.stage === 'stage1' && p.losses) {
-          losses.ce.push([p.step, p.losses.ce]);
-          losses.pca.push([p.step, p.losses.pca]);
-        }
         // A new part means the last one ended, and an evaluation's accuracy is in the job's
         // metrics now (progress events carry no metrics): fetch the job again.
         const prev = job.progress;
         if (!prev || prev.stage !== p.stage || prev.part !== p.part) refreshSoon();
         job = {...job, progress: p, stage: p.stage};
+        paint();
       } else {
-        // The stream replays the job's history first, so a state event's snapshot may be an
-        // old one: read the job as it is now instead.
+        if (p.job) job = p.job; // live: the job as of this event
+        paint();
         refreshSoon();
         if (job.webhook) setTimeout(loadWebhooks, 1500);
-        return;
       }
-      paint();
     }, stop.signal);
     if (!stop.signal.aborted) await refreshJob();
   })();
   const tick = setInterval(() => { if (job && job.state === 'running') paint(); }, 1000);
-  return () => { stop.abort(); clearInterval(tick); clearTimeout(refreshTimer); };
+  return () => { stop.abort(); clearInterval(tick); clearTimeout(refreshTimer); cancelAnimationFrame(paintFrame); };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -42,6 +42,13 @@ page.on('console', m => {
   problems.push(`console: ${m.text()}`);
 });
 page.on('dialog', d => d.accept()); // the confirm() of Cancel and Delete
+// Where each event stream the page opened began (its Last-Event-ID): the jobs table starts at
+// the job's newest event, the job page at 0 (it draws the loss history).
+const eventStreams = [];
+page.on('request', r => {
+  const m = r.url().match(/\/v1\/jobs\/([^/]+)\/events/);
+  if (m) eventStreams.push({job: m[1], from: Number(r.headers()['last-event-id'])});
+});
 page.setDefaultTimeout(30000);
 let shot = 0;
 const screenshot = async (name, full) => {
@@ -160,6 +167,7 @@ async function scenarioCancel(job) {
   await row.getByRole('button', {name: `Delete job ${job}`}).click();
   await row.waitFor({state: 'detached'});
   seen.deleted = true;
+  seen.event_streams = eventStreams;
   return seen;
 }
 

@@ -123,6 +123,9 @@ def test_cancel_and_delete_from_the_jobs_table():
         seen = browse("cancel", d, job)
         assert seen["progress_before_cancel"] > 0 and seen["deleted"], seen
         assert seen["left_running_view"] and seen["state"] == "canceled", seen
+        # the table followed the job from its newest event, not replaying its history from 0
+        starts = [e["from"] for e in seen["event_streams"] if e["job"] == job]
+        assert starts and all(n > 0 for n in starts), seen["event_streams"]
         d.wait_for(lambda: streamed(d, job) >= 1, timeout=10,
                    what="the jobs table to have read the event stream")
         assert d.get("/v1/jobs/" + job).status == 404
