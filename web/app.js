@@ -898,6 +898,12 @@ function viewJob(main, id) {
     await followEvents(id, 0, ev => {
       const p = ev.data;
       if (ev.type === 'progress' && p.stage === 'stage1' && p.losses) {
+        // A retried job's next attempt resumes from a checkpoint and reports some steps again:
+        // its points replace the earlier attempt's from there on.
+        while (losses.ce.length && losses.ce[losses.ce.length - 1][0] >= p.step) {
+          losses.ce.pop();
+          losses.pca.pop();
+        }
         losses.ce.push([p.step, p.losses.ce]);
         losses.pca.push([p.step, p.losses.pca]);
       }

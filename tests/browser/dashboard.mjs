@@ -261,10 +261,23 @@ async function scenarioFailed(job) {
   return seen;
 }
 
+// A job that was retried: its loss curve must go forward only (x of every point of both lines).
+async function scenarioCurve(job) {
+  await signIn(false);
+  await page.goto(`${url}#/jobs/${job}`);
+  await page.locator('.timeline li.done').first().waitFor();
+  await page.locator('#loss-chart path.line').first().waitFor();
+  const lines = await page.locator('#loss-chart path.line').evaluateAll(ps => ps.map(p =>
+    [...p.getAttribute('d').matchAll(/[ML](-?[\d.]+),/g)].map(m => Number(m[1]))));
+  await screenshot('job-retried', true);
+  return {job, xs: lines, state: await page.locator('#job-state').textContent()};
+}
+
 let result, failed = false;
 try {
   if (scenario === 'job') result = await scenarioJob(rest[0]);
   else if (scenario === 'paging') result = await scenarioPaging();
+  else if (scenario === 'curve') result = await scenarioCurve(rest[0]);
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
   else if (scenario === 'dataset') result = await scenarioDataset(...rest);
   else if (scenario === 'failed') result = await scenarioFailed(rest[0]);

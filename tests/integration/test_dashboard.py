@@ -149,6 +149,27 @@ def test_a_failed_job_says_why_and_what_to_do():
         assert "stopped before it finished" in seen["advice"] and "Submit the job again" in seen["advice"], seen
 
 
+def test_a_retried_jobs_loss_curve_goes_forward():
+    import signal
+    from jobs_common import RESUMABLE, wait_stage1_step, worker_pid
+    with Daemon(workers=1, args=["--lease-ms", "3000"]) as d:
+        model = upload_demo(d)
+        # 24 steps, a checkpoint at 12; killed at 18 or so, the second attempt resumes at 12
+        # and reports steps the first one had reported already
+        job = d.create_job(model, max_attempts=2, **dict(RESUMABLE, ckpt_every=12)).json()["id"]
+        wait_stage1_step(d, job, 18)
+        os.kill(worker_pid(d), signal.SIGKILL)
+        j = d.wait_for_state(job, ["failed", "succeeded"], timeout=300)
+        assert j["state"] == "succeeded" and j["attempts"] == 2, j
+        steps = [e["data"]["data"]["step"] for e in d.events(job)[0]
+                 if e["event"] == "progress" and e["data"]["data"].get("stage") == "stage1"]
+        assert any(b <= a for a, b in zip(steps, steps[1:])), ("no step was reported twice", steps)
+        seen = browse("curve", d, job)
+        assert seen["state"] == "succeeded" and len(seen["xs"]) == 2, seen
+        for xs in seen["xs"]:
+            assert len(xs) >= 2 and all(a < b for a, b in zip(xs, xs[1:])), xs
+
+
 def test_a_dataset_uploaded_through_the_form():
     from test_jobs import CLASSES, fmnist_tar
     os.makedirs(OUT, exist_ok=True)
