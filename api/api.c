@@ -937,8 +937,9 @@ static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_para
                             api_response *res) {
     const char *id = p->v[0], *name = p->v[1];
     json_t *art;
+    static const char *const keys[] = {"expires_in", NULL};
     long ttl;
-    if (query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
+    if (query_known(req, res, keys) || query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
     if (artifact_find(ctx, req, res, id, name, &art)) return;
     json_decref(art);
     if (!ctx->link_key) {
@@ -1258,10 +1259,10 @@ int api_authorize(api_ctx *ctx, const api_route *route, const api_request *req,
     const char *why = "this server makes no links";
     if (!ctx->link_key || auth_link_check(ctx->link_key, req->path, api_query(req, "expires"),
                                           api_query(req, "sig"), (long long)time(NULL), &why)) {
-        api_error(res, 401, "unauthorized", "sig", "this download link is not valid: %s; ask for "
-                  "a new one (POST %s/link) or send a token", why, req->path);
-        api_response_header(res, "WWW-Authenticate", "Bearer realm=\"gplq\"");
-        return 1;
+        char msg[600];
+        snprintf(msg, sizeof msg, "this download link is not valid: %s; ask for a new one (POST "
+                 "%.400s/link) or send a token", why, req->path);
+        return unauthorized(res, 1, msg);
     }
     who->admin = 1;
     snprintf(who->token_id, sizeof who->token_id, "link");

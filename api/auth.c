@@ -113,10 +113,8 @@ int auth_link_check(const unsigned char *key, const char *path, const char *expi
     char want[65];
     auth_link_sign(key, path, e, want);
     /* compared in constant time: how far a guess matches must not show in the timing */
-    unsigned diff = strlen(sig) != 64;
-    for (int i = 0; i < 64 && sig[i]; i++) diff |= (unsigned char)(want[i] ^ sig[i]);
     *why = "the signature does not match this path and time";
-    if (diff) return -1;
+    if (strlen(sig) != 64 || !sha256_equal(want, sig, 64)) return -1;
     *why = "it has expired";
     if (now > e) return -1;
     *why = NULL;
