@@ -436,8 +436,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
                           (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
     if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
-    if (!r->responded) metrics_http(r->route ? (int)(r->route - api_routes) : -1, r->status);
-    count_upload_bytes(r); /* what a refused upload sent after its answer */
+    if (!r->responded) count_request(r); /* cut off before an answer */
+    else count_upload_bytes(r);          /* what a refused upload sent after its answer */
     if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
     jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
     json_decref(l);
