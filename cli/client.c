@@ -37,6 +37,7 @@ typedef struct {
     const char *header;   /* one more request header ("Idempotency-Key: ..."), or NULL */
     progress *bar;        /* upload progress, optional */
     const char *what;     /* "uploading model.safetensors" */
+    int sent;             /* the whole body has been drawn as sent */
 } conn;
 
 typedef struct {
@@ -64,9 +65,12 @@ static int on_xfer(void *ctx, curl_off_t dltotal, curl_off_t dlnow, curl_off_t u
                    curl_off_t ulnow) {
     (void)dltotal, (void)dlnow;
     conn *c = ctx;
-    if (c->bar && ultotal > 0)
-        progress_update(c->bar, (double)ulnow / ultotal, ulnow == ultotal, "%s %.1f/%.1f MB",
-                        c->what, ulnow / 1048576.0, ultotal / 1048576.0);
+    if (!c->bar || ultotal <= 0 || c->sent) return 0;
+    /* the end is drawn once, whatever the throttle says; curl goes on calling with it while
+     * the server checks the upload */
+    c->sent = ulnow == ultotal;
+    progress_update(c->bar, (double)ulnow / ultotal, c->sent, "%s %.1f/%.1f MB", c->what,
+                    ulnow / 1048576.0, ultotal / 1048576.0);
     return 0;
 }
 
@@ -393,6 +397,7 @@ static int upload(conn *c, const char *route, const char *file, char *id, char *
     progress bar;
     progress_init(&bar, stderr, 5);
     c->bar = C.json ? NULL : &bar;
+    c->sent = 0;
     char what[600];
     snprintf(what, sizeof what, "uploading %.500s", base_name(file));
     c->what = what;
@@ -628,6 +633,10 @@ int client_artifacts(int argc, char **argv) {
     conn c;
     conn_init(&c);
     char err[2048], path[512];
+    if (C.out && C.links) {
+        fprintf(stderr, "gplq artifacts: --links prints links instead of downloading: use one of --out, --links\n");
+        return 2;
+    }
     if (C.out) {
         if (get_artifacts(&c, C.job, C.out, err, sizeof err)) {
             fprintf(stderr, "gplq artifacts: %s\n", err);
@@ -645,8 +654,7 @@ int client_artifacts(int argc, char **argv) {
     size_t i;
     json_t *a;
     /* --links: each artifact's link (POST .../link), as a full URL, into its object as "link" */
-    json_array_foreach(json_object_get(r, "artifacts"), i, a) {
-        if (!C.links) break;
+    if (C.links) json_array_foreach(json_object_get(r, "artifacts"), i, a) {
         json_t *l;
         snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s/link?expires_in=%d", C.job,
                  json_string_value(json_object_get(a, "name")), C.links);

@@ -4,7 +4,6 @@
 #include "cli/progress.h"
 
 #include <stdarg.h>
-#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,7 +19,6 @@ void progress_init(progress *p, FILE *out, double every_s) {
     p->every_s = every_s;
     p->last = -1e9;
     p->drawn = 0;
-    p->line[0] = '\0';
 }
 
 void progress_update(progress *p, double fraction, int force, const char *fmt, ...) {
@@ -42,11 +40,7 @@ void progress_update(progress *p, double fraction, int force, const char *fmt, .
         fprintf(p->out, "\r\033[K[%s] %3.0f%% %s", bar, fraction * 100, text);
         p->drawn = 1;
     } else {
-        char line[sizeof p->line];
-        snprintf(line, sizeof line, "%3.0f%% %s\n", fraction * 100, text);
-        if (!strcmp(line, p->line)) return;
-        memcpy(p->line, line, sizeof line);
-        fputs(line, p->out);
+        fprintf(p->out, "%3.0f%% %s\n", fraction * 100, text);
     }
     fflush(p->out);
 }
@@ -61,7 +55,6 @@ void progress_line(progress *p, const char *fmt, ...) {
     fflush(p->out);
     p->drawn = 0;
     p->last = -1e9; /* redraw the bar right away */
-    p->line[0] = '\0';
 }
 
 void progress_done(progress *p) {

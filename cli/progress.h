@@ -14,13 +14,10 @@ typedef struct {
     double every_s;     /* plain mode: seconds between lines */
     double last;        /* time of the last line drawn */
     int drawn;          /* a tty line is on screen, unterminated */
-    char line[600];     /* plain mode: the last line printed, not printed twice in a row */
 } progress;
 
 void progress_init(progress *p, FILE *out, double every_s);
-/* Draws "[####    ] 42% text" (fraction in [0, 1]) unless too soon; force draws anyway.
- * Plain mode skips a line equal to the one before (curl reports a finished upload again and
- * again while the server checks it). */
+/* Draws "[####    ] 42% text" (fraction in [0, 1]) unless too soon; force draws anyway. */
 void progress_update(progress *p, double fraction, int force, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Prints a full line of its own (ending an in-place line first). */
