@@ -859,16 +859,18 @@ int store_blob_in_use(store *s, const char *sha256) {
 
 /* ---- jobs ---- */
 
-/* The webhook column is the job's webhook as the API shows it: its URL and progress interval,
- * never its secret. The last is the id of the job's newest event (index events_job), so a
- * client can follow the events from now on without the history. */
+/* The last column is the job's webhook as the API shows it: its URL and progress interval,
+ * never its secret. */
 #define JOB_COLS                                                                                  \
     "j.id, j.model_id, j.dataset_id, j.spec, j.state, j.stage, j.progress, j.metrics, j.error,"   \
     " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms,"                      \
     " (SELECT json_object('url', w.url, 'progress_every_s', CASE WHEN w.progress_every_ms > 0"     \
-    " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id),"       \
-    " (SELECT COALESCE(MAX(e.id), 0) FROM events e WHERE e.job_id = j.id)"
-#define JOB_NCOLS 16
+    " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id)"
+#define JOB_NCOLS 15
+/* What GET /v1/jobs and /v1/jobs/{id} add, after JOB_COLS: the id of the job's newest event
+ * (index events_job), so a client can follow the events from now on without the history. Not
+ * in the snapshots that events and webhooks carry, where it would name the event before. */
+#define JOB_LAST_EVENT ", (SELECT COALESCE(MAX(e.id), 0) FROM events e WHERE e.job_id = j.id)"
 
 static json_t *job_row(sqlite3_stmt *st) {
     json_t *j = json_object();
@@ -887,7 +889,13 @@ static json_t *job_row(sqlite3_stmt *st) {
     json_object_set_new(j, "started_at", col_time(st, 12));
     json_object_set_new(j, "finished_at", col_time(st, 13));
     json_object_set_new(j, "webhook", col_json(st, 14));
-    json_object_set_new(j, "last_event_id", col_int(st, 15));
+    return j;
+}
+
+/* A job as GET shows it: JOB_COLS JOB_LAST_EVENT. */
+static json_t *job_read_row(sqlite3_stmt *st) {
+    json_t *j = job_row(st);
+    json_object_set_new(j, "last_event_id", col_int(st, JOB_NCOLS));
     return j;
 }
 
@@ -987,7 +995,11 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
 }
 
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
-    return job_fetch(s, owner, id, out);
+    int rc = query_one(s, job_read_row, out,
+                       "SELECT " JOB_COLS JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED,
+                       "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no job %s", id);
+    return rc;
 }
 
 int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
@@ -1012,7 +1024,7 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
     /* One row more than asked says whether there is a next page. */
     int64_t want = limit > 0 ? (int64_t)limit + 1 : -1;
     sqlite3_stmt *st = query(s,
-                             "SELECT " JOB_COLS ", j.seq FROM jobs j"
+                             "SELECT " JOB_COLS JOB_LAST_EVENT ", j.seq FROM jobs j"
                              " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
                              " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
                              "ssII", owner, state, before, want);
@@ -1025,8 +1037,8 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
             more = 1;
             break;
         }
-        json_array_append_new(arr, job_row(st));
-        last_seq = sqlite3_column_int64(st, JOB_NCOLS);
+        json_array_append_new(arr, job_read_row(st));
+        last_seq = sqlite3_column_int64(st, JOB_NCOLS + 1);
     }
     if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s);
     sqlite3_reset(st);

@@ -598,6 +598,11 @@ TEST(job_lifecycle_with_events) {
     json_decref(ev);
     CHECK(store_event_list(s, "u", job, newest, 0, &ev) == STORE_OK && json_array_size(ev) == 0);
     json_decref(ev);
+    /* ... which the snapshots in events leave out (there it would name the event before) */
+    CHECK(store_event_list(s, "u", job, 0, 1, &ev) == STORE_OK);
+    json_t *snap = json_object_get(json_object_get(json_array_get(ev, 0), "data"), "job");
+    CHECK(snap && json_object_get(snap, "id") && !json_object_get(snap, "last_event_id"));
+    json_decref(ev);
 
     /* delete takes events and artifacts along */
     CHECK(store_job_delete(s, "other", job) == STORE_ENOTFOUND);
