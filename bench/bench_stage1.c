@@ -298,7 +298,7 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         /* stage1_run installs &aq.hooks on the student: put the timing table there */
         th = (timed_hooks){.inner = aq.hooks};
         aq.hooks = (vit_hooks){.ctx = &th, .forward = timed_forward, .backward = timed_backward,
-                               .reforward = timed_reforward};
+                               .reforward = th.inner.reforward ? timed_reforward : NULL};
         log.th = &th;
         stage1_config c;
         stage1_defaults(&c);

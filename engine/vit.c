@@ -229,9 +229,17 @@ int vit_param_lookup(const vit_model *m, const char *name, int *layer) {
     return -1;
 }
 
+/* Slots of quantized copies a pass keeps: one for a forward-only pass or when the backward
+ * recomputes them (hooks->reforward), else one per block. */
+static int qslots_for(const vit_model *m, const vit_hooks *hooks, int infer) {
+    return infer || (hooks && hooks->reforward) ? 1 : m->cfg.depth;
+}
+
 void vit_set_hooks(vit_model *m, const vit_hooks *hooks) {
     m->hooks = hooks;
-    if (m->acts && m->acts->quant != (hooks != NULL)) {
+    /* activations of another kind (plain or quantized; copies kept or recomputed) go */
+    if (m->acts && (m->acts->quant != (hooks != NULL) ||
+                    (m->acts->slots == m->cfg.depth && m->acts->qslots != qslots_for(m, hooks, 0)))) {
         acts_free(m->acts);
         m->acts = NULL;
         m->acts_batch = 0;
@@ -251,7 +259,7 @@ void vit_release_acts(vit_model *m) {
  * kind (a training allocation serves a forward-only pass too). */
 static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen) {
     int quant = m->hooks != NULL;
-    int qslots = infer || (quant && m->hooks->reforward) ? 1 : m->cfg.depth;
+    int qslots = qslots_for(m, m->hooks, infer);
     if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
         (infer || (m->acts->slots == m->cfg.depth && m->acts->qslots == qslots)))
         return 0;
@@ -487,17 +495,17 @@ const float *vit_feature(const vit_model *m, int b) {
 
 /* Recomputes block l's quantized copies into their one slot, from the block's kept inputs to
  * the quantizers (hooks->reforward, see vit_hooks). */
-static int block_requantize(vit_model *m, int l, int B, char *err, size_t errlen) {
+static int block_requantize(vit_model *m, int l, int B, const block_acts *k, char *err,
+                            size_t errlen) {
     DIMS;
     const vit_hooks *h = m->hooks;
-    block_acts k = block_slot(m, l, B);
     struct { vit_qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
-        {VIT_QP_QKV_IN, k.ln1q, k.ln1, BT, C},
-        {VIT_QP_QKV_OUT, k.qkvq, k.qkv, BT, 3 * C},
-        {VIT_QP_ATTN, k.attq, k.att, (int64_t)B * NH * T, T},
-        {VIT_QP_PROJ_IN, k.attyq, k.atty, BT, C},
-        {VIT_QP_FC1_IN, k.ln2q, k.ln2, BT, C},
-        {VIT_QP_FC2_IN, k.fchgq, k.fchg, BT, H},
+        {VIT_QP_QKV_IN, k->ln1q, k->ln1, BT, C},
+        {VIT_QP_QKV_OUT, k->qkvq, k->qkv, BT, 3 * C},
+        {VIT_QP_ATTN, k->attq, k->att, (int64_t)B * NH * T, T},
+        {VIT_QP_PROJ_IN, k->attyq, k->atty, BT, C},
+        {VIT_QP_FC1_IN, k->ln2q, k->ln2, BT, C},
+        {VIT_QP_FC2_IN, k->fchgq, k->fchg, BT, H},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
         if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
@@ -515,8 +523,10 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
     vit_params *g = &m->grads;
     size_t nA = (size_t)B * NH * T * T;
     block_acts k = block_slot(m, l, B);
-    /* the quantized copies: kept per block, or recomputed now into their one slot */
-    if (a->qslots != c->depth && block_requantize(m, l, B, err, errlen)) return -1;
+    /* the quantized copies: kept per block, or recomputed now into their one slot, but for the
+     * last block, whose copies the forward left there (the backward starts with it) */
+    if (a->qslots != c->depth && l != c->depth - 1 && block_requantize(m, l, B, &k, err, errlen))
+        return -1;
 
     /* res2 = res1 + fc2(gelu(fc1(norm2(res1)))) */
     memset(a->dH, 0, sizeof(float) * BT * H);

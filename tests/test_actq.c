@@ -132,6 +132,31 @@ static void pass(vit_model *m, actq_set *s, const float *x, int B, float *grads,
     free(dx);
 }
 
+/* actq's table with the recomputations counted per layer: it must really recompute. */
+typedef struct {
+    vit_hooks inner;
+    int reforwards[4];
+} counted_hooks;
+
+static int counted_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                           int64_t rows, int cols) {
+    counted_hooks *c = ctx;
+    return c->inner.forward(c->inner.ctx, layer, p, out, in, rows, cols);
+}
+
+static int counted_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+                             int64_t rows, int cols) {
+    counted_hooks *c = ctx;
+    c->reforwards[layer]++;
+    return c->inner.reforward(c->inner.ctx, layer, p, out, in, rows, cols);
+}
+
+static void counted_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+                             const float *in, int64_t rows, int cols) {
+    counted_hooks *c = ctx;
+    c->inner.backward(c->inner.ctx, layer, p, din, dout, in, rows, cols);
+}
+
 TEST(recomputed_copies_give_the_same_gradients) {
     vit_model m;
     tiny(&m);
@@ -148,7 +173,14 @@ TEST(recomputed_copies_give_the_same_gradients) {
     size_t n = m.num_params + (size_t)B * 64, ns = actq_num_steps(&s);
     float *g1 = malloc(sizeof(float) * n), *g2 = malloc(sizeof(float) * n);
     float *s1 = malloc(sizeof(float) * ns), *s2 = malloc(sizeof(float) * ns);
-    pass(&m, &s, x, B, g1, s1); /* recomputing (actq's hooks have reforward) */
+    counted_hooks counted = {.inner = s.hooks};
+    vit_hooks recompute = {.ctx = &counted, .forward = counted_forward,
+                           .backward = counted_backward, .reforward = counted_reforward};
+    vit_set_hooks(&m, &recompute);
+    pass(&m, &s, x, B, g1, s1); /* recomputing */
+    /* block 0 recomputed its six copies; block 1, the last, found the forward's still there */
+    CHECK_MSG(counted.reforwards[0] == 6 && counted.reforwards[1] == 0, "reforward calls %d, %d",
+              counted.reforwards[0], counted.reforwards[1]);
     vit_hooks keep = s.hooks;
     keep.reforward = NULL;
     vit_set_hooks(&m, &keep);
