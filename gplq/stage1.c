@@ -20,7 +20,7 @@ void stage1_defaults(stage1_config *c) {
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
-                    int (*tick)(void *ctx, int64_t done, int64_t total), void *tick_ctx,
+                    train_tick_fn tick, void *tick_ctx,
                     char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;

@@ -38,7 +38,7 @@ typedef struct {
      * pass) after each batch; nonzero stops the run (stage1_run returns 1). They take a while
      * (10,000 images by default), and a cancel or a shutdown must not wait for them. NULL:
      * no calls. */
-    int (*tick)(void *ctx, int64_t done, int64_t total);
+    train_tick_fn tick;
     void *tick_ctx;
 } stage1_config;
 
@@ -64,7 +64,7 @@ void stage1_result_free(stage1_result *r);
  * tick (if not NULL) gets (images done, n); nonzero from it stops: returns 1. 0 when done,
  * -1 on error. */
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
-                    int (*tick)(void *ctx, int64_t done, int64_t total), void *tick_ctx,
+                    train_tick_fn tick, void *tick_ctx,
                     char *err, size_t errlen);
 
 #endif
