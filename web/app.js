@@ -185,7 +185,9 @@ async function followEvents(jobId, after, onEvent, signal) {
 // The models and datasets the token sees, by id: names for the tables, the form's choices and
 // the uploads page. Fetched anew by each view (and on a miss), replacing what was there, so a
 // deleted upload does not linger in a picker.
-const names = {models: new Map(), datasets: new Map()};
+// gone: ids jobs still name after a fresh load (deleted uploads), so they are not looked up
+// again on every refresh
+const names = {models: new Map(), datasets: new Map(), gone: new Set()};
 async function loadNames(signal) {
   const [m, d] = await Promise.all([api('GET', '/v1/models', undefined, {signal}),
                                     api('GET', '/v1/datasets', undefined, {signal})]);
@@ -291,8 +293,7 @@ function viewSignIn(main, reason) {
       sessionStorage.setItem(TOKEN_KEY, input.value.trim());
       try {
         await api('GET', '/v1/jobs?limit=1', undefined, {noSignOut: true});
-        location.hash = '#/jobs';
-        route();
+        navigate('#/jobs');
       } catch (err) {
         sessionStorage.removeItem(TOKEN_KEY);
         msg.textContent = err.status === 401 ? `This token was refused: ${err.message}` : err.message;
@@ -314,8 +315,8 @@ function viewSignIn(main, reason) {
 
 function signOut(reason) {
   sessionStorage.removeItem(TOKEN_KEY);
-  location.hash = '#/';
-  route(reason);
+  signInReason = reason;
+  navigate('#/');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,7 +380,10 @@ function viewJobs(main) {
     r.bar.set(j);
     r.cells.elapsed.textContent = duration(elapsed(j));
     r.cells.eta.textContent = j.state === 'running' && j.progress ? duration(j.progress.eta_s) : '';
-    r.cells.actions.replaceChildren(...jobActions(j, gone => gone ? drop(j.id) : refresh()));
+    if (r.actionsFor !== j.state) { // a rebuilt button would lose a click in flight, and focus
+      r.actionsFor = j.state;
+      r.cells.actions.replaceChildren(...jobActions(j, gone => gone ? drop(j.id) : refresh()));
+    }
   }
 
   function drop(id) {
@@ -456,7 +460,11 @@ function viewJobs(main) {
       const page = await api('GET', `/v1/jobs?limit=50${q}`, undefined, {signal: stop.signal});
       if (want !== jobsFilter) return; // the filter changed while this page was on its way
       const jobs = page.jobs || [];
-      if (jobs.some(j => !names.models.has(j.model_id) || !names.datasets.has(j.dataset_id))) await loadNames();
+      const unknown = id => !names.models.has(id) && !names.datasets.has(id) && !names.gone.has(id);
+      if (jobs.some(j => unknown(j.model_id) || unknown(j.dataset_id))) {
+        await loadNames(stop.signal);
+        for (const j of jobs) for (const id of [j.model_id, j.dataset_id]) if (unknown(id)) names.gone.add(id);
+      }
       if (older) jobs.forEach(j => upsert(j, true));
       else jobs.slice().reverse().forEach(j => upsert(j, false));
       // The newest page sets where "Older jobs" starts only once: after that the cursor is the
@@ -663,7 +671,7 @@ function viewNew(main) {
         const body = {model_id: modelId, dataset_id: datasetId, ...readOptions(form, schema)};
         if (hookUrl.value) body.webhook = {url: hookUrl.value, secret: hookSecret.value};
         const job = await api('POST', '/v1/jobs', body);
-        location.hash = `#/jobs/${job.id}`;
+        if (!stop.signal.aborted) location.hash = `#/jobs/${job.id}`; // unless the user went elsewhere
       } catch (err) {
         for (const box of [modelUp, dataUp]) if (!box.hidden && box.busy()) box.done('refused (see below)');
         status.textContent = err.field ? `${LABELS[err.field] || err.field}: ${err.message}` : err.message;
@@ -748,25 +756,34 @@ function viewJob(main, id) {
   }
   const scheduleDraw = () => { if (!drawPending) { drawPending = true; requestAnimationFrame(drawCharts); } };
 
-  function paint() {
+  let titleFor = null;
+  // Elapsed, ETA, attempt: what the 1-second tick refreshes, nothing else.
+  function paintTimes() {
     const j = job;
-    title.replaceChildren(`Job ${j.id}`, h('span', {class: `state ${j.state}`, id: 'job-state'}, j.state),
-                          ...jobActions(j, gone => { if (gone) location.hash = '#/jobs'; else refreshJob(); }));
-    const cur = phaseOf(j);
-    timeline.replaceChildren(...PHASES.map((p, i) => {
-      let cls = i < cur || j.state === 'succeeded' ? 'done' : i === cur ? 'current' : '';
-      if (i === cur && j.state === 'failed') cls = 'failed';
-      if (i === cur && j.state === 'canceled') cls = 'failed';
-      if (p.key === 'baselines' && j.spec && !j.spec.baselines && cls === 'done') cls = 'done';
-      return h('li', {class: cls, 'aria-current': i === cur && !ENDED.has(j.state) ? 'step' : null},
-               h('span', {class: 't'}, p.title), p.help || (j.state === 'queued' ? 'waiting for a worker' : ''));
-    }));
-    bar.set(j);
     const parts = [];
     if (j.started_at) parts.push(`elapsed ${duration(elapsed(j))}`);
     if (j.state === 'running' && j.progress && j.progress.eta_s !== null) parts.push(`about ${duration(j.progress.eta_s)} left`);
     if (j.attempts > 1) parts.push(`attempt ${j.attempts} of ${j.max_attempts}`);
     times.textContent = parts.join(' · ');
+  }
+
+  function paint() {
+    const j = job;
+    if (titleFor !== j.state) { // a rebuilt button would lose a click in flight, and focus
+      titleFor = j.state;
+      title.replaceChildren(`Job ${j.id}`, h('span', {class: `state ${j.state}`, id: 'job-state'}, j.state),
+                            ...jobActions(j, gone => { if (gone) location.hash = '#/jobs'; else refreshJob(); }));
+    }
+    const cur = phaseOf(j);
+    timeline.replaceChildren(...PHASES.map((p, i) => {
+      let cls = i < cur || j.state === 'succeeded' ? 'done' : i === cur ? 'current' : '';
+      if (i === cur && (j.state === 'failed' || j.state === 'canceled')) cls = 'failed';
+      const help = p.key === 'baselines' && j.spec && !j.spec.baselines ? 'FP32 top-1 (no baselines asked for)' : p.help;
+      return h('li', {class: cls, 'aria-current': i === cur && !ENDED.has(j.state) ? 'step' : null},
+               h('span', {class: 't'}, p.title), help || (j.state === 'queued' ? 'waiting for a worker' : ''));
+    }));
+    bar.set(j);
+    paintTimes();
     if (j.error) {
       errBox.hidden = false;
       errBox.replaceChildren(h('p', {}, h('strong', {}, j.state === 'canceled' ? 'Canceled: ' : 'The job failed: '), j.error),
@@ -870,9 +887,8 @@ function viewJob(main, id) {
 
   let refreshTimer = 0;
   const refreshSoon = () => { clearTimeout(refreshTimer); refreshTimer = setTimeout(refreshJob, 300); };
-  // The replayed history arrives as a burst: one repaint for it, not one per event.
-  let paintFrame = 0;
-  const paintSoon = () => { if (!paintFrame) paintFrame = requestAnimationFrame(() => { paintFrame = 0; paint(); }); };
+  let hookTimer = 0;
+  const loadWebhooksSoon = () => { clearTimeout(hookTimer); hookTimer = setTimeout(loadWebhooks, 1500); };
 
   async function refreshJob() {
     try {
@@ -907,7 +923,7 @@ function viewJob(main, id) {
         losses.ce.push([p.step, p.losses.ce]);
         losses.pca.push([p.step, p.losses.pca]);
       }
-      if (ev.id <= seen) return ev.type === 'progress' && paintSoon();
+      if (ev.id <= seen) return scheduleDraw(); // history: only the loss curve grows
       if (ev.type === 'progress') {
         // A new part means the last one ended, and an evaluation's accuracy is in the job's
         // metrics now (progress events carry no metrics): fetch the job again.
@@ -919,13 +935,13 @@ function viewJob(main, id) {
         if (p.job) job = p.job; // live: the job as of this event
         paint();
         refreshSoon();
-        if (job.webhook) setTimeout(loadWebhooks, 1500);
+        if (job.webhook) loadWebhooksSoon();
       }
     }, stop.signal);
     if (!stop.signal.aborted) await refreshJob();
   })();
-  const tick = setInterval(() => { if (job && job.state === 'running') paint(); }, 1000);
-  return () => { stop.abort(); clearInterval(tick); clearTimeout(refreshTimer); cancelAnimationFrame(paintFrame); };
+  const tick = setInterval(() => { if (job && job.state === 'running') paintTimes(); }, 1000);
+  return () => { stop.abort(); clearInterval(tick); clearTimeout(refreshTimer); clearTimeout(hookTimer); };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -983,8 +999,15 @@ function viewUploads(main) {
 // The frame: routing, header, health
 
 let leave = () => {};
+let signInReason = ''; // what the sign-in page says first (why the tab was signed out)
 
-function route(reason) {
+// Goes to hash; the hashchange handler routes, or route() here when the hash is already it.
+function navigate(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+function route() {
   leave();
   const main = document.getElementById('main');
   const signedIn = !!token();
@@ -995,7 +1018,11 @@ function route(reason) {
   const hash = location.hash || '#/jobs';
   for (const a of document.querySelectorAll('#nav a'))
     a.toggleAttribute('aria-current', a.getAttribute('href') === hash);
-  if (!signedIn) { leave = viewSignIn(main, typeof reason === 'string' ? reason : ''); return; }
+  if (!signedIn) {
+    leave = viewSignIn(main, signInReason);
+    signInReason = '';
+    return;
+  }
   const m = hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
   if (m) leave = viewJob(main, m[1]);
   else if (hash === '#/new') leave = viewNew(main);
@@ -1021,7 +1048,7 @@ async function health() {
 }
 
 document.getElementById('signout').addEventListener('click', () => signOut('Signed out.'));
-window.addEventListener('hashchange', () => route());
+window.addEventListener('hashchange', route);
 route();
 health();
 setInterval(health, 10000);

@@ -92,7 +92,6 @@ async function scenarioJob(model) {
   await page.getByRole('button', {name: 'Quantize'}).click();
   await page.waitForURL(/#\/jobs\/j_/, {timeout: 60000});
   seen.job = page.url().split('#/jobs/')[1];
-  seen.model_status = await page.locator('.upload-status').first().textContent().catch(() => null);
 
   // The progress bar, sampled until the job ends: it must move, and reach 100.
   const bar = page.locator('.progress-box [role=progressbar]').first();
@@ -262,11 +261,11 @@ async function scenarioFailed(job) {
 }
 
 // A job that was retried: its loss curve must go forward only (x of every point of both lines).
-async function scenarioCurve(job) {
+async function scenarioCurve(job, lastStep) {
   await signIn(false);
   await page.goto(`${url}#/jobs/${job}`);
-  await page.locator('.timeline li.done').first().waitFor();
-  await page.locator('#loss-chart path.line').first().waitFor();
+  // the whole history drawn: the last line says the job's last stage-1 step
+  await page.getByText(`step ${lastStep}: cross-entropy`).waitFor();
   const lines = await page.locator('#loss-chart path.line').evaluateAll(ps => ps.map(p =>
     [...p.getAttribute('d').matchAll(/[ML](-?[\d.]+),/g)].map(m => Number(m[1]))));
   await screenshot('job-retried', true);
@@ -277,7 +276,7 @@ let result, failed = false;
 try {
   if (scenario === 'job') result = await scenarioJob(rest[0]);
   else if (scenario === 'paging') result = await scenarioPaging();
-  else if (scenario === 'curve') result = await scenarioCurve(rest[0]);
+  else if (scenario === 'curve') result = await scenarioCurve(rest[0], rest[1]);
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
   else if (scenario === 'dataset') result = await scenarioDataset(...rest);
   else if (scenario === 'failed') result = await scenarioFailed(rest[0]);

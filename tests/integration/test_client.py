@@ -60,6 +60,8 @@ def test_submit_wait_out_end_to_end():
                 assert hashlib.sha256(r.read()).hexdigest() == a["sha256"], a["name"]
         p = gplq(d, "artifacts", "--job", job["id"], "--links", "60")
         assert p.returncode == 0 and p.stdout.count("?expires=") == 3, p.stdout
+        p = gplq(d, "artifacts", "--job", job["id"], "--links", "60", "--out", out)
+        assert p.returncode == 2 and "--links" in p.stderr, p  # one or the other
         assert len(d.get("/v1/models").json()["models"]) == 1
 
 
