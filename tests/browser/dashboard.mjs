@@ -188,6 +188,10 @@ async function scenarioPaging() {
   }
   seen.ids = await rows.evaluateAll(trs => trs.map(tr => tr.dataset.job));
   await screenshot('jobs-paged');
+  // signing out lands on the sign-in page, which says so
+  await page.getByRole('button', {name: 'Sign out'}).click();
+  await page.getByLabel('API token').waitFor();
+  seen.signed_out = await page.locator('.signin [role=alert]').textContent();
   return seen;
 }
 

@@ -111,6 +111,7 @@ def test_older_jobs_pages_through_the_whole_list():
         # 50 newest, then 50 more, then the last 20, and no button left
         assert seen["rows"] == [50, 100, 120], seen["rows"]
         assert seen["ids"] == ids[::-1], "the table is not the jobs, newest first, each once"
+        assert seen["signed_out"] == "Signed out.", seen["signed_out"]
 
 
 def test_cancel_and_delete_from_the_jobs_table():
