@@ -29,6 +29,7 @@
 #include "api/web.h"
 #include "api/webhook.h"
 #include "config/jobspec.h"
+#include "config/layout.h"
 #include "storage/sha256.h"
 
 /* Blob files are shared by rows (the same bytes uploaded twice, by two owners, as a model and
@@ -764,7 +765,7 @@ static void h_job_delete(api_ctx *ctx, const api_request *req, const api_params 
      * crash between the two leaves an orphan folder, never a row without its files. */
     if (id_ok(id)) {
         char dir[4096];
-        snprintf(dir, sizeof dir, "%s/jobs/%s", ctx->data_dir, id);
+        layout_job_dir(dir, sizeof dir, ctx->data_dir, id); /* id_ok: short enough */
         if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) && errno != ENOENT)
             jlog("warn", req->request_id, "removing %s: %s", dir, strerror(errno));
     }
@@ -888,7 +889,10 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
     json_decref(art);
 
     char path[4096];
-    snprintf(path, sizeof path, "%s/jobs/%s/artifacts/%s", ctx->data_dir, id, name);
+    if (layout_artifact(path, sizeof path, ctx->data_dir, id, name)) {
+        internal(req, res, "the path of artifact %s of job %s is too long", name, id);
+        return;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {

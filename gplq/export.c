@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config/layout.h"
 #include "gplq/quant.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -137,7 +138,7 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    snprintf(path, sizeof path, "%s/model.q.safetensors", dir);
+    snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_Q, dir);
     if (st_writer_save(w, path, err, errlen)) goto out;
     st_writer_free(w);
     /* model.fakequant: dequantized FP32 under timm names, plus steps and QwT */
@@ -145,7 +146,7 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
     if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, aq, s2, C, err, errlen) ||
         add_meta(w, aq, s2, keys, vals, nextra))
         goto out;
-    snprintf(path, sizeof path, "%s/model.fakequant.safetensors", dir);
+    snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_FAKEQUANT, dir);
     if (st_writer_save(w, path, err, errlen)) goto out;
     rc = 0;
 out:

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/layout.h"
 #include "engine/blas.h"
 #include "gplq/export.h"
 #include "train/trainer.h"
@@ -59,7 +60,7 @@ int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq
 
     /* proof: the file alone gives the accuracy just measured */
     gplq_qmodel back;
-    snprintf(path, sizeof path, "%s/model.q.safetensors", dir);
+    snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_Q, dir);
     if (gplq_load_quantized(&back, path, err, errlen)) return -1;
     double top1;
     rc = eval_top1(&back.m, test, 256, &top1, err, errlen);
@@ -72,7 +73,7 @@ int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq
     }
 
     json_t *rj = gplq_report_json(r, json_incref(config));
-    snprintf(path, sizeof path, "%s/report.json", dir);
+    snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_REPORT, dir);
     /* written beside, then renamed: a reader never sees half a report */
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
