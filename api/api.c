@@ -592,25 +592,17 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
         max_attempts = (int)json_integer_value(ma);
     }
 
-    /* The options, one field at a time, so that the error names the field that is wrong; the
-     * messages are jobspec's, the same as `gplq quantize` gives for the flag. */
+    /* The options: the error names the field that is wrong, with jobspec's message, the same
+     * as `gplq quantize` gives for the flag. */
+    static const char *const service_keys[] = {"model_id", "dataset_id", "max_attempts", "webhook",
+                                               NULL};
     jobspec js;
     jobspec_defaults(&js);
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v) {
-        if (!strcmp(key, "model_id") || !strcmp(key, "dataset_id") ||
-            !strcmp(key, "max_attempts") || !strcmp(key, "webhook"))
-            continue;
-        json_t *one = json_object();
-        json_object_set(one, key, v);
-        char err[256];
-        int bad = jobspec_apply_json(&js, one, err, sizeof err);
-        json_decref(one);
-        if (bad) {
-            api_error(res, 400, "bad_request", key, "%s", err);
-            goto out;
-        }
+    const char *field;
+    char err[256];
+    if (jobspec_apply_json(&js, body, service_keys, &field, err, sizeof err)) {
+        api_error(res, 400, "bad_request", field, "%s", err);
+        goto out;
     }
 
     /* The webhook stays out of the spec (the spec is shown in job objects; the secret must

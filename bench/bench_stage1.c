@@ -12,7 +12,8 @@
  * frozen FP32 teacher's forward for the penultimate features, CE + alpha * the PCA feature-
  * mimicking loss (pca_loss_forward_backward, k = 64 components for demo, 128 for deit-s), the
  * student's backward including every LSQ step gradient, and AdamW on all weights and all steps.
- * Hyperparameters are stage1_defaults (lr 5e-6, no weight decay, alpha 1, no label smoothing).
+ * Hyperparameters are the job spec's defaults (no weight decay, alpha 1, no label smoothing) at
+ * the paper's lr 5e-6 (BENCH_LR; "auto" gives it to models over 10M parameters).
  *
  * Only steps are timed: train_run calls the progress callback after every step, and the time
  * between two calls is one step. The PCA, the calibration and the first step happen before the
@@ -63,6 +64,7 @@
 #include "engine/rng.h"
 #include "engine/vit.h"
 #include "gplq/actq.h"
+#include "gplq/pipeline.h"
 #include "gplq/stage1.h"
 #include "io/dataset.h"
 #include "train/trainer.h"
@@ -91,6 +93,7 @@ static const bench_model bench_models[] = {
 };
 
 #define BENCH_ABITS 4      /* GPLQ's W4A4 target */
+#define BENCH_LR 5e-6f   /* the paper's stage-1 rate, what "auto" picks above 10M parameters */
 #define BENCH_PATCH_BITS 8 /* the patch embedding's input, as gplq_run sets it */
 
 /* What a child measures. */
@@ -300,8 +303,10 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         aq.hooks = (vit_hooks){.ctx = &th, .forward = timed_forward, .backward = timed_backward,
                                .reforward = th.inner.reforward ? timed_reforward : NULL};
         log.th = &th;
-        stage1_config c;
-        stage1_defaults(&c);
+        gplq_config g;
+        gplq_defaults(&g);
+        stage1_config c = g.s1;
+        c.lr = BENCH_LR;
         c.epochs = 1;
         c.batch = B;
         c.pca_samples = B < 2 ? 2 : B; /* pca_fit needs two features */
@@ -319,9 +324,10 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
     } else {
         /* FP32 training as gplq train does it, with stage 1's learning rate and augmentation;
          * no clipping or decay, which stage 1 does not do either */
-        stage1_config s1;
-        stage1_defaults(&s1);
-        train_config tc = {.epochs = 1, .batch = B, .lr = s1.lr, .min_lr = s1.lr,
+        gplq_config g;
+        gplq_defaults(&g);
+        stage1_config s1 = g.s1;
+        train_config tc = {.epochs = 1, .batch = B, .lr = BENCH_LR, .min_lr = BENCH_LR,
                            .warmup_epochs = 0, .weight_decay = 0, .label_smoothing = 0,
                            .clip_grad = 0, .aug = s1.aug, .seed = 0, .eval_every = 0,
                            .ckpt_every = 0, .ckpt_path = NULL, .objective = NULL};

@@ -14,7 +14,7 @@ void jobspec_table(jobspec *js, opt_spec t[JOBSPEC_NOPTS]) {
         {"baselines", OPT_FLAG, &js->baselines, "1", 0, 0, "also PTQ alone and min-max (--no-baselines to skip)"},
         {"epochs", OPT_INT, &js->epochs, "1", 1, 1000, "stage 1 epochs"},
         {"batch-size", OPT_INT, &js->batch_size, "128", 1, 65536, "stage 1 batch size"},
-        {"lr", OPT_FLOAT, &js->lr, "0", 0, 1, "stage 1 learning rate, constant (0: 1e-4 below 10M parameters, measured best on the demo model; the paper's 5e-6 above)"},
+        {"lr", OPT_FLOAT_AUTO, &js->lr, "auto", 1e-10, 1, "stage 1 learning rate, constant (auto: 1e-4 below 10M parameters, measured best on the demo model; the paper's 5e-6 above)"},
         {"weight-decay", OPT_FLOAT, &js->weight_decay, "0", 0, 10, "stage 1 AdamW weight decay"},
         {"alpha", OPT_FLOAT, &js->alpha, "1", 0, 1000, "weight of the PCA feature-mimicking term"},
         {"label-smoothing", OPT_FLOAT, &js->label_smoothing, "0", 0, 0.99, "stage 1 label smoothing"},
@@ -41,10 +41,13 @@ void jobspec_defaults(jobspec *js) {
     opt_defaults(t, JOBSPEC_NOPTS);
 }
 
-int jobspec_apply_json(jobspec *js, json_t *obj, char *err, size_t errlen) {
+const char *const jobspec_refs[] = {"model_id", "dataset_id", NULL};
+
+int jobspec_apply_json(jobspec *js, json_t *obj, const char *const *skip, const char **field,
+                       char *err, size_t errlen) {
     opt_spec t[JOBSPEC_NOPTS];
     jobspec_table(js, t);
-    return opt_apply_json(t, JOBSPEC_NOPTS, obj, err, errlen);
+    return opt_apply_json(t, JOBSPEC_NOPTS, obj, skip, field, err, errlen);
 }
 
 json_t *jobspec_to_json(const jobspec *js) {
@@ -52,4 +55,11 @@ json_t *jobspec_to_json(const jobspec *js) {
     jobspec copy = *js; /* the table binds mutable fields; reading through a copy keeps js const */
     jobspec_table(&copy, t);
     return opt_to_json(t, JOBSPEC_NOPTS);
+}
+
+json_t *jobspec_schema(void) {
+    opt_spec t[JOBSPEC_NOPTS];
+    jobspec js;
+    jobspec_table(&js, t);
+    return opt_schema(t, JOBSPEC_NOPTS);
 }

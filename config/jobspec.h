@@ -4,7 +4,9 @@
  * resolved spec stored with each job, and the artifacts' metadata. One table means one set of
  * names, defaults and bounds: a value the command accepts the API accepts, and vice versa.
  *
- * Math-free (gplqd links it); gplq/pipeline.h turns a jobspec into a gplq_config.
+ * The table is the only place an option's default is written: gplq_defaults, the CLI's --help,
+ * the API's validation and its OpenAPI schema all read it. Math-free (gplqd links it);
+ * gplq/pipeline.h turns a jobspec into a gplq_config.
  */
 #ifndef GPLQ_JOBSPEC_H
 #define GPLQ_JOBSPEC_H
@@ -19,7 +21,8 @@ typedef struct {
     int train_subset, eval_subset;  /* 0 = all */
     int baselines;                  /* also PTQ alone and min-max */
     int epochs, batch_size;         /* stage 1 */
-    float lr, weight_decay, alpha, label_smoothing;
+    float lr;                       /* NAN: "auto", resolved by gplq_resolve_lr (in the report) */
+    float weight_decay, alpha, label_smoothing;
     int pca_samples;
     float pca_var;
     int calib_images, percentile_init, qwt_images, qwt;
@@ -34,10 +37,18 @@ typedef struct {
 void jobspec_table(jobspec *js, opt_spec specs[JOBSPEC_NOPTS]);
 /* Every option at its default. */
 void jobspec_defaults(jobspec *js);
-/* Applies a JSON object of options over js; an unknown name or a bad value is an error whose
- * message names the field (e.g. "lr 5 is out of range [0, 1]"). 0 or -1. */
-int jobspec_apply_json(jobspec *js, json_t *obj, char *err, size_t errlen);
+/* The keys of a stored spec that are references, not options (NULL-terminated). */
+extern const char *const jobspec_refs[];
+
+/* Applies a JSON object of options over js, skipping the keys in skip (NULL-terminated, or NULL);
+ * an unknown name or a bad value is an error whose message names the field (e.g. "lr 5 is out
+ * of range [1e-10, 1]") and *field (if not NULL) the key, borrowed from obj. 0 or -1. */
+int jobspec_apply_json(jobspec *js, json_t *obj, const char *const *skip, const char **field,
+                       char *err, size_t errlen);
 /* The resolved options as a new JSON object with '_' names (json_decref). */
 json_t *jobspec_to_json(const jobspec *js);
+/* The options as JSON Schema "properties" (type, default, bounds, description), for the API's
+ * OpenAPI document. New reference (json_decref). */
+json_t *jobspec_schema(void);
 
 #endif

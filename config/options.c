@@ -19,6 +19,12 @@ static int same_name(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* The JSON name of an option: its words joined by '_' (the CLI's are joined by '-'). */
+static void json_name(char *key, size_t n, const char *name) {
+    snprintf(key, n, "%s", name);
+    for (char *p = key; *p; p++) if (*p == '-') *p = '_';
+}
+
 static const opt_spec *find(const opt_spec *specs, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (same_name(specs[i].name, name)) return &specs[i];
@@ -50,9 +56,15 @@ static int set_value(const opt_spec *o, const char *v, const char *dash, char *e
         *(int *)o->dest = (int)x;
         return 0;
     }
+    case OPT_FLOAT_AUTO:
     case OPT_FLOAT: {
+        if (o->type == OPT_FLOAT_AUTO && !strcmp(v, "auto")) {
+            *(float *)o->dest = NAN;
+            return 0;
+        }
         double x = strtod(v, &end);
-        if (end == v || *end || errno || !isfinite(x)) break;
+        /* ERANGE on underflow (1e-320) is still a number JSON accepts: the bounds judge it */
+        if (end == v || *end || (errno && fabs(x) > 1) || !isfinite(x)) break;
         if (x < o->min || x > o->max) {
             snprintf(err, errlen, "%s%s %g is out of range [%g, %g]", dash, o->name, x, o->min, o->max);
             return -1;
@@ -62,9 +74,12 @@ static int set_value(const opt_spec *o, const char *v, const char *dash, char *e
     }
     }
     snprintf(err, errlen, "%s%s: '%s' is not a valid %s", dash, o->name, v,
-             o->type == OPT_INT ? "integer" : o->type == OPT_FLOAT ? "number" : "true/false");
+             o->type == OPT_INT ? "integer" : o->type == OPT_FLOAT ? "number"
+             : o->type == OPT_FLOAT_AUTO ? "number or \"auto\"" : "true/false");
     return -1;
 }
+
+int opt_is_auto(float v) { return isnan(v); }
 
 void opt_defaults(const opt_spec *specs, int n) {
     char err[256];
@@ -76,7 +91,15 @@ void opt_defaults(const opt_spec *specs, int n) {
     }
 }
 
-int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t errlen) {
+static int listed(const char *const *skip, const char *key) {
+    for (; skip && *skip; skip++)
+        if (!strcmp(*skip, key)) return 1;
+    return 0;
+}
+
+int opt_apply_json(const opt_spec *specs, int n, json_t *obj, const char *const *skip,
+                   const char **field, char *err, size_t errlen) {
+    if (field) *field = NULL;
     if (!json_is_object(obj)) {
         snprintf(err, errlen, "config must be a JSON object");
         return -1;
@@ -84,6 +107,8 @@ int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t 
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
+        if (listed(skip, key)) continue;
+        if (field) *field = key;
         const opt_spec *o = find(specs, n, key);
         if (!o) {
             snprintf(err, errlen, "unknown option '%s'", key);
@@ -98,19 +123,24 @@ int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t 
         } else if (json_is_integer(v) && o->type != OPT_STR) {
             snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
             text = buf;
-        } else if (json_is_real(v) && o->type == OPT_FLOAT) {
+        } else if (json_is_real(v) && (o->type == OPT_FLOAT || o->type == OPT_FLOAT_AUTO)) {
             snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
             text = buf;
         } else if (json_is_boolean(v) && o->type == OPT_FLAG) {
             text = json_is_true(v) ? "1" : "0";
+        } else if (json_is_string(v) && o->type == OPT_FLOAT_AUTO &&
+                   !strcmp(json_string_value(v), "auto")) {
+            text = "auto";
         } else {
             snprintf(err, errlen, "'%s' must be %s", key,
                      o->type == OPT_STR ? "a string" : o->type == OPT_INT ? "an integer"
-                     : o->type == OPT_FLOAT ? "a number" : "true or false");
+                     : o->type == OPT_FLOAT ? "a number"
+                     : o->type == OPT_FLOAT_AUTO ? "a number or \"auto\"" : "true or false");
             return -1;
         }
         if (set_value(o, text, "", err, errlen)) return -1;
     }
+    if (field) *field = NULL;
     return 0;
 }
 
@@ -134,7 +164,7 @@ int opt_parse(const opt_spec *specs, int n, int argc, char **argv, char *err, si
                          val ? je.text : "needs a file", val ? je.line : 0);
                 return -1;
             }
-            int rc = opt_apply_json(specs, n, obj, err, errlen);
+            int rc = opt_apply_json(specs, n, obj, NULL, NULL, err, errlen);
             json_decref(obj);
             if (rc) return -1;
             continue;
@@ -169,7 +199,8 @@ void opt_print_help(const opt_spec *specs, int n, FILE *f) {
         const opt_spec *o = &specs[i];
         char left[64];
         snprintf(left, sizeof left, "--%s%s", o->name,
-                 o->type == OPT_FLAG ? "" : o->type == OPT_STR ? " S" : o->type == OPT_INT ? " N" : " X");
+                 o->type == OPT_FLAG ? "" : o->type == OPT_STR ? " S" : o->type == OPT_INT ? " N"
+                 : o->type == OPT_FLOAT_AUTO ? " X|auto" : " X");
         fprintf(f, "  %-24s %s", left, o->help);
         if (o->def && o->type != OPT_FLAG) fprintf(f, " (default %s)", o->def);
         fputc('\n', f);
@@ -192,16 +223,57 @@ json_t *opt_to_json(const opt_spec *specs, int n) {
     for (int i = 0; i < n; i++) {
         const opt_spec *o = &specs[i];
         char key[128];
-        snprintf(key, sizeof key, "%s", o->name);
-        for (char *p = key; *p; p++) if (*p == '-') *p = '_';
+        json_name(key, sizeof key, o->name);
         json_t *v;
         switch (o->type) {
         case OPT_INT: v = json_integer(*(int *)o->dest); break;
         case OPT_FLOAT: v = json_float(*(float *)o->dest); break;
+        case OPT_FLOAT_AUTO:
+            v = opt_is_auto(*(float *)o->dest) ? json_string("auto") : json_float(*(float *)o->dest);
+            break;
         case OPT_FLAG: v = json_boolean(*(int *)o->dest); break;
         default: v = *(const char **)o->dest ? json_string(*(const char **)o->dest) : json_null();
         }
         json_object_set_new(obj, key, v);
     }
     return obj;
+}
+
+
+json_t *opt_schema(const opt_spec *specs, int n) {
+    json_t *props = json_object();
+    for (int i = 0; i < n; i++) {
+        const opt_spec *o = &specs[i];
+        char key[128];
+        json_name(key, sizeof key, o->name);
+        json_t *p = json_object(), *num = NULL;
+        switch (o->type) {
+        case OPT_INT: json_object_set_new(p, "type", json_string("integer")); num = p; break;
+        case OPT_FLOAT: json_object_set_new(p, "type", json_string("number")); num = p; break;
+        case OPT_FLAG: json_object_set_new(p, "type", json_string("boolean")); break;
+        case OPT_STR: json_object_set_new(p, "type", json_string("string")); break;
+        case OPT_FLOAT_AUTO:
+            /* {"oneOf": [{"type": "number", bounds}, {"const": "auto"}]} */
+            num = json_pack("{s:s}", "type", "number");
+            json_object_set_new(p, "oneOf", json_pack("[o,{s:s}]", num, "const", "auto"));
+            break;
+        }
+        if (num) {
+            json_object_set_new(num, "minimum", json_real(o->min));
+            json_object_set_new(num, "maximum", json_real(o->max));
+        }
+        if (o->def) {
+            json_t *d;
+            if (o->type == OPT_INT) d = json_integer(strtoll(o->def, NULL, 10));
+            else if (o->type == OPT_FLOAT) d = json_float(strtof(o->def, NULL));
+            else if (o->type == OPT_FLAG) d = json_boolean(!strcmp(o->def, "1"));
+            else if (o->type == OPT_FLOAT_AUTO && strcmp(o->def, "auto"))
+                d = json_float(strtof(o->def, NULL));
+            else d = json_string(o->def);
+            json_object_set_new(p, "default", d);
+        }
+        json_object_set_new(p, "description", json_string(o->help));
+        json_object_set_new(props, key, p);
+    }
+    return props;
 }

@@ -10,12 +10,14 @@
 #include <jansson.h>
 #include <stddef.h>
 
-typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG } opt_type;
+/* OPT_FLOAT_AUTO: a number, or the word "auto" for a value the program decides at run time
+ * (stored as NAN: opt_is_auto; the resolved value belongs in the program's report). */
+typedef enum { OPT_INT, OPT_FLOAT, OPT_STR, OPT_FLAG, OPT_FLOAT_AUTO } opt_type;
 
 typedef struct {
     const char *name;      /* long option without the dashes, words joined by '-' */
     opt_type type;
-    void *dest;            /* int *, float *, const char **, int * (flag) */
+    void *dest;            /* int *, float *, const char **, int * (flag), float * (auto) */
     const char *def;       /* default as text (NULL: none / unset) */
     double min, max;       /* bounds for numbers (inclusive) */
     const char *help;
@@ -26,11 +28,18 @@ void opt_defaults(const opt_spec *specs, int n);
 /* Parses argv[0..argc); unknown options and out-of-range values are errors naming the option.
  * "--config FILE" loads FILE (JSON) at that point. Positional arguments are not accepted. */
 int opt_parse(const opt_spec *specs, int n, int argc, char **argv, char *err, size_t errlen);
-/* Applies a JSON object of options. */
-int opt_apply_json(const opt_spec *specs, int n, json_t *obj, char *err, size_t errlen);
+/* Applies a JSON object of options. Keys listed in skip (NULL-terminated, or NULL) are left for
+ * the caller. On an error, *field (if not NULL) names the offending key (borrowed from obj). */
+int opt_apply_json(const opt_spec *specs, int n, json_t *obj, const char *const *skip,
+                   const char **field, char *err, size_t errlen);
 /* Prints usage lines for every option to f. */
 void opt_print_help(const opt_spec *specs, int n, FILE *f);
 /* The resolved values as a new JSON object (caller json_decref's). */
 json_t *opt_to_json(const opt_spec *specs, int n);
+/* The values as a JSON Schema object's "properties" (type, default, bounds, description): the
+ * API's description of the same options. New reference (json_decref). */
+json_t *opt_schema(const opt_spec *specs, int n);
+/* 1 if an OPT_FLOAT_AUTO value is "auto". */
+int opt_is_auto(float v);
 
 #endif

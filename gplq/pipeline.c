@@ -11,23 +11,18 @@
 #include "train/trainer.h"
 
 void gplq_defaults(gplq_config *c) {
-    memset(c, 0, sizeof *c);
-    c->wbits = 4;
-    c->abits = 4;
-    stage1_defaults(&c->s1);
-    c->s1.lr = 0; /* auto: gplq_resolve_lr */
-    stage2_defaults(&c->s2);
-    c->baselines = 1;
-    c->percentile_init = 0; /* min-max: see gplq_config */
-    c->eval_batch = 256;
+    jobspec js;
+    jobspec_defaults(&js);
+    gplq_config_from_spec(c, &js);
 }
 
 void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
-    gplq_defaults(c);
+    memset(c, 0, sizeof *c);
     c->wbits = js->wbits;
     c->abits = js->abits;
     c->baselines = js->baselines;
     c->percentile_init = js->percentile_init;
+    c->eval_batch = GPLQ_EVAL_BATCH;
     stage1_config *s1 = &c->s1;
     s1->epochs = js->epochs;
     s1->batch = js->batch_size;
@@ -37,15 +32,18 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
     s1->label_smoothing = js->label_smoothing;
     s1->pca_samples = js->pca_samples;
     s1->pca_var = js->pca_var;
+    s1->pca_multiple = STAGE1_PCA_MULTIPLE;
     s1->calib_images = js->calib_images;
     s1->aug = (ds_augment){.pad = js->pad, .hflip = js->hflip};
     s1->seed = (uint64_t)js->seed;
     s1->ckpt_every = js->ckpt_every;
-    s1->ckpt_path = NULL;
-    c->s2.calib_images = js->qwt_images;
-    c->s2.qwt = js->qwt;
-    c->s2.lambda = js->lambda;
-    c->s2.seed = (uint64_t)js->seed;
+    stage2_config *s2 = &c->s2;
+    s2->wbits = js->wbits;
+    s2->patch_wbits = STAGE2_PATCH_WBITS;
+    s2->calib_images = js->qwt_images;
+    s2->qwt = js->qwt;
+    s2->lambda = js->lambda;
+    s2->seed = (uint64_t)js->seed;
 }
 
 static double now_s(void) {
@@ -184,7 +182,7 @@ out:
 }
 
 float gplq_resolve_lr(const gplq_config *c, const vit_model *m) {
-    if (c->s1.lr > 0) return c->s1.lr;
+    if (!opt_is_auto(c->s1.lr)) return c->s1.lr;
     return m->num_params < 10000000 ? 1e-4f : 5e-6f;
 }
 

@@ -28,10 +28,15 @@ typedef struct {
     int eval_batch;
 } gplq_config;
 
-void gplq_defaults(gplq_config *c);
-/* The configuration a job spec asks for (config/jobspec.h): gplq_defaults, then every option of
- * js in its place. No state file (stage 1's ckpt_path is the caller's). */
+/* Images per evaluation batch: a fixed choice of ours, not an option (it changes no result). */
+#define GPLQ_EVAL_BATCH 256
+
+/* The configuration a job spec asks for (config/jobspec.h): every option of js in its place in
+ * the stages' configurations, which have no defaults of their own. No state file (stage 1's
+ * ckpt_path is the caller's), no tick. */
 void gplq_config_from_spec(gplq_config *c, const jobspec *js);
+/* gplq_config_from_spec of the job spec's defaults (the option table's). */
+void gplq_defaults(gplq_config *c);
 
 typedef struct {
     const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate" */
@@ -63,7 +68,7 @@ typedef struct {
 int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
                    char *err, size_t errlen);
 
-/* The stage-1 learning rate for c on model m: c->s1.lr, or when it is 0 ("auto"), 1e-4 for
+/* The stage-1 learning rate for c on model m: c->s1.lr, or when it is "auto", 1e-4 for
  * models under 10M parameters (the best of 5e-6, 2e-5 and 1e-4 on the demo model) and the
  * paper's 5e-6 (set for ImageNet-size models) above. */
 float gplq_resolve_lr(const gplq_config *c, const vit_model *m);

@@ -10,13 +10,6 @@
 
 #include "engine/ops.h"
 
-void stage1_defaults(stage1_config *c) {
-    *c = (stage1_config){.epochs = 1, .batch = 128, .lr = 5e-6f, .weight_decay = 0,
-                         .alpha = 1, .label_smoothing = 0, .pca_samples = 10000,
-                         .pca_var = 0.6f, .pca_multiple = 32, .calib_images = 512,
-                         .aug = {.pad = 2, .hflip = 1}, .seed = 0, .ckpt_every = 200};
-}
-
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
 int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,

@@ -18,10 +18,13 @@
 #include "io/dataset.h"
 #include "train/trainer.h"
 
+/* The stage's parameters. No defaults here: gplq_config_from_spec fills them from the job
+ * spec's option table (config/jobspec.c), the one place an option's default is written. */
 typedef struct {
     int epochs;            /* paper: 1 */
     int batch;             /* paper: 128 */
-    float lr;              /* constant (paper: 5e-6 at batch 128 for ImageNet models) */
+    float lr;              /* constant (paper: 5e-6 at batch 128 for ImageNet models); never
+                              "auto" here: gplq_resolve_lr decides it before stage1_run */
     float weight_decay;    /* [ours] 0 */
     float alpha;           /* weight of the PCA term, paper: 1 */
     float label_smoothing; /* [ours] 0 */
@@ -42,8 +45,8 @@ typedef struct {
     void *tick_ctx;
 } stage1_config;
 
-/* Fills c with the defaults (those of `gplq quantize`). */
-void stage1_defaults(stage1_config *c);
+/* PCA components are kept in multiples of this (paper: 32): a constant of the method. */
+#define STAGE1_PCA_MULTIPLE 32
 
 typedef struct {
     pca_basis pca;         /* the teacher's principal components (owned) */

@@ -17,11 +17,6 @@
 extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda,
                    double *b, const int *ldb, int *info);
 
-void stage2_defaults(stage2_config *c) {
-    *c = (stage2_config){.wbits = 4, .patch_wbits = 8, .calib_images = 512, .lambda = 1e-3f,
-                         .qwt = 1, .seed = 0};
-}
-
 static void qweight_free(stage2_qweight *q) {
     free(q->steps);
     free(q->codes);

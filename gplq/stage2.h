@@ -19,6 +19,8 @@
 #include "gplq/actq.h"
 #include "io/dataset.h"
 
+/* The stage's parameters; gplq_config_from_spec fills them from the job spec (no defaults
+ * here). */
 typedef struct {
     int wbits;          /* block linears and head */
     int patch_wbits;    /* [ours] 8 */
@@ -33,7 +35,8 @@ typedef struct {
     void *tick_ctx;
 } stage2_config;
 
-void stage2_defaults(stage2_config *c);
+/* The patch embedding's weight bits [ours]: its error reaches every token. */
+#define STAGE2_PATCH_WBITS 8
 
 /* One quantized weight matrix: what the artifacts store. */
 typedef struct {

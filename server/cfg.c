@@ -89,7 +89,7 @@ static int apply_file(opt_spec *t, const char *path, char *err, size_t errlen) {
             json_object_set_new(obj, sizes[i], json_string(buf));
         }
     }
-    int rc = opt_apply_json(t, CFG_NOPTS, obj, err, errlen);
+    int rc = opt_apply_json(t, CFG_NOPTS, obj, NULL, NULL, err, errlen);
     json_decref(obj);
     if (rc) {
         /* name the file: the message alone would not say where the bad key is */

@@ -899,16 +899,6 @@ static json_t *job_read_row(sqlite3_stmt *st) {
     return j;
 }
 
-/* The job as its worker needs it: the job object plus who owns it and where its inputs are. */
-static json_t *claim_row(sqlite3_stmt *st) {
-    json_t *j = job_row(st);
-    json_object_set_new(j, "owner", col_str(st, JOB_NCOLS));
-    json_object_set_new(j, "model_sha256", col_str(st, JOB_NCOLS + 1));
-    json_object_set_new(j, "dataset_sha256", col_str(st, JOB_NCOLS + 2));
-    json_object_set_new(j, "dataset_kind", col_str(st, JOB_NCOLS + 3));
-    return j;
-}
-
 static int job_fetch(store *s, const char *owner, const char *id, json_t **out) {
     int rc = query_one(s, job_row, out,
                        "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND " OWNED,
@@ -1188,8 +1178,45 @@ int store_stage_durations(store *s, json_t **out) {
 
 /* ---- the worker's side ---- */
 
-int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out) {
-    *out = NULL;
+void store_claim_free(store_claim *c) {
+    json_decref(c->spec);
+    memset(c, 0, sizeof *c);
+}
+
+/* The claimed job as its worker needs it: who owns it, its spec, where its inputs are. */
+static int claim_read(store *s, const char *id, store_claim *c) {
+    sqlite3_stmt *st = query(s,
+                             "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
+                             " j.dataset_id, d.kind, d.sha256,"
+                             " json_extract(d.summary, '$.val_fraction') FROM jobs j"
+                             " LEFT JOIN models m ON m.id = j.model_id"
+                             " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
+                             "s", id);
+    if (!st) return STORE_EDB;
+    int rc = STORE_OK, step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        col_copy(st, 0, c->id, sizeof c->id);
+        col_copy(st, 1, c->owner, sizeof c->owner);
+        c->attempts = sqlite3_column_int(st, 2);
+        c->spec = col_json(st, 3);
+        col_copy(st, 4, c->model_id, sizeof c->model_id);
+        col_copy(st, 5, c->model_sha256, sizeof c->model_sha256);
+        col_copy(st, 6, c->dataset_id, sizeof c->dataset_id);
+        col_copy(st, 7, c->dataset_kind, sizeof c->dataset_kind);
+        col_copy(st, 8, c->dataset_sha256, sizeof c->dataset_sha256);
+        c->val_fraction = sqlite3_column_type(st, 9) == SQLITE_NULL ? -1
+                                                                     : sqlite3_column_double(st, 9);
+    } else if (step == SQLITE_DONE) {
+        rc = fail(s, STORE_EDB, "the claimed job %s vanished", id);
+    } else {
+        rc = db_fail(s);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim *out) {
+    memset(out, 0, sizeof *out);
     if (!worker || !*worker) return fail(s, STORE_EINVAL, "a worker needs a name to claim a job");
     int rc = tx_begin(s);
     if (rc) return rc;
@@ -1218,13 +1245,8 @@ int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out
     if (!rc && step != SQLITE_DONE) rc = db_fail(s);
     sqlite3_reset(st);
     if (!rc) rc = state_event(s, id, "running", has_stage ? stage : NULL, NULL);
-    if (!rc)
-        rc = query_one(s, claim_row, out,
-                       "SELECT " JOB_COLS ", j.owner, m.sha256, d.sha256, d.kind FROM jobs j"
-                       " LEFT JOIN models m ON m.id = j.model_id"
-                       " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
-                       "s", id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the claimed job %s vanished", id);
+    if (!rc) rc = claim_read(s, id, out);
+    if (rc) store_claim_free(out);
     return tx_end(s, rc, rc == STORE_OK);
 }
 

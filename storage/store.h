@@ -143,12 +143,26 @@ int store_job_durations(store *s, void (*fn)(void *arg, const char *state, doubl
  * to the next stage's (the last stage: to the job's end), as {stage: {sum (s), count}}. */
 int store_stage_durations(store *s, json_t **out);
 
-/* ---- the worker's side ----
- * Claims the oldest queued job for worker (a name such as "w1:pid"): state running,
- * attempts + 1, lease until now + lease_ms, started_at set if first. STORE_ENONE if none.
- * *out: the job object plus "owner" and the model's and dataset's sha256 ("model_sha256",
- * "dataset_sha256", "dataset_kind"). Atomic: two workers never claim the same job. */
-int store_job_claim(store *s, const char *worker, int64_t lease_ms, json_t **out);
+/* ---- the worker's side ---- */
+
+/* A claimed job, as its worker needs it. Text fields are "" where the row is gone (a model
+ * deleted since: the worker says so). */
+typedef struct {
+    char id[64], owner[256];
+    int attempts;            /* this one included */
+    json_t *spec;            /* the stored spec: options and references (owned) */
+    char model_id[64], model_sha256[65];
+    char dataset_id[64], dataset_kind[16], dataset_sha256[65]; /* kind: builtin, upload */
+    double val_fraction;     /* an upload's held-out share, as uploaded; -1 if not recorded */
+} store_claim;
+/* Frees what a claim owns and zeroes it (a zeroed claim is fine to free). */
+void store_claim_free(store_claim *c);
+
+/* Claims the oldest queued job for worker (a name such as "w1:pid"): state running,
+ * attempts + 1, lease until now + lease_ms, started_at set if first; fills *out (the caller
+ * frees it with store_claim_free). STORE_ENONE if none (*out zeroed). Atomic: two workers
+ * never claim the same job. */
+int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim *out);
 /* Heartbeat and progress in one write: extends the lease to now + lease_ms, stores stage and
  * progress (a JSON object, borrowed; NULL keeps the stored one, so NULL, NULL is a bare
  * heartbeat) and, if event is nonzero, appends a "progress" event whose data is the progress

@@ -1084,9 +1084,9 @@ TEST(job_events_stream) {
     f.ctx.owner = "";
 
     /* the stream itself: a worker's claim, progress, end */
-    json_t *claimed = NULL;
+    store_claim claimed;
     CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
-    json_decref(claimed);
+    store_claim_free(&claimed);
     sse_stream s;
     CHECK(sse_init(&s, j, 0, 2000) == 0);
     CHECK(!strncmp(s.buf, "retry: 2000\n", 12));
@@ -1230,9 +1230,9 @@ TEST(job_webhook_stored_apart_and_listed) {
     api_response_free(&res);
 
     /* the worker's side: started, progress (at most every 2 s), succeeded in the outbox */
-    json_t *claimed = NULL;
+    store_claim claimed;
     CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
-    json_decref(claimed);
+    store_claim_free(&claimed);
     json_t *prog = json_pack("{s:s, s:i}", "stage", "stage1", "step", 1);
     for (int i = 0; i < 3; i++)
         CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage1", prog, 1) == STORE_OK);
@@ -1432,20 +1432,34 @@ TEST(openapi_describes_every_route_and_only_routes) {
     }
     CHECK_MSG(described == nrest, "%d operations described, %d REST routes", described, nrest);
     check_refs(doc, doc);
-    json_decref(doc);
     /* the embedded copy is the file in the tree */
     char file[1024];
     snprintf(file, sizeof file, "%s/api/openapi.json", GPLQ_SRC_DIR);
     FILE *fp = fopen(file, "rb");
     CHECK_MSG(fp, "cannot read %s", file);
     if (fp) {
-        char *disk = malloc(openapi_json_len() + 2);
-        size_t n = fread(disk, 1, openapi_json_len() + 1, fp);
+        size_t len;
+        const char *src = openapi_source(&len);
+        char *disk = malloc(len + 2);
+        size_t n = fread(disk, 1, len + 1, fp);
         fclose(fp);
-        CHECK_MSG(n == openapi_json_len() && !memcmp(disk, openapi_json(), n),
+        CHECK_MSG(n == len && !memcmp(disk, src, n),
                   "%s changed since api/openapi.c was compiled: rebuild it (touch api/openapi.c)", file);
         free(disk);
     }
+    /* the job options are the option table's, in both schemas, "auto" included */
+    json_t *schemas = json_object_get(json_object_get(doc, "components"), "schemas");
+    const char *with_options[] = {"JobCreate", "JobSpec"};
+    for (int i = 0; i < 2; i++) {
+        json_t *props = json_object_get(json_object_get(schemas, with_options[i]), "properties");
+        json_t *wbits = json_object_get(props, "wbits"), *lr = json_object_get(props, "lr");
+        CHECK_MSG(json_integer_value(json_object_get(wbits, "default")) == 4 &&
+                  json_number_value(json_object_get(wbits, "maximum")) == 8, "%s", with_options[i]);
+        CHECK(!strcmp(str(lr, "default"), "auto") && json_array_size(json_object_get(lr, "oneOf")) == 2);
+        CHECK(json_object_get(props, "model_id") && json_object_get(props, "num_heads"));
+        CHECK(json_object_size(props) >= 4 + JOBSPEC_NOPTS - (i ? 2 : 0));
+    }
+    json_decref(doc);
     /* served as is, without a token */
     fixture f;
     fx_open(&f);
@@ -1463,9 +1477,9 @@ TEST(metrics_text) {
     char m[64], j[64];
     make_model(&f, "metrics", m);
     make_job(&f, m, NULL, j);
-    json_t *claimed = NULL;
+    store_claim claimed;
     CHECK(store_job_claim(f.st, "w1:1", 60000, &claimed) == STORE_OK);
-    json_decref(claimed);
+    store_claim_free(&claimed);
     json_t *prog = json_pack("{s:s}", "stage", "stage1");
     CHECK(store_job_progress(f.st, j, "w1:1", 60000, "stage1", prog, 1) == STORE_OK);
     json_decref(prog);
@@ -1633,9 +1647,9 @@ TEST(artifact_download_etag_and_ranges) {
     make_model(&f, "art", m);
     make_job(&f, m, NULL, j);
     /* a worker's side: claim, write a file, record it */
-    json_t *claimed = NULL;
+    store_claim claimed;
     CHECK(store_job_claim(f.st, "w1", 60000, &claimed) == STORE_OK);
-    json_decref(claimed);
+    store_claim_free(&claimed);
     char dir[600], file[700], cmd[700];
     snprintf(dir, sizeof dir, "%s/jobs/%s/artifacts", f.dir, j);
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);

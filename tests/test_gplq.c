@@ -68,8 +68,9 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     double fp_top1, cal_top1, s1_top1;
     CHECK(eval_top1(&fp, &te, 250, &fp_top1, err, sizeof err) == 0);
 
-    stage1_config c;
-    stage1_defaults(&c);
+    gplq_config g;
+    gplq_defaults(&g);
+    stage1_config c = g.s1;
     c.lr = 5e-4f;
     c.epochs = 2;
     c.batch = 64;
@@ -173,8 +174,9 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     CHECK(gplq_calibrate(&fp, &aq, &tr, 256, 0, err, sizeof err) == 0);
     double a8, noqwt, withqwt;
     CHECK(eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
-    stage2_config c;
-    stage2_defaults(&c);
+    gplq_config g;
+    gplq_defaults(&g);
+    stage2_config c = g.s2;
     c.wbits = 3;
     c.calib_images = 256;
     stage2_result res;

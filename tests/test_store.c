@@ -424,6 +424,7 @@ TEST(models_insert_get_list_delete) {
 }
 
 TEST(datasets_builtin_and_uploads) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     json_t *d = NULL, *x = NULL;
@@ -464,9 +465,9 @@ TEST(datasets_builtin_and_uploads) {
     char job[32];
     snprintf(job, sizeof job, "%s", str(j, "id"));
     json_decref(j);
-    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "dataset_sha256"), sha) && !strcmp(str(j, "dataset_kind"), "upload"));
-    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    CHECK(!strcmp(cl.dataset_sha256, sha) && !strcmp(cl.dataset_kind, "upload"));
+    store_claim_free(&cl);
     CHECK(store_dataset_delete(s, "b", id, NULL) == STORE_ECONFLICT);
     CHECK(strstr(store_errmsg(s), job) && strstr(store_errmsg(s), "running"));
     CHECK(store_job_finish(s, job, "w1", "succeeded", NULL) == STORE_OK);
@@ -484,6 +485,7 @@ TEST(datasets_builtin_and_uploads) {
 /* ---- jobs ---- */
 
 TEST(job_lifecycle_with_events) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], job[32], trail[512];
@@ -505,16 +507,17 @@ TEST(job_lifecycle_with_events) {
     json_decref(j);
     CHECK(store_job_get(s, "other", job, &j) == STORE_ENOTFOUND);
 
-    CHECK(store_job_claim(s, "w1:100", 1000, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "id"), job) && !strcmp(str(j, "state"), "running"));
-    CHECK(num(j, "attempts") == 1 && !strcmp(str(j, "owner"), "u"));
-    CHECK(!strcmp(str(j, "dataset_id"), "fashion-mnist"));
-    CHECK(!strcmp(str(j, "dataset_kind"), "builtin"));
-    CHECK(json_is_null(json_object_get(j, "dataset_sha256")));
-    CHECK(strlen(str(j, "model_sha256")) == 64);
+    CHECK(store_job_claim(s, "w1:100", 1000, &cl) == STORE_OK);
+    CHECK(!strcmp(cl.id, job) && cl.attempts == 1 && !strcmp(cl.owner, "u"));
+    CHECK(store_job_get(s, "u", job, &j) == STORE_OK && !strcmp(str(j, "state"), "running"));
+    CHECK(!strcmp(cl.dataset_id, "fashion-mnist"));
+    CHECK(!strcmp(cl.dataset_kind, "builtin"));
+    CHECK(!*cl.dataset_sha256 && cl.val_fraction == -1);
+    CHECK(strlen(cl.model_sha256) == 64 && json_is_object(cl.spec));
     CHECK(json_is_string(json_object_get(j, "started_at")));
     json_decref(j);
-    CHECK(store_job_claim(s, "w2:200", 1000, &j) == STORE_ENONE && j == NULL);
+    store_claim_free(&cl);
+    CHECK(store_job_claim(s, "w2:200", 1000, &cl) == STORE_ENONE && cl.spec == NULL);
 
     /* progress: stored, lease extended, an event appended only when asked */
     int64_t t0 = store_now_ms();
@@ -617,6 +620,7 @@ TEST(job_lifecycle_with_events) {
 }
 
 TEST(cancel_queued_and_running) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], q[32], r[32], trail[256];
@@ -624,9 +628,9 @@ TEST(cancel_queued_and_running) {
     add_job(s, "", model, NULL, 3, r);
     add_job(s, "", model, NULL, 3, q);
     json_t *j = NULL;
-    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "id"), r)); /* the oldest first */
-    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    CHECK(!strcmp(cl.id, r)); /* the oldest first */
+    store_claim_free(&cl);
     /* queued: canceled at once */
     CHECK(store_job_cancel(s, "", q, &j) == STORE_OK);
     CHECK(!strcmp(str(j, "state"), "canceled"));
@@ -636,7 +640,7 @@ TEST(cancel_queued_and_running) {
     CHECK(strstr(store_errmsg(s), "already ended") != NULL);
     event_trail(s, q, trail, sizeof trail);
     CHECK_MSG(!strcmp(trail, "queued canceled"), "events: %s", trail);
-    CHECK(store_job_claim(s, "w2", 60000, &j) == STORE_ENONE);
+    CHECK(store_job_claim(s, "w2", 60000, &cl) == STORE_ENONE);
     /* running: the worker learns at its next progress write, which still counts */
     CHECK(store_job_cancel(s, "someone", r, &j) == STORE_ENOTFOUND);
     CHECK(store_job_cancel(s, "", r, &j) == STORE_OK);
@@ -656,8 +660,8 @@ TEST(cancel_queued_and_running) {
     /* a running job whose worker dies after the cancel request ends canceled, not requeued */
     char d[32];
     add_job(s, "", model, NULL, 3, d);
-    CHECK(store_job_claim(s, "w3", 60000, &j) == STORE_OK);
-    json_decref(j);
+    CHECK(store_job_claim(s, "w3", 60000, &cl) == STORE_OK);
+    store_claim_free(&cl);
     CHECK(store_job_cancel(s, NULL, d, &j) == STORE_OK);
     json_decref(j);
     int nr = -1, nf = -1;
@@ -669,21 +673,21 @@ TEST(cancel_queued_and_running) {
 }
 
 TEST(fencing_after_expiry_and_reclaim) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], job[32];
     add_model(s, "", 'a', model);
     add_job(s, "", model, NULL, 3, job);
-    json_t *j = NULL;
-    CHECK(store_job_claim(s, "A", 1000, &j) == STORE_OK);
-    json_decref(j);
+    CHECK(store_job_claim(s, "A", 1000, &cl) == STORE_OK);
+    store_claim_free(&cl);
     int nr = -1, nf = -1;
     /* A stops heartbeating; two seconds later its lease is gone */
     CHECK(store_job_expire(s, store_now_ms() + 2000, NULL, &nr, &nf) == STORE_OK);
     CHECK(nr == 1 && nf == 0);
-    CHECK(store_job_claim(s, "B", 60000, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "id"), job) && num(j, "attempts") == 2);
-    json_decref(j);
+    CHECK(store_job_claim(s, "B", 60000, &cl) == STORE_OK);
+    CHECK(!strcmp(cl.id, job) && cl.attempts == 2);
+    store_claim_free(&cl);
     /* A wakes up: every write is refused, B's are not */
     CHECK(store_job_progress(s, job, "A", 60000, "stage1", NULL, 1) == STORE_ELEASE);
     CHECK(strstr(store_errmsg(s), "no longer leased") != NULL);
@@ -704,6 +708,7 @@ TEST(fencing_after_expiry_and_reclaim) {
 }
 
 TEST(expire_requeues_then_gives_up) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], job[32];
@@ -711,8 +716,8 @@ TEST(expire_requeues_then_gives_up) {
     add_job(s, "", model, NULL, 2, job);
     json_t *j = NULL;
     int nr = -1, nf = -1;
-    CHECK(store_job_claim(s, "w1", 1000, &j) == STORE_OK);
-    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 1000, &cl) == STORE_OK);
+    store_claim_free(&cl);
     /* a live lease is left alone */
     CHECK(store_job_expire(s, store_now_ms(), NULL, &nr, &nf) == STORE_OK && nr == 0 && nf == 0);
     /* a worker seen to die releases its job at once, the attempt counted */
@@ -720,8 +725,8 @@ TEST(expire_requeues_then_gives_up) {
     CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
     CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 1);
     json_decref(j);
-    CHECK(store_job_claim(s, "w2", 1000, &j) == STORE_OK);
-    json_decref(j);
+    CHECK(store_job_claim(s, "w2", 1000, &cl) == STORE_OK);
+    store_claim_free(&cl);
     CHECK(store_job_progress(s, job, "w2", 1000, "stage2", NULL, 0) == STORE_OK);
     /* the second (last) attempt's worker stops responding: the job fails, saying why */
     CHECK(store_job_expire(s, store_now_ms() + 60000, NULL, &nr, &nf) == STORE_OK);
@@ -743,12 +748,13 @@ TEST(expire_requeues_then_gives_up) {
     json_t *data = json_object_get(json_array_get(ev, json_array_size(ev) - 1), "data");
     CHECK(str(data, "error") && !strcmp(str(data, "error"), err));
     json_decref(ev);
-    CHECK(store_job_claim(s, "w3", 1000, &j) == STORE_ENONE);
+    CHECK(store_job_claim(s, "w3", 1000, &cl) == STORE_ENONE);
     CHECK(store_job_expire(s, store_now_ms() + 60000, NULL, NULL, NULL) == STORE_OK);
     store_close(s);
 }
 
 TEST(release_does_not_count_the_attempt) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], job[32];
@@ -756,9 +762,9 @@ TEST(release_does_not_count_the_attempt) {
     add_job(s, "", model, NULL, 1, job);
     json_t *j = NULL;
     for (int i = 0; i < 3; i++) {
-        CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
-        CHECK(num(j, "attempts") == 1);
-        json_decref(j);
+        CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+        CHECK(cl.attempts == 1);
+        store_claim_free(&cl);
         CHECK(store_job_release(s, job, "w1") == STORE_OK);
         CHECK(store_job_release(s, job, "w1") == STORE_ELEASE);
     }
@@ -801,6 +807,7 @@ TEST(idempotency_key) {
 }
 
 TEST(pagination_and_counts) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], ids[25][32], mine[32];
@@ -837,9 +844,9 @@ TEST(pagination_and_counts) {
     /* the state filter, the admin view, a bad cursor */
     json_t *arr = NULL, *j = NULL;
     char *next = NULL;
-    CHECK(store_job_claim(s, "w", 60000, &j) == STORE_OK);
-    CHECK(!strcmp(str(j, "id"), ids[0]));
-    json_decref(j);
+    CHECK(store_job_claim(s, "w", 60000, &cl) == STORE_OK);
+    CHECK(!strcmp(cl.id, ids[0]));
+    store_claim_free(&cl);
     CHECK(store_job_list(s, "u", "running", 10, NULL, &arr, &next) == STORE_OK);
     CHECK(json_array_size(arr) == 1 && next == NULL);
     json_decref(arr);
@@ -886,7 +893,7 @@ TEST(four_processes_claim_each_job_once) {
             }
             int status = 0;
             for (;;) {
-                json_t *j = NULL;
+                store_claim j;
                 int rc = store_job_claim(c, worker, 60000, &j);
                 if (rc == STORE_ENONE) break;
                 if (rc) {
@@ -895,15 +902,15 @@ TEST(four_processes_claim_each_job_once) {
                     break;
                 }
                 char line[64];
-                int n = snprintf(line, sizeof line, "%s\n", str(j, "id"));
+                int n = snprintf(line, sizeof line, "%s\n", j.id);
                 if (write(fds[1], line, (size_t)n) != n) status = 4;
                 /* some work on it, so claims and other writes interleave */
-                if (store_job_progress(c, str(j, "id"), worker, 60000, "stage1", NULL, 1) ||
-                    store_job_finish(c, str(j, "id"), worker, "succeeded", NULL)) {
+                if (store_job_progress(c, j.id, worker, 60000, "stage1", NULL, 1) ||
+                    store_job_finish(c, j.id, worker, "succeeded", NULL)) {
                     fprintf(stderr, "  child %d: %s\n", p, store_errmsg(c));
                     status = 5;
                 }
-                json_decref(j);
+                store_claim_free(&j);
             }
             store_close(c);
             close(fds[1]);
@@ -995,6 +1002,7 @@ static void due_types(store *s, char *out, size_t n, json_t **rows) {
  * one is in flight or waiting to retry (a receiver must never see job.progress before
  * job.started). */
 TEST(webhook_events_of_a_job_go_out_in_order) {
+    store_claim cl;
     store *s = open_fresh();
     add_builtin(s);
     char model[32], id[32], types[256];
@@ -1006,8 +1014,8 @@ TEST(webhook_events_of_a_job_go_out_in_order) {
     CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
     snprintf(id, sizeof id, "%s", str(j, "id"));
     json_decref(j);
-    CHECK(store_job_claim(s, "w1", 60000, &j) == STORE_OK);
-    json_decref(j);
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    store_claim_free(&cl);
     usleep(5000);
     json_t *p = json_pack("{s:s, s:f}", "stage", "stage1", "fraction", 0.5);
     CHECK(store_job_progress(s, id, "w1", 60000, "stage1", p, 1) == STORE_OK);

@@ -524,6 +524,9 @@ async function jobSchema() {
   return schemaCache;
 }
 
+// An option that takes a number or the word "auto" ({"oneOf": [{"type": "number"}, {"const": "auto"}]}).
+const isAuto = s => Array.isArray(s.oneOf) && s.oneOf.some(o => o.const === 'auto');
+
 function optionField(name, s) {
   const id = `opt-${name}`;
   const help = h('div', {class: 'help', id: `${id}-help`},
@@ -537,6 +540,11 @@ function optionField(name, s) {
   if (name === 'wbits' || name === 'abits') {
     input = h('select', {id, name, 'aria-describedby': `${id}-help`},
               [2, 3, 4, 5, 6, 8].map(b => h('option', {value: b, selected: b === s.default}, `${b} bits`)));
+  } else if (isAuto(s)) {
+    // a number, or "auto" for the value the server decides at run time (the report says which)
+    input = h('input', {type: 'text', inputmode: 'decimal', id, name, 'aria-describedby': `${id}-help`,
+                        placeholder: 'auto'});
+    input.value = String(s.default);
   } else {
     input = h('input', {type: 'number', id, name, 'aria-describedby': `${id}-help`,
                         min: s.minimum, max: s.maximum, step: s.type === 'integer' ? 1 : 'any',
@@ -555,7 +563,8 @@ function readOptions(form, schema) {
     if (!s || !input) continue;
     let v;
     if (s.type === 'boolean') v = input.checked;
-    else if (input.value === '') continue;
+    else if (input.value.trim() === '') continue;
+    else if (isAuto(s) && input.value.trim() === 'auto') v = 'auto';
     else v = Number(input.value);
     if (v !== s.default) spec[name] = v;
   }
@@ -794,7 +803,7 @@ function viewJob(main, id) {
       h('dt', {}, 'Model'), h('dd', {}, `${modelName(j.model_id)} (${j.model_id})`),
       h('dt', {}, 'Dataset'), h('dd', {}, `${datasetName(j.dataset_id)}`),
       h('dt', {}, 'Bits'), h('dd', {}, bits(s)),
-      h('dt', {}, 'Stage 1'), h('dd', {}, `${s.epochs} epoch(s) over ${s.train_subset ? `${s.train_subset} images` : 'all training images'}, batch ${s.batch_size}, lr ${s.lr ? s.lr : 'auto'}, alpha ${s.alpha}, PCA ${s.pca_var}`),
+      h('dt', {}, 'Stage 1'), h('dd', {}, `${s.epochs} epoch(s) over ${s.train_subset ? `${s.train_subset} images` : 'all training images'}, batch ${s.batch_size}, lr ${s.lr}, alpha ${s.alpha}, PCA ${s.pca_var}`),
       h('dt', {}, 'Stage 2'), h('dd', {}, s.qwt ? `QwT on ${s.qwt_images} images, lambda ${s.lambda}` : 'no QwT'),
       h('dt', {}, 'Evaluation'), h('dd', {}, `${s.eval_subset ? `${s.eval_subset} test images` : 'all test images'}${s.baselines ? ', with baselines' : ''}`),
       h('dt', {}, 'Created'), h('dd', {}, when(j.created_at)),

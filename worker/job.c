@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config/jobspec.h"
+#include "config/layout.h"
 #include "gplq/pipeline.h"
 #include "gplq/report.h"
 #include "io/checkpoint.h"
@@ -220,42 +221,36 @@ static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
 /* ---- data ---- */
 
 /* The job's training and held-out images, at the model's input size. */
-static int load_data(const worker_env *w, json_t *job, const vit_config *cfg, const jobspec *js,
-                     ds_set *tr, ds_set *te, char *err, size_t errlen) {
-    const char *kind = json_string_value(json_object_get(job, "dataset_kind"));
-    const char *id = json_string_value(json_object_get(job, "dataset_id"));
-    const char *sha = json_string_value(json_object_get(job, "dataset_sha256"));
+static int load_data(const worker_env *w, const store_claim *job, const vit_config *cfg,
+                     const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen) {
     memset(tr, 0, sizeof *tr);
     memset(te, 0, sizeof *te);
-    if (kind && !strcmp(kind, "builtin")) {
-        if (ds_open_builtin(id, NULL, tr, te, err, errlen)) return -1;
+    if (!strcmp(job->dataset_kind, "builtin")) {
+        if (ds_open_builtin(job->dataset_id, NULL, tr, te, err, errlen)) return -1;
     } else {
-        if (!sha) {
-            snprintf(err, errlen, "dataset %s has no stored file", id ? id : "?");
+        if (!*job->dataset_sha256) {
+            snprintf(err, errlen, "dataset %s has no stored file (deleted since?)", job->dataset_id);
             return -1;
         }
-        double val_fraction = 0.1;
-        json_t *d = NULL;
-        if (store_dataset_get(w->s, NULL, id, &d) == STORE_OK) {
-            json_t *v = json_object_get(json_object_get(d, "summary"), "val_fraction");
-            if (json_is_number(v)) val_fraction = json_number_value(v);
+        if (job->val_fraction < 0) {
+            snprintf(err, errlen, "dataset %s has no recorded val_fraction", job->dataset_id);
+            return -1;
         }
-        json_decref(d);
         char cache[4096], blob[4096];
-        snprintf(cache, sizeof cache, "%s/cache", w->data_dir);
+        layout_cache_dir(cache, sizeof cache, w->data_dir);
         if (blob_mkdirs(cache)) {
             snprintf(err, errlen, "cannot create %.900s: %s", cache, strerror(errno));
             return -1;
         }
         /* decoded and resized once per (dataset, input shape, split): later jobs and resumed
          * ones read the packed pixels instead of decoding again */
-        snprintf(cache, sizeof cache, "%s/cache/%s-c%d-s%d-v%04d-r%d.gds", w->data_dir, sha,
-                 cfg->in_chans, cfg->img_size, (int)(val_fraction * 1000 + 0.5), js->seed);
+        layout_dataset_cache(cache, sizeof cache, w->data_dir, job->dataset_sha256, cfg->in_chans,
+                             cfg->img_size, job->val_fraction, js->seed);
         if (imgf_cache_read(cache, tr, te, err, errlen)) {
-            blob_path(blob, sizeof blob, w->data_dir, sha);
+            blob_path(blob, sizeof blob, w->data_dir, job->dataset_sha256);
             imgf_limits lim;
             imgf_limits_default(&lim);
-            if (imgf_load(blob, &lim, cfg->in_chans, cfg->img_size, val_fraction,
+            if (imgf_load(blob, &lim, cfg->in_chans, cfg->img_size, job->val_fraction,
                           (uint64_t)js->seed, tr, te, err, errlen))
                 return -1;
             char werr[512];
@@ -278,7 +273,7 @@ static int load_data(const worker_env *w, json_t *job, const vit_config *cfg, co
         goto fail;
     }
     /* uploads come sorted by class: a subset of them must be a sample, not the first classes */
-    if (kind && strcmp(kind, "builtin") && (js->train_subset || js->eval_subset) &&
+    if (strcmp(job->dataset_kind, "builtin") && (js->train_subset || js->eval_subset) &&
         (ds_permute(tr, (uint64_t)js->seed) || ds_permute(te, (uint64_t)js->seed + 1))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
@@ -290,29 +285,6 @@ fail:
     ds_free(tr);
     ds_free(te);
     return -1;
-}
-
-/* The job spec's options (the stored spec also carries model_id, dataset_id and service
- * fields that are not pipeline options). */
-static int parse_spec(json_t *job, jobspec *js, char *err, size_t errlen) {
-    jobspec_defaults(js);
-    json_t *spec = json_object_get(job, "spec"), *opts = json_object();
-    opt_spec t[JOBSPEC_NOPTS];
-    jobspec tmp;
-    jobspec_table(&tmp, t);
-    const char *k;
-    json_t *v;
-    json_object_foreach(spec, k, v) {
-        for (int i = 0; i < JOBSPEC_NOPTS; i++) {
-            char name[64];
-            snprintf(name, sizeof name, "%s", t[i].name);
-            for (char *p = name; *p; p++) if (*p == '-') *p = '_';
-            if (!strcmp(name, k)) json_object_set(opts, k, v);
-        }
-    }
-    int rc = jobspec_apply_json(js, opts, err, errlen);
-    json_decref(opts);
-    return rc;
 }
 
 /* ---- the job ---- */
@@ -331,18 +303,22 @@ static int finish(const worker_env *w, const char *id, const char *state, const 
     return 0;
 }
 
-int job_run(const worker_env *w, json_t *job) {
-    const char *id = json_string_value(json_object_get(job, "id"));
-    const char *msha = json_string_value(json_object_get(job, "model_sha256"));
-    char err[2048], dir[4096], state_path[4200], art[4200];
-    int attempts = (int)json_integer_value(json_object_get(job, "attempts"));
-    wlog(w->name, "info", id, "claimed (attempt %d)", attempts);
+int job_run(const worker_env *w, const store_claim *job) {
+    const char *id = job->id;
+    char err[2048], dir[4096], state_path[4096], art[4096];
+    wlog(w->name, "info", id, "claimed (attempt %d)", job->attempts);
 
+    /* the stored spec: its options (the references beside them are the claim's own fields) */
     jobspec js;
-    if (parse_spec(job, &js, err, sizeof err)) return finish(w, id, "failed", err);
-    snprintf(dir, sizeof dir, "%s/jobs/%s", w->data_dir, id);
-    snprintf(state_path, sizeof state_path, "%s/stage1.state", dir);
-    snprintf(art, sizeof art, "%s/artifacts", dir);
+    jobspec_defaults(&js);
+    if (jobspec_apply_json(&js, job->spec, jobspec_refs, NULL, err, sizeof err))
+        return finish(w, id, "failed", err);
+    if (layout_job_dir(dir, sizeof dir, w->data_dir, id) ||
+        layout_job_state(state_path, sizeof state_path, w->data_dir, id) ||
+        layout_artifacts_dir(art, sizeof art, w->data_dir, id)) {
+        snprintf(err, sizeof err, "the data dir's path is too long");
+        return finish(w, id, "failed", err);
+    }
     if (blob_mkdirs(dir)) {
         snprintf(err, sizeof err, "cannot create %.900s: %s", dir, strerror(errno));
         return finish(w, id, "failed", err);
@@ -357,11 +333,11 @@ int job_run(const worker_env *w, json_t *job) {
     vit_model fp;
     ds_set tr, te;
     char blob[4096];
-    blob_path(blob, sizeof blob, w->data_dir, msha ? msha : "");
+    blob_path(blob, sizeof blob, w->data_dir, job->model_sha256);
     ckpt_hints hints = {.num_heads = js.num_heads};
     int loaded = 0, rc = -1;
-    if (!msha) {
-        snprintf(err, sizeof err, "the job's model has no stored file");
+    if (!*job->model_sha256) {
+        snprintf(err, sizeof err, "the job's model has no stored file (deleted since?)");
     } else if (ckpt_load(&fp, blob, &hints, NULL, err, sizeof err) == 0) {
         loaded = 1;
         rc = load_data(w, job, &fp.cfg, &js, &tr, &te, err, sizeof err);
@@ -383,8 +359,8 @@ int job_run(const worker_env *w, json_t *job) {
                                 .fraction = 0.99};
             on_progress(&ui, &pe);
             json_t *config = jobspec_to_json(&js);
-            json_object_set(config, "model_id", json_object_get(job, "model_id"));
-            json_object_set(config, "dataset_id", json_object_get(job, "dataset_id"));
+            json_object_set_new(config, "model_id", json_string(job->model_id));
+            json_object_set_new(config, "dataset_id", json_string(job->dataset_id));
             json_object_set_new(config, "job_id", json_string(id));
             rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
             json_decref(config);
@@ -398,11 +374,11 @@ int job_run(const worker_env *w, json_t *job) {
     if (loaded) vit_free(&fp);
 
     /* record the artifacts: the files are complete (written and renamed) before any row names them */
-    const char *names[] = {"model.q.safetensors", "model.fakequant.safetensors", "report.json"};
-    for (int i = 0; rc == 0 && i < 3; i++) {
+    const char *const *names = layout_artifacts;
+    for (int i = 0; rc == 0 && names[i]; i++) {
         char path[8400], hex[65];
         int64_t bytes;
-        snprintf(path, sizeof path, "%s/%s", art, names[i]);
+        layout_artifact(path, sizeof path, w->data_dir, id, names[i]);
         if (file_sha256(path, hex, &bytes)) {
             snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(errno));
             rc = -1;

@@ -26,11 +26,11 @@ typedef struct {
     store *s;                     /* the worker's connection (the job thread's) */
 } worker_env;
 
-/* Runs the job object job (from store_job_claim, borrowed) to one of its ends: succeeded,
+/* Runs the claimed job (from store_job_claim, borrowed) to one of its ends: succeeded,
  * failed (with the reason), canceled, given back to the queue (stop), or abandoned (the lease
  * went to another worker). Returns 0, or -1 if the database could not record the end (the
  * lease will expire and the job run again). */
-int job_run(const worker_env *w, json_t *job);
+int job_run(const worker_env *w, const store_claim *job);
 
 /* One JSON log line on stdout: {"ts", "level", "worker", "msg", "job" (if job)}. */
 void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...)

@@ -119,11 +119,11 @@ int main(int argc, char **argv) {
                       .lease_ms = W.lease_ms, .stop = &stop_requested, .s = s};
     int rc = 0;
     while (!stop_requested) {
-        json_t *job = NULL;
+        store_claim job;
         int c = store_job_claim(s, W.name, W.lease_ms, &job);
         if (c == STORE_OK) {
-            if (job_run(&env, job)) rc = 1;
-            json_decref(job);
+            if (job_run(&env, &job)) rc = 1;
+            store_claim_free(&job);
             continue;
         }
         if (c != STORE_ENONE) {

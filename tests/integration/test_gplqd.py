@@ -294,9 +294,12 @@ def test_jobs_without_workers():
         assert job["spec"]["model_id"] == m["id"] and job["max_attempts"] == 3
         assert d.job(job["id"])["state"] == "queued"
 
-        for body, field in (({"lr": 5}, "lr"), ({"colour": 1}, "colour"), ({"wbits": 1}, "wbits")):
+        for body, field in (({"lr": 5}, "lr"), ({"colour": 1}, "colour"), ({"wbits": 1}, "wbits"),
+                            ({"lr": "fast"}, "lr"), ({"lr": 0}, "lr"), ({"lr": 1e-320}, "lr")):
             r = d.create_job(m["id"], **body)
             assert r.status == 400 and r.error()["field"] == field, (body, r)
+        # a denormal is a number like any other: refused by the field's range, by name
+        assert "out of range" in d.create_job(m["id"], lr=1e-320).error()["message"]
         r = d.create_job("m_missing")
         assert r.status == 404 and r.error()["field"] == "model_id", r
         r = d.create_job(m["id"], dataset_id="d_missing")
@@ -305,9 +308,11 @@ def test_jobs_without_workers():
         assert r.status == 400, r
 
         key = {"Idempotency-Key": "pipeline-run-17"}
-        a = d.create_job(m["id"], headers=key)
+        a = d.create_job(m["id"], headers=key, lr="auto")
         b = d.create_job(m["id"], headers=key)
         assert a.status == 201 and b.status == 200 and a.json()["id"] == b.json()["id"], (a, b)
+        # the learning rate decided at run time says so, in the request and in the spec
+        assert a.json()["spec"]["lr"] == "auto", a.json()["spec"]
 
         for _ in range(3):
             assert d.create_job(m["id"]).status == 201

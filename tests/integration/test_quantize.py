@@ -41,7 +41,7 @@ def test_quantize_w3a3_beats_the_baselines():
     assert rep["config"]["wbits"] == 3 and rep["config"]["abits"] == 3, rep["config"]
     # the defaults: min-max step init, lr "auto" resolved to 1e-4 for this 2.7M-parameter model
     assert rep["config"]["train_subset"] == 1024 and rep["config"]["percentile_init"] is False
-    assert rep["config"]["lr"] == 0 and abs(rep["diagnostics"]["stage1_lr"] - 1e-4) < 1e-9, rep
+    assert rep["config"]["lr"] == "auto" and abs(rep["diagnostics"]["stage1_lr"] - 1e-4) < 1e-9, rep
 
     blocks = rep["diagnostics"]["blocks"]
     assert len(blocks) == 6 and all(b["mse_after"] <= b["mse_before"] for b in blocks), blocks
