@@ -97,6 +97,7 @@ int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen) {
     w->fd = -1;
     w->bytes = 0;
     w->flushed = 0;
+    w->sha256_hex[0] = '\0';
     sha256_init(&w->sha);
     int len = snprintf(w->tmp_path, sizeof w->tmp_path, "%s/tmp/blob-XXXXXX", data_dir);
     if (len < 0 || (size_t)len >= sizeof w->tmp_path) {
@@ -144,8 +145,7 @@ int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t err
     return 0;
 }
 
-int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], char *err,
-                size_t errlen) {
+int blob_finish(blob_writer *w, char sha256_hex_out[65], char *err, size_t errlen) {
     if (w->fd < 0) {
         set_err(err, errlen, "the blob is not open for writing");
         blob_abort(w);
@@ -153,7 +153,8 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
     }
     uint8_t digest[32];
     sha256_final(&w->sha, digest);
-    sha256_hex(digest, sha256_hex_out);
+    sha256_hex(digest, w->sha256_hex);
+    if (sha256_hex_out) memcpy(sha256_hex_out, w->sha256_hex, sizeof w->sha256_hex);
     if (fsync(w->fd)) {
         set_err(err, errlen, "cannot sync %s: %s", w->tmp_path, strerror(errno));
         blob_abort(w);
@@ -161,6 +162,21 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
     }
     close(w->fd);
     w->fd = -1;
+    return 0;
+}
+
+int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], char *err,
+                size_t errlen) {
+    /* Open: finish it now. Closed: finished before, unless it never began or is already
+     * committed or dropped (no temp file left, which blob_abort leaves as it was). */
+    if (w->fd >= 0) {
+        if (blob_finish(w, NULL, err, errlen)) return -1;
+    } else if (w->tmp_path[0] == '\0' || w->sha256_hex[0] == '\0') {
+        set_err(err, errlen, "the blob is not open for writing");
+        blob_abort(w);
+        return -1;
+    }
+    memcpy(sha256_hex_out, w->sha256_hex, sizeof w->sha256_hex);
 
     char dir[4096], path[4096 + 128];
     snprintf(dir, sizeof dir, "%s/blobs/%.2s", data_dir, sha256_hex_out);

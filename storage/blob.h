@@ -20,6 +20,7 @@ typedef struct {
     sha256_ctx sha;
     int64_t bytes;
     int64_t flushed;   /* bytes whose write-back to disk has been started (blob_write) */
+    char sha256_hex[65]; /* the bytes' name, once blob_finish has run ("" before) */
 } blob_writer;
 
 /* Creates path and its missing parents (mkdir -p): the data directory and its folders.
@@ -37,8 +38,14 @@ int blob_sweep_tmp(const char *data_dir);
 int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen);
 /* Appends n bytes (hashing them). 0 or -1 with err (ENOSPC etc.). */
 int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t errlen);
-/* Finishes: fsync, rename into place (kept if already present), fsync the folder.
- * sha256_hex receives the 64-hex name. 0 or -1 with err; either way w is closed. */
+/* Ends the writing: the hash into w->sha256_hex (and sha256_hex, which may be NULL), fsync
+ * and close. The temp file stays until blob_commit moves it or blob_abort drops it; syncing
+ * first keeps the slow part out of whatever lock the caller takes for the rename (store.h's
+ * store_upload_commit). 0, or -1 with err and the temp file dropped. */
+int blob_finish(blob_writer *w, char sha256_hex[65], char *err, size_t errlen);
+/* Finishes (blob_finish, unless already done), renames into place (kept if already
+ * present), fsyncs the folder. sha256_hex receives the 64-hex name. 0 or -1 with err; either
+ * way w is closed. */
 int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex[65], char *err,
                 size_t errlen);
 /* Drops the temp file; safe on a closed or never-begun writer (fd < 0, or an all-zero
