@@ -643,31 +643,42 @@ static json_t *model_row(sqlite3_stmt *st) {
                      col_json(st, 4), "created_at", col_time(st, 5));
 }
 
+/* Inside a transaction: STORE_EEXISTS with *out set when owner (not NULL) already has a model
+ * of these bytes, STORE_ENOTFOUND (*out NULL) when not, or an error. */
+static int model_existing(store *s, const char *owner, const char *sha256, json_t **out) {
+    int rc = query_one(s, model_row, out,
+                       "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
+                       owner, sha256);
+    if (rc == STORE_OK)
+        rc = fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
+                  json_string_value(json_object_get(*out, "id")));
+    return rc;
+}
+
+/* Inside a transaction, once model_existing said STORE_ENOTFOUND: the new row into *out. */
+static int model_add(store *s, const char *owner, const char *name, const char *sha256,
+                     int64_t bytes, json_t *config, json_t **out) {
+    char id[32];
+    store_new_id(id, "m_");
+    int rc = exec(s,
+                  "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                  "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
+    if (!rc)
+        rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE id = ?1", "s",
+                       id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new model row vanished");
+    return rc;
+}
+
 int store_model_insert(store *s, const char *owner, const char *name, const char *sha256,
                        int64_t bytes, json_t *config, json_t **out) {
     *out = NULL;
     if (!owner) owner = "";
     int rc = tx_begin(s);
     if (rc) return rc;
-    rc = query_one(s, model_row, out,
-                   "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
-                   owner, sha256);
-    if (rc == STORE_OK) {
-        fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
-             json_string_value(json_object_get(*out, "id")));
-        return tx_end(s, STORE_EEXISTS, 0);
-    }
-    if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
-    char id[32];
-    store_new_id(id, "m_");
-    rc = exec(s,
-              "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
-              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-              "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
-    if (!rc)
-        rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE id = ?1", "s",
-                       id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new model row vanished");
+    rc = model_existing(s, owner, sha256, out);
+    if (rc == STORE_ENOTFOUND) rc = model_add(s, owner, name, sha256, bytes, config, out);
     return tx_end(s, rc, rc == STORE_OK);
 }
 
@@ -748,6 +759,21 @@ static json_t *dataset_row(sqlite3_stmt *st) {
                      col_int(st, 4), "summary", col_json(st, 5), "created_at", col_time(st, 6));
 }
 
+/* Inside a transaction: the row with this (free) id into *out. */
+static int dataset_add(store *s, const char *id, const char *owner, const char *name,
+                       const char *kind, const char *sha256, int64_t bytes, json_t *summary,
+                       json_t **out) {
+    int rc = exec(s,
+                  "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                  "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
+    if (!rc)
+        rc = query_one(s, dataset_row, out, "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1",
+                       "s", id);
+    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new dataset row vanished");
+    return rc;
+}
+
 int store_dataset_insert(store *s, const char *owner, const char *id_or_null, const char *name,
                          const char *kind, const char *sha256, int64_t bytes, json_t *summary,
                          json_t **out) {
@@ -784,14 +810,7 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
     } else {
         store_new_id(id, "d_");
     }
-    rc = exec(s,
-              "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
-              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-              "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
-    if (!rc)
-        rc = query_one(s, dataset_row, out, "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1",
-                       "s", id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new dataset row vanished");
+    rc = dataset_add(s, id, owner, name, kind, sha256, bytes, summary, out);
     return tx_end(s, rc, rc == STORE_OK);
 }
 
@@ -855,6 +874,106 @@ int store_blob_in_use(store *s, const char *sha256) {
     else db_fail(s);
     sqlite3_reset(st);
     return used;
+}
+
+/* ---- uploads: a blob and the row that names it ----
+ *
+ * The invariant: a blob file that a model or dataset row names is there; a blob that no row
+ * names does not stay; an owner's rows hold at most the per-owner limit. Uploads are the only
+ * writers of blob files, and they place a file, and remove one, only while holding the
+ * database's write lock (BEGIN IMMEDIATE). That lock, not a mutex of one process, orders a
+ * placement against a removal and a quota check against the rows other uploads commit, so the
+ * invariant holds for several gplqd processes on one database as for the threads of one. */
+
+/* Removes blob sha256 unless a committed row names it, under the write lock, so that no upload
+ * can record a row for the file between the check and the unlink. Runs after the transaction
+ * that dropped the row (or failed to add it) has ended. A failure keeps the file: an orphan
+ * costs disk, a missing blob loses data. The handle's message is left as it was. */
+static void blob_release(store *s, const char *data_dir, const char *sha256) {
+    char msg[sizeof s->msg];
+    memcpy(msg, s->msg, sizeof msg);
+    if (tx_begin(s) == STORE_OK) {
+        if (!store_blob_in_use(s, sha256)) blob_remove(data_dir, sha256);
+        tx_end(s, STORE_OK, 0); /* nothing written: the rollback only releases the lock */
+    }
+    memcpy(s->msg, msg, sizeof msg);
+}
+
+int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const store_upload *u,
+                        json_t **out, int64_t *held) {
+    *out = NULL;
+    if (held) *held = 0;
+    const char *owner = u->owner ? u->owner : "";
+    char sha[65], err[512];
+    /* The fsync, the slow part, before the lock. */
+    if (blob_finish(w, sha, err, sizeof err)) return fail(s, STORE_EDB, "%s", err);
+    int64_t bytes = w->bytes;
+    int rc = tx_begin(s);
+    if (rc) {
+        blob_abort(w);
+        return rc;
+    }
+    /* The same bytes as a model the owner has are that model again: they hold nothing new,
+     * so the limit does not apply. Anything else counts against the rows committed so far,
+     * which, with the write lock held, are all the rows there will be until this one is in. */
+    if (u->is_model) {
+        rc = model_existing(s, owner, sha, out);
+        if (rc == STORE_ENOTFOUND) rc = STORE_OK;
+    }
+    if (rc == STORE_OK && u->quota_owner && u->max_owner_bytes > 0) {
+        int64_t h = 0;
+        rc = store_owner_upload_bytes(s, u->quota_owner, &h);
+        if (rc == STORE_OK && h + bytes > u->max_owner_bytes) {
+            if (held) *held = h;
+            rc = fail(s, STORE_ELIMIT,
+                      "owner '%s' holds %lld bytes of models and datasets; %lld more would pass "
+                      "the limit of %lld bytes per owner",
+                      u->quota_owner, (long long)h, (long long)bytes,
+                      (long long)u->max_owner_bytes);
+        }
+    }
+    int placed = 0;
+    if (rc == STORE_OK || rc == STORE_EEXISTS) {
+        /* A model the owner has gets its file too: kept if present, put back if missing. */
+        placed = blob_commit(w, data_dir, sha, err, sizeof err) == 0;
+        if (!placed) {
+            json_decref(*out);
+            *out = NULL;
+            rc = fail(s, STORE_EDB, "%s", err);
+        }
+    } else {
+        blob_abort(w);
+    }
+    if (rc == STORE_OK && u->is_model) {
+        rc = model_add(s, owner, u->name, sha, bytes, u->info, out);
+    } else if (rc == STORE_OK) {
+        char id[32];
+        store_new_id(id, "d_");
+        rc = dataset_add(s, id, owner, u->name, "upload", sha, bytes, u->info, out);
+    }
+    if (rc != STORE_OK) {
+        tx_end(s, rc, 0);
+        /* A file placed for a row that is not there: gone, unless another row names it. */
+        if (placed && rc != STORE_EEXISTS) blob_release(s, data_dir, sha);
+        return rc;
+    }
+    rc = tx_end(s, STORE_OK, 1);
+    if (rc != STORE_OK) {
+        json_decref(*out);
+        *out = NULL;
+        blob_release(s, data_dir, sha);
+    }
+    return rc;
+}
+
+int store_upload_delete(store *s, const char *data_dir, int is_model, const char *owner,
+                        const char *id) {
+    char sha[65] = "";
+    int rc = is_model ? store_model_delete(s, owner, id, sha)
+                      : store_dataset_delete(s, owner, id, sha);
+    /* The row is gone for good; the file follows unless another row shares it. */
+    if (rc == STORE_OK && sha[0]) blob_release(s, data_dir, sha);
+    return rc;
 }
 
 /* ---- jobs ---- */

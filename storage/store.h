@@ -26,6 +26,8 @@
 
 #include <jansson.h>
 
+#include "storage/blob.h"
+
 typedef struct store store;
 
 enum {
@@ -91,6 +93,34 @@ int store_dataset_delete(store *s, const char *owner, const char *id, char *sha2
 /* 1 if any model, dataset or artifact row (any owner) still references the blob sha256, else
  * 0. A database error also answers 1, so that the caller keeps the file. */
 int store_blob_in_use(store *s, const char *sha256);
+
+/* ---- uploads: a blob and the row that names it ----
+ * What an upload of a model or dataset must keep true, kept here: the blob file of every row
+ * is there, no blob stays that no row names, and an owner's rows hold at most the per-owner
+ * limit. Correctness comes from the database's write lock, so it holds across processes. */
+typedef struct {
+    const char *owner;       /* recorded on the row; NULL records "" */
+    const char *quota_owner; /* whose rows count against max_owner_bytes; NULL: no limit (admin) */
+    int64_t max_owner_bytes; /* > 0: the limit on a quota_owner's models plus uploaded datasets */
+    int is_model;            /* 1: a models row; 0: a datasets row of kind "upload" */
+    const char *name;
+    json_t *info;            /* the model's config or the dataset's summary (borrowed, copied) */
+} store_upload;
+/* Records the finished upload in w (blob.h: written, not yet committed) as a new row. In one
+ * transaction (BEGIN IMMEDIATE): a model the owner already has of these bytes is
+ * STORE_EEXISTS with *out that row (the limit does not apply: it holds nothing new); else
+ * the owner's committed rows plus w->bytes must fit the limit, or STORE_ELIMIT with *held
+ * (may be NULL) the bytes quota_owner holds; else the blob is moved into place under
+ * data_dir and the row inserted, STORE_OK with *out the new row (a new reference, as for the
+ * inserts above). Either way w is closed and its temp file gone, and a blob placed for a row
+ * that failed to commit is removed unless another row names it. */
+int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const store_upload *u,
+                        json_t **out, int64_t *held);
+/* store_model_delete (is_model 1) or store_dataset_delete, then the blob under data_dir unless
+ * another row still names it, checked and removed under the write lock so that a concurrent
+ * upload of the same bytes keeps its file. Returns the delete's code. */
+int store_upload_delete(store *s, const char *data_dir, int is_model, const char *owner,
+                        const char *id);
 
 /* ---- jobs ----
  * States: queued -> running -> succeeded | failed | canceled; running -> queued when a lease

@@ -1,7 +1,8 @@
 /*
  * test_store.c: the storage layer on real files in a fresh temp folder per case: blobs
  * (chunked writes, deduplication, abort, sweep), the SQLite schema and its migrations, owner
- * isolation, the job state machine with its events, lease fencing, expiry, idempotency,
+ * isolation, uploads (blob and row together under the per-owner limit, also from three
+ * processes at once), the job state machine with its events, lease fencing, expiry, idempotency,
  * pagination, and four processes claiming from one queue at once.
  */
 #include <errno.h>
@@ -479,6 +480,167 @@ TEST(datasets_builtin_and_uploads) {
     CHECK(j == NULL);
     json_decref(d);
     json_decref(summary);
+    store_close(s);
+}
+
+/* ---- uploads: a blob and its row, under the per-owner limit ---- */
+
+/* An upload of n bytes of fill, written and not yet committed (as an HTTP upload leaves it). */
+static void stage(blob_writer *w, const char *dir, char fill, size_t n) {
+    char data[4096], err[512];
+    memset(data, fill, n < sizeof data ? n : sizeof data);
+    CHECK_MSG(blob_begin(w, dir, err, sizeof err) == 0, "blob_begin: %s", err);
+    CHECK_MSG(blob_write(w, data, n, err, sizeof err) == 0, "blob_write: %s", err);
+}
+
+/* Files under DATA/sub. */
+static int files_in(const char *dir, const char *sub) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    return count_files(path);
+}
+
+TEST(upload_commit_checks_the_quota_against_committed_rows) {
+    store *s = open_fresh();
+    const char *dir = tmpdir;
+    char err[512], m1[32], m2[32];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    add_model(s, "u", 'a', m1); /* 1000 bytes each: u holds 2000 */
+    add_model(s, "u", 'b', m2);
+    store_upload u = {.owner = "u", .quota_owner = "u", .max_owner_bytes = 2500, .is_model = 1,
+                      .name = "m"};
+    blob_writer w;
+    json_t *row = NULL;
+    int64_t held = -1, bytes = -1;
+    /* 600 more would pass 2500: refused, and nothing of it stays */
+    stage(&w, dir, 'x', 600);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_ELIMIT);
+    CHECK(row == NULL && held == 2000 && w.fd < 0);
+    CHECK_MSG(strstr(store_errmsg(s), "2500") != NULL, "message: %s", store_errmsg(s));
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 0);
+    CHECK(store_owner_upload_bytes(s, "u", &bytes) == STORE_OK && bytes == 2000);
+    /* 500 fit exactly */
+    stage(&w, dir, 'y', 500);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_OK);
+    CHECK(row && num(row, "bytes") == 500 && !strncmp(str(row, "id"), "m_", 2));
+    char sha[65], path[4096], id[32];
+    snprintf(sha, sizeof sha, "%s", row ? str(row, "sha256") : "");
+    snprintf(id, sizeof id, "%s", row ? str(row, "id") : "");
+    json_decref(row);
+    blob_path(path, sizeof path, dir, sha);
+    CHECK(access(path, F_OK) == 0 && files_in(dir, "tmp") == 0);
+    /* the same bytes as a model again, with the quota full: that model, holding nothing new */
+    stage(&w, dir, 'y', 500);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_EEXISTS);
+    CHECK(row && !strcmp(str(row, "id"), id));
+    json_decref(row);
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 1);
+    /* ...but as a dataset they are a new row, and count */
+    u.is_model = 0;
+    stage(&w, dir, 'y', 500);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_ELIMIT && held == 2500);
+    /* another owner has its own limit; its dataset shares the blob */
+    store_upload v = {.owner = "v", .quota_owner = "v", .max_owner_bytes = 2500, .name = "d"};
+    stage(&w, dir, 'y', 500);
+    CHECK(store_upload_commit(s, dir, &w, &v, &row, &held) == STORE_OK);
+    CHECK(row && !strncmp(str(row, "id"), "d_", 2) && !strcmp(str(row, "sha256"), sha));
+    char did[32];
+    snprintf(did, sizeof did, "%s", row ? str(row, "id") : "");
+    json_decref(row);
+    CHECK(files_in(dir, "blobs") == 1);
+    /* the admin (no quota owner) is not limited */
+    store_upload adm = {.owner = "ops", .name = "big", .max_owner_bytes = 2500};
+    stage(&w, dir, 'z', 3000);
+    CHECK(store_upload_commit(s, dir, &w, &adm, &row, NULL) == STORE_OK);
+    json_decref(row);
+    CHECK(files_in(dir, "blobs") == 2);
+    /* deleting: the shared blob stays while v's dataset names it, and goes with the last row */
+    CHECK(store_upload_delete(s, dir, 1, "v", id) == STORE_ENOTFOUND);
+    CHECK(store_upload_delete(s, dir, 1, "u", id) == STORE_OK);
+    CHECK(access(path, F_OK) == 0);
+    CHECK(store_upload_delete(s, dir, 0, "v", did) == STORE_OK);
+    CHECK(access(path, F_OK) != 0 && files_in(dir, "blobs") == 1);
+    store_close(s);
+}
+
+TEST(upload_commit_failed_insert_leaves_no_blob) {
+    store *s = open_fresh();
+    const char *dir = tmpdir;
+    char err[512], db[512];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    /* another connection makes every dataset insert fail */
+    db_path(db, sizeof db);
+    sqlite3 *raw = NULL;
+    CHECK(sqlite3_open(db, &raw) == SQLITE_OK);
+    CHECK(sqlite3_exec(raw, "CREATE TRIGGER no_datasets BEFORE INSERT ON datasets"
+                            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    store_upload u = {.owner = "u", .name = "d"};
+    blob_writer w;
+    json_t *row = NULL;
+    stage(&w, dir, 'q', 100);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, NULL) == STORE_EDB && row == NULL);
+    CHECK_MSG(strstr(store_errmsg(s), "refused by the test"), "message: %s", store_errmsg(s));
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 0);
+    /* a blob another row names is kept through a failed insert of the same bytes */
+    u.is_model = 1;
+    stage(&w, dir, 'q', 100);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, NULL) == STORE_OK);
+    json_decref(row);
+    u.is_model = 0;
+    stage(&w, dir, 'q', 100);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, NULL) == STORE_EDB);
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 1);
+    sqlite3_close(raw);
+    store_close(s);
+}
+
+/* Three processes, each with its own connection, upload distinct bytes for one owner at once
+ * where two fit: the write lock of the transaction, not anything in one process, keeps the
+ * third out. */
+TEST(upload_commit_quota_holds_across_processes) {
+    enum { NPROC = 3 };
+    store *s = open_fresh();
+    const char *dir = tmpdir;
+    char err[512], path[512];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    db_path(path, sizeof path);
+    int go[2];
+    CHECK(pipe(go) == 0);
+    pid_t pids[NPROC];
+    for (int p = 0; p < NPROC; p++) {
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            close(go[1]);
+            store *c = NULL;
+            if (store_open(&c, path, 10000, err, sizeof err)) _exit(9);
+            blob_writer w;
+            stage(&w, dir, (char)('k' + p), 1000);
+            char b;
+            (void)!read(go[0], &b, 1); /* all start together when the parent closes the pipe */
+            store_upload u = {.owner = "u", .quota_owner = "u", .max_owner_bytes = 2500,
+                              .name = "d"};
+            json_t *row = NULL;
+            int rc = store_upload_commit(c, dir, &w, &u, &row, NULL);
+            json_decref(row);
+            store_close(c);
+            _exit(rc == STORE_OK ? 0 : rc == STORE_ELIMIT ? 1 : 2);
+        }
+    }
+    close(go[0]);
+    usleep(100000); /* let the children reach the pipe */
+    close(go[1]);
+    int ok = 0, refused = 0;
+    for (int p = 0; p < NPROC; p++) {
+        int st = -1;
+        waitpid(pids[p], &st, 0);
+        CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) <= 1, "child %d status %d", p, st);
+        if (WIFEXITED(st)) ok += WEXITSTATUS(st) == 0, refused += WEXITSTATUS(st) == 1;
+    }
+    CHECK_MSG(ok == 2 && refused == 1, "%d accepted, %d refused", ok, refused);
+    int64_t bytes = -1;
+    CHECK(store_owner_upload_bytes(s, "u", &bytes) == STORE_OK && bytes == 2000);
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 2);
     store_close(s);
 }
 
