@@ -10,7 +10,6 @@
 #include <ftw.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +30,6 @@
 #include "config/jobspec.h"
 #include "config/layout.h"
 #include "storage/sha256.h"
-
-/* Blob files are shared by rows (the same bytes uploaded twice, by two owners, as a model and
- * as a dataset). Committing a blob and inserting its row, and deleting a row and then the blob
- * if no row is left, each happen under this lock, so a delete can never remove the file of an
- * upload that is just being recorded. It guards only those two short sequences. */
-static pthread_mutex_t blob_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
 
@@ -131,10 +124,22 @@ static const char *creator(const api_ctx *ctx) {
     return ctx->creator ? ctx->creator : ctx->owner ? ctx->owner : "";
 }
 
-/* The per-owner upload limit: 413 when owner's models and datasets plus incoming bytes would
- * pass it. Admins (owner NULL) are exempt. With held_too 0 only incoming is compared (before
- * the body: bytes that may turn out to be a model the owner already has, which costs nothing,
- * are refused only when they could never fit). Returns 1 with res set, 0 to go on. */
+/* The 413 of an upload of incoming bytes that held bytes already there would push past the
+ * per-owner limit. */
+static void quota_exceeded(api_ctx *ctx, api_response *res, int64_t held, int64_t incoming) {
+    api_error(res, 413, "quota_exceeded", NULL,
+              "owner '%s' holds %lld bytes of models and datasets; %lld more would pass the limit "
+              "of %lld bytes per owner (delete some first)",
+              ctx->owner, (long long)held, (long long)incoming,
+              (long long)ctx->limits.max_owner_upload_bytes);
+}
+
+/* The per-owner upload limit, checked early: 413 when owner's models and datasets plus
+ * incoming bytes would pass it. Admins (owner NULL) are exempt. With held_too 0 only incoming
+ * is compared (before the body: bytes that may turn out to be a model the owner already has,
+ * which costs nothing, are refused only when they could never fit). These checks only refuse
+ * early, before the body or the inspection; the one that counts is store_upload_commit's, in
+ * the transaction that records the row. Returns 1 with res set, 0 to go on. */
 static int upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
                         api_response *res) {
     int64_t limit = ctx->limits.max_owner_upload_bytes;
@@ -153,10 +158,7 @@ static int upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, 
         return 0;
     }
     if (held + incoming <= limit) return 0;
-    api_error(res, 413, "quota_exceeded", NULL,
-              "owner '%s' holds %lld bytes of models and datasets; %lld more would pass the limit "
-              "of %lld bytes per owner (delete some first)",
-              ctx->owner, (long long)held, (long long)incoming, (long long)limit);
+    quota_exceeded(ctx, res, held, incoming);
     return 1;
 }
 
@@ -388,43 +390,30 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         json_object_set_new(info, "convention", json_string(conv));
     if (!is_model) json_object_set_new(info, "val_fraction", json_real(o.val_fraction));
 
-    int64_t bytes = w->bytes;
-    char sha[65];
-    pthread_mutex_lock(&blob_lock);
-    if (blob_commit(w, ctx->data_dir, sha, err, sizeof err)) {
-        pthread_mutex_unlock(&blob_lock);
-        json_decref(answer);
-        internal(req, res, "storing a %s upload: %s", what, err);
-        return;
-    }
+    /* The blob and its row together, the limit checked again against what other uploads
+     * have committed meanwhile (the check above was before the inspection). */
+    int64_t bytes = w->bytes, held = 0;
+    store_upload up = {.owner = creator(ctx), .quota_owner = ctx->owner,
+                       .max_owner_bytes = ctx->limits.max_owner_upload_bytes,
+                       .is_model = is_model, .name = o.name, .info = info};
     json_t *row = NULL;
-    rc = is_model ? store_model_insert(ctx->st, creator(ctx), o.name, sha, bytes, info, &row)
-                  : store_dataset_insert(ctx->st, creator(ctx), NULL, o.name, "upload", sha,
-                                         bytes, info, &row);
-    if (rc != STORE_OK && rc != STORE_EEXISTS && !store_blob_in_use(ctx->st, sha))
-        blob_remove(ctx->data_dir, sha);
-    pthread_mutex_unlock(&blob_lock);
+    rc = store_upload_commit(ctx->st, ctx->data_dir, w, &up, &row, &held);
     json_decref(answer);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         /* The same bytes again are the same resource: 200 with it, not a second copy. */
         set_location(res, is_model ? "models" : "datasets", row);
         api_json(res, rc == STORE_OK ? 201 : 200, row);
+    } else if (rc == STORE_ELIMIT) {
+        quota_exceeded(ctx, res, held, bytes);
     } else {
-        json_decref(row);
-        internal(req, res, "recording a %s: %s", what, store_errmsg(ctx->st));
+        internal(req, res, "storing a %s upload: %s", what, store_errmsg(ctx->st));
     }
 }
 
 /* DELETE of a model or dataset: the row, then its blob if nothing else references it. */
 static void upload_delete(api_ctx *ctx, const api_request *req, api_response *res, int is_model,
                           const char *id) {
-    char sha[65] = "";
-    pthread_mutex_lock(&blob_lock);
-    int rc = is_model ? store_model_delete(ctx->st, ctx->owner, id, sha)
-                      : store_dataset_delete(ctx->st, ctx->owner, id, sha);
-    if (rc == STORE_OK && sha[0] && !store_blob_in_use(ctx->st, sha))
-        blob_remove(ctx->data_dir, sha);
-    pthread_mutex_unlock(&blob_lock);
+    int rc = store_upload_delete(ctx->st, ctx->data_dir, is_model, ctx->owner, id);
     if (rc != STORE_OK) {
         store_error(ctx, req, res, rc, is_model ? "model" : "dataset", id);
         return;

@@ -62,13 +62,15 @@ def png_gray(pixels, w, h):
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
-def tiny_dataset():
-    """A tar.gz image folder with two classes of four 16x16 images each."""
+def tiny_dataset(seed=0):
+    """A tar.gz image folder with two classes of four 16x16 images each; another seed gives
+    other pixels (other bytes, about the same size)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for c, name in enumerate(["cats", "dogs"]):
             for i in range(4):
-                data = png_gray(bytes([(c * 100 + i * 7 + k) % 256 for k in range(256)]), 16, 16)
+                data = png_gray(bytes([(c * 100 + i * 7 + k + seed * 31) % 256 for k in range(256)]),
+                                16, 16)
                 info = tarfile.TarInfo("ds/train/%s/%d.png" % (name, i))
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
@@ -309,6 +311,48 @@ def test_per_owner_limits():
         assert status == 413 and json.loads(body)["error"]["code"] == "quota_exceeded", body
         d.wait_for(lambda: d.files_under("tmp") == [], what="no upload left behind")
         assert d.upload_model(token=a).status == 200  # the same bytes again: nothing new held
+
+
+def test_concurrent_uploads_stay_within_the_quota():
+    # Three distinct datasets at once, where two fit: the quota is checked before the
+    # inspection (each alone fits) and again, authoritatively, in the transaction that records
+    # the row, so the third is refused however the three interleave.
+    data = [tiny_dataset(seed) for seed in (1, 2, 3)]
+    assert len({hashlib.sha256(x).hexdigest() for x in data}) == 3
+    big = max(len(x) for x in data)
+    quota = 2 * big + big // 2
+    config = {"max_owner_upload_bytes": quota, "http_threads": 4}
+    with Daemon(workers=0, config=config) as d:
+        a = d.create_token("a")
+        for rnd in range(3):  # a few rounds: the race, if there is one, gets several chances
+            start = threading.Barrier(len(data))
+            got = [None] * len(data)
+
+            def send(i):
+                start.wait()
+                got[i] = d.upload("/v1/datasets", data[i], {"name": "ds%d" % i}, token=a)
+
+            threads = [threading.Thread(target=send, args=(i,)) for i in range(len(data))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            ok = [r for r in got if r.status == 201]
+            refused = [r for r in got if r.status != 201]
+            assert len(ok) == 2, got
+            for r in refused:
+                assert r.status == 413 and r.error()["code"] == "quota_exceeded", r
+                assert "would pass the limit of %d bytes per owner" % quota in r.error()["message"], r
+            held = sum(m["bytes"] for m in d.get("/v1/models", token=a).json()["models"])
+            held += sum(x["bytes"] for x in d.get("/v1/datasets", token=a).json()["datasets"]
+                        if x["kind"] == "upload")
+            assert held <= quota, (rnd, held, quota)
+            # a refused upload leaves neither its temp file nor a blob
+            d.wait_for(lambda: d.files_under("tmp") == [], what="no upload left behind")
+            assert len(d.files_under("blobs")) == 2, d.files_under("blobs")
+            for r in ok:
+                assert d.delete("/v1/datasets/" + r.json()["id"], token=a).status == 204
+            assert d.files_under("blobs") == []
 
 
 # ---------------------------------------------------------------- live events (SSE)
