@@ -29,7 +29,7 @@
 #include "api/webhook.h"
 #include "config/jobspec.h"
 #include "config/layout.h"
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
 

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 #define AUTH_PREFIX "gplq_"
 #define AUTH_PREFIX_LEN 5
@@ -97,7 +97,7 @@ void auth_link_sign(const unsigned char *key, const char *path, long long expire
     int n = snprintf(msg, sizeof msg, "%s\n%lld", path, expires);
     if (n < 0 || n >= (int)sizeof msg) n = 0; /* no route is that long: an empty message */
     uint8_t d[32];
-    hmac_sha256(key, AUTH_LINK_KEY_LEN, msg, (size_t)n, d);
+    sha256_hmac(key, AUTH_LINK_KEY_LEN, msg, (size_t)n, d);
     sha256_hex(d, sig);
 }
 

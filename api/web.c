@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 #ifndef GPLQ_SRC_DIR
 #define GPLQ_SRC_DIR "."

@@ -15,7 +15,7 @@
 
 #include <curl/curl.h>
 
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 /* host (lower case, IPv6 without brackets) against one allowlist entry. */
 static int host_matches(const char *host, const char *entry, size_t n) {
@@ -167,7 +167,7 @@ void webhook_sign(const char *secret, long long t, const char *body, size_t n, c
     }
     memcpy(msg, ts, tl);
     memcpy(msg + tl, body, n);
-    hmac_sha256(secret, strlen(secret), msg, tl + n, mac);
+    sha256_hmac(secret, strlen(secret), msg, tl + n, mac);
     free(msg);
     char hex[65];
     sha256_hex(mac, hex);

@@ -25,7 +25,7 @@
 #include "config/jobspec.h"
 #include "config/options.h"
 #include "storage/blob.h"
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 typedef struct {
     int fd;

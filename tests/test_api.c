@@ -24,9 +24,9 @@
 #include "api/webhook.h"
 #include "config/jobspec.h"
 #include "storage/blob.h"
-#include "storage/sha256.h"
 #include "storage/store.h"
 #include "test.h"
+#include "util/sha256.h"
 
 TEST_MAIN()
 
@@ -1185,7 +1185,7 @@ TEST(webhook_signature_and_backoff) {
     snprintf(msg, sizeof msg, "1700000000.%s", body);
     uint8_t mac[32];
     char hex[65], want[160];
-    hmac_sha256("whsec_0123456789abcdef", 22, msg, strlen(msg), mac);
+    sha256_hmac("whsec_0123456789abcdef", 22, msg, strlen(msg), mac);
     sha256_hex(mac, hex);
     snprintf(want, sizeof want, "t=1700000000,v1=%s", hex);
     CHECK_MSG(!strcmp(sig, want), "%s", sig);
@@ -1750,14 +1750,14 @@ TEST(artifact_download_etag_and_ranges) {
 }
 
 TEST(download_links) {
-    /* the signature is HMAC-SHA256(key, "PATH\nEXPIRES") (test_sha256 holds hmac_sha256 to RFC 4231) */
+    /* the signature is HMAC-SHA256(key, "PATH\nEXPIRES") (test_sha256 holds sha256_hmac to RFC 4231) */
     unsigned char key[AUTH_LINK_KEY_LEN], other[AUTH_LINK_KEY_LEN];
     CHECK(auth_link_key_new(key) == 0 && auth_link_key_new(other) == 0 && memcmp(key, other, sizeof key));
     char sig[65], hex[65];
     auth_link_sign(key, "/v1/jobs/j_1/artifacts/a", 1700000000, sig);
     uint8_t d[32];
     const char *msg = "/v1/jobs/j_1/artifacts/a\n1700000000";
-    hmac_sha256(key, sizeof key, msg, strlen(msg), d);
+    sha256_hmac(key, sizeof key, msg, strlen(msg), d);
     sha256_hex(d, hex);
     CHECK(!strcmp(sig, hex));
     const char *why;

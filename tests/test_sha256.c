@@ -4,8 +4,8 @@
  * 1 KB and split at random, incremental hashing split at every offset against the one-shot
  * hash, HMAC-SHA256 against RFC 4231, and the constant-time comparison.
  */
-#include "storage/sha256.h"
 #include "tests/test.h"
+#include "util/sha256.h"
 
 static void check_hex(const uint8_t d[32], const char *want, const char *what) {
     char hex[65];
@@ -160,7 +160,7 @@ TEST(rfc4231_hmac) {
     memset(cases[5].key, 0xaa, 131);
     for (int i = 0; i < 6; i++) {
         uint8_t mac[32];
-        hmac_sha256(cases[i].key, cases[i].keylen, cases[i].data, cases[i].datalen, mac);
+        sha256_hmac(cases[i].key, cases[i].keylen, cases[i].data, cases[i].datalen, mac);
         char what[32];
         snprintf(what, sizeof what, "RFC 4231 case %s", cases[i].name);
         check_hex(mac, cases[i].want, what);

@@ -22,7 +22,7 @@
 #include "io/dataset.h"
 #include "io/imagefolder.h"
 #include "storage/blob.h"
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -9,7 +9,7 @@
  * each other on random inputs of every length.
  */
 #define OPENSSL_API_COMPAT 0x10100000L /* SHA256_Init & co.: a plain struct, no allocation */
-#include "storage/sha256.h"
+#include "util/sha256.h"
 
 #include <openssl/sha.h>
 #include <string.h>
@@ -149,7 +149,7 @@ void sha256_hex(const uint8_t digest[32], char hex[65]) {
     hex[64] = '\0';
 }
 
-void hmac_sha256(const void *key, size_t keylen, const void *data, size_t n, uint8_t out[32]) {
+void sha256_hmac(const void *key, size_t keylen, const void *data, size_t n, uint8_t out[32]) {
     /* RFC 2104: keys longer than the block are hashed first, shorter ones zero-padded. */
     uint8_t k[64] = {0}, pad[64], inner[32];
     if (keylen > 64)

@@ -2,7 +2,7 @@
  * sha256.h: SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), incremental.
  *
  * Content addressing of uploads and artifacts, and (issue 5) token hashes and webhook
- * signatures. sha256_* are the fast ones (libcrypto), sha256_ref_* the plain C definition they
+ * signatures: used by storage/, api/, worker/ and the client in cli/, so it lives in util/. sha256_* are the fast ones (libcrypto), sha256_ref_* the plain C definition they
  * are tested against (see sha256.c).
  */
 #ifndef GPLQ_SHA256_H
@@ -36,7 +36,7 @@ void sha256(const void *data, size_t n, uint8_t out[32]);
 /* 64 lowercase hex digits and a NUL into hex (65 bytes). */
 void sha256_hex(const uint8_t digest[32], char hex[65]);
 /* HMAC-SHA256(key, data) into out. */
-void hmac_sha256(const void *key, size_t keylen, const void *data, size_t n, uint8_t out[32]);
+void sha256_hmac(const void *key, size_t keylen, const void *data, size_t n, uint8_t out[32]);
 /* Constant-time comparison of n bytes: 1 if equal (for token hashes and signatures). */
 int sha256_equal(const void *a, const void *b, size_t n);
 
