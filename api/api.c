@@ -29,6 +29,7 @@
 #include "api/webhook.h"
 #include "config/jobspec.h"
 #include "config/layout.h"
+#include "util/clock.h"
 #include "util/sha256.h"
 
 static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
@@ -935,11 +936,8 @@ static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_para
     snprintf(path, sizeof path, "/v1/jobs/%s/artifacts/%s", id, name); /* both checked: URL-safe */
     long long expires = (long long)time(NULL) + ttl;
     auth_link_sign(ctx->link_key, path, expires, sig);
-    time_t t = (time_t)expires;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char at[32];
-    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char at[CLOCK_ISO_MAX];
+    clock_iso_s(expires, at);
     char url[sizeof path + 120];
     snprintf(url, sizeof url, "%s?expires=%lld&sig=%s", path, expires, sig);
     api_json(res, 200, json_pack("{s:s, s:s, s:I}", "url", url, "expires_at", at, "expires_in",

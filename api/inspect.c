@@ -12,20 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "util/clock.h"
 
 extern char **environ;
 
 /* The answer is one line of JSON; a model config or a dataset summary is a few kilobytes. More
  * than this is a broken child, and reading it all would let it fill our memory. */
 #define INSPECT_MAX_OUTPUT (1 << 20)
-
-static double mono_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
 
 static pid_t spawn_child(const char *bin, const char *const *args, int out_fd, char *err,
                          size_t errlen) {
@@ -79,9 +74,9 @@ int inspect_run(const char *bin, const char *const *args, int timeout_ms, json_t
     char *buf = malloc(INSPECT_MAX_OUTPUT);
     size_t len = 0;
     int timed_out = 0;
-    double deadline = mono_ms() + timeout_ms;
+    double deadline = clock_mono_ms() + timeout_ms;
     for (;;) {
-        int left = (int)(deadline - mono_ms());
+        int left = (int)(deadline - clock_mono_ms());
         if (left <= 0) {
             timed_out = 1;
             break;

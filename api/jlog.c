@@ -7,20 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-long long jlog_now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-double jlog_mono_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
+#include "util/clock.h"
 
 json_t *jlog_str(const char *s) {
     if (!s) return json_null();
@@ -38,13 +27,8 @@ json_t *jlog_str(const char *s) {
 }
 
 void jlog_json(const char *level, json_t *obj) {
-    long long ms = jlog_now_ms();
-    time_t sec = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    char ts[80];
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    char ts[CLOCK_ISO_MAX];
+    clock_iso_ms(clock_wall_ms(), ts);
     /* ts and level first, so a human reading the log sees them first. */
     json_t *line = json_pack("{s:s, s:s}", "ts", ts, "level", level);
     json_object_update_missing(line, obj);

@@ -18,8 +18,5 @@ void jlog(const char *level, const char *request_id, const char *fmt, ...)
 /* A new JSON string of any bytes: s itself when it is UTF-8, else with the non-ASCII and
  * control bytes replaced by '?' (json_string would return NULL). NULL gives JSON null. */
 json_t *jlog_str(const char *s);
-/* Unix time in milliseconds (wall clock) and a monotonic clock in milliseconds. */
-long long jlog_now_ms(void);
-double jlog_mono_ms(void);
 
 #endif

@@ -57,7 +57,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine/blas.h"
@@ -68,6 +67,7 @@
 #include "gplq/stage1.h"
 #include "io/dataset.h"
 #include "train/trainer.h"
+#include "util/clock.h"
 
 #define N_ELEMS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -107,12 +107,6 @@ static struct {
     const char *child;  /* model name when this process is a child */
     run_kind kind;      /* what the child runs */
 } opt = {.threads = 2, .sgemm_n = 1024, .batch = -1, .warmup = -1, .steps = -1};
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -163,10 +157,10 @@ static double sgemm_gflops(int n, int reps) {
     for (size_t i = 0; i < nn; i++) a[i] = rng_normal(&r), b[i] = rng_normal(&r);
     double best = 1e30;
     for (int i = 0; i < reps + 2; i++) {
-        double t0 = now_s();
+        double t0 = clock_mono_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
                     c, n);
-        double dt = now_s() - t0;
+        double dt = clock_mono_s() - t0;
         if (i >= 2 && dt < best) best = dt;
     }
     free(a); free(b); free(c);
@@ -185,9 +179,9 @@ typedef struct {
 static int timed_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
                          int64_t rows, int cols) {
     timed_hooks *th = ctx;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int rc = th->inner.forward(th->inner.ctx, layer, p, out, in, rows, cols);
-    th->fwd_s += now_s() - t0;
+    th->fwd_s += clock_mono_s() - t0;
     return rc;
 }
 
@@ -195,18 +189,18 @@ static int timed_forward(void *ctx, int layer, vit_qpoint p, float *out, const f
 static int timed_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
                            int64_t rows, int cols) {
     timed_hooks *th = ctx;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int rc = th->inner.reforward(th->inner.ctx, layer, p, out, in, rows, cols);
-    th->bwd_s += now_s() - t0;
+    th->bwd_s += clock_mono_s() - t0;
     return rc;
 }
 
 static void timed_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
                            const float *in, int64_t rows, int cols) {
     timed_hooks *th = ctx;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     th->inner.backward(th->inner.ctx, layer, p, din, dout, in, rows, cols);
-    th->bwd_s += now_s() - t0;
+    th->bwd_s += clock_mono_s() - t0;
 }
 
 /* What the progress callback records after each step: the time, the quantizers' running
@@ -224,7 +218,7 @@ typedef struct {
 static int on_step(void *ctx, const train_progress *p) {
     step_log *log = ctx;
     if (log->n < log->cap) {
-        log->t[log->n] = now_s();
+        log->t[log->n] = clock_mono_s();
         log->qf[log->n] = log->th ? log->th->fwd_s : 0;
         log->qb[log->n] = log->th ? log->th->bwd_s : 0;
         log->n++;
@@ -295,7 +289,7 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
      * run has none, or its RSS would carry a second copy of the weights */
     if (kind == KIND_STAGE1 && vit_clone(&teacher, &student, err, sizeof err)) goto out;
 
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     if (kind == KIND_STAGE1) {
         if (actq_init(&aq, &bm->cfg, BENCH_ABITS, BENCH_PATCH_BITS, err, sizeof err)) goto out;
         /* stage1_run installs &aq.hooks on the student: put the timing table there */

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "engine/adamw.h"
@@ -38,6 +37,7 @@
 #include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/vit.h"
+#include "util/clock.h"
 
 #define N_ELEMS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -73,12 +73,6 @@ static struct {
     const char *models;  /* comma-separated names, NULL = all */
     const char *child;   /* model name when this process is a child */
 } opt = {.threads = 2, .sgemm_n = 1024, .batch = -1, .warmup = -1, .steps = -1};
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -120,10 +114,10 @@ static double sgemm_gflops(int n, int reps) {
     for (size_t i = 0; i < nn; i++) a[i] = rng_normal(&r), b[i] = rng_normal(&r);
     double best = 1e30;
     for (int i = 0; i < reps + 2; i++) {
-        double t0 = now_s();
+        double t0 = clock_mono_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f,
                     c, n);
-        double dt = now_s() - t0;
+        double dt = clock_mono_s() - t0;
         if (i >= 2 && dt < best) best = dt;
     }
     free(a); free(b); free(c);
@@ -183,18 +177,18 @@ static void step_free(step_state *s) {
 static int step_run(step_state *s, float *loss, double t[3], char *err, size_t errlen) {
     vit_model *m = &s->m;
     int B = s->B, K = m->cfg.num_classes;
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     if (vit_forward(m, s->x, B, err, errlen)) return -1;
     memset(s->dlogits, 0, sizeof(float) * B * K);
     *loss = crossentropy_forward_backward(s->probs, s->dlogits, m->logits, s->labels, B, K,
                                           BENCH_SMOOTHING, 1.0f);
-    double t1 = now_s();
+    double t1 = clock_mono_s();
     vit_zero_grad(m);
     if (vit_backward(m, s->dlogits, NULL, NULL, err, errlen)) return -1;
-    double t2 = now_s();
+    double t2 = clock_mono_s();
     clip_grad_norm(m->grad_mem, m->num_params, BENCH_CLIP);
     adamw_step(&s->opt, m->param_mem, m->grad_mem, s->mask, &bench_adamw, bench_adamw.lr);
-    double t3 = now_s();
+    double t3 = clock_mono_s();
     t[0] = t1 - t0, t[1] = t2 - t1, t[2] = t3 - t2;
     if (!isfinite(*loss)) {
         snprintf(err, errlen, "loss is %g: the step is broken, its time means nothing", *loss);

@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "config/jobspec.h"
 #include "config/options.h"
@@ -24,6 +23,7 @@
 #include "gplq/pipeline.h"
 #include "gplq/report.h"
 #include "train/trainer.h"
+#include "util/clock.h"
 
 #define GPLQ_VERSION "0.1.0"
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -40,12 +40,6 @@ static void usage(FILE *f) {
             "  jobs      list jobs, or --job ID for one\n"
             "  cancel    --job ID\n"
             "  artifacts --job ID [--out DIR]: list or download a job's artifacts\n");
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static long peak_rss_mb(void) {
@@ -171,7 +165,7 @@ static int cmd_train(int argc, char **argv) {
         fprintf(stderr, "gplq: training %s ViT (%zu parameters) on %d images of %s, %d epochs of "
                 "%d steps; state in %s\n", T.init ? T.init : "a new", m.num_params, tr.n, T.data,
                 T.epochs, tr.n / T.batch, tc.ckpt_path);
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int rc = train_run(&m, &tc, &tr, &te, on_train_progress, &ui, err, sizeof err);
     progress_done(&ui.bar);
     if (rc < 0) goto fail_model;
@@ -190,10 +184,10 @@ static int cmd_train(int argc, char **argv) {
     if (rc) goto fail_model;
     if (T.json)
         printf("{\"top1\": %.6f, \"images\": %d, \"out\": \"%s\", \"seconds\": %.1f, "
-               "\"peak_rss_mb\": %ld}\n", top1, te.n, T.out, now_s() - t0, peak_rss_mb());
+               "\"peak_rss_mb\": %ld}\n", top1, te.n, T.out, clock_mono_s() - t0, peak_rss_mb());
     else
         fprintf(stderr, "gplq: wrote %s: test top-1 %.2f%% on %d images (%.0f s, peak RSS %ld MB)\n",
-                T.out, 100 * top1, te.n, now_s() - t0, peak_rss_mb());
+                T.out, 100 * top1, te.n, clock_mono_s() - t0, peak_rss_mb());
     vit_free(&m);
     ds_free(&tr);
     ds_free(&te);
@@ -246,9 +240,9 @@ static int cmd_eval(int argc, char **argv) {
         vit_free(&m);
         return 1;
     }
-    double t0 = now_s(), top1;
+    double t0 = clock_mono_s(), top1;
     int rc = eval_top1(&m, &te, E.batch, &top1, err, sizeof err);
-    double dt = now_s() - t0;
+    double dt = clock_mono_s() - t0;
     if (rc) {
         fprintf(stderr, "gplq eval: %s\n", err);
     } else if (E.json) {

@@ -4,14 +4,9 @@
 #include "cli/progress.h"
 
 #include <stdarg.h>
-#include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 void progress_init(progress *p, FILE *out, double every_s) {
     p->out = out;
@@ -22,7 +17,7 @@ void progress_init(progress *p, FILE *out, double every_s) {
 }
 
 void progress_update(progress *p, double fraction, int force, const char *fmt, ...) {
-    double t = now();
+    double t = clock_mono_s();
     if (!force && t - p->last < (p->tty ? 0.1 : p->every_s)) return;
     p->last = t;
     char text[512];

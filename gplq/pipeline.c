@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "train/trainer.h"
+#include "util/clock.h"
 
 void gplq_defaults(gplq_config *c) {
     jobspec js;
@@ -44,12 +44,6 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
     s2->qwt = js->qwt;
     s2->lambda = js->lambda;
     s2->seed = (uint64_t)js->seed;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Progress of the whole run, relayed to the caller's callback. The fraction of the job done is
@@ -197,7 +191,7 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         snprintf(err, errlen, "models deeper than 64 blocks are not supported");
         return -1;
     }
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     relay r = {.fn = progress, .ctx = ctx};
     {   /* the run's cost in forward passes, for the fraction done (see relay) */
         double calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
@@ -265,7 +259,7 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
     if ((rc = evaluate(&r, &q, test, c, "stage2_noqwt", &rep->stage2_noqwt, err, errlen))) goto out_s2;
     q.qwt_w = (const float *const *)s2.qwt_w;
     if ((rc = evaluate(&r, &q, test, c, "gplq", &rep->gplq, err, errlen))) goto out_s2;
-    rep->seconds_total = now_s() - t0;
+    rep->seconds_total = clock_mono_s() - t0;
     rc = 0;
     if (out && aq_out && s2_out) {
         *out = q;

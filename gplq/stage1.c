@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/ops.h"
+#include "util/clock.h"
 
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
@@ -82,8 +82,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
                const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
                char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = clock_mono_s();
     const vit_config *vc = &teacher->cfg;
     int C = vc->dim, n = train->n;
     int npca = c->pca_samples > 0 && c->pca_samples < n ? c->pca_samples : n;
@@ -141,8 +140,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
     rc = train_run(student, &tc, train, NULL, progress, ctx, err, errlen);
     if (rc < 0 && aq->err[0]) snprintf(err, errlen, "%s", aq->err);
 out:
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    res->seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    res->seconds = clock_mono_s() - t0;
     free(order);
     free(feats);
     free(o.fs);

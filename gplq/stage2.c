@@ -8,10 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "engine/ops.h"
 #include "gplq/quant.h"
+#include "util/clock.h"
 
 /* LAPACK (Fortran calling convention), exported by OpenBLAS. */
 extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda,
@@ -128,8 +128,7 @@ static int ridge(double *sol, double *r2, double *sse_out, const float *X, const
 int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,
                const ds_set *calib, stage2_result *res, char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = clock_mono_s();
     const vit_config *vc = &m->cfg;
     int L = vc->depth, C = vc->dim, H = vc->mlp_hidden, T = vit_num_tokens(vc);
     vit_params *p = &m->params;
@@ -244,8 +243,7 @@ out:
     free(X); free(Y); free(Z); free(xb); free(order); free(sol);
     vit_release_acts(m);
     vit_release_acts(fp);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    res->seconds = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    res->seconds = clock_mono_s() - t0;
     if (rc) stage2_result_free(res);
     return rc;
 fail:

@@ -20,6 +20,7 @@
 #include "api/metrics.h"
 #include "api/webhook.h"
 #include "storage/store.h"
+#include "util/clock.h"
 
 #define DELIVER_MAX_RESPONSE 65536 /* bytes of a receiver's answer read before giving up on it */
 
@@ -93,7 +94,7 @@ static void xfer_free(xfer *x) {
 /* Records the end of an attempt and decides what comes next; final: no retry can succeed
  * (the URL is refused by the server's own policy). */
 static void finish(deliver *d, xfer *x, int status_code, const char *error, int final) {
-    int64_t latency = (int64_t)(jlog_mono_ms() - x->t0);
+    int64_t latency = (int64_t)(clock_mono_ms() - x->t0);
     int ok = status_code >= 200 && status_code < 300 && !error;
     const char *outcome = ok ? "delivered"
                           : final || x->attempt >= d->o.max_attempts ? "failed"
@@ -128,7 +129,7 @@ static void start(deliver *d, json_t *r) {
     const char *secret = json_string_value(json_object_get(r, "secret"));
     x->body = strdup(payload ? payload : "{}");
     x->started_ms = store_now_ms();
-    x->t0 = jlog_mono_ms();
+    x->t0 = clock_mono_ms();
     char err[512];
     /* The policy of now, which may be stricter than when the job was submitted. */
     if (!x->body || webhook_url_check(x->url, d->o.allow_hosts, err, sizeof err)) {

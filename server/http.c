@@ -29,6 +29,7 @@
 #include "api/jlog.h"
 #include "api/metrics.h"
 #include "server/stream.h"
+#include "util/clock.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
 #define HTTP_MAX_DISCARD ((int64_t)64 << 20) /* bytes dropped past a limit before cutting off */
@@ -232,7 +233,7 @@ static http_req *req_new(http_server *h, struct MHD_Connection *c, const char *u
     }
     r->h = h;
     r->conn = c;
-    r->t0 = jlog_mono_ms();
+    r->t0 = clock_mono_ms();
     r->bw.fd = -1;
     api_response_init(&r->res); /* fd -1: a zeroed response would own descriptor 0 */
     r->content_length = -1;
@@ -434,7 +435,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                           r->request_id, "method", r->method, "path", jlog_str(r->path), "route",
                           r->route ? r->route->name : NULL, "status", r->status, "bytes",
                           (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
-                          (double)(long)((jlog_mono_ms() - r->t0) * 1000) / 1000);
+                          (double)(long)((clock_mono_ms() - r->t0) * 1000) / 1000);
     if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
     if (!r->responded) count_request(r); /* cut off before an answer */
     else count_upload_bytes(r);          /* what a refused upload sent after its answer */

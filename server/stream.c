@@ -18,6 +18,7 @@
 #include "api/jlog.h"
 #include "api/metrics.h"
 #include "api/sse.h"
+#include "util/clock.h"
 
 #define STREAM_RETRY_MS 2000 /* a browser's wait before it reconnects */
 
@@ -44,13 +45,6 @@ struct stream_hub {
     int stop;
 };
 
-static void deadline_in(struct timespec *t, int ms) {
-    clock_gettime(CLOCK_REALTIME, t);
-    t->tv_sec += ms / 1000;
-    t->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t->tv_nsec >= 1000000000L) t->tv_sec++, t->tv_nsec -= 1000000000L;
-}
-
 /* ---------------------------------------------------------------- the reader */
 
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -73,7 +67,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
         if (n > max) n = max;
         memcpy(buf, e->s.buf + e->s.off, n);
         e->s.off += n;
-        e->last_write_ms = jlog_mono_ms();
+        e->last_write_ms = clock_mono_ms();
         return (ssize_t)n;
     }
     if (e->s.ended || closing) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -112,7 +106,7 @@ static void *poller(void *arg) {
     pthread_mutex_lock(&hub->mu);
     while (!hub->stop) {
         struct timespec until;
-        deadline_in(&until, hub->o.poll_ms);
+        clock_deadline(&until, hub->o.poll_ms);
         while (!hub->stop && pthread_cond_timedwait(&hub->cv, &hub->mu, &until) != ETIMEDOUT) {
         }
         if (hub->stop) break;
@@ -126,7 +120,7 @@ static void *poller(void *arg) {
             if (!warned++) jlog("error", NULL, "event streams: %s", store_errmsg(hub->st));
             newest = -1; /* heartbeats still go */
         }
-        double now = jlog_mono_ms();
+        double now = clock_mono_ms();
         pthread_mutex_lock(&hub->mu);
         for (ev_stream *e = hub->head; e; e = e->next) {
             if (!e->suspended) continue;
@@ -193,7 +187,7 @@ struct MHD_Response *stream_response(stream_hub *hub, struct MHD_Connection *c,
     if (e && !sse_init(&e->s, job_id, after_id, STREAM_RETRY_MS)) {
         e->hub = hub;
         e->conn = c;
-        e->last_write_ms = jlog_mono_ms();
+        e->last_write_ms = clock_mono_ms();
         r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, e, on_free);
     }
     if (!r) {
@@ -238,7 +232,7 @@ void stream_hub_stop(stream_hub *hub, int wait_ms) {
         }
     }
     struct timespec until;
-    deadline_in(&until, wait_ms);
+    clock_deadline(&until, wait_ms);
     while (hub->n > 0 && pthread_cond_timedwait(&hub->cv, &hub->mu, &until) != ETIMEDOUT) {
     }
     pthread_mutex_unlock(&hub->mu);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "api/jlog.h"
+#include "util/clock.h"
 
 #define SUP_MAX_LINE 65536
 #define SUP_BACKOFF_MIN_MS 1000
@@ -169,7 +170,7 @@ static void wake_all(sup *s) {
  * back to the queue. */
 static void expire(sup *s, const char *worker_name) {
     int requeued = 0, failed = 0;
-    int rc = store_job_expire(s->st, jlog_now_ms(), worker_name, &requeued, &failed);
+    int rc = store_job_expire(s->st, clock_wall_ms(), worker_name, &requeued, &failed);
     if (rc) {
         jlog("error", NULL, "lease expiry%s%s: %s", worker_name ? " for " : "",
              worker_name ? worker_name : "", store_errmsg(s->st));
@@ -203,7 +204,7 @@ static void on_restart(uv_timer_t *t) {
 
 static void schedule_restart(worker *w) {
     if (w->s->stopping) return;
-    double lived = jlog_mono_ms() - w->started_ms;
+    double lived = clock_mono_ms() - w->started_ms;
     if (w->backoff_ms == 0 || lived > SUP_HEALTHY_MS) w->backoff_ms = SUP_BACKOFF_MIN_MS;
     else if ((w->backoff_ms *= 2) > SUP_BACKOFF_MAX_MS) w->backoff_ms = SUP_BACKOFF_MAX_MS;
     uv_timer_start(&w->restart, on_restart, (uint64_t)w->backoff_ms, 0);
@@ -268,7 +269,7 @@ static void spawn_worker(worker *w) {
     po.stdio_count = 3;
     w->linelen = 0;
     snprintf(w->lease_name, sizeof w->lease_name, "%s", w->name);
-    w->started_ms = jlog_mono_ms();
+    w->started_ms = clock_mono_ms();
     int rc = uv_spawn(s->loop, &w->proc, &po);
     close(p[0]);
     w->open = H_PROC | H_OUT; /* initialized even when the spawn failed */
@@ -286,7 +287,7 @@ static void spawn_worker(worker *w) {
     pthread_mutex_lock(&s->mu);
     w->alive = 1;
     w->pid = w->proc.pid;
-    w->started_at = jlog_now_ms();
+    w->started_at = clock_wall_ms();
     w->blas_core[0] = '\0';
     pthread_mutex_unlock(&s->mu);
     uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);

@@ -26,8 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "util/clock.h"
 
 struct store {
     sqlite3 *db;
@@ -70,25 +71,12 @@ const char *store_errmsg(const store *s) { return s ? s->msg : "no database hand
 
 /* ---- time and ids ---- */
 
-int64_t store_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t store_now_ms(void) { return clock_wall_ms(); }
 
 /* "2026-11-27T14:03:05.123Z" */
 static json_t *iso_time(int64_t ms) {
-    time_t t = (time_t)(ms / 1000);
-    int frac = (int)(ms % 1000);
-    if (frac < 0) {
-        frac += 1000;
-        t -= 1;
-    }
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    char buf[64];
-    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    char buf[CLOCK_ISO_MAX];
+    clock_iso_ms(ms, buf);
     return json_string(buf);
 }
 

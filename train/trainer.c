@@ -8,18 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "engine/adamw.h"
 #include "engine/ops.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "util/clock.h"
 
 int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen) {
     return eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
@@ -210,7 +204,7 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
     adamw_hparams h = {.lr = cfg->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
                        .weight_decay = cfg->weight_decay};
     train_progress p = {.total = total, .test_top1 = -1};
-    double t0 = now_s();
+    double t0 = clock_mono_s();
     int64_t first = s.step;
     int stopped = 0;
     double epoch_loss = 0;
@@ -262,7 +256,7 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
             s.step++;
             epoch_loss += loss;
             epoch_steps++;
-            double el = now_s() - t0;
+            double el = clock_mono_s() - t0;
             p.step = s.step;
             p.epoch = epoch;
             p.loss = loss;
@@ -282,9 +276,9 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
                 int last = s.step == total;
                 if (test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
                     double top1;
-                    double te = now_s();
+                    double te = clock_mono_s();
                     if (eval_top1(m, test, 256, &top1, err, errlen)) goto out;
-                    t0 += now_s() - te; /* evaluation time is not training speed */
+                    t0 += clock_mono_s() - te; /* evaluation time is not training speed */
                     p.test_top1 = (float)top1;
                     p.evaluated = 1;
                     if (progress && progress(ctx, &p)) stopped = 1;

@@ -22,13 +22,8 @@
 #include "io/dataset.h"
 #include "io/imagefolder.h"
 #include "storage/blob.h"
+#include "util/clock.h"
 #include "util/sha256.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...) {
     char msg[2048], ts[64];
@@ -98,7 +93,7 @@ static void *beat_main(void *arg) {
         pthread_mutex_unlock(&b->mu);
 
         /* progress events (for live views) at most twice a second; the row every tick */
-        double t = now_s();
+        double t = clock_mono_s();
         int event = changed && t - b->last_event >= 0.5;
         if (event) b->last_event = t;
         int rc = store_job_progress(b->s, b->job_id, b->w->name, b->w->lease_ms,
@@ -117,10 +112,7 @@ static void *beat_main(void *arg) {
         pthread_mutex_lock(&b->mu);
         if (b->done && !b->changed) break; /* a last snapshot is written before we go */
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += every / 1000;
-        until.tv_nsec += (every % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        clock_deadline(&until, every);
         while (!b->done && !(b->changed && strcmp(stage, b->stage)))
             if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT) break;
     }
@@ -132,7 +124,7 @@ static int beat_start(beat *b, const worker_env *w, const char *job_id, char *er
     memset(b, 0, sizeof *b);
     b->w = w;
     b->job_id = job_id;
-    b->t0 = now_s();
+    b->t0 = clock_mono_s();
     b->progress = json_object();
     if (store_open(&b->s, w->db_path, 5000, err, errlen)) return -1;
     pthread_mutex_init(&b->mu, NULL);
@@ -176,7 +168,7 @@ static int on_progress(void *ctx, const gplq_progress *p) {
         if (rc == STORE_ELEASE) ui->lost_metrics = 1;
         wlog(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
     } else {
-        double el = now_s() - b->t0;
+        double el = clock_mono_s() - b->t0;
         /* The pipeline's 0..1 is the job's 0..0.99: writing the artifacts and proving that
          * model.q reloads to the measured accuracy (an evaluation) is the last part, so the
          * job's fraction never steps back when the export starts. */

@@ -1,0 +1,60 @@
+/*
+ * test_util.c: the utilities every part uses (util/): the clocks and the ISO-8601 text of a
+ * time, which the database's rows, the API's download links and the log lines all print.
+ */
+#include <time.h>
+
+#include "tests/test.h"
+#include "util/clock.h"
+
+/* The text the API's download links printed before util/ (strftime), for comparison. */
+static void strftime_iso(int64_t sec, char *out, size_t n) {
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+TEST(iso_ms) {
+    char s[CLOCK_ISO_MAX];
+    clock_iso_ms(0, s);
+    CHECK(!strcmp(s, "1970-01-01T00:00:00.000Z"));
+    clock_iso_ms(1795814400123LL, s);
+    CHECK_MSG(!strcmp(s, "2026-11-27T21:20:00.123Z"), "%s", s);
+    clock_iso_ms(1795814400007LL, s);
+    CHECK_MSG(!strcmp(s, "2026-11-27T21:20:00.007Z"), "%s", s);
+    /* before 1970 the milliseconds still count up within their second */
+    clock_iso_ms(-1, s);
+    CHECK_MSG(!strcmp(s, "1969-12-31T23:59:59.999Z"), "%s", s);
+}
+
+TEST(iso_s) {
+    char s[CLOCK_ISO_MAX], want[64];
+    clock_iso_s(1795814400, s);
+    CHECK_MSG(!strcmp(s, "2026-11-27T21:20:00Z"), "%s", s);
+    const int64_t at[] = {0, 86399, 951782400 /* 2000-02-29 */, 1795810859, 4102444799};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        clock_iso_s(at[i], s);
+        strftime_iso(at[i], want, sizeof want);
+        CHECK_MSG(!strcmp(s, want), "%s, strftime %s", s, want);
+    }
+}
+
+TEST(clocks) {
+    int64_t wall = clock_wall_ms();
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    int64_t sys = (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+    CHECK(wall <= sys && sys - wall < 1000);
+    double a = clock_mono_s(), b = clock_mono_ms();
+    CHECK(b >= a * 1e3 && b - a * 1e3 < 1000);
+    CHECK(clock_mono_s() >= a);
+    /* a deadline is the wall clock ahead by the given time, nanoseconds normalized */
+    struct timespec d;
+    clock_deadline(&d, 1999);
+    int64_t dms = (int64_t)d.tv_sec * 1000 + d.tv_nsec / 1000000;
+    CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+    CHECK(dms - sys >= 1999 - 1 && dms - sys < 1999 + 1000);
+}
+
+TEST_MAIN()
