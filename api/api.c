@@ -21,7 +21,6 @@
 
 #include "api/auth.h"
 #include "api/inspect.h"
-#include "api/jlog.h"
 #include "api/metrics.h"
 #include "api/openapi.h"
 #include "api/range.h"
@@ -30,6 +29,7 @@
 #include "config/jobspec.h"
 #include "config/layout.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 #include "util/sha256.h"
 
 static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};

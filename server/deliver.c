@@ -16,11 +16,11 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
-#include "api/jlog.h"
 #include "api/metrics.h"
 #include "api/webhook.h"
 #include "storage/store.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 
 #define DELIVER_MAX_RESPONSE 65536 /* bytes of a receiver's answer read before giving up on it */
 

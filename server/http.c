@@ -26,10 +26,10 @@
 
 #include <microhttpd.h>
 
-#include "api/jlog.h"
 #include "api/metrics.h"
 #include "server/stream.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
 #define HTTP_MAX_DISCARD ((int64_t)64 << 20) /* bytes dropped past a limit before cutting off */

@@ -23,7 +23,6 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/inspect.h"
-#include "api/jlog.h"
 #include "server/cfg.h"
 #include "server/deliver.h"
 #include "server/http.h"
@@ -31,6 +30,7 @@
 #include "server/tokencmd.h"
 #include "storage/blob.h"
 #include "storage/store.h"
+#include "util/jlog.h"
 
 #define GPLQD_VERSION "0.1.0"
 

@@ -15,10 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "api/jlog.h"
 #include "api/metrics.h"
 #include "api/sse.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 
 #define STREAM_RETRY_MS 2000 /* a browser's wait before it reconnects */
 

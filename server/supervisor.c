@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/jlog.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 
 #define SUP_MAX_LINE 65536
 #define SUP_BACKOFF_MIN_MS 1000

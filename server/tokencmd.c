@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 
 #include "api/auth.h"
-#include "api/jlog.h"
 #include "server/cfg.h"
 #include "storage/blob.h"
+#include "util/jlog.h"
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -23,30 +23,18 @@
 #include "io/imagefolder.h"
 #include "storage/blob.h"
 #include "util/clock.h"
+#include "util/jlog.h"
 #include "util/sha256.h"
 
 void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...) {
-    char msg[2048], ts[64];
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    struct tm tm;
-    gmtime_r(&t.tv_sec, &tm);
-    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof ts - n, ".%03ldZ", t.tv_nsec / 1000000);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", level, "worker", worker,
-                          "msg", msg);
+    json_t *o = json_pack("{s:s, s:o}", "worker", worker, "msg", jlog_str(msg));
     if (job) json_object_set_new(o, "job", json_string(job));
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (s) {
-        /* one write per line: the daemon reads lines from a pipe */
-        printf("%s\n", s);
-        fflush(stdout);
-    }
-    free(s);
+    jlog_json_fd(1, level, o); /* stdout: the pipe the daemon reads lines from */
     json_decref(o);
 }
 

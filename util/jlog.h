@@ -1,5 +1,6 @@
 /*
- * jlog.h: gplqd's structured log, one JSON object per line on stderr.
+ * jlog.h: the structured log, one JSON object per line: gplqd's on stderr, gplq-worker's on
+ * stdout (the pipe its daemon reads and relays).
  *
  * Every line carries "ts" (ISO-8601 UTC with milliseconds) and "level"; the rest are fields of
  * the event (request_id, method, path, status, worker, ...). One line is one write(2), so lines
@@ -10,8 +11,10 @@
 
 #include <jansson.h>
 
-/* Writes obj (borrowed; "ts" and "level" are added to it) as one line. */
+/* Writes obj (borrowed; "ts" and "level" are added to it) as one line on stderr. */
 void jlog_json(const char *level, json_t *obj);
+/* The same line on file descriptor fd (the worker's stdout). */
+void jlog_json_fd(int fd, const char *level, json_t *obj);
 /* A message line: {"ts", "level", "request_id" (omitted when NULL), "msg"}. */
 void jlog(const char *level, const char *request_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1,8 +1,9 @@
 /*
  * jlog.c: see jlog.h.
  */
-#include "api/jlog.h"
+#include "util/jlog.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,9 @@ json_t *jlog_str(const char *s) {
     return v;
 }
 
-void jlog_json(const char *level, json_t *obj) {
+void jlog_json(const char *level, json_t *obj) { jlog_json_fd(2, level, obj); }
+
+void jlog_json_fd(int fd, const char *level, json_t *obj) {
     char ts[CLOCK_ISO_MAX];
     clock_iso_ms(clock_wall_ms(), ts);
     /* ts and level first, so a human reading the log sees them first. */
@@ -38,7 +41,8 @@ void jlog_json(const char *level, json_t *obj) {
     size_t n = strlen(text);
     text[n++] = '\n'; /* json_dumps's NUL becomes the newline: one buffer, one write */
     for (size_t off = 0; off < n;) {
-        ssize_t w = write(2, text + off, n - off);
+        ssize_t w = write(fd, text + off, n - off);
+        if (w < 0 && errno == EINTR) continue; /* the worker's SIGTERM, on a full pipe */
         if (w <= 0) break;
         off += (size_t)w;
     }
