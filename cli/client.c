@@ -24,7 +24,7 @@
 #include "cli/progress.h"
 #include "config/jobspec.h"
 #include "config/options.h"
-#include "storage/blob.h"
+#include "util/fs.h"
 #include "util/sha256.h"
 
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -424,7 +424,7 @@ static int get_artifacts(conn *c, const char *job, const char *dir, char *err, s
         json_decref(r);
         return -1;
     }
-    if (blob_mkdirs(dir)) { /* --out out/demo on a fresh clone: out/ too */
+    if (fs_mkdirs(dir)) { /* --out out/demo on a fresh clone: out/ too */
         snprintf(err, errlen, "cannot create %.900s: %s", dir, strerror(errno));
         json_decref(r);
         return -1;

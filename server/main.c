@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -30,6 +29,7 @@
 #include "server/tokencmd.h"
 #include "storage/blob.h"
 #include "storage/store.h"
+#include "util/fs.h"
 #include "util/jlog.h"
 
 #define GPLQD_VERSION "0.1.0"
@@ -58,7 +58,6 @@ static void usage(FILE *f) {
     fprintf(f, "  %-24s %s\n  %-24s %s\n", "--help", "this text", "--version", "the version");
 }
 
-/* mkdir -p */
 static int run_inspector(void *arg, const char *const *args, json_t **out, char *err,
                          size_t errlen) {
     const gplqd *g = arg;
@@ -133,7 +132,7 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    if (blob_mkdirs(g.c.data_dir)) {
+    if (fs_mkdirs(g.c.data_dir)) {
         fprintf(stderr, "gplqd: cannot create %s: %s\n", g.c.data_dir, strerror(errno));
         return 1;
     }
@@ -143,7 +142,7 @@ int main(int argc, char **argv) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/jobs", g.c.data_dir);
-    blob_mkdirs(path);
+    fs_mkdirs(path);
     /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
      * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
     snprintf(path, sizeof path, "%s/gplqd.lock", g.c.data_dir);

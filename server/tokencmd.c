@@ -6,11 +6,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "api/auth.h"
 #include "server/cfg.h"
-#include "storage/blob.h"
+#include "util/fs.h"
 #include "util/jlog.h"
 
 static void usage(FILE *f) {
@@ -27,7 +26,6 @@ static void usage(FILE *f) {
             "  --data-dir and --config are gplqd's own (default ./var).\n");
 }
 
-/* mkdir -p, so that tokens can be made before the daemon's first start. */
 static void print_json(json_t *v) {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
     if (s) printf("%s\n", s);
@@ -129,7 +127,7 @@ int tokencmd_main(int argc, char **argv) {
         status = 2;
         goto out;
     }
-    if (blob_mkdirs(c.data_dir)) {
+    if (fs_mkdirs(c.data_dir)) {
         fprintf(stderr, "gplqd token: cannot create %s: %s\n", c.data_dir, strerror(errno));
         goto out;
     }

@@ -18,26 +18,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fs.h"
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* mkdir that accepts an existing folder. */
-/* 0 if path is a folder now (made, or already there); a file in its place is ENOTDIR. */
-static int mkdir_ok(const char *path) {
-    if (mkdir(path, 0755) == 0) return 0;
-    if (errno != EEXIST) return -1;
-    struct stat st;
-    if (stat(path, &st)) return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
 }
 
 /* A rename or a new entry is durable only once its folder is synced. */
@@ -62,14 +50,14 @@ static int is_sha_hex(const char *s) {
 
 int blob_init(const char *data_dir, char *err, size_t errlen) {
     char path[4096];
-    if (mkdir_ok(data_dir)) {
+    if (fs_mkdir(data_dir)) {
         set_err(err, errlen, "cannot create the data folder %s: %s", data_dir, strerror(errno));
         return -1;
     }
     const char *subs[] = {"blobs", "tmp"};
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s", data_dir, subs[i]);
-        if (mkdir_ok(path)) {
+        if (fs_mkdir(path)) {
             set_err(err, errlen, "cannot create %s: %s", path, strerror(errno));
             return -1;
         }
@@ -180,7 +168,7 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
 
     char dir[4096], path[4096 + 128];
     snprintf(dir, sizeof dir, "%s/blobs/%.2s", data_dir, sha256_hex_out);
-    if (mkdir_ok(dir)) {
+    if (fs_mkdir(dir)) {
         set_err(err, errlen, "cannot create the blob folder %s: %s", dir, strerror(errno));
         blob_abort(w);
         return -1;
@@ -236,16 +224,4 @@ int blob_remove(const char *data_dir, const char *sha256_hex_in) {
     blob_path(path, sizeof path, data_dir, sha256_hex_in);
     if (!path[0] || unlink(path)) return -1;
     return 0;
-}
-
-int blob_mkdirs(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir_ok(buf)) return -1;
-        *p = '/';
-    }
-    return mkdir_ok(buf);
 }

@@ -23,10 +23,6 @@ typedef struct {
     char sha256_hex[65]; /* the bytes' name, once blob_finish has run ("" before) */
 } blob_writer;
 
-/* Creates path and its missing parents (mkdir -p): the data directory and its folders.
- * 0, or -1 with errno set (ENOTDIR where a file stands in the way). */
-int blob_mkdirs(const char *path);
-
 /* Creates DATA_DIR (one level), DATA_DIR/blobs and DATA_DIR/tmp if missing. 0 or -1 with err. */
 int blob_init(const char *data_dir, char *err, size_t errlen);
 /* Removes every leftover temp file (start-up: uploads that a crash cut off). Returns the count

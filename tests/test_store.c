@@ -15,6 +15,7 @@
 #include "storage/blob.h"
 #include "storage/store.h"
 #include "tests/test.h"
+#include "util/fs.h"
 
 /* ---- fixtures ---- */
 
@@ -260,7 +261,7 @@ TEST(blob_commit_into_missing_dir_fails) {
     CHECK_MSG(strstr(err, "blobs") && strstr(err, "Not a directory"), "message: %s", err);
     /* and mkdir -p of that path says so too, rather than "done" */
     errno = 0;
-    CHECK(blob_mkdirs(blobs) == -1 && errno == ENOTDIR);
+    CHECK(fs_mkdirs(blobs) == -1 && errno == ENOTDIR);
 }
 
 /* ---- schema ---- */

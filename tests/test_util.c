@@ -1,11 +1,15 @@
 /*
  * test_util.c: the utilities every part uses (util/): the clocks and the ISO-8601 text of a
- * time, which the database's rows, the API's download links and the log lines all print.
+ * time, which the database's rows, the API's download links and the log lines all print, and
+ * mkdir -p.
  */
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "tests/test.h"
 #include "util/clock.h"
+#include "util/fs.h"
 
 /* The text the API's download links printed before util/ (strftime), for comparison. */
 static void strftime_iso(int64_t sec, char *out, size_t n) {
@@ -55,6 +59,36 @@ TEST(clocks) {
     int64_t dms = (int64_t)d.tv_sec * 1000 + d.tv_nsec / 1000000;
     CHECK(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
     CHECK(dms - sys >= 1999 - 1 && dms - sys < 1999 + 1000);
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+TEST(mkdirs) {
+    char root[] = "/tmp/gplq_test_util_XXXXXX", path[256];
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(path, sizeof path, "%s/a/b/c", root);
+    CHECK(fs_mkdirs(path) == 0 && is_dir(path));
+    CHECK(fs_mkdirs(path) == 0); /* there already: done */
+    snprintf(path, sizeof path, "%s/a/b/", root);
+    CHECK(fs_mkdirs(path) == 0); /* a trailing slash too */
+    snprintf(path, sizeof path, "%s/a", root);
+    CHECK(fs_mkdir(path) == 0);
+    /* a file in the way is ENOTDIR, at the end of the path or before it */
+    snprintf(path, sizeof path, "%s/f", root);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    errno = 0;
+    CHECK(fs_mkdir(path) == -1 && errno == ENOTDIR);
+    snprintf(path, sizeof path, "%s/f/g", root);
+    errno = 0;
+    CHECK(fs_mkdirs(path) == -1 && errno == ENOTDIR);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CHECK(system(cmd) == 0);
 }
 
 TEST_MAIN()

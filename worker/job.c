@@ -23,6 +23,7 @@
 #include "io/imagefolder.h"
 #include "storage/blob.h"
 #include "util/clock.h"
+#include "util/fs.h"
 #include "util/jlog.h"
 #include "util/sha256.h"
 
@@ -218,7 +219,7 @@ static int load_data(const worker_env *w, const store_claim *job, const vit_conf
         }
         char cache[4096], blob[4096];
         layout_cache_dir(cache, sizeof cache, w->data_dir);
-        if (blob_mkdirs(cache)) {
+        if (fs_mkdirs(cache)) {
             snprintf(err, errlen, "cannot create %.900s: %s", cache, strerror(errno));
             return -1;
         }
@@ -299,7 +300,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         snprintf(err, sizeof err, "the data dir's path is too long");
         return finish(w, id, "failed", err);
     }
-    if (blob_mkdirs(dir)) {
+    if (fs_mkdirs(dir)) {
         snprintf(err, sizeof err, "cannot create %.900s: %s", dir, strerror(errno));
         return finish(w, id, "failed", err);
     }
