@@ -2,8 +2,9 @@
  * sha256.h: SHA-256 (FIPS 180-4) and HMAC-SHA256 (RFC 2104), incremental.
  *
  * Content addressing of uploads and artifacts, and (issue 5) token hashes and webhook
- * signatures: used by storage/, api/, worker/ and the client in cli/, so it lives in util/. sha256_* are the fast ones (libcrypto), sha256_ref_* the plain C definition they
- * are tested against (see sha256.c).
+ * signatures: storage/, api/, worker/ and the client in cli/ all use it, so it lives in util/.
+ * sha256_* are the fast ones (libcrypto), sha256_ref_* the plain C definition they are tested
+ * against (see sha256.c).
  */
 #ifndef GPLQ_SHA256_H
 #define GPLQ_SHA256_H
