@@ -139,20 +139,36 @@ static int private4(uint32_t a) { /* host byte order */
            b0 >= 224;                                     /* multicast, reserved, broadcast */
 }
 
+/* The IPv4 address in 4 bytes at b, in host byte order. */
+static uint32_t v4_at(const uint8_t *b) {
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* An IPv6 address is judged by the IPv4 address it reaches where it embeds one (the transition
+ * forms: a relay or the kernel turns them into IPv4 traffic), and by its own range otherwise. */
 int webhook_addr_private(const struct sockaddr *sa) {
     if (sa->sa_family == AF_INET)
         return private4(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
     if (sa->sa_family != AF_INET6) return 1;
     const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (!memcmp(b, mapped, 12))
-        return private4((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
-    int zero10 = 1;
-    for (int i = 0; i < 15; i++) zero10 &= b[i] == 0;
-    if (zero10 && (b[15] == 0 || b[15] == 1)) return 1;   /* :: and ::1 */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};     /* ::ffff:0:0/96 */
+    static const uint8_t translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0}; /* ::ffff:0:0:0/96 */
+    static const uint8_t compat[12] = {0};              /* ::a.b.c.d (deprecated), :: and ::1 */
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0}; /* 64:ff9b::/96 */
+    if (!memcmp(b, mapped, 12) || !memcmp(b, translated, 12) || !memcmp(b, compat, 12) ||
+        !memcmp(b, nat64, 12))
+        return private4(v4_at(b + 12));
+    if (b[0] == 0x20 && b[1] == 0x02) return private4(v4_at(b + 2)); /* 2002::/16 6to4 */
+    static const uint8_t discard[8] = {0x01, 0, 0, 0, 0, 0, 0, 0};    /* 100::/64 */
     return (b[0] & 0xfe) == 0xfc ||                       /* fc00::/7 unique local */
            (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||     /* fe80::/10 link-local */
-           b[0] == 0xff;                                  /* multicast */
+           (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) ||     /* fec0::/10 site-local (deprecated) */
+           b[0] == 0xff ||                                /* multicast */
+           (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 &&
+            b[5] == 1) ||                                 /* 64:ff9b:1::/48 local-use NAT64 */
+           (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0) || /* 2001::/32 Teredo:
+                                                             its IPv4 is obfuscated; refuse it */
+           !memcmp(b, discard, 8);
 }
 
 void webhook_sign(const char *secret, long long t, const char *body, size_t n, char *out,

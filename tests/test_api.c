@@ -1175,6 +1175,19 @@ TEST(webhook_url_policy) {
     CHECK(webhook_addr_private((struct sockaddr *)&a6));
     inet_pton(AF_INET6, "2606:4700::1111", &a6.sin6_addr);
     CHECK(!webhook_addr_private((struct sockaddr *)&a6));
+    /* the IPv6 forms that reach IPv4 are judged by the IPv4 they reach; the others by range */
+    static const struct { const char *addr; int private; } v6[] = {
+        {"::127.0.0.1", 1}, {"::10.0.0.1", 1}, {"::", 1}, {"::1", 1}, {"::93.184.216.34", 0},
+        {"::ffff:0:169.254.169.254", 1}, {"::ffff:0:93.184.216.34", 0},
+        {"64:ff9b::10.0.0.1", 1}, {"64:ff9b::127.0.0.1", 1}, {"64:ff9b::93.184.216.34", 0},
+        {"64:ff9b:1::93.184.216.34", 1}, {"2002:7f00:1::", 1}, {"2002:a9fe:a9fe::1", 1},
+        {"2002:5db8:d822::1", 0}, {"fec0::1", 1}, {"2001:0:4136:e378::1", 1}, {"100::1", 1},
+        {"fc00::1", 1}, {"fe80::1", 1}, {"ff02::1", 1}, {"2001:db9::1", 0}, {"2001:1::1", 0},
+    };
+    for (size_t i = 0; i < sizeof v6 / sizeof *v6; i++) {
+        CHECK(inet_pton(AF_INET6, v6[i].addr, &a6.sin6_addr) == 1);
+        CHECK_MSG(webhook_addr_private((struct sockaddr *)&a6) == v6[i].private, "%s", v6[i].addr);
+    }
 }
 
 TEST(webhook_signature_and_backoff) {
