@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -213,6 +214,70 @@ static enum MHD_Result collect_kv(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
+/* Counts a header's occurrences (MHD keeps each line; lookups see only the first). */
+struct header_count {
+    const char *name;
+    int n;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+    (void)kind;
+    (void)value;
+    struct header_count *c = cls;
+    if (key && !strcasecmp(key, c->name)) c->n++;
+    return MHD_YES;
+}
+
+static int header_lines(struct MHD_Connection *c, const char *name) {
+    struct header_count n = {name, 0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &n);
+    return n.n;
+}
+
+/* The framing of a request must be unambiguous: behind a proxy that reads it another way, two
+ * Content-Length headers, or one with Transfer-Encoding, smuggle a second request in the body.
+ * NULL if it is, else why not. */
+static const char *framing_problem(struct MHD_Connection *c) {
+    int cl = header_lines(c, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl > 1) return "a request may have one Content-Length header, not several";
+    if (cl && header_lines(c, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return "a request may have Content-Length or Transfer-Encoding, not both";
+    return NULL;
+}
+
+static int hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* URL decoding as libmicrohttpd's own (%XX, invalid escapes kept), except that %00 stays as it
+ * is: decoded, it would end the path early (/v1/jobs/ID%00/artifacts served as the job), and
+ * on_request refuses any URL that still holds it. */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo)) {
+            *w++ = (char)(hi << 4 | lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
+static int url_has_nul(const http_req *r) {
+    if (strstr(r->path, "%00")) return 1;
+    for (int i = 0; i < r->nquery; i++)
+        if (strstr(r->query[i].key, "%00") || strstr(r->query[i].value, "%00")) return 1;
+    return 0;
+}
+
 /* A client's request id is echoed if it is short and plain (it goes into logs and headers). */
 static int request_id_ok(const char *s) {
     size_t n = s ? strlen(s) : 0;
@@ -313,6 +378,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         if (!(r = req_new(h, c, url, method))) return MHD_NO;
         *con_cls = r;
+        const char *bad = framing_problem(c);
+        if (bad) return respond_error(r, 400, "bad_request", bad);
+        if (url_has_nul(r))
+            return respond_error(r, 400, "bad_request", "a NUL byte (%00) in the URL is refused");
         api_params p;
         char allow[64];
         r->route = api_route_find(method, url, &p, allow, sizeof allow);
@@ -528,6 +597,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, h,
         /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: with
          * 256 KB a 97 MB upload takes about an eighth of the recv+poll+write rounds; 1 MB, tried
          * once while developing, added little for uploads and slowed GET /v1/jobs/{id} (its
