@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "util/utf8.h"
+
 #include <jpeglib.h> /* after stdio.h: it uses FILE */
 #include <jerror.h>  /* WARNMS and the warning codes */
 #include <png.h>     /* brings setjmp.h */
@@ -37,42 +39,13 @@ void imgf_limits_default(imgf_limits *l) {
 /* Messages. Member names come from the uploader, and messages end up in JSON responses, so
  * every message is made valid UTF-8 without control characters before the caller sees it. */
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), or 0 if it is not one. As strict
- * as jansson: no overlong forms, no surrogates, nothing above U+10FFFF. */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0], cp, min;
-    int len;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (int i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
-static int utf8_valid(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        int l = utf8_seq((const unsigned char *)s + i, n - i);
-        if (!l) return 0;
-        i += (size_t)l;
-    }
-    return 1;
-}
-
 /* Rewrites s in place: control characters and bytes that are not UTF-8 become '?'. A message
  * cut short by its buffer ends in half a character, which this also repairs. */
 static void sanitize(char *s) {
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        int l = utf8_seq((const unsigned char *)s + i, n - i);
+        int l = utf8_seq_len(s + i, n - i);
         if (!l || c < 0x20 || c == 0x7f) {
             s[i++] = '?';
             continue;
@@ -96,7 +69,7 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
 static void show_name(char *out, size_t outlen, const char *name) {
     size_t n = strlen(name), i = 0, limit = outlen > 4 ? outlen - 4 : 0;
     while (i < n) {
-        int l = utf8_seq((const unsigned char *)name + i, n - i);
+        int l = utf8_seq_len(name + i, n - i);
         if (!l) l = 1; /* sanitize() turns it into '?' later */
         if (i + (size_t)l > limit) break;
         i += (size_t)l;
