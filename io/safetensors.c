@@ -25,6 +25,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/utf8.h"
+
 /* Element loads below memcpy the file's little-endian bytes straight into host integers. */
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"
@@ -600,14 +602,6 @@ void st_writer_free(st_writer *w) {
     free(w);
 }
 
-/* jansson refuses strings that are not UTF-8 and we must not write a header our own reader
- * (or the reference) rejects, so names and metadata are checked when added. */
-static int st_utf8_ok(const char *s) {
-    json_t *j = json_string(s);
-    json_decref(j);
-    return j != NULL;
-}
-
 int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
                   const void *data, char *err, size_t errlen) {
     char qn[ST_QBUF];
@@ -615,7 +609,9 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, cons
     st_quote(name, qn, sizeof qn);
     if (strcmp(name, "__metadata__") == 0)
         return st_fail(err, errlen, "tensor %s: name is reserved for metadata", qn);
-    if (!st_utf8_ok(name)) return st_fail(err, errlen, "tensor %s: name is not valid UTF-8", qn);
+    /* jansson refuses strings that are not UTF-8 and we must not write a header our own reader
+     * (or the reference) rejects, so names and metadata are checked when added. */
+    if (!utf8_valid(name)) return st_fail(err, errlen, "tensor %s: name is not valid UTF-8", qn);
     if (!st_dtype_valid(dtype))
         return st_fail(err, errlen, "tensor %s: invalid dtype %d", qn, (int)dtype);
     if (ndim < 0 || ndim > ST_MAX_DIMS || (ndim > 0 && !shape))
@@ -656,7 +652,7 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, cons
 }
 
 int st_writer_meta(st_writer *w, const char *key, const char *value) {
-    if (!w || !key || !value || !st_utf8_ok(key) || !st_utf8_ok(value)) return -1;
+    if (!w || !key || !value || !utf8_valid(key) || !utf8_valid(value)) return -1;
     char *v = strdup(value);
     if (!v) return -1;
     for (int i = 0; i < w->nmeta; i++) {
