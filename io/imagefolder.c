@@ -12,7 +12,6 @@
 #include <limits.h>
 #include <locale.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "io/imgmsg.h"
 #include "util/utf8.h"
 
 #include <jpeglib.h> /* after stdio.h: it uses FILE */
@@ -27,55 +27,11 @@
 #include <png.h>     /* brings setjmp.h */
 
 #define IMGF_MAX_SIZE 4096      /* crop sizes beyond this are a caller's mistake, not a dataset */
-#define IMGF_NAME_SHOWN 200     /* bytes of a member name quoted in a message */
 #define IMGF_MAX_RESIZED (1 << 24) /* the resized longer side: beyond, int arithmetic overflows */
 
 void imgf_limits_default(imgf_limits *l) {
     l->max_images = 2000000;
     l->max_pixels = 50000000;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Messages. Member names come from the uploader, and messages end up in JSON responses, so
- * every message is made valid UTF-8 without control characters before the caller sees it. */
-
-/* Rewrites s in place: control characters and bytes that are not UTF-8 become '?'. A message
- * cut short by its buffer ends in half a character, which this also repairs. */
-static void sanitize(char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        int l = utf8_seq_len(s + i, n - i);
-        if (!l || c < 0x20 || c == 0x7f) {
-            s[i++] = '?';
-            continue;
-        }
-        i += (size_t)l;
-    }
-}
-
-__attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errlen,
-                                                         const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    sanitize(err);
-}
-
-/* A member name as quoted in messages: at most IMGF_NAME_SHOWN bytes, cut on a character
- * boundary with "..." (a hostile name must not crowd the reason out of the message). */
-static void show_name(char *out, size_t outlen, const char *name) {
-    size_t n = strlen(name), i = 0, limit = outlen > 4 ? outlen - 4 : 0;
-    while (i < n) {
-        int l = utf8_seq_len(name + i, n - i);
-        if (!l) l = 1; /* sanitize() turns it into '?' later */
-        if (i + (size_t)l > limit) break;
-        i += (size_t)l;
-    }
-    memcpy(out, name, i);
-    strcpy(out + i, i < n ? "..." : "");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -782,7 +738,7 @@ static int walk_image(imgf_walk *w) {
 /* Reads every member of the archive at path, refusing what the rules forbid (see imgf_inspect)
  * as soon as it is seen; the layout rules, which need all names, are resolve()'s. */
 static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen) {
-    char shown[IMGF_NAME_SHOWN + 4];
+    char shown[IMGMSG_NAME_BUF];
     int rc = -1;
     /* libarchive converts member names to the current locale's character set, and a program
      * that never called setlocale is in the ASCII "C" locale, where a zip's or a pax header's
@@ -793,7 +749,7 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
     struct archive *a = archive_read_new();
     w->src = malloc(sizeof *w->src);
     if (!a || !w->src) {
-        set_err(err, errlen, "out of memory");
+        imgmsg_err(err, errlen, "out of memory");
         goto out;
     }
     w->src->a = a;
@@ -810,12 +766,12 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
         /* libarchive's "unrecognized or invalid format" is EILSEQ on Linux (its
          * ARCHIVE_ERRNO_FILE_FORMAT, defined only inside libarchive) */
         if (archive_errno(a) == EILSEQ || archive_errno(a) == 0)
-            set_err(err, errlen, "%s is not an archive of an image folder (tar, tar.gz, tar.bz2, "
-                    "tar.xz, tar.zst or zip): %s", path,
-                    archive_error_string(a) ? archive_error_string(a) : "unknown format");
+            imgmsg_err(err, errlen, "%s is not an archive of an image folder (tar, tar.gz, "
+                       "tar.bz2, tar.xz, tar.zst or zip): %s", path,
+                       archive_error_string(a) ? archive_error_string(a) : "unknown format");
         else
-            set_err(err, errlen, "cannot open %s: %s", path,
-                    archive_error_string(a) ? archive_error_string(a) : strerror(errno));
+            imgmsg_err(err, errlen, "cannot open %s: %s", path,
+                       archive_error_string(a) ? archive_error_string(a) : strerror(errno));
         goto out;
     }
     for (;;) {
@@ -823,26 +779,29 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
         int r = archive_read_next_header(a, &e);
         if (r == ARCHIVE_EOF) break;
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-            set_err(err, errlen, "not a readable tar archive%s: %s",
-                    w->nfiles || w->ndirs ? " (after the first members)" : "",
-                    archive_error_string(a) ? archive_error_string(a) : "unknown error");
+            imgmsg_err(err, errlen, "not a readable tar archive%s: %s",
+                       w->nfiles || w->ndirs ? " (after the first members)" : "",
+                       archive_error_string(a) ? archive_error_string(a) : "unknown error");
             goto out;
         }
         const char *name = archive_entry_pathname_utf8(e);
         if (!name) name = archive_entry_pathname(e);
         if (!name) {
-            set_err(err, errlen, "a member's name cannot be read (after %lld images): %s",
-                    (long long)w->nfiles,
-                    archive_error_string(a) ? archive_error_string(a) : "no name");
+            imgmsg_err(err, errlen, "a member's name cannot be read (after %lld images): %s",
+                       (long long)w->nfiles,
+                       archive_error_string(a) ? archive_error_string(a) : "no name");
             goto out;
         }
-        show_name(shown, sizeof shown, name);
+        imgmsg_name(shown, sizeof shown, name);
         int why = 0;
         char *norm = normalize_path(name, &why);
         if (!norm) {
-            if (why == 1) set_err(err, errlen, "member '%s': absolute paths are not allowed", shown);
-            else if (why == 2) set_err(err, errlen, "member '%s': '..' is not allowed in paths", shown);
-            else set_err(err, errlen, "out of memory");
+            if (why == 1)
+                imgmsg_err(err, errlen, "member '%s': absolute paths are not allowed", shown);
+            else if (why == 2)
+                imgmsg_err(err, errlen, "member '%s': '..' is not allowed in paths", shown);
+            else
+                imgmsg_err(err, errlen, "out of memory");
             goto out;
         }
         if (!norm[0] || is_skipped(norm)) {
@@ -855,8 +814,8 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
         else if (type == AE_IFLNK || archive_entry_symlink(e)) refusal = "symbolic links are not allowed";
         else if (type != AE_IFDIR && type != AE_IFREG) refusal = type_name(type);
         if (refusal) {
-            set_err(err, errlen, "member '%s': %s%s", shown, refusal,
-                    strncmp(refusal, "a ", 2) ? "" : ", only folders and images are allowed");
+            imgmsg_err(err, errlen, "member '%s': %s%s", shown, refusal,
+                       strncmp(refusal, "a ", 2) ? "" : ", only folders and images are allowed");
             free(norm);
             goto out;
         }
@@ -866,7 +825,7 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
                 char **p = realloc(w->dirs, (size_t)cap * sizeof *p);
                 if (!p) {
                     free(norm);
-                    set_err(err, errlen, "out of memory");
+                    imgmsg_err(err, errlen, "out of memory");
                     goto out;
                 }
                 w->dirs = p;
@@ -876,15 +835,14 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
             continue;
         }
         if (!has_image_extension(norm)) {
-            set_err(err, errlen,
-                    "member '%s': not an image file name (only .jpg, .jpeg and .png are allowed)",
-                    shown);
+            imgmsg_err(err, errlen, "member '%s': not an image file name (only .jpg, .jpeg and "
+                       ".png are allowed)", shown);
             free(norm);
             goto out;
         }
         if (w->nfiles >= w->lim->max_images) {
-            set_err(err, errlen, "member '%s': the archive holds more than %lld images, the limit",
-                    shown, (long long)w->lim->max_images);
+            imgmsg_err(err, errlen, "member '%s': the archive holds more than %lld images, the "
+                       "limit", shown, (long long)w->lim->max_images);
             free(norm);
             goto out;
         }
@@ -893,7 +851,7 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
             imgf_member *p = realloc(w->files, (size_t)cap * sizeof *p);
             if (!p) {
                 free(norm);
-                set_err(err, errlen, "out of memory");
+                imgmsg_err(err, errlen, "out of memory");
                 goto out;
             }
             w->files = p;
@@ -902,13 +860,13 @@ static int walk_archive(const char *path, imgf_walk *w, char *err, size_t errlen
         char *keep = strdup(name);
         if (!keep) {
             free(norm);
-            set_err(err, errlen, "out of memory");
+            imgmsg_err(err, errlen, "out of memory");
             goto out;
         }
         w->files[w->nfiles] = (imgf_member){.name = keep, .path = norm, .rel = norm,
                                             .slot = w->nfiles};
         if (walk_image(w)) {
-            set_err(err, errlen, "member '%s': %s", shown, w->src->msg);
+            imgmsg_err(err, errlen, "member '%s': %s", shown, w->src->msg);
             free(keep);
             free(norm);
             goto out;
@@ -1027,7 +985,7 @@ static int cmp_member(const void *a, const void *b) {
  * every image in train/ or val/ and a class, lists the classes, and sorts w->files by (split,
  * label, path). Returns 0 or -1 with err. */
 static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
-    char shown[IMGF_NAME_SHOWN + 4];
+    char shown[IMGMSG_NAME_BUF];
     memset(l, 0, sizeof *l);
     /* One common top-level folder (mydata/train/..., the way people archive a folder) is
      * dropped, unless it is itself train or val. */
@@ -1059,9 +1017,9 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
     for (int64_t i = 0; i < w->nfiles; i++)
         if (split_of(w->files[i].rel) == 0) have_train = 1;
     if (!w->nfiles) {
-        set_err(err, errlen,
-                "the archive holds no images: expected train/<class>/<image> (.jpg, .jpeg or "
-                ".png), optionally val/<class>/<image>, optionally inside one top-level folder");
+        imgmsg_err(err, errlen,
+                   "the archive holds no images: expected train/<class>/<image> (.jpg, .jpeg or "
+                   ".png), optionally val/<class>/<image>, optionally inside one top-level folder");
         goto out;
     }
     if (!have_train && !plen) {
@@ -1071,17 +1029,18 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
             size_t tlen = (size_t)(slash - first) + 1;
             for (int64_t i = 1; i < w->nfiles; i++)
                 if (strncmp(w->files[i].path, first, tlen)) {
-                    show_name(shown, sizeof shown, w->files[i].name);
-                    set_err(err, errlen, "member '%s' is outside %.*s, the top-level folder "
-                            "that holds train/ or val/", shown, (int)tlen, first);
+                    imgmsg_name(shown, sizeof shown, w->files[i].name);
+                    imgmsg_err(err, errlen, "member '%s' is outside %.*s, the top-level folder "
+                               "that holds train/ or val/", shown, (int)tlen, first);
                     goto out;
                 }
         }
     }
     if (!have_train) {
-        set_err(err, errlen,
-                "the archive has no train/ folder: expected train/<class>/<image> (.jpg, .jpeg "
-                "or .png), optionally val/<class>/<image>, optionally inside one top-level folder");
+        imgmsg_err(err, errlen,
+                   "the archive has no train/ folder: expected train/<class>/<image> (.jpg, .jpeg "
+                   "or .png), optionally val/<class>/<image>, optionally inside one top-level "
+                   "folder");
         goto out;
     }
     for (int64_t i = 0; i < w->nfiles; i++) {
@@ -1090,20 +1049,20 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
         const char *cls;
         size_t clen;
         int depth = split_rel(m->rel, &cls, &clen);
-        show_name(shown, sizeof shown, m->name);
+        imgmsg_name(shown, sizeof shown, m->name);
         if (sp < 0) {
-            set_err(err, errlen, "member '%s' is outside train/ and val/", shown);
+            imgmsg_err(err, errlen, "member '%s' is outside train/ and val/", shown);
             goto out;
         }
         const char *sn = sp ? "val" : "train";
         if (depth == 2) {
-            set_err(err, errlen, "member '%s' is directly in %s/: images go in %s/<class>/", shown,
-                    sn, sn);
+            imgmsg_err(err, errlen, "member '%s' is directly in %s/: images go in %s/<class>/",
+                       shown, sn, sn);
             goto out;
         }
         if (depth > 3) {
-            set_err(err, errlen, "member '%s' is nested too deep: expected %s/<class>/<image>",
-                    shown, sn);
+            imgmsg_err(err, errlen, "member '%s' is nested too deep: expected %s/<class>/<image>",
+                       shown, sn);
             goto out;
         }
         m->split = sp;
@@ -1112,13 +1071,13 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
     names_finish(&names[0]);
     names_finish(&names[1]);
     if (!names[0].n) {
-        set_err(err, errlen, "train/ has no class folders: expected train/<class>/<image>");
+        imgmsg_err(err, errlen, "train/ has no class folders: expected train/<class>/<image>");
         goto out;
     }
     for (int i = 0; i < names[0].n; i++)
         if (!utf8_valid(names[0].v[i])) {
-            show_name(shown, sizeof shown, names[0].v[i]);
-            set_err(err, errlen, "class folder 'train/%s/': the name is not valid UTF-8", shown);
+            imgmsg_name(shown, sizeof shown, names[0].v[i]);
+            imgmsg_err(err, errlen, "class folder 'train/%s/': the name is not valid UTF-8", shown);
             goto out;
         }
     /* The layout takes train's names. */
@@ -1127,8 +1086,8 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
     names[0] = (imgf_names){0};
     for (int i = 0; i < names[1].n; i++)
         if (find_class(l, names[1].v[i], strlen(names[1].v[i])) < 0) {
-            show_name(shown, sizeof shown, names[1].v[i]);
-            set_err(err, errlen, "folder 'val/%s/': train/ has no class '%s'", shown, shown);
+            imgmsg_name(shown, sizeof shown, names[1].v[i]);
+            imgmsg_err(err, errlen, "folder 'val/%s/': train/ has no class '%s'", shown, shown);
             goto out;
         }
     l->count[0] = calloc((size_t)l->nclasses, sizeof(int64_t));
@@ -1145,21 +1104,21 @@ static int resolve(imgf_walk *w, imgf_layout *l, char *err, size_t errlen) {
     }
     for (int i = 0; i < l->nclasses; i++)
         if (!l->count[0][i]) {
-            show_name(shown, sizeof shown, l->classes[i]);
-            set_err(err, errlen, "class folder 'train/%s/' has no images", shown);
+            imgmsg_name(shown, sizeof shown, l->classes[i]);
+            imgmsg_err(err, errlen, "class folder 'train/%s/' has no images", shown);
             goto out;
         }
     if (w->nfiles) qsort(w->files, (size_t)w->nfiles, sizeof *w->files, cmp_member);
     for (int64_t i = 1; i < w->nfiles; i++)
         if (!strcmp(w->files[i].rel, w->files[i - 1].rel)) {
-            show_name(shown, sizeof shown, w->files[i].name);
-            set_err(err, errlen, "member '%s' appears twice in the archive", shown);
+            imgmsg_name(shown, sizeof shown, w->files[i].name);
+            imgmsg_err(err, errlen, "member '%s' appears twice in the archive", shown);
             goto out;
         }
     rc = 0;
     goto out;
 oom:
-    set_err(err, errlen, "out of memory");
+    imgmsg_err(err, errlen, "out of memory");
 out:
     names_free(&names[0]);
     names_free(&names[1]);
@@ -1205,7 +1164,7 @@ int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, cha
     walk_free(&w);
     if (!complete) {
         json_decref(s);
-        set_err(err, errlen, "out of memory");
+        imgmsg_err(err, errlen, "out of memory");
         return -1;
     }
     *summary = s;
@@ -1231,15 +1190,15 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
     memset(train, 0, sizeof *train);
     memset(val, 0, sizeof *val);
     if (channels != 1 && channels != 3) {
-        set_err(err, errlen, "channels must be 1 or 3, not %d", channels);
+        imgmsg_err(err, errlen, "channels must be 1 or 3, not %d", channels);
         return -1;
     }
     if (size < 1 || size > IMGF_MAX_SIZE) {
-        set_err(err, errlen, "image size must be in [1, %d], not %d", IMGF_MAX_SIZE, size);
+        imgmsg_err(err, errlen, "image size must be in [1, %d], not %d", IMGF_MAX_SIZE, size);
         return -1;
     }
     if (!(val_fraction >= 0 && val_fraction < 1)) {
-        set_err(err, errlen, "val_fraction must be in [0, 1), not %g", val_fraction);
+        imgmsg_err(err, errlen, "val_fraction must be in [0, 1), not %g", val_fraction);
         return -1;
     }
     imgf_limits defl, lims = *limits_or_default(lim, &defl);
@@ -1318,8 +1277,8 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
     rc = 0;
     goto out;
 oom:
-    set_err(err, errlen, "out of memory loading %lld images of %dx%dx%d", (long long)n, channels,
-            size, size);
+    imgmsg_err(err, errlen, "out of memory loading %lld images of %dx%dx%d", (long long)n, channels,
+               size, size);
 out:
     if (rc) {
         ds_free(train);
@@ -1400,9 +1359,10 @@ int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, c
     const ds_set *sets[2] = {train, val};
     for (int sp = 0; sp < 2; sp++)
         if (!shape_valid(sets[sp]) || (sets[sp]->n && (!sets[sp]->pixels || !sets[sp]->labels))) {
-            set_err(err, errlen, "cannot cache the %s set: its shape (%d, %d, %d, %d) with %d "
-                    "classes is not a dataset", sp ? "val" : "train", sets[sp]->n,
-                    sets[sp]->channels, sets[sp]->height, sets[sp]->width, sets[sp]->num_classes);
+            imgmsg_err(err, errlen, "cannot cache the %s set: its shape (%d, %d, %d, %d) with %d "
+                       "classes is not a dataset", sp ? "val" : "train", sets[sp]->n,
+                       sets[sp]->channels, sets[sp]->height, sets[sp]->width,
+                       sets[sp]->num_classes);
             return -1;
         }
     uint8_t h[IMGF_CACHE_HEADER] = {0};
@@ -1428,13 +1388,13 @@ int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, c
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 16);
     if (!tmp) {
-        set_err(err, errlen, "out of memory");
+        imgmsg_err(err, errlen, "out of memory");
         return -1;
     }
     snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) {
-        set_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
+        imgmsg_err(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -1459,7 +1419,7 @@ int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, c
         e = errno;
     }
     if (!ok) {
-        set_err(err, errlen, "cannot write %s: %s", path, strerror(e ? e : EIO));
+        imgmsg_err(err, errlen, "cannot write %s: %s", path, strerror(e ? e : EIO));
         unlink(tmp);
     }
     free(tmp);
@@ -1471,7 +1431,7 @@ int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, siz
     memset(val, 0, sizeof *val);
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        imgmsg_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     int rc = -1;
@@ -1480,36 +1440,36 @@ int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, siz
     long long fsize = -1;
     if (!fseeko(f, 0, SEEK_END)) fsize = ftello(f);
     if (fsize < 0 || fseeko(f, 0, SEEK_SET)) {
-        set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        imgmsg_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         goto out;
     }
     size_t got = fread(h, 1, sizeof h, f);
     if (got < 8 || memcmp(h, IMGF_CACHE_MAGIC, 8)) {
-        set_err(err, errlen, "%s: not a gplq dataset cache (wrong magic%s)", path,
-                got < 8 ? ": the file is shorter than its magic" : "");
+        imgmsg_err(err, errlen, "%s: not a gplq dataset cache (wrong magic%s)", path,
+                   got < 8 ? ": the file is shorter than its magic" : "");
         goto out;
     }
     if (got < 12) {
-        set_err(err, errlen, "%s: truncated: %zu bytes, shorter than the header", path, got);
+        imgmsg_err(err, errlen, "%s: truncated: %zu bytes, shorter than the header", path, got);
         goto out;
     }
     if (get32(h + 8) != IMGF_CACHE_VERSION) {
-        set_err(err, errlen, "%s: dataset cache version %u, this build reads version %d", path,
-                get32(h + 8), IMGF_CACHE_VERSION);
+        imgmsg_err(err, errlen, "%s: dataset cache version %u, this build reads version %d", path,
+                   get32(h + 8), IMGF_CACHE_VERSION);
         goto out;
     }
     if (got < sizeof h) {
-        set_err(err, errlen, "%s: truncated: %zu bytes, shorter than the %d-byte header", path,
-                got, IMGF_CACHE_HEADER);
+        imgmsg_err(err, errlen, "%s: truncated: %zu bytes, shorter than the %d-byte header", path,
+                   got, IMGF_CACHE_HEADER);
         goto out;
     }
     if (get32(h + 68) != (uint32_t)crc32(0, h, 68)) {
-        set_err(err, errlen, "%s: header checksum mismatch (the header is corrupt)", path);
+        imgmsg_err(err, errlen, "%s: header checksum mismatch (the header is corrupt)", path);
         goto out;
     }
     if (get32(h + 12) != IMGF_CACHE_HEADER) {
-        set_err(err, errlen, "%s: header size %u, version %d has %d", path, get32(h + 12),
-                IMGF_CACHE_VERSION, IMGF_CACHE_HEADER);
+        imgmsg_err(err, errlen, "%s: header size %u, version %d has %d", path, get32(h + 12),
+                   IMGF_CACHE_VERSION, IMGF_CACHE_HEADER);
         goto out;
     }
     ds_set *sets[2] = {train, val};
@@ -1522,23 +1482,23 @@ int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, siz
         d->width = (int32_t)get32(h + 28 + 20 * sp);
         d->num_classes = (int32_t)get32(h + 32 + 20 * sp);
         if (!shape_valid(d)) {
-            set_err(err, errlen, "%s: the %s set's shape (%d, %d, %d, %d) with %d classes is "
-                    "invalid", path, sp ? "val" : "train", d->n, d->channels, d->height, d->width,
-                    d->num_classes);
+            imgmsg_err(err, errlen, "%s: the %s set's shape (%d, %d, %d, %d) with %d classes is "
+                       "invalid", path, sp ? "val" : "train", d->n, d->channels, d->height,
+                       d->width, d->num_classes);
             goto out;
         }
         payload += (uint64_t)set_pixel_bytes(d) + (uint64_t)d->n * 4;
     }
     if (get64(h + 56) != payload) {
-        set_err(err, errlen, "%s: payload size %llu does not match the shapes (%llu)", path,
-                (unsigned long long)get64(h + 56), (unsigned long long)payload);
+        imgmsg_err(err, errlen, "%s: payload size %llu does not match the shapes (%llu)", path,
+                   (unsigned long long)get64(h + 56), (unsigned long long)payload);
         goto out;
     }
     if ((unsigned long long)fsize != IMGF_CACHE_HEADER + payload) {
-        set_err(err, errlen, "%s: %s: the file has %lld bytes, the header says %llu", path,
-                (unsigned long long)fsize < IMGF_CACHE_HEADER + payload ? "truncated"
+        imgmsg_err(err, errlen, "%s: %s: the file has %lld bytes, the header says %llu", path,
+                   (unsigned long long)fsize < IMGF_CACHE_HEADER + payload ? "truncated"
                                                                         : "trailing bytes",
-                fsize, (unsigned long long)(IMGF_CACHE_HEADER + payload));
+                   fsize, (unsigned long long)(IMGF_CACHE_HEADER + payload));
         goto out;
     }
     uint32_t crc = (uint32_t)crc32(0, Z_NULL, 0);
@@ -1551,12 +1511,12 @@ int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, siz
         free(lab);
         lab = malloc((size_t)d->n * 4);
         if (!d->pixels || !d->labels || !lab) {
-            set_err(err, errlen, "%s: out of memory for %zu bytes of images", path, nb);
+            imgmsg_err(err, errlen, "%s: out of memory for %zu bytes of images", path, nb);
             goto out;
         }
         if (fread(d->pixels, 1, nb, f) != nb || fread(lab, 4, (size_t)d->n, f) != (size_t)d->n) {
-            set_err(err, errlen, "%s: truncated while reading the %s set", path,
-                    sp ? "val" : "train");
+            imgmsg_err(err, errlen, "%s: truncated while reading the %s set", path,
+                       sp ? "val" : "train");
             goto out;
         }
         crc = crc_update(crc, d->pixels, nb);
@@ -1564,15 +1524,15 @@ int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, siz
         for (int i = 0; i < d->n; i++) {
             d->labels[i] = (int32_t)get32(lab + 4 * (size_t)i);
             if (d->labels[i] < 0 || d->labels[i] >= d->num_classes) {
-                set_err(err, errlen, "%s: %s label %d is %d, outside [0, %d)", path,
+                imgmsg_err(err, errlen, "%s: %s label %d is %d, outside [0, %d)", path,
                         sp ? "val" : "train", i, d->labels[i], d->num_classes);
                 goto out;
             }
         }
     }
     if (crc != get32(h + 64)) {
-        set_err(err, errlen, "%s: payload checksum mismatch (the images or labels are corrupt)",
-                path);
+        imgmsg_err(err, errlen, "%s: payload checksum mismatch (the images or labels are corrupt)",
+                   path);
         goto out;
     }
     rc = 0;
