@@ -96,25 +96,11 @@ int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, c
                      size_t errlen);
 int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, size_t errlen);
 
-/* The eval transform's geometry for a w x h image at crop size: the resized dimensions
- * (*rw, *rh: the shorter side becomes floor(size / 0.875) = size * 8 / 7, the longer one
- * floor(that * long / short), as torchvision's Resize(int)) and the crop's top-left corner in
- * the resized image (round((r - size) / 2) with ties to even, as torchvision's CenterCrop). */
+/* The eval transform of one image, as imgf_load applies it: the same as resize_eval_geometry,
+ * resize_eval and resize_eval_ref, which io/resize.h describes (c = 1 or 3; dst (c, size,
+ * size) planar; 0 or -1). */
 void imgf_eval_geometry(int w, int h, int size, int *rw, int *rh, int *left, int *top);
-
-/* The eval transform of one decoded image: src (h, w, c) interleaved 8-bit, c = 1 or 3 (the
- * model's channel count already), resized as imgf_eval_geometry says with PIL's antialiased
- * BILINEAR (a triangle filter whose support grows with the shrink factor; 22-bit fixed point,
- * horizontal pass first, rounded to 8 bits between the passes, exactly as Pillow), computing
- * only the cropped pixels, into dst (c, size, size) planar. Returns 0, or -1 when out of
- * memory or when the resized longer side would exceed 2^24 pixels (imgf_load refuses such an
- * image, naming it). */
 int imgf_transform(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst);
-
-/* The same transform, slow and obviously right: the full resize as two dense weight matrices
- * in double precision with no rounding between passes, then the crop. It defines what
- * imgf_transform computes; the two differ by at most 1 (imgf_transform rounds between passes).
- * Returns 0, or -1 as imgf_transform. */
 int imgf_transform_ref(const uint8_t *src, int w, int h, int c, int size, uint8_t *dst);
 
 #endif
