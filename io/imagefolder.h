@@ -53,6 +53,8 @@
 
 #include "io/dataset.h"
 
+#define IMGF_MAX_SIZE 4096 /* the largest crop size: beyond, a caller's mistake, not a dataset */
+
 typedef struct {
     int64_t max_images;     /* refuse archives with more (default 2,000,000) */
     int64_t max_pixels;     /* refuse an image with more pixels (default 50e6: decompression bombs) */
@@ -86,12 +88,9 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
               double val_fraction, uint64_t seed, ds_set *train, ds_set *val, char *err,
               size_t errlen);
 
-/* The packed cache: a versioned binary file holding train and val (header with magic, version,
- * shapes and a checksum of the header, then pixels and labels; the layout is in imagefolder.c).
- * Written atomically (a temp file next to path, fsync, rename). Reading fills train and val
- * (new: ds_free each; zeroed on failure) and rejects, naming the problem, a wrong magic,
- * another version, a corrupt header, shapes that do not match the file size (truncated or
- * trailing bytes), a payload checksum mismatch or a label out of range. */
+/* The packed cache of train and val: the same as imgcache_write and imgcache_read, which
+ * io/imgcache.h describes (write: the sets borrowed, the file replaced atomically; read: train
+ * and val new, ds_free each, zeroed on failure; 0, or -1 with err naming the problem). */
 int imgf_cache_write(const char *path, const ds_set *train, const ds_set *val, char *err,
                      size_t errlen);
 int imgf_cache_read(const char *path, ds_set *train, ds_set *val, char *err, size_t errlen);
