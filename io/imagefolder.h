@@ -34,12 +34,8 @@
  *  - imgf_inspect reads headers only; image data that is cut short or corrupt is found by
  *    imgf_load, which refuses it the same way.
  *  - Messages are valid UTF-8 without control characters (hostile bytes become '?').
- * Decoding, as timm's loader (PIL's convert("RGB") or convert("L")) does it: PNG palettes and
- * gray below 8 bits are expanded, 16-bit samples keep their high byte, alpha (a channel or
- * tRNS) is dropped, not composited; RGB to gray is ITU-R 601 luma (0.299 R + 0.587 G +
- * 0.114 B, rounded), except that a JPEG decoded for 1 channel is libjpeg's own luma plane
- * (within 1 of it); gray to RGB replicates. EXIF orientation is ignored, as timm's eval
- * transform ignores it.
+ * Decoding is timm's loader's (PIL's convert("RGB") or convert("L")): io/imgdecode.h says how.
+ * EXIF orientation is ignored, as timm's eval transform ignores it.
  * Thread safety: no global state; the walk switches its own thread's locale to C.UTF-8 (so
  * libarchive can convert UTF-8 member names) and restores it.
  */
