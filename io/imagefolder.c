@@ -1,8 +1,13 @@
 /*
- * imagefolder.c: uploaded image-folder datasets (see imagefolder.h). The archive walk and the
- * rules an upload must follow, JPEG and PNG decoding straight from the archive stream, the
- * timm-style eval transform (with its slow reference), the seeded held-out split, and the
- * packed cache file.
+ * imagefolder.c: uploaded image-folder datasets (see imagefolder.h), the part that ties the
+ * modules below together: imgf_inspect's summary, and imgf_load's seeded held-out split and
+ * ordering of the decoded images. Each other job is a module of its own:
+ *     imgwalk    the archive walk, and the rules one member can break on its own
+ *     imglayout  the layout rules that need every name (train/<class>/, val/<class>/, classes)
+ *     imgdecode  JPEG and PNG decoding straight from the archive stream
+ *     resize     timm's eval transform, with its slow reference
+ *     imgcache   the packed cache file
+ *     imgmsg     messages that are safe to put in JSON
  */
 #include "io/imagefolder.h"
 
@@ -13,9 +18,9 @@
 
 #include "io/imgcache.h"
 #include "io/imgmsg.h"
+#include "io/imglayout.h"
 #include "io/imgwalk.h"
 #include "io/resize.h"
-#include "util/utf8.h"
 
 void imgf_limits_default(imgf_limits *l) {
     l->max_images = 2000000;
@@ -35,249 +40,6 @@ int imgf_transform_ref(const uint8_t *src, int w, int h, int c, int size, uint8_
     return resize_eval_ref(src, w, h, c, size, dst);
 }
 
-/* The layout of a walked archive: its classes and where each image belongs. */
-typedef struct {
-    char **classes;         /* (nclasses) sorted with strcmp, owned */
-    int nclasses;
-    int64_t *count[2];      /* (nclasses) images per class in train/ and val/ */
-    int64_t n[2];           /* images in train/ and val/ */
-} imgf_layout;
-
-static void layout_free(imgf_layout *l) {
-    for (int i = 0; i < l->nclasses; i++) free(l->classes[i]);
-    free(l->classes);
-    free(l->count[0]);
-    free(l->count[1]);
-    memset(l, 0, sizeof *l);
-}
-
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Splits rel into its first component, the class (second) and the rest: returns the number of
- * components (as many as slashes + 1); *cls and *clslen give the second one, if any. */
-static int split_rel(const char *rel, const char **cls, size_t *clslen) {
-    int n = 1;
-    *cls = NULL;
-    *clslen = 0;
-    for (const char *p = rel; *p; p++) {
-        if (*p != '/') continue;
-        n++;
-        if (n == 2) {
-            *cls = p + 1;
-            const char *e = strchr(p + 1, '/');
-            *clslen = e ? (size_t)(e - p - 1) : strlen(p + 1);
-        }
-    }
-    return n;
-}
-
-static int split_of(const char *rel) {
-    if (!strncmp(rel, "train", 5) && (rel[5] == '/' || !rel[5])) return 0;
-    if (!strncmp(rel, "val", 3) && (rel[3] == '/' || !rel[3])) return 1;
-    return -1;
-}
-
-/* A class name list under construction (unsorted, with duplicates until finished). */
-typedef struct { char **v; int n, cap; } imgf_names;
-
-static int names_add(imgf_names *s, const char *p, size_t len) {
-    if (s->n == s->cap) {
-        int cap = s->cap ? s->cap * 2 : 16;
-        char **q = realloc(s->v, (size_t)cap * sizeof *q);
-        if (!q) return -1;
-        s->v = q;
-        s->cap = cap;
-    }
-    if (!(s->v[s->n] = strndup(p, len))) return -1;
-    s->n++;
-    return 0;
-}
-
-/* Sorts and removes duplicates. */
-static void names_finish(imgf_names *s) {
-    if (!s->n) return;
-    qsort(s->v, (size_t)s->n, sizeof *s->v, cmp_str);
-    int o = 1;
-    for (int i = 1; i < s->n; i++) {
-        if (strcmp(s->v[i], s->v[o - 1])) s->v[o++] = s->v[i];
-        else free(s->v[i]);
-    }
-    s->n = o;
-}
-
-static void names_free(imgf_names *s) {
-    for (int i = 0; i < s->n; i++) free(s->v[i]);
-    free(s->v);
-}
-
-static int find_class(const imgf_layout *l, const char *p, size_t len) {
-    int lo = 0, hi = l->nclasses - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        int c = strncmp(l->classes[mid], p, len);
-        if (!c && l->classes[mid][len]) c = 1;
-        if (!c) return mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
-    }
-    return -1;
-}
-
-/* Orders members by split, label, then path (file name within a class). */
-static int cmp_member(const void *a, const void *b) {
-    const imgwalk_member *x = a, *y = b;
-    if (x->split != y->split) return x->split - y->split;
-    if (x->label != y->label) return x->label - y->label;
-    return strcmp(x->rel, y->rel);
-}
-
-/* Applies the layout rules to everything the walk found: strips the top-level folder, places
- * every image in train/ or val/ and a class, lists the classes, and sorts w->files by (split,
- * label, path). Returns 0 or -1 with err. */
-static int resolve(imgwalk *w, imgf_layout *l, char *err, size_t errlen) {
-    char shown[IMGMSG_NAME_BUF];
-    memset(l, 0, sizeof *l);
-    /* One common top-level folder (mydata/train/..., the way people archive a folder) is
-     * dropped, unless it is itself train or val. */
-    size_t plen = 0;
-    if (w->nfiles) {
-        const char *first = w->files[0].path, *slash = strchr(first, '/');
-        if (slash) plen = (size_t)(slash - first) + 1;
-        if (plen && split_of(first) >= 0) plen = 0;
-        for (int64_t i = 0; plen && i < w->nfiles; i++)
-            if (strncmp(w->files[i].path, first, plen)) plen = 0;
-    }
-    for (int64_t i = 0; i < w->nfiles; i++) w->files[i].rel = w->files[i].path + plen;
-
-    /* Directories count for class folders (to find empty ones) and for train/ existing. */
-    imgf_names names[2] = {{0}};
-    int rc = -1, have_train = 0;
-    for (int64_t i = 0; i < w->ndirs; i++) {
-        const char *d = w->dirs[i];
-        if (plen && (strncmp(d, w->files[0].path, plen - 1) || (d[plen - 1] && d[plen - 1] != '/')))
-            continue; /* outside the top-level folder: holds no files, or plen would be 0 */
-        const char *rel = plen ? (d[plen - 1] ? d + plen : "") : d;
-        int sp = split_of(rel);
-        if (sp < 0) continue;
-        have_train |= sp == 0;
-        const char *cls;
-        size_t clen;
-        if (split_rel(rel, &cls, &clen) >= 2 && names_add(&names[sp], cls, clen)) goto oom;
-    }
-    for (int64_t i = 0; i < w->nfiles; i++)
-        if (split_of(w->files[i].rel) == 0) have_train = 1;
-    if (!w->nfiles) {
-        imgmsg_err(err, errlen,
-                   "the archive holds no images: expected train/<class>/<image> (.jpg, .jpeg or "
-                   ".png), optionally val/<class>/<image>, optionally inside one top-level folder");
-        goto out;
-    }
-    if (!have_train && !plen) {
-        /* one/train/... next to something else: name what breaks the single top folder */
-        const char *first = w->files[0].path, *slash = strchr(first, '/');
-        if (slash && split_of(slash + 1) >= 0) {
-            size_t tlen = (size_t)(slash - first) + 1;
-            for (int64_t i = 1; i < w->nfiles; i++)
-                if (strncmp(w->files[i].path, first, tlen)) {
-                    imgmsg_name(shown, sizeof shown, w->files[i].name);
-                    imgmsg_err(err, errlen, "member '%s' is outside %.*s, the top-level folder "
-                               "that holds train/ or val/", shown, (int)tlen, first);
-                    goto out;
-                }
-        }
-    }
-    if (!have_train) {
-        imgmsg_err(err, errlen,
-                   "the archive has no train/ folder: expected train/<class>/<image> (.jpg, .jpeg "
-                   "or .png), optionally val/<class>/<image>, optionally inside one top-level "
-                   "folder");
-        goto out;
-    }
-    for (int64_t i = 0; i < w->nfiles; i++) {
-        imgwalk_member *m = &w->files[i];
-        int sp = split_of(m->rel);
-        const char *cls;
-        size_t clen;
-        int depth = split_rel(m->rel, &cls, &clen);
-        imgmsg_name(shown, sizeof shown, m->name);
-        if (sp < 0) {
-            imgmsg_err(err, errlen, "member '%s' is outside train/ and val/", shown);
-            goto out;
-        }
-        const char *sn = sp ? "val" : "train";
-        if (depth == 2) {
-            imgmsg_err(err, errlen, "member '%s' is directly in %s/: images go in %s/<class>/",
-                       shown, sn, sn);
-            goto out;
-        }
-        if (depth > 3) {
-            imgmsg_err(err, errlen, "member '%s' is nested too deep: expected %s/<class>/<image>",
-                       shown, sn);
-            goto out;
-        }
-        m->split = sp;
-        if (names_add(&names[sp], cls, clen)) goto oom;
-    }
-    names_finish(&names[0]);
-    names_finish(&names[1]);
-    if (!names[0].n) {
-        imgmsg_err(err, errlen, "train/ has no class folders: expected train/<class>/<image>");
-        goto out;
-    }
-    for (int i = 0; i < names[0].n; i++)
-        if (!utf8_valid(names[0].v[i])) {
-            imgmsg_name(shown, sizeof shown, names[0].v[i]);
-            imgmsg_err(err, errlen, "class folder 'train/%s/': the name is not valid UTF-8", shown);
-            goto out;
-        }
-    /* The layout takes train's names. */
-    l->classes = names[0].v;
-    l->nclasses = names[0].n;
-    names[0] = (imgf_names){0};
-    for (int i = 0; i < names[1].n; i++)
-        if (find_class(l, names[1].v[i], strlen(names[1].v[i])) < 0) {
-            imgmsg_name(shown, sizeof shown, names[1].v[i]);
-            imgmsg_err(err, errlen, "folder 'val/%s/': train/ has no class '%s'", shown, shown);
-            goto out;
-        }
-    l->count[0] = calloc((size_t)l->nclasses, sizeof(int64_t));
-    l->count[1] = calloc((size_t)l->nclasses, sizeof(int64_t));
-    if (!l->count[0] || !l->count[1]) goto oom;
-    for (int64_t i = 0; i < w->nfiles; i++) {
-        imgwalk_member *m = &w->files[i];
-        const char *cls;
-        size_t clen;
-        split_rel(m->rel, &cls, &clen);
-        m->label = find_class(l, cls, clen);
-        l->count[m->split][m->label]++;
-        l->n[m->split]++;
-    }
-    for (int i = 0; i < l->nclasses; i++)
-        if (!l->count[0][i]) {
-            imgmsg_name(shown, sizeof shown, l->classes[i]);
-            imgmsg_err(err, errlen, "class folder 'train/%s/' has no images", shown);
-            goto out;
-        }
-    if (w->nfiles) qsort(w->files, (size_t)w->nfiles, sizeof *w->files, cmp_member);
-    for (int64_t i = 1; i < w->nfiles; i++)
-        if (!strcmp(w->files[i].rel, w->files[i - 1].rel)) {
-            imgmsg_name(shown, sizeof shown, w->files[i].name);
-            imgmsg_err(err, errlen, "member '%s' appears twice in the archive", shown);
-            goto out;
-        }
-    rc = 0;
-    goto out;
-oom:
-    imgmsg_err(err, errlen, "out of memory");
-out:
-    names_free(&names[0]);
-    names_free(&names[1]);
-    if (rc) layout_free(l);
-    return rc;
-}
-
 static const imgf_limits *limits_or_default(const imgf_limits *lim, imgf_limits *buf) {
     if (lim) return lim;
     imgf_limits_default(buf);
@@ -289,9 +51,9 @@ int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, cha
     imgf_limits defl;
     const imgf_limits *lims = limits_or_default(lim, &defl);
     imgwalk w = {.max_images = lims->max_images, .max_pixels = lims->max_pixels};
-    imgf_layout l;
+    imglayout l;
     *summary = NULL;
-    if (imgwalk_run(path, &w, err, errlen) || resolve(&w, &l, err, errlen)) {
+    if (imgwalk_run(path, &w, err, errlen) || imglayout_resolve(&w, &l, err, errlen)) {
         imgwalk_free(&w);
         return -1;
     }
@@ -313,7 +75,7 @@ int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, cha
     int complete = json_array_size(json_object_get(s, "classes")) == (size_t)l.nclasses &&
                    json_array_size(json_object_get(per, "val")) == (size_t)l.nclasses &&
                    json_object_size(s) == 5 && json_object_size(per) == 2;
-    layout_free(&l);
+    imglayout_free(&l);
     imgwalk_free(&w);
     if (!complete) {
         json_decref(s);
@@ -358,8 +120,8 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
     if (lims.max_images > INT_MAX) lims.max_images = INT_MAX; /* ds_set counts in int */
     imgwalk w = {.max_images = lims.max_images, .max_pixels = lims.max_pixels, .decode = 1,
                  .channels = channels, .size = size};
-    imgf_layout l;
-    if (imgwalk_run(path, &w, err, errlen) || resolve(&w, &l, err, errlen)) {
+    imglayout l;
+    if (imgwalk_run(path, &w, err, errlen) || imglayout_resolve(&w, &l, err, errlen)) {
         imgwalk_free(&w);
         return -1;
     }
@@ -387,7 +149,7 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
             l.n[1] += k;
             start += nc;
         }
-        qsort(w.files, (size_t)n, sizeof *w.files, cmp_member);
+        imglayout_sort(w.files, n);
     }
     /* Put the decoded images in that order, in place (cycle by cycle, one image of scratch),
      * so that a big dataset does not need two copies. */
@@ -441,7 +203,7 @@ out:
     free(perm);
     free(src_of);
     free(tmp);
-    layout_free(&l);
+    imglayout_free(&l);
     imgwalk_free(&w);
     return rc;
 }
