@@ -79,19 +79,6 @@ static const char *type_name(unsigned type) {
     }
 }
 
-void imgwalk_free(imgwalk *w) {
-    for (int64_t i = 0; i < w->nfiles; i++) {
-        free(w->files[i].name);
-        free(w->files[i].path);
-    }
-    for (int64_t i = 0; i < w->ndirs; i++) free(w->dirs[i]);
-    free(w->files);
-    free(w->dirs);
-    free(w->images);
-    imgdecode_free(w->dec);
-    memset(w, 0, sizeof *w);
-}
-
 /* Decodes (or, inspecting, checks the header of) the image member a is positioned on, as file
  * number w->nfiles, and transforms it into its slot of w->images. Returns 0 or -1 with err
  * naming the member (shown). */
@@ -130,20 +117,13 @@ static int walk_image(imgwalk *w, struct archive *a, const char *shown, char *er
     return 0;
 }
 
-int imgwalk_run(const char *path, imgwalk *w, char *err, size_t errlen) {
-    char shown[IMGMSG_NAME_BUF];
-    int rc = -1;
-    /* libarchive converts member names to the current locale's character set, and a program
-     * that never called setlocale is in the ASCII "C" locale, where a zip's or a pax header's
-     * UTF-8 names cannot be converted and come back as nothing. So the walk runs in a UTF-8
-     * locale of its own thread (uselocale), never touching the process's. */
-    locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
-    locale_t prev = utf8 ? uselocale(utf8) : (locale_t)0;
+/* Opens the archive at path with every format libarchive reads and the compressions it
+ * decodes in-process. Returns it (new: archive_read_free), or NULL with err. */
+static struct archive *walk_open(const char *path, char *err, size_t errlen) {
     struct archive *a = archive_read_new();
-    w->dec = imgdecode_new();
-    if (!a || !w->dec) {
+    if (!a) {
         imgmsg_err(err, errlen, "out of memory");
-        goto out;
+        return NULL;
     }
     /* Every format and filter libarchive knows: tar and tar.gz are what we document, but a
      * zip or a tar.xz of the same folder is just as readable and follows the same rules. */
@@ -164,8 +144,140 @@ int imgwalk_run(const char *path, imgwalk *w, char *err, size_t errlen) {
         else
             imgmsg_err(err, errlen, "cannot open %s: %s", path,
                        archive_error_string(a) ? archive_error_string(a) : strerror(errno));
+        archive_read_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* Why a member of e's type is refused (links, devices, FIFOs, sockets), or NULL for a folder
+ * or a regular file. */
+static const char *type_refusal(struct archive_entry *e) {
+    unsigned type = archive_entry_filetype(e);
+    if (archive_entry_hardlink(e)) return "hard links are not allowed";
+    if (type == AE_IFLNK || archive_entry_symlink(e)) return "symbolic links are not allowed";
+    if (type != AE_IFDIR && type != AE_IFREG) return type_name(type);
+    return NULL;
+}
+
+/* Records the folder norm (taken): the layout rules count folders too. Returns 0, or -1 with
+ * err (norm freed). */
+static int walk_dir(imgwalk *w, char *norm, char *err, size_t errlen) {
+    if (w->ndirs == w->dirs_cap) {
+        int64_t cap = w->dirs_cap ? w->dirs_cap * 2 : 64;
+        char **p = realloc(w->dirs, (size_t)cap * sizeof *p);
+        if (!p) {
+            free(norm);
+            imgmsg_err(err, errlen, "out of memory");
+            return -1;
+        }
+        w->dirs = p;
+        w->dirs_cap = cap;
+    }
+    w->dirs[w->ndirs++] = norm;
+    return 0;
+}
+
+/* The file member a is positioned on, name as archived and norm (taken) as normalized: its
+ * name must be an image's and the limit on images not reached; then it is recorded as file
+ * number w->nfiles and decoded (walk_image). Returns 0, or -1 with err (norm freed). */
+static int walk_file(imgwalk *w, struct archive *a, const char *name, char *norm,
+                     const char *shown, char *err, size_t errlen) {
+    if (!has_image_extension(norm)) {
+        imgmsg_err(err, errlen, "member '%s': not an image file name (only .jpg, .jpeg and "
+                   ".png are allowed)", shown);
+        free(norm);
+        return -1;
+    }
+    if (w->nfiles >= w->max_images) {
+        imgmsg_err(err, errlen, "member '%s': the archive holds more than %lld images, the "
+                   "limit", shown, (long long)w->max_images);
+        free(norm);
+        return -1;
+    }
+    if (w->nfiles == w->files_cap) {
+        int64_t cap = w->files_cap ? w->files_cap * 2 : 256;
+        imgwalk_member *p = realloc(w->files, (size_t)cap * sizeof *p);
+        if (!p) {
+            free(norm);
+            imgmsg_err(err, errlen, "out of memory");
+            return -1;
+        }
+        w->files = p;
+        w->files_cap = cap;
+    }
+    char *keep = strdup(name);
+    if (!keep) {
+        free(norm);
+        imgmsg_err(err, errlen, "out of memory");
+        return -1;
+    }
+    w->files[w->nfiles] = (imgwalk_member){.name = keep, .path = norm, .rel = norm,
+                                           .slot = w->nfiles};
+    if (walk_image(w, a, shown, err, errlen)) {
+        free(keep);
+        free(norm);
+        return -1;
+    }
+    w->nfiles++;
+    return 0;
+}
+
+/* One member, e: its name read and normalized (absolute paths and ".." refused), hidden files
+ * and metadata skipped, links and devices refused; then a folder is recorded and a file is
+ * walk_file's. Returns 0, or -1 with err. */
+static int walk_member(imgwalk *w, struct archive *a, struct archive_entry *e, char *err,
+                       size_t errlen) {
+    char shown[IMGMSG_NAME_BUF];
+    const char *name = archive_entry_pathname_utf8(e);
+    if (!name) name = archive_entry_pathname(e);
+    if (!name) {
+        imgmsg_err(err, errlen, "a member's name cannot be read (after %lld images): %s",
+                   (long long)w->nfiles,
+                   archive_error_string(a) ? archive_error_string(a) : "no name");
+        return -1;
+    }
+    imgmsg_name(shown, sizeof shown, name);
+    int why = 0;
+    char *norm = normalize_path(name, &why);
+    if (!norm) {
+        if (why == 1)
+            imgmsg_err(err, errlen, "member '%s': absolute paths are not allowed", shown);
+        else if (why == 2)
+            imgmsg_err(err, errlen, "member '%s': '..' is not allowed in paths", shown);
+        else
+            imgmsg_err(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!norm[0] || is_skipped(norm)) {
+        free(norm);
+        return 0;
+    }
+    const char *refusal = type_refusal(e);
+    if (refusal) {
+        imgmsg_err(err, errlen, "member '%s': %s%s", shown, refusal,
+                   strncmp(refusal, "a ", 2) ? "" : ", only folders and images are allowed");
+        free(norm);
+        return -1;
+    }
+    if (archive_entry_filetype(e) == AE_IFDIR) return walk_dir(w, norm, err, errlen);
+    return walk_file(w, a, name, norm, shown, err, errlen);
+}
+
+int imgwalk_run(const char *path, imgwalk *w, char *err, size_t errlen) {
+    int rc = -1;
+    /* libarchive converts member names to the current locale's character set, and a program
+     * that never called setlocale is in the ASCII "C" locale, where a zip's or a pax header's
+     * UTF-8 names cannot be converted and come back as nothing. So the walk runs in a UTF-8
+     * locale of its own thread (uselocale), never touching the process's. */
+    locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+    locale_t prev = utf8 ? uselocale(utf8) : (locale_t)0;
+    struct archive *a = NULL;
+    if (!(w->dec = imgdecode_new())) {
+        imgmsg_err(err, errlen, "out of memory");
         goto out;
     }
+    if (!(a = walk_open(path, err, errlen))) goto out;
     for (;;) {
         struct archive_entry *e;
         int r = archive_read_next_header(a, &e);
@@ -176,93 +288,7 @@ int imgwalk_run(const char *path, imgwalk *w, char *err, size_t errlen) {
                        archive_error_string(a) ? archive_error_string(a) : "unknown error");
             goto out;
         }
-        const char *name = archive_entry_pathname_utf8(e);
-        if (!name) name = archive_entry_pathname(e);
-        if (!name) {
-            imgmsg_err(err, errlen, "a member's name cannot be read (after %lld images): %s",
-                       (long long)w->nfiles,
-                       archive_error_string(a) ? archive_error_string(a) : "no name");
-            goto out;
-        }
-        imgmsg_name(shown, sizeof shown, name);
-        int why = 0;
-        char *norm = normalize_path(name, &why);
-        if (!norm) {
-            if (why == 1)
-                imgmsg_err(err, errlen, "member '%s': absolute paths are not allowed", shown);
-            else if (why == 2)
-                imgmsg_err(err, errlen, "member '%s': '..' is not allowed in paths", shown);
-            else
-                imgmsg_err(err, errlen, "out of memory");
-            goto out;
-        }
-        if (!norm[0] || is_skipped(norm)) {
-            free(norm);
-            continue;
-        }
-        unsigned type = archive_entry_filetype(e);
-        const char *refusal = NULL;
-        if (archive_entry_hardlink(e)) refusal = "hard links are not allowed";
-        else if (type == AE_IFLNK || archive_entry_symlink(e)) refusal = "symbolic links are not allowed";
-        else if (type != AE_IFDIR && type != AE_IFREG) refusal = type_name(type);
-        if (refusal) {
-            imgmsg_err(err, errlen, "member '%s': %s%s", shown, refusal,
-                       strncmp(refusal, "a ", 2) ? "" : ", only folders and images are allowed");
-            free(norm);
-            goto out;
-        }
-        if (type == AE_IFDIR) {
-            if (w->ndirs == w->dirs_cap) {
-                int64_t cap = w->dirs_cap ? w->dirs_cap * 2 : 64;
-                char **p = realloc(w->dirs, (size_t)cap * sizeof *p);
-                if (!p) {
-                    free(norm);
-                    imgmsg_err(err, errlen, "out of memory");
-                    goto out;
-                }
-                w->dirs = p;
-                w->dirs_cap = cap;
-            }
-            w->dirs[w->ndirs++] = norm;
-            continue;
-        }
-        if (!has_image_extension(norm)) {
-            imgmsg_err(err, errlen, "member '%s': not an image file name (only .jpg, .jpeg and "
-                       ".png are allowed)", shown);
-            free(norm);
-            goto out;
-        }
-        if (w->nfiles >= w->max_images) {
-            imgmsg_err(err, errlen, "member '%s': the archive holds more than %lld images, the "
-                       "limit", shown, (long long)w->max_images);
-            free(norm);
-            goto out;
-        }
-        if (w->nfiles == w->files_cap) {
-            int64_t cap = w->files_cap ? w->files_cap * 2 : 256;
-            imgwalk_member *p = realloc(w->files, (size_t)cap * sizeof *p);
-            if (!p) {
-                free(norm);
-                imgmsg_err(err, errlen, "out of memory");
-                goto out;
-            }
-            w->files = p;
-            w->files_cap = cap;
-        }
-        char *keep = strdup(name);
-        if (!keep) {
-            free(norm);
-            imgmsg_err(err, errlen, "out of memory");
-            goto out;
-        }
-        w->files[w->nfiles] = (imgwalk_member){.name = keep, .path = norm, .rel = norm,
-                                            .slot = w->nfiles};
-        if (walk_image(w, a, shown, err, errlen)) {
-            free(keep);
-            free(norm);
-            goto out;
-        }
-        w->nfiles++;
+        if (walk_member(w, a, e, err, errlen)) goto out;
     }
     rc = 0;
 out:
@@ -272,4 +298,17 @@ out:
         freelocale(utf8);
     }
     return rc;
+}
+
+void imgwalk_free(imgwalk *w) {
+    for (int64_t i = 0; i < w->nfiles; i++) {
+        free(w->files[i].name);
+        free(w->files[i].path);
+    }
+    for (int64_t i = 0; i < w->ndirs; i++) free(w->dirs[i]);
+    free(w->files);
+    free(w->dirs);
+    free(w->images);
+    imgdecode_free(w->dec);
+    memset(w, 0, sizeof *w);
 }
