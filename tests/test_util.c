@@ -10,6 +10,7 @@
 #include "tests/test.h"
 #include "util/clock.h"
 #include "util/fs.h"
+#include "util/secretbox.h"
 
 /* The text the API's download links printed before util/ (strftime), for comparison. */
 static void strftime_iso(int64_t sec, char *out, size_t n) {
@@ -86,6 +87,53 @@ TEST(mkdirs) {
     snprintf(path, sizeof path, "%s/f/g", root);
     errno = 0;
     CHECK(fs_mkdirs(path) == -1 && errno == ENOTDIR);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CHECK(system(cmd) == 0);
+}
+
+TEST(secretbox_seals_and_refuses_the_wrong_key_row_or_bytes) {
+    char root[] = "/tmp/gplq_test_sb_XXXXXX", path[256], err[256];
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(path, sizeof path, "%s/secret.key", root);
+    uint8_t key[SECRETBOX_KEY_BYTES], again[SECRETBOX_KEY_BYTES], other[SECRETBOX_KEY_BYTES];
+    CHECK(secretbox_key_load(path, 0, key, err, sizeof err) == -1); /* absent, not created */
+    CHECK(secretbox_key_load(path, 1, key, err, sizeof err) == 0);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(secretbox_key_load(path, 1, again, err, sizeof err) == 0 && !memcmp(key, again, sizeof key));
+    memcpy(other, key, sizeof key);
+    other[0] ^= 1;
+
+    const char *secret = "a webhook secret of 32 characters";
+    char *sealed = secretbox_seal(key, secret, "j_1");
+    CHECK(sealed && secretbox_is_sealed(sealed) && !strstr(sealed, "webhook"));
+    char *twice = secretbox_seal(key, secret, "j_1");
+    CHECK(twice && strcmp(sealed, twice)); /* a fresh nonce each time */
+    char *plain = secretbox_open(key, sealed, "j_1", err, sizeof err);
+    CHECK(plain && !strcmp(plain, secret));
+    free(plain);
+    CHECK(secretbox_open(key, sealed, "j_2", err, sizeof err) == NULL); /* another row */
+    CHECK(secretbox_open(other, sealed, "j_1", err, sizeof err) == NULL); /* another key */
+    CHECK(strstr(err, "key") != NULL);
+    size_t n = strlen(sealed);
+    sealed[n - 1] = sealed[n - 1] == '0' ? '1' : '0'; /* a changed tag */
+    CHECK(secretbox_open(key, sealed, "j_1", err, sizeof err) == NULL);
+    CHECK(secretbox_open(key, secret, "j_1", err, sizeof err) == NULL && !secretbox_is_sealed(secret));
+    free(sealed);
+    free(twice);
+
+    /* a key file others can read, or of the wrong length, is refused */
+    CHECK(chmod(path, 0644) == 0);
+    CHECK(secretbox_key_load(path, 1, key, err, sizeof err) == -1 && strstr(err, "chmod 600"));
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("abcd\n", f);
+        fclose(f);
+    }
+    CHECK(chmod(path, 0600) == 0);
+    CHECK(secretbox_key_load(path, 1, key, err, sizeof err) == -1 && strstr(err, "64 hex"));
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0);
