@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 26
+#define CFG_NOPTS 28
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -26,6 +26,8 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"http-epoll", OPT_FLAG, &c->http_epoll, "0", 0, 0, "epoll instead of poll (faster; sees a client's close mid-upload only at the idle timeout)"},
         {"max-connections", OPT_INT, &c->max_connections, "512", 1, 65536, "open HTTP connections"},
         {"connection-timeout-s", OPT_INT, &c->connection_timeout_s, "120", 1, 86400, "idle seconds before a connection is closed"},
+        {"head-timeout-s", OPT_INT, &c->head_timeout_s, "10", 1, 3600, "seconds from a connection's accept to the end of its request's headers (a kept-alive one's next request: this plus the idle seconds from the last answer); past it the connection is closed"},
+        {"max-connections-per-ip", OPT_INT, &c->max_connections_per_ip, "128", 0, 65536, "open HTTP connections from one address; past it a new one is closed at once (0: no limit; behind a proxy every client has the proxy's address)"},
         {"max-model-bytes", OPT_STR, &c->max_model_text, "2G", 0, 0, "model upload limit (bytes, or K, M, G)"},
         {"max-dataset-bytes", OPT_STR, &c->max_dataset_text, "8G", 0, 0, "dataset upload limit (bytes, or K, M, G)"},
         {"max-json-bytes", OPT_INT, &c->max_json_bytes, "1048576", 64, 1 << 30, "JSON request body limit"},

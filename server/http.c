@@ -28,6 +28,7 @@
 #include <microhttpd.h>
 
 #include "api/metrics.h"
+#include "server/guard.h"
 #include "server/stream.h"
 #include "util/clock.h"
 #include "util/jlog.h"
@@ -45,6 +46,7 @@ struct http_server {
     atomic_int uploads;            /* upload handlers running on their own threads */
     MHD_socket quiesced_fd;
     stream_hub *streams;           /* the live event streams */
+    guard *guard;                  /* the connections' head deadlines and cap */
 };
 
 enum { ASYNC_NONE, ASYNC_RUNNING, ASYNC_DONE };
@@ -201,6 +203,36 @@ static enum MHD_Result respond_too_large(http_req *r) {
     api_error(&res, 413, "too_large", NULL, "the body is larger than the limit of %lld bytes",
               (long long)limit);
     return respond(r, &res);
+}
+
+/* ---------------------------------------------------------------- connections */
+
+/* The guard's record of connection c (its MHD socket context). */
+static guard_conn *conn_record(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* MHD's accept policy: the guard's decision (server/guard.h). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
+    (void)addr;
+    (void)addrlen;
+    http_server *h = cls;
+    return guard_admit(h->guard) ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    http_server *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = guard_opened(h->guard, ci ? ci->connect_fd : MHD_INVALID_SOCKET);
+    } else {
+        guard_closed(h->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -376,6 +408,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_req *r = *con_cls;
 
     if (!r) {
+        guard_head_done(h->guard, conn_record(c)); /* its deadline is met */
         if (!(r = req_new(h, c, url, method))) return MHD_NO;
         *con_cls = r;
         const char *bad = framing_problem(c);
@@ -492,8 +525,9 @@ static const char *termination_name(enum MHD_RequestTerminationCode toe) {
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)c;
+    http_server *h = cls;
+    /* Answered: a kept-alive connection now waits for its next head, under a new deadline. */
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) guard_request_done(h->guard, conn_record(c));
     http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
@@ -585,17 +619,31 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
                          .max_streams = o->max_streams > 0 ? o->max_streams : 64,
                          .heartbeat_ms = o->heartbeat_ms, .thread_store = thread_store_cb,
                          .thread_store_arg = h};
+    guard_options go = {.max_connections = o->max_connections > 0 ? o->max_connections : 512,
+                        .head_timeout_ms = (o->head_timeout_s > 0 ? o->head_timeout_s : 10) * 1000,
+                        .idle_ms = o->timeout_s * 1000};
     if (stream_hub_start(&h->streams, &so, err, errlen)) {
         pthread_key_delete(h->store_key);
         free(h);
         return -1;
     }
+    if (guard_start(&h->guard, &go, err, errlen)) {
+        stream_hub_free(h->streams);
+        pthread_key_delete(h->store_key);
+        free(h);
+        return -1;
+    }
     h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, h,
+        flags, 0, on_accept, h, on_request, h,
         /* first, or MHD logs the options' own complaints with its default logger */
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
+        /* MHD's own cap stops accepting when reached (clients then wait in the listen queue):
+         * the guard's, below it, refuses instead (server/guard.h). */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)(go.max_connections + GUARD_SPARE),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(o->max_per_ip > 0 ? o->max_per_ip : 0),
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, h,
         /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: with
@@ -606,6 +654,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_END);
     if (!h->d) {
         snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?)", o->listen);
+        guard_free(h->guard);
         stream_hub_free(h->streams);
         pthread_key_delete(h->store_key);
         free(h);
@@ -645,6 +694,7 @@ void http_stop(http_server *h, int wait_s) {
         return;
     }
     MHD_stop_daemon(h->d);
+    guard_free(h->guard);
     stream_hub_free(h->streams);
     if (h->quiesced_fd != MHD_INVALID_SOCKET) close(h->quiesced_fd);
     pthread_key_delete(h->store_key);

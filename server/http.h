@@ -12,6 +12,8 @@
  * holds no thread. The token of a request is checked on its headers, before its body is read.
  * Every response carries X-Request-Id (the client's if it sent a sane one), and every request
  * is one JSON log line: ts, level, request_id, method, path, route, status, bytes, ms.
+ * Connections are watched by server/guard.h: a deadline for each request head, and at the cap
+ * a slow head's slot for a newcomer, or a refusal at once; one address has a connection limit.
  */
 #ifndef GPLQ_HTTP_H
 #define GPLQ_HTTP_H
@@ -26,8 +28,10 @@ typedef struct {
     const char *listen;      /* "ADDR:PORT", IPv4, [IPv6] or a host name; port 0 = any free */
     int threads;             /* MHD thread pool size */
     int epoll;               /* epoll instead of poll (see http_start in http.c for why not) */
-    int max_connections;
+    int max_connections;     /* past it a newcomer takes a slow head's slot, or is refused */
     int timeout_s;           /* idle connection timeout */
+    int head_timeout_s;      /* accept to the end of the request head (server/guard.h); 0: 10 */
+    int max_per_ip;          /* connections from one address; past it refused; 0: no limit */
     const char *db_path;     /* each HTTP thread opens its own connection to it */
     int busy_ms;
     int max_streams;         /* event streams (SSE) open at once; past it a 503 */

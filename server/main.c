@@ -184,6 +184,8 @@ int main(int argc, char **argv) {
                        .max_connections = g.c.max_connections,
                        .timeout_s = g.c.connection_timeout_s, .db_path = g.db_path,
                        .busy_ms = g.c.busy_ms, .max_streams = g.c.max_event_streams,
+                       .head_timeout_s = g.c.head_timeout_s,
+                       .max_per_ip = g.c.max_connections_per_ip,
                        .heartbeat_ms = g.c.event_heartbeat_s * 1000};
     ho.base = (api_ctx){.data_dir = g.c.data_dir,
                         .limits = {.max_model_bytes = g.c.max_model_bytes,

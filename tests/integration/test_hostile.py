@@ -6,12 +6,22 @@ failed before its fix. Request smuggling: two Content-Length headers, or Content
 Transfer-Encoding, are refused with 400 before any body is read. A %00 in the URL is refused
 rather than decoded (it ended the path early: /v1/jobs/ID%00/artifacts was served as the job).
 The webhook SSRF guard judges the IPv6 forms that reach IPv4 by the IPv4 they reach.
+Slow clients (slowloris: a header line every few seconds, never the end of the head) held every
+connection slot and /v1/health stopped answering: now a head has a deadline, a connection
+without its head gives its slot to a newcomer when all are taken, one address has a connection
+limit (tested from 127.0.0.2, which is loopback too), and past the cap a connection is closed at
+once rather than left in the listen queue.
 
 Run: /usr/bin/python3 tests/integration/test_hostile.py [name-filter]   (GPLQ_BUILD=build)
 """
+import http.client
 import json
 import os
+import selectors
+import socket
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import Daemon, read_http_response, run_tests  # noqa: E402
@@ -77,6 +87,214 @@ def test_webhook_ssrf_guard_covers_ipv6_transition_forms():
         for host in ("[2606:4700::1111]", "[2002:5db8:d822::1]"):
             r = d.create_job(mid, webhook={"url": "http://%s/x" % host, "secret": SECRET})
             assert r.status == 201, (host, r)
+
+
+# ---------------------------------------------------------------- slow clients
+
+class Slowloris:
+    """n connections that each send a request line, then one header line every `every` seconds,
+    and never end their head. A connection the daemon closes is opened again at its next line,
+    as an attacker would; lives holds how long each closed one lasted (seconds)."""
+
+    def __init__(self, d, n, every=2.0, source=None):
+        self.target, self.n, self.every = (d.host, d.port), n, every
+        self.source = (source, 0) if source else None
+        self.sel = selectors.DefaultSelector()
+        self.open = {}   # socket -> [opened at, next line at]
+        self.again = []  # when to open a closed one again
+        self.lives = []
+
+    def _connect(self, now):
+        try:
+            s = socket.create_connection(self.target, timeout=2, source_address=self.source)
+            s.setblocking(False)
+            s.send(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n")
+        except OSError:
+            self.lives.append(0.0)
+            self.again.append(now + self.every)
+            return
+        self.open[s] = [now, now + self.every]
+        self.sel.register(s, selectors.EVENT_READ)
+
+    def _closed(self, s, now):
+        self.lives.append(now - self.open.pop(s)[0])
+        self.sel.unregister(s)
+        s.close()
+        self.again.append(now + self.every)
+
+    def start(self):
+        now = time.monotonic()
+        for _ in range(self.n):
+            self._connect(now)
+
+    def run(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for key, _ in self.sel.select(0.05):
+                try:
+                    data = key.fileobj.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:  # closed by the daemon (whatever it said before is ignored)
+                    self._closed(key.fileobj, time.monotonic())
+            now = time.monotonic()
+            for s, c in list(self.open.items()):
+                if now >= c[1]:
+                    c[1] = now + self.every
+                    try:
+                        s.send(b"X-Slow: %d\r\n" % int(now))
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        self._closed(s, now)
+            due = [t for t in self.again if t <= now]
+            self.again = [t for t in self.again if t > now]
+            for _ in due:
+                self._connect(now)
+
+    def ages(self):
+        now = time.monotonic()
+        return [now - c[0] for c in self.open.values()]
+
+    def close(self):
+        for s in list(self.open):
+            s.close()
+        self.open.clear()
+
+
+def probe_health(d, seconds, every=0.25):
+    """GET /v1/health on a new connection every `every` s for `seconds`: (ok, seconds, detail)
+    of each, ok meaning a 200 within one second."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        c = http.client.HTTPConnection(d.host, d.port, timeout=1)
+        try:
+            c.request("GET", "/v1/health")
+            r = c.getresponse()
+            r.read()
+            detail = r.status
+        except Exception as e:  # noqa: BLE001 (reported by the test)
+            detail = repr(e)
+        finally:
+            c.close()
+        took = time.monotonic() - t0
+        out.append((detail == 200 and took < 1.0, round(took, 3), detail))
+        time.sleep(max(0.0, every - took))
+    return out
+
+
+def test_slowloris_does_not_lock_out_health():
+    """300 slow connections from one address (the per-IP limit off, as behind a proxy) against
+    256 slots: before, they held every slot and /v1/health waited in the listen queue; now each
+    is closed at the head deadline (3 s here), a newcomer takes the slot of the oldest head still
+    unfinished when all are taken, and /v1/health answers within a second throughout."""
+    deadline = 3
+    config = {"max_connections": 256, "max_connections_per_ip": 0, "head_timeout_s": deadline,
+              "http_threads": 2}
+    with Daemon(workers=0, config=config) as d:
+        att = Slowloris(d, 300)
+        probes = []
+        try:
+            att.start()
+            att.run(0.5)
+            t = threading.Thread(target=lambda: probes.extend(probe_health(d, 18)))
+            t.start()
+            att.run(19)
+            t.join(30)
+            ages = att.ages()
+        finally:
+            att.close()
+        bad = [p for p in probes if not p[0]]
+        assert len(probes) > 40 and not bad, ("%d of %d probes failed" % (len(bad), len(probes)),
+                                              bad[:5])
+        # no slow connection outlived the deadline (by more than the daemon's sweep and ours)
+        assert att.lives and max(att.lives + ages) < deadline + 2, max(att.lives + ages)
+        # and most were closed by it, not only to make room
+        at_deadline = [x for x in att.lives if x >= deadline - 0.5]
+        assert len(at_deadline) >= 200, (len(at_deadline), len(att.lives))
+        assert d.get("/v1/health", token=None).status == 200
+
+
+def refused_at_once(s, request=b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n", within=1.0):
+    """Sends request on s: True if the daemon closes s within `within` seconds without an
+    answer, False if it answers or lets s wait (a connection left in the listen queue)."""
+    t0 = time.monotonic()
+    s.settimeout(within + 2)
+    try:
+        s.sendall(request)
+        got = s.recv(100)
+    except socket.timeout:
+        return False
+    except OSError:
+        got = b""
+    finally:
+        s.close()
+    return got == b"" and time.monotonic() - t0 < within
+
+
+def test_per_ip_connection_limit():
+    """An address may hold max_connections_per_ip connections (5 here): its sixth is closed at
+    once, while another address is served; a freed place serves the first one again."""
+    with Daemon(workers=0, config={"max_connections_per_ip": 5}) as d:
+        def from_2():
+            return socket.create_connection((d.host, d.port), timeout=5,
+                                            source_address=("127.0.0.2", 0))
+        held = []
+        try:
+            for _ in range(5):
+                s = from_2()
+                s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n")  # a head not yet ended
+                held.append(s)
+            time.sleep(0.5)
+            assert refused_at_once(from_2())
+            # 127.0.0.1 is another address: served
+            assert d.get("/v1/health", token=None).status == 200
+            # the held ones are still open and are answered when their heads end
+            held[0].sendall(b"\r\n")
+            status, _, _ = read_http_response(held[0], timeout=5)
+            assert status == 200, status
+            held.pop(0).close()
+
+            def served():
+                s = from_2()
+                try:
+                    s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+                    return read_http_response(s, timeout=2)[0] == 200
+                except OSError:  # refused: the closed one is not yet counted out
+                    return False
+                finally:
+                    s.close()
+            d.wait_for(served, timeout=10, what="127.0.0.2 served again")
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_connections_past_the_cap_are_refused_fast():
+    """With every slot held by a request whose head is in (its body still coming), a new
+    connection is closed at once instead of waiting in the listen queue; a freed slot serves."""
+    with Daemon(workers=0, config={"max_connections": 4, "http_threads": 2}) as d:
+        held = []
+        try:
+            for _ in range(4):
+                s = d.raw_socket()
+                s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\n" + d.auth_header() +
+                          b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+                held.append(s)
+            time.sleep(0.5)
+            for _ in range(3):
+                assert refused_at_once(d.raw_socket())
+            held.pop().close()
+            r = d.wait_for(lambda: (lambda r: r if r.status == 200 else None)(
+                d.get("/v1/health", token=None, timeout=2)), timeout=10, what="a freed slot")
+            assert r.json()["status"] == "ok", r
+        finally:
+            for s in held:
+                s.close()
 
 
 if __name__ == "__main__":
