@@ -47,6 +47,9 @@ struct http_server {
     MHD_socket quiesced_fd;
     stream_hub *streams;           /* the live event streams */
     guard *guard;                  /* the connections' head deadlines and cap */
+    pthread_mutex_t log_mu;        /* mhd_log's count of libmicrohttpd's messages */
+    double log_window_ms;
+    int log_n, log_dropped;
 };
 
 enum { ASYNC_NONE, ASYNC_RUNNING, ASYNC_DONE };
@@ -551,8 +554,30 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(r);
 }
 
+/* libmicrohttpd's messages, at most HTTP_MHD_LOG_MAX per HTTP_MHD_LOG_MS: it writes one per
+ * connection closed with a head unfinished, and an attack the guard holds off would otherwise
+ * fill the log (the guard's own summary line counts them). */
+#define HTTP_MHD_LOG_MAX 20
+#define HTTP_MHD_LOG_MS 10000.0
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    (void)cls;
+    http_server *h = cls;
+    double now = clock_mono_ms();
+    pthread_mutex_lock(&h->log_mu);
+    int was_dropped = 0;
+    if (now - h->log_window_ms >= HTTP_MHD_LOG_MS) {
+        h->log_window_ms = now;
+        was_dropped = h->log_dropped;
+        h->log_n = h->log_dropped = 0;
+    }
+    int log = h->log_n < HTTP_MHD_LOG_MAX;
+    if (log) h->log_n++;
+    else h->log_dropped++;
+    pthread_mutex_unlock(&h->log_mu);
+    if (was_dropped)
+        jlog("warn", NULL, "libmicrohttpd: %d messages were not logged (at most %d per %.0f s)",
+             was_dropped, HTTP_MHD_LOG_MAX, HTTP_MHD_LOG_MS / 1000);
+    if (!log) return;
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -607,6 +632,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
     h->quiesced_fd = MHD_INVALID_SOCKET;
     if (getrandom(&h->boot, sizeof h->boot, 0) != sizeof h->boot) h->boot = (unsigned)getpid();
     pthread_key_create(&h->store_key, store_destroy);
+    pthread_mutex_init(&h->log_mu, NULL);
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     /* poll by default: libmicrohttpd 0.9.75 under epoll (edge-triggered) misses the FIN of a
@@ -624,12 +650,14 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
                         .idle_ms = o->timeout_s * 1000};
     if (stream_hub_start(&h->streams, &so, err, errlen)) {
         pthread_key_delete(h->store_key);
+        pthread_mutex_destroy(&h->log_mu);
         free(h);
         return -1;
     }
     if (guard_start(&h->guard, &go, err, errlen)) {
         stream_hub_free(h->streams);
         pthread_key_delete(h->store_key);
+        pthread_mutex_destroy(&h->log_mu);
         free(h);
         return -1;
     }
@@ -657,6 +685,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         guard_free(h->guard);
         stream_hub_free(h->streams);
         pthread_key_delete(h->store_key);
+        pthread_mutex_destroy(&h->log_mu);
         free(h);
         return -1;
     }
@@ -698,5 +727,6 @@ void http_stop(http_server *h, int wait_s) {
     stream_hub_free(h->streams);
     if (h->quiesced_fd != MHD_INVALID_SOCKET) close(h->quiesced_fd);
     pthread_key_delete(h->store_key);
+    pthread_mutex_destroy(&h->log_mu);
     free(h);
 }
