@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 28
+#define CFG_NOPTS 29
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -38,6 +38,7 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "SQLite wait for another connection's write lock"},
         {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
         {"max-event-streams", OPT_INT, &c->max_event_streams, "64", 1, 100000, "live event streams (GET /v1/jobs/{id}/events) open at once; past it a 503"},
+        {"max-owner-event-streams", OPT_INT, &c->max_owner_event_streams, "16", 0, 100000, "live event streams one owner may hold open; past it a 429 (0: no limit; admin tokens are exempt)"},
         {"event-heartbeat-s", OPT_INT, &c->event_heartbeat_s, "15", 1, 3600, "seconds of silence before an event stream gets a keep-alive comment"},
         {"webhook-allow-hosts", OPT_STR, &c->webhook_allow_hosts, "", 0, 0, "hosts job webhooks may call, comma-separated (\"*.example.com\" for a domain); empty: any host with a public address"},
         {"webhook-max-attempts", OPT_INT, &c->webhook_max_attempts, "8", 1, 100, "attempts to deliver one webhook event before giving up"},

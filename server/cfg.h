@@ -38,6 +38,7 @@ typedef struct {
     const char *max_owner_upload_text;
     int64_t max_owner_upload_bytes; /* per owner; 0: no limit */
     int max_event_streams;       /* SSE streams open at once */
+    int max_owner_event_streams; /* per owner; 0: no limit */
     int event_heartbeat_s;       /* keep-alive comment on a silent stream */
     const char *webhook_allow_hosts; /* "" = any public address */
     int webhook_max_attempts;

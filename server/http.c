@@ -124,8 +124,18 @@ static enum MHD_Result respond(http_req *r, api_response *res) {
     int64_t bytes = 0;
     if (res->stream && strcmp(r->method, "HEAD")) {
         int busy = 0;
-        resp = stream_response(r->h->streams, r->conn, res->stream_job, res->stream_after, &busy);
-        if (!resp && busy) {
+        /* An admin's streams count only in the total, as admins are exempt from the other
+         * per-owner limits (api.h). */
+        const char *owner = r->req.who && !r->who.admin ? r->who.owner : NULL;
+        resp = stream_response(r->h->streams, r->conn, res->stream_job, res->stream_after, owner,
+                               &busy);
+        if (!resp && busy == STREAM_OWNER_BUSY) {
+            api_response_header(res, "Retry-After", "5");
+            api_error(res, 429, "too_many_streams", NULL,
+                      "owner '%s' has as many event streams open as it may (the limit is %d per "
+                      "owner); close one, or poll GET /v1/jobs/{id}", owner,
+                      r->h->o.max_owner_streams);
+        } else if (!resp && busy) {
             api_response_header(res, "Retry-After", "5");
             api_error(res, 503, "busy", NULL,
                       "too many event streams are open (the limit is %d); retry shortly, or poll "
@@ -643,6 +653,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     stream_options so = {.db_path = o->db_path, .busy_ms = o->busy_ms,
                          .max_streams = o->max_streams > 0 ? o->max_streams : 64,
+                         .max_per_owner = o->max_owner_streams,
                          .heartbeat_ms = o->heartbeat_ms, .thread_store = thread_store_cb,
                          .thread_store_arg = h};
     guard_options go = {.max_connections = o->max_connections > 0 ? o->max_connections : 512,

@@ -35,6 +35,7 @@ typedef struct {
     const char *db_path;     /* each HTTP thread opens its own connection to it */
     int busy_ms;
     int max_streams;         /* event streams (SSE) open at once; past it a 503 */
+    int max_owner_streams;   /* of them, one owner's (admins exempt); past it a 429; 0: no limit */
     int heartbeat_ms;        /* a silent stream gets a keep-alive comment this often */
     api_ctx base;            /* copied; every request gets it with st set to its thread's store */
 } http_options;

@@ -186,6 +186,7 @@ int main(int argc, char **argv) {
                        .busy_ms = g.c.busy_ms, .max_streams = g.c.max_event_streams,
                        .head_timeout_s = g.c.head_timeout_s,
                        .max_per_ip = g.c.max_connections_per_ip,
+                       .max_owner_streams = g.c.max_owner_event_streams,
                        .heartbeat_ms = g.c.event_heartbeat_s * 1000};
     ho.base = (api_ctx){.data_dir = g.c.data_dir,
                         .limits = {.max_model_bytes = g.c.max_model_bytes,

@@ -30,6 +30,7 @@ typedef struct ev_stream {
     int64_t seen_max;          /* the newest event id of the database when last woken (mu) */
     int suspended;             /* (mu) */
     int closing;               /* (mu) the daemon is stopping: end after what is buffered */
+    char owner[72];            /* whose stream, for the per-owner limit ("": not counted) */
     struct ev_stream *prev, *next;
 } ev_stream;
 
@@ -83,15 +84,20 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
     return 0;
 }
 
-static void on_free(void *cls) {
-    ev_stream *e = cls;
-    stream_hub *hub = e->hub;
-    pthread_mutex_lock(&hub->mu);
+/* Takes e out of the hub (under mu). */
+static void unlink_stream(stream_hub *hub, ev_stream *e) {
     if (e->prev) e->prev->next = e->next;
     else hub->head = e->next;
     if (e->next) e->next->prev = e->prev;
     hub->n--;
     pthread_cond_broadcast(&hub->cv);
+}
+
+static void on_free(void *cls) {
+    ev_stream *e = cls;
+    stream_hub *hub = e->hub;
+    pthread_mutex_lock(&hub->mu);
+    unlink_stream(hub, e);
     pthread_mutex_unlock(&hub->mu);
     metrics_streams(-1);
     sse_free(&e->s);
@@ -171,39 +177,56 @@ int stream_hub_start(stream_hub **out, const stream_options *o, char *err, size_
     return 0;
 }
 
+/* owner's streams (under mu). */
+static int owner_streams(const stream_hub *hub, const char *owner) {
+    int n = 0;
+    for (const ev_stream *e = hub->head; e; e = e->next) n += !strcmp(e->owner, owner);
+    return n;
+}
+
 struct MHD_Response *stream_response(stream_hub *hub, struct MHD_Connection *c,
-                                     const char *job_id, int64_t after_id, int *busy) {
+                                     const char *job_id, int64_t after_id, const char *owner,
+                                     int *busy) {
     *busy = 0;
-    pthread_mutex_lock(&hub->mu);
-    int full = hub->n >= hub->o.max_streams || hub->stop;
-    if (!full) hub->n++; /* the place is taken now; given back below on failure */
-    pthread_mutex_unlock(&hub->mu);
-    if (full) {
-        *busy = 1;
-        return NULL;
-    }
     ev_stream *e = calloc(1, sizeof *e);
-    struct MHD_Response *r = NULL;
-    if (e && !sse_init(&e->s, job_id, after_id, STREAM_RETRY_MS)) {
-        e->hub = hub;
-        e->conn = c;
-        e->last_write_ms = clock_mono_ms();
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, e, on_free);
-    }
-    if (!r) {
+    if (!e || sse_init(&e->s, job_id, after_id, STREAM_RETRY_MS)) {
         if (e) sse_free(&e->s);
         free(e);
-        pthread_mutex_lock(&hub->mu);
-        hub->n--;
-        pthread_mutex_unlock(&hub->mu);
+        return NULL;
+    }
+    e->hub = hub;
+    e->conn = c;
+    e->last_write_ms = clock_mono_ms();
+    snprintf(e->owner, sizeof e->owner, "%s", owner && *owner ? owner : "");
+    /* The place is taken in the list now, under the lock that counts: two streams of one owner
+     * opening at once cannot both pass the owner's limit. Until its response is queued the
+     * stream is not suspended, so the poller leaves it alone. */
+    pthread_mutex_lock(&hub->mu);
+    if (hub->n >= hub->o.max_streams || hub->stop) {
+        *busy = STREAM_BUSY;
+    } else if (e->owner[0] && hub->o.max_per_owner > 0 &&
+               owner_streams(hub, e->owner) >= hub->o.max_per_owner) {
+        *busy = STREAM_OWNER_BUSY;
+    } else {
+        hub->n++;
+        e->next = hub->head;
+        if (hub->head) hub->head->prev = e;
+        hub->head = e;
+    }
+    pthread_mutex_unlock(&hub->mu);
+    struct MHD_Response *r = NULL;
+    if (!*busy) r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, reader, e, on_free);
+    if (!r) {
+        if (!*busy) {
+            pthread_mutex_lock(&hub->mu);
+            unlink_stream(hub, e);
+            pthread_mutex_unlock(&hub->mu);
+        }
+        sse_free(&e->s);
+        free(e);
         return NULL;
     }
     metrics_streams(1);
-    pthread_mutex_lock(&hub->mu);
-    e->next = hub->head;
-    if (hub->head) hub->head->prev = e;
-    hub->head = e;
-    pthread_mutex_unlock(&hub->mu);
     return r;
 }
 

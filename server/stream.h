@@ -13,7 +13,8 @@
  * timeouts from closing it and lets a vanished client be noticed). So a waiting stream costs a
  * list entry, and an HTTP thread serves others meanwhile.
  *
- * The number of streams is bounded (max_streams): past it a stream is refused (503). Before
+ * The number of streams is bounded (max_streams): past it a stream is refused (503); and so is
+ * each owner's (max_per_owner), so that one owner cannot take them all (a 429). Before
  * MHD_stop_daemon every suspended stream must be resumed (an API rule of libmicrohttpd):
  * stream_hub_stop does that and ends them.
  */
@@ -32,6 +33,7 @@ typedef struct {
     const char *db_path;   /* the poller's own connection */
     int busy_ms;
     int max_streams;
+    int max_per_owner;     /* streams one owner may hold; 0: no limit */
     int heartbeat_ms;      /* silence before a keep-alive comment */
     int poll_ms;           /* how often the poller looks for new events */
     /* The calling HTTP thread's store (borrowed), for the readers; NULL if it cannot open. */
@@ -43,11 +45,17 @@ typedef struct {
  * (stream_hub_free). 0, or -1 with err. */
 int stream_hub_start(stream_hub **out, const stream_options *o, char *err, size_t errlen);
 
+/* Why stream_response refused a stream. */
+enum { STREAM_BUSY = 1, STREAM_OWNER_BUSY = 2 };
+
 /* A new response streaming job_id's events after after_id on connection c (MHD_queue_response
- * it, then MHD_destroy_response). NULL with *busy = 1 when max_streams are open, NULL with
- * *busy = 0 when out of memory. Call from the access handler of c. */
+ * it, then MHD_destroy_response), counted as owner's (borrowed; NULL: counted only in the
+ * total, as an admin's). NULL with *busy = STREAM_BUSY when max_streams are open,
+ * STREAM_OWNER_BUSY when owner holds max_per_owner, 0 when out of memory. Call from the access
+ * handler of c. */
 struct MHD_Response *stream_response(stream_hub *hub, struct MHD_Connection *c,
-                                     const char *job_id, int64_t after_id, int *busy);
+                                     const char *job_id, int64_t after_id, const char *owner,
+                                     int *busy);
 
 /* Streams open now. Thread-safe. */
 int stream_count(stream_hub *hub);

@@ -10,7 +10,8 @@ Slow clients (slowloris: a header line every few seconds, never the end of the h
 connection slot and /v1/health stopped answering: now a head has a deadline, a connection
 without its head gives its slot to a newcomer when all are taken, one address has a connection
 limit (tested from 127.0.0.2, which is loopback too), and past the cap a connection is closed at
-once rather than left in the listen queue.
+once rather than left in the listen queue. One owner could take every event stream: now each
+owner has a cap (429 with Retry-After past it).
 
 Run: /usr/bin/python3 tests/integration/test_hostile.py [name-filter]   (GPLQ_BUILD=build)
 """
@@ -294,6 +295,67 @@ def test_connections_past_the_cap_are_refused_fast():
             assert r.json()["status"] == "ok", r
         finally:
             for s in held:
+                s.close()
+
+
+# ---------------------------------------------------------------- event streams
+
+def open_stream(d, job, token):
+    """GET /v1/jobs/{job}/events on a raw socket: (status, socket) for a 200 (the stream left
+    open), else (status, error object) with the socket closed."""
+    s = d.raw_socket(timeout=10)
+    s.sendall(b"GET /v1/jobs/%s/events HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n"
+              % job.encode() + d.auth_header(token) + b"\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        ch = s.recv(4096)
+        assert ch, buf
+        buf += ch
+    status = int(buf.split(b" ", 2)[1])
+    if status == 200:
+        return status, s
+    head, _, body = buf.partition(b"\r\n\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (l.partition(":") for l in head.decode().split("\r\n")[1:])}
+    n = int(headers.get("content-length", "0"))
+    while len(body) < n:
+        body += s.recv(4096)
+    s.close()
+    return status, dict(json.loads(body)["error"], retry_after=headers.get("retry-after"))
+
+
+def test_event_streams_have_a_per_owner_cap():
+    """An owner may hold max_owner_event_streams streams (2 here): the third is a 429 with
+    Retry-After that names the limit, while another owner and an admin still get theirs."""
+    config = {"max_owner_event_streams": 2, "event_heartbeat_s": 1}
+    with Daemon(workers=0, config=config) as d:
+        a, b = d.create_token("team-a"), d.create_token("team-b")
+        ja = d.create_job(d.upload_model(token=a).json()["id"], token=a).json()["id"]
+        jb = d.create_job(d.upload_model(token=b).json()["id"], token=b).json()["id"]
+        streams = []
+        try:
+            for _ in range(2):
+                status, s = open_stream(d, ja, a)
+                assert status == 200, (status, s)
+                streams.append(s)
+            status, err = open_stream(d, ja, a)
+            assert status == 429 and err["code"] == "too_many_streams", (status, err)
+            assert err["retry_after"] and "limit is 2" in err["message"], err
+            for job, tok in ((jb, b), (ja, d.token)):  # owner B, and an admin (exempt)
+                status, s = open_stream(d, job, tok)
+                assert status == 200, (status, s)
+                streams.append(s)
+            # A closes one; the daemon sees it at the next heartbeat, and A may open another
+            streams.pop(0).close()
+
+            def again():
+                status, s = open_stream(d, ja, a)
+                if status == 200:
+                    return s
+                assert status == 429, (status, s)
+            streams.append(d.wait_for(again, timeout=10, poll=0.3, what="a freed stream"))
+        finally:
+            for s in streams:
                 s.close()
 
 
