@@ -15,7 +15,7 @@
  * made stale; taking it first means a check such as "is this job still queued" and the write
  * that depends on it see the same state, across processes.
  */
-#include "storage/store.h"
+#include "storage/store_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,24 +30,10 @@
 
 #include "util/clock.h"
 
-struct store {
-    sqlite3 *db;
-    int busy_ms;
-    char msg[512];
-    /* Prepared statements, keyed by the address of their (static) SQL text: each statement is
-     * compiled once per connection. */
-    struct cached_stmt {
-        const char *sql;
-        sqlite3_stmt *st;
-    } *cache;
-    int ncache, capcache;
-};
-
 /* ---- errors ---- */
 
 /* Sets the handle's message and returns rc, so a failing path is one line. */
-static int fail(store *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(store *s, int rc, const char *fmt, ...) {
+int store__fail(store *s, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(s->msg, sizeof s->msg, fmt, ap);
@@ -57,14 +43,15 @@ static int fail(store *s, int rc, const char *fmt, ...) {
 
 /* The message for a failed SQLite call. A timeout on the write lock gets its own sentence: it
  * is the one failure an operator can act on (another process holds the lock too long). */
-static int db_fail(store *s) {
+int store__db_fail(store *s) {
     int code = sqlite3_errcode(s->db) & 0xff;
     if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
-        return fail(s, STORE_EDB,
-                    "the database is busy: another process held its write lock for more than "
-                    "%d ms",
-                    s->busy_ms);
-    return fail(s, STORE_EDB, "database error: %s", sqlite3_errmsg(s->db));
+        return store__fail(
+            s, STORE_EDB,
+            "the database is busy: another process held its write lock for more than "
+            "%d ms",
+            s->busy_ms);
+    return store__fail(s, STORE_EDB, "database error: %s", sqlite3_errmsg(s->db));
 }
 
 const char *store_errmsg(const store *s) { return s ? s->msg : "no database handle"; }
@@ -121,7 +108,7 @@ static sqlite3_stmt *prep(store *s, const char *sql) {
         }
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
-        db_fail(s);
+        store__db_fail(s);
         return NULL;
     }
     if (s->ncache == s->capcache) {
@@ -129,7 +116,7 @@ static sqlite3_stmt *prep(store *s, const char *sql) {
         struct cached_stmt *c = realloc(s->cache, (size_t)cap * sizeof *c);
         if (!c) {
             sqlite3_finalize(st);
-            fail(s, STORE_EDB, "out of memory");
+            store__fail(s, STORE_EDB, "out of memory");
             return NULL;
         }
         s->cache = c;
@@ -145,8 +132,9 @@ static sqlite3_stmt *prep(store *s, const char *sql) {
 static int bind_va(store *s, sqlite3_stmt *st, const char *fmt, va_list ap) {
     /* The arguments are not type-checked, so at least their count is. */
     if ((int)strlen(fmt) != sqlite3_bind_parameter_count(st))
-        return fail(s, STORE_EDB, "internal error: %d values for the %d parameters of: %.200s",
-                    (int)strlen(fmt), sqlite3_bind_parameter_count(st), sqlite3_sql(st));
+        return store__fail(s, STORE_EDB,
+                           "internal error: %d values for the %d parameters of: %.200s",
+                           (int)strlen(fmt), sqlite3_bind_parameter_count(st), sqlite3_sql(st));
     for (int i = 0; fmt[i]; i++) {
         int rc, k = i + 1;
         switch (fmt[i]) {
@@ -160,20 +148,20 @@ static int bind_va(store *s, sqlite3_stmt *st, const char *fmt, va_list ap) {
         case 'j': {
             json_t *v = va_arg(ap, json_t *);
             char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-            if (v && !text) return fail(s, STORE_EDB, "out of memory");
+            if (v && !text) return store__fail(s, STORE_EDB, "out of memory");
             rc = text ? sqlite3_bind_text(st, k, text, -1, free) : sqlite3_bind_null(st, k);
             break;
         }
-        default: return fail(s, STORE_EDB, "internal error: bad bind letter '%c'", fmt[i]);
+        default: return store__fail(s, STORE_EDB, "internal error: bad bind letter '%c'", fmt[i]);
         }
-        if (rc != SQLITE_OK) return db_fail(s);
+        if (rc != SQLITE_OK) return store__db_fail(s);
     }
     return STORE_OK;
 }
 
 /* A prepared, bound statement ready to step, or NULL with the message set. The caller steps it
  * and must end with sqlite3_reset: a statement left mid-way holds its read snapshot open. */
-static sqlite3_stmt *query(store *s, const char *sql, const char *fmt, ...) {
+sqlite3_stmt *store__query(store *s, const char *sql, const char *fmt, ...) {
     sqlite3_stmt *st = prep(s, sql);
     if (!st) return NULL;
     va_list ap;
@@ -184,7 +172,7 @@ static sqlite3_stmt *query(store *s, const char *sql, const char *fmt, ...) {
 }
 
 /* Runs a statement to its end (rows, if any, are ignored). */
-static int exec(store *s, const char *sql, const char *fmt, ...) {
+int store__exec(store *s, const char *sql, const char *fmt, ...) {
     sqlite3_stmt *st = prep(s, sql);
     if (!st) return STORE_EDB;
     va_list ap;
@@ -196,7 +184,7 @@ static int exec(store *s, const char *sql, const char *fmt, ...) {
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     }
     if (step != SQLITE_DONE) {
-        rc = db_fail(s);
+        rc = store__db_fail(s);
         sqlite3_reset(st);
         return rc;
     }
@@ -204,11 +192,10 @@ static int exec(store *s, const char *sql, const char *fmt, ...) {
     return STORE_OK;
 }
 
-typedef json_t *(*row_fn)(sqlite3_stmt *st);
-
 /* Runs a query and converts its first row with fn into *out (new reference).
  * STORE_ENOTFOUND (message not set: the caller knows what was missing) if there is none. */
-static int query_one(store *s, row_fn fn, json_t **out, const char *sql, const char *fmt, ...) {
+int store__query_one(store *s, store__row_fn fn, json_t **out, const char *sql,
+                     const char *fmt, ...) {
     *out = NULL;
     sqlite3_stmt *st = prep(s, sql);
     if (!st) return STORE_EDB;
@@ -223,15 +210,15 @@ static int query_one(store *s, row_fn fn, json_t **out, const char *sql, const c
     else if (step == SQLITE_DONE)
         rc = STORE_ENOTFOUND;
     else
-        rc = db_fail(s);
+        rc = store__db_fail(s);
     sqlite3_reset(st);
-    if (!rc && !*out) rc = fail(s, STORE_EDB, "out of memory");
+    if (!rc && !*out) rc = store__fail(s, STORE_EDB, "out of memory");
     return rc;
 }
 
 /* Runs a query and appends every row, converted with fn, to *out_array (a new array). */
-static int query_all(store *s, row_fn fn, json_t **out_array, const char *sql, const char *fmt,
-                     ...) {
+int store__query_all(store *s, store__row_fn fn, json_t **out_array, const char *sql,
+                     const char *fmt, ...) {
     *out_array = NULL;
     sqlite3_stmt *st = prep(s, sql);
     if (!st) return STORE_EDB;
@@ -244,7 +231,7 @@ static int query_all(store *s, row_fn fn, json_t **out_array, const char *sql, c
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, fn(st));
     if (step != SQLITE_DONE) {
-        rc = db_fail(s);
+        rc = store__db_fail(s);
         json_decref(arr);
         arr = NULL;
     }
@@ -255,13 +242,13 @@ static int query_all(store *s, row_fn fn, json_t **out_array, const char *sql, c
 
 /* ---- transactions ---- */
 
-static int tx_begin(store *s) { return exec(s, "BEGIN IMMEDIATE", ""); }
+int store__tx_begin(store *s) { return store__exec(s, "BEGIN IMMEDIATE", ""); }
 
-/* Ends the transaction begun by tx_begin: commits when commit is nonzero, else rolls back.
+/* Ends the transaction begun by store__tx_begin: commits when commit is nonzero, else rolls back.
  * Returns rc, or STORE_EDB if the commit itself failed (the change is then rolled back). */
-static int tx_end(store *s, int rc, int commit) {
+int store__tx_end(store *s, int rc, int commit) {
     if (commit) {
-        int c = exec(s, "COMMIT", "");
+        int c = store__exec(s, "COMMIT", "");
         if (c == STORE_OK) return rc;
         rc = c;
     }
@@ -272,32 +259,32 @@ static int tx_end(store *s, int rc, int commit) {
 
 /* ---- columns to JSON ---- */
 
-static json_t *col_str(sqlite3_stmt *st, int i) {
+json_t *store__col_str(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? json_string((const char *)t) : json_null();
 }
 
 /* A column holding serialized JSON; null if NULL (or, which we never write, not JSON). */
-static json_t *col_json(sqlite3_stmt *st, int i) {
+json_t *store__col_json(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
     json_t *v = t ? json_loads((const char *)t, JSON_DECODE_ANY, NULL) : NULL;
     return v ? v : json_null();
 }
 
-static json_t *col_int(sqlite3_stmt *st, int i) {
+json_t *store__col_int(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
                                                       : json_integer(sqlite3_column_int64(st, i));
 }
 
-static json_t *col_json_0(sqlite3_stmt *st) { return col_json(st, 0); }
+json_t *store__col_json_0(sqlite3_stmt *st) { return store__col_json(st, 0); }
 
-static json_t *col_time(sqlite3_stmt *st, int i) {
+json_t *store__col_time(sqlite3_stmt *st, int i) {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
                                                       : iso_time(sqlite3_column_int64(st, i));
 }
 
 /* Copies a text column into buf (n bytes); "" if NULL. */
-static void col_copy(sqlite3_stmt *st, int i, char *buf, size_t n) {
+void store__col_copy(sqlite3_stmt *st, int i, char *buf, size_t n) {
     const unsigned char *t = sqlite3_column_text(st, i);
     snprintf(buf, n, "%s", t ? (const char *)t : "");
 }
@@ -435,42 +422,43 @@ static const char *const migrations[] = {
 int store_schema_version(void) { return N_MIGRATIONS; }
 
 static int user_version(store *s, int *v) {
-    sqlite3_stmt *st = query(s, "PRAGMA user_version", "");
+    sqlite3_stmt *st = store__query(s, "PRAGMA user_version", "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
     if (!rc) *v = sqlite3_column_int(st, 0);
     sqlite3_reset(st);
     return rc;
 }
 
 static int refuse_newer(store *s, const char *path, int v) {
-    return fail(s, STORE_EDB,
-                "the database %s has schema version %d, newer than the version %d this build "
-                "understands; run a newer gplqd (or restore a backup made before the upgrade)",
-                path, v, N_MIGRATIONS);
+    return store__fail(
+        s, STORE_EDB,
+        "the database %s has schema version %d, newer than the version %d this build "
+        "understands; run a newer gplqd (or restore a backup made before the upgrade)",
+        path, v, N_MIGRATIONS);
 }
 
 /* Applies the missing migrations, each in its own transaction. The version is re-read under
  * the write lock, so two processes starting at once apply each step exactly once. */
 static int migrate(store *s, const char *path) {
     for (;;) {
-        int rc = tx_begin(s), v = 0;
+        int rc = store__tx_begin(s), v = 0;
         if (rc) return rc;
-        if ((rc = user_version(s, &v))) return tx_end(s, rc, 0);
-        if (v > N_MIGRATIONS) return tx_end(s, refuse_newer(s, path, v), 0);
-        if (v == N_MIGRATIONS) return tx_end(s, STORE_OK, 1);
+        if ((rc = user_version(s, &v))) return store__tx_end(s, rc, 0);
+        if (v > N_MIGRATIONS) return store__tx_end(s, refuse_newer(s, path, v), 0);
+        if (v == N_MIGRATIONS) return store__tx_end(s, STORE_OK, 1);
         char *emsg = NULL;
         if (sqlite3_exec(s->db, migrations[v], NULL, NULL, &emsg) != SQLITE_OK) {
-            fail(s, STORE_EDB, "cannot upgrade the database %s to schema version %d: %s", path,
-                 v + 1, emsg ? emsg : sqlite3_errmsg(s->db));
+            store__fail(s, STORE_EDB, "cannot upgrade the database %s to schema version %d: %s",
+                        path, v + 1, emsg ? emsg : sqlite3_errmsg(s->db));
             sqlite3_free(emsg);
-            return tx_end(s, STORE_EDB, 0);
+            return store__tx_end(s, STORE_EDB, 0);
         }
         char set[64];
         snprintf(set, sizeof set, "PRAGMA user_version = %d", v + 1);
         if (sqlite3_exec(s->db, set, NULL, NULL, NULL) != SQLITE_OK)
-            return tx_end(s, db_fail(s), 0);
-        if ((rc = tx_end(s, STORE_OK, 1))) return rc;
+            return store__tx_end(s, store__db_fail(s), 0);
+        if ((rc = store__tx_end(s, STORE_OK, 1))) return rc;
     }
 }
 
@@ -478,7 +466,7 @@ static int migrate(store *s, const char *path) {
 static int configure(store *s, const char *path) {
     /* Off by default in SQLite, and what makes deleting a job delete its events and
      * artifacts. */
-    int rc = exec(s, "PRAGMA foreign_keys = ON", "");
+    int rc = store__exec(s, "PRAGMA foreign_keys = ON", "");
     if (rc) return rc;
     /* Refuse a newer schema before changing anything in the file. */
     int v = 0;
@@ -487,24 +475,25 @@ static int configure(store *s, const char *path) {
     /* WAL: readers never block the writer and the writer never blocks readers, which is what
      * lets gplqd's HTTP threads read while workers write progress. The mode is stored in the
      * file, so this is a no-op after the first open. */
-    sqlite3_stmt *st = query(s, "PRAGMA journal_mode = WAL", "");
+    sqlite3_stmt *st = store__query(s, "PRAGMA journal_mode = WAL", "");
     if (!st) return STORE_EDB;
     char mode[32] = "";
-    if (sqlite3_step(st) == SQLITE_ROW) col_copy(st, 0, mode, sizeof mode);
-    else rc = db_fail(s);
+    if (sqlite3_step(st) == SQLITE_ROW) store__col_copy(st, 0, mode, sizeof mode);
+    else rc = store__db_fail(s);
     sqlite3_reset(st);
     if (rc) return rc;
     if (strcmp(mode, "wal") != 0)
-        return fail(s, STORE_EDB,
-                    "the database %s cannot use write-ahead logging (journal mode is '%s'); it "
-                    "needs a local file system",
-                    path, mode);
+        return store__fail(
+            s, STORE_EDB,
+            "the database %s cannot use write-ahead logging (journal mode is '%s'); it "
+            "needs a local file system",
+            path, mode);
     /* NORMAL in WAL mode syncs at checkpoints, not at each commit: a committed transaction
      * survives any crash of the process (the WAL is in the OS's page cache) and the database
      * is never corrupted; only a power cut or OS crash can lose the last few commits, and
      * those leave an older consistent state (a job seen as running again, whose lease then
      * expires). FULL would fsync every progress heartbeat for no gain we need. */
-    return exec(s, "PRAGMA synchronous = NORMAL", "");
+    return store__exec(s, "PRAGMA synchronous = NORMAL", "");
 }
 
 int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen) {
@@ -518,8 +507,8 @@ int store_open(store **out, const char *path, int busy_ms, char *err, size_t err
     int rc = STORE_OK;
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
-        fail(s, STORE_EDB, "cannot open the database %s: %s", path,
-             s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        store__fail(s, STORE_EDB, "cannot open the database %s: %s", path,
+                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
         rc = STORE_EDB;
     } else {
         sqlite3_extended_result_codes(s->db, 1);
@@ -555,37 +544,37 @@ void store_close(store *s) {
  * Appended inside the transaction of the change they describe. */
 
 /* data is stolen. */
-static int event_add(store *s, const char *job_id, const char *type, json_t *data) {
-    if (!data) return fail(s, STORE_EDB, "out of memory");
-    int rc = exec(s,
-                  "INSERT INTO events (job_id, type, data, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                  "ssjI", job_id, type, data, store_now_ms());
+int store__event_add(store *s, const char *job_id, const char *type, json_t *data) {
+    if (!data) return store__fail(s, STORE_EDB, "out of memory");
+    int rc = store__exec(
+        s, "INSERT INTO events (job_id, type, data, created_ms) VALUES (?1, ?2, ?3, ?4)", "ssjI",
+        job_id, type, data, store_now_ms());
     json_decref(data);
     return rc;
 }
 
-static int job_fetch(store *s, const char *owner, const char *id, json_t **out);
 
 /* Puts a webhook event for the job in the outbox, if the job has a webhook: payload {id, type,
  * created (Unix seconds), job} with job (borrowed) as it is now. Inside the caller's
  * transaction, so the event exists exactly when the change does. */
-static int webhook_enqueue(store *s, const char *job_id, const char *type, json_t *job) {
-    sqlite3_stmt *st = query(s, "SELECT 1 FROM job_webhooks WHERE job_id = ?1", "s", job_id);
+int store__webhook_enqueue(store *s, const char *job_id, const char *type, json_t *job) {
+    sqlite3_stmt *st = store__query(s, "SELECT 1 FROM job_webhooks WHERE job_id = ?1", "s", job_id);
     if (!st) return STORE_EDB;
     int step = sqlite3_step(st);
     sqlite3_reset(st);
     if (step == SQLITE_DONE) return STORE_OK;
-    if (step != SQLITE_ROW) return db_fail(s);
+    if (step != SQLITE_ROW) return store__db_fail(s);
     char event_id[32];
     store_new_id(event_id, "evt_");
     int64_t now = store_now_ms();
     json_t *payload = json_pack("{s:s, s:s, s:I, s:O}", "id", event_id, "type", type, "created",
                                 (json_int_t)(now / 1000), "job", job);
-    if (!payload) return fail(s, STORE_EDB, "out of memory");
-    int rc = exec(s,
-                  "INSERT INTO webhook_outbox (event_id, job_id, type, payload, next_attempt_ms,"
-                  " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                  "sssjI", event_id, job_id, type, payload, now);
+    if (!payload) return store__fail(s, STORE_EDB, "out of memory");
+    int rc =
+        store__exec(s,
+                    "INSERT INTO webhook_outbox (event_id, job_id, type, payload, next_attempt_ms,"
+                    " created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    "sssjI", event_id, job_id, type, payload, now);
     json_decref(payload);
     return rc;
 }
@@ -593,53 +582,50 @@ static int webhook_enqueue(store *s, const char *job_id, const char *type, json_
 /* Called after the change, in its transaction: the event carries the job as it now is, so a
  * live view (SSE) or a webhook shows each state with the job that had it, not a later one.
  * A job that starts or ends also gets its webhook event (job.started, job.succeeded, ...). */
-static int state_event(store *s, const char *job_id, const char *state, const char *stage,
+int store__state_event(store *s, const char *job_id, const char *state, const char *stage,
                        const char *error) {
     json_t *job = NULL;
-    int rc = job_fetch(s, NULL, job_id, &job);
+    int rc = store__job_fetch(s, NULL, job_id, &job);
     if (rc) return rc;
     const char *hook = !strcmp(state, "running")     ? "job.started"
                        : !strcmp(state, "succeeded") ? "job.succeeded"
                        : !strcmp(state, "failed")    ? "job.failed"
                        : !strcmp(state, "canceled")  ? "job.canceled"
                                                      : NULL;
-    if (hook) rc = webhook_enqueue(s, job_id, hook, job);
+    if (hook) rc = store__webhook_enqueue(s, job_id, hook, job);
     if (rc) {
         json_decref(job);
         return rc;
     }
-    return event_add(s, job_id, "state",
-                     json_pack("{s:s, s:s?, s:s?, s:o}", "state", state, "stage", stage, "error",
-                               error, "job", job));
+    return store__event_add(s, job_id, "state",
+                            json_pack("{s:s, s:s?, s:s?, s:o}", "state", state, "stage", stage,
+                                      "error", error, "job", job));
 }
 
 static json_t *event_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "id", col_int(st, 0), "job_id", col_str(st, 1),
-                     "type", col_str(st, 2), "data", col_json(st, 3), "created_at",
-                     col_time(st, 4));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "id", store__col_int(st, 0), "job_id",
+                     store__col_str(st, 1), "type", store__col_str(st, 2), "data",
+                     store__col_json(st, 3), "created_at", store__col_time(st, 4));
 }
 
 /* ---- models ---- */
 
-#define MODEL_COLS "id, name, sha256, bytes, config, created_ms"
-/* The owner filter of every read: parameter ?2 is the owner, NULL for the admin. */
-#define OWNED "(?2 IS NULL OR owner = ?2)"
-
-static json_t *model_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
-                     col_str(st, 1), "sha256", col_str(st, 2), "bytes", col_int(st, 3), "config",
-                     col_json(st, 4), "created_at", col_time(st, 5));
+json_t *store__model_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 0), "name",
+                     store__col_str(st, 1), "sha256", store__col_str(st, 2), "bytes",
+                     store__col_int(st, 3), "config", store__col_json(st, 4), "created_at",
+                     store__col_time(st, 5));
 }
 
 /* Inside a transaction: STORE_EEXISTS with *out set when owner (not NULL) already has a model
  * of these bytes, STORE_ENOTFOUND (*out NULL) when not, or an error. */
 static int model_existing(store *s, const char *owner, const char *sha256, json_t **out) {
-    int rc = query_one(s, model_row, out,
-                       "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
-                       owner, sha256);
+    int rc = store__query_one(s, store__model_row, out,
+                              "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2",
+                              "ss", owner, sha256);
     if (rc == STORE_OK)
-        rc = fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
-                  json_string_value(json_object_get(*out, "id")));
+        rc = store__fail(s, STORE_EEXISTS, "this model is already uploaded, as %s",
+                         json_string_value(json_object_get(*out, "id")));
     return rc;
 }
 
@@ -648,14 +634,14 @@ static int model_add(store *s, const char *owner, const char *name, const char *
                      int64_t bytes, json_t *config, json_t **out) {
     char id[32];
     store_new_id(id, "m_");
-    int rc = exec(s,
-                  "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                  "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
+    int rc = store__exec(s,
+                         "INSERT INTO models (id, owner, name, sha256, bytes, config, created_ms)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         "ssssIjI", id, owner, name, sha256, bytes, config, store_now_ms());
     if (!rc)
-        rc = query_one(s, model_row, out, "SELECT " MODEL_COLS " FROM models WHERE id = ?1", "s",
-                       id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new model row vanished");
+        rc = store__query_one(s, store__model_row, out,
+                              "SELECT " MODEL_COLS " FROM models WHERE id = ?1", "s", id);
+    if (rc == STORE_ENOTFOUND) rc = store__fail(s, STORE_EDB, "the new model row vanished");
     return rc;
 }
 
@@ -663,102 +649,101 @@ int store_model_insert(store *s, const char *owner, const char *name, const char
                        int64_t bytes, json_t *config, json_t **out) {
     *out = NULL;
     if (!owner) owner = "";
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     rc = model_existing(s, owner, sha256, out);
     if (rc == STORE_ENOTFOUND) rc = model_add(s, owner, name, sha256, bytes, config, out);
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_model_get(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = query_one(s, model_row, out,
-                       "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
-                       "ss", id, owner);
-    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no model %s", id);
+    int rc = store__query_one(s, store__model_row, out,
+                              "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
+                              "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no model %s", id);
     return rc;
 }
 
 int store_model_by_sha256(store *s, const char *owner, const char *sha256, json_t **out) {
-    return query_one(s, model_row, out,
-                     "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2", "ss",
-                     owner ? owner : "", sha256);
+    return store__query_one(s, store__model_row, out,
+                            "SELECT " MODEL_COLS " FROM models WHERE owner = ?1 AND sha256 = ?2",
+                            "ss", owner ? owner : "", sha256);
 }
 
 int store_model_list(store *s, const char *owner, json_t **out_array) {
-    return query_all(s, model_row, out_array,
-                     "SELECT " MODEL_COLS " FROM models WHERE ?1 IS NULL OR owner = ?1"
-                     " ORDER BY created_ms DESC, rowid DESC",
-                     "s", owner);
+    return store__query_all(s, store__model_row, out_array,
+                            "SELECT " MODEL_COLS " FROM models WHERE ?1 IS NULL OR owner = ?1"
+                            " ORDER BY created_ms DESC, rowid DESC",
+                            "s", owner);
 }
 
 /* STORE_ECONFLICT naming the first queued or running job that uses the model or dataset. */
 static int check_unused(store *s, const char *sql, const char *what, const char *id) {
-    sqlite3_stmt *st = query(s, sql, "s", id);
+    sqlite3_stmt *st = store__query(s, sql, "s", id);
     if (!st) return STORE_EDB;
     int rc = STORE_OK, step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         char job[64], state[16];
-        col_copy(st, 0, job, sizeof job);
-        col_copy(st, 1, state, sizeof state);
-        rc = fail(s, STORE_ECONFLICT,
-                  "%s %s is used by job %s, which is %s; cancel that job or wait for it to end",
-                  what, id, job, state);
+        store__col_copy(st, 0, job, sizeof job);
+        store__col_copy(st, 1, state, sizeof state);
+        rc = store__fail(
+            s, STORE_ECONFLICT,
+            "%s %s is used by job %s, which is %s; cancel that job or wait for it to end", what, id,
+            job, state);
     } else if (step != SQLITE_DONE) {
-        rc = db_fail(s);
+        rc = store__db_fail(s);
     }
     sqlite3_reset(st);
     return rc;
 }
 
 int store_model_delete(store *s, const char *owner, const char *id, char *sha256_out) {
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     sqlite3_stmt *st =
-        query(s, "SELECT sha256 FROM models WHERE id = ?1 AND " OWNED, "ss", id, owner);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+        store__query(s, "SELECT sha256 FROM models WHERE id = ?1 AND " OWNED, "ss", id, owner);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     char sha[65] = "";
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
-        col_copy(st, 0, sha, sizeof sha);
+        store__col_copy(st, 0, sha, sizeof sha);
     else
-        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no model %s", id)
-                                 : db_fail(s);
+        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no model %s", id)
+                                 : store__db_fail(s);
     sqlite3_reset(st);
     if (!rc)
         rc = check_unused(s,
                           "SELECT id, state FROM jobs WHERE model_id = ?1"
                           " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
                           "model", id);
-    if (!rc) rc = exec(s, "DELETE FROM models WHERE id = ?1", "s", id);
-    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc) rc = store__exec(s, "DELETE FROM models WHERE id = ?1", "s", id);
+    rc = store__tx_end(s, rc, rc == STORE_OK);
     if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
     return rc;
 }
 
 /* ---- datasets ---- */
 
-#define DATASET_COLS "id, name, kind, sha256, bytes, summary, created_ms"
-/* Built-in datasets belong to everyone. */
-#define DATASET_VISIBLE "(?2 IS NULL OR owner = ?2 OR kind = 'builtin')"
-
-static json_t *dataset_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 0), "name",
-                     col_str(st, 1), "kind", col_str(st, 2), "sha256", col_str(st, 3), "bytes",
-                     col_int(st, 4), "summary", col_json(st, 5), "created_at", col_time(st, 6));
+json_t *store__dataset_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 0), "name",
+                     store__col_str(st, 1), "kind", store__col_str(st, 2), "sha256",
+                     store__col_str(st, 3), "bytes", store__col_int(st, 4), "summary",
+                     store__col_json(st, 5), "created_at", store__col_time(st, 6));
 }
 
 /* Inside a transaction: the row with this (free) id into *out. */
 static int dataset_add(store *s, const char *id, const char *owner, const char *name,
                        const char *kind, const char *sha256, int64_t bytes, json_t *summary,
                        json_t **out) {
-    int rc = exec(s,
-                  "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                  "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
+    int rc = store__exec(
+        s,
+        "INSERT INTO datasets (id, owner, name, kind, sha256, bytes, summary, created_ms)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "sssssIjI", id, owner, name, kind, sha256, bytes, summary, store_now_ms());
     if (!rc)
-        rc = query_one(s, dataset_row, out, "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1",
-                       "s", id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, STORE_EDB, "the new dataset row vanished");
+        rc = store__query_one(s, store__dataset_row, out,
+                              "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1", "s", id);
+    if (rc == STORE_ENOTFOUND) rc = store__fail(s, STORE_EDB, "the new dataset row vanished");
     return rc;
 }
 
@@ -768,98 +753,101 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
     *out = NULL;
     if (!owner) owner = "";
     if (!kind || (strcmp(kind, "builtin") && strcmp(kind, "upload")))
-        return fail(s, STORE_EINVAL, "a dataset's kind is 'builtin' or 'upload', not '%s'",
-                    kind ? kind : "(none)");
+        return store__fail(s, STORE_EINVAL, "a dataset's kind is 'builtin' or 'upload', not '%s'",
+                           kind ? kind : "(none)");
     char id[64];
     if (id_or_null && (!*id_or_null || strlen(id_or_null) >= sizeof id))
-        return fail(s, STORE_EINVAL, "a dataset id is 1 to 63 characters");
-    int rc = tx_begin(s);
+        return store__fail(s, STORE_EINVAL, "a dataset id is 1 to 63 characters");
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     if (id_or_null) {
         snprintf(id, sizeof id, "%s", id_or_null);
         /* A fixed id (a built-in registered at every start-up) that is already there. */
-        rc = query_one(s, dataset_row, out,
-                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                       "ss", id, owner);
+        rc = store__query_one(s, store__dataset_row, out,
+                              "SELECT " DATASET_COLS
+                              " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                              "ss", id, owner);
         if (rc == STORE_OK) {
-            fail(s, STORE_EEXISTS, "dataset %s already exists", id);
-            return tx_end(s, STORE_EEXISTS, 0);
+            store__fail(s, STORE_EEXISTS, "dataset %s already exists", id);
+            return store__tx_end(s, STORE_EEXISTS, 0);
         }
-        if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
+        if (rc != STORE_ENOTFOUND) return store__tx_end(s, rc, 0);
         /* The id may belong to another owner's row, which this owner must not see. */
-        sqlite3_stmt *st = query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
-        if (!st) return tx_end(s, STORE_EDB, 0);
+        sqlite3_stmt *st = store__query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
+        if (!st) return store__tx_end(s, STORE_EDB, 0);
         int step = sqlite3_step(st);
-        rc = step == SQLITE_ROW    ? fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id)
+        rc = step == SQLITE_ROW
+                 ? store__fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id)
              : step == SQLITE_DONE ? STORE_OK
-                                   : db_fail(s);
+                                   : store__db_fail(s);
         sqlite3_reset(st);
-        if (rc) return tx_end(s, rc, 0);
+        if (rc) return store__tx_end(s, rc, 0);
     } else {
         store_new_id(id, "d_");
     }
     rc = dataset_add(s, id, owner, name, kind, sha256, bytes, summary, out);
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_dataset_get(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = query_one(s, dataset_row, out,
-                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                       "ss", id, owner);
-    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no dataset %s", id);
+    int rc =
+        store__query_one(s, store__dataset_row, out,
+                         "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                         "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no dataset %s", id);
     return rc;
 }
 
 int store_dataset_list(store *s, const char *owner, json_t **out_array) {
     /* Built-ins first (they are the ones everybody starts with), then newest first. */
-    return query_all(s, dataset_row, out_array,
-                     "SELECT " DATASET_COLS " FROM datasets WHERE ?1 IS NULL OR owner = ?1"
-                     " OR kind = 'builtin'"
-                     " ORDER BY kind = 'builtin' DESC, created_ms DESC, rowid DESC",
-                     "s", owner);
+    return store__query_all(s, store__dataset_row, out_array,
+                            "SELECT " DATASET_COLS " FROM datasets WHERE ?1 IS NULL OR owner = ?1"
+                            " OR kind = 'builtin'"
+                            " ORDER BY kind = 'builtin' DESC, created_ms DESC, rowid DESC",
+                            "s", owner);
 }
 
 int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out) {
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = query(
+    sqlite3_stmt *st = store__query(
         s, "SELECT kind, sha256 FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE, "ss", id, owner);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     char kind[16] = "", sha[65] = "";
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        col_copy(st, 0, kind, sizeof kind);
-        col_copy(st, 1, sha, sizeof sha);
+        store__col_copy(st, 0, kind, sizeof kind);
+        store__col_copy(st, 1, sha, sizeof sha);
     } else {
-        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no dataset %s", id)
-                                 : db_fail(s);
+        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no dataset %s", id)
+                                 : store__db_fail(s);
     }
     sqlite3_reset(st);
     if (!rc && !strcmp(kind, "builtin"))
-        rc = fail(s, STORE_ECONFLICT, "dataset %s is built in and cannot be deleted", id);
+        rc = store__fail(s, STORE_ECONFLICT, "dataset %s is built in and cannot be deleted", id);
     if (!rc)
         rc = check_unused(s,
                           "SELECT id, state FROM jobs WHERE dataset_id = ?1"
                           " AND state IN ('queued', 'running') ORDER BY seq LIMIT 1",
                           "dataset", id);
-    if (!rc) rc = exec(s, "DELETE FROM datasets WHERE id = ?1", "s", id);
-    rc = tx_end(s, rc, rc == STORE_OK);
+    if (!rc) rc = store__exec(s, "DELETE FROM datasets WHERE id = ?1", "s", id);
+    rc = store__tx_end(s, rc, rc == STORE_OK);
     if (!rc && sha256_out) memcpy(sha256_out, sha, sizeof sha);
     return rc;
 }
 
 int store_blob_in_use(store *s, const char *sha256) {
-    sqlite3_stmt *st = query(s,
-                             "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1)"
-                             " OR EXISTS (SELECT 1 FROM datasets WHERE sha256 = ?1)"
-                             " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
-                             "s", sha256);
+    sqlite3_stmt *st = store__query(s,
+                                    "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1)"
+                                    " OR EXISTS (SELECT 1 FROM datasets WHERE sha256 = ?1)"
+                                    " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
+                                    "s", sha256);
     /* On a database error say "in use": the caller would otherwise delete a file that a row
      * may still name. */
     if (!st) return 1;
     int used = 1;
     if (sqlite3_step(st) == SQLITE_ROW) used = sqlite3_column_int(st, 0) != 0;
-    else db_fail(s);
+    else store__db_fail(s);
     sqlite3_reset(st);
     return used;
 }
@@ -880,9 +868,9 @@ int store_blob_in_use(store *s, const char *sha256) {
 static void blob_release(store *s, const char *data_dir, const char *sha256) {
     char msg[sizeof s->msg];
     memcpy(msg, s->msg, sizeof msg);
-    if (tx_begin(s) == STORE_OK) {
+    if (store__tx_begin(s) == STORE_OK) {
         if (!store_blob_in_use(s, sha256)) blob_remove(data_dir, sha256);
-        tx_end(s, STORE_OK, 0); /* nothing written: the rollback only releases the lock */
+        store__tx_end(s, STORE_OK, 0); /* nothing written: the rollback only releases the lock */
     }
     memcpy(s->msg, msg, sizeof msg);
 }
@@ -894,9 +882,9 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
     const char *owner = u->owner ? u->owner : "";
     char sha[65], err[512];
     /* The fsync, the slow part, before the lock. */
-    if (blob_finish(w, sha, err, sizeof err)) return fail(s, STORE_EDB, "%s", err);
+    if (blob_finish(w, sha, err, sizeof err)) return store__fail(s, STORE_EDB, "%s", err);
     int64_t bytes = w->bytes;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) {
         blob_abort(w);
         return rc;
@@ -913,11 +901,11 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
         rc = store_owner_upload_bytes(s, u->quota_owner, &h);
         if (rc == STORE_OK && h + bytes > u->max_owner_bytes) {
             if (held) *held = h;
-            rc = fail(s, STORE_ELIMIT,
-                      "owner '%s' holds %lld bytes of models and datasets; %lld more would pass "
-                      "the limit of %lld bytes per owner",
-                      u->quota_owner, (long long)h, (long long)bytes,
-                      (long long)u->max_owner_bytes);
+            rc = store__fail(
+                s, STORE_ELIMIT,
+                "owner '%s' holds %lld bytes of models and datasets; %lld more would pass "
+                "the limit of %lld bytes per owner",
+                u->quota_owner, (long long)h, (long long)bytes, (long long)u->max_owner_bytes);
         }
     }
     int placed = 0;
@@ -927,7 +915,7 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
         if (!placed) {
             json_decref(*out);
             *out = NULL;
-            rc = fail(s, STORE_EDB, "%s", err);
+            rc = store__fail(s, STORE_EDB, "%s", err);
         }
     } else {
         blob_abort(w);
@@ -940,12 +928,12 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
         rc = dataset_add(s, id, owner, u->name, "upload", sha, bytes, u->info, out);
     }
     if (rc != STORE_OK) {
-        tx_end(s, rc, 0);
+        store__tx_end(s, rc, 0);
         /* A file placed for a row that is not there: gone, unless another row names it. */
         if (placed && rc != STORE_EEXISTS) blob_release(s, data_dir, sha);
         return rc;
     }
-    rc = tx_end(s, STORE_OK, 1);
+    rc = store__tx_end(s, STORE_OK, 1);
     if (rc != STORE_OK) {
         json_decref(*out);
         *out = NULL;
@@ -981,36 +969,36 @@ int store_upload_delete(store *s, const char *data_dir, int is_model, const char
 
 static json_t *job_row(sqlite3_stmt *st) {
     json_t *j = json_object();
-    json_object_set_new(j, "id", col_str(st, 0));
-    json_object_set_new(j, "model_id", col_str(st, 1));
-    json_object_set_new(j, "dataset_id", col_str(st, 2));
-    json_object_set_new(j, "spec", col_json(st, 3));
-    json_object_set_new(j, "state", col_str(st, 4));
-    json_object_set_new(j, "stage", col_str(st, 5));
-    json_object_set_new(j, "progress", col_json(st, 6));
-    json_object_set_new(j, "metrics", col_json(st, 7));
-    json_object_set_new(j, "error", col_str(st, 8));
-    json_object_set_new(j, "attempts", col_int(st, 9));
-    json_object_set_new(j, "max_attempts", col_int(st, 10));
-    json_object_set_new(j, "created_at", col_time(st, 11));
-    json_object_set_new(j, "started_at", col_time(st, 12));
-    json_object_set_new(j, "finished_at", col_time(st, 13));
-    json_object_set_new(j, "webhook", col_json(st, 14));
+    json_object_set_new(j, "id", store__col_str(st, 0));
+    json_object_set_new(j, "model_id", store__col_str(st, 1));
+    json_object_set_new(j, "dataset_id", store__col_str(st, 2));
+    json_object_set_new(j, "spec", store__col_json(st, 3));
+    json_object_set_new(j, "state", store__col_str(st, 4));
+    json_object_set_new(j, "stage", store__col_str(st, 5));
+    json_object_set_new(j, "progress", store__col_json(st, 6));
+    json_object_set_new(j, "metrics", store__col_json(st, 7));
+    json_object_set_new(j, "error", store__col_str(st, 8));
+    json_object_set_new(j, "attempts", store__col_int(st, 9));
+    json_object_set_new(j, "max_attempts", store__col_int(st, 10));
+    json_object_set_new(j, "created_at", store__col_time(st, 11));
+    json_object_set_new(j, "started_at", store__col_time(st, 12));
+    json_object_set_new(j, "finished_at", store__col_time(st, 13));
+    json_object_set_new(j, "webhook", store__col_json(st, 14));
     return j;
 }
 
 /* A job as GET shows it: JOB_COLS JOB_LAST_EVENT. */
 static json_t *job_read_row(sqlite3_stmt *st) {
     json_t *j = job_row(st);
-    json_object_set_new(j, "last_event_id", col_int(st, JOB_NCOLS));
+    json_object_set_new(j, "last_event_id", store__col_int(st, JOB_NCOLS));
     return j;
 }
 
-static int job_fetch(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = query_one(s, job_row, out,
-                       "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND " OWNED,
-                       "ss", id, owner);
-    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no job %s", id);
+int store__job_fetch(store *s, const char *owner, const char *id, json_t **out) {
+    int rc = store__query_one(s, job_row, out,
+                              "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND " OWNED,
+                              "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
     return rc;
 }
 
@@ -1019,68 +1007,70 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     const char *owner = n->owner ? n->owner : "";
     const char *as = n->scope; /* whose models and datasets it may use: NULL = any */
     int max_attempts = n->max_attempts < 1 ? STORE_DEFAULT_MAX_ATTEMPTS : n->max_attempts;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     if (n->idempotency_key) {
         /* A retried request (the client never saw our answer) gets the job it already made. */
-        rc = query_one(s, job_row, out,
-                       "SELECT " JOB_COLS " FROM jobs j"
-                       " WHERE j.owner = ?1 AND j.idempotency_key = ?2",
-                       "ss", owner, n->idempotency_key);
+        rc = store__query_one(s, job_row, out,
+                              "SELECT " JOB_COLS " FROM jobs j"
+                              " WHERE j.owner = ?1 AND j.idempotency_key = ?2",
+                              "ss", owner, n->idempotency_key);
         if (rc == STORE_OK) {
-            fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
-                 json_string_value(json_object_get(*out, "id")));
-            return tx_end(s, STORE_EEXISTS, 0);
+            store__fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
+                        json_string_value(json_object_get(*out, "id")));
+            return store__tx_end(s, STORE_EEXISTS, 0);
         }
-        if (rc != STORE_ENOTFOUND) return tx_end(s, rc, 0);
+        if (rc != STORE_ENOTFOUND) return store__tx_end(s, rc, 0);
     }
     if (n->max_queued > 0) {
         /* Counted under the write lock, so two submissions at once cannot both take the last
          * place. */
-        sqlite3_stmt *st = query(s, "SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND state = 'queued'",
-                                 "s", owner);
-        if (!st) return tx_end(s, STORE_EDB, 0);
+        sqlite3_stmt *st = store__query(
+            s, "SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND state = 'queued'", "s", owner);
+        if (!st) return store__tx_end(s, STORE_EDB, 0);
         int64_t queued = 0;
         if (sqlite3_step(st) == SQLITE_ROW) queued = sqlite3_column_int64(st, 0);
-        else rc = db_fail(s);
+        else rc = store__db_fail(s);
         sqlite3_reset(st);
         if (!rc && queued >= n->max_queued)
-            rc = fail(s, STORE_ELIMIT,
-                      "%lld jobs of yours are already queued, the most allowed; submit again when "
-                      "some have started",
-                      (long long)queued);
-        if (rc) return tx_end(s, rc, 0);
+            rc = store__fail(
+                s, STORE_ELIMIT,
+                "%lld jobs of yours are already queued, the most allowed; submit again when "
+                "some have started",
+                (long long)queued);
+        if (rc) return store__tx_end(s, rc, 0);
     }
     json_t *row = NULL;
-    rc = query_one(s, model_row, &row,
-                   "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
-                   "ss", n->model_id, as);
+    rc = store__query_one(s, store__model_row, &row,
+                          "SELECT " MODEL_COLS " FROM models WHERE id = ?1 AND " OWNED,
+                          "ss", n->model_id, as);
     json_decref(row);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no model %s", n->model_id);
+    if (rc == STORE_ENOTFOUND) rc = store__fail(s, rc, "there is no model %s", n->model_id);
     if (!rc) {
-        rc = query_one(s, dataset_row, &row,
-                       "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                       "ss", n->dataset_id, as);
+        rc = store__query_one(s, store__dataset_row, &row,
+                              "SELECT " DATASET_COLS
+                              " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
+                              "ss", n->dataset_id, as);
         json_decref(row);
-        if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no dataset %s", n->dataset_id);
+        if (rc == STORE_ENOTFOUND) rc = store__fail(s, rc, "there is no dataset %s", n->dataset_id);
     }
     char id[32];
     store_new_id(id, "j_");
     if (!rc)
-        rc = exec(s,
-                  "INSERT INTO jobs (id, owner, model_id, dataset_id, spec, max_attempts,"
-                  " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                  "ssssjisI", id, owner, n->model_id, n->dataset_id, n->spec, max_attempts,
-                  n->idempotency_key, store_now_ms());
+        rc = store__exec(s,
+                         "INSERT INTO jobs (id, owner, model_id, dataset_id, spec, max_attempts,"
+                         " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                         "ssssjisI", id, owner, n->model_id, n->dataset_id, n->spec, max_attempts,
+                         n->idempotency_key, store_now_ms());
     if (!rc && n->webhook_url)
-        rc = exec(s,
-                  "INSERT INTO job_webhooks (job_id, url, secret, progress_every_ms)"
-                  " VALUES (?1, ?2, ?3, ?4)",
-                  "sssI", id, n->webhook_url, n->webhook_secret ? n->webhook_secret : "",
-                  n->webhook_progress_ms > 0 ? n->webhook_progress_ms : (int64_t)0);
-    if (!rc) rc = state_event(s, id, "queued", NULL, NULL);
-    if (!rc) rc = job_fetch(s, NULL, id, out);
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__exec(s,
+                         "INSERT INTO job_webhooks (job_id, url, secret, progress_every_ms)"
+                         " VALUES (?1, ?2, ?3, ?4)",
+                         "sssI", id, n->webhook_url, n->webhook_secret ? n->webhook_secret : "",
+                         n->webhook_progress_ms > 0 ? n->webhook_progress_ms : (int64_t)0);
+    if (!rc) rc = store__state_event(s, id, "queued", NULL, NULL);
+    if (!rc) rc = store__job_fetch(s, NULL, id, out);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
@@ -1092,10 +1082,11 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
 }
 
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = query_one(s, job_read_row, out,
-                       "SELECT " JOB_COLS JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED,
-                       "ss", id, owner);
-    if (rc == STORE_ENOTFOUND) fail(s, rc, "there is no job %s", id);
+    int rc = store__query_one(s, job_read_row, out,
+                              "SELECT " JOB_COLS JOB_LAST_EVENT
+                              " FROM jobs j WHERE j.id = ?1 AND " OWNED,
+                              "ss", id, owner);
+    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
     return rc;
 }
 
@@ -1105,9 +1096,9 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
     *next_cursor = NULL;
     if (state && strcmp(state, "queued") && strcmp(state, "running") &&
         strcmp(state, "succeeded") && strcmp(state, "failed") && strcmp(state, "canceled"))
-        return fail(s, STORE_EINVAL,
-                    "'%.32s' is not a job state (queued, running, succeeded, failed, canceled)",
-                    state);
+        return store__fail(
+            s, STORE_EINVAL,
+            "'%.32s' is not a job state (queued, running, succeeded, failed, canceled)", state);
     int64_t before = INT64_MAX;
     if (after) {
         /* The cursor is the seq of the last job of the previous page. */
@@ -1115,16 +1106,19 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
         errno = 0;
         long long v = strtoll(after, &end, 10);
         if (!*after || *end || errno || v <= 0)
-            return fail(s, STORE_EINVAL, "'%.64s' is not a cursor from a previous page", after);
+            return store__fail(s, STORE_EINVAL, "'%.64s' is not a cursor from a previous page",
+                               after);
         before = v;
     }
     /* One row more than asked says whether there is a next page. */
     int64_t want = limit > 0 ? (int64_t)limit + 1 : -1;
-    sqlite3_stmt *st = query(s,
-                             "SELECT " JOB_COLS JOB_LAST_EVENT ", j.seq FROM jobs j"
-                             " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
-                             " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
-                             "ssII", owner, state, before, want);
+    sqlite3_stmt *st =
+        store__query(s,
+                     "SELECT " JOB_COLS JOB_LAST_EVENT
+                     ", j.seq FROM jobs j"
+                     " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
+                     " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
+                     "ssII", owner, state, before, want);
     if (!st) return STORE_EDB;
     json_t *arr = json_array();
     int64_t last_seq = 0;
@@ -1137,7 +1131,7 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
         json_array_append_new(arr, job_read_row(st));
         last_seq = sqlite3_column_int64(st, JOB_NCOLS + 1);
     }
-    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = db_fail(s);
+    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = store__db_fail(s);
     sqlite3_reset(st);
     if (rc) {
         json_decref(arr);
@@ -1154,63 +1148,65 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
 
 int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) {
     *out = NULL;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     sqlite3_stmt *st =
-        query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+        store__query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     char state[16] = "", stage[64] = "";
     int step = sqlite3_step(st), has_stage = 0;
     if (step == SQLITE_ROW) {
-        col_copy(st, 0, state, sizeof state);
-        col_copy(st, 1, stage, sizeof stage);
+        store__col_copy(st, 0, state, sizeof state);
+        store__col_copy(st, 1, stage, sizeof stage);
         has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
     } else {
-        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id) : db_fail(s);
+        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+                                 : store__db_fail(s);
     }
     sqlite3_reset(st);
-    if (rc) return tx_end(s, rc, 0);
+    if (rc) return store__tx_end(s, rc, 0);
     if (!strcmp(state, "queued")) {
-        rc = exec(s,
-                  "UPDATE jobs SET state = 'canceled', finished_ms = ?2 WHERE id = ?1", "sI", id,
-                  store_now_ms());
-        if (!rc) rc = state_event(s, id, "canceled", has_stage ? stage : NULL, NULL);
+        rc = store__exec(s, "UPDATE jobs SET state = 'canceled', finished_ms = ?2 WHERE id = ?1",
+                         "sI", id, store_now_ms());
+        if (!rc) rc = store__state_event(s, id, "canceled", has_stage ? stage : NULL, NULL);
     } else if (!strcmp(state, "running")) {
         /* The worker sees this at its next progress write (STORE_ECONFLICT) and ends the job;
          * if it dies first, store_job_expire ends it canceled. */
-        rc = exec(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", "s", id);
+        rc = store__exec(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", "s", id);
     } else {
-        rc = fail(s, STORE_ECONFLICT, "job %s has already ended (%s)", id, state);
+        rc = store__fail(s, STORE_ECONFLICT, "job %s has already ended (%s)", id, state);
     }
-    if (!rc) rc = job_fetch(s, NULL, id, out);
-    return tx_end(s, rc, rc == STORE_OK);
+    if (!rc) rc = store__job_fetch(s, NULL, id, out);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_job_delete(store *s, const char *owner, const char *id) {
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     sqlite3_stmt *st =
-        query(s, "SELECT state FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+        store__query(s, "SELECT state FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     char state[16] = "";
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW)
-        col_copy(st, 0, state, sizeof state);
+        store__col_copy(st, 0, state, sizeof state);
     else
-        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id) : db_fail(s);
+        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+                                 : store__db_fail(s);
     sqlite3_reset(st);
     if (!rc && (!strcmp(state, "queued") || !strcmp(state, "running")))
-        rc = fail(s, STORE_ECONFLICT, "job %s is %s; cancel it first, then delete it", id, state);
+        rc = store__fail(s, STORE_ECONFLICT, "job %s is %s; cancel it first, then delete it", id,
+                         state);
     /* Its events and artifacts go with it (ON DELETE CASCADE). */
-    if (!rc) rc = exec(s, "DELETE FROM jobs WHERE id = ?1", "s", id);
-    return tx_end(s, rc, rc == STORE_OK);
+    if (!rc) rc = store__exec(s, "DELETE FROM jobs WHERE id = ?1", "s", id);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_job_counts(store *s, json_t **out) {
     *out = NULL;
     json_t *c = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0,
                           "failed", 0, "canceled", 0);
-    sqlite3_stmt *st = query(s, "SELECT state, COUNT(*) FROM jobs GROUP BY state", "");
+    sqlite3_stmt *st = store__query(s, "SELECT state, COUNT(*) FROM jobs GROUP BY state", "");
     if (!st) {
         json_decref(c);
         return STORE_EDB;
@@ -1219,7 +1215,7 @@ int store_job_counts(store *s, json_t **out) {
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
                             json_integer(sqlite3_column_int64(st, 1)));
-    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
     sqlite3_reset(st);
     if (rc) {
         json_decref(c);
@@ -1231,21 +1227,21 @@ int store_job_counts(store *s, json_t **out) {
 
 int store_job_durations(store *s, void (*fn)(void *arg, const char *state, double seconds),
                         void *arg) {
-    sqlite3_stmt *st = query(s,
-                             "SELECT state, finished_ms - started_ms FROM jobs"
-                             " WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL",
-                             "");
+    sqlite3_stmt *st = store__query(s,
+                                    "SELECT state, finished_ms - started_ms FROM jobs"
+                                    " WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL",
+                                    "");
     if (!st) return STORE_EDB;
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         fn(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1) / 1000.0);
-    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
     sqlite3_reset(st);
     return rc;
 }
 
 static json_t *stage_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:f, s:I}", "stage", col_str(st, 0),
+    return json_pack("{s:o, s:f, s:I}", "stage", store__col_str(st, 0),
                      "sum", sqlite3_column_int64(st, 1) / 1000.0, "count",
                      (json_int_t)sqlite3_column_int64(st, 2));
 }
@@ -1255,19 +1251,20 @@ int store_stage_durations(store *s, json_t **out) {
     json_t *rows = NULL;
     /* Each stage starts at its first progress event; it ends where the next one starts, the
      * last at the job's end. One pass over the progress events of succeeded jobs. */
-    int rc = query_all(s, stage_row, &rows,
-                       /* "stg", not "stage": jobs has a stage column, which GROUP BY would
-                        * take instead of the alias */
-                       "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stg,"
-                       " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
-                       " WHERE e.type = 'progress' AND j.state = 'succeeded'"
-                       " AND json_extract(e.data, '$.stage') IS NOT NULL"
-                       " GROUP BY e.job_id, stg),"
-                       " spans AS (SELECT f.stg, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
-                       " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
-                       " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
-                       " SELECT stg, SUM(ms), COUNT(*) FROM spans GROUP BY stg ORDER BY stg",
-                       "");
+    int rc =
+        store__query_all(s, stage_row, &rows,
+                         /* "stg", not "stage": jobs has a stage column, which GROUP BY would
+                          * take instead of the alias */
+                         "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stg,"
+                         " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
+                         " WHERE e.type = 'progress' AND j.state = 'succeeded'"
+                         " AND json_extract(e.data, '$.stage') IS NOT NULL"
+                         " GROUP BY e.job_id, stg),"
+                         " spans AS (SELECT f.stg, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
+                         " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
+                         " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
+                         " SELECT stg, SUM(ms), COUNT(*) FROM spans GROUP BY stg ORDER BY stg",
+                         "");
     if (rc) return rc;
     json_t *obj = json_object();
     size_t i;
@@ -1275,8 +1272,9 @@ int store_stage_durations(store *s, json_t **out) {
     json_array_foreach(rows, i, r) {
         const char *stage = json_string_value(json_object_get(r, "stage"));
         if (stage)
-            json_object_set_new(obj, stage, json_pack("{s:O, s:O}", "sum", json_object_get(r, "sum"),
-                                                      "count", json_object_get(r, "count")));
+            json_object_set_new(obj, stage,
+                                json_pack("{s:O, s:O}", "sum", json_object_get(r, "sum"), "count",
+                                          json_object_get(r, "count")));
     }
     json_decref(rows);
     *out = obj;
@@ -1292,31 +1290,32 @@ void store_claim_free(store_claim *c) {
 
 /* The claimed job as its worker needs it: who owns it, its spec, where its inputs are. */
 static int claim_read(store *s, const char *id, store_claim *c) {
-    sqlite3_stmt *st = query(s,
-                             "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
-                             " j.dataset_id, d.kind, d.sha256,"
-                             " json_extract(d.summary, '$.val_fraction') FROM jobs j"
-                             " LEFT JOIN models m ON m.id = j.model_id"
-                             " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
-                             "s", id);
+    sqlite3_stmt *st =
+        store__query(s,
+                     "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
+                     " j.dataset_id, d.kind, d.sha256,"
+                     " json_extract(d.summary, '$.val_fraction') FROM jobs j"
+                     " LEFT JOIN models m ON m.id = j.model_id"
+                     " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
+                     "s", id);
     if (!st) return STORE_EDB;
     int rc = STORE_OK, step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        col_copy(st, 0, c->id, sizeof c->id);
-        col_copy(st, 1, c->owner, sizeof c->owner);
+        store__col_copy(st, 0, c->id, sizeof c->id);
+        store__col_copy(st, 1, c->owner, sizeof c->owner);
         c->attempts = sqlite3_column_int(st, 2);
-        c->spec = col_json(st, 3);
-        col_copy(st, 4, c->model_id, sizeof c->model_id);
-        col_copy(st, 5, c->model_sha256, sizeof c->model_sha256);
-        col_copy(st, 6, c->dataset_id, sizeof c->dataset_id);
-        col_copy(st, 7, c->dataset_kind, sizeof c->dataset_kind);
-        col_copy(st, 8, c->dataset_sha256, sizeof c->dataset_sha256);
+        c->spec = store__col_json(st, 3);
+        store__col_copy(st, 4, c->model_id, sizeof c->model_id);
+        store__col_copy(st, 5, c->model_sha256, sizeof c->model_sha256);
+        store__col_copy(st, 6, c->dataset_id, sizeof c->dataset_id);
+        store__col_copy(st, 7, c->dataset_kind, sizeof c->dataset_kind);
+        store__col_copy(st, 8, c->dataset_sha256, sizeof c->dataset_sha256);
         c->val_fraction = sqlite3_column_type(st, 9) == SQLITE_NULL ? -1
                                                                      : sqlite3_column_double(st, 9);
     } else if (step == SQLITE_DONE) {
-        rc = fail(s, STORE_EDB, "the claimed job %s vanished", id);
+        rc = store__fail(s, STORE_EDB, "the claimed job %s vanished", id);
     } else {
-        rc = db_fail(s);
+        rc = store__db_fail(s);
     }
     sqlite3_reset(st);
     return rc;
@@ -1324,60 +1323,61 @@ static int claim_read(store *s, const char *id, store_claim *c) {
 
 int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim *out) {
     memset(out, 0, sizeof *out);
-    if (!worker || !*worker) return fail(s, STORE_EINVAL, "a worker needs a name to claim a job");
-    int rc = tx_begin(s);
+    if (!worker || !*worker)
+        return store__fail(s, STORE_EINVAL, "a worker needs a name to claim a job");
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     int64_t now = store_now_ms();
     /* Under the write lock nobody else can claim between our choice and our update; the
      * single statement would be atomic on its own too. */
-    sqlite3_stmt *st = query(s,
-                             "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
-                             " lease_worker = ?1, lease_expires_ms = ?2,"
-                             " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
-                             " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
-                             " ORDER BY seq LIMIT 1)"
-                             " RETURNING id, stage",
-                             "sII", worker, now + lease_ms, now);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+    sqlite3_stmt *st = store__query(s,
+                                    "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+                                    " lease_worker = ?1, lease_expires_ms = ?2,"
+                                    " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
+                                    " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
+                                    " ORDER BY seq LIMIT 1)"
+                                    " RETURNING id, stage",
+                                    "sII", worker, now + lease_ms, now);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     char id[64] = "", stage[64] = "";
     int has_stage = 0, step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        col_copy(st, 0, id, sizeof id);
-        col_copy(st, 1, stage, sizeof stage);
+        store__col_copy(st, 0, id, sizeof id);
+        store__col_copy(st, 1, stage, sizeof stage);
         has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
         step = sqlite3_step(st); /* runs the statement to its end */
     } else if (step == SQLITE_DONE) {
-        rc = fail(s, STORE_ENONE, "no job is waiting");
+        rc = store__fail(s, STORE_ENONE, "no job is waiting");
     }
-    if (!rc && step != SQLITE_DONE) rc = db_fail(s);
+    if (!rc && step != SQLITE_DONE) rc = store__db_fail(s);
     sqlite3_reset(st);
-    if (!rc) rc = state_event(s, id, "running", has_stage ? stage : NULL, NULL);
+    if (!rc) rc = store__state_event(s, id, "running", has_stage ? stage : NULL, NULL);
     if (!rc) rc = claim_read(s, id, out);
     if (rc) store_claim_free(out);
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 /* Fencing: the job must be running under this worker's lease. Fills state-independent facts
  * the callers need. STORE_ELEASE (with a message) otherwise. */
 static int lease_check(store *s, const char *id, const char *worker, int *cancel_requested,
                        char *stage, size_t stagelen, int *has_stage) {
-    sqlite3_stmt *st = query(s,
-                             "SELECT cancel_requested, stage FROM jobs"
-                             " WHERE id = ?1 AND state = 'running' AND lease_worker = ?2",
-                             "ss", id, worker);
+    sqlite3_stmt *st = store__query(s,
+                                    "SELECT cancel_requested, stage FROM jobs"
+                                    " WHERE id = ?1 AND state = 'running' AND lease_worker = ?2",
+                                    "ss", id, worker);
     if (!st) return STORE_EDB;
     int rc = STORE_OK, step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         if (cancel_requested) *cancel_requested = sqlite3_column_int(st, 0);
-        if (stage) col_copy(st, 1, stage, stagelen);
+        if (stage) store__col_copy(st, 1, stage, stagelen);
         if (has_stage) *has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
     } else if (step == SQLITE_DONE) {
-        rc = fail(s, STORE_ELEASE,
-                  "job %s is no longer leased to worker %s (its lease expired and it was "
-                  "requeued, or it ended or was deleted); stop working on it",
-                  id, worker);
+        rc = store__fail(s, STORE_ELEASE,
+                         "job %s is no longer leased to worker %s (its lease expired and it was "
+                         "requeued, or it ended or was deleted); stop working on it",
+                         id, worker);
     } else {
-        rc = db_fail(s);
+        rc = store__db_fail(s);
     }
     sqlite3_reset(st);
     return rc;
@@ -1387,53 +1387,57 @@ static int lease_check(store *s, const char *id, const char *worker, int *cancel
 static int progress_webhook(store *s, const char *id) {
     int64_t now = store_now_ms();
     /* One statement decides and claims the slot, so the interval holds whoever writes. */
-    sqlite3_stmt *st = query(s,
-                             "UPDATE job_webhooks SET last_progress_ms = ?2 WHERE job_id = ?1"
-                             " AND progress_every_ms > 0 AND ?2 - last_progress_ms >= progress_every_ms"
-                             " RETURNING 1",
-                             "sI", id, now);
+    sqlite3_stmt *st =
+        store__query(s,
+                     "UPDATE job_webhooks SET last_progress_ms = ?2 WHERE job_id = ?1"
+                     " AND progress_every_ms > 0 AND ?2 - last_progress_ms >= progress_every_ms"
+                     " RETURNING 1",
+                     "sI", id, now);
     if (!st) return STORE_EDB;
     int step = sqlite3_step(st), due = step == SQLITE_ROW;
     if (due) step = sqlite3_step(st);
     sqlite3_reset(st);
-    if (step != SQLITE_DONE) return db_fail(s);
+    if (step != SQLITE_DONE) return store__db_fail(s);
     if (!due) return STORE_OK;
     json_t *job = NULL;
-    int rc = job_fetch(s, NULL, id, &job);
-    if (!rc) rc = webhook_enqueue(s, id, "job.progress", job);
+    int rc = store__job_fetch(s, NULL, id, &job);
+    if (!rc) rc = store__webhook_enqueue(s, id, "job.progress", job);
     json_decref(job);
     return rc;
 }
 
 int store_job_progress(store *s, const char *id, const char *worker, int64_t lease_ms,
                        const char *stage, json_t *progress, int event) {
-    int rc = tx_begin(s), cancel = 0;
+    int rc = store__tx_begin(s), cancel = 0;
     if (rc) return rc;
     rc = lease_check(s, id, worker, &cancel, NULL, 0, NULL);
     /* NULL stage or progress keeps the stored one: a bare heartbeat. */
     if (!rc)
-        rc = exec(s,
-                  "UPDATE jobs SET lease_expires_ms = ?2, stage = COALESCE(?3, stage),"
-                  " progress = COALESCE(?4, progress) WHERE id = ?1",
-                  "sIsj", id, store_now_ms() + lease_ms, stage, progress);
+        rc = store__exec(s,
+                         "UPDATE jobs SET lease_expires_ms = ?2, stage = COALESCE(?3, stage),"
+                         " progress = COALESCE(?4, progress) WHERE id = ?1",
+                         "sIsj", id, store_now_ms() + lease_ms, stage, progress);
     if (!rc && event)
-        rc = event_add(s, id, "progress", progress ? json_deep_copy(progress) : json_object());
+        rc = store__event_add(s, id, "progress",
+                              progress ? json_deep_copy(progress) : json_object());
     if (!rc && event) rc = progress_webhook(s, id);
-    rc = tx_end(s, rc, rc == STORE_OK);
+    rc = store__tx_end(s, rc, rc == STORE_OK);
     if (!rc && cancel)
-        rc = fail(s, STORE_ECONFLICT,
-                  "job %s was asked to cancel; end it with state \"canceled\"", id);
+        rc = store__fail(s, STORE_ECONFLICT,
+                         "job %s was asked to cancel; end it with state \"canceled\"", id);
     return rc;
 }
 
 int store_job_metrics(store *s, const char *id, const char *worker, json_t *metrics) {
     if (!json_is_object(metrics))
-        return fail(s, STORE_EINVAL, "metrics must be a JSON object");
-    int rc = tx_begin(s);
+        return store__fail(s, STORE_EINVAL, "metrics must be a JSON object");
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     rc = lease_check(s, id, worker, NULL, NULL, 0, NULL);
     json_t *cur = NULL;
-    if (!rc) rc = query_one(s, col_json_0, &cur, "SELECT metrics FROM jobs WHERE id = ?1", "s", id);
+    if (!rc)
+        rc = store__query_one(s, store__col_json_0, &cur, "SELECT metrics FROM jobs WHERE id = ?1",
+                              "s", id);
     if (!rc) {
         /* Nested objects merge too: {"stage2": {"top1": ..}} adds to what stage 2 reported
          * before instead of replacing it. */
@@ -1442,30 +1446,31 @@ int store_job_metrics(store *s, const char *id, const char *worker, json_t *metr
             cur = json_object();
         }
         json_object_update_recursive(cur, metrics);
-        rc = exec(s, "UPDATE jobs SET metrics = ?2 WHERE id = ?1", "sj", id, cur);
+        rc = store__exec(s, "UPDATE jobs SET metrics = ?2 WHERE id = ?1", "sj", id, cur);
     }
     json_decref(cur);
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_job_finish(store *s, const char *id, const char *worker, const char *state,
                      const char *error) {
     if (!state || (strcmp(state, "succeeded") && strcmp(state, "failed") &&
                    strcmp(state, "canceled")))
-        return fail(s, STORE_EINVAL,
-                    "a job ends 'succeeded', 'failed' or 'canceled', not '%s'",
-                    state ? state : "(none)");
-    int rc = tx_begin(s), has_stage = 0;
+        return store__fail(s, STORE_EINVAL,
+                           "a job ends 'succeeded', 'failed' or 'canceled', not '%s'",
+                           state ? state : "(none)");
+    int rc = store__tx_begin(s), has_stage = 0;
     if (rc) return rc;
     char stage[64] = "";
     rc = lease_check(s, id, worker, NULL, stage, sizeof stage, &has_stage);
     if (!rc)
-        rc = exec(s,
-                  "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4, lease_worker = NULL,"
-                  " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
-                  "sssI", id, state, error, store_now_ms());
-    if (!rc) rc = state_event(s, id, state, has_stage ? stage : NULL, error);
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__exec(
+            s,
+            "UPDATE jobs SET state = ?2, error = ?3, finished_ms = ?4, lease_worker = NULL,"
+            " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
+            "sssI", id, state, error, store_now_ms());
+    if (!rc) rc = store__state_event(s, id, state, has_stage ? stage : NULL, error);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 /* A running job back to the queue (attempts_delta: 0 counts the attempt, -1 gives it back),
@@ -1474,33 +1479,34 @@ static int job_requeue(store *s, const char *id, int cancel, const char *stage,
                        int attempts_delta) {
     int rc;
     if (cancel) {
-        rc = exec(s,
-                  "UPDATE jobs SET state = 'canceled', finished_ms = ?2, lease_worker = NULL,"
-                  " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
-                  "sI", id, store_now_ms());
-        return rc ? rc : state_event(s, id, "canceled", stage, NULL);
+        rc =
+            store__exec(s,
+                        "UPDATE jobs SET state = 'canceled', finished_ms = ?2, lease_worker = NULL,"
+                        " lease_expires_ms = NULL, cancel_requested = 0 WHERE id = ?1",
+                        "sI", id, store_now_ms());
+        return rc ? rc : store__state_event(s, id, "canceled", stage, NULL);
     }
-    rc = exec(s,
-              "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
-              " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
-              "si", id, attempts_delta);
-    return rc ? rc : state_event(s, id, "queued", stage, NULL);
+    rc = store__exec(s,
+                     "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
+                     " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                     "si", id, attempts_delta);
+    return rc ? rc : store__state_event(s, id, "queued", stage, NULL);
 }
 
 int store_job_release(store *s, const char *id, const char *worker) {
-    int rc = tx_begin(s), cancel = 0, has_stage = 0;
+    int rc = store__tx_begin(s), cancel = 0, has_stage = 0;
     if (rc) return rc;
     char stage[64] = "";
     rc = lease_check(s, id, worker, &cancel, stage, sizeof stage, &has_stage);
     if (!rc) rc = job_requeue(s, id, cancel, has_stage ? stage : NULL, -1);
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeued,
                      int *n_failed) {
     if (n_requeued) *n_requeued = 0;
     if (n_failed) *n_failed = 0;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     /* Collected first, changed after: updating rows while a query walks them is undefined in
      * SQLite. */
@@ -1509,12 +1515,13 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         int has_stage, attempts, max_attempts, cancel;
     } *v = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_stmt *st = query(s,
-                             "SELECT id, stage, lease_worker, attempts, max_attempts,"
-                             " cancel_requested FROM jobs WHERE state = 'running'"
-                             " AND (lease_expires_ms < ?1 OR lease_worker = ?2) ORDER BY seq",
-                             "Is", now_ms, worker);
-    if (!st) return tx_end(s, STORE_EDB, 0);
+    sqlite3_stmt *st =
+        store__query(s,
+                     "SELECT id, stage, lease_worker, attempts, max_attempts,"
+                     " cancel_requested FROM jobs WHERE state = 'running'"
+                     " AND (lease_expires_ms < ?1 OR lease_worker = ?2) ORDER BY seq",
+                     "Is", now_ms, worker);
+    if (!st) return store__tx_end(s, STORE_EDB, 0);
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         if (n == cap) {
@@ -1524,16 +1531,16 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
             v = nv;
         }
         struct victim *x = &v[n++];
-        col_copy(st, 0, x->id, sizeof x->id);
-        col_copy(st, 1, x->stage, sizeof x->stage);
+        store__col_copy(st, 0, x->id, sizeof x->id);
+        store__col_copy(st, 1, x->stage, sizeof x->stage);
         x->has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
-        col_copy(st, 2, x->worker, sizeof x->worker);
+        store__col_copy(st, 2, x->worker, sizeof x->worker);
         x->attempts = sqlite3_column_int(st, 3);
         x->max_attempts = sqlite3_column_int(st, 4);
         x->cancel = sqlite3_column_int(st, 5);
     }
-    if (step == SQLITE_ROW) rc = fail(s, STORE_EDB, "out of memory");
-    else if (step != SQLITE_DONE) rc = db_fail(s);
+    if (step == SQLITE_ROW) rc = store__fail(s, STORE_EDB, "out of memory");
+    else if (step != SQLITE_DONE) rc = store__db_fail(s);
     sqlite3_reset(st);
     int requeued = 0, failed = 0;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -1554,15 +1561,15 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
                  "gave up after %d attempt%s: the worker running it (%s) %s (%s)", x->attempts,
                  x->attempts == 1 ? "" : "s", x->worker, died ? "exited" : "stopped responding",
                  seen);
-        rc = exec(s,
-                  "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
-                  " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
-                  "ssI", x->id, error, store_now_ms());
-        if (!rc) rc = state_event(s, x->id, "failed", stage, error);
+        rc = store__exec(s,
+                         "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
+                         " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                         "ssI", x->id, error, store_now_ms());
+        if (!rc) rc = store__state_event(s, x->id, "failed", stage, error);
         failed++;
     }
     free(v);
-    rc = tx_end(s, rc, rc == STORE_OK);
+    rc = store__tx_end(s, rc, rc == STORE_OK);
     if (!rc) {
         if (n_requeued) *n_requeued = requeued;
         if (n_failed) *n_failed = failed;
@@ -1573,56 +1580,58 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
 /* ---- artifacts ---- */
 
 static json_t *artifact_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o}", "name", col_str(st, 0), "bytes", col_int(st, 1),
-                     "sha256", col_str(st, 2));
+    return json_pack("{s:o, s:o, s:o}", "name", store__col_str(st, 0), "bytes",
+                     store__col_int(st, 1), "sha256", store__col_str(st, 2));
 }
 
 /* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
-static int job_visible(store *s, const char *owner, const char *id) {
-    sqlite3_stmt *st = query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
+int store__job_visible(store *s, const char *owner, const char *id) {
+    sqlite3_stmt *st =
+        store__query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return STORE_EDB;
     int step = sqlite3_step(st);
     int rc = step == SQLITE_ROW    ? STORE_OK
-             : step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "there is no job %s", id)
-                                   : db_fail(s);
+             : step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+                                   : store__db_fail(s);
     sqlite3_reset(st);
     return rc;
 }
 
 int store_artifact_add(store *s, const char *job_id, const char *name, int64_t bytes,
                        const char *sha256) {
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
-    rc = job_visible(s, NULL, job_id);
+    rc = store__job_visible(s, NULL, job_id);
     /* A retried job exports again: the newer file replaces the row of the same name. */
     if (!rc)
-        rc = exec(s,
-                  "INSERT INTO artifacts (job_id, name, bytes, sha256, created_ms)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, name) DO UPDATE SET"
-                  " bytes = excluded.bytes, sha256 = excluded.sha256,"
-                  " created_ms = excluded.created_ms",
-                  "ssIsI", job_id, name, bytes, sha256, store_now_ms());
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__exec(s,
+                         "INSERT INTO artifacts (job_id, name, bytes, sha256, created_ms)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, name) DO UPDATE SET"
+                         " bytes = excluded.bytes, sha256 = excluded.sha256,"
+                         " created_ms = excluded.created_ms",
+                         "ssIsI", job_id, name, bytes, sha256, store_now_ms());
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_artifact_list(store *s, const char *owner, const char *job_id, json_t **out_array) {
     *out_array = NULL;
-    int rc = job_visible(s, owner, job_id);
+    int rc = store__job_visible(s, owner, job_id);
     if (rc) return rc;
-    return query_all(s, artifact_row, out_array,
-                     "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name",
-                     "s", job_id);
+    return store__query_all(
+        s, artifact_row, out_array,
+        "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name", "s", job_id);
 }
 
 int store_artifact_get(store *s, const char *owner, const char *job_id, const char *name,
                        json_t **out) {
     *out = NULL;
-    int rc = job_visible(s, owner, job_id);
+    int rc = store__job_visible(s, owner, job_id);
     if (rc) return rc;
-    rc = query_one(s, artifact_row, out,
-                   "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 AND name = ?2",
-                   "ss", job_id, name);
-    if (rc == STORE_ENOTFOUND) fail(s, rc, "job %s has no artifact named %s", job_id, name);
+    rc = store__query_one(
+        s, artifact_row, out,
+        "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 AND name = ?2", "ss", job_id,
+        name);
+    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "job %s has no artifact named %s", job_id, name);
     return rc;
 }
 
@@ -1630,9 +1639,9 @@ int store_artifact_get(store *s, const char *owner, const char *job_id, const ch
 
 int store_event_max_id(store *s, int64_t *id) {
     *id = 0;
-    sqlite3_stmt *st = query(s, "SELECT COALESCE(MAX(id), 0) FROM events", "");
+    sqlite3_stmt *st = store__query(s, "SELECT COALESCE(MAX(id), 0) FROM events", "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
     if (!rc) *id = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return rc;
@@ -1641,20 +1650,20 @@ int store_event_max_id(store *s, int64_t *id) {
 int store_event_list(store *s, const char *owner, const char *job_id, int64_t after_id,
                      int limit, json_t **out_array) {
     *out_array = NULL;
-    int rc = job_visible(s, owner, job_id);
+    int rc = store__job_visible(s, owner, job_id);
     if (rc) return rc;
-    return query_all(s, event_row, out_array,
-                     "SELECT id, job_id, type, data, created_ms FROM events"
-                     " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                     "sII", job_id, after_id, limit > 0 ? (int64_t)limit : (int64_t)-1);
+    return store__query_all(s, event_row, out_array,
+                            "SELECT id, job_id, type, data, created_ms FROM events"
+                            " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                            "sII", job_id, after_id, limit > 0 ? (int64_t)limit : (int64_t)-1);
 }
 
 /* ---- tokens ---- */
 
 static json_t *token_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:b, s:o, s:o}", "id", col_str(st, 0), "name", col_str(st, 1),
-                     "admin", sqlite3_column_int(st, 2), "created_at", col_time(st, 3),
-                     "revoked_at", col_time(st, 4));
+    return json_pack("{s:o, s:o, s:b, s:o, s:o}", "id", store__col_str(st, 0), "name",
+                     store__col_str(st, 1), "admin", sqlite3_column_int(st, 2), "created_at",
+                     store__col_time(st, 3), "revoked_at", store__col_time(st, 4));
 }
 
 #define TOKEN_COLS "id, name, admin, created_ms, revoked_ms"
@@ -1663,56 +1672,60 @@ int store_token_insert(store *s, const char *id, const char *name, int admin,
                        const char *hash_hex, json_t **out) {
     *out = NULL;
     if (!id || !*id || !name || !*name || !hash_hex || strlen(hash_hex) != 64)
-        return fail(s, STORE_EINVAL, "a token needs an id, a name and a SHA-256 hash");
-    int rc = tx_begin(s);
+        return store__fail(s, STORE_EINVAL, "a token needs an id, a name and a SHA-256 hash");
+    int rc = store__tx_begin(s);
     if (rc) return rc;
-    rc = exec(s,
-              "INSERT INTO tokens (id, name, admin, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-              "ssisI", id, name, admin ? 1 : 0, hash_hex, store_now_ms());
+    rc = store__exec(
+        s, "INSERT INTO tokens (id, name, admin, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "ssisI", id, name, admin ? 1 : 0, hash_hex, store_now_ms());
     if (rc == STORE_EDB && (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_PRIMARYKEY))
-        rc = fail(s, STORE_ECONFLICT, "token id %s is taken", id);
+        rc = store__fail(s, STORE_ECONFLICT, "token id %s is taken", id);
     if (!rc)
-        rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s",
-                       id);
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1",
+                              "s", id);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_token_list(store *s, json_t **out_array) {
-    return query_all(s, token_row, out_array,
-                     "SELECT " TOKEN_COLS " FROM tokens ORDER BY created_ms, rowid", "");
+    return store__query_all(s, token_row, out_array,
+                            "SELECT " TOKEN_COLS " FROM tokens ORDER BY created_ms, rowid", "");
 }
 
 int store_token_revoke(store *s, const char *id, json_t **out) {
     *out = NULL;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
-    rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s", id);
-    if (rc == STORE_ENOTFOUND) rc = fail(s, rc, "there is no token %s", id);
+    rc = store__query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s",
+                          id);
+    if (rc == STORE_ENOTFOUND) rc = store__fail(s, rc, "there is no token %s", id);
     if (!rc && !json_is_null(json_object_get(*out, "revoked_at")))
-        rc = fail(s, STORE_ECONFLICT, "token %s is already revoked", id);
+        rc = store__fail(s, STORE_ECONFLICT, "token %s is already revoked", id);
     json_decref(*out);
     *out = NULL;
-    if (!rc) rc = exec(s, "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1", "sI", id, store_now_ms());
     if (!rc)
-        rc = query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1", "s",
-                       id);
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__exec(s, "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1", "sI", id,
+                         store_now_ms());
+    if (!rc)
+        rc = store__query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1",
+                              "s", id);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_token_find(store *s, const char *id, char hash_hex[65], char *name, size_t namelen,
                      int *admin) {
-    sqlite3_stmt *st = query(s,
-                             "SELECT hash, name, admin FROM tokens"
-                             " WHERE id = ?1 AND revoked_ms IS NULL",
-                             "s", id);
+    sqlite3_stmt *st = store__query(s,
+                                    "SELECT hash, name, admin FROM tokens"
+                                    " WHERE id = ?1 AND revoked_ms IS NULL",
+                                    "s", id);
     if (!st) return STORE_EDB;
     int rc = STORE_OK, step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
-        col_copy(st, 0, hash_hex, 65);
-        col_copy(st, 1, name, namelen);
+        store__col_copy(st, 0, hash_hex, 65);
+        store__col_copy(st, 1, name, namelen);
         *admin = sqlite3_column_int(st, 2);
     } else {
-        rc = step == SQLITE_DONE ? fail(s, STORE_ENOTFOUND, "no live token %s", id) : db_fail(s);
+        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "no live token %s", id)
+                                 : store__db_fail(s);
     }
     sqlite3_reset(st);
     return rc;
@@ -1720,9 +1733,9 @@ int store_token_find(store *s, const char *id, char hash_hex[65], char *name, si
 
 int store_token_count(store *s, int64_t *n) {
     *n = 0;
-    sqlite3_stmt *st = query(s, "SELECT COUNT(*) FROM tokens", "");
+    sqlite3_stmt *st = store__query(s, "SELECT COUNT(*) FROM tokens", "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
     if (!rc) *n = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return rc;
@@ -1732,13 +1745,14 @@ int store_token_count(store *s, int64_t *n) {
 
 int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes) {
     *bytes = 0;
-    sqlite3_stmt *st = query(s,
-                             "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE owner = ?1)"
-                             " + (SELECT COALESCE(SUM(bytes), 0) FROM datasets"
-                             " WHERE owner = ?1 AND kind = 'upload')",
-                             "s", owner ? owner : "");
+    sqlite3_stmt *st =
+        store__query(s,
+                     "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE owner = ?1)"
+                     " + (SELECT COALESCE(SUM(bytes), 0) FROM datasets"
+                     " WHERE owner = ?1 AND kind = 'upload')",
+                     "s", owner ? owner : "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : db_fail(s);
+    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
     if (!rc) *bytes = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return rc;
@@ -1747,41 +1761,43 @@ int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes) {
 /* ---- webhook deliveries ---- */
 
 static json_t *due_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id", col_int(st, 0),
-                     "event_id", col_str(st, 1), "type", col_str(st, 2), "payload",
-                     col_str(st, 3), "attempts", col_int(st, 4), "url", col_str(st, 5),
-                     "secret", col_str(st, 6));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id", store__col_int(st, 0),
+                     "event_id", store__col_str(st, 1), "type", store__col_str(st, 2), "payload",
+                     store__col_str(st, 3), "attempts", store__col_int(st, 4), "url",
+                     store__col_str(st, 5), "secret", store__col_str(st, 6));
 }
 
 int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, json_t **out_array) {
     *out_array = NULL;
-    int rc = tx_begin(s);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
-    rc = query_all(s, due_row, out_array,
-                   "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret"
-                   " FROM webhook_outbox o JOIN job_webhooks w ON w.job_id = o.job_id"
-                   " WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1"
-                   /* one job's events go out in order: a row waits while an earlier one of its
-                    * job is pending (in flight, or waiting to retry), so a receiver never sees
-                    * job.progress before job.started, or anything after job.succeeded */
-                   " AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.job_id = o.job_id"
-                   " AND e.id < o.id AND e.status = 'pending')"
-                   " ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
-                   "II", now_ms, (int64_t)(limit > 0 ? limit : 1));
+    rc =
+        store__query_all(s, due_row, out_array,
+                         "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret"
+                         " FROM webhook_outbox o JOIN job_webhooks w ON w.job_id = o.job_id"
+                         " WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1"
+                         /* one job's events go out in order: a row waits while an earlier one of
+                          * its job is pending (in flight, or waiting to retry), so a receiver never
+                          * sees job.progress before job.started, or anything after job.succeeded */
+                         " AND NOT EXISTS (SELECT 1 FROM webhook_outbox e WHERE e.job_id = o.job_id"
+                         " AND e.id < o.id AND e.status = 'pending')"
+                         " ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
+                         "II", now_ms, (int64_t)(limit > 0 ? limit : 1));
     /* Leased: another look (this daemon's next poll, or after a crash a restarted one) takes
      * them only once the lease is over, when the attempt has surely ended. */
     size_t i;
     json_t *r;
     json_array_foreach(rc ? NULL : *out_array, i, r) {
-        rc = exec(s, "UPDATE webhook_outbox SET next_attempt_ms = ?2 WHERE id = ?1", "II",
-                  (int64_t)json_integer_value(json_object_get(r, "outbox_id")), now_ms + lease_ms);
+        rc = store__exec(s, "UPDATE webhook_outbox SET next_attempt_ms = ?2 WHERE id = ?1", "II",
+                         (int64_t)json_integer_value(json_object_get(r, "outbox_id")),
+                         now_ms + lease_ms);
         if (rc) break;
     }
     if (rc) {
         json_decref(*out_array);
         *out_array = NULL;
     }
-    return tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_webhook_record(store *s, int64_t outbox_id, int attempt, int64_t started_ms,
@@ -1789,54 +1805,58 @@ int store_webhook_record(store *s, int64_t outbox_id, int attempt, int64_t start
                          const char *outcome, int64_t next_attempt_ms) {
     const char *status = !strcmp(outcome, "retry") ? "pending" : outcome;
     if (strcmp(status, "pending") && strcmp(status, "delivered") && strcmp(status, "failed"))
-        return fail(s, STORE_EINVAL, "a delivery is delivered, retry or failed, not '%s'", outcome);
-    int rc = tx_begin(s);
+        return store__fail(s, STORE_EINVAL, "a delivery is delivered, retry or failed, not '%s'",
+                           outcome);
+    int rc = store__tx_begin(s);
     if (rc) return rc;
     /* The job may have been deleted meanwhile (its rows with it): nothing to record then. */
-    rc = exec(s,
-              "INSERT INTO webhook_attempts (outbox_id, attempt, started_ms, status_code,"
-              " latency_ms, error) SELECT ?1, ?2, ?3, NULLIF(?4, 0), ?5, ?6"
-              " WHERE EXISTS (SELECT 1 FROM webhook_outbox WHERE id = ?1)",
-              "IiIiIs", outbox_id, attempt, started_ms, status_code, latency_ms, error);
+    rc = store__exec(s,
+                     "INSERT INTO webhook_attempts (outbox_id, attempt, started_ms, status_code,"
+                     " latency_ms, error) SELECT ?1, ?2, ?3, NULLIF(?4, 0), ?5, ?6"
+                     " WHERE EXISTS (SELECT 1 FROM webhook_outbox WHERE id = ?1)",
+                     "IiIiIs", outbox_id, attempt, started_ms, status_code, latency_ms, error);
     if (!rc)
-        rc = exec(s,
-                  "UPDATE webhook_outbox SET attempts = ?2, status = ?3, next_attempt_ms = ?4,"
-                  " finished_ms = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END WHERE id = ?1",
-                  "IisII", outbox_id, attempt, status, next_attempt_ms, store_now_ms());
-    return tx_end(s, rc, rc == STORE_OK);
+        rc = store__exec(
+            s,
+            "UPDATE webhook_outbox SET attempts = ?2, status = ?3, next_attempt_ms = ?4,"
+            " finished_ms = CASE WHEN ?3 = 'pending' THEN NULL ELSE ?5 END WHERE id = ?1",
+            "IisII", outbox_id, attempt, status, next_attempt_ms, store_now_ms());
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 static json_t *attempt_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "attempt", col_int(st, 0), "at", col_time(st, 1),
-                     "status_code", col_int(st, 2), "latency_ms", col_int(st, 3), "error",
-                     col_str(st, 4));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "attempt", store__col_int(st, 0), "at",
+                     store__col_time(st, 1), "status_code", store__col_int(st, 2), "latency_ms",
+                     store__col_int(st, 3), "error", store__col_str(st, 4));
 }
 
 static json_t *delivery_row(sqlite3_stmt *st) {
     int pending = !strcmp((const char *)sqlite3_column_text(st, 3), "pending");
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", col_str(st, 1), "type",
-                     col_str(st, 2), "status", col_str(st, 3), "created_at", col_time(st, 4),
-                     "finished_at", col_time(st, 5), "next_attempt_at",
-                     pending ? col_time(st, 6) : json_null(), "outbox_id", col_int(st, 0));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 1), "type",
+                     store__col_str(st, 2), "status", store__col_str(st, 3), "created_at",
+                     store__col_time(st, 4), "finished_at", store__col_time(st, 5),
+                     "next_attempt_at", pending ? store__col_time(st, 6) : json_null(), "outbox_id",
+                     store__col_int(st, 0));
 }
 
 int store_webhook_list(store *s, const char *owner, const char *job_id, json_t **out_array) {
     *out_array = NULL;
-    int rc = job_visible(s, owner, job_id);
+    int rc = store__job_visible(s, owner, job_id);
     if (rc) return rc;
     json_t *arr = NULL;
-    rc = query_all(s, delivery_row, &arr,
-                   "SELECT id, event_id, type, status, created_ms, finished_ms, next_attempt_ms"
-                   " FROM webhook_outbox WHERE job_id = ?1 ORDER BY id",
-                   "s", job_id);
+    rc = store__query_all(
+        s, delivery_row, &arr,
+        "SELECT id, event_id, type, status, created_ms, finished_ms, next_attempt_ms"
+        " FROM webhook_outbox WHERE job_id = ?1 ORDER BY id",
+        "s", job_id);
     size_t i;
     json_t *d;
     json_array_foreach(rc ? NULL : arr, i, d) {
         json_t *attempts = NULL;
-        rc = query_all(s, attempt_row, &attempts,
-                       "SELECT attempt, started_ms, status_code, latency_ms, error"
-                       " FROM webhook_attempts WHERE outbox_id = ?1 ORDER BY id",
-                       "I", (int64_t)json_integer_value(json_object_get(d, "outbox_id")));
+        rc = store__query_all(s, attempt_row, &attempts,
+                              "SELECT attempt, started_ms, status_code, latency_ms, error"
+                              " FROM webhook_attempts WHERE outbox_id = ?1 ORDER BY id",
+                              "I", (int64_t)json_integer_value(json_object_get(d, "outbox_id")));
         if (rc) break;
         json_object_del(d, "outbox_id");
         json_object_set_new(d, "attempts", attempts);
@@ -1852,7 +1872,8 @@ int store_webhook_list(store *s, const char *owner, const char *job_id, json_t *
 int store_webhook_counts(store *s, json_t **out) {
     *out = NULL;
     json_t *c = json_pack("{s:i, s:i, s:i}", "pending", 0, "delivered", 0, "failed", 0);
-    sqlite3_stmt *st = query(s, "SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status", "");
+    sqlite3_stmt *st =
+        store__query(s, "SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status", "");
     if (!st) {
         json_decref(c);
         return STORE_EDB;
@@ -1861,7 +1882,7 @@ int store_webhook_counts(store *s, json_t **out) {
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
                             json_integer(sqlite3_column_int64(st, 1)));
-    int rc = step == SQLITE_DONE ? STORE_OK : db_fail(s);
+    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
     sqlite3_reset(st);
     if (rc) json_decref(c);
     else *out = c;
