@@ -1002,6 +1002,19 @@ int store__job_fetch(store *s, const char *owner, const char *id, json_t **out) 
     return rc;
 }
 
+/* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
+int store__job_visible(store *s, const char *owner, const char *id) {
+    sqlite3_stmt *st =
+        store__query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
+    if (!st) return STORE_EDB;
+    int step = sqlite3_step(st);
+    int rc = step == SQLITE_ROW    ? STORE_OK
+             : step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+                                   : store__db_fail(s);
+    sqlite3_reset(st);
+    return rc;
+}
+
 int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     *out = NULL;
     const char *owner = n->owner ? n->owner : "";
@@ -1574,64 +1587,6 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         if (n_requeued) *n_requeued = requeued;
         if (n_failed) *n_failed = failed;
     }
-    return rc;
-}
-
-/* ---- artifacts ---- */
-
-static json_t *artifact_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o}", "name", store__col_str(st, 0), "bytes",
-                     store__col_int(st, 1), "sha256", store__col_str(st, 2));
-}
-
-/* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
-int store__job_visible(store *s, const char *owner, const char *id) {
-    sqlite3_stmt *st =
-        store__query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
-    if (!st) return STORE_EDB;
-    int step = sqlite3_step(st);
-    int rc = step == SQLITE_ROW    ? STORE_OK
-             : step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
-                                   : store__db_fail(s);
-    sqlite3_reset(st);
-    return rc;
-}
-
-int store_artifact_add(store *s, const char *job_id, const char *name, int64_t bytes,
-                       const char *sha256) {
-    int rc = store__tx_begin(s);
-    if (rc) return rc;
-    rc = store__job_visible(s, NULL, job_id);
-    /* A retried job exports again: the newer file replaces the row of the same name. */
-    if (!rc)
-        rc = store__exec(s,
-                         "INSERT INTO artifacts (job_id, name, bytes, sha256, created_ms)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id, name) DO UPDATE SET"
-                         " bytes = excluded.bytes, sha256 = excluded.sha256,"
-                         " created_ms = excluded.created_ms",
-                         "ssIsI", job_id, name, bytes, sha256, store_now_ms());
-    return store__tx_end(s, rc, rc == STORE_OK);
-}
-
-int store_artifact_list(store *s, const char *owner, const char *job_id, json_t **out_array) {
-    *out_array = NULL;
-    int rc = store__job_visible(s, owner, job_id);
-    if (rc) return rc;
-    return store__query_all(
-        s, artifact_row, out_array,
-        "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name", "s", job_id);
-}
-
-int store_artifact_get(store *s, const char *owner, const char *job_id, const char *name,
-                       json_t **out) {
-    *out = NULL;
-    int rc = store__job_visible(s, owner, job_id);
-    if (rc) return rc;
-    rc = store__query_one(
-        s, artifact_row, out,
-        "SELECT name, bytes, sha256 FROM artifacts WHERE job_id = ?1 AND name = ?2", "ss", job_id,
-        name);
-    if (rc == STORE_ENOTFOUND) store__fail(s, rc, "job %s has no artifact named %s", job_id, name);
     return rc;
 }
 
