@@ -120,10 +120,10 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     json_decref(row);
     if (rc == STORE_ENOTFOUND) rc = store__fail(s, rc, "there is no model %s", n->model_id);
     if (!rc) {
-        rc = store__query_one(s, store__dataset_row, &row,
-                              "SELECT " DATASET_COLS
-                              " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                              "ss", n->dataset_id, as);
+        rc = store__query_one(
+            s, store__dataset_row, &row,
+            "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE, "ss",
+            n->dataset_id, as);
         json_decref(row);
         if (rc == STORE_ENOTFOUND) rc = store__fail(s, rc, "there is no dataset %s", n->dataset_id);
     }
@@ -155,10 +155,10 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
 }
 
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = store__query_one(s, job_read_row, out,
-                              "SELECT " JOB_COLS JOB_LAST_EVENT
-                              " FROM jobs j WHERE j.id = ?1 AND " OWNED,
-                              "ss", id, owner);
+    int rc = store__query_one(
+        s, job_read_row, out,
+        "SELECT " JOB_COLS JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED, "ss", id,
+        owner);
     if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
     return rc;
 }
@@ -187,8 +187,7 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
     int64_t want = limit > 0 ? (int64_t)limit + 1 : -1;
     sqlite3_stmt *st =
         store__query(s,
-                     "SELECT " JOB_COLS JOB_LAST_EVENT
-                     ", j.seq FROM jobs j"
+                     "SELECT " JOB_COLS JOB_LAST_EVENT ", j.seq FROM jobs j"
                      " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
                      " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
                      "ssII", owner, state, before, want);

@@ -165,10 +165,10 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
     if (id_or_null) {
         snprintf(id, sizeof id, "%s", id_or_null);
         /* A fixed id (a built-in registered at every start-up) that is already there. */
-        rc = store__query_one(s, store__dataset_row, out,
-                              "SELECT " DATASET_COLS
-                              " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE,
-                              "ss", id, owner);
+        rc = store__query_one(
+            s, store__dataset_row, out,
+            "SELECT " DATASET_COLS " FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE, "ss", id,
+            owner);
         if (rc == STORE_OK) {
             store__fail(s, STORE_EEXISTS, "dataset %s already exists", id);
             return store__tx_end(s, STORE_EEXISTS, 0);
