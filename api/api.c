@@ -2,7 +2,7 @@
  * api.c: see api.h. The route table is at the bottom; above it the handlers, one per route,
  * grouped by resource, and the helpers they share.
  */
-#include "api/api.h"
+#include "api/api_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -31,8 +31,6 @@
 #include "util/clock.h"
 #include "util/jlog.h"
 #include "util/sha256.h"
-
-static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
 
 /* ---------------------------------------------------------------- responses */
 
@@ -94,9 +92,7 @@ void api_error(api_response *res, int status, const char *code, const char *fiel
 }
 
 /* A 500: the details go to the log under the request id, the client gets only the id. */
-static void internal(const api_request *req, api_response *res, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void internal(const api_request *req, api_response *res, const char *fmt, ...) {
+void api__internal(const api_request *req, api_response *res, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -108,8 +104,8 @@ static void internal(const api_request *req, api_response *res, const char *fmt,
 }
 
 /* The response to a failed store call about the resource what ("model") with id. */
-static void store_error(api_ctx *ctx, const api_request *req, api_response *res, int rc,
-                        const char *what, const char *id) {
+void api__store_error(api_ctx *ctx, const api_request *req, api_response *res, int rc,
+                      const char *what, const char *id) {
     if (rc == STORE_ENOTFOUND)
         api_error(res, 404, "not_found", NULL, "%s '%s' not found", what, id);
     else if (rc == STORE_ECONFLICT)
@@ -117,12 +113,145 @@ static void store_error(api_ctx *ctx, const api_request *req, api_response *res,
     else if (rc == STORE_EINVAL)
         api_error(res, 400, "bad_request", NULL, "%s", store_errmsg(ctx->st));
     else
-        internal(req, res, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
+        api__internal(req, res, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
 }
 
 /* The owner recorded on what this request creates. */
-static const char *creator(const api_ctx *ctx) {
+const char *api__creator(const api_ctx *ctx) {
     return ctx->creator ? ctx->creator : ctx->owner ? ctx->owner : "";
+}
+
+/* ---------------------------------------------------------------- requests */
+
+const char *api_header(const api_request *req, const char *name) {
+    for (int i = 0; i < req->nheaders; i++)
+        if (!strcasecmp(req->headers[i].key, name)) return req->headers[i].value;
+    return NULL;
+}
+
+const char *api_query(const api_request *req, const char *key) {
+    for (int i = 0; i < req->nquery; i++)
+        if (!strcmp(req->query[i].key, key)) return req->query[i].value;
+    return NULL;
+}
+
+/* Refuses query arguments the route does not know (a typo should not be silently ignored).
+ * known: NULL-terminated. Returns 0, or -1 with res set. */
+int api__query_known(const api_request *req, api_response *res, const char *const *known) {
+    for (int i = 0; i < req->nquery; i++) {
+        int ok = 0;
+        for (const char *const *k = known; *k && !ok; k++) ok = !strcmp(req->query[i].key, *k);
+        if (!ok) {
+            api_error(res, 400, "bad_request", req->query[i].key, "unknown query parameter '%s'",
+                      req->query[i].key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int api__query_int(const api_request *req, api_response *res, const char *key, long min,
+                   long max, long def, long *out) {
+    const char *v = api_query(req, key);
+    *out = def;
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || errno) {
+        api_error(res, 400, "bad_request", key, "%s: '%s' is not an integer", key, v);
+        return -1;
+    }
+    if (x < min || x > max) {
+        api_error(res, 400, "bad_request", key, "%s %ld is out of range [%ld, %ld]", key, x, min,
+                  max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int api__query_float(const api_request *req, api_response *res, const char *key, double min,
+                     double max, double def, double *out) {
+    const char *v = api_query(req, key);
+    *out = def;
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) {
+        api_error(res, 400, "bad_request", key, "%s: '%s' is not a number", key, v);
+        return -1;
+    }
+    if (x < min || x > max) {
+        api_error(res, 400, "bad_request", key, "%s %g is out of range [%g, %g]", key, x, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Ids that go into file paths (jobs/<id>/) must be plain: letters, digits, '_' and '-'. */
+int api__id_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-') return 0;
+    return 1;
+}
+
+/* The body of a JSON route as an object (new reference), or NULL with res set. */
+json_t *api__body_object(const api_request *req, api_response *res) {
+    if (!req->body || req->body_len == 0) {
+        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    json_error_t je;
+    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    if (!v) {
+        api_error(res, 400, "bad_request", NULL, "the body is not valid JSON: %s (line %d, column %d)",
+                  je.text, je.line, je.column);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+void api__set_location(api_response *res, const char *collection, json_t *obj) {
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    if (id) api_response_header(res, "Location", "/v1/%s/%s", collection, id);
+}
+
+/* ---------------------------------------------------------------- uploads (models, datasets) */
+
+/* The query of an upload. Used both before the body (api_precheck) and by the handler. */
+int api__upload_query(const api_request *req, int is_model, api__upload_opts *o,
+                      api_response *res) {
+    static const char *const model_keys[] = {"name", "num_heads", NULL};
+    static const char *const dataset_keys[] = {"name", "val_fraction", NULL};
+    if (api__query_known(req, res, is_model ? model_keys : dataset_keys)) return -1;
+    const char *name = api_query(req, "name");
+    if (!name) name = is_model ? "model" : "dataset";
+    size_t n = strlen(name);
+    json_t *valid = json_string(name); /* NULL unless UTF-8 */
+    int ok = valid && n >= 1 && n < sizeof o->name;
+    json_decref(valid);
+    for (const char *p = name; ok && *p; p++) ok = (unsigned char)*p >= 0x20 && *p != 0x7f;
+    if (!ok) {
+        api_error(res, 400, "bad_request", "name",
+                  "name must be 1 to %zu characters of UTF-8 text without control characters",
+                  sizeof o->name - 1);
+        return -1;
+    }
+    memcpy(o->name, name, n + 1);
+    o->num_heads = 0;
+    o->val_fraction = 0.1;
+    if (is_model) return api__query_int(req, res, "num_heads", 0, 64, 0, &o->num_heads);
+    return api__query_float(req, res, "val_fraction", 0, 0.9, 0.1, &o->val_fraction);
 }
 
 /* The 413 of an upload of incoming bytes that held bytes already there would push past the
@@ -141,8 +270,8 @@ static void quota_exceeded(api_ctx *ctx, api_response *res, int64_t held, int64_
  * which costs nothing, are refused only when they could never fit). These checks only refuse
  * early, before the body or the inspection; the one that counts is store_upload_commit's, in
  * the transaction that records the row. Returns 1 with res set, 0 to go on. */
-static int upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
-                        api_response *res) {
+int api__upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
+                      api_response *res) {
     int64_t limit = ctx->limits.max_owner_upload_bytes;
     if (limit <= 0 || !ctx->owner || incoming < 0) return 0;
     if (!held_too || !ctx->st) {
@@ -163,153 +292,6 @@ static int upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, 
     return 1;
 }
 
-/* ---------------------------------------------------------------- requests */
-
-const char *api_header(const api_request *req, const char *name) {
-    for (int i = 0; i < req->nheaders; i++)
-        if (!strcasecmp(req->headers[i].key, name)) return req->headers[i].value;
-    return NULL;
-}
-
-const char *api_query(const api_request *req, const char *key) {
-    for (int i = 0; i < req->nquery; i++)
-        if (!strcmp(req->query[i].key, key)) return req->query[i].value;
-    return NULL;
-}
-
-/* Refuses query arguments the route does not know (a typo should not be silently ignored).
- * known: NULL-terminated. Returns 0, or -1 with res set. */
-static int query_known(const api_request *req, api_response *res, const char *const *known) {
-    for (int i = 0; i < req->nquery; i++) {
-        int ok = 0;
-        for (const char *const *k = known; *k && !ok; k++) ok = !strcmp(req->query[i].key, *k);
-        if (!ok) {
-            api_error(res, 400, "bad_request", req->query[i].key, "unknown query parameter '%s'",
-                      req->query[i].key);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int query_int(const api_request *req, api_response *res, const char *key, long min,
-                     long max, long def, long *out) {
-    const char *v = api_query(req, key);
-    *out = def;
-    if (!v) return 0;
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno) {
-        api_error(res, 400, "bad_request", key, "%s: '%s' is not an integer", key, v);
-        return -1;
-    }
-    if (x < min || x > max) {
-        api_error(res, 400, "bad_request", key, "%s %ld is out of range [%ld, %ld]", key, x, min,
-                  max);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-static int query_float(const api_request *req, api_response *res, const char *key, double min,
-                       double max, double def, double *out) {
-    const char *v = api_query(req, key);
-    *out = def;
-    if (!v) return 0;
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || !isfinite(x)) {
-        api_error(res, 400, "bad_request", key, "%s: '%s' is not a number", key, v);
-        return -1;
-    }
-    if (x < min || x > max) {
-        api_error(res, 400, "bad_request", key, "%s %g is out of range [%g, %g]", key, x, min, max);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-/* Ids that go into file paths (jobs/<id>/) must be plain: letters, digits, '_' and '-'. */
-static int id_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64) return 0;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-') return 0;
-    return 1;
-}
-
-/* Artifact names: [A-Za-z0-9._-]+, not starting with '.' (so never "." or ".."). */
-static int artifact_name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 128 || s[0] == '.') return 0;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-') return 0;
-    return 1;
-}
-
-/* The body of a JSON route as an object (new reference), or NULL with res set. */
-static json_t *body_object(const api_request *req, api_response *res) {
-    if (!req->body || req->body_len == 0) {
-        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
-        return NULL;
-    }
-    json_error_t je;
-    json_t *v = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!v) {
-        api_error(res, 400, "bad_request", NULL, "the body is not valid JSON: %s (line %d, column %d)",
-                  je.text, je.line, je.column);
-        return NULL;
-    }
-    if (!json_is_object(v)) {
-        json_decref(v);
-        api_error(res, 400, "bad_request", NULL, "the body must be a JSON object");
-        return NULL;
-    }
-    return v;
-}
-
-static void set_location(api_response *res, const char *collection, json_t *obj) {
-    const char *id = json_string_value(json_object_get(obj, "id"));
-    if (id) api_response_header(res, "Location", "/v1/%s/%s", collection, id);
-}
-
-/* ---------------------------------------------------------------- uploads (models, datasets) */
-
-typedef struct {
-    char name[129];
-    long num_heads;       /* models: 0 = as the checkpoint says */
-    double val_fraction;  /* datasets: share held out when the archive has no val/ */
-} upload_opts;
-
-/* The query of an upload. Used both before the body (api_precheck) and by the handler. */
-static int upload_query(const api_request *req, int is_model, upload_opts *o, api_response *res) {
-    static const char *const model_keys[] = {"name", "num_heads", NULL};
-    static const char *const dataset_keys[] = {"name", "val_fraction", NULL};
-    if (query_known(req, res, is_model ? model_keys : dataset_keys)) return -1;
-    const char *name = api_query(req, "name");
-    if (!name) name = is_model ? "model" : "dataset";
-    size_t n = strlen(name);
-    json_t *valid = json_string(name); /* NULL unless UTF-8 */
-    int ok = valid && n >= 1 && n < sizeof o->name;
-    json_decref(valid);
-    for (const char *p = name; ok && *p; p++) ok = (unsigned char)*p >= 0x20 && *p != 0x7f;
-    if (!ok) {
-        api_error(res, 400, "bad_request", "name",
-                  "name must be 1 to %zu characters of UTF-8 text without control characters",
-                  sizeof o->name - 1);
-        return -1;
-    }
-    memcpy(o->name, name, n + 1);
-    o->num_heads = 0;
-    o->val_fraction = 0.1;
-    if (is_model) return query_int(req, res, "num_heads", 0, 64, 0, &o->num_heads);
-    return query_float(req, res, "val_fraction", 0, 0.9, 0.1, &o->val_fraction);
-}
-
 /* POST /v1/models and /v1/datasets: the body is already in req->upload (a temp file and its
  * hash). Inspect it in a child, then either commit the blob and record the row, or refuse and
  * drop the temp file. */
@@ -320,8 +302,8 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         api_error(res, 400, "bad_request", NULL, "the body must be the %s file", what);
         return;
     }
-    upload_opts o;
-    if (upload_query(req, is_model, &o, res)) {
+    api__upload_opts o;
+    if (api__upload_query(req, is_model, &o, res)) {
         blob_abort(w);
         return;
     }
@@ -342,10 +324,10 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         sha256_final(&copy, d);
         sha256_hex(d, hex);
         json_t *m = NULL;
-        again = store_model_by_sha256(ctx->st, creator(ctx), hex, &m) == STORE_OK;
+        again = store_model_by_sha256(ctx->st, api__creator(ctx), hex, &m) == STORE_OK;
         json_decref(m);
     }
-    if (!again && upload_quota(ctx, req, w->bytes, 1, res)) {
+    if (!again && api__upload_quota(ctx, req, w->bytes, 1, res)) {
         blob_abort(w);
         return;
     }
@@ -361,7 +343,7 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     const char *code = is_model ? "invalid_model" : "invalid_dataset";
     if (rc == INSPECT_ESPAWN) {
         blob_abort(w);
-        internal(req, res, "inspecting a %s upload: %s", what, err);
+        api__internal(req, res, "inspecting a %s upload: %s", what, err);
         return;
     }
     if (rc != INSPECT_OK) {
@@ -380,8 +362,8 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     if (!json_is_object(info)) {
         blob_abort(w);
         json_decref(answer);
-        internal(req, res, "the inspector accepted a %s but sent no %s object", what,
-                 is_model ? "config" : "summary");
+        api__internal(req, res, "the inspector accepted a %s but sent no %s object", what,
+                      is_model ? "config" : "summary");
         return;
     }
     /* What the inspector learned beside the config goes with it: the checkpoint's naming
@@ -394,7 +376,7 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     /* The blob and its row together, the limit checked again against what other uploads
      * have committed meanwhile (the check above was before the inspection). */
     int64_t bytes = w->bytes, held = 0;
-    store_upload up = {.owner = creator(ctx), .quota_owner = ctx->owner,
+    store_upload up = {.owner = api__creator(ctx), .quota_owner = ctx->owner,
                        .max_owner_bytes = ctx->limits.max_owner_upload_bytes,
                        .is_model = is_model, .name = o.name, .info = info};
     json_t *row = NULL;
@@ -402,12 +384,12 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     json_decref(answer);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         /* The same bytes again are the same resource: 200 with it, not a second copy. */
-        set_location(res, is_model ? "models" : "datasets", row);
+        api__set_location(res, is_model ? "models" : "datasets", row);
         api_json(res, rc == STORE_OK ? 201 : 200, row);
     } else if (rc == STORE_ELIMIT) {
         quota_exceeded(ctx, res, held, bytes);
     } else {
-        internal(req, res, "storing a %s upload: %s", what, store_errmsg(ctx->st));
+        api__internal(req, res, "storing a %s upload: %s", what, store_errmsg(ctx->st));
     }
 }
 
@@ -416,20 +398,20 @@ static void upload_delete(api_ctx *ctx, const api_request *req, api_response *re
                           const char *id) {
     int rc = store_upload_delete(ctx->st, ctx->data_dir, is_model, ctx->owner, id);
     if (rc != STORE_OK) {
-        store_error(ctx, req, res, rc, is_model ? "model" : "dataset", id);
+        api__store_error(ctx, req, res, rc, is_model ? "model" : "dataset", id);
         return;
     }
     api_json(res, 204, NULL);
 }
 
-static void h_model_create(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
+void api__model_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
     (void)p;
     upload_create(ctx, req, res, 1);
 }
 
-static void h_dataset_create(api_ctx *ctx, const api_request *req, const api_params *p,
-                             api_response *res) {
+void api__dataset_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
     (void)p;
     upload_create(ctx, req, res, 0);
 }
@@ -438,55 +420,57 @@ static void list_response(api_ctx *ctx, const api_request *req, api_response *re
                           const char *key, json_t *arr) {
     if (rc != STORE_OK) {
         json_decref(arr);
-        internal(req, res, "listing %s: %s", key, store_errmsg(ctx->st));
+        api__internal(req, res, "listing %s: %s", key, store_errmsg(ctx->st));
         return;
     }
     api_json(res, 200, json_pack("{s:o}", key, arr));
 }
 
-static void h_model_list(api_ctx *ctx, const api_request *req, const api_params *p,
-                         api_response *res) {
+void api__model_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
     (void)p;
     json_t *arr = NULL;
     int rc = store_model_list(ctx->st, ctx->owner, &arr);
     list_response(ctx, req, res, rc, "models", arr);
 }
 
-static void h_dataset_list(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
+void api__dataset_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
     (void)p;
     json_t *arr = NULL;
     int rc = store_dataset_list(ctx->st, ctx->owner, &arr);
     list_response(ctx, req, res, rc, "datasets", arr);
 }
 
-static void h_model_get(api_ctx *ctx, const api_request *req, const api_params *p,
-                        api_response *res) {
+void api__model_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                    api_response *res) {
     json_t *obj = NULL;
     int rc = store_model_get(ctx->st, ctx->owner, p->v[0], &obj);
-    if (rc) store_error(ctx, req, res, rc, "model", p->v[0]);
+    if (rc) api__store_error(ctx, req, res, rc, "model", p->v[0]);
     else api_json(res, 200, obj);
 }
 
-static void h_dataset_get(api_ctx *ctx, const api_request *req, const api_params *p,
-                          api_response *res) {
+void api__dataset_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                      api_response *res) {
     json_t *obj = NULL;
     int rc = store_dataset_get(ctx->st, ctx->owner, p->v[0], &obj);
-    if (rc) store_error(ctx, req, res, rc, "dataset", p->v[0]);
+    if (rc) api__store_error(ctx, req, res, rc, "dataset", p->v[0]);
     else api_json(res, 200, obj);
 }
 
-static void h_model_delete(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
+void api__model_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
     upload_delete(ctx, req, res, 1, p->v[0]);
 }
 
-static void h_dataset_delete(api_ctx *ctx, const api_request *req, const api_params *p,
-                             api_response *res) {
+void api__dataset_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                         api_response *res) {
     upload_delete(ctx, req, res, 0, p->v[0]);
 }
 
 /* ---------------------------------------------------------------- jobs */
+
+static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "canceled"};
 
 static void wake(api_ctx *ctx) {
     if (ctx->wake) ctx->wake(ctx->wake_arg);
@@ -561,10 +545,10 @@ static int webhook_spec(api_ctx *ctx, json_t *v, const char **url, const char **
 }
 
 /* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, "webhook"?, ...jobspec options}. */
-static void h_job_create(api_ctx *ctx, const api_request *req, const api_params *p,
-                         api_response *res) {
+void api__job_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
     (void)p;
-    json_t *body = body_object(req, res);
+    json_t *body = api__body_object(req, res);
     if (!body) return;
     json_t *model = NULL, *dataset = NULL, *job = NULL, *spec = NULL;
     const char *model_id = body_string(body, "model_id", res);
@@ -615,7 +599,7 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
         goto out;
     }
     if (rc) {
-        internal(req, res, "job create: %s", store_errmsg(ctx->st));
+        api__internal(req, res, "job create: %s", store_errmsg(ctx->st));
         goto out;
     }
 
@@ -634,7 +618,7 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
     spec = jobspec_to_json(&js);
     json_object_set_new(spec, "model_id", json_string(model_id));
     json_object_set_new(spec, "dataset_id", json_string(dataset_id));
-    store_job_new n = {.owner = creator(ctx), .scope = ctx->owner, .model_id = model_id,
+    store_job_new n = {.owner = api__creator(ctx), .scope = ctx->owner, .model_id = model_id,
                        .dataset_id = dataset_id, .spec = spec, .max_attempts = max_attempts,
                        .idempotency_key = idem,
                        .max_queued = ctx->owner ? ctx->limits.max_queued_jobs : 0,
@@ -642,7 +626,7 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
                        .webhook_progress_ms = hook_every};
     rc = store_job_submit(ctx->st, &n, &job);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
-        set_location(res, "jobs", job);
+        api__set_location(res, "jobs", job);
         api_json(res, rc == STORE_OK ? 201 : 200, job);
         job = NULL;
         if (rc == STORE_OK) wake(ctx);
@@ -652,7 +636,7 @@ static void h_job_create(api_ctx *ctx, const api_request *req, const api_params 
         api_error(res, 429, "too_many_jobs", NULL, "%s (the limit is %d per owner)",
                   store_errmsg(ctx->st), ctx->limits.max_queued_jobs);
     } else {
-        store_error(ctx, req, res, rc, "job", "(new)");
+        api__store_error(ctx, req, res, rc, "job", "(new)");
     }
 out:
     json_decref(job);
@@ -663,11 +647,11 @@ out:
 }
 
 /* GET /v1/jobs?state=&limit=&cursor= */
-static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p,
-                       api_response *res) {
+void api__job_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                   api_response *res) {
     (void)p;
     static const char *const keys[] = {"state", "limit", "cursor", NULL};
-    if (query_known(req, res, keys)) return;
+    if (api__query_known(req, res, keys)) return;
     const char *state = api_query(req, "state");
     if (state) {
         int ok = 0;
@@ -680,7 +664,7 @@ static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p
         }
     }
     long limit;
-    if (query_int(req, res, "limit", 1, 500, 50, &limit)) return;
+    if (api__query_int(req, res, "limit", 1, 500, 50, &limit)) return;
     const char *cursor = api_query(req, "cursor");
     if (cursor && (!*cursor || strlen(cursor) > 256)) {
         api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
@@ -697,7 +681,7 @@ static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p
     if (rc) {
         json_decref(arr);
         free(next);
-        internal(req, res, "listing jobs: %s", store_errmsg(ctx->st));
+        api__internal(req, res, "listing jobs: %s", store_errmsg(ctx->st));
         return;
     }
     api_json(res, 200, json_pack("{s:o, s:o}", "jobs", arr, "next_cursor",
@@ -705,20 +689,20 @@ static void h_job_list(api_ctx *ctx, const api_request *req, const api_params *p
     free(next);
 }
 
-static void h_job_get(api_ctx *ctx, const api_request *req, const api_params *p,
-                      api_response *res) {
+void api__job_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                  api_response *res) {
     json_t *obj = NULL;
     int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &obj);
-    if (rc) store_error(ctx, req, res, rc, "job", p->v[0]);
+    if (rc) api__store_error(ctx, req, res, rc, "job", p->v[0]);
     else api_json(res, 200, obj);
 }
 
-static void h_job_cancel(api_ctx *ctx, const api_request *req, const api_params *p,
-                         api_response *res) {
+void api__job_cancel(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
     json_t *obj = NULL;
     int rc = store_job_cancel(ctx->st, ctx->owner, p->v[0], &obj);
     if (rc) {
-        store_error(ctx, req, res, rc, "job", p->v[0]);
+        api__store_error(ctx, req, res, rc, "job", p->v[0]);
         return;
     }
     /* A running job stops when its worker next writes progress; waking the workers makes a
@@ -735,19 +719,19 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static void h_job_delete(api_ctx *ctx, const api_request *req, const api_params *p,
-                         api_response *res) {
+void api__job_delete(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
     const char *id = p->v[0];
     int rc = store_job_delete(ctx->st, ctx->owner, id);
     if (rc) {
-        store_error(ctx, req, res, rc, "job", id);
+        api__store_error(ctx, req, res, rc, "job", id);
         return;
     }
     /* The row is gone first, so no reader can be sent to a file that is being removed; a
      * crash between the two leaves an orphan folder, never a row without its files. */
-    if (id_ok(id)) {
+    if (api__id_ok(id)) {
         char dir[4096];
-        layout_job_dir(dir, sizeof dir, ctx->data_dir, id); /* id_ok: short enough */
+        layout_job_dir(dir, sizeof dir, ctx->data_dir, id); /* api__id_ok: short enough */
         if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) && errno != ENOENT)
             jlog("warn", req->request_id, "removing %s: %s", dir, strerror(errno));
     }
@@ -758,12 +742,12 @@ static void h_job_delete(api_ctx *ctx, const api_request *req, const api_params 
  * checks (the job is the caller's, the starting point is a number); the glue streams. A
  * Last-Event-ID header (what a browser's EventSource sends when it reconnects) wins over
  * ?after= (for clients that cannot set headers, and for the first connection). */
-static void h_job_events(api_ctx *ctx, const api_request *req, const api_params *p,
-                         api_response *res) {
+void api__job_events(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
     static const char *const keys[] = {"after", NULL};
-    if (query_known(req, res, keys)) return;
+    if (api__query_known(req, res, keys)) return;
     long after = 0;
-    if (query_int(req, res, "after", 0, LONG_MAX, 0, &after)) return;
+    if (api__query_int(req, res, "after", 0, LONG_MAX, 0, &after)) return;
     const char *last = api_header(req, "Last-Event-ID");
     if (last && *last) {
         char *end;
@@ -780,7 +764,7 @@ static void h_job_events(api_ctx *ctx, const api_request *req, const api_params 
     int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
     json_decref(job);
     if (rc) {
-        store_error(ctx, req, res, rc, "job", p->v[0]);
+        api__store_error(ctx, req, res, rc, "job", p->v[0]);
         return;
     }
     api_json(res, 200, NULL);
@@ -796,14 +780,14 @@ static void h_job_events(api_ctx *ctx, const api_request *req, const api_params 
 
 /* GET /v1/jobs/{id}/webhooks: each event for the job's webhook and every attempt to deliver
  * it (status code, latency, error), so a pipeline's owner can see why one did not arrive. */
-static void h_job_webhooks(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
+void api__job_webhooks(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
     json_t *arr = NULL, *job = NULL;
     int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
     if (!rc) rc = store_webhook_list(ctx->st, ctx->owner, p->v[0], &arr);
     if (rc) {
         json_decref(job);
-        store_error(ctx, req, res, rc, "job", p->v[0]);
+        api__store_error(ctx, req, res, rc, "job", p->v[0]);
         return;
     }
     json_t *hook = json_incref(json_object_get(job, "webhook"));
@@ -814,15 +798,24 @@ static void h_job_webhooks(api_ctx *ctx, const api_request *req, const api_param
 
 /* ---------------------------------------------------------------- artifacts */
 
-static void h_artifact_list(api_ctx *ctx, const api_request *req, const api_params *p,
-                            api_response *res) {
+/* Artifact names: [A-Za-z0-9._-]+, not starting with '.' (so never "." or ".."). */
+static int artifact_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 128 || s[0] == '.') return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-') return 0;
+    return 1;
+}
+
+void api__artifact_list(api_ctx *ctx, const api_request *req, const api_params *p,
+                        api_response *res) {
     json_t *job = NULL, *arr = NULL;
     int rc = store_job_get(ctx->st, ctx->owner, p->v[0], &job);
     json_decref(job);
     if (rc == STORE_OK) rc = store_artifact_list(ctx->st, ctx->owner, p->v[0], &arr);
     if (rc) {
         json_decref(arr);
-        store_error(ctx, req, res, rc, "job", p->v[0]);
+        api__store_error(ctx, req, res, rc, "job", p->v[0]);
         return;
     }
     api_json(res, 200, json_pack("{s:o}", "artifacts", arr));
@@ -840,19 +833,19 @@ static const char *content_type_of(const char *name) {
 static int artifact_find(api_ctx *ctx, const api_request *req, api_response *res,
                          const char *id, const char *name, json_t **art) {
     *art = NULL;
-    int rc = id_ok(id) && artifact_name_ok(name)
+    int rc = api__id_ok(id) && artifact_name_ok(name)
                  ? store_artifact_get(ctx->st, ctx->owner, id, name, art)
                  : STORE_ENOTFOUND;
     if (rc == STORE_ENOTFOUND) {
         json_t *job = NULL;
-        int jrc = id_ok(id) ? store_job_get(ctx->st, ctx->owner, id, &job) : STORE_ENOTFOUND;
+        int jrc = api__id_ok(id) ? store_job_get(ctx->st, ctx->owner, id, &job) : STORE_ENOTFOUND;
         json_decref(job);
         if (jrc == STORE_OK) api_error(res, 404, "not_found", NULL, "job '%s' has no artifact '%s'", id, name);
-        else store_error(ctx, req, res, jrc, "job", id);
+        else api__store_error(ctx, req, res, jrc, "job", id);
         return 1;
     }
     if (rc) {
-        store_error(ctx, req, res, rc, "artifact", name);
+        api__store_error(ctx, req, res, rc, "artifact", name);
         return 1;
     }
     return 0;
@@ -860,8 +853,8 @@ static int artifact_find(api_ctx *ctx, const api_request *req, api_response *res
 
 /* GET /v1/jobs/{id}/artifacts/{name}: the file, with ETag (its SHA-256), If-None-Match and a
  * single byte range. The descriptor goes to the glue, which sends it without copying. */
-static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
-                           api_response *res) {
+void api__artifact_get(api_ctx *ctx, const api_request *req, const api_params *p,
+                       api_response *res) {
     const char *id = p->v[0], *name = p->v[1];
     json_t *art;
     if (artifact_find(ctx, req, res, id, name, &art)) return;
@@ -872,7 +865,7 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
 
     char path[4096];
     if (layout_artifact(path, sizeof path, ctx->data_dir, id, name)) {
-        internal(req, res, "the path of artifact %s of job %s is too long", name, id);
+        api__internal(req, res, "the path of artifact %s of job %s is too long", name, id);
         return;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -884,7 +877,7 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
             jlog("warn", req->request_id, "artifact %s is recorded but its file is gone", path);
             api_error(res, 404, "not_found", NULL, "the file of artifact '%s' is gone", name);
         } else {
-            internal(req, res, "opening %s: %s", path, strerror(e));
+            api__internal(req, res, "opening %s: %s", path, strerror(e));
         }
         return;
     }
@@ -919,13 +912,15 @@ static void h_artifact_get(api_ctx *ctx, const api_request *req, const api_param
 /* POST /v1/jobs/{id}/artifacts/{name}/link?expires_in=S: a link that downloads the artifact
  * without a token for S seconds (api/auth.h). The dashboard's Download button uses one, so the
  * browser writes the file to disk as it arrives instead of holding it in memory first. */
-static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_params *p,
-                            api_response *res) {
+void api__artifact_link(api_ctx *ctx, const api_request *req, const api_params *p,
+                        api_response *res) {
     const char *id = p->v[0], *name = p->v[1];
     json_t *art;
     static const char *const keys[] = {"expires_in", NULL};
     long ttl;
-    if (query_known(req, res, keys) || query_int(req, res, "expires_in", 1, 86400, 300, &ttl)) return;
+    if (api__query_known(req, res, keys) ||
+        api__query_int(req, res, "expires_in", 1, 86400, 300, &ttl))
+        return;
     if (artifact_find(ctx, req, res, id, name, &art)) return;
     json_decref(art);
     if (!ctx->link_key) {
@@ -946,8 +941,8 @@ static void h_artifact_link(api_ctx *ctx, const api_request *req, const api_para
 
 /* ---------------------------------------------------------------- health */
 
-static void h_health(api_ctx *ctx, const api_request *req, const api_params *p,
-                     api_response *res) {
+void api__health(api_ctx *ctx, const api_request *req, const api_params *p,
+                 api_response *res) {
     (void)p;
     json_t *workers = ctx->workers ? ctx->workers(ctx->workers_arg) : NULL;
     if (!json_is_array(workers)) {
@@ -979,15 +974,15 @@ static void h_health(api_ctx *ctx, const api_request *req, const api_params *p,
 
 /* GET /metrics: Prometheus text. Public, like most exporters (it holds counts, never ids,
  * names or owners), so a scraper needs no token. */
-static void h_metrics(api_ctx *ctx, const api_request *req, const api_params *p,
-                      api_response *res) {
+void api__metrics(api_ctx *ctx, const api_request *req, const api_params *p,
+                  api_response *res) {
     (void)p;
     json_t *workers = ctx->workers ? ctx->workers(ctx->workers_arg) : NULL;
     size_t n = 0;
     char *text = metrics_render(ctx->st, workers, &n);
     json_decref(workers);
     if (!text) {
-        internal(req, res, "rendering the metrics: out of memory");
+        api__internal(req, res, "rendering the metrics: out of memory");
         return;
     }
     api_json(res, 200, NULL);
@@ -998,14 +993,14 @@ static void h_metrics(api_ctx *ctx, const api_request *req, const api_params *p,
 
 /* GET /v1/openapi.json: public, so that tools can read what the API is before holding a
  * token. */
-static void h_openapi(api_ctx *ctx, const api_request *req, const api_params *p,
-                      api_response *res) {
+void api__openapi(api_ctx *ctx, const api_request *req, const api_params *p,
+                  api_response *res) {
     (void)ctx;
     (void)p;
     size_t n = openapi_json_len();
     char *text = malloc(n + 1);
     if (!text) {
-        internal(req, res, "out of memory");
+        api__internal(req, res, "out of memory");
         return;
     }
     memcpy(text, openapi_json(), n + 1);
@@ -1046,13 +1041,13 @@ static void web_send(const api_request *req, const web_file *f, api_response *re
 }
 
 /* GET /: the dashboard's page. */
-static void h_web_index(api_ctx *ctx, const api_request *req, const api_params *p,
-                        api_response *res) {
+void api__web_index(api_ctx *ctx, const api_request *req, const api_params *p,
+                    api_response *res) {
     (void)ctx;
     (void)p;
     const web_file *f = web_find("index.html");
     if (!f) {
-        internal(req, res, "index.html is not embedded");
+        api__internal(req, res, "index.html is not embedded");
         return;
     }
     web_send(req, f, res);
@@ -1060,8 +1055,8 @@ static void h_web_index(api_ctx *ctx, const api_request *req, const api_params *
 
 /* GET /web/{name}: the page's scripts and style sheet (a table lookup: no file system path is
  * ever built from the name). */
-static void h_web_asset(api_ctx *ctx, const api_request *req, const api_params *p,
-                        api_response *res) {
+void api__web_asset(api_ctx *ctx, const api_request *req, const api_params *p,
+                    api_response *res) {
     (void)ctx;
     const web_file *f = web_find(p->v[0]);
     if (!f) {
@@ -1074,29 +1069,29 @@ static void h_web_asset(api_ctx *ctx, const api_request *req, const api_params *
 /* ---------------------------------------------------------------- routing */
 
 const api_route api_routes[] = {
-    {"GET", "/v1/health", "health", h_health, API_PUBLIC},
-    {"GET", "/metrics", "metrics", h_metrics, API_PUBLIC},
-    {"GET", "/v1/openapi.json", "openapi", h_openapi, API_PUBLIC},
-    {"POST", "/v1/models", "models.create", h_model_create, API_UPLOAD_MODEL},
-    {"GET", "/v1/models", "models.list", h_model_list, 0},
-    {"GET", "/v1/models/{id}", "models.get", h_model_get, 0},
-    {"DELETE", "/v1/models/{id}", "models.delete", h_model_delete, 0},
-    {"POST", "/v1/datasets", "datasets.create", h_dataset_create, API_UPLOAD_DATASET},
-    {"GET", "/v1/datasets", "datasets.list", h_dataset_list, 0},
-    {"GET", "/v1/datasets/{id}", "datasets.get", h_dataset_get, 0},
-    {"DELETE", "/v1/datasets/{id}", "datasets.delete", h_dataset_delete, 0},
-    {"POST", "/v1/jobs", "jobs.create", h_job_create, API_JSON_BODY},
-    {"GET", "/v1/jobs", "jobs.list", h_job_list, 0},
-    {"GET", "/v1/jobs/{id}", "jobs.get", h_job_get, 0},
-    {"DELETE", "/v1/jobs/{id}", "jobs.delete", h_job_delete, 0},
-    {"POST", "/v1/jobs/{id}/cancel", "jobs.cancel", h_job_cancel, 0},
-    {"GET", "/v1/jobs/{id}/events", "jobs.events", h_job_events, 0},
-    {"GET", "/v1/jobs/{id}/webhooks", "jobs.webhooks", h_job_webhooks, 0},
-    {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", h_artifact_list, 0},
-    {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", h_artifact_get, API_LINK},
-    {"POST", "/v1/jobs/{id}/artifacts/{name}/link", "artifacts.link", h_artifact_link, 0},
-    {"GET", "/", "web.index", h_web_index, API_PUBLIC | API_WEB},
-    {"GET", "/web/{name}", "web.asset", h_web_asset, API_PUBLIC | API_WEB},
+    {"GET", "/v1/health", "health", api__health, API_PUBLIC},
+    {"GET", "/metrics", "metrics", api__metrics, API_PUBLIC},
+    {"GET", "/v1/openapi.json", "openapi", api__openapi, API_PUBLIC},
+    {"POST", "/v1/models", "models.create", api__model_create, API_UPLOAD_MODEL},
+    {"GET", "/v1/models", "models.list", api__model_list, 0},
+    {"GET", "/v1/models/{id}", "models.get", api__model_get, 0},
+    {"DELETE", "/v1/models/{id}", "models.delete", api__model_delete, 0},
+    {"POST", "/v1/datasets", "datasets.create", api__dataset_create, API_UPLOAD_DATASET},
+    {"GET", "/v1/datasets", "datasets.list", api__dataset_list, 0},
+    {"GET", "/v1/datasets/{id}", "datasets.get", api__dataset_get, 0},
+    {"DELETE", "/v1/datasets/{id}", "datasets.delete", api__dataset_delete, 0},
+    {"POST", "/v1/jobs", "jobs.create", api__job_create, API_JSON_BODY},
+    {"GET", "/v1/jobs", "jobs.list", api__job_list, 0},
+    {"GET", "/v1/jobs/{id}", "jobs.get", api__job_get, 0},
+    {"DELETE", "/v1/jobs/{id}", "jobs.delete", api__job_delete, 0},
+    {"POST", "/v1/jobs/{id}/cancel", "jobs.cancel", api__job_cancel, 0},
+    {"GET", "/v1/jobs/{id}/events", "jobs.events", api__job_events, 0},
+    {"GET", "/v1/jobs/{id}/webhooks", "jobs.webhooks", api__job_webhooks, 0},
+    {"GET", "/v1/jobs/{id}/artifacts", "artifacts.list", api__artifact_list, 0},
+    {"GET", "/v1/jobs/{id}/artifacts/{name}", "artifacts.get", api__artifact_get, API_LINK},
+    {"POST", "/v1/jobs/{id}/artifacts/{name}/link", "artifacts.link", api__artifact_link, 0},
+    {"GET", "/", "web.index", api__web_index, API_PUBLIC | API_WEB},
+    {"GET", "/web/{name}", "web.asset", api__web_asset, API_PUBLIC | API_WEB},
 };
 const int api_nroutes = sizeof api_routes / sizeof *api_routes;
 
@@ -1170,9 +1165,9 @@ int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
                       "multipart form");
             return 1;
         }
-        upload_opts o;
-        if (upload_query(req, is_model, &o, res)) return 1;
-        return upload_quota(ctx, req, content_length, 0, res);
+        api__upload_opts o;
+        if (api__upload_query(req, is_model, &o, res)) return 1;
+        return api__upload_quota(ctx, req, content_length, 0, res);
     }
     if (ctx->limits.max_json_bytes > 0 && content_length > ctx->limits.max_json_bytes) {
         api_error(res, 413, "too_large", NULL, "the body is %lld bytes; the limit is %lld bytes",
