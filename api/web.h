@@ -4,7 +4,7 @@
  *
  * The page has no build step: the four files in web/ are what the browser gets, byte for byte.
  * Embedding them keeps gplqd one self-contained program (it runs in images without the source
- * tree), and the bytes can never drift from the binary that serves them. api/api.c serves them
+ * tree), and the bytes can never drift from the binary that serves them. api/public.c serves them
  * at GET / and GET /web/{name}.
  *
  * Each file carries a strong ETag (its SHA-256 in quotes), computed once on first use, so a
