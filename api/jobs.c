@@ -96,87 +96,111 @@ static int webhook_spec(api_ctx *ctx, json_t *v, const char **url, const char **
     return 0;
 }
 
-/* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, "webhook"?, ...jobspec options}. */
-void api__job_create(api_ctx *ctx, const api_request *req, const api_params *p,
-                     api_response *res) {
-    (void)p;
-    json_t *body = api__body_object(req, res);
-    if (!body) return;
-    json_t *model = NULL, *dataset = NULL, *job = NULL, *spec = NULL;
-    const char *model_id = body_string(body, "model_id", res);
-    const char *dataset_id = model_id ? body_string(body, "dataset_id", res) : NULL;
-    if (!dataset_id) goto out;
+/* POST /v1/jobs, parsed. The strings are borrowed from the body object or the request. */
+typedef struct {
+    const char *model_id, *dataset_id;
+    int max_attempts;
+    jobspec js;                          /* the options, checked */
+    const char *hook_url, *hook_secret;  /* NULL: no webhook */
+    int64_t hook_every;                  /* ms between job.progress deliveries; 0: none */
+    const char *idem;                    /* the Idempotency-Key header, NULL if none */
+} job_request;
 
-    int max_attempts = ctx->limits.max_attempts > 0 ? ctx->limits.max_attempts : 3;
+/* The body's fields: the ids, max_attempts and the job's options. 0, or -1 with res set. */
+static int job_body(api_ctx *ctx, json_t *body, job_request *jr, api_response *res) {
+    jr->model_id = body_string(body, "model_id", res);
+    jr->dataset_id = jr->model_id ? body_string(body, "dataset_id", res) : NULL;
+    if (!jr->dataset_id) return -1;
+
+    jr->max_attempts = ctx->limits.max_attempts > 0 ? ctx->limits.max_attempts : 3;
     json_t *ma = json_object_get(body, "max_attempts");
     if (ma) {
         if (!json_is_integer(ma) || json_integer_value(ma) < 1 || json_integer_value(ma) > 100) {
             api_error(res, 400, "bad_request", "max_attempts",
                       "max_attempts must be an integer in [1, 100]");
-            goto out;
+            return -1;
         }
-        max_attempts = (int)json_integer_value(ma);
+        jr->max_attempts = (int)json_integer_value(ma);
     }
 
     /* The options: the error names the field that is wrong, with jobspec's message, the same
      * as `gplq quantize` gives for the flag. */
     static const char *const service_keys[] = {"model_id", "dataset_id", "max_attempts", "webhook",
                                                NULL};
-    jobspec js;
-    jobspec_defaults(&js);
+    jobspec_defaults(&jr->js);
     const char *field;
     char err[256];
-    if (jobspec_apply_json(&js, body, service_keys, &field, err, sizeof err)) {
+    if (jobspec_apply_json(&jr->js, body, service_keys, &field, err, sizeof err)) {
         api_error(res, 400, "bad_request", field, "%s", err);
-        goto out;
+        return -1;
     }
+    return 0;
+}
 
+/* The body's "webhook", if any. 0, or -1 with res set. */
+static int job_webhook(api_ctx *ctx, json_t *body, job_request *jr, api_response *res) {
     /* The webhook stays out of the spec (the spec is shown in job objects; the secret must
      * not be) and goes to its own row. */
-    const char *hook_url = NULL, *hook_secret = NULL;
-    int64_t hook_every = 0;
+    jr->hook_url = jr->hook_secret = NULL;
+    jr->hook_every = 0;
     json_t *hook = json_object_get(body, "webhook");
     if (hook && !json_is_null(hook) &&
-        webhook_spec(ctx, hook, &hook_url, &hook_secret, &hook_every, res))
-        goto out;
+        webhook_spec(ctx, hook, &jr->hook_url, &jr->hook_secret, &jr->hook_every, res))
+        return -1;
+    return 0;
+}
 
-    int rc = store_model_get(ctx->st, ctx->owner, model_id, &model);
+/* The model and the dataset exist and the caller may use them: 0, or -1 with res set (a 404
+ * that names the field). */
+static int job_refs_check(api_ctx *ctx, const api_request *req, const job_request *jr,
+                          api_response *res) {
+    json_t *model = NULL, *dataset = NULL;
+    int rc = store_model_get(ctx->st, ctx->owner, jr->model_id, &model);
     if (rc == STORE_ENOTFOUND) {
-        api_error(res, 404, "not_found", "model_id", "model '%s' not found", model_id);
-        goto out;
+        api_error(res, 404, "not_found", "model_id", "model '%s' not found", jr->model_id);
+    } else {
+        if (rc == STORE_OK) rc = store_dataset_get(ctx->st, ctx->owner, jr->dataset_id, &dataset);
+        if (rc == STORE_ENOTFOUND)
+            api_error(res, 404, "not_found", "dataset_id", "dataset '%s' not found",
+                      jr->dataset_id);
+        else if (rc)
+            api__internal(req, res, "job create: %s", store_errmsg(ctx->st));
     }
-    if (rc == STORE_OK) rc = store_dataset_get(ctx->st, ctx->owner, dataset_id, &dataset);
-    if (rc == STORE_ENOTFOUND) {
-        api_error(res, 404, "not_found", "dataset_id", "dataset '%s' not found", dataset_id);
-        goto out;
-    }
-    if (rc) {
-        api__internal(req, res, "job create: %s", store_errmsg(ctx->st));
-        goto out;
-    }
+    json_decref(model);
+    json_decref(dataset);
+    return rc ? -1 : 0;
+}
 
-    const char *idem = api_header(req, "Idempotency-Key");
-    if (idem) {
-        size_t n = strlen(idem);
+/* The Idempotency-Key header into *idem (NULL if none). 0, or -1 with res set. */
+static int idempotency_key(const api_request *req, const char **idem, api_response *res) {
+    *idem = api_header(req, "Idempotency-Key");
+    if (*idem) {
+        size_t n = strlen(*idem);
         int ok = n >= 1 && n <= 255;
-        for (const char *c = idem; ok && *c; c++) ok = *c >= 0x21 && *c <= 0x7e;
+        for (const char *c = *idem; ok && *c; c++) ok = *c >= 0x21 && *c <= 0x7e;
         if (!ok) {
             api_error(res, 400, "bad_request", "Idempotency-Key",
                       "Idempotency-Key must be 1 to 255 visible ASCII characters");
-            goto out;
+            return -1;
         }
     }
+    return 0;
+}
 
-    spec = jobspec_to_json(&js);
-    json_object_set_new(spec, "model_id", json_string(model_id));
-    json_object_set_new(spec, "dataset_id", json_string(dataset_id));
-    store_job_new n = {.owner = api__creator(ctx), .scope = ctx->owner, .model_id = model_id,
-                       .dataset_id = dataset_id, .spec = spec, .max_attempts = max_attempts,
-                       .idempotency_key = idem,
+/* Submits the checked job and answers: 201 with the job (200 with the one an earlier request
+ * of the same Idempotency-Key made), 429 past the owner's queue limit. */
+static void job_submit(api_ctx *ctx, const api_request *req, const job_request *jr,
+                       api_response *res) {
+    json_t *job = NULL, *spec = jobspec_to_json(&jr->js);
+    json_object_set_new(spec, "model_id", json_string(jr->model_id));
+    json_object_set_new(spec, "dataset_id", json_string(jr->dataset_id));
+    store_job_new n = {.owner = api__creator(ctx), .scope = ctx->owner, .model_id = jr->model_id,
+                       .dataset_id = jr->dataset_id, .spec = spec,
+                       .max_attempts = jr->max_attempts, .idempotency_key = jr->idem,
                        .max_queued = ctx->owner ? ctx->limits.max_queued_jobs : 0,
-                       .webhook_url = hook_url, .webhook_secret = hook_secret,
-                       .webhook_progress_ms = hook_every};
-    rc = store_job_submit(ctx->st, &n, &job);
+                       .webhook_url = jr->hook_url, .webhook_secret = jr->hook_secret,
+                       .webhook_progress_ms = jr->hook_every};
+    int rc = store_job_submit(ctx->st, &n, &job);
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         api__set_location(res, "jobs", job);
         api_json(res, rc == STORE_OK ? 201 : 200, job);
@@ -190,12 +214,23 @@ void api__job_create(api_ctx *ctx, const api_request *req, const api_params *p,
     } else {
         api__store_error(ctx, req, res, rc, "job", "(new)");
     }
-out:
     json_decref(job);
     json_decref(spec);
-    json_decref(model);
-    json_decref(dataset);
-    json_decref(body);
+}
+
+/* POST /v1/jobs: {"model_id", "dataset_id", "max_attempts"?, "webhook"?, ...jobspec options}.
+ * The checks run in this order, and the first that fails answers: the body, the webhook, the
+ * model and dataset, the Idempotency-Key. */
+void api__job_create(api_ctx *ctx, const api_request *req, const api_params *p,
+                     api_response *res) {
+    (void)p;
+    json_t *body = api__body_object(req, res);
+    if (!body) return;
+    job_request jr;
+    if (!job_body(ctx, body, &jr, res) && !job_webhook(ctx, body, &jr, res) &&
+        !job_refs_check(ctx, req, &jr, res) && !idempotency_key(req, &jr.idem, res))
+        job_submit(ctx, req, &jr, res);
+    json_decref(body); /* last: jr's strings are borrowed from it */
 }
 
 /* GET /v1/jobs?state=&limit=&cursor= */
