@@ -153,14 +153,42 @@ out_file:
     return rc;
 }
 
-int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
-              train_progress_fn progress, void *ctx, char *err, size_t errlen) {
-    const vit_config *c = &m->cfg;
-    int B = cfg->batch, K = c->num_classes;
-    err[0] = 0;
-    if (B <= 0 || cfg->epochs <= 0 || train->n < B) {
+/* One train_run call: its inputs, sizes, buffers and running tallies, which its phases below
+ * share. */
+typedef struct {
+    vit_model *m;
+    const train_config *cfg;
+    const ds_set *train, *test;
+    const train_objective *obj;       /* cfg->objective; NULL: label-smoothed cross-entropy */
+    size_t ne;                        /* the objective's extra parameters (0: none) */
+    int B, K;                         /* batch size, classes */
+    int64_t per_epoch, total, warmup; /* in steps */
+    train_state s;
+    adamw_hparams h;
+    float *x;                         /* (B, in_chans, img_size, img_size) the batch */
+    float *probs;                     /* (B, K) */
+    float *dlogits;                   /* (B, K) */
+    float *dfeature;                  /* (B, dim) with an objective, else NULL */
+    int *perm;                        /* (train->n) the epoch's order */
+    int *labels;                      /* (B) */
+    uint8_t *mask;                    /* (num_params) 1 where weight decay applies */
+    train_progress_fn progress;
+    void *ctx;
+    train_progress p;
+    double t0;                        /* when training started, moved on by evaluation time */
+    int64_t first;                    /* the step this call started at (a resumed run's > 0) */
+    double epoch_loss;                /* sum of this epoch's losses so far */
+    int epoch_steps;
+} train_run_state;
+
+/* The config must make at least one step, and the data must fit the model. */
+static int run_check(const train_run_state *r, char *err, size_t errlen) {
+    const vit_config *c = &r->m->cfg;
+    const ds_set *train = r->train;
+    int B = r->B, K = r->K;
+    if (B <= 0 || r->cfg->epochs <= 0 || train->n < B) {
         snprintf(err, errlen, "need batch > 0, epochs > 0 and at least one batch of data "
-                 "(batch %d, epochs %d, %d images)", B, cfg->epochs, train->n);
+                 "(batch %d, epochs %d, %d images)", B, r->cfg->epochs, train->n);
         return -1;
     }
     if (train->channels != c->in_chans || train->height != c->img_size ||
@@ -170,127 +198,213 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
                  train->num_classes, c->in_chans, c->img_size, K);
         return -1;
     }
-    int64_t per_epoch = train->n / B, total = per_epoch * cfg->epochs;
-    int64_t warmup = (int64_t)(cfg->warmup_epochs * per_epoch);
-    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-    train_state s = {0};
-    float *x = malloc(sizeof(float) * img * B), *probs = malloc(sizeof(float) * B * K);
-    float *dlogits = malloc(sizeof(float) * B * K);
-    int *perm = malloc(sizeof(int) * train->n), *labels = malloc(sizeof(int) * B);
-    uint8_t *mask = malloc(m->num_params);
-    const train_objective *obj = cfg->objective;
-    size_t ne = obj && obj->extra_gather ? obj->nextra : 0;
-    float *dfeature = obj ? malloc(sizeof(float) * B * c->dim) : NULL;
-    int rc = -1;
+    return 0;
+}
+
+/* The buffers, the optimizer states and the model's gradients; run_free frees what this
+ * allocated, also after a failure here. */
+static int run_alloc(train_run_state *r, char *err, size_t errlen) {
+    vit_model *m = r->m;
+    const vit_config *c = &m->cfg;
+    int B = r->B, K = r->K;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size, ne = r->ne;
+    r->x = malloc(sizeof(float) * img * B);
+    r->probs = malloc(sizeof(float) * B * K);
+    r->dlogits = malloc(sizeof(float) * B * K);
+    r->perm = malloc(sizeof(int) * r->train->n);
+    r->labels = malloc(sizeof(int) * B);
+    r->mask = malloc(m->num_params);
+    r->dfeature = r->obj ? malloc(sizeof(float) * B * c->dim) : NULL;
     if (ne) {
-        s.extra = malloc(sizeof(float) * ne);
-        s.extra_grad = malloc(sizeof(float) * ne);
+        r->s.extra = malloc(sizeof(float) * ne);
+        r->s.extra_grad = malloc(sizeof(float) * ne);
     }
-    if (!x || !probs || !dlogits || !perm || !labels || !mask || (obj && !dfeature) ||
-        (ne && (!s.extra || !s.extra_grad || adamw_init(&s.opt_extra, ne))) ||
-        adamw_init(&s.opt, m->num_params) || vit_alloc_grads(m, err, errlen)) {
+    if (!r->x || !r->probs || !r->dlogits || !r->perm || !r->labels || !r->mask ||
+        (r->obj && !r->dfeature) ||
+        (ne && (!r->s.extra || !r->s.extra_grad || adamw_init(&r->s.opt_extra, ne))) ||
+        adamw_init(&r->s.opt, m->num_params) || vit_alloc_grads(m, err, errlen)) {
         if (!err[0]) snprintf(err, errlen, "out of memory");
-        goto out;
+        return -1;
     }
-    if (ne) obj->extra_gather(obj->ctx, s.extra, 0);
+    return 0;
+}
+
+static void run_free(train_run_state *r) {
+    free(r->x); free(r->probs); free(r->dlogits); free(r->perm); free(r->labels); free(r->mask);
+    free(r->dfeature);
+    free(r->s.extra); free(r->s.extra_grad);
+    adamw_free(&r->s.opt);
+    adamw_free(&r->s.opt_extra);
+}
+
+/* The state at step 0 (decay mask, augmentation stream, the objective's extra values), or the
+ * one the checkpoint file holds if there is one. */
+static int run_start_or_resume(train_run_state *r, char *err, size_t errlen) {
+    vit_model *m = r->m;
+    const train_config *cfg = r->cfg;
+    const train_objective *obj = r->obj;
+    if (r->ne) obj->extra_gather(obj->ctx, r->s.extra, 0);
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++)
-        memset(mask + m->info[i].offset, m->info[i].decay, m->info[i].numel);
-    rng_seed(&s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
+        memset(r->mask + m->info[i].offset, m->info[i].decay, m->info[i].numel);
+    rng_seed(&r->s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
     struct stat st;
     if (cfg->ckpt_path && stat(cfg->ckpt_path, &st) == 0 &&
-        load_state(cfg->ckpt_path, m, &s, cfg, err, errlen))
-        goto out;
-    if (ne) obj->extra_scatter(obj->ctx, s.extra); /* a resumed state brings its own values */
-    adamw_hparams h = {.lr = cfg->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                       .weight_decay = cfg->weight_decay};
-    train_progress p = {.total = total, .test_top1 = -1};
-    double t0 = clock_mono_s();
-    int64_t first = s.step;
+        load_state(cfg->ckpt_path, m, &r->s, cfg, err, errlen))
+        return -1;
+    if (r->ne) obj->extra_scatter(obj->ctx, r->s.extra); /* a resumed state brings its own values */
+    return 0;
+}
+
+/* The epoch's order depends on (seed, epoch) only, so a resumed run sees the same one. */
+static void shuffle_epoch(int *perm, int n, uint64_t seed, int epoch) {
+    rng_t order;
+    rng_seed(&order, seed * 1000003ULL + (uint64_t)epoch);
+    ds_shuffle(perm, n, &order);
+}
+
+/* One step's batch (images idx), forward pass and loss, with the gradient on the logits (and
+ * the feature) left in the buffers for the backward pass; a diverged loss is an error. */
+static int run_forward_loss(train_run_state *r, const int *idx, float *loss_out,
+                            int *use_dfeature, char *err, size_t errlen) {
+    vit_model *m = r->m;
+    const vit_config *c = &m->cfg;
+    const train_config *cfg = r->cfg;
+    const train_objective *obj = r->obj;
+    int B = r->B, K = r->K;
+    ds_batch(r->train, idx, B, r->x, c->mean, c->std, &cfg->aug, &r->s.aug_rng);
+    for (int b = 0; b < B; b++) r->labels[b] = r->train->labels[idx[b]];
+    if (vit_forward(m, r->x, B, err, errlen)) return -1;
+    memset(r->dlogits, 0, sizeof(float) * B * K);
+    float loss;
+    *use_dfeature = 0;
+    if (obj) {
+        memset(r->dfeature, 0, sizeof(float) * B * c->dim);
+        if (obj->loss(obj->ctx, m, r->x, r->labels, B, r->dlogits, r->dfeature, use_dfeature,
+                      &loss, r->p.terms, err, errlen))
+            return -1;
+    } else {
+        loss = crossentropy_forward_backward(r->probs, r->dlogits, m->logits, r->labels, B, K,
+                                             cfg->label_smoothing, 1.0f);
+    }
+    if (!(loss == loss) || loss > 1e6f) {
+        snprintf(err, errlen, "training diverged at step %" PRId64 " (loss %g); lower "
+                 "the learning rate", r->s.step, loss);
+        return -1;
+    }
+    *loss_out = loss;
+    return 0;
+}
+
+/* The step's backward pass, gradient clipping and AdamW updates of the weights and the
+ * objective's extra parameters, at the schedule's learning rate (into *lr_out). */
+static int run_backward_update(train_run_state *r, int use_dfeature, float *lr_out, char *err,
+                               size_t errlen) {
+    vit_model *m = r->m;
+    const train_config *cfg = r->cfg;
+    const train_objective *obj = r->obj;
+    train_state *s = &r->s;
+    vit_zero_grad(m);
+    if (r->ne) obj->extra_zero_grad(obj->ctx);
+    if (vit_backward(m, r->dlogits, use_dfeature ? r->dfeature : NULL, NULL, err, errlen))
+        return -1;
+    if (cfg->clip_grad > 0) clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
+    float lr = lr_schedule(s->step, r->total, r->warmup, cfg->lr, cfg->min_lr);
+    adamw_step(&s->opt, m->param_mem, m->grad_mem, r->mask, &r->h, lr);
+    if (r->ne) {
+        adamw_hparams he = r->h;
+        he.weight_decay = 0;
+        obj->extra_gather(obj->ctx, s->extra_grad, 1);
+        adamw_step(&s->opt_extra, s->extra, s->extra_grad, NULL, &he, lr);
+        obj->extra_scatter(obj->ctx, s->extra);
+        obj->extra_gather(obj->ctx, s->extra, 0); /* scatter may have clamped */
+    }
+    *lr_out = lr;
+    return 0;
+}
+
+/* The progress report after a step of the given epoch. Returns 1 when the callback asks to
+ * stop. */
+static int run_report_step(train_run_state *r, int epoch, float loss, float lr) {
+    train_progress *p = &r->p;
+    double el = clock_mono_s() - r->t0;
+    p->step = r->s.step;
+    p->epoch = epoch;
+    p->loss = loss;
+    p->lr = lr;
+    p->epoch_loss = (float)(r->epoch_loss / r->epoch_steps);
+    p->images_per_s = (double)(r->s.step - r->first) * r->B / el;
+    p->eta_s = (double)(r->total - r->s.step) * el / (double)(r->s.step - r->first);
+    p->evaluated = 0;
+    return r->progress && r->progress(r->ctx, p);
+}
+
+/* At the end of epoch: the running loss mean starts over, and the test set is evaluated when
+ * due (its time left out of the training speed) and reported. Returns -1 on error, 1 when the
+ * callback asks to stop, else 0. */
+static int run_epoch_end(train_run_state *r, int epoch, char *err, size_t errlen) {
+    const train_config *cfg = r->cfg;
+    r->epoch_loss = 0;
+    r->epoch_steps = 0;
+    int last = r->s.step == r->total;
+    if (r->test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
+        double top1;
+        double te = clock_mono_s();
+        if (eval_top1(r->m, r->test, 256, &top1, err, errlen)) return -1;
+        r->t0 += clock_mono_s() - te; /* evaluation time is not training speed */
+        r->p.test_top1 = (float)top1;
+        r->p.evaluated = 1;
+        if (r->progress && r->progress(r->ctx, &r->p)) return 1;
+    }
+    return 0;
+}
+
+int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
+              train_progress_fn progress, void *ctx, char *err, size_t errlen) {
+    train_run_state r = {.m = m, .cfg = cfg, .train = train, .test = test,
+                         .obj = cfg->objective, .B = cfg->batch, .K = m->cfg.num_classes,
+                         .progress = progress, .ctx = ctx};
+    int B = r.B;
+    err[0] = 0;
+    if (run_check(&r, err, errlen)) return -1;
+    r.per_epoch = train->n / B;
+    r.total = r.per_epoch * cfg->epochs;
+    r.warmup = (int64_t)(cfg->warmup_epochs * r.per_epoch);
+    r.ne = r.obj && r.obj->extra_gather ? r.obj->nextra : 0;
+    int rc = -1;
+    if (run_alloc(&r, err, errlen) || run_start_or_resume(&r, err, errlen)) goto out;
+    r.h = (adamw_hparams){.lr = cfg->lr, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                          .weight_decay = cfg->weight_decay};
+    r.p = (train_progress){.total = r.total, .test_top1 = -1};
+    r.t0 = clock_mono_s();
+    r.first = r.s.step;
     int stopped = 0;
-    double epoch_loss = 0;
-    int epoch_steps = 0;
-    while (s.step < total && !stopped) {
-        int epoch = (int)(s.step / per_epoch);
-        int64_t pos = s.step % per_epoch;
-        /* the epoch's order depends on (seed, epoch) only, so a resumed run sees the same one */
-        rng_t order;
-        rng_seed(&order, cfg->seed * 1000003ULL + (uint64_t)epoch);
-        ds_shuffle(perm, train->n, &order);
-        for (; pos < per_epoch && !stopped; pos++) {
-            const int *idx = perm + pos * B;
-            ds_batch(train, idx, B, x, c->mean, c->std, &cfg->aug, &s.aug_rng);
-            for (int b = 0; b < B; b++) labels[b] = train->labels[idx[b]];
-            if (vit_forward(m, x, B, err, errlen)) goto out;
-            memset(dlogits, 0, sizeof(float) * B * K);
-            float loss;
-            int use_dfeature = 0;
-            if (obj) {
-                memset(dfeature, 0, sizeof(float) * B * c->dim);
-                if (obj->loss(obj->ctx, m, x, labels, B, dlogits, dfeature, &use_dfeature, &loss,
-                              p.terms, err, errlen))
-                    goto out;
-            } else {
-                loss = crossentropy_forward_backward(probs, dlogits, m->logits, labels, B, K,
-                                                     cfg->label_smoothing, 1.0f);
-            }
-            if (!(loss == loss) || loss > 1e6f) {
-                snprintf(err, errlen, "training diverged at step %" PRId64 " (loss %g); lower "
-                         "the learning rate", s.step, loss);
+    while (r.s.step < r.total && !stopped) {
+        int epoch = (int)(r.s.step / r.per_epoch);
+        int64_t pos = r.s.step % r.per_epoch;
+        shuffle_epoch(r.perm, train->n, cfg->seed, epoch);
+        for (; pos < r.per_epoch && !stopped; pos++) {
+            float loss, lr;
+            int use_dfeature;
+            if (run_forward_loss(&r, r.perm + pos * B, &loss, &use_dfeature, err, errlen) ||
+                run_backward_update(&r, use_dfeature, &lr, err, errlen))
                 goto out;
-            }
-            vit_zero_grad(m);
-            if (ne) obj->extra_zero_grad(obj->ctx);
-            if (vit_backward(m, dlogits, use_dfeature ? dfeature : NULL, NULL, err, errlen))
-                goto out;
-            if (cfg->clip_grad > 0) clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
-            float lr = lr_schedule(s.step, total, warmup, cfg->lr, cfg->min_lr);
-            adamw_step(&s.opt, m->param_mem, m->grad_mem, mask, &h, lr);
-            if (ne) {
-                adamw_hparams he = h;
-                he.weight_decay = 0;
-                obj->extra_gather(obj->ctx, s.extra_grad, 1);
-                adamw_step(&s.opt_extra, s.extra, s.extra_grad, NULL, &he, lr);
-                obj->extra_scatter(obj->ctx, s.extra);
-                obj->extra_gather(obj->ctx, s.extra, 0); /* scatter may have clamped */
-            }
-            s.step++;
-            epoch_loss += loss;
-            epoch_steps++;
-            double el = clock_mono_s() - t0;
-            p.step = s.step;
-            p.epoch = epoch;
-            p.loss = loss;
-            p.lr = lr;
-            p.epoch_loss = (float)(epoch_loss / epoch_steps);
-            p.images_per_s = (double)(s.step - first) * B / el;
-            p.eta_s = (double)(total - s.step) * el / (double)(s.step - first);
-            p.evaluated = 0;
-            if (progress && progress(ctx, &p)) stopped = 1;
-            int epoch_end = pos + 1 == per_epoch;
+            r.s.step++;
+            r.epoch_loss += loss;
+            r.epoch_steps++;
+            if (run_report_step(&r, epoch, loss, lr)) stopped = 1;
+            int epoch_end = pos + 1 == r.per_epoch;
             if (cfg->ckpt_path && (stopped || epoch_end ||
-                                   (cfg->ckpt_every > 0 && s.step % cfg->ckpt_every == 0)))
-                if (save_state(cfg->ckpt_path, m, &s, cfg, err, errlen)) goto out;
+                                   (cfg->ckpt_every > 0 && r.s.step % cfg->ckpt_every == 0)))
+                if (save_state(cfg->ckpt_path, m, &r.s, cfg, err, errlen)) goto out;
             if (epoch_end) {
-                epoch_loss = 0;
-                epoch_steps = 0;
-                int last = s.step == total;
-                if (test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
-                    double top1;
-                    double te = clock_mono_s();
-                    if (eval_top1(m, test, 256, &top1, err, errlen)) goto out;
-                    t0 += clock_mono_s() - te; /* evaluation time is not training speed */
-                    p.test_top1 = (float)top1;
-                    p.evaluated = 1;
-                    if (progress && progress(ctx, &p)) stopped = 1;
-                }
+                int e = run_epoch_end(&r, epoch, err, errlen);
+                if (e < 0) goto out;
+                if (e) stopped = 1;
             }
         }
     }
     rc = stopped ? 1 : 0;
 out:
-    free(x); free(probs); free(dlogits); free(perm); free(labels); free(mask); free(dfeature);
-    free(s.extra); free(s.extra_grad);
-    adamw_free(&s.opt);
-    adamw_free(&s.opt_extra);
+    run_free(&r);
     return rc;
 }
