@@ -108,21 +108,183 @@ static void on_signal(uv_signal_t *h, int signum) {
     sup_shutdown(g->sup, on_workers_gone, g);
 }
 
+/* The commands that are not the daemon: "gplqd token ...", --help, --version. Returns 1 with
+ * the exit code in *code when one of them ran, 0 to go on and serve. */
+static int other_command(int argc, char **argv, int *code) {
+    if (argc > 1 && !strcmp(argv[1], "token")) {
+        *code = tokencmd_main(argc - 1, argv + 1);
+        return 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            *code = 0;
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("gplqd %s\n", GPLQD_VERSION);
+            *code = 0;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The data directory, made if need be and locked for this daemon (the lock's descriptor into
+ * *lock_fd). Returns -1 after saying why on stderr. */
+static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
+    if (fs_mkdirs(g->c.data_dir)) {
+        fprintf(stderr, "gplqd: cannot create %s: %s\n", g->c.data_dir, strerror(errno));
+        return -1;
+    }
+    if (blob_init(g->c.data_dir, err, errlen)) {
+        fprintf(stderr, "gplqd: cannot use the data directory %s: %s\n", g->c.data_dir, err);
+        return -1;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/jobs", g->c.data_dir);
+    fs_mkdirs(path);
+    /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
+     * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
+    snprintf(path, sizeof path, "%s/gplqd.lock", g->c.data_dir);
+    *lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB)) {
+        fprintf(stderr, "gplqd: %s is in use by another gplqd (%s)\n", g->c.data_dir,
+                *lock_fd < 0 ? strerror(errno) : "locked");
+        return -1;
+    }
+    return 0;
+}
+
+/* The database: opened, the built-in dataset registered, and on the first start the admin
+ * token printed. Returns -1 after saying why on stderr. */
+static int open_database(gplqd *g, char *err, size_t errlen) {
+    snprintf(g->db_path, sizeof g->db_path, "%s/gplq.db", g->c.data_dir);
+    if (store_open(&g->st, g->db_path, g->c.busy_ms, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    if (register_builtins(g->st))
+        jlog("error", NULL, "registering the built-in dataset: %s", store_errmsg(g->st));
+    /* Printed before the listening line, so whoever reads stdout for the URL has the token. */
+    if (tokencmd_bootstrap(g->st, stdout, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void log_start(const gplqd *g, int swept) {
+    json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
+                          "config", cfg_to_json(&g->c), "swept_tmp", swept);
+    jlog_json("info", l);
+    json_decref(l);
+}
+
+/* The worker processes, supervised from the loop. Returns -1 after saying why on stderr. */
+static int start_workers(gplqd *g, char *err, size_t errlen) {
+    sup_options so = {.worker_bin = g->c.worker_bin, .data_dir = g->c.data_dir,
+                      .db_path = g->db_path, .nworkers = g->c.workers,
+                      .threads = g->c.worker_threads, .lease_ms = g->c.lease_ms,
+                      .grace_s = g->c.shutdown_grace_s};
+    if (sup_start(&g->sup, g->loop, &so, g->st, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The HTTP API on its own threads. Returns -1 after saying why on stderr. */
+static int start_http(gplqd *g, char *err, size_t errlen) {
+    http_options ho = {.listen = g->c.listen, .threads = g->c.http_threads,
+                       .epoll = g->c.http_epoll, .max_connections = g->c.max_connections,
+                       .timeout_s = g->c.connection_timeout_s, .db_path = g->db_path,
+                       .busy_ms = g->c.busy_ms, .max_streams = g->c.max_event_streams,
+                       .head_timeout_s = g->c.head_timeout_s,
+                       .max_per_ip = g->c.max_connections_per_ip,
+                       .max_owner_streams = g->c.max_owner_event_streams,
+                       .heartbeat_ms = g->c.event_heartbeat_s * 1000};
+    ho.base = (api_ctx){.data_dir = g->c.data_dir,
+                        .limits = {.max_model_bytes = g->c.max_model_bytes,
+                                   .max_dataset_bytes = g->c.max_dataset_bytes,
+                                   .max_json_bytes = g->c.max_json_bytes,
+                                   .max_attempts = g->c.max_attempts,
+                                   .max_queued_jobs = g->c.max_queued_jobs,
+                                   .max_owner_upload_bytes = g->c.max_owner_upload_bytes},
+                        .auth = 1,
+                        .version = GPLQD_VERSION,
+                        .webhook_allow_hosts = g->c.webhook_allow_hosts,
+                        .wake = sup_wake,
+                        .wake_arg = g->sup,
+                        .inspect = run_inspector,
+                        .inspect_arg = g,
+                        .workers = sup_workers_json,
+                        .workers_arg = g->sup};
+    /* Download links are signed with a key drawn now: a restart ends them (api/auth.h). */
+    static unsigned char link_key[AUTH_LINK_KEY_LEN];
+    if (auth_link_key_new(link_key)) {
+        fprintf(stderr, "gplqd: no randomness for the download-link key: %s\n", strerror(errno));
+        return -1;
+    }
+    ho.base.link_key = link_key;
+    if (http_start(&g->http, &ho, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Webhook delivery, on its own thread. Returns -1 after saying why on stderr. */
+static int start_webhooks(gplqd *g, char *err, size_t errlen) {
+    deliver_options dopt = {.db_path = g->db_path, .busy_ms = g->c.busy_ms,
+                            .allow_hosts = g->c.webhook_allow_hosts,
+                            .max_attempts = g->c.webhook_max_attempts,
+                            .backoff_ms = g->c.webhook_backoff_ms,
+                            .timeout_ms = g->c.webhook_timeout_ms,
+                            .concurrency = g->c.webhook_concurrency,
+                            .user_agent = "gplqd-webhook/" GPLQD_VERSION};
+    if (deliver_start(&g->hooks, &dopt, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void announce_listening(const gplqd *g) {
+    /* stdout carries this line (after the first start's token line), so a test or a script
+     * that asked for port 0 learns the port; the log is on stderr. */
+    printf("{\"event\":\"listening\",\"url\":\"%s\"}\n", http_url(g->http));
+    fflush(stdout);
+    jlog("info", NULL, "listening on %s", http_url(g->http));
+}
+
+/* SIGTERM and SIGINT start the shutdown (on_signal). */
+static void watch_signals(gplqd *g) {
+    uv_signal_init(g->loop, &g->sigterm);
+    uv_signal_init(g->loop, &g->sigint);
+    g->sigterm.data = g->sigint.data = g;
+    uv_signal_start(&g->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&g->sigint, on_signal, SIGINT);
+}
+
+/* After the loop, which ends once the workers are gone and HTTP is stopped (on_workers_gone):
+ * the rest, in the reverse order of the start. */
+static void close_all(gplqd *g, int lock_fd) {
+    uv_loop_close(g->loop);
+    deliver_stop(g->hooks);
+    sup_free(g->sup);
+    store_close(g->st);
+    jlog("info", NULL, "stopped");
+    close(lock_fd);
+    curl_global_cleanup();
+}
+
 int main(int argc, char **argv) {
     /* A worker's pipe or a client's socket closing under a write must be an error code, not
      * the end of the daemon. */
     signal(SIGPIPE, SIG_IGN);
-    if (argc > 1 && !strcmp(argv[1], "token")) return tokencmd_main(argc - 1, argv + 1);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("gplqd %s\n", GPLQD_VERSION);
-            return 0;
-        }
-    }
+    int code;
+    if (other_command(argc, argv, &code)) return code;
     static gplqd g;
     char err[1024];
     /* Before any thread: libcurl's global set-up is not thread-safe. */
@@ -132,123 +294,23 @@ int main(int argc, char **argv) {
         return 2;
     }
 
-    if (fs_mkdirs(g.c.data_dir)) {
-        fprintf(stderr, "gplqd: cannot create %s: %s\n", g.c.data_dir, strerror(errno));
-        return 1;
-    }
-    if (blob_init(g.c.data_dir, err, sizeof err)) {
-        fprintf(stderr, "gplqd: cannot use the data directory %s: %s\n", g.c.data_dir, err);
-        return 1;
-    }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/jobs", g.c.data_dir);
-    fs_mkdirs(path);
-    /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
-     * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
-    snprintf(path, sizeof path, "%s/gplqd.lock", g.c.data_dir);
-    int lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
-        fprintf(stderr, "gplqd: %s is in use by another gplqd (%s)\n", g.c.data_dir,
-                lock_fd < 0 ? strerror(errno) : "locked");
-        return 1;
-    }
+    int lock_fd;
+    if (open_data_dir(&g, &lock_fd, err, sizeof err)) return 1;
     int swept = blob_sweep_tmp(g.c.data_dir);
-    snprintf(g.db_path, sizeof g.db_path, "%s/gplq.db", g.c.data_dir);
-    if (store_open(&g.st, g.db_path, g.c.busy_ms, err, sizeof err)) {
-        fprintf(stderr, "gplqd: %s\n", err);
-        return 1;
-    }
-    if (register_builtins(g.st))
-        jlog("error", NULL, "registering the built-in dataset: %s", store_errmsg(g.st));
-    /* Printed before the listening line, so whoever reads stdout for the URL has the token. */
-    if (tokencmd_bootstrap(g.st, stdout, err, sizeof err)) {
-        fprintf(stderr, "gplqd: %s\n", err);
-        return 1;
-    }
-    json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
-                          "config", cfg_to_json(&g.c), "swept_tmp", swept);
-    jlog_json("info", l);
-    json_decref(l);
+    if (open_database(&g, err, sizeof err)) return 1;
+    log_start(&g, swept);
 
     g.loop = uv_default_loop();
-    sup_options so = {.worker_bin = g.c.worker_bin, .data_dir = g.c.data_dir,
-                      .db_path = g.db_path, .nworkers = g.c.workers,
-                      .threads = g.c.worker_threads, .lease_ms = g.c.lease_ms,
-                      .grace_s = g.c.shutdown_grace_s};
-    if (sup_start(&g.sup, g.loop, &so, g.st, err, sizeof err)) {
-        fprintf(stderr, "gplqd: %s\n", err);
-        return 1;
-    }
-
-    http_options ho = {.listen = g.c.listen, .threads = g.c.http_threads, .epoll = g.c.http_epoll,
-                       .max_connections = g.c.max_connections,
-                       .timeout_s = g.c.connection_timeout_s, .db_path = g.db_path,
-                       .busy_ms = g.c.busy_ms, .max_streams = g.c.max_event_streams,
-                       .head_timeout_s = g.c.head_timeout_s,
-                       .max_per_ip = g.c.max_connections_per_ip,
-                       .max_owner_streams = g.c.max_owner_event_streams,
-                       .heartbeat_ms = g.c.event_heartbeat_s * 1000};
-    ho.base = (api_ctx){.data_dir = g.c.data_dir,
-                        .limits = {.max_model_bytes = g.c.max_model_bytes,
-                                   .max_dataset_bytes = g.c.max_dataset_bytes,
-                                   .max_json_bytes = g.c.max_json_bytes,
-                                   .max_attempts = g.c.max_attempts,
-                                   .max_queued_jobs = g.c.max_queued_jobs,
-                                   .max_owner_upload_bytes = g.c.max_owner_upload_bytes},
-                        .auth = 1,
-                        .version = GPLQD_VERSION,
-                        .webhook_allow_hosts = g.c.webhook_allow_hosts,
-                        .wake = sup_wake,
-                        .wake_arg = g.sup,
-                        .inspect = run_inspector,
-                        .inspect_arg = &g,
-                        .workers = sup_workers_json,
-                        .workers_arg = g.sup};
-    /* Download links are signed with a key drawn now: a restart ends them (api/auth.h). */
-    static unsigned char link_key[AUTH_LINK_KEY_LEN];
-    if (auth_link_key_new(link_key)) {
-        fprintf(stderr, "gplqd: no randomness for the download-link key: %s\n", strerror(errno));
+    if (start_workers(&g, err, sizeof err)) return 1;
+    if (start_http(&g, err, sizeof err) || start_webhooks(&g, err, sizeof err)) {
         sup_kill_all(g.sup);
         return 1;
     }
-    ho.base.link_key = link_key;
-    if (http_start(&g.http, &ho, err, sizeof err)) {
-        fprintf(stderr, "gplqd: %s\n", err);
-        sup_kill_all(g.sup);
-        return 1;
-    }
-    deliver_options dopt = {.db_path = g.db_path, .busy_ms = g.c.busy_ms,
-                            .allow_hosts = g.c.webhook_allow_hosts,
-                            .max_attempts = g.c.webhook_max_attempts,
-                            .backoff_ms = g.c.webhook_backoff_ms,
-                            .timeout_ms = g.c.webhook_timeout_ms,
-                            .concurrency = g.c.webhook_concurrency,
-                            .user_agent = "gplqd-webhook/" GPLQD_VERSION};
-    if (deliver_start(&g.hooks, &dopt, err, sizeof err)) {
-        fprintf(stderr, "gplqd: %s\n", err);
-        sup_kill_all(g.sup);
-        return 1;
-    }
-    /* stdout carries this line (after the first start's token line), so a test or a script
-     * that asked for port 0 learns the port; the log is on stderr. */
-    printf("{\"event\":\"listening\",\"url\":\"%s\"}\n", http_url(g.http));
-    fflush(stdout);
-    jlog("info", NULL, "listening on %s", http_url(g.http));
-
-    uv_signal_init(g.loop, &g.sigterm);
-    uv_signal_init(g.loop, &g.sigint);
-    g.sigterm.data = g.sigint.data = &g;
-    uv_signal_start(&g.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&g.sigint, on_signal, SIGINT);
+    announce_listening(&g);
+    watch_signals(&g);
 
     uv_run(g.loop, UV_RUN_DEFAULT);
 
-    uv_loop_close(g.loop);
-    deliver_stop(g.hooks);
-    sup_free(g.sup);
-    store_close(g.st);
-    jlog("info", NULL, "stopped");
-    close(lock_fd);
-    curl_global_cleanup();
+    close_all(&g, lock_fd);
     return 0;
 }
