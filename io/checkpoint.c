@@ -263,6 +263,80 @@ static void shape_str(char *out, size_t n, const int64_t *s, int nd) {
     snprintf(out + len, n - len, nd ? "]" : "[]");
 }
 
+/* The source names not found, for the message: the first 64 kept, all counted. */
+typedef struct {
+    const char **names;   /* (64) into buf */
+    char (*buf)[256];     /* (64) */
+    int n;
+} missing_names;
+
+static void note_missing(missing_names *ms, const char *name) {
+    if (ms->n < 64) {
+        snprintf(ms->buf[ms->n], 256, "%s", name);
+        ms->names[ms->n] = ms->buf[ms->n];
+    }
+    ms->n++;
+}
+
+/* "tensor 'name' has shape [...], the model needs [...]": t against engine tensor pi, whose
+ * first axis is split in parts. */
+static void say_wrong_shape(char *err, size_t errlen, const char *name, const st_tensor *t,
+                            const vit_param_info *pi, int parts) {
+    char got[96], want[96];
+    int64_t ws[4];
+    memcpy(ws, pi->shape, sizeof ws);
+    ws[0] /= parts;
+    shape_str(got, sizeof got, t->shape, t->ndim);
+    shape_str(want, sizeof want, ws, pi->ndim);
+    snprintf(err, errlen, "tensor '%s' has shape %s, the model needs %s", name, got, want);
+}
+
+/* Engine tensor i of m from f in convention c: for each layer (and each of HuggingFace's q, k
+ * and v) the source tensor by its mapped name, marked used, its shape checked and, unless the
+ * hints only check, its values copied into place. Names not found go to ms. */
+static int load_param(vit_model *m, const st_file *f, ckpt_convention c, int i,
+                      const ckpt_hints *hints, char *used, missing_names *ms, char *err,
+                      size_t errlen) {
+    const vit_param_info *pi = &m->info[i];
+    int layers = pi->per_layer ? m->cfg.depth : 1;
+    size_t per = pi->numel / layers;
+    int parts = (c == CKPT_HF && strstr(hf_names[i], "{qkv}")) ? 3 : 1;
+    for (int l = 0; l < layers; l++)
+        for (int part = 0; part < parts; part++) {
+            char name[256];
+            source_name(name, sizeof name, m, c, i, l, part);
+            const st_tensor *t = find_tensor(f, c, name);
+            if (!t) {
+                note_missing(ms, name);
+                continue;
+            }
+            used[t - f->tensors] = 1;
+            if (!shape_is(t, pi, parts)) {
+                say_wrong_shape(err, errlen, name, t, pi, parts);
+                return -1;
+            }
+            if (!(hints && hints->check_only))
+                st_to_f32(t, m->param_mem + pi->offset + l * per + part * (per / parts));
+        }
+    return 0;
+}
+
+/* A tensor of f that no engine tensor took is an error, unless the hints allow extras. */
+static int check_unused(const st_file *f, const char *used, const ckpt_hints *hints,
+                        ckpt_convention c, char *err, size_t errlen) {
+    int nun = 0;
+    const char *un[64];
+    for (int i = 0; i < f->ntensors; i++)
+        if (!used[i] && nun < 64) un[nun++] = f->tensors[i].name;
+    if (nun && !(hints && hints->allow_extra)) {
+        snprintf(err, errlen, "%s checkpoint has tensors this ViT does not use: ",
+                 ckpt_convention_name(c));
+        list_names(err, errlen, un, nun);
+        return -1;
+    }
+    return 0;
+}
+
 int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt_convention *conv,
                    char *err, size_t errlen) {
     vit_config cfg;
@@ -270,10 +344,9 @@ int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt
     memset(m, 0, sizeof *m);
     if (ckpt_infer(f, hints, &cfg, &c, err, errlen) || vit_init(m, &cfg, err, errlen)) return -1;
     char *used = calloc(f->ntensors ? f->ntensors : 1, 1);
-    const char **missing = malloc(sizeof(char *) * 64);
-    char (*missing_buf)[256] = malloc(64 * 256);
-    int nmissing = 0, rc = -1;
-    if (!used || !missing || !missing_buf) {
+    missing_names ms = {.names = malloc(sizeof(char *) * 64), .buf = malloc(64 * 256)};
+    int rc = -1;
+    if (!used || !ms.names || !ms.buf) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -284,60 +357,21 @@ int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt
             snprintf(err, errlen, "%s checkpoints have no %s", ckpt_convention_name(c), pi->name);
             goto out;
         }
-        int layers = pi->per_layer ? cfg.depth : 1;
-        size_t per = pi->numel / layers;
-        int parts = (c == CKPT_HF && strstr(hf_names[i], "{qkv}")) ? 3 : 1;
-        for (int l = 0; l < layers; l++)
-            for (int part = 0; part < parts; part++) {
-                char name[256];
-                source_name(name, sizeof name, m, c, i, l, part);
-                const st_tensor *t = find_tensor(f, c, name);
-                if (!t) {
-                    if (nmissing < 64) {
-                        snprintf(missing_buf[nmissing], 256, "%s", name);
-                        missing[nmissing] = missing_buf[nmissing];
-                    }
-                    nmissing++;
-                    continue;
-                }
-                used[t - f->tensors] = 1;
-                if (!shape_is(t, pi, parts)) {
-                    char got[96], want[96];
-                    int64_t ws[4];
-                    memcpy(ws, pi->shape, sizeof ws);
-                    ws[0] /= parts;
-                    shape_str(got, sizeof got, t->shape, t->ndim);
-                    shape_str(want, sizeof want, ws, pi->ndim);
-                    snprintf(err, errlen, "tensor '%s' has shape %s, the model needs %s", name, got,
-                             want);
-                    goto out;
-                }
-                if (!(hints && hints->check_only))
-                    st_to_f32(t, m->param_mem + pi->offset + l * per + part * (per / parts));
-            }
+        if (load_param(m, f, c, i, hints, used, &ms, err, errlen)) goto out;
     }
-    if (nmissing) {
+    if (ms.n) {
         snprintf(err, errlen, "%s checkpoint is missing %d tensor(s): ", ckpt_convention_name(c),
-                 nmissing);
-        list_names(err, errlen, missing, nmissing < 64 ? nmissing : 64);
+                 ms.n);
+        list_names(err, errlen, ms.names, ms.n < 64 ? ms.n : 64);
         goto out;
     }
-    int nun = 0;
-    const char *un[64];
-    for (int i = 0; i < f->ntensors; i++)
-        if (!used[i] && nun < 64) un[nun++] = f->tensors[i].name;
-    if (nun && !(hints && hints->allow_extra)) {
-        snprintf(err, errlen, "%s checkpoint has tensors this ViT does not use: ",
-                 ckpt_convention_name(c));
-        list_names(err, errlen, un, nun);
-        goto out;
-    }
+    if (check_unused(f, used, hints, c, err, errlen)) goto out;
     if (conv) *conv = c;
     rc = 0;
 out:
     free(used);
-    free(missing);
-    free(missing_buf);
+    free(ms.names);
+    free(ms.buf);
     if (rc) vit_free(m);
     return rc;
 }
