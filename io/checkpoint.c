@@ -164,32 +164,43 @@ static void list_names(char *out, size_t n, const char *const *names, int count)
     }
 }
 
-int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_convention *conv,
-               char *err, size_t errlen) {
-    memset(cfg, 0, sizeof *cfg);
-    ckpt_convention c;
-    if (st_find(f, "patch_embed.proj.weight")) c = CKPT_TIMM;
-    else if (st_find(f, hf_names[0])) c = CKPT_HF;
-    else if (st_find(f, tv_names[0])) c = CKPT_TORCHVISION;
+/* "not a ViT checkpoint ...": what a timm ViT would need and is not in f, and what f has
+ * instead. */
+static void say_not_a_vit(const st_file *f, char *err, size_t errlen) {
+    static const char *const want[] = {"patch_embed.proj.weight", "patch_embed.proj.bias",
+                                       "cls_token", "pos_embed", "blocks.0.norm1.weight",
+                                       "blocks.0.attn.qkv.weight", "norm.weight", "head.weight"};
+    const char *missing[8], **unexpected = calloc(f->ntensors + 1, sizeof(char *));
+    int nm = 0, nu = 0;
+    for (int i = 0; i < 8; i++)
+        if (!st_find(f, want[i])) missing[nm++] = want[i];
+    for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
+    snprintf(err, errlen, "not a ViT checkpoint in timm, HuggingFace or torchvision naming; missing: ");
+    list_names(err, errlen, missing, nm);
+    size_t len = strlen(err);
+    snprintf(err + len, errlen - len, "; unexpected: ");
+    if (unexpected) list_names(err, errlen, unexpected, nu);
+    if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
+    free(unexpected);
+}
+
+/* The naming convention of f, told by the name of its patch embedding. */
+static int detect_convention(const st_file *f, ckpt_convention *c, char *err, size_t errlen) {
+    if (st_find(f, "patch_embed.proj.weight")) *c = CKPT_TIMM;
+    else if (st_find(f, hf_names[0])) *c = CKPT_HF;
+    else if (st_find(f, tv_names[0])) *c = CKPT_TORCHVISION;
     else {
         /* Matches nothing: say what a timm ViT would need and what is there instead. */
-        static const char *const want[] = {"patch_embed.proj.weight", "patch_embed.proj.bias",
-                                           "cls_token", "pos_embed", "blocks.0.norm1.weight",
-                                           "blocks.0.attn.qkv.weight", "norm.weight", "head.weight"};
-        const char *missing[8], **unexpected = calloc(f->ntensors + 1, sizeof(char *));
-        int nm = 0, nu = 0;
-        for (int i = 0; i < 8; i++)
-            if (!st_find(f, want[i])) missing[nm++] = want[i];
-        for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
-        snprintf(err, errlen, "not a ViT checkpoint in timm, HuggingFace or torchvision naming; missing: ");
-        list_names(err, errlen, missing, nm);
-        size_t len = strlen(err);
-        snprintf(err + len, errlen - len, "; unexpected: ");
-        if (unexpected) list_names(err, errlen, unexpected, nu);
-        if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
-        free(unexpected);
+        say_not_a_vit(f, err, errlen);
         return -1;
     }
+    return 0;
+}
+
+/* The geometry from the shapes of the patch embedding, the positions, the first MLP and the
+ * head, and the depth from the highest block index, all under convention c's names. */
+static int config_from_shapes(const st_file *f, ckpt_convention c, vit_config *cfg, char *err,
+                              size_t errlen) {
     const char *pname = c == CKPT_TIMM ? "patch_embed.proj.weight" : src_pattern(c, 0);
     const char *posn = c == CKPT_TIMM ? "pos_embed" : src_pattern(c, 4);
     const char *fc1n = c == CKPT_TIMM ? "blocks.0.mlp.fc1.weight"
@@ -226,6 +237,13 @@ int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_
     cfg->depth = count_blocks(f, blockp);
     cfg->mlp_hidden = (int)fc1->shape[0];
     cfg->num_classes = (int)head->shape[0];
+    return 0;
+}
+
+/* What the shapes do not tell (layer norm epsilon, heads, input normalization): the file's
+ * metadata first, then the hints, then the convention's or ImageNet's defaults. */
+static void config_from_meta(const st_file *f, const ckpt_hints *hints, ckpt_convention c,
+                             vit_config *cfg) {
     cfg->ln_eps = c == CKPT_HF ? 1e-12f : 1e-6f;
     const char *eps = st_meta(f, "ln_eps");
     if (eps && atof(eps) > 0) cfg->ln_eps = (float)atof(eps);
@@ -242,6 +260,15 @@ int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_
     }
     meta_floats(f, "mean", cfg->mean, 3);
     meta_floats(f, "std", cfg->std, 3);
+}
+
+int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_convention *conv,
+               char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    ckpt_convention c;
+    if (detect_convention(f, &c, err, errlen) || config_from_shapes(f, c, cfg, err, errlen))
+        return -1;
+    config_from_meta(f, hints, c, cfg);
     if (conv) *conv = c;
     return vit_config_check(cfg, err, errlen);
 }
