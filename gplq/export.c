@@ -169,6 +169,150 @@ void gplq_qmodel_free(gplq_qmodel *q) {
     memset(q, 0, sizeof *q);
 }
 
+/* The model's config (and the activation bits, abits and patch_abits) from the metadata:
+ * ckpt_infer needs the quantized matrices' names to exist, so build the model from metadata
+ * directly. */
+static int read_config(const st_file *f, const char *path, vit_config *c, int *abits,
+                       int *pabits, char *err, size_t errlen) {
+    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
+                          "mlp_hidden", "num_classes", "distilled"};
+    int *dst[] = {&c->img_size, &c->patch, &c->in_chans, &c->dim, &c->depth, &c->heads,
+                  &c->mlp_hidden, &c->num_classes, &c->distilled};
+    for (int i = 0; i < 9; i++) {
+        const char *v = st_meta(f, keys[i]);
+        if (!v) {
+            snprintf(err, errlen, "%s: metadata has no %s", path, keys[i]);
+            return -1;
+        }
+        *dst[i] = atoi(v);
+    }
+    c->ln_eps = st_meta(f, "ln_eps") ? (float)atof(st_meta(f, "ln_eps")) : 1e-6f;
+    const char *ms = st_meta(f, "mean"), *ss = st_meta(f, "std");
+    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c->mean[0], &c->mean[1], &c->mean[2]) != 3 ||
+        sscanf(ss, "[%f, %f, %f]", &c->std[0], &c->std[1], &c->std[2]) != 3) {
+        snprintf(err, errlen, "%s: metadata mean/std missing or unreadable", path);
+        return -1;
+    }
+    *abits = st_meta(f, "abits") ? atoi(st_meta(f, "abits")) : 0;
+    *pabits = st_meta(f, "patch_abits") ? atoi(st_meta(f, "patch_abits")) : 8;
+    return 0;
+}
+
+/* Matrix name (rows, cols) of engine tensor pi into dst, dequantized from its packed codes
+ * (name.qweight) and per-row steps (name.wscale) at the file's weight bits. */
+static int dequantize_param(const st_file *f, const char *path, const char *name,
+                            const vit_param_info *pi, size_t per, float *dst, char *err,
+                            size_t errlen) {
+    char qn[160], sn[160];
+    snprintf(qn, sizeof qn, "%s.qweight", name);
+    snprintf(sn, sizeof sn, "%s.wscale", name);
+    const st_tensor *tq = st_find(f, qn), *ts = st_find(f, sn);
+    int rows = (int)pi->shape[0], cols = (int)(per / pi->shape[0]);
+    int bits = !strcmp(name, "patch_embed.proj.weight") && st_meta(f, "patch_wbits")
+                   ? atoi(st_meta(f, "patch_wbits"))
+                   : atoi(st_meta(f, "wbits") ? st_meta(f, "wbits") : "0");
+    if (bits < 2 || bits > 8 || !tq || !ts || tq->dtype != ST_U8 || ts->dtype != ST_F32 ||
+        tq->ndim != 2 || tq->shape[0] != rows ||
+        (size_t)tq->shape[1] != quant_row_bytes(quant_type_for_bits(bits), cols) ||
+        ts->numel != rows) {
+        snprintf(err, errlen, "%s: '%s' is missing, or its packed form does not match %d x %d "
+                 "at %d bits", path, name, rows, cols, bits);
+        return -1;
+    }
+    quant_type qt = quant_type_for_bits(bits);
+    size_t rb = quant_row_bytes(qt, cols);
+    float *scales = malloc(sizeof(float) * rows);
+    if (!scales) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    st_to_f32(ts, scales);
+    for (int r = 0; r < rows; r++)
+        quant_dequantize_ref(qt, dst + (size_t)r * cols, (const uint8_t *)tq->data + rb * r,
+                             scales[r], cols);
+    free(scales);
+    return 0;
+}
+
+/* Every parameter of q's model: FP32 directly, or dequantized from .qweight/.wscale. */
+static int load_params(gplq_qmodel *q, const st_file *f, const char *path, char *err,
+                       size_t errlen) {
+    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
+        const vit_param_info *pi = &q->m.info[i];
+        if (pi->numel == 0) continue;
+        int layers = pi->per_layer ? q->m.cfg.depth : 1;
+        size_t per = pi->numel / layers;
+        for (int l = 0; l < layers; l++) {
+            char name[128];
+            ckpt_param_name(name, sizeof name, pi, l);
+            float *dstp = q->m.param_mem + pi->offset + l * per;
+            const st_tensor *t = st_find(f, name);
+            if (t && (size_t)t->numel == per && t->dtype == ST_F32) {
+                st_to_f32(t, dstp);
+                continue;
+            }
+            if (dequantize_param(f, path, name, pi, per, dstp, err, errlen)) return -1;
+        }
+    }
+    return 0;
+}
+
+/* The activation quantizers' steps. */
+static int load_steps(gplq_qmodel *q, const st_file *f, const char *path, char *err,
+                      size_t errlen) {
+    for (int i = 0; i < q->aq.nq; i++) {
+        char name[128];
+        step_name(name, sizeof name, &q->aq, i);
+        const st_tensor *t = st_find(f, name);
+        if (!t || t->dtype != ST_F32 || t->numel != q->aq.q[i].channels) {
+            snprintf(err, errlen, "%s: '%s' missing or of the wrong size", path, name);
+            return -1;
+        }
+        st_to_f32(t, q->aq.q[i].step);
+    }
+    return 0;
+}
+
+/* QwT's per-block compensation, for the blocks that have one; switched on in the model if any
+ * block does. */
+static int load_qwt(gplq_qmodel *q, const st_file *f, const char *path, char *err,
+                    size_t errlen) {
+    const vit_config *c = &q->m.cfg;
+    q->qwt_w = calloc(c->depth, sizeof(float *));
+    q->qwt_b = calloc(c->depth, sizeof(float *));
+    if (!q->qwt_w || !q->qwt_b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int any = 0;
+    for (int l = 0; l < c->depth; l++) {
+        char wn[64], bn[64];
+        snprintf(wn, sizeof wn, "blocks.%d.qwt.weight", l);
+        snprintf(bn, sizeof bn, "blocks.%d.qwt.bias", l);
+        const st_tensor *tw = st_find(f, wn), *tb = st_find(f, bn);
+        if (!tw && !tb) continue;
+        if (!tw || !tb || tw->numel != (int64_t)c->dim * c->dim || tb->numel != c->dim ||
+            tw->dtype != ST_F32 || tb->dtype != ST_F32) {
+            snprintf(err, errlen, "%s: QwT tensors of block %d are incomplete or misshapen", path, l);
+            return -1;
+        }
+        q->qwt_w[l] = malloc(sizeof(float) * c->dim * c->dim);
+        q->qwt_b[l] = malloc(sizeof(float) * c->dim);
+        if (!q->qwt_w[l] || !q->qwt_b[l]) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        st_to_f32(tw, q->qwt_w[l]);
+        st_to_f32(tb, q->qwt_b[l]);
+        any = 1;
+    }
+    if (any) {
+        q->m.qwt_w = (const float *const *)q->qwt_w;
+        q->m.qwt_b = (const float *const *)q->qwt_b;
+    }
+    return 0;
+}
+
 int gplq_load_quantized(gplq_qmodel *q, const char *path, char *err, size_t errlen) {
     memset(q, 0, sizeof *q);
     st_file f;
@@ -180,122 +324,16 @@ int gplq_load_quantized(gplq_qmodel *q, const char *path, char *err, size_t errl
                  path, fmt ? fmt : "none", GPLQ_Q_FORMAT);
         goto out_file;
     }
-    /* The config from metadata and shapes: ckpt_infer needs the quantized matrices' names to
-     * exist, so build the model from metadata directly. */
     vit_config c = {0};
-    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
-                          "mlp_hidden", "num_classes", "distilled"};
-    int *dst[] = {&c.img_size, &c.patch, &c.in_chans, &c.dim, &c.depth, &c.heads, &c.mlp_hidden,
-                  &c.num_classes, &c.distilled};
-    for (int i = 0; i < 9; i++) {
-        const char *v = st_meta(&f, keys[i]);
-        if (!v) {
-            snprintf(err, errlen, "%s: metadata has no %s", path, keys[i]);
-            goto out_file;
-        }
-        *dst[i] = atoi(v);
-    }
-    c.ln_eps = st_meta(&f, "ln_eps") ? (float)atof(st_meta(&f, "ln_eps")) : 1e-6f;
-    const char *ms = st_meta(&f, "mean"), *ss = st_meta(&f, "std");
-    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c.mean[0], &c.mean[1], &c.mean[2]) != 3 ||
-        sscanf(ss, "[%f, %f, %f]", &c.std[0], &c.std[1], &c.std[2]) != 3) {
-        snprintf(err, errlen, "%s: metadata mean/std missing or unreadable", path);
-        goto out_file;
-    }
-    int abits = st_meta(&f, "abits") ? atoi(st_meta(&f, "abits")) : 0;
-    int pabits = st_meta(&f, "patch_abits") ? atoi(st_meta(&f, "patch_abits")) : 8;
+    int abits, pabits;
+    if (read_config(&f, path, &c, &abits, &pabits, err, errlen)) goto out_file;
     if (vit_init(&q->m, &c, err, errlen) || actq_init(&q->aq, &c, abits, pabits, err, errlen))
         goto out_file;
-    /* every parameter: FP32 directly, or dequantized from .qweight/.wscale */
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &q->m.info[i];
-        if (pi->numel == 0) continue;
-        int layers = pi->per_layer ? c.depth : 1;
-        size_t per = pi->numel / layers;
-        for (int l = 0; l < layers; l++) {
-            char name[128], qn[160], sn[160];
-            ckpt_param_name(name, sizeof name, pi, l);
-            float *dstp = q->m.param_mem + pi->offset + l * per;
-            const st_tensor *t = st_find(&f, name);
-            if (t && (size_t)t->numel == per && t->dtype == ST_F32) {
-                st_to_f32(t, dstp);
-                continue;
-            }
-            snprintf(qn, sizeof qn, "%s.qweight", name);
-            snprintf(sn, sizeof sn, "%s.wscale", name);
-            const st_tensor *tq = st_find(&f, qn), *ts = st_find(&f, sn);
-            int rows = (int)pi->shape[0], cols = (int)(per / pi->shape[0]);
-            int bits = !strcmp(name, "patch_embed.proj.weight") && st_meta(&f, "patch_wbits")
-                           ? atoi(st_meta(&f, "patch_wbits"))
-                           : atoi(st_meta(&f, "wbits") ? st_meta(&f, "wbits") : "0");
-            if (bits < 2 || bits > 8 || !tq || !ts || tq->dtype != ST_U8 || ts->dtype != ST_F32 ||
-                tq->ndim != 2 || tq->shape[0] != rows ||
-                (size_t)tq->shape[1] != quant_row_bytes(quant_type_for_bits(bits), cols) ||
-                ts->numel != rows) {
-                snprintf(err, errlen, "%s: '%s' is missing, or its packed form does not match %d x %d "
-                         "at %d bits", path, name, rows, cols, bits);
-                goto out_model;
-            }
-            quant_type qt = quant_type_for_bits(bits);
-            size_t rb = quant_row_bytes(qt, cols);
-            float *scales = malloc(sizeof(float) * rows);
-            if (!scales) {
-                snprintf(err, errlen, "out of memory");
-                goto out_model;
-            }
-            st_to_f32(ts, scales);
-            for (int r = 0; r < rows; r++)
-                quant_dequantize_ref(qt, dstp + (size_t)r * cols, (const uint8_t *)tq->data + rb * r,
-                                     scales[r], cols);
-            free(scales);
-        }
-    }
-    /* steps */
-    for (int i = 0; i < q->aq.nq; i++) {
-        char name[128];
-        step_name(name, sizeof name, &q->aq, i);
-        const st_tensor *t = st_find(&f, name);
-        if (!t || t->dtype != ST_F32 || t->numel != q->aq.q[i].channels) {
-            snprintf(err, errlen, "%s: '%s' missing or of the wrong size", path, name);
-            goto out_model;
-        }
-        st_to_f32(t, q->aq.q[i].step);
-    }
+    if (load_params(q, &f, path, err, errlen) || load_steps(q, &f, path, err, errlen))
+        goto out_model;
     q->aq.mode = ACTQ_QUANT;
     vit_set_hooks(&q->m, &q->aq.hooks);
-    /* QwT */
-    q->qwt_w = calloc(c.depth, sizeof(float *));
-    q->qwt_b = calloc(c.depth, sizeof(float *));
-    if (!q->qwt_w || !q->qwt_b) {
-        snprintf(err, errlen, "out of memory");
-        goto out_model;
-    }
-    int any = 0;
-    for (int l = 0; l < c.depth; l++) {
-        char wn[64], bn[64];
-        snprintf(wn, sizeof wn, "blocks.%d.qwt.weight", l);
-        snprintf(bn, sizeof bn, "blocks.%d.qwt.bias", l);
-        const st_tensor *tw = st_find(&f, wn), *tb = st_find(&f, bn);
-        if (!tw && !tb) continue;
-        if (!tw || !tb || tw->numel != (int64_t)c.dim * c.dim || tb->numel != c.dim ||
-            tw->dtype != ST_F32 || tb->dtype != ST_F32) {
-            snprintf(err, errlen, "%s: QwT tensors of block %d are incomplete or misshapen", path, l);
-            goto out_model;
-        }
-        q->qwt_w[l] = malloc(sizeof(float) * c.dim * c.dim);
-        q->qwt_b[l] = malloc(sizeof(float) * c.dim);
-        if (!q->qwt_w[l] || !q->qwt_b[l]) {
-            snprintf(err, errlen, "out of memory");
-            goto out_model;
-        }
-        st_to_f32(tw, q->qwt_w[l]);
-        st_to_f32(tb, q->qwt_b[l]);
-        any = 1;
-    }
-    if (any) {
-        q->m.qwt_w = (const float *const *)q->qwt_w;
-        q->m.qwt_b = (const float *const *)q->qwt_b;
-    }
+    if (load_qwt(q, &f, path, err, errlen)) goto out_model;
     rc = 0;
     goto out_file;
 out_model:
