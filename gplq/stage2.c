@@ -125,13 +125,8 @@ static int ridge(double *sol, double *r2, double *sse_out, const float *X, const
     return rc;
 }
 
-int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,
-               const ds_set *calib, stage2_result *res, char *err, size_t errlen) {
-    memset(res, 0, sizeof *res);
-    double t0 = clock_mono_s();
-    const vit_config *vc = &m->cfg;
-    int L = vc->depth, C = vc->dim, H = vc->mlp_hidden, T = vit_num_tokens(vc);
-    vit_params *p = &m->params;
+/* The result's per-block arrays, zeroed (stage2_result_free frees them, also half made). */
+static int result_alloc(stage2_result *res, int L, char *err, size_t errlen) {
     res->depth = L;
     res->qkv = calloc(L, sizeof *res->qkv);
     res->proj = calloc(L, sizeof *res->proj);
@@ -145,30 +140,118 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     if (!res->qkv || !res->proj || !res->fc1 || !res->fc2 || !res->qwt_w || !res->qwt_b ||
         !res->r2 || !res->mse_before || !res->mse_after) {
         snprintf(err, errlen, "out of memory");
-        goto fail;
+        return -1;
     }
-    /* 1. weights */
+    return 0;
+}
+
+/* Stage 2's first step: every matrix of m quantized in place (codes and steps into res). */
+static int quantize_weights(vit_model *m, const stage2_config *c, stage2_result *res, char *err,
+                            size_t errlen) {
+    const vit_config *vc = &m->cfg;
+    int L = vc->depth, C = vc->dim, H = vc->mlp_hidden;
+    vit_params *p = &m->params;
     int Pd = vc->in_chans * vc->patch * vc->patch;
     if (quantize_matrix(&res->patch, p->patch_w, C, Pd, c->patch_wbits, c->minmax, err, errlen) ||
         quantize_matrix(&res->head, p->head_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen))
-        goto fail;
+        return -1;
     if (vc->distilled &&
         quantize_matrix(&res->head_dist, p->headd_w, vc->num_classes, C, c->wbits, c->minmax, err,
                         errlen))
-        goto fail;
+        return -1;
     for (int l = 0; l < L; l++)
         if (quantize_matrix(&res->qkv[l], p->qkv_w + (size_t)l * 3 * C * C, 3 * C, C, c->wbits, c->minmax, err, errlen) ||
             quantize_matrix(&res->proj[l], p->proj_w + (size_t)l * C * C, C, C, c->wbits, c->minmax, err, errlen) ||
             quantize_matrix(&res->fc1[l], p->fc1_w + (size_t)l * H * C, H, C, c->wbits, c->minmax, err, errlen) ||
             quantize_matrix(&res->fc2[l], p->fc2_w + (size_t)l * C * H, C, H, c->wbits, c->minmax, err, errlen))
-            goto fail;
+            return -1;
+    return 0;
+}
+
+/* The quantized model's embedding of the first n calibration images in order, into X
+ * (n * tokens, dim), 128 images at a time through xb. */
+static int embed_calibration(vit_model *m, const ds_set *calib, const int *order, int n, float *X,
+                             float *xb, char *err, size_t errlen) {
+    const vit_config *vc = &m->cfg;
+    int C = vc->dim, T = vit_num_tokens(vc), idx[128];
+    for (int i = 0; i < n; i += 128) {
+        int B = n - i < 128 ? n - i : 128;
+        for (int b = 0; b < B; b++) idx[b] = order[i + b];
+        ds_batch(calib, idx, B, xb, vc->mean, vc->std, NULL, NULL);
+        if (vit_embed_forward(m, X + (size_t)i * T * C, xb, B, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+/* Block l on the same input X (n images' tokens): the FP model's output into Y, the quantized
+ * model's into Z, 128 images at a time. */
+static int block_outputs(vit_model *m, vit_model *fp, int l, int n, const float *X, float *Y,
+                         float *Z, char *err, size_t errlen) {
+    int C = m->cfg.dim, T = vit_num_tokens(&m->cfg);
+    for (int i = 0; i < n; i += 128) {
+        int B = n - i < 128 ? n - i : 128;
+        size_t o = (size_t)i * T * C;
+        if (vit_block_forward(fp, l, Y + o, X + o, B, err, errlen) ||
+            vit_block_forward(m, l, Z + o, X + o, B, err, errlen))
+            return -1;
+    }
+    return 0;
+}
+
+/* The quantization error of a block, D = Y - Y_Z (rows, C), into Y; returns its mean square. */
+static double block_error(float *Y, const float *Z, size_t rows, int C) {
+    double mse = 0;
+    for (size_t i = 0; i < rows * C; i++) {
+        Y[i] -= Z[i];
+        mse += (double)Y[i] * Y[i];
+    }
+    return mse / ((double)rows * C);
+}
+
+/* QwT for block l: the ridge fit of the error D (in Y) on the block's input X (rows, C). If it
+ * explains any of it (R^2 > 0), its weights and bias go into res and the quantized output Z is
+ * compensated (Y, done with, is overwritten). */
+static int fit_qwt(stage2_result *res, int l, double *sol, const float *X, float *Y, float *Z,
+                   size_t rows, int C, double lambda, char *err, size_t errlen) {
+    double sse;
+    if (ridge(sol, &res->r2[l], &sse, X, Y, (int)rows, C, lambda, err, errlen))
+        return -1;
+    if (res->r2[l] > 0) {
+        float *w = malloc(sizeof(float) * C * C), *bias = malloc(sizeof(float) * C);
+        if (!w || !bias) {
+            free(w); free(bias);
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (int a = 0; a < C; a++) {
+            for (int j = 0; j < C; j++) w[(size_t)j * C + a] = (float)sol[(size_t)a * C + j];
+            bias[a] = (float)sol[(size_t)C * C + a];
+        }
+        res->qwt_w[l] = w;
+        res->qwt_b[l] = bias;
+        /* compensated output: Z += X W^T + b (Y, done with, holds the correction) */
+        matmul_forward(Y, X, w, bias, (int)rows, C, C);
+        axpy(Z, 1.0f, Y, rows * C);
+        res->mse_after[l] = sse / ((double)rows * C);
+    }
+    return 0;
+}
+
+int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,
+               const ds_set *calib, stage2_result *res, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    double t0 = clock_mono_s();
+    const vit_config *vc = &m->cfg;
+    int L = vc->depth, C = vc->dim, T = vit_num_tokens(vc);
+    /* 1. weights */
+    if (result_alloc(res, L, err, errlen) || quantize_weights(m, c, res, err, errlen)) goto fail;
 
     /* 2. QwT, block by block, on calibration images */
     int n = c->calib_images < calib->n ? c->calib_images : calib->n;
     size_t rows = (size_t)n * T, img = (size_t)vc->in_chans * vc->img_size * vc->img_size;
     float *X = malloc(sizeof(float) * rows * C), *Y = malloc(sizeof(float) * rows * C);
     float *Z = malloc(sizeof(float) * rows * C), *xb = malloc(sizeof(float) * img * 128);
-    int *order = malloc(sizeof(int) * calib->n), idx[128];
+    int *order = malloc(sizeof(int) * calib->n);
     double *sol = malloc(sizeof(double) * (C + 1) * C);
     int rc = -1;
     if (!X || !Y || !Z || !xb || !order || !sol) {
@@ -181,52 +264,12 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     vit_set_hooks(m, &aq->hooks);
     vit_set_hooks(fp, &aq->hooks);
     m->qwt_w = NULL; /* blocks are fitted one at a time; the term goes on at the end */
-    /* the quantized model's embedding of the calibration images */
-    for (int i = 0; i < n; i += 128) {
-        int B = n - i < 128 ? n - i : 128;
-        for (int b = 0; b < B; b++) idx[b] = order[i + b];
-        ds_batch(calib, idx, B, xb, vc->mean, vc->std, NULL, NULL);
-        if (vit_embed_forward(m, X + (size_t)i * T * C, xb, B, err, errlen)) goto out;
-    }
+    if (embed_calibration(m, calib, order, n, X, xb, err, errlen)) goto out;
     for (int l = 0; l < L; l++) {
-        for (int i = 0; i < n; i += 128) {
-            int B = n - i < 128 ? n - i : 128;
-            size_t o = (size_t)i * T * C;
-            if (vit_block_forward(fp, l, Y + o, X + o, B, err, errlen) ||
-                vit_block_forward(m, l, Z + o, X + o, B, err, errlen))
-                goto out;
-        }
-        /* D = Y - Y_Z, into Y */
-        double mse = 0;
-        for (size_t i = 0; i < rows * C; i++) {
-            Y[i] -= Z[i];
-            mse += (double)Y[i] * Y[i];
-        }
-        res->mse_before[l] = mse / ((double)rows * C);
+        if (block_outputs(m, fp, l, n, X, Y, Z, err, errlen)) goto out;
+        res->mse_before[l] = block_error(Y, Z, rows, C);
         res->mse_after[l] = res->mse_before[l];
-        if (c->qwt) {
-            double sse;
-            if (ridge(sol, &res->r2[l], &sse, X, Y, (int)rows, C, c->lambda, err, errlen))
-                goto out;
-            if (res->r2[l] > 0) {
-                float *w = malloc(sizeof(float) * C * C), *bias = malloc(sizeof(float) * C);
-                if (!w || !bias) {
-                    free(w); free(bias);
-                    snprintf(err, errlen, "out of memory");
-                    goto out;
-                }
-                for (int a = 0; a < C; a++) {
-                    for (int j = 0; j < C; j++) w[(size_t)j * C + a] = (float)sol[(size_t)a * C + j];
-                    bias[a] = (float)sol[(size_t)C * C + a];
-                }
-                res->qwt_w[l] = w;
-                res->qwt_b[l] = bias;
-                /* compensated output: Z += X W^T + b (Y, done with, holds the correction) */
-                matmul_forward(Y, X, w, bias, (int)rows, C, C);
-                axpy(Z, 1.0f, Y, rows * C);
-                res->mse_after[l] = sse / ((double)rows * C);
-            }
-        }
+        if (c->qwt && fit_qwt(res, l, sol, X, Y, Z, rows, C, c->lambda, err, errlen)) goto out;
         /* the next block's input is this block's (compensated) quantized output */
         float *t = X;
         X = Z;
