@@ -120,52 +120,53 @@ static void label(char *out, size_t n, const char *v) {
     out[k] = '\0';
 }
 
-char *metrics_render(store *st, json_t *workers, size_t *len) {
-    text t = {.cap = 8192};
-    if (!(t.s = malloc(t.cap))) return NULL;
-    t.s[0] = '\0';
-    int db_ok = st != NULL;
+/* The database's series below return -1 when the store fails (their lines are left out). */
 
+static int put_job_counts(text *t, store *st) {
     json_t *counts = NULL;
-    if (st && store_job_counts(st, &counts)) db_ok = 0, counts = NULL;
+    if (store_job_counts(st, &counts)) return -1;
     if (counts) {
-        head(&t, "gplq_jobs", "gauge", "Jobs by state.");
+        head(t, "gplq_jobs", "gauge", "Jobs by state.");
         const char *key;
         json_t *v;
         json_object_foreach(counts, key, v)
-            put(&t, "gplq_jobs{state=\"%s\"} %lld\n", key, (long long)json_integer_value(v));
-        head(&t, "gplq_queue_depth", "gauge", "Jobs queued, waiting for a worker.");
-        put(&t, "gplq_queue_depth %lld\n",
+            put(t, "gplq_jobs{state=\"%s\"} %lld\n", key, (long long)json_integer_value(v));
+        head(t, "gplq_queue_depth", "gauge", "Jobs queued, waiting for a worker.");
+        put(t, "gplq_queue_depth %lld\n",
             (long long)json_integer_value(json_object_get(counts, "queued")));
         json_decref(counts);
     }
+    return 0;
+}
 
+static int put_job_durations(text *t, store *st) {
     histo h;
     memset(&h, 0, sizeof h);
-    if (st && db_ok && store_job_durations(st, observe, &h)) db_ok = 0;
-    else if (st && db_ok) {
-        head(&t, "gplq_job_duration_seconds", "histogram",
-             "Run time of ended jobs, first start to end, by final state.");
-        for (int s = 0; s < 3; s++) {
-            long long cum = 0;
-            for (int b = 0; b <= NBOUNDS; b++) {
-                cum += h.bucket[s][b];
-                if (b < NBOUNDS)
-                    put(&t, "gplq_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %lld\n",
-                        ended[s], bounds[b], cum);
-                else
-                    put(&t, "gplq_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %lld\n",
-                        ended[s], cum);
-            }
-            put(&t, "gplq_job_duration_seconds_sum{state=\"%s\"} %.3f\n", ended[s], h.sum[s]);
-            put(&t, "gplq_job_duration_seconds_count{state=\"%s\"} %lld\n", ended[s], h.count[s]);
+    if (store_job_durations(st, observe, &h)) return -1;
+    head(t, "gplq_job_duration_seconds", "histogram",
+         "Run time of ended jobs, first start to end, by final state.");
+    for (int s = 0; s < 3; s++) {
+        long long cum = 0;
+        for (int b = 0; b <= NBOUNDS; b++) {
+            cum += h.bucket[s][b];
+            if (b < NBOUNDS)
+                put(t, "gplq_job_duration_seconds_bucket{state=\"%s\",le=\"%g\"} %lld\n",
+                    ended[s], bounds[b], cum);
+            else
+                put(t, "gplq_job_duration_seconds_bucket{state=\"%s\",le=\"+Inf\"} %lld\n",
+                    ended[s], cum);
         }
+        put(t, "gplq_job_duration_seconds_sum{state=\"%s\"} %.3f\n", ended[s], h.sum[s]);
+        put(t, "gplq_job_duration_seconds_count{state=\"%s\"} %lld\n", ended[s], h.count[s]);
     }
+    return 0;
+}
 
+static int put_stage_durations(text *t, store *st) {
     json_t *stages = NULL;
-    if (st && db_ok && store_stage_durations(st, &stages)) db_ok = 0, stages = NULL;
+    if (store_stage_durations(st, &stages)) return -1;
     if (stages) {
-        head(&t, "gplq_stage_duration_seconds", "summary",
+        head(t, "gplq_stage_duration_seconds", "summary",
              "Time in each pipeline stage of succeeded jobs (from the stage's first progress "
              "event to the next stage's).");
         const char *key;
@@ -173,26 +174,33 @@ char *metrics_render(store *st, json_t *workers, size_t *len) {
         char l[128];
         json_object_foreach(stages, key, v) {
             label(l, sizeof l, key);
-            put(&t, "gplq_stage_duration_seconds_sum{stage=\"%s\"} %.3f\n", l,
+            put(t, "gplq_stage_duration_seconds_sum{stage=\"%s\"} %.3f\n", l,
                 json_number_value(json_object_get(v, "sum")));
-            put(&t, "gplq_stage_duration_seconds_count{stage=\"%s\"} %lld\n", l,
+            put(t, "gplq_stage_duration_seconds_count{stage=\"%s\"} %lld\n", l,
                 (long long)json_integer_value(json_object_get(v, "count")));
         }
         json_decref(stages);
     }
+    return 0;
+}
 
+static int put_webhook_outbox(text *t, store *st) {
     json_t *outbox = NULL;
-    if (st && db_ok && store_webhook_counts(st, &outbox)) db_ok = 0, outbox = NULL;
+    if (store_webhook_counts(st, &outbox)) return -1;
     if (outbox) {
-        head(&t, "gplq_webhook_outbox", "gauge", "Webhook events by delivery status.");
+        head(t, "gplq_webhook_outbox", "gauge", "Webhook events by delivery status.");
         const char *key;
         json_t *v;
         json_object_foreach(outbox, key, v)
-            put(&t, "gplq_webhook_outbox{status=\"%s\"} %lld\n", key,
+            put(t, "gplq_webhook_outbox{status=\"%s\"} %lld\n", key,
                 (long long)json_integer_value(v));
         json_decref(outbox);
     }
+    return 0;
+}
 
+/* From the supervisor's list (sup_workers_json). */
+static void put_workers(text *t, json_t *workers) {
     long long restarts = 0, alive = 0;
     size_t i;
     json_t *w;
@@ -200,37 +208,54 @@ char *metrics_render(store *st, json_t *workers, size_t *len) {
         restarts += json_integer_value(json_object_get(w, "restarts"));
         alive += json_is_true(json_object_get(w, "alive"));
     }
-    head(&t, "gplq_workers", "gauge", "Worker processes configured.");
-    put(&t, "gplq_workers %zu\n", json_array_size(workers));
-    head(&t, "gplq_workers_alive", "gauge", "Worker processes running.");
-    put(&t, "gplq_workers_alive %lld\n", alive);
-    head(&t, "gplq_worker_restarts_total", "counter",
+    head(t, "gplq_workers", "gauge", "Worker processes configured.");
+    put(t, "gplq_workers %zu\n", json_array_size(workers));
+    head(t, "gplq_workers_alive", "gauge", "Worker processes running.");
+    put(t, "gplq_workers_alive %lld\n", alive);
+    head(t, "gplq_worker_restarts_total", "counter",
          "Worker processes restarted by the supervisor since gplqd started.");
-    put(&t, "gplq_worker_restarts_total %lld\n", restarts);
+    put(t, "gplq_worker_restarts_total %lld\n", restarts);
+}
 
-    head(&t, "gplq_http_requests_total", "counter", "HTTP requests answered, by route and status.");
+/* The process's own counters, counted above since gplqd started. */
+static void put_counters(text *t) {
+    head(t, "gplq_http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (int r = 0; r <= api_nroutes && r <= METRICS_MAX_ROUTES; r++) {
         const char *name = r == 0 ? "none" : api_routes[r - 1].name;
         for (int c = 0; c <= NCODES; c++) {
             long long n = atomic_load(&http[r][c]);
             if (!n) continue;
             if (c < NCODES)
-                put(&t, "gplq_http_requests_total{route=\"%s\",code=\"%d\"} %lld\n", name,
+                put(t, "gplq_http_requests_total{route=\"%s\",code=\"%d\"} %lld\n", name,
                     codes[c], n);
             else
-                put(&t, "gplq_http_requests_total{route=\"%s\",code=\"other\"} %lld\n", name, n);
+                put(t, "gplq_http_requests_total{route=\"%s\",code=\"other\"} %lld\n", name, n);
         }
     }
-    head(&t, "gplq_upload_bytes_total", "counter", "Bytes received in model and dataset uploads.");
-    put(&t, "gplq_upload_bytes_total{kind=\"model\"} %lld\n", atomic_load(&upload_bytes[0]));
-    put(&t, "gplq_upload_bytes_total{kind=\"dataset\"} %lld\n", atomic_load(&upload_bytes[1]));
-    head(&t, "gplq_webhook_deliveries_total", "counter",
+    head(t, "gplq_upload_bytes_total", "counter", "Bytes received in model and dataset uploads.");
+    put(t, "gplq_upload_bytes_total{kind=\"model\"} %lld\n", atomic_load(&upload_bytes[0]));
+    put(t, "gplq_upload_bytes_total{kind=\"dataset\"} %lld\n", atomic_load(&upload_bytes[1]));
+    head(t, "gplq_webhook_deliveries_total", "counter",
          "Webhook delivery attempts by outcome (retry: failed, will be tried again).");
     for (int k = 0; k < 3; k++)
-        put(&t, "gplq_webhook_deliveries_total{outcome=\"%s\"} %lld\n", outcomes[k],
+        put(t, "gplq_webhook_deliveries_total{outcome=\"%s\"} %lld\n", outcomes[k],
             atomic_load(&webhook[k]));
-    head(&t, "gplq_event_streams", "gauge", "Live event streams (SSE) open.");
-    put(&t, "gplq_event_streams %d\n", atomic_load(&streams));
+    head(t, "gplq_event_streams", "gauge", "Live event streams (SSE) open.");
+    put(t, "gplq_event_streams %d\n", atomic_load(&streams));
+}
+
+char *metrics_render(store *st, json_t *workers, size_t *len) {
+    text t = {.cap = 8192};
+    if (!(t.s = malloc(t.cap))) return NULL;
+    t.s[0] = '\0';
+    /* after the first failure of the database, the other series from it are left out */
+    int db_ok = st != NULL;
+    if (db_ok && put_job_counts(&t, st)) db_ok = 0;
+    if (db_ok && put_job_durations(&t, st)) db_ok = 0;
+    if (db_ok && put_stage_durations(&t, st)) db_ok = 0;
+    if (db_ok && put_webhook_outbox(&t, st)) db_ok = 0;
+    put_workers(&t, workers);
+    put_counters(&t);
     head(&t, "gplq_metrics_db_up", "gauge", "1 when the database answered this scrape.");
     put(&t, "gplq_metrics_db_up %d\n", db_ok);
     if (t.oom) {
