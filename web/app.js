@@ -710,71 +710,205 @@ function accuracyBars(job) {
   ].filter(([k]) => typeof m[k] === 'number').map(([key, label, kind]) => ({key, label, kind, value: m[key]}));
 }
 
+// The job page's parts, empty, laid out in main: the functions below fill them.
+function jobPage(main, id) {
+  const p = {
+    title: h('h1', {}, `Job ${id}`),
+    errBox: h('div', {class: 'error-box', role: 'alert', hidden: true}),
+    timeline: h('ol', {class: 'timeline', 'aria-label': 'Stages'}),
+    bar: progressBar(true),
+    times: h('p', {class: 'small muted'}),
+    lossBox: h('div', {class: 'chart', id: 'loss-chart'}),
+    lossNow: h('p', {class: 'small muted', 'aria-live': 'off'}),
+    accBox: h('div', {class: 'chart', id: 'accuracy-chart'}),
+    qwtBox: h('div', {id: 'qwt'}, h('p', {class: 'muted small'}, 'After stage 2.')),
+    artBox: h('div', {id: 'artifacts'}, h('p', {class: 'muted small'}, 'When the job succeeds.')),
+    hookBox: h('div', {id: 'webhooks'}),
+    specBox: h('dl', {class: 'kv'}),
+  };
+  main.replaceChildren(p.title, p.errBox,
+    h('section', {class: 'card', 'aria-labelledby': 'progress-title'},
+      h('h2', {id: 'progress-title'}, 'Progress'), p.timeline, p.bar, p.times),
+    h('div', {class: 'grid2'},
+      h('section', {class: 'card', 'aria-labelledby': 'loss-title'},
+        h('h2', {id: 'loss-title'}, 'Stage 1 losses'), p.lossBox,
+        h('div', {class: 'legend', 'aria-hidden': 'true'},
+          h('span', {}, h('span', {class: 'sw series-0'}), 'cross-entropy (left axis)'),
+          h('span', {}, h('span', {class: 'sw series-1'}), 'PCA feature mimicking (right axis)')),
+        p.lossNow),
+      h('section', {class: 'card', 'aria-labelledby': 'acc-title'},
+        h('h2', {id: 'acc-title'}, 'Top-1 accuracy'), p.accBox)),
+    h('div', {class: 'grid2'},
+      h('section', {class: 'card', 'aria-labelledby': 'qwt-title'},
+        h('h2', {id: 'qwt-title'}, 'QwT per block'), p.qwtBox),
+      h('section', {class: 'card', 'aria-labelledby': 'art-title'},
+        h('h2', {id: 'art-title'}, 'Artifacts'), p.artBox)),
+    h('div', {class: 'grid2'},
+      h('section', {class: 'card', 'aria-labelledby': 'spec-title'},
+        h('h2', {id: 'spec-title'}, 'Job'), p.specBox),
+      h('section', {class: 'card', 'aria-labelledby': 'hook-title'},
+        h('h2', {id: 'hook-title'}, 'Webhook deliveries'), p.hookBox)));
+  return p;
+}
+
+// The stages: done, current (or where the job failed) and to come.
+function paintTimeline(timeline, j) {
+  const cur = phaseOf(j);
+  timeline.replaceChildren(...PHASES.map((p, i) => {
+    let cls = i < cur || j.state === 'succeeded' ? 'done' : i === cur ? 'current' : '';
+    if (i === cur && (j.state === 'failed' || j.state === 'canceled')) cls = 'failed';
+    const help = p.key === 'baselines' && j.spec && !j.spec.baselines ? 'FP32 top-1 (no baselines asked for)' : p.help;
+    return h('li', {class: cls, 'aria-current': i === cur && !ENDED.has(j.state) ? 'step' : null},
+             h('span', {class: 't'}, p.title), help || (j.state === 'queued' ? 'waiting for a worker' : ''));
+  }));
+}
+
+// Elapsed, ETA, attempt: what the 1-second tick refreshes, nothing else.
+function paintJobTimes(times, j) {
+  const parts = [];
+  if (j.started_at) parts.push(`elapsed ${duration(elapsed(j))}`);
+  if (j.state === 'running' && j.progress && j.progress.eta_s !== null) parts.push(`about ${duration(j.progress.eta_s)} left`);
+  if (j.attempts > 1) parts.push(`attempt ${j.attempts} of ${j.max_attempts}`);
+  times.textContent = parts.join(' · ');
+}
+
+// Why the job failed (with advice) or was canceled; hidden while there is no error.
+function paintJobError(errBox, j) {
+  if (j.error) {
+    errBox.hidden = false;
+    errBox.replaceChildren(h('p', {}, h('strong', {}, j.state === 'canceled' ? 'Canceled: ' : 'The job failed: '), j.error),
+                           j.state === 'canceled' ? null : h('p', {}, errorAdvice(j.error)));
+  } else errBox.hidden = true;
+}
+
+// What was asked for, and when.
+function paintJobSpec(specBox, j) {
+  const s = j.spec || {};
+  specBox.replaceChildren(
+    h('dt', {}, 'Model'), h('dd', {}, `${modelName(j.model_id)} (${j.model_id})`),
+    h('dt', {}, 'Dataset'), h('dd', {}, `${datasetName(j.dataset_id)}`),
+    h('dt', {}, 'Bits'), h('dd', {}, bits(s)),
+    h('dt', {}, 'Stage 1'), h('dd', {}, `${s.epochs} epoch(s) over ${s.train_subset ? `${s.train_subset} images` : 'all training images'}, batch ${s.batch_size}, lr ${s.lr}, alpha ${s.alpha}, PCA ${s.pca_var}`),
+    h('dt', {}, 'Stage 2'), h('dd', {}, s.qwt ? `QwT on ${s.qwt_images} images, lambda ${s.lambda}` : 'no QwT'),
+    h('dt', {}, 'Evaluation'), h('dd', {}, `${s.eval_subset ? `${s.eval_subset} test images` : 'all test images'}${s.baselines ? ', with baselines' : ''}`),
+    h('dt', {}, 'Created'), h('dd', {}, when(j.created_at)),
+    h('dt', {}, 'Started'), h('dd', {}, when(j.started_at) || 'not yet'),
+    h('dt', {}, 'Finished'), h('dd', {}, when(j.finished_at) || (ENDED.has(j.state) ? '' : 'not yet')));
+}
+
+// A stage 1 progress event's losses onto the curves. A retried job's next attempt resumes from
+// a checkpoint and reports some steps again: its points replace the earlier attempt's from
+// there on.
+function addLossPoint(losses, p) {
+  while (losses.ce.length && losses.ce[losses.ce.length - 1][0] >= p.step) {
+    losses.ce.pop();
+    losses.pca.pop();
+  }
+  losses.ce.push([p.step, p.losses.ce]);
+  losses.pca.push([p.step, p.losses.pca]);
+}
+
+// Stage 1's loss curves, and the newest point in words.
+function drawLossCurves(lossBox, lossNow, losses) {
+  lineChart(lossBox, {label: `Stage 1 losses over ${losses.ce.length} steps`, xLabel: 'stage 1 step',
+                      series: [{name: 'ce', points: losses.ce}, {name: 'pca', points: losses.pca}]});
+  const last = losses.ce.length - 1;
+  lossNow.textContent = last >= 0 ? `step ${losses.ce[last][0]}: cross-entropy ${losses.ce[last][1].toFixed(4)}, PCA ${losses.pca[last][1].toFixed(4)}` : '';
+}
+
+// The top-1 accuracies in the job's metrics so far.
+function drawAccuracy(accBox, job) {
+  const bars = accuracyBars(job);
+  barChart(accBox, {bars, label: bars.length
+    ? `Top-1 accuracy: ${bars.map(b => `${b.label} ${pct(b.value)}`).join(', ')}`
+    : 'Top-1 accuracy: none measured yet'});
+}
+
+// The job's webhook (if it has one) and its deliveries (list, from GET .../webhooks).
+function paintWebhooks(hookBox, job, list) {
+  if (!job.webhook && list.length === 0) {
+    hookBox.replaceChildren(h('p', {class: 'muted small'}, 'No webhook for this job.'));
+    return;
+  }
+  hookBox.replaceChildren(
+    job.webhook ? h('p', {class: 'small'}, 'To ', h('code', {}, job.webhook.url)) : null,
+    list.length === 0 ? h('p', {class: 'muted small'}, 'Nothing sent yet.') :
+    h('table', {'aria-label': 'Webhook deliveries'},
+      h('thead', {}, h('tr', {}, h('th', {}, 'Event'), h('th', {}, 'Status'), h('th', {class: 'num'}, 'Attempts'), h('th', {}, 'Last answer'))),
+      h('tbody', {}, list.map(d => {
+        const a = d.attempts[d.attempts.length - 1];
+        const answer = !a ? (d.next_attempt_at ? `next try ${when(d.next_attempt_at)}` : '')
+          : a.status_code ? `HTTP ${a.status_code} in ${a.latency_ms} ms` : (a.error || 'no answer');
+        return h('tr', {}, h('td', {}, d.type), h('td', {}, h('span', {class: `state ${d.status === 'delivered' ? 'succeeded' : d.status === 'failed' ? 'failed' : 'queued'}`}, d.status)),
+                 h('td', {class: 'num'}, d.attempts.length), h('td', {class: 'small'}, answer));
+      }))));
+}
+
+// A short-lived download link (POST .../link), opened as a plain link: the browser writes
+// the file to disk as it arrives, however large, instead of holding it in memory first (a
+// fetch() with the token header would have to).
+async function downloadArtifact(id, name, btn) {
+  btn.disabled = true;
+  try {
+    const link = await api('POST', `/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}/link?expires_in=60`);
+    const a = h('a', {href: link.url, download: name});
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    toast(`${name}: ${e.message}`, true);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// Job id's artifacts (list, from GET .../artifacts), each with what it is for and a download
+// button.
+function paintArtifacts(artBox, id, list) {
+  const what = {'model.q.safetensors': 'packed 4-bit weights + steps, for deployment',
+                'model.fakequant.safetensors': 'FP32 tensors holding quantized values, for PyTorch',
+                'report.json': 'accuracies, diagnostics, timings, the spec'};
+  artBox.replaceChildren(h('table', {'aria-label': 'Artifacts'},
+    h('thead', {}, h('tr', {}, h('th', {}, 'File'), h('th', {class: 'num'}, 'Size'), h('th', {}, 'SHA-256'), h('th', {}, h('span', {class: 'sr-only'}, 'Download')))),
+    h('tbody', {}, list.map(a => {
+      const btn = h('button', {type: 'button', class: 'small', 'aria-label': `Download ${a.name}`}, 'Download');
+      btn.addEventListener('click', () => downloadArtifact(id, a.name, btn));
+      return h('tr', {'data-artifact': a.name},
+               h('td', {}, h('span', {class: 'mono'}, a.name), h('div', {class: 'small muted'}, what[a.name] || '')),
+               h('td', {class: 'num'}, bytes(a.bytes)), h('td', {class: 'mono small', title: a.sha256}, `${a.sha256.slice(0, 12)}...`),
+               h('td', {}, btn));
+    }))));
+}
+
+// QwT's diagnostics per block, from the job's report.json.
+function paintQwt(qwtBox, report) {
+  const blocks = (report.diagnostics || {}).blocks || [];
+  qwtBox.replaceChildren(blocks.length === 0 ? h('p', {class: 'muted small'}, 'No QwT diagnostics in the report.') :
+    h('table', {'aria-label': 'QwT per block'},
+      h('thead', {}, h('tr', {}, h('th', {}, 'Block'), h('th', {class: 'num'}, 'QwT R²'),
+                          h('th', {class: 'num'}, 'Output MSE before'), h('th', {class: 'num'}, 'after'), h('th', {class: 'num'}, 'Change'))),
+      h('tbody', {}, blocks.map(b => h('tr', {},
+        h('td', {}, b.block), h('td', {class: 'num'}, b.qwt_r2.toFixed(3)),
+        h('td', {class: 'num'}, b.mse_before.toPrecision(3)), h('td', {class: 'num'}, b.mse_after.toPrecision(3)),
+        h('td', {class: 'num'}, `${((b.mse_after / b.mse_before - 1) * 100).toFixed(1)}%`))))),
+    blocks.length ? h('p', {class: 'small muted'}, 'R²: the share of the quantized block\'s output error that QwT\'s linear compensation explains on the calibration images (a block whose R² would be 0 or less is left uncompensated).') : null);
+}
+
 function viewJob(main, id) {
   const stop = new AbortController();
   let job = null, drawPending = false, extrasLoaded = false;
   const losses = {ce: [], pca: []};
-
-  const title = h('h1', {}, `Job ${id}`);
-  const errBox = h('div', {class: 'error-box', role: 'alert', hidden: true});
-  const timeline = h('ol', {class: 'timeline', 'aria-label': 'Stages'});
-  const bar = progressBar(true);
-  const times = h('p', {class: 'small muted'});
-  const lossBox = h('div', {class: 'chart', id: 'loss-chart'});
-  const lossNow = h('p', {class: 'small muted', 'aria-live': 'off'});
-  const accBox = h('div', {class: 'chart', id: 'accuracy-chart'});
-  const qwtBox = h('div', {id: 'qwt'}, h('p', {class: 'muted small'}, 'After stage 2.'));
-  const artBox = h('div', {id: 'artifacts'}, h('p', {class: 'muted small'}, 'When the job succeeds.'));
-  const hookBox = h('div', {id: 'webhooks'});
-  const specBox = h('dl', {class: 'kv'});
-  main.replaceChildren(title, errBox,
-    h('section', {class: 'card', 'aria-labelledby': 'progress-title'},
-      h('h2', {id: 'progress-title'}, 'Progress'), timeline, bar, times),
-    h('div', {class: 'grid2'},
-      h('section', {class: 'card', 'aria-labelledby': 'loss-title'},
-        h('h2', {id: 'loss-title'}, 'Stage 1 losses'), lossBox,
-        h('div', {class: 'legend', 'aria-hidden': 'true'},
-          h('span', {}, h('span', {class: 'sw series-0'}), 'cross-entropy (left axis)'),
-          h('span', {}, h('span', {class: 'sw series-1'}), 'PCA feature mimicking (right axis)')),
-        lossNow),
-      h('section', {class: 'card', 'aria-labelledby': 'acc-title'},
-        h('h2', {id: 'acc-title'}, 'Top-1 accuracy'), accBox)),
-    h('div', {class: 'grid2'},
-      h('section', {class: 'card', 'aria-labelledby': 'qwt-title'},
-        h('h2', {id: 'qwt-title'}, 'QwT per block'), qwtBox),
-      h('section', {class: 'card', 'aria-labelledby': 'art-title'},
-        h('h2', {id: 'art-title'}, 'Artifacts'), artBox)),
-    h('div', {class: 'grid2'},
-      h('section', {class: 'card', 'aria-labelledby': 'spec-title'},
-        h('h2', {id: 'spec-title'}, 'Job'), specBox),
-      h('section', {class: 'card', 'aria-labelledby': 'hook-title'},
-        h('h2', {id: 'hook-title'}, 'Webhook deliveries'), hookBox)));
+  const {title, errBox, timeline, bar, times, lossBox, lossNow, accBox, qwtBox, artBox, hookBox, specBox} = jobPage(main, id);
 
   function drawCharts() {
     drawPending = false;
-    lineChart(lossBox, {label: `Stage 1 losses over ${losses.ce.length} steps`, xLabel: 'stage 1 step',
-                        series: [{name: 'ce', points: losses.ce}, {name: 'pca', points: losses.pca}]});
-    const last = losses.ce.length - 1;
-    lossNow.textContent = last >= 0 ? `step ${losses.ce[last][0]}: cross-entropy ${losses.ce[last][1].toFixed(4)}, PCA ${losses.pca[last][1].toFixed(4)}` : '';
-    if (job) {
-      const bars = accuracyBars(job);
-      barChart(accBox, {bars, label: bars.length
-        ? `Top-1 accuracy: ${bars.map(b => `${b.label} ${pct(b.value)}`).join(', ')}`
-        : 'Top-1 accuracy: none measured yet'});
-    }
+    drawLossCurves(lossBox, lossNow, losses);
+    if (job) drawAccuracy(accBox, job);
   }
   const scheduleDraw = () => { if (!drawPending) { drawPending = true; requestAnimationFrame(drawCharts); } };
 
   let titleFor = null;
-  // Elapsed, ETA, attempt: what the 1-second tick refreshes, nothing else.
-  function paintTimes() {
-    const j = job;
-    const parts = [];
-    if (j.started_at) parts.push(`elapsed ${duration(elapsed(j))}`);
-    if (j.state === 'running' && j.progress && j.progress.eta_s !== null) parts.push(`about ${duration(j.progress.eta_s)} left`);
-    if (j.attempts > 1) parts.push(`attempt ${j.attempts} of ${j.max_attempts}`);
-    times.textContent = parts.join(' · ');
-  }
+  const paintTimes = () => paintJobTimes(times, job);
 
   function paint() {
     const j = job;
@@ -783,32 +917,11 @@ function viewJob(main, id) {
       title.replaceChildren(`Job ${j.id}`, h('span', {class: `state ${j.state}`, id: 'job-state'}, j.state),
                             ...jobActions(j, gone => { if (gone) location.hash = '#/jobs'; else refreshJob(); }));
     }
-    const cur = phaseOf(j);
-    timeline.replaceChildren(...PHASES.map((p, i) => {
-      let cls = i < cur || j.state === 'succeeded' ? 'done' : i === cur ? 'current' : '';
-      if (i === cur && (j.state === 'failed' || j.state === 'canceled')) cls = 'failed';
-      const help = p.key === 'baselines' && j.spec && !j.spec.baselines ? 'FP32 top-1 (no baselines asked for)' : p.help;
-      return h('li', {class: cls, 'aria-current': i === cur && !ENDED.has(j.state) ? 'step' : null},
-               h('span', {class: 't'}, p.title), help || (j.state === 'queued' ? 'waiting for a worker' : ''));
-    }));
+    paintTimeline(timeline, j);
     bar.set(j);
     paintTimes();
-    if (j.error) {
-      errBox.hidden = false;
-      errBox.replaceChildren(h('p', {}, h('strong', {}, j.state === 'canceled' ? 'Canceled: ' : 'The job failed: '), j.error),
-                             j.state === 'canceled' ? null : h('p', {}, errorAdvice(j.error)));
-    } else errBox.hidden = true;
-    const s = j.spec || {};
-    specBox.replaceChildren(
-      h('dt', {}, 'Model'), h('dd', {}, `${modelName(j.model_id)} (${j.model_id})`),
-      h('dt', {}, 'Dataset'), h('dd', {}, `${datasetName(j.dataset_id)}`),
-      h('dt', {}, 'Bits'), h('dd', {}, bits(s)),
-      h('dt', {}, 'Stage 1'), h('dd', {}, `${s.epochs} epoch(s) over ${s.train_subset ? `${s.train_subset} images` : 'all training images'}, batch ${s.batch_size}, lr ${s.lr}, alpha ${s.alpha}, PCA ${s.pca_var}`),
-      h('dt', {}, 'Stage 2'), h('dd', {}, s.qwt ? `QwT on ${s.qwt_images} images, lambda ${s.lambda}` : 'no QwT'),
-      h('dt', {}, 'Evaluation'), h('dd', {}, `${s.eval_subset ? `${s.eval_subset} test images` : 'all test images'}${s.baselines ? ', with baselines' : ''}`),
-      h('dt', {}, 'Created'), h('dd', {}, when(j.created_at)),
-      h('dt', {}, 'Started'), h('dd', {}, when(j.started_at) || 'not yet'),
-      h('dt', {}, 'Finished'), h('dd', {}, when(j.finished_at) || (ENDED.has(j.state) ? '' : 'not yet')));
+    paintJobError(errBox, j);
+    paintJobSpec(specBox, j);
     scheduleDraw();
     if (ENDED.has(j.state) && !extrasLoaded) { extrasLoaded = true; loadExtras(); }
   }
@@ -816,43 +929,9 @@ function viewJob(main, id) {
   async function loadWebhooks() {
     try {
       const r = await api('GET', `/v1/jobs/${id}/webhooks`, undefined, {signal: stop.signal});
-      const list = r.deliveries || [];
-      if (!job.webhook && list.length === 0) {
-        hookBox.replaceChildren(h('p', {class: 'muted small'}, 'No webhook for this job.'));
-        return;
-      }
-      hookBox.replaceChildren(
-        job.webhook ? h('p', {class: 'small'}, 'To ', h('code', {}, job.webhook.url)) : null,
-        list.length === 0 ? h('p', {class: 'muted small'}, 'Nothing sent yet.') :
-        h('table', {'aria-label': 'Webhook deliveries'},
-          h('thead', {}, h('tr', {}, h('th', {}, 'Event'), h('th', {}, 'Status'), h('th', {class: 'num'}, 'Attempts'), h('th', {}, 'Last answer'))),
-          h('tbody', {}, list.map(d => {
-            const a = d.attempts[d.attempts.length - 1];
-            const answer = !a ? (d.next_attempt_at ? `next try ${when(d.next_attempt_at)}` : '')
-              : a.status_code ? `HTTP ${a.status_code} in ${a.latency_ms} ms` : (a.error || 'no answer');
-            return h('tr', {}, h('td', {}, d.type), h('td', {}, h('span', {class: `state ${d.status === 'delivered' ? 'succeeded' : d.status === 'failed' ? 'failed' : 'queued'}`}, d.status)),
-                     h('td', {class: 'num'}, d.attempts.length), h('td', {class: 'small'}, answer));
-          }))));
+      paintWebhooks(hookBox, job, r.deliveries || []);
     } catch (e) {
       if (e.name !== 'AbortError') hookBox.replaceChildren(h('p', {class: 'small'}, e.message));
-    }
-  }
-
-  // A short-lived download link (POST .../link), opened as a plain link: the browser writes
-  // the file to disk as it arrives, however large, instead of holding it in memory first (a
-  // fetch() with the token header would have to).
-  async function download(name, btn) {
-    btn.disabled = true;
-    try {
-      const link = await api('POST', `/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}/link?expires_in=60`);
-      const a = h('a', {href: link.url, download: name});
-      document.body.append(a);
-      a.click();
-      a.remove();
-    } catch (e) {
-      toast(`${name}: ${e.message}`, true);
-    } finally {
-      btn.disabled = false;
     }
   }
 
@@ -865,30 +944,9 @@ function viewJob(main, id) {
     }
     try {
       const list = (await api('GET', `/v1/jobs/${id}/artifacts`, undefined, {signal: stop.signal})).artifacts || [];
-      const what = {'model.q.safetensors': 'packed 4-bit weights + steps, for deployment',
-                    'model.fakequant.safetensors': 'FP32 tensors holding quantized values, for PyTorch',
-                    'report.json': 'accuracies, diagnostics, timings, the spec'};
-      artBox.replaceChildren(h('table', {'aria-label': 'Artifacts'},
-        h('thead', {}, h('tr', {}, h('th', {}, 'File'), h('th', {class: 'num'}, 'Size'), h('th', {}, 'SHA-256'), h('th', {}, h('span', {class: 'sr-only'}, 'Download')))),
-        h('tbody', {}, list.map(a => {
-          const btn = h('button', {type: 'button', class: 'small', 'aria-label': `Download ${a.name}`}, 'Download');
-          btn.addEventListener('click', () => download(a.name, btn));
-          return h('tr', {'data-artifact': a.name},
-                   h('td', {}, h('span', {class: 'mono'}, a.name), h('div', {class: 'small muted'}, what[a.name] || '')),
-                   h('td', {class: 'num'}, bytes(a.bytes)), h('td', {class: 'mono small', title: a.sha256}, `${a.sha256.slice(0, 12)}...`),
-                   h('td', {}, btn));
-        }))));
+      paintArtifacts(artBox, id, list);
       const report = await api('GET', `/v1/jobs/${id}/artifacts/report.json`, undefined, {signal: stop.signal});
-      const blocks = (report.diagnostics || {}).blocks || [];
-      qwtBox.replaceChildren(blocks.length === 0 ? h('p', {class: 'muted small'}, 'No QwT diagnostics in the report.') :
-        h('table', {'aria-label': 'QwT per block'},
-          h('thead', {}, h('tr', {}, h('th', {}, 'Block'), h('th', {class: 'num'}, 'QwT R²'),
-                              h('th', {class: 'num'}, 'Output MSE before'), h('th', {class: 'num'}, 'after'), h('th', {class: 'num'}, 'Change'))),
-          h('tbody', {}, blocks.map(b => h('tr', {},
-            h('td', {}, b.block), h('td', {class: 'num'}, b.qwt_r2.toFixed(3)),
-            h('td', {class: 'num'}, b.mse_before.toPrecision(3)), h('td', {class: 'num'}, b.mse_after.toPrecision(3)),
-            h('td', {class: 'num'}, `${((b.mse_after / b.mse_before - 1) * 100).toFixed(1)}%`))))),
-        blocks.length ? h('p', {class: 'small muted'}, 'R²: the share of the quantized block\'s output error that QwT\'s linear compensation explains on the calibration images (a block whose R² would be 0 or less is left uncompensated).') : null);
+      paintQwt(qwtBox, report);
     } catch (e) {
       if (e.name !== 'AbortError') artBox.replaceChildren(h('p', {class: 'small'}, e.message));
     }
@@ -922,16 +980,7 @@ function viewJob(main, id) {
     const seen = job.last_event_id || 0;
     await followEvents(id, 0, ev => {
       const p = ev.data;
-      if (ev.type === 'progress' && p.stage === 'stage1' && p.losses) {
-        // A retried job's next attempt resumes from a checkpoint and reports some steps again:
-        // its points replace the earlier attempt's from there on.
-        while (losses.ce.length && losses.ce[losses.ce.length - 1][0] >= p.step) {
-          losses.ce.pop();
-          losses.pca.pop();
-        }
-        losses.ce.push([p.step, p.losses.ce]);
-        losses.pca.push([p.step, p.losses.pca]);
-      }
+      if (ev.type === 'progress' && p.stage === 'stage1' && p.losses) addLossPoint(losses, p);
       if (ev.id <= seen) return scheduleDraw(); // history: only the loss curve grows
       if (ev.type === 'progress') {
         // A new part means the last one ended, and an evaluation's accuracy is in the job's
