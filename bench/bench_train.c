@@ -186,7 +186,7 @@ static int step_run(step_state *s, float *loss, double t[3], char *err, size_t e
     vit_zero_grad(m);
     if (vit_backward(m, s->dlogits, NULL, NULL, err, errlen)) return -1;
     double t2 = clock_mono_s();
-    clip_grad_norm(m->grad_mem, m->num_params, BENCH_CLIP);
+    adamw_clip_grad_norm(m->grad_mem, m->num_params, BENCH_CLIP);
     adamw_step(&s->opt, m->param_mem, m->grad_mem, s->mask, &bench_adamw, bench_adamw.lr);
     double t3 = clock_mono_s();
     t[0] = t1 - t0, t[1] = t2 - t1, t[2] = t3 - t2;

@@ -35,7 +35,7 @@ typedef struct {
     const char *server;   /* "http://host:port", no trailing slash */
     const char *token;    /* NULL: none */
     const char *header;   /* one more request header ("Idempotency-Key: ..."), or NULL */
-    progress *bar;        /* upload progress, optional */
+    progress_bar *bar;        /* upload progress, optional */
     const char *what;     /* "uploading model.safetensors" */
     int sent;             /* the whole body has been drawn as sent */
 } conn;
@@ -205,7 +205,7 @@ static int job_ended(const char *state) {
                      !strcmp(state, "canceled"));
 }
 
-static void show_progress(progress *bar, json_t *job) {
+static void show_progress(progress_bar *bar, json_t *job) {
     json_t *p = json_object_get(job, "progress");
     const char *stage = json_string_value(json_object_get(p, "stage"));
     if (!stage) stage = json_string_value(json_object_get(job, "state"));
@@ -237,7 +237,7 @@ typedef struct {
     char event[64];
     buf data;
     char last_id[64];
-    progress *bar;
+    progress_bar *bar;
     char state[32];       /* the job's state as last seen */
 } sse;
 
@@ -291,7 +291,7 @@ static size_t on_sse(char *p, size_t size, size_t n, void *ctx) {
 
 /* Follows the job until it ends: its event stream (reconnecting with Last-Event-ID when the
  * connection drops), or by polling when the server has no stream. *job_out: the final job. */
-static int follow(conn *c, const char *id, progress *bar, json_t **job_out, char *err,
+static int follow(conn *c, const char *id, progress_bar *bar, json_t **job_out, char *err,
                   size_t errlen) {
     sse s = {.bar = bar};
     char path[512], url[4096], auth[1024], lid[128];
@@ -394,7 +394,7 @@ static int upload(conn *c, const char *route, const char *file, char *id, char *
     snprintf(path, sizeof path, "%s?name=%s", route, esc ? esc : "upload");
     curl_free(esc);
     curl_easy_cleanup(h);
-    progress bar;
+    progress_bar bar;
     progress_init(&bar, stderr, 5);
     c->bar = C.json ? NULL : &bar;
     c->sent = 0;
@@ -524,7 +524,7 @@ int client_submit(int argc, char **argv) {
         return 0;
     }
     json_decref(job);
-    progress bar;
+    progress_bar bar;
     progress_init(&bar, stderr, 10);
     int rc = follow(&c, jid, &bar, &job, err, sizeof err);
     progress_done(&bar);

@@ -110,7 +110,7 @@ static const opt_spec train_opts[] = {
 };
 
 struct train_ui {
-    progress bar;
+    progress_bar bar;
     int json;
 };
 
@@ -170,7 +170,7 @@ static int cmd_train(int argc, char **argv) {
     progress_done(&ui.bar);
     if (rc < 0) goto fail_model;
     double top1;
-    if (eval_top1(&m, &te, 256, &top1, err, sizeof err)) goto fail_model;
+    if (train_eval_top1(&m, &te, 256, &top1, err, sizeof err)) goto fail_model;
     /* the command that made the model travels with it */
     json_t *cfgj = opt_to_json(train_opts, N_OPTS(train_opts));
     char *cfgs = json_dumps(cfgj, JSON_COMPACT | JSON_SORT_KEYS);
@@ -241,7 +241,7 @@ static int cmd_eval(int argc, char **argv) {
         return 1;
     }
     double t0 = clock_mono_s(), top1;
-    int rc = eval_top1(&m, &te, E.batch, &top1, err, sizeof err);
+    int rc = train_eval_top1(&m, &te, E.batch, &top1, err, sizeof err);
     double dt = clock_mono_s() - t0;
     if (rc) {
         fprintf(stderr, "gplq eval: %s\n", err);
@@ -284,7 +284,7 @@ static void quant_table(void) {
 }
 
 struct quant_ui {
-    progress bar;
+    progress_bar bar;
     int json;
     const char *stage;
 };

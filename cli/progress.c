@@ -8,7 +8,7 @@
 
 #include "util/clock.h"
 
-void progress_init(progress *p, FILE *out, double every_s) {
+void progress_init(progress_bar *p, FILE *out, double every_s) {
     p->out = out;
     p->tty = isatty(fileno(out));
     p->every_s = every_s;
@@ -16,7 +16,7 @@ void progress_init(progress *p, FILE *out, double every_s) {
     p->drawn = 0;
 }
 
-void progress_update(progress *p, double fraction, int force, const char *fmt, ...) {
+void progress_update(progress_bar *p, double fraction, int force, const char *fmt, ...) {
     double t = clock_mono_s();
     if (!force && t - p->last < (p->tty ? 0.1 : p->every_s)) return;
     p->last = t;
@@ -40,7 +40,7 @@ void progress_update(progress *p, double fraction, int force, const char *fmt, .
     fflush(p->out);
 }
 
-void progress_line(progress *p, const char *fmt, ...) {
+void progress_line(progress_bar *p, const char *fmt, ...) {
     if (p->drawn) fputs("\r\033[K", p->out);
     va_list ap;
     va_start(ap, fmt);
@@ -52,7 +52,7 @@ void progress_line(progress *p, const char *fmt, ...) {
     p->last = -1e9; /* redraw the bar right away */
 }
 
-void progress_done(progress *p) {
+void progress_done(progress_bar *p) {
     if (p->drawn) fputc('\n', p->out);
     p->drawn = 0;
     fflush(p->out);

@@ -14,16 +14,16 @@ typedef struct {
     double every_s;     /* plain mode: seconds between lines */
     double last;        /* time of the last line drawn */
     int drawn;          /* a tty line is on screen, unterminated */
-} progress;
+} progress_bar;
 
-void progress_init(progress *p, FILE *out, double every_s);
+void progress_init(progress_bar *p, FILE *out, double every_s);
 /* Draws "[####    ] 42% text" (fraction in [0, 1]) unless too soon; force draws anyway. */
-void progress_update(progress *p, double fraction, int force, const char *fmt, ...)
+void progress_update(progress_bar *p, double fraction, int force, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Prints a full line of its own (ending an in-place line first). */
-void progress_line(progress *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void progress_line(progress_bar *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Ends the in-place line. */
-void progress_done(progress *p);
+void progress_done(progress_bar *p);
 /* "1h02m", "3m05s", "12s" */
 void progress_fmt_duration(char *buf, size_t n, double s);
 

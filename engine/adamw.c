@@ -40,7 +40,7 @@ void adamw_step(adamw_state *s, float *params, const float *grads, const uint8_t
     }
 }
 
-float lr_schedule(int64_t step, int64_t total, int64_t warmup, float base_lr, float min_lr) {
+float adamw_lr_schedule(int64_t step, int64_t total, int64_t warmup, float base_lr, float min_lr) {
     if (step < warmup) return base_lr * (float)(step + 1) / (float)warmup;
     if (total <= warmup) return base_lr;
     double p = (double)(step - warmup) / (double)(total - warmup);
@@ -48,7 +48,7 @@ float lr_schedule(int64_t step, int64_t total, int64_t warmup, float base_lr, fl
     return (float)(min_lr + 0.5 * (base_lr - min_lr) * (1.0 + cos(M_PI * p)));
 }
 
-float clip_grad_norm(float *grads, size_t n, float max_norm) {
+float adamw_clip_grad_norm(float *grads, size_t n, float max_norm) {
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)grads[i] * grads[i];
     float norm = (float)sqrt(s);

@@ -27,10 +27,10 @@ void adamw_step(adamw_state *s, float *params, const float *grads, const uint8_t
 
 /* lr at step (0-based) of total: linear warmup from 0 over warmup steps, then cosine from
  * base_lr down to min_lr at total. */
-float lr_schedule(int64_t step, int64_t total, int64_t warmup, float base_lr, float min_lr);
+float adamw_lr_schedule(int64_t step, int64_t total, int64_t warmup, float base_lr, float min_lr);
 
 /* Scales grads (n) so that their global L2 norm is at most max_norm (> 0); returns the norm
  * before clipping. */
-float clip_grad_norm(float *grads, size_t n, float max_norm);
+float adamw_clip_grad_norm(float *grads, size_t n, float max_norm);
 
 #endif

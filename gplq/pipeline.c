@@ -106,7 +106,7 @@ static int on_stage1(void *vctx, const train_progress *p) {
 static int evaluate(relay *r, vit_model *m, const ds_set *test, const gplq_config *c,
                     const char *metric, double *top1, char *err, size_t errlen) {
     if (relay_part(r, "evaluate", metric, test->n)) return 1;
-    int rc = eval_top1_tick(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
+    int rc = train_eval_top1_tick(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
     if (rc) return rc;
     return relay_metric(r, metric, *top1);
 }

@@ -63,7 +63,7 @@ int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_Q, dir);
     if (gplq_load_quantized(&back, path, err, errlen)) return -1;
     double top1;
-    rc = eval_top1(&back.m, test, 256, &top1, err, errlen);
+    rc = train_eval_top1(&back.m, test, 256, &top1, err, errlen);
     gplq_qmodel_free(&back);
     if (rc) return -1;
     if (top1 != r->gplq) {

@@ -66,7 +66,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     tr.n = 4096;
     te.n = 2000;
     double fp_top1, cal_top1, s1_top1;
-    CHECK(eval_top1(&fp, &te, 250, &fp_top1, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&fp, &te, 250, &fp_top1, err, sizeof err) == 0);
 
     gplq_config g;
     gplq_defaults(&g);
@@ -84,7 +84,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     CHECK(vit_clone(&cal, &fp, err, sizeof err) == 0);
     CHECK(actq_init(&aq, &cal.cfg, 3, 8, err, sizeof err) == 0);
     CHECK(gplq_calibrate(&cal, &aq, &tr, c.calib_images, c.seed, err, sizeof err) == 0);
-    CHECK(eval_top1(&cal, &te, 250, &cal_top1, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&cal, &te, 250, &cal_top1, err, sizeof err) == 0);
     actq_free(&aq);
     vit_free(&cal);
 
@@ -97,7 +97,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     int rc = stage1_run(&st, &teacher, &aq, &c, &tr, NULL, NULL, &res, err, sizeof err);
     CHECK_MSG(rc == 0, "%s", err);
     CHECK(res.pca.k == 32 && res.pca.explained >= 0.6);
-    CHECK(eval_top1(&st, &te, 250, &s1_top1, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&st, &te, 250, &s1_top1, err, sizeof err) == 0);
     printf("  FP32 %.2f%%, W32A3 calibrated %.2f%%, after stage 1 %.2f%% (PCA k=%d, %.0f%% var)\n",
            100 * fp_top1, 100 * cal_top1, 100 * s1_top1, res.pca.k, 100 * res.pca.explained);
     CHECK_MSG(s1_top1 > cal_top1 + 0.01, "stage 1 did not help: %.4f vs %.4f", s1_top1, cal_top1);
@@ -173,7 +173,7 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     CHECK(actq_init(&aq, &fp.cfg, 8, 8, err, sizeof err) == 0);
     CHECK(gplq_calibrate(&fp, &aq, &tr, 256, 0, err, sizeof err) == 0);
     double a8, noqwt, withqwt;
-    CHECK(eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
     gplq_config g;
     gplq_defaults(&g);
     stage2_config c = g.s2;
@@ -194,7 +194,7 @@ TEST(stage2_qwt_compensates_where_it_fits) {
         }
         CHECK(mn >= -4 && mx <= 3);
         CHECK(q.params.fc1_w[5] == res.fc1[0].codes[5] * res.fc1[0].steps[0]);
-        CHECK(eval_top1(&q, &te, 250, qwt ? &withqwt : &noqwt, err, sizeof err) == 0);
+        CHECK(train_eval_top1(&q, &te, 250, qwt ? &withqwt : &noqwt, err, sizeof err) == 0);
         for (int l = 0; l < 2 && qwt; l++) {
             printf("  block %d: R^2 %.3f, output MSE %.3g -> %.3g%s\n", l, res.r2[l],
                    res.mse_before[l], res.mse_after[l], res.qwt_w[l] ? "" : " (not kept)");
@@ -243,7 +243,7 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     snprintf(path, sizeof path, "%s/model.q.safetensors", dir);
     CHECK_MSG(gplq_load_quantized(&back, path, err, sizeof err) == 0, "%s", err);
     double top1;
-    CHECK(eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0);
     CHECK_MSG(top1 == rep.gplq, "reloaded %.4f, measured %.4f", top1, rep.gplq);
     /* 4-bit codes: the packed file is much smaller than the FP32 one */
     struct stat sq, sf;
@@ -253,7 +253,7 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     gplq_qmodel_free(&back);
     /* the fake-quantized file (FP32 dequantized weights) is the same model */
     CHECK_MSG(gplq_load_quantized(&back, fpath, err, sizeof err) == 0, "%s", err);
-    CHECK(eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0 && top1 == rep.gplq);
+    CHECK(train_eval_top1(&back.m, &te, 250, &top1, err, sizeof err) == 0 && top1 == rep.gplq);
     gplq_qmodel_free(&back);
     /* a plain FP32 checkpoint is not a quantized model, and says so */
     CHECK(gplq_load_quantized(&back, GPLQ_SRC_DIR "/tests/fixtures/vit_tiny_ref.safetensors",

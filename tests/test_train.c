@@ -137,7 +137,7 @@ TEST(eval_counts_correct_predictions) {
     te.n = 300;
     double top1;
     char err[256];
-    CHECK(eval_top1(&m, &te, 128, &top1, err, sizeof err) == 0);
+    CHECK(train_eval_top1(&m, &te, 128, &top1, err, sizeof err) == 0);
     /* recount by hand with single-image batches: the batched path must agree */
     int correct = 0;
     float x[784];

@@ -15,11 +15,12 @@
 #include "io/safetensors.h"
 #include "util/clock.h"
 
-int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen) {
-    return eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
+int train_eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
+                    size_t errlen) {
+    return train_eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
 }
 
-int eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+int train_eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
                    void *ctx, char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
@@ -307,8 +308,8 @@ static int run_backward_update(train_run_state *r, int use_dfeature, float *lr_o
     if (r->ne) obj->extra_zero_grad(obj->ctx);
     if (vit_backward(m, r->dlogits, use_dfeature ? r->dfeature : NULL, NULL, err, errlen))
         return -1;
-    if (cfg->clip_grad > 0) clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
-    float lr = lr_schedule(s->step, r->total, r->warmup, cfg->lr, cfg->min_lr);
+    if (cfg->clip_grad > 0) adamw_clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
+    float lr = adamw_lr_schedule(s->step, r->total, r->warmup, cfg->lr, cfg->min_lr);
     adamw_step(&s->opt, m->param_mem, m->grad_mem, r->mask, &r->h, lr);
     if (r->ne) {
         adamw_hparams he = r->h;
@@ -349,7 +350,7 @@ static int run_epoch_end(train_run_state *r, int epoch, char *err, size_t errlen
     if (r->test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
         double top1;
         double te = clock_mono_s();
-        if (eval_top1(r->m, r->test, 256, &top1, err, errlen)) return -1;
+        if (train_eval_top1(r->m, r->test, 256, &top1, err, errlen)) return -1;
         r->t0 += clock_mono_s() - te; /* evaluation time is not training speed */
         r->p.test_top1 = (float)top1;
         r->p.evaluated = 1;

@@ -80,11 +80,13 @@ int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const 
 
 /* Top-1 accuracy of m on d (a fraction in [0, 1]), batch images at a time, with m's own
  * normalization and no augmentation. */
-int eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err, size_t errlen);
+int train_eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
+                    size_t errlen);
 /* A unit of long work done: done of total. Returns nonzero to ask the work to stop. */
 typedef int (*train_tick_fn)(void *ctx, int64_t done, int64_t total);
-/* eval_top1 with tick called after every batch; returns 1 (and no *top1) if tick stopped it. */
-int eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+/* train_eval_top1 with tick called after every batch; returns 1 (and no *top1) if tick
+ * stopped it. */
+int train_eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
                    void *ctx, char *err, size_t errlen);
 
 #endif

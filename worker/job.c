@@ -27,7 +27,7 @@
 #include "util/jlog.h"
 #include "util/sha256.h"
 
-void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...) {
+void job_log(const char *worker, const char *level, const char *job, const char *fmt, ...) {
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
@@ -90,12 +90,13 @@ static void *beat_main(void *arg) {
         json_decref(p);
         if (rc == STORE_ECONFLICT && !b->cancel) {
             b->cancel = 1;
-            wlog(b->w->name, "info", b->job_id, "cancel requested");
+            job_log(b->w->name, "info", b->job_id, "cancel requested");
         } else if (rc == STORE_ELEASE && !b->lost) {
             b->lost = 1;
-            wlog(b->w->name, "warn", b->job_id, "lease lost: the job belongs to another worker now");
+            job_log(b->w->name, "warn", b->job_id,
+                    "lease lost: the job belongs to another worker now");
         } else if (rc != STORE_OK && rc != STORE_ECONFLICT && rc != STORE_ELEASE) {
-            wlog(b->w->name, "error", b->job_id, "heartbeat: %s", store_errmsg(b->s));
+            job_log(b->w->name, "error", b->job_id, "heartbeat: %s", store_errmsg(b->s));
         }
 
         pthread_mutex_lock(&b->mu);
@@ -155,7 +156,7 @@ static int on_progress(void *ctx, const gplq_progress *p) {
         int rc = store_job_metrics(ui->w->s, ui->job_id, ui->w->name, m);
         json_decref(m);
         if (rc == STORE_ELEASE) ui->lost_metrics = 1;
-        wlog(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
+        job_log(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
     } else {
         double el = clock_mono_s() - b->t0;
         /* The pipeline's 0..1 is the job's 0..0.99: writing the artifacts and proving that
@@ -236,7 +237,7 @@ static int load_data(const worker_env *w, const store_claim *job, const vit_conf
                 return -1;
             char werr[512];
             if (imgf_cache_write(cache, tr, te, werr, sizeof werr))
-                wlog(w->name, "warn", NULL, "dataset cache not written: %s", werr);
+                job_log(w->name, "warn", NULL, "dataset cache not written: %s", werr);
         }
     }
     if (tr->channels != cfg->in_chans || tr->height != cfg->img_size) {
@@ -273,21 +274,21 @@ fail:
 static int finish(const worker_env *w, const char *id, const char *state, const char *error) {
     int rc = store_job_finish(w->s, id, w->name, state, error);
     if (rc == STORE_ELEASE) {
-        wlog(w->name, "warn", id, "not recorded as %s: the lease is gone", state);
+        job_log(w->name, "warn", id, "not recorded as %s: the lease is gone", state);
         return 0;
     }
     if (rc) {
-        wlog(w->name, "error", id, "cannot record the end (%s): %s", state, store_errmsg(w->s));
+        job_log(w->name, "error", id, "cannot record the end (%s): %s", state, store_errmsg(w->s));
         return -1;
     }
-    wlog(w->name, "info", id, "%s%s%s", state, error ? ": " : "", error ? error : "");
+    job_log(w->name, "info", id, "%s%s%s", state, error ? ": " : "", error ? error : "");
     return 0;
 }
 
 int job_run(const worker_env *w, const store_claim *job) {
     const char *id = job->id;
     char err[2048], dir[4096], state_path[4096], art[4096];
-    wlog(w->name, "info", id, "claimed (attempt %d)", job->attempts);
+    job_log(w->name, "info", id, "claimed (attempt %d)", job->attempts);
 
     /* the stored spec: its options (the references beside them are the claim's own fields) */
     jobspec js;
@@ -333,7 +334,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         gplq_config_from_spec(&c, &js);
         c.s1.ckpt_path = state_path;
         if (access(state_path, F_OK) == 0)
-            wlog(w->name, "info", id, "resuming stage 1 from %s", state_path);
+            job_log(w->name, "info", id, "resuming stage 1 from %s", state_path);
         rc = gplq_run(&fp, &tr, &te, &c, on_progress, &ui, &rep, &qm, &aq, &s2, err, sizeof err);
         if (rc == 0) {
             gplq_progress pe = {.stage = "export", .part = "artifacts", .step = 0, .total = 1,
@@ -377,7 +378,7 @@ int job_run(const worker_env *w, const store_claim *job) {
     beat_stop(&b);
 
     if (lost) {
-        wlog(w->name, "warn", id, "abandoned: the lease went to another worker");
+        job_log(w->name, "warn", id, "abandoned: the lease went to another worker");
         return 0;
     }
     if (rc == 0) {
@@ -390,7 +391,8 @@ int job_run(const worker_env *w, const store_claim *job) {
     }
     if (rc == 1) {  /* asked to stop: stage 1 checkpointed; another worker (or this one, restarted) resumes */
         int r = store_job_release(w->s, id, w->name);
-        wlog(w->name, "info", id, r == STORE_OK ? "given back to the queue" : "could not give back: %s",
+        job_log(w->name, "info", id,
+                r == STORE_OK ? "given back to the queue" : "could not give back: %s",
              store_errmsg(w->s));
         return 0;
     }

@@ -33,7 +33,7 @@ typedef struct {
 int job_run(const worker_env *w, const store_claim *job);
 
 /* One JSON log line on stdout: {"ts", "level", "worker", "msg", "job" (if job)}. */
-void wlog(const char *worker, const char *level, const char *job, const char *fmt, ...)
+void job_log(const char *worker, const char *level, const char *job, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 #endif

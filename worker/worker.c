@@ -127,13 +127,13 @@ int main(int argc, char **argv) {
             continue;
         }
         if (c != STORE_ENONE) {
-            wlog(W.name, "error", NULL, "claim: %s", store_errmsg(s));
+            job_log(W.name, "error", NULL, "claim: %s", store_errmsg(s));
             rc = 1;
             break; /* the supervisor restarts us, with backoff */
         }
         if (W.once) break;
         if (wait_for_work()) {
-            wlog(W.name, "info", NULL, "the daemon is gone; exiting");
+            job_log(W.name, "info", NULL, "the daemon is gone; exiting");
             break;
         }
     }
