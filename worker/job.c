@@ -393,7 +393,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         int r = store_job_release(w->s, id, w->name);
         job_log(w->name, "info", id,
                 r == STORE_OK ? "given back to the queue" : "could not give back: %s",
-             store_errmsg(w->s));
+                store_errmsg(w->s));
         return 0;
     }
     unlink(state_path);
