@@ -28,6 +28,10 @@ int layout_db(char *buf, size_t n, const char *data_dir) {
     return path(buf, n, "%s/gplq.db", data_dir);
 }
 
+int layout_lock(char *buf, size_t n, const char *data_dir) {
+    return path(buf, n, "%s/gplqd.lock", data_dir);
+}
+
 int layout_jobs(char *buf, size_t n, const char *data_dir) {
     return path(buf, n, "%s/jobs", data_dir);
 }

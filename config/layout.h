@@ -6,6 +6,7 @@
  * storage/blob.c's (storage owns them: the blob-plus-row invariant).
  *
  *   DATA/gplq.db                              the SQLite database
+ *   DATA/gplqd.lock                           held by the one gplqd serving DATA
  *   DATA/jobs/<id>/stage1.state               stage 1's resumable state (gone when the job ends)
  *   DATA/jobs/<id>/artifacts/<artifact name>  the job's outputs, listed by layout_artifacts
  *   DATA/cache/<sha>-c<C>-s<S>-v<V>-r<seed>.gds  an uploaded dataset decoded at one input shape
@@ -28,6 +29,7 @@ extern const char *const layout_artifacts[];
 int layout_is_artifact(const char *name);
 
 int layout_db(char *buf, size_t n, const char *data_dir);
+int layout_lock(char *buf, size_t n, const char *data_dir);
 int layout_jobs(char *buf, size_t n, const char *data_dir);
 int layout_job_dir(char *buf, size_t n, const char *data_dir, const char *job_id);
 int layout_job_state(char *buf, size_t n, const char *data_dir, const char *job_id);

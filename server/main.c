@@ -22,6 +22,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/inspect.h"
+#include "config/layout.h"
 #include "server/cfg.h"
 #include "server/deliver.h"
 #include "server/http.h"
@@ -142,11 +143,11 @@ static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
         return -1;
     }
     char path[4096];
-    snprintf(path, sizeof path, "%s/jobs", g->c.data_dir);
+    layout_jobs(path, sizeof path, g->c.data_dir);
     fs_mkdirs(path);
     /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
      * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
-    snprintf(path, sizeof path, "%s/gplqd.lock", g->c.data_dir);
+    layout_lock(path, sizeof path, g->c.data_dir);
     *lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX | LOCK_NB)) {
         fprintf(stderr, "gplqd: %s is in use by another gplqd (%s)\n", g->c.data_dir,
@@ -159,7 +160,7 @@ static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
 /* The database: opened, the built-in dataset registered, and on the first start the admin
  * token printed. Returns -1 after saying why on stderr. */
 static int open_database(gplqd *g, char *err, size_t errlen) {
-    snprintf(g->db_path, sizeof g->db_path, "%s/gplq.db", g->c.data_dir);
+    layout_db(g->db_path, sizeof g->db_path, g->c.data_dir);
     if (store_open(&g->st, g->db_path, g->c.busy_ms, err, errlen)) {
         fprintf(stderr, "gplqd: %s\n", err);
         return -1;

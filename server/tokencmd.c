@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/auth.h"
+#include "config/layout.h"
 #include "server/cfg.h"
 #include "util/fs.h"
 #include "util/jlog.h"
@@ -131,7 +132,7 @@ int tokencmd_main(int argc, char **argv) {
         fprintf(stderr, "gplqd token: cannot create %s: %s\n", c.data_dir, strerror(errno));
         goto out;
     }
-    snprintf(path, sizeof path, "%s/gplq.db", c.data_dir);
+    layout_db(path, sizeof path, c.data_dir);
     if (store_open(&st, path, c.busy_ms, err, sizeof err)) {
         fprintf(stderr, "gplqd token: %s\n", err);
         goto out;
