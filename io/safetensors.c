@@ -352,6 +352,51 @@ static int st_check_tiling(const st_file *f, struct st_extent *ext, size_t data_
     return 0;
 }
 
+/* Counts what json_loadb would build from the header (n bytes), without building it, and
+ * refuses it past the ST_MAX_HEADER_* limits with a message naming the limit: top-level
+ * entries, objects and lists, and values (every string, key or not, number, literal, object
+ * and list). A linear scan that only tracks strings and nesting; malformed JSON is counted as
+ * it comes and left to the parser to name. */
+static int st_check_header_counts(const char *hdr, size_t n, char *err, size_t errlen) {
+    long entries = 0, containers = 0, values = 0;
+    int depth = 0, in_string = 0, in_scalar = 0, top_is_object = 0, expect_key = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = hdr[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+            continue;
+        }
+        int scalar = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     c == '-' || c == '+' || c == '.';
+        values += scalar && !in_scalar;
+        in_scalar = scalar;
+        if (c == '"') {
+            in_string = 1;
+            values++;
+            if (depth == 1 && top_is_object && expect_key) entries++, expect_key = 0;
+        } else if (c == '{' || c == '[') {
+            containers++, values++;
+            if (++depth == 1) top_is_object = expect_key = c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (c == ',' && depth == 1) {
+            expect_key = top_is_object;
+        }
+        if (entries > ST_MAX_TENSORS)
+            return st_fail(err, errlen, "header lists more than %d entries, the limit on the "
+                           "tensors of one file", ST_MAX_TENSORS);
+        if (containers > ST_MAX_HEADER_CONTAINERS)
+            return st_fail(err, errlen, "header holds more than %d objects and lists, the limit "
+                           "(%d per tensor)", ST_MAX_HEADER_CONTAINERS,
+                           ST_MAX_HEADER_CONTAINERS / ST_MAX_TENSORS);
+        if (values > ST_MAX_HEADER_VALUES)
+            return st_fail(err, errlen, "header holds more than %d JSON values, the limit (%d per "
+                           "tensor)", ST_MAX_HEADER_VALUES, ST_MAX_HEADER_VALUES / ST_MAX_TENSORS);
+    }
+    return 0;
+}
+
 #define ST_TOO_SHORT \
     "file too short: %zu bytes, but a safetensors file starts with an 8-byte header length"
 
@@ -379,6 +424,7 @@ static int st_parse(st_file *f, const unsigned char *buf, size_t len, char *err,
         return st_fail(err, errlen, "invalid JSON header: NUL byte at header offset %zu",
                        (size_t)(nul - hdr));
 
+    if (st_check_header_counts(hdr, (size_t)n, err, errlen)) return -1;
     json_error_t je;
     json_t *root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     if (!root) {

@@ -19,6 +19,14 @@
 
 #define ST_MAX_DIMS 8
 #define ST_MAX_HEADER (100u * 1000u * 1000u) /* header larger than this is rejected */
+/* What a header may ask the JSON parser to build, counted before it is parsed: jansson takes
+ * about 1 KB for an entry as small as {"dtype":"F32","shape":[],"data_offsets":[0,0]} and
+ * 230 bytes for an empty {}, so a 100 MB header of tiny entries took 1.8 GB (issue 15). A ViT
+ * has a few hundred tensors and the largest checkpoints a few tens of thousands; a tensor's
+ * entry is 4 values and up to 8 dims of its shape, as keys, strings, numbers and lists. */
+#define ST_MAX_TENSORS 100000                      /* top-level entries, __metadata__ too */
+#define ST_MAX_HEADER_CONTAINERS (4 * ST_MAX_TENSORS) /* objects and lists, nested ones too */
+#define ST_MAX_HEADER_VALUES (20 * ST_MAX_TENSORS)    /* keys, strings, numbers, literals too */
 
 typedef enum {
     ST_F64, ST_F32, ST_F16, ST_BF16,
@@ -56,7 +64,9 @@ typedef struct {
 
 /* Maps and validates path. On success *f owns the mapping; release with st_close.
  * Rejects: file shorter than 8 bytes, header length past the end of the file or over
- * ST_MAX_HEADER, invalid JSON or a non-object header, unknown dtype, bad shape, data_offsets
+ * ST_MAX_HEADER, a header over ST_MAX_TENSORS entries, ST_MAX_HEADER_CONTAINERS objects and
+ * lists or ST_MAX_HEADER_VALUES values (checked before parsing), invalid JSON or a non-object
+ * header, unknown dtype, bad shape, data_offsets
  * out of range, not matching dtype x shape, overlapping or leaving holes in the buffer,
  * duplicate names, non-string metadata values. On failure *f is left zeroed. */
 int st_open(st_file *f, const char *path, char *err, size_t errlen);

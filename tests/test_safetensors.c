@@ -613,6 +613,69 @@ TEST(hostile_corpus) {
     CHECK_MSG(cases >= 15, "only %d corpus cases", cases);
 }
 
+/* A file of an 8-byte length and the header "{" items... "}", where items are n copies of
+ * fmt formatted with their index (and a comma between two), in a new buffer (*len bytes). */
+static unsigned char *header_file(const char *first, const char *fmt, long n, const char *last,
+                                  size_t *len) {
+    size_t cap = 64 + strlen(first) + strlen(last) + (size_t)n * (strlen(fmt) + 24), o = 8;
+    unsigned char *buf = malloc(cap);
+    o += (size_t)snprintf((char *)buf + o, cap - o, "{%s", first);
+    for (long i = 0; i < n; i++) {
+        if (i) buf[o++] = ',';
+        o += (size_t)snprintf((char *)buf + o, cap - o, fmt, i);
+    }
+    o += (size_t)snprintf((char *)buf + o, cap - o, "%s}", last);
+    uint64_t hl = o - 8;
+    memcpy(buf, &hl, 8);
+    *len = o;
+    return buf;
+}
+
+TEST(header_bombs_are_refused_before_parsing) {
+    /* 200,000 zero-byte tensors: a 11 MB header that jansson made 200 MB of (1.8 GB for the
+     * 100 MB a header may have); refused by counting, naming the limit */
+    char err[512] = "";
+    st_file f;
+    size_t len;
+    const char *tiny = "\"%lx\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}";
+    unsigned char *buf = header_file("", tiny, 2 * ST_MAX_TENSORS, "", &len);
+    int rc = st_open_mem(&f, buf, len, err, sizeof err);
+    CHECK_MSG(rc == -1 && strstr(err, "more than 100000 entries, the limit"), "%d: %s", rc, err);
+    CHECK(is_zeroed(&f));
+    free(buf);
+    /* as many as the limit are a valid (if odd) file */
+    buf = header_file("", tiny, ST_MAX_TENSORS, "", &len);
+    rc = st_open_mem(&f, buf, len, err, sizeof err);
+    CHECK_MSG(rc == 0 && f.ntensors == ST_MAX_TENSORS, "%d: %s", rc, err);
+    if (rc == 0) st_close(&f);
+    free(buf);
+    /* empty lists in __metadata__ (jansson: 136 bytes for each 3 of header) */
+    buf = header_file("\"__metadata__\":[", "[]", ST_MAX_HEADER_CONTAINERS, "]", &len);
+    rc = st_open_mem(&f, buf, len, err, sizeof err);
+    CHECK_MSG(rc == -1 && strstr(err, "more than 400000 objects and lists, the limit"), "%s", err);
+    free(buf);
+    /* a shape of two million dims */
+    buf = header_file("\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,0],\"shape\":[", "0",
+                      ST_MAX_HEADER_VALUES, "]}", &len);
+    rc = st_open_mem(&f, buf, len, err, sizeof err);
+    CHECK_MSG(rc == -1 && strstr(err, "more than 2000000 JSON values, the limit"), "%s", err);
+    free(buf);
+    /* what is in strings does not count: one key of a million braces, commas, colons and
+     * escaped quotes */
+    char *key = malloc(6000002);
+    for (int i = 0; i < 6000000; i += 6) memcpy(key + i, "{,[:\\\"", 6);
+    memcpy(key + 6000000, "x", 2);
+    unsigned char *one = malloc(6000100);
+    int n = snprintf((char *)one + 8, 6000092, "{\"__metadata__\":{\"%s\":\"v\"}}", key);
+    uint64_t hl = (uint64_t)n;
+    memcpy(one, &hl, 8);
+    rc = st_open_mem(&f, one, 8 + (size_t)n, err, sizeof err);
+    CHECK_MSG(rc == 0 && f.nmeta == 1, "%d: %s", rc, err);
+    if (rc == 0) st_close(&f);
+    free(one);
+    free(key);
+}
+
 /* Deterministic 64-bit LCG (Knuth's MMIX constants); returns the high bits, the good ones. */
 static uint64_t lcg_state;
 static uint32_t lcg(void) {
