@@ -25,6 +25,10 @@
 void imgf_limits_default(imgf_limits *l) {
     l->max_images = 2000000;
     l->max_pixels = 50000000;
+    l->max_members = 2 * l->max_images + 200000;
+    l->max_name_bytes = 1024;
+    l->unpack_allowance = (int64_t)256 << 20;
+    l->unpack_ratio = 20;
 }
 
 /* imagefolder.h's names for io/resize's eval transform. */
@@ -46,11 +50,18 @@ static const imgf_limits *limits_or_default(const imgf_limits *lim, imgf_limits 
     return buf;
 }
 
+/* A walk held to the limits l (borrowed), headers only until the caller says otherwise. */
+static imgwalk walk_with(const imgf_limits *l) {
+    return (imgwalk){.max_images = l->max_images, .max_pixels = l->max_pixels,
+                     .max_members = l->max_members, .max_name_bytes = l->max_name_bytes,
+                     .unpack_allowance = l->unpack_allowance, .unpack_ratio = l->unpack_ratio};
+}
+
 int imgf_inspect(const char *path, const imgf_limits *lim, json_t **summary, char *err,
                  size_t errlen) {
     imgf_limits defl;
     const imgf_limits *lims = limits_or_default(lim, &defl);
-    imgwalk w = {.max_images = lims->max_images, .max_pixels = lims->max_pixels};
+    imgwalk w = walk_with(lims);
     imglayout l;
     *summary = NULL;
     if (imgwalk_run(path, &w, err, errlen) || imglayout_resolve(&w, &l, err, errlen)) {
@@ -118,8 +129,8 @@ int imgf_load(const char *path, const imgf_limits *lim, int channels, int size,
     }
     imgf_limits defl, lims = *limits_or_default(lim, &defl);
     if (lims.max_images > INT_MAX) lims.max_images = INT_MAX; /* ds_set counts in int */
-    imgwalk w = {.max_images = lims.max_images, .max_pixels = lims.max_pixels, .decode = 1,
-                 .channels = channels, .size = size};
+    imgwalk w = walk_with(&lims);
+    w.decode = 1, w.channels = channels, w.size = size;
     imglayout l;
     if (imgwalk_run(path, &w, err, errlen) || imglayout_resolve(&w, &l, err, errlen)) {
         imgwalk_free(&w);

@@ -31,6 +31,10 @@
  *    directly in train/ or val/, deeper nesting than <split>/<class>/<file>, the same path
  *    twice. Also refused: no images, no train/, an empty train/ class folder, a val/ class
  *    that train/ lacks, a class name that is not UTF-8.
+ *  - Refused as soon as the member that passes them is seen, before its data is read: more
+ *    than max_members members, a name longer than max_name_bytes, an archive that unpacks to
+ *    more than unpack_allowance + unpack_ratio x its size (a member counts with the size its
+ *    header declares, so a bomb is refused before it is inflated).
  *  - imgf_inspect reads headers only; image data that is cut short or corrupt is found by
  *    imgf_load, which refuses it the same way.
  *  - Messages are valid UTF-8 without control characters (hostile bytes become '?').
@@ -51,9 +55,22 @@
 
 #define IMGF_MAX_SIZE 4096 /* the largest crop size: beyond, a caller's mistake, not a dataset */
 
+/* The limits of an archive, each refused with a message that names it (fill with
+ * imgf_limits_default, then change what differs). The last four bound
+ * the walk itself against archive bombs (issue 15: a 350 KB tar.gz of folders with huge
+ * names took the inspector to 300 MB; a member of 4 GiB of zeros, skipped as hidden, was
+ * inflated in full). */
 typedef struct {
     int64_t max_images;     /* refuse archives with more (default 2,000,000) */
     int64_t max_pixels;     /* refuse an image with more pixels (default 50e6: decompression bombs) */
+    int64_t max_members;    /* members of any kind, skipped ones too (default 2 per image, for
+                             * the ._ file macOS adds beside each, plus 200,000 folders) */
+    int64_t max_name_bytes; /* a member's name (default 1024, as Linux's longest path is 4096 and
+                             * an image folder's paths are a few dozen bytes) */
+    int64_t unpack_allowance; /* bytes any archive may unpack to, members' data, tar headers and */
+    int64_t unpack_ratio;     /* skipped members included, plus unpack_ratio bytes for each byte
+                               * of the archive (defaults 256 MiB and 20: JPEG and PNG hardly
+                               * compress, so a tar.gz of them unpacks to 1-4 times its size) */
 } imgf_limits;
 
 void imgf_limits_default(imgf_limits *l);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "io/imgmsg.h"
 #include "io/resize.h"
@@ -223,9 +224,45 @@ static int walk_file(imgwalk *w, struct archive *a, const char *name, char *norm
     return 0;
 }
 
-/* One member, e: its name read and normalized (absolute paths and ".." refused), hidden files
- * and metadata skipped, links and devices refused; then a folder is recorded and a file is
- * walk_file's. Returns 0, or -1 with err. */
+/* The limits on the walk itself, checked on each member's header before its data is read or
+ * skipped: how many members, how long a name, and the bytes the archive unpacks to with this
+ * member. Those are what libarchive has produced so far (tar headers, skipped members and
+ * all) plus what this member's header declares; for a zip, whose members libarchive seeks
+ * past, the declared sizes summed. A declared size is exact in a tar (the reader skips just
+ * that much), so a bomb is refused before it is inflated. Returns 0, or -1 with err. */
+static int walk_limits(imgwalk *w, struct archive *a, struct archive_entry *e, const char *name,
+                       const char *shown, char *err, size_t errlen) {
+    if (++w->nmembers > w->max_members) {
+        imgmsg_err(err, errlen, "member '%s': the archive holds more than %lld members (files "
+                   "and folders, skipped ones included), the limit", shown,
+                   (long long)w->max_members);
+        return -1;
+    }
+    size_t len = strlen(name);
+    if ((int64_t)len > w->max_name_bytes) {
+        imgmsg_err(err, errlen, "member '%s': its name is %zu bytes, longer than the limit of "
+                   "%lld bytes", shown, len, (long long)w->max_name_bytes);
+        return -1;
+    }
+    int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
+    if (size < 0) size = 0;
+    int64_t produced = archive_filter_bytes(a, 0), left = INT64_MAX - size;
+    w->declared = w->declared < left ? w->declared + size : INT64_MAX;
+    int64_t unpacked = produced < left ? produced + size : INT64_MAX;
+    if (w->declared > unpacked) unpacked = w->declared;
+    if (unpacked > w->max_unpacked) {
+        imgmsg_err(err, errlen, "member '%s': the archive unpacks to more than %lld bytes with "
+                   "it, the limit for this archive (%lld MiB, plus %lld times the archive's "
+                   "size): a decompression bomb?", shown, (long long)w->max_unpacked,
+                   (long long)(w->unpack_allowance >> 20), (long long)w->unpack_ratio);
+        return -1;
+    }
+    return 0;
+}
+
+/* One member, e: the walk's limits, then its name read and normalized (absolute paths and ".."
+ * refused), hidden files and metadata skipped, links and devices refused; then a folder is
+ * recorded and a file is walk_file's. Returns 0, or -1 with err. */
 static int walk_member(imgwalk *w, struct archive *a, struct archive_entry *e, char *err,
                        size_t errlen) {
     char shown[IMGMSG_NAME_BUF];
@@ -238,6 +275,7 @@ static int walk_member(imgwalk *w, struct archive *a, struct archive_entry *e, c
         return -1;
     }
     imgmsg_name(shown, sizeof shown, name);
+    if (walk_limits(w, a, e, name, shown, err, errlen)) return -1;
     int why = 0;
     char *norm = normalize_path(name, &why);
     if (!norm) {
@@ -278,6 +316,11 @@ int imgwalk_run(const char *path, imgwalk *w, char *err, size_t errlen) {
         goto out;
     }
     if (!(a = walk_open(path, err, errlen))) goto out;
+    /* the unpacked-bytes limit of this archive: unpack_allowance + unpack_ratio x its size */
+    struct stat st;
+    int64_t size = stat(path, &st) ? 0 : (int64_t)st.st_size;
+    w->max_unpacked = w->unpack_ratio > 0 && size > (INT64_MAX - w->unpack_allowance) /
+                      w->unpack_ratio ? INT64_MAX : w->unpack_allowance + w->unpack_ratio * size;
     for (;;) {
         struct archive_entry *e;
         int r = archive_read_next_header(a, &e);

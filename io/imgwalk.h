@@ -27,11 +27,15 @@ typedef struct {
 } imgwalk_member;
 
 /* The walk's state: what it collected and, for imgf_load, the decoded images. The caller sets
- * the first five fields (zero the rest) and frees it with imgwalk_free, whatever
+ * the first nine fields (zero the rest) and frees it with imgwalk_free, whatever
  * imgwalk_run returned. */
 typedef struct {
     int64_t max_images;         /* refuse the image after the first max_images */
     int64_t max_pixels;         /* refuse an image with more pixels */
+    int64_t max_members;        /* refuse the member after the first max_members, of any kind */
+    int64_t max_name_bytes;     /* refuse a member whose name is longer */
+    int64_t unpack_allowance;   /* refuse a member that would take the unpacked bytes past */
+    int64_t unpack_ratio;       /* unpack_allowance + unpack_ratio x the archive's size */
     int decode;                 /* 0: headers only (inspect); 1: decode and transform (load) */
     int channels, size;         /* decode 1: each image becomes (channels, size, size) */
     imgwalk_member *files;
@@ -42,6 +46,9 @@ typedef struct {
                                  * caller may take it and set it NULL) */
     int64_t images_cap;
     imgdecode *dec;             /* reused for every member (owned) */
+    int64_t nmembers;           /* members seen, skipped ones included */
+    int64_t declared;           /* bytes the members' headers declared, summed */
+    int64_t max_unpacked;       /* the unpacked-bytes limit for this archive */
 } imgwalk;
 
 /* Reads every member of the archive at path into w, refusing what the rules forbid as soon as

@@ -18,6 +18,7 @@
 
 #include <jpeglib.h>
 #include <png.h>
+#include <zlib.h>
 
 #include "io/imagefolder.h"
 #include "tests/test.h"
@@ -777,6 +778,128 @@ TEST(refusals_name_the_member) {
     refusal ctl = {"control characters", {OK_PNG("train/a/ok.png"), {"train/a/\x1b[31m\xff.txt", text_blob("x"), M_FILE, 0}}, 2, "train/a/?[31m?.txt"};
     check_refused(&ctl, NULL);
     free_members(ctl.m, ctl.n);
+}
+
+/* ---- archive bombs (issue 15) ---- */
+
+/* inspect and load of path under lim (NULL: defaults) both refuse it, with want in the
+ * message. */
+static void check_bomb_refused(const char *what, const char *path, const imgf_limits *lim,
+                               const char *want) {
+    char err[512] = "";
+    json_t *s = NULL;
+    int rc = imgf_inspect(path, lim, &s, err, sizeof err);
+    CHECK_MSG(rc == -1 && !s && strstr(err, want), "%s: inspect returned %d with \"%s\", "
+              "expected \"%s\"", what, rc, err, want);
+    json_decref(s);
+    if (getenv("GPLQ_TEST_VERBOSE")) printf("  %s: %s\n", what, err);
+    ds_set tr, va;
+    err[0] = 0;
+    rc = imgf_load(path, lim, 3, 8, 0, 1, &tr, &va, err, sizeof err);
+    CHECK_MSG(rc == -1 && strstr(err, want), "%s: load returned %d with \"%s\"", what, rc, err);
+    if (!rc) {
+        ds_free(&tr);
+        ds_free(&va);
+    }
+}
+
+/* A 512-byte ustar header for a regular file name of size bytes (octal in 11 digits, so up
+ * to 8 GiB - 1), into h. */
+static void ustar_header(uint8_t h[512], const char *name, int64_t size) {
+    memset(h, 0, 512);
+    snprintf((char *)h, 100, "%s", name);
+    memcpy(h + 100, "0000644", 8);
+    memcpy(h + 108, "0000000", 8);
+    memcpy(h + 116, "0000000", 8);
+    snprintf((char *)h + 124, 12, "%011llo", (unsigned long long)size);
+    memcpy(h + 136, "14540000000", 12);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+}
+
+TEST(archive_bombs_are_refused_by_the_limits) {
+    char path[512], err[512] = "";
+    imgf_limits lim;
+    imgf_limits_default(&lim);
+    CHECK(lim.max_members == 4200000 && lim.max_name_bytes == 1024 &&
+          lim.unpack_allowance == (int64_t)256 << 20 && lim.unpack_ratio == 20);
+
+    /* folders with 4 KB names (the bomb had thousands of megabyte names): refused at the
+     * first, with the defaults */
+    {
+        enum { N = 64, LEN = 4096 };
+        member m[N + 1];
+        static char names[N][LEN + 16];
+        m[0] = (member)OK_PNG("train/a/ok.png");
+        for (int i = 0; i < N; i++) {
+            int k = snprintf(names[i], sizeof names[i], "train/%03d", i);
+            memset(names[i] + k, 'x', LEN - k);
+            snprintf(names[i] + LEN, 16, "/");
+            m[i + 1] = (member){names[i], {0}, M_DIR, 0};
+        }
+        tmp_path(path, sizeof path, "long-names.tar.gz");
+        write_archive(path, 1, m, N + 1);
+        free_members(m, 1);
+        check_bomb_refused("4 KB names", path, NULL, "is 4097 bytes, longer than the limit of 1024");
+    }
+    /* a skipped (hidden) member that inflates past the limit, set low here: refused, naming
+     * it, before it is inflated; the same archive without it passes the same limits */
+    {
+        imgf_limits low = lim;
+        low.unpack_allowance = 1 << 20;
+        low.unpack_ratio = 20;
+        blob zeros = {calloc(4 << 20, 1), 4 << 20};
+        member m[] = {OK_PNG("train/a/ok.png"), {".pad", zeros, M_FILE, 0}};
+        tmp_path(path, sizeof path, "inflates.tar.gz");
+        write_archive(path, 1, m, 2);
+        struct stat st;
+        stat(path, &st);
+        CHECK_MSG(st.st_size < 64 << 10, "the bomb is %lld bytes", (long long)st.st_size);
+        char want[128];
+        snprintf(want, sizeof want, "member '.pad': the archive unpacks to more than %lld bytes",
+                 (long long)(low.unpack_allowance + low.unpack_ratio * st.st_size));
+        check_bomb_refused("inflates past the limit", path, &low, want);
+        check_bomb_refused("inflates past the limit", path, &low, "1 MiB, plus 20 times");
+        json_t *s = NULL;
+        write_archive(path, 1, m, 1);
+        CHECK_MSG(imgf_inspect(path, &low, &s, err, sizeof err) == 0, "%s", err);
+        json_decref(s);
+        free_members(m, 2);
+    }
+    /* with the defaults: a tar.gz whose member declares 8 GiB, made of the header alone, is
+     * refused by that declaration, before a byte of it is inflated */
+    {
+        tmp_path(path, sizeof path, "declares.tar.gz");
+        gzFile gz = gzopen(path, "wb");
+        uint8_t h[512];
+        ustar_header(h, ".pad", ((int64_t)8 << 30) - 1);
+        gzwrite(gz, h, 512);
+        gzclose(gz);
+        check_bomb_refused("declared size", path, NULL, "member '.pad': the archive unpacks to "
+                           "more than 268");
+    }
+    /* more members than the limit, set low here, skipped ones included */
+    {
+        imgf_limits low = lim;
+        low.max_members = 5;
+        member m[] = {OK_PNG("train/a/1.png"), {".a", text_blob("x"), M_FILE, 0},
+                      {".b", text_blob("x"), M_FILE, 0}, {"train/", {0}, M_DIR, 0},
+                      {"train/a/", {0}, M_DIR, 0}, {".c", text_blob("x"), M_FILE, 0}};
+        tmp_path(path, sizeof path, "members.tar");
+        write_archive(path, 0, m, NMEMB(m));
+        check_bomb_refused("members", path, &low, "member '.c': the archive holds more than 5 "
+                           "members");
+        low.max_members = 6;
+        json_t *s = NULL;
+        CHECK_MSG(imgf_inspect(path, &low, &s, err, sizeof err) == 0, "%s", err);
+        json_decref(s);
+        free_members(m, NMEMB(m));
+    }
 }
 
 /* ---- the cache ---- */
