@@ -428,6 +428,10 @@ static int st_parse(st_file *f, const unsigned char *buf, size_t len, char *err,
     json_error_t je;
     json_t *root = json_loadb(hdr, (size_t)n, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
+        /* jansson gives up without a word when an allocation fails deep in the parser */
+        if (json_error_code(&je) == json_error_out_of_memory || !je.text[0])
+            return st_fail(err, errlen, "out of memory parsing the %llu-byte header",
+                           (unsigned long long)n);
         if (json_error_code(&je) == json_error_duplicate_key) /* text names the key */
             return st_fail(err, errlen, "duplicate name in header at line %d, column %d: %s",
                            je.line, je.column, je.text);
