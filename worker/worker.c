@@ -3,8 +3,8 @@
  *
  *   gplq-worker --db DATA/gplq.db --data-dir DATA --name w1 [--threads N] [--lease-ms MS]
  *               [--wake-fd 0] [--once]
- *   gplq-worker inspect-model FILE [--num-heads N]     (see inspect.c)
- *   gplq-worker inspect-dataset FILE
+ *   gplq-worker inspect-model FILE [--num-heads N]     (see inspect.c; both also take
+ *   gplq-worker inspect-dataset FILE                    --max-memory B and --max-cpu-s S)
  *
  * gplqd spawns N of these. Each opens its own database connection (after exec: SQLite
  * connections never cross a fork), claims one queued job at a time, runs it (job.c) and goes
@@ -81,8 +81,9 @@ int main(int argc, char **argv) {
     opt_defaults(worker_opts, N_OPTS(worker_opts));
     if (argc > 1 && !strcmp(argv[1], "--help")) {
         printf("usage: gplq-worker --db FILE --data-dir DIR [options]\n"
-               "       gplq-worker inspect-model FILE [--num-heads N]\n"
-               "       gplq-worker inspect-dataset FILE\n");
+               "       gplq-worker inspect-model FILE [--num-heads N] [LIMITS]\n"
+               "       gplq-worker inspect-dataset FILE [LIMITS]\n"
+               "  LIMITS: --max-memory BYTES --max-cpu-s S (what gplqd gives its inspector)\n");
         opt_print_help(worker_opts, N_OPTS(worker_opts), stdout);
         return 0;
     }
