@@ -22,12 +22,23 @@ extern char **environ;
  * than this is a broken child, and reading it all would let it fill our memory. */
 #define INSPECT_MAX_OUTPUT (1 << 20)
 
-static pid_t spawn_child(const char *bin, const char *const *args, int out_fd, char *err,
+/* Starts in->bin with args and then the limits the child applies to itself (inspect.h says
+ * why it is the child), stdout on out_fd. Returns its pid, or -1 with err. */
+static pid_t spawn_child(const inspector *in, const char *const *args, int out_fd, char *err,
                          size_t errlen) {
     const char *argv[64];
+    char mem[32], cpu[32];
     int n = 0;
-    argv[n++] = bin;
-    for (int i = 0; args && args[i] && n < 63; i++) argv[n++] = args[i];
+    argv[n++] = in->bin;
+    for (int i = 0; args && args[i] && n < 59; i++) argv[n++] = args[i];
+    if (in->memory_bytes > 0) {
+        snprintf(mem, sizeof mem, "%lld", (long long)in->memory_bytes);
+        argv[n++] = "--max-memory", argv[n++] = mem;
+    }
+    /* the CPU limit is the wall-clock one: a child that outlives gplqd (which would have
+     * killed it at the deadline) stops by itself */
+    snprintf(cpu, sizeof cpu, "%d", (in->timeout_ms + 999) / 1000);
+    argv[n++] = "--max-cpu-s", argv[n++] = cpu;
     argv[n] = NULL;
 
     posix_spawn_file_actions_t fa;
@@ -46,25 +57,26 @@ static pid_t spawn_child(const char *bin, const char *const *args, int out_fd, c
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
     pid_t pid = -1;
-    int rc = posix_spawn(&pid, bin, &fa, &at, (char *const *)argv, environ);
+    int rc = posix_spawn(&pid, in->bin, &fa, &at, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (rc) {
-        snprintf(err, errlen, "cannot start the inspector %s: %s", bin, strerror(rc));
+        snprintf(err, errlen, "cannot start the inspector %s: %s", in->bin, strerror(rc));
         return -1;
     }
     return pid;
 }
 
-int inspect_run(const char *bin, const char *const *args, int timeout_ms, json_t **out, char *err,
-                size_t errlen) {
-    *out = NULL;
+/* Runs one inspection once a slot is held: spawn, read the answer, reap. */
+static int run_child(const inspector *in, const char *const *args, json_t **out, char *err,
+                     size_t errlen) {
+    int timeout_ms = in->timeout_ms;
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return INSPECT_ESPAWN;
     }
-    pid_t pid = spawn_child(bin, args, pfd[1], err, errlen);
+    pid_t pid = spawn_child(in, args, pfd[1], err, errlen);
     close(pfd[1]);
     if (pid < 0) {
         close(pfd[0]);
@@ -107,6 +119,9 @@ int inspect_run(const char *bin, const char *const *args, int timeout_ms, json_t
     int rc = INSPECT_EFAIL;
     if (timed_out) {
         snprintf(err, errlen, "the inspection did not finish within %d s", timeout_ms / 1000);
+    } else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGXCPU) {
+        snprintf(err, errlen, "the inspection used more than %d s of CPU time, the limit",
+                 (timeout_ms + 999) / 1000);
     } else if (WIFSIGNALED(status)) {
         snprintf(err, errlen, "the inspector crashed on this file (signal %d, %s)",
                  WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -126,5 +141,23 @@ int inspect_run(const char *bin, const char *const *args, int timeout_ms, json_t
         }
     }
     free(buf);
+    return rc;
+}
+
+int inspect_run(inspector *in, const char *const *args, json_t **out, char *err, size_t errlen) {
+    *out = NULL;
+    /* A slot is taken by a compare-and-swap of the count: no lock, never more than
+     * max_running children, and no refusal while a slot is free. */
+    int now = atomic_load(&in->running);
+    do {
+        if (in->max_running > 0 && now >= in->max_running) {
+            snprintf(err, errlen, "the server is inspecting %d uploads, the most it does at "
+                     "once; send this one again in %d s", in->max_running,
+                     INSPECT_RETRY_AFTER_S);
+            return INSPECT_EBUSY;
+        }
+    } while (!atomic_compare_exchange_weak(&in->running, &now, now + 1));
+    int rc = run_child(in, args, out, err, errlen);
+    atomic_fetch_sub(&in->running, 1);
     return rc;
 }

@@ -133,6 +133,12 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         api__internal(req, res, "inspecting a %s upload: %s", what, err);
         return;
     }
+    if (rc == INSPECT_EBUSY) { /* the server's capacity, not the upload: 503, as for streams */
+        blob_abort(w);
+        api_response_header(res, "Retry-After", "%d", INSPECT_RETRY_AFTER_S);
+        api_error(res, 503, "busy", NULL, "%s", err);
+        return;
+    }
     if (rc != INSPECT_OK) {
         blob_abort(w);
         api_error(res, 422, code, NULL, "%s", err);

@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 29
+#define CFG_NOPTS 31
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -34,7 +34,9 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"lease-ms", OPT_INT, &c->lease_ms, "30000", 1000, 86400000, "a worker's lease on its job; a silent worker loses it after this"},
         {"max-attempts", OPT_INT, &c->max_attempts, "3", 1, 100, "attempts of a job when its spec does not say"},
         {"shutdown-grace-s", OPT_INT, &c->shutdown_grace_s, "30", 0, 3600, "seconds workers get to checkpoint on SIGTERM before SIGKILL"},
-        {"inspect-timeout-s", OPT_INT, &c->inspect_timeout_s, "300", 1, 86400, "seconds the upload inspector may take"},
+        {"inspect-timeout-s", OPT_INT, &c->inspect_timeout_s, "300", 1, 86400, "seconds the upload inspector may take (wall clock, and its CPU-time limit)"},
+        {"max-inspections", OPT_INT, &c->max_inspections, "2", 1, 256, "uploads inspected at once; past it a 503 with Retry-After"},
+        {"inspect-memory", OPT_STR, &c->inspect_memory_text, "2G", 0, 0, "memory one upload inspection may use beyond its program and a model's mapped file (RLIMIT_AS; bytes, or K, M, G; 0: no limit)"},
         {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "SQLite wait for another connection's write lock"},
         {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
         {"max-event-streams", OPT_INT, &c->max_event_streams, "64", 1, 100000, "live event streams (GET /v1/jobs/{id}/events) open at once; past it a 503"},
@@ -83,7 +85,8 @@ static int apply_file(opt_spec *t, const char *path, char *err, size_t errlen) {
     }
     static const char *const sizes[] = {"max_model_bytes", "max-model-bytes", "max_dataset_bytes",
                                         "max-dataset-bytes", "max_owner_upload_bytes",
-                                        "max-owner-upload-bytes"};
+                                        "max-owner-upload-bytes", "inspect_memory",
+                                        "inspect-memory"};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         json_t *v = json_object_get(obj, sizes[i]);
         if (json_is_integer(v)) {
@@ -140,6 +143,11 @@ int cfg_load(cfg *c, int argc, char **argv, char *err, size_t errlen) {
                  c->max_owner_upload_text ? c->max_owner_upload_text : "");
         return -1;
     }
+    if ((c->inspect_memory = parse_size(c->inspect_memory_text)) < 0) {
+        snprintf(err, errlen, "inspect-memory: '%s' is not a size (bytes, or with K, M, G)",
+                 c->inspect_memory_text ? c->inspect_memory_text : "");
+        return -1;
+    }
     int cores = ncores();
     if (c->worker_threads == 0) c->worker_threads = c->workers > 0 && cores / c->workers > 1 ? cores / c->workers : 1;
     if (c->http_threads == 0) c->http_threads = cores < 2 ? 2 : cores;
@@ -176,5 +184,6 @@ json_t *cfg_to_json(const cfg *c) {
     json_object_set_new(obj, "max_model_bytes", json_integer(c->max_model_bytes));
     json_object_set_new(obj, "max_dataset_bytes", json_integer(c->max_dataset_bytes));
     json_object_set_new(obj, "max_owner_upload_bytes", json_integer(c->max_owner_upload_bytes));
+    json_object_set_new(obj, "inspect_memory", json_integer(c->inspect_memory));
     return obj;
 }

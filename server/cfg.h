@@ -3,7 +3,7 @@
  * redis manner, on config/options.h's parser: the same names work as flags (--lease-ms 5000),
  * as keys of the --config JSON file ("lease_ms": 5000), and in `gplqd --help`.
  *
- * Byte sizes (max_model_bytes, max_dataset_bytes) are 64-bit and take a suffix ("512M", "4G");
+ * Byte sizes (max_model_bytes, max_dataset_bytes, ...) are 64-bit and take a suffix ("512M", "4G");
  * options.h stores numbers as int, so they go through the table as text and are parsed here.
  */
 #ifndef GPLQ_CFG_H
@@ -32,7 +32,10 @@ typedef struct {
     int lease_ms;
     int max_attempts;
     int shutdown_grace_s;
-    int inspect_timeout_s;
+    int inspect_timeout_s;       /* wall clock, and the inspector's CPU-time limit */
+    int max_inspections;         /* upload inspections at once; past it a 503 */
+    const char *inspect_memory_text;
+    int64_t inspect_memory;      /* the inspector's RLIMIT_AS beyond its program; 0: none */
     int busy_ms;                 /* SQLite busy timeout */
     int max_queued_jobs;         /* per owner; 0: no limit */
     const char *max_owner_upload_text;

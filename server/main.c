@@ -38,6 +38,7 @@
 typedef struct {
     cfg c;
     char db_path[4096];
+    inspector inspector;  /* the upload inspector, its limits and its count of running ones */
     uv_loop_t *loop;
     store *st;            /* the loop thread's connection */
     sup *sup;
@@ -61,8 +62,8 @@ static void usage(FILE *f) {
 
 static int run_inspector(void *arg, const char *const *args, json_t **out, char *err,
                          size_t errlen) {
-    const gplqd *g = arg;
-    return inspect_run(g->c.worker_bin, args, g->c.inspect_timeout_s * 1000, out, err, errlen);
+    gplqd *g = arg;
+    return inspect_run(&g->inspector, args, out, err, errlen);
 }
 
 /* Fashion-MNIST, which the workers read from the system's dataset package: registered at every
@@ -197,6 +198,10 @@ static int start_workers(gplqd *g, char *err, size_t errlen) {
 
 /* The HTTP API on its own threads. Returns -1 after saying why on stderr. */
 static int start_http(gplqd *g, char *err, size_t errlen) {
+    g->inspector.bin = g->c.worker_bin;
+    g->inspector.timeout_ms = g->c.inspect_timeout_s * 1000;
+    g->inspector.max_running = g->c.max_inspections;
+    g->inspector.memory_bytes = g->c.inspect_memory;
     http_options ho = {.listen = g->c.listen, .threads = g->c.http_threads,
                        .epoll = g->c.http_epoll, .max_connections = g->c.max_connections,
                        .timeout_s = g->c.connection_timeout_s, .db_path = g->db_path,

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -41,6 +42,7 @@ typedef struct {
     int wakes;
     int inspect_timeout_ms;
     const char *inspect_bin; /* normally stub */
+    inspector ins;           /* fx_inspect's, with inspect_bin and inspect_timeout_ms */
     const char *token;       /* sent as "Authorization: Bearer" by call() when set */
     char bearer[128];
 } fixture;
@@ -64,7 +66,9 @@ static const char *stub_script =
 
 static int fx_inspect(void *arg, const char *const *args, json_t **out, char *err, size_t errlen) {
     fixture *f = arg;
-    return inspect_run(f->inspect_bin, args, f->inspect_timeout_ms, out, err, errlen);
+    f->ins.bin = f->inspect_bin;
+    f->ins.timeout_ms = f->inspect_timeout_ms;
+    return inspect_run(&f->ins, args, out, err, errlen);
 }
 
 static void fx_wake(void *arg) {
@@ -554,6 +558,24 @@ TEST(datasets) {
     CHECK(call(&f, &res, "GET", path, NULL, NULL, NULL) == 404);
     api_response_free(&res);
     CHECK(count_in(&f, "blobs") == 0 && count_in(&f, "tmp") == 0);
+    /* as many inspections as the cap allows are running: 503 with Retry-After, at once, and
+     * the upload's bytes are gone; with a slot free again the same upload is accepted */
+    f.ins.max_running = 2;
+    atomic_store(&f.ins.running, 2);
+    CHECK(upload(&f, &res, "/v1/datasets?name=later", "GOOD busy", 9) == 503);
+    CHECK(!strcmp(err_code(&res), "busy") && header(&res, "Retry-After") &&
+          !strcmp(header(&res, "Retry-After"), "10"));
+    CHECK_MSG(strstr(err_message(&res), "inspecting 2 uploads, the most it does at once"), "%s",
+              err_message(&res));
+    api_response_free(&res);
+    CHECK(count_in(&f, "tmp") == 0);
+    atomic_store(&f.ins.running, 1);
+    CHECK(upload(&f, &res, "/v1/datasets?name=later", "GOOD busy", 9) == 201);
+    CHECK(atomic_load(&f.ins.running) == 1);
+    snprintf(path, sizeof path, "/v1/datasets/%s", str(res.body, "id"));
+    api_response_free(&res);
+    CHECK(call(&f, &res, "DELETE", path, NULL, NULL, NULL) == 204);
+    api_response_free(&res);
     fx_close(&f);
 }
 
@@ -1900,7 +1922,8 @@ TEST(inspect_run_contract) {
         const char *args[] = {"inspect-model", path, NULL};
         json_t *out = NULL;
         char err[256] = "";
-        int rc = inspect_run(f.stub, args, 5000, &out, err, sizeof err);
+        inspector in = {.bin = f.stub, .timeout_ms = 5000};
+        int rc = inspect_run(&in, args, &out, err, sizeof err);
         CHECK_MSG(rc == expect[i], "%s: %d (%s)", inputs[i], rc, err);
         if (rc == INSPECT_OK) CHECK(json_is_boolean(json_object_get(out, "ok")));
         else CHECK(out == NULL && err[0]);
@@ -1909,16 +1932,82 @@ TEST(inspect_run_contract) {
     const char *args[] = {"inspect-model", path, NULL};
     json_t *out = NULL;
     char err[256];
-    CHECK(inspect_run("/nonexistent/gplq-worker", args, 1000, &out, err, sizeof err) == INSPECT_ESPAWN);
+    inspector none = {.bin = "/nonexistent/gplq-worker", .timeout_ms = 1000};
+    CHECK(inspect_run(&none, args, &out, err, sizeof err) == INSPECT_ESPAWN);
     /* a timeout kills the child: the call returns in about the timeout */
     FILE *o = fopen(path, "w");
     fputs("SLOW", o);
     fclose(o);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CHECK(inspect_run(f.stub, args, 300, &out, err, sizeof err) == INSPECT_EFAIL);
+    inspector quick = {.bin = f.stub, .timeout_ms = 300};
+    CHECK(inspect_run(&quick, args, &out, err, sizeof err) == INSPECT_EFAIL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
     CHECK_MSG(s < 3, "took %.1f s", s);
+    fx_close(&f);
+}
+
+/* One slow inspection on its own thread, holding the slot of a cap of one. */
+typedef struct {
+    inspector *in;
+    const char *path;
+    int rc;
+} slow_run;
+
+static void *run_slow(void *arg) {
+    slow_run *r = arg;
+    const char *args[] = {"inspect-model", r->path, NULL};
+    json_t *out = NULL;
+    char err[256];
+    r->rc = inspect_run(r->in, args, &out, err, sizeof err);
+    json_decref(out);
+    return NULL;
+}
+
+TEST(inspect_run_caps_and_limits) {
+    fixture f;
+    fx_open(&f);
+    char slow[600], good[600];
+    snprintf(slow, sizeof slow, "%s/slow", f.dir);
+    snprintf(good, sizeof good, "%s/good", f.dir);
+    FILE *o = fopen(slow, "w");
+    fputs("SLOW", o);
+    fclose(o);
+    o = fopen(good, "w");
+    fputs("GOOD", o);
+    fclose(o);
+    /* the child is told its limits: the memory given, the timeout as CPU seconds */
+    inspector in = {.bin = f.stub, .timeout_ms = 1500, .max_running = 1,
+                    .memory_bytes = 123456789};
+    const char *args[] = {"inspect-dataset", good, NULL};
+    json_t *out = NULL;
+    char err[256] = "", line[1024] = "";
+    CHECK_MSG(inspect_run(&in, args, &out, err, sizeof err) == INSPECT_OK, "%s", err);
+    json_decref(out);
+    FILE *a = fopen(f.args_log, "r");
+    CHECK(a && fgets(line, sizeof line, a));
+    if (a) fclose(a);
+    CHECK_MSG(strstr(line, "inspect-dataset ") && strstr(line, " --max-memory 123456789 "
+              "--max-cpu-s 2"), "args: %s", line);
+    /* a second inspection while one runs under a cap of one: refused at once, no child */
+    slow_run r = {&in, slow, 99};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, run_slow, &r) == 0);
+    for (int i = 0; i < 200 && atomic_load(&in.running) == 0; i++) usleep(5000);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = inspect_run(&in, args, &out, err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK_MSG(rc == INSPECT_EBUSY && !out && strstr(err, "the most it does at once"), "%d: %s",
+              rc, err);
+    CHECK_MSG(s < 0.2, "refusing took %.2f s", s);
+    pthread_join(t, NULL);
+    CHECK(r.rc == INSPECT_EFAIL); /* the slow one timed out */
+    /* the slot is free again */
+    CHECK(atomic_load(&in.running) == 0);
+    CHECK_MSG(inspect_run(&in, args, &out, err, sizeof err) == INSPECT_OK, "%s", err);
+    json_decref(out);
     fx_close(&f);
 }
