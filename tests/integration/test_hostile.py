@@ -13,19 +13,31 @@ limit (tested from 127.0.0.2, which is loopback too), and past the cap a connect
 once rather than left in the listen queue. One owner could take every event stream: now each
 owner has a cap (429 with Retry-After past it).
 
+Upload bombs (an archive that inflates to gigabytes, folders with megabyte names, a safetensors
+header of a million tiny entries) are refused within seconds by a limit the message names; the
+inspector runs under a memory limit; and past --max-inspections an upload gets a 503 with
+Retry-After instead of one more inspector.
+
 Run: /usr/bin/python3 tests/integration/test_hostile.py [name-filter]   (GPLQ_BUILD=build)
 """
 import http.client
+import io
 import json
 import os
 import selectors
+import shutil
 import socket
+import stat
+import struct
 import sys
+import tarfile
+import tempfile
 import threading
 import time
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gplqd_harness import Daemon, read_http_response, run_tests  # noqa: E402
+from gplqd_harness import WORKER, Daemon, read_http_response, run_tests  # noqa: E402
 
 SECRET = "a webhook secret of 32 characters"
 
@@ -357,6 +369,161 @@ def test_event_streams_have_a_per_owner_cap():
         finally:
             for s in streams:
                 s.close()
+
+# ---- upload bombs (issue 15, finding 2)
+
+def png(v=7, size=8):
+    """A gray size x size PNG of value v."""
+    def chunk(k, data):
+        return struct.pack(">I", len(data)) + k + data + struct.pack(">I", zlib.crc32(k + data))
+    raw = b"".join(b"\0" + bytes([v]) * size for _ in range(size))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class Zeros(io.RawIOBase):
+    """n zero bytes, read in pieces (a bomb's payload without holding it in memory)."""
+    def __init__(self, n):
+        self.n = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.n)
+        b[:k] = bytes(k)
+        self.n -= k
+        return k
+
+
+def image_folder(path, extra=(), fmt=tarfile.PAX_FORMAT, level=1):
+    """A tar.gz of one valid image in train/a/, then extra: (TarInfo, payload or None)."""
+    with tarfile.open(path, "w:gz", compresslevel=level, format=fmt) as tar:
+        data = png()
+        info = tarfile.TarInfo("train/a/0.png")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        for info, payload in extra:
+            tar.addfile(info, payload)
+    return path
+
+
+def timed_upload(d, route, path):
+    t0 = time.time()
+    r = d.upload(route, path)
+    return r, time.time() - t0
+
+
+def test_archive_bombs_are_refused_fast_by_a_named_limit():
+    tmp = tempfile.mkdtemp(prefix="gplq-bombs-")
+    # a hidden member of 512 MiB of zeros (a 2.3 MB upload), skipped by the rules: before,
+    # inflated in full and the dataset accepted
+    pad = tarfile.TarInfo(".pad")
+    pad.size = 512 << 20
+    bomb = image_folder(os.path.join(tmp, "zeros.tar.gz"), [(pad, io.BufferedReader(Zeros(pad.size), 1 << 20))])
+    assert os.path.getsize(bomb) < 4 << 20
+    # 100 folders with megabyte names in GNU long-name entries (a 0.1 MB upload): before, the
+    # inspector grew to 200 MB keeping the names (600 MB for 300)
+    dirs = []
+    for i in range(100):
+        info = tarfile.TarInfo("train/%03d%s/" % (i, "x" * 1000000))
+        info.type = tarfile.DIRTYPE
+        dirs.append((info, None))
+    names = image_folder(os.path.join(tmp, "names.tar.gz"), dirs, fmt=tarfile.GNU_FORMAT, level=9)
+    assert os.path.getsize(names) < 1 << 20
+    with Daemon(workers=0) as d:
+        r, took = timed_upload(d, "/v1/datasets", bomb)
+        msg = r.error().get("message", "")
+        assert r.status == 422 and "member '.pad'" in msg and "unpacks to more than" in msg \
+            and "the limit" in msg, r
+        assert took < 5, took
+        r, took = timed_upload(d, "/v1/datasets", names)
+        msg = r.error().get("message", "")
+        assert r.status == 422 and "longer than the limit of 1024 bytes" in msg, r
+        assert took < 5, took
+        # a dataset like them without the bomb is accepted
+        ok = image_folder(os.path.join(tmp, "ok.tar.gz"))
+        assert d.upload("/v1/datasets", ok).status == 201
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def safetensors_of_tiny_entries(path, n):
+    """A safetensors file of n zero-byte tensors: a header of ~56 n bytes that a JSON parser
+    makes ~1 KB of each."""
+    items = ",".join('"%x":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}' % i for i in range(n))
+    h = ("{" + items + "}").encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+    return path
+
+
+def test_a_safetensors_header_bomb_is_refused_before_parsing():
+    tmp = tempfile.mkdtemp(prefix="gplq-bombs-")
+    # 500,000 entries, 28 MB: before, parsed into ~500 MB, then refused as not a ViT
+    bomb = safetensors_of_tiny_entries(os.path.join(tmp, "bomb.safetensors"), 500000)
+    with Daemon(workers=0) as d:
+        r, took = timed_upload(d, "/v1/models", bomb)
+        assert r.status == 422 and "more than 100000 entries, the limit" in r.error()["message"], r
+        assert took < 5, took
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_the_inspector_runs_under_a_memory_limit():
+    tmp = tempfile.mkdtemp(prefix="gplq-bombs-")
+    # 90,000 entries is under the entry limit, and needs ~90 MB to parse: over 32 MiB
+    big = safetensors_of_tiny_entries(os.path.join(tmp, "big.safetensors"), 90000)
+    with Daemon(workers=0, args=["--inspect-memory", "32M"]) as d:
+        r = d.upload("/v1/models", big)
+        msg = r.error().get("message", "")
+        assert r.status == 422 and "out of memory" in msg and "32 MiB, the limit" in msg, r
+        # a real model still fits
+        assert d.upload_model().status == 201
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_inspections_past_the_cap_get_503_with_retry_after():
+    tmp = tempfile.mkdtemp(prefix="gplq-bombs-")
+    # A slow inspector: the real gplq-worker, after a pause. (A slow archive would need over a
+    # few seconds of inflating, which the limits above now refuse.) It notes its arguments
+    # and that it started, so the test knows when both slots are taken.
+    slow = os.path.join(tmp, "slow-worker.sh")
+    with open(slow, "w") as f:
+        f.write('#!/bin/sh\necho "$*" >> "%s/args"\ntouch "%s/started.$$"\nsleep 3\n'
+                'exec "%s" "$@"\n' % (tmp, tmp, WORKER))
+    os.chmod(slow, os.stat(slow).st_mode | stat.S_IXUSR)
+    data = [image_folder(os.path.join(tmp, "d%d.tar.gz" % i)) for i in range(3)]
+    with open(data[1], "ab") as f:  # different bytes, the same dataset contents
+        f.write(b"\0" * 1024)
+    with open(data[2], "ab") as f:
+        f.write(b"\0" * 2048)
+    args = ["--max-inspections", "2", "--worker-bin", slow, "--http-threads", "4"]
+    with Daemon(workers=0, args=args) as d:
+        got = {}
+
+        def upload(i):
+            got[i] = d.upload("/v1/datasets", data[i])
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        d.wait_for(lambda: len([n for n in os.listdir(tmp) if n.startswith("started.")]) == 2,
+                   timeout=10, what="two inspections running")
+        r, took = timed_upload(d, "/v1/datasets", data[2])
+        assert r.status == 503 and r.error()["code"] == "busy", r
+        assert r.headers.get("retry-after") == "10", r.headers
+        assert "2 uploads, the most it does at once" in r.error()["message"], r
+        assert took < 2, took
+        for t in threads:
+            t.join()
+        assert got[0].status == 201 and got[1].status == 201, got
+        # with the slots free, the refused upload goes through
+        assert d.upload("/v1/datasets", data[2]).status == 201
+        # every inspector was told its limits: the memory, and the timeout as CPU seconds
+        with open(os.path.join(tmp, "args")) as f:
+            lines = f.read().splitlines()
+        assert len(lines) == 3, lines
+        assert all(" --max-memory 2147483648 --max-cpu-s 300" in l for l in lines), lines
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
