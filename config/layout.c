@@ -32,6 +32,10 @@ int layout_lock(char *buf, size_t n, const char *data_dir) {
     return path(buf, n, "%s/gplqd.lock", data_dir);
 }
 
+int layout_secret_key(char *buf, size_t n, const char *data_dir) {
+    return path(buf, n, "%s/secret.key", data_dir);
+}
+
 int layout_jobs(char *buf, size_t n, const char *data_dir) {
     return path(buf, n, "%s/jobs", data_dir);
 }

@@ -7,6 +7,8 @@
  *
  *   DATA/gplq.db                              the SQLite database
  *   DATA/gplqd.lock                           held by the one gplqd serving DATA
+ *   DATA/secret.key                           the key webhook secrets are sealed under (the
+ *                                             default of gplqd's secret-key-file)
  *   DATA/jobs/<id>/stage1.state               stage 1's resumable state (gone when the job ends)
  *   DATA/jobs/<id>/artifacts/<artifact name>  the job's outputs, listed by layout_artifacts
  *   DATA/cache/<sha>-c<C>-s<S>-v<V>-r<seed>.gds  an uploaded dataset decoded at one input shape
@@ -30,6 +32,7 @@ int layout_is_artifact(const char *name);
 
 int layout_db(char *buf, size_t n, const char *data_dir);
 int layout_lock(char *buf, size_t n, const char *data_dir);
+int layout_secret_key(char *buf, size_t n, const char *data_dir);
 int layout_jobs(char *buf, size_t n, const char *data_dir);
 int layout_job_dir(char *buf, size_t n, const char *data_dir, const char *job_id);
 int layout_job_state(char *buf, size_t n, const char *data_dir, const char *job_id);

@@ -13,13 +13,14 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 31
+#define CFG_NOPTS 32
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
         {"listen", OPT_STR, &c->listen, "127.0.0.1:8080", 0, 0, "address and port to serve (port 0: any free port)"},
         {"data-dir", OPT_STR, &c->data_dir, "./var", 0, 0, "state: gplq.db, blobs/, tmp/, jobs/"},
         {"workers", OPT_INT, &c->workers, "2", 0, 64, "gplq-worker processes (0: API only)"},
+        {"secret-key-file", OPT_STR, &c->secret_key_file, NULL, 0, 0, "the key webhook secrets are sealed under in the database (created 0600 if missing; default DATA/secret.key; keep it out of the database's backups to keep the secrets out of them)"},
         {"worker-bin", OPT_STR, &c->worker_bin, NULL, 0, 0, "the gplq-worker program (default: beside gplqd)"},
         {"worker-threads", OPT_INT, &c->worker_threads, "0", 0, 256, "threads per worker (0: cores / workers)"},
         {"http-threads", OPT_INT, &c->http_threads, "0", 0, 64, "HTTP threads (0: cores, at least 2)"},

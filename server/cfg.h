@@ -19,6 +19,7 @@ typedef struct {
     const char *data_dir;        /* gplq.db, blobs/, tmp/, jobs/ */
     int workers;                 /* gplq-worker processes; 0 = API only */
     const char *worker_bin;      /* NULL: gplq-worker beside the gplqd binary */
+    const char *secret_key_file; /* NULL: DATA/secret.key (config/layout.h) */
     int worker_threads;          /* 0: max(1, cores / workers) */
     int http_threads;            /* 0: max(2, cores) */
     int http_epoll;              /* libmicrohttpd's epoll instead of poll */

@@ -127,10 +127,17 @@ static void start(deliver *d, json_t *r) {
     snprintf(x->url, sizeof x->url, "%s", json_string_value(json_object_get(r, "url")));
     const char *payload = json_string_value(json_object_get(r, "payload"));
     const char *secret = json_string_value(json_object_get(r, "secret"));
+    const char *secret_err = json_string_value(json_object_get(r, "secret_error"));
     x->body = strdup(payload ? payload : "{}");
     x->started_ms = store_now_ms();
     x->t0 = clock_mono_ms();
     char err[512];
+    /* A secret that does not open cannot sign: the attempt fails, saying why, unsent. */
+    if (x->body && secret_err) {
+        finish(d, x, 0, secret_err, 1);
+        xfer_free(x);
+        return;
+    }
     /* The policy of now, which may be stricter than when the job was submitted. */
     if (!x->body || webhook_url_check(x->url, d->o.allow_hosts, err, sizeof err)) {
         finish(d, x, 0, x->body ? err : "out of memory", x->body != NULL);
@@ -266,6 +273,7 @@ int deliver_start(deliver **out, const deliver_options *o, char *err, size_t err
         free(d);
         return -1;
     }
+    if (o->secret_key) store_set_secret_key(d->st, o->secret_key);
     if (!(d->multi = curl_multi_init())) {
         snprintf(err, errlen, "libcurl: cannot make a multi handle");
         store_close(d->st);

@@ -22,11 +22,13 @@
 #define GPLQ_DELIVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct deliver deliver;
 
 typedef struct {
     const char *db_path;       /* the thread's own connection */
+    const uint8_t *secret_key; /* what the secrets are sealed under; borrowed */
     int busy_ms;
     const char *allow_hosts;   /* api/webhook.h; "" = any public address */
     int max_attempts;

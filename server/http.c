@@ -97,6 +97,7 @@ static store *thread_store(http_server *h) {
         jlog("error", NULL, "opening the database for an HTTP thread: %s", err);
         return NULL;
     }
+    if (h->o.secret_key) store_set_secret_key(s, h->o.secret_key);
     pthread_setspecific(h->store_key, s);
     return s;
 }

@@ -19,6 +19,7 @@
 #define GPLQ_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "api/api.h"
 
@@ -33,6 +34,7 @@ typedef struct {
     int head_timeout_s;      /* accept to the end of the request head (server/guard.h); 0: 10 */
     int max_per_ip;          /* connections from one address; past it refused; 0: no limit */
     const char *db_path;     /* each HTTP thread opens its own connection to it */
+    const uint8_t *secret_key; /* webhook secrets' key (store_set_secret_key); borrowed */
     int busy_ms;
     int max_streams;         /* event streams (SSE) open at once; past it a 503 */
     int max_owner_streams;   /* of them, one owner's (admins exempt); past it a 429; 0: no limit */

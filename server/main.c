@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -32,6 +33,7 @@
 #include "storage/store.h"
 #include "util/fs.h"
 #include "util/jlog.h"
+#include "util/secretbox.h"
 
 #define GPLQD_VERSION "0.1.0"
 
@@ -39,6 +41,7 @@ typedef struct {
     cfg c;
     char db_path[4096];
     inspector inspector;  /* the upload inspector, its limits and its count of running ones */
+    uint8_t secret_key[SECRETBOX_KEY_BYTES]; /* webhook secrets are sealed under it */
     uv_loop_t *loop;
     store *st;            /* the loop thread's connection */
     sup *sup;
@@ -139,6 +142,11 @@ static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
         fprintf(stderr, "gplqd: cannot create %s: %s\n", g->c.data_dir, strerror(errno));
         return -1;
     }
+    /* Uploads, models and the database are the users' and nobody else's on this machine: the
+     * folder is closed to others (a data dir made by an older gplqd was 0755). */
+    if (chmod(g->c.data_dir, 0700))
+        jlog("warn", NULL, "cannot make %s private (chmod 0700): %s", g->c.data_dir,
+             strerror(errno));
     if (blob_init(g->c.data_dir, err, errlen)) {
         fprintf(stderr, "gplqd: cannot use the data directory %s: %s\n", g->c.data_dir, err);
         return -1;
@@ -166,6 +174,20 @@ static int open_database(gplqd *g, char *err, size_t errlen) {
         fprintf(stderr, "gplqd: %s\n", err);
         return -1;
     }
+    char key_path[4096];
+    if (g->c.secret_key_file) snprintf(key_path, sizeof key_path, "%s", g->c.secret_key_file);
+    else layout_secret_key(key_path, sizeof key_path, g->c.data_dir);
+    if (secretbox_key_load(key_path, 1, g->secret_key, err, errlen)) {
+        fprintf(stderr, "gplqd: %s\n", err);
+        return -1;
+    }
+    store_set_secret_key(g->st, g->secret_key);
+    int sealed = 0;
+    if (store_seal_secrets(g->st, &sealed))
+        jlog("error", NULL, "sealing the webhook secrets: %s", store_errmsg(g->st));
+    else if (sealed)
+        jlog("info", NULL, "sealed %d webhook secrets stored in the clear by an older gplqd",
+             sealed);
     if (register_builtins(g->st))
         jlog("error", NULL, "registering the built-in dataset: %s", store_errmsg(g->st));
     /* Printed before the listening line, so whoever reads stdout for the URL has the token. */
@@ -204,7 +226,7 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
     g->inspector.memory_bytes = g->c.inspect_memory;
     http_options ho = {.listen = g->c.listen, .threads = g->c.http_threads,
                        .epoll = g->c.http_epoll, .max_connections = g->c.max_connections,
-                       .timeout_s = g->c.connection_timeout_s, .db_path = g->db_path,
+                       .timeout_s = g->c.connection_timeout_s, .db_path = g->db_path, .secret_key = g->secret_key,
                        .busy_ms = g->c.busy_ms, .max_streams = g->c.max_event_streams,
                        .head_timeout_s = g->c.head_timeout_s,
                        .max_per_ip = g->c.max_connections_per_ip,
@@ -243,6 +265,7 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
 /* Webhook delivery, on its own thread. Returns -1 after saying why on stderr. */
 static int start_webhooks(gplqd *g, char *err, size_t errlen) {
     deliver_options dopt = {.db_path = g->db_path, .busy_ms = g->c.busy_ms,
+                            .secret_key = g->secret_key,
                             .allow_hosts = g->c.webhook_allow_hosts,
                             .max_attempts = g->c.webhook_max_attempts,
                             .backoff_ms = g->c.webhook_backoff_ms,
@@ -289,6 +312,9 @@ int main(int argc, char **argv) {
     /* A worker's pipe or a client's socket closing under a write must be an error code, not
      * the end of the daemon. */
     signal(SIGPIPE, SIG_IGN);
+    /* Every file and folder gplqd and its workers make (the database, blobs, checkpoints,
+     * artifacts, keys) is its user's alone: 0600 and 0700. */
+    umask(077);
     int code;
     if (other_command(argc, argv, &code)) return code;
     static gplqd g;

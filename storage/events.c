@@ -99,10 +99,65 @@ int store_event_list(store *s, const char *owner, const char *job_id, int64_t af
 /* ---- webhook deliveries ---- */
 
 static json_t *due_row(sqlite3_stmt *st) {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id", store__col_int(st, 0),
-                     "event_id", store__col_str(st, 1), "type", store__col_str(st, 2), "payload",
-                     store__col_str(st, 3), "attempts", store__col_int(st, 4), "url",
-                     store__col_str(st, 5), "secret", store__col_str(st, 6));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id",
+                     store__col_int(st, 0), "event_id", store__col_str(st, 1), "type",
+                     store__col_str(st, 2), "payload", store__col_str(st, 3), "attempts",
+                     store__col_int(st, 4), "url", store__col_str(st, 5), "secret",
+                     store__col_str(st, 6), "job_id", store__col_str(st, 7));
+}
+
+static json_t *due_plain_row(sqlite3_stmt *st) {
+    return json_pack("{s:o, s:o}", "job_id", store__col_str(st, 0), "secret",
+                     store__col_str(st, 1));
+}
+
+/* Replaces a due row's sealed secret by its plaintext, or by secret_error when it does not
+ * open (the database was moved to a gplqd with another key file). */
+static void open_secret(store *s, json_t *r) {
+    const char *sealed = json_string_value(json_object_get(r, "secret"));
+    const char *job = json_string_value(json_object_get(r, "job_id"));
+    char err[256];
+    char *plain = !s->has_key ? NULL : !secretbox_is_sealed(sealed) ? strdup(sealed ? sealed : "")
+                                     : secretbox_open(s->key, sealed, job ? job : "", err, sizeof err);
+    if (!s->has_key) snprintf(err, sizeof err, "no key to open the webhook secret with");
+    if (plain) {
+        json_object_set_new(r, "secret", json_string(plain));
+        explicit_bzero(plain, strlen(plain));
+        free(plain);
+    } else {
+        json_object_del(r, "secret");
+        json_object_set_new(r, "secret_error", json_string(err));
+    }
+    json_object_del(r, "job_id");
+}
+
+int store_seal_secrets(store *s, int *sealed) {
+    if (sealed) *sealed = 0;
+    if (!s->has_key) return store__fail(s, STORE_EINVAL, "no key to seal the webhook secrets with");
+    int rc = store__tx_begin(s);
+    if (rc) return rc;
+    json_t *rows = NULL;
+    rc = store__query_all(s, due_plain_row, &rows,
+                          "SELECT job_id, secret FROM job_webhooks WHERE secret NOT LIKE 'sb1:%'",
+                          "");
+    size_t i;
+    json_t *r;
+    json_array_foreach(rc ? NULL : rows, i, r) {
+        const char *job = json_string_value(json_object_get(r, "job_id"));
+        const char *plain = json_string_value(json_object_get(r, "secret"));
+        char *box = secretbox_seal(s->key, plain ? plain : "", job ? job : "");
+        if (!box) {
+            rc = store__fail(s, STORE_EDB, "cannot seal a webhook secret (libcrypto failed)");
+            break;
+        }
+        rc = store__exec(s, "UPDATE job_webhooks SET secret = ?2 WHERE job_id = ?1", "ss", job,
+                         box);
+        free(box);
+        if (rc) break;
+        if (sealed) (*sealed)++;
+    }
+    json_decref(rows);
+    return store__tx_end(s, rc, rc == STORE_OK);
 }
 
 int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, json_t **out_array) {
@@ -111,7 +166,8 @@ int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, jso
     if (rc) return rc;
     rc =
         store__query_all(s, due_row, out_array,
-                         "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret"
+                         "SELECT o.id, o.event_id, o.type, o.payload, o.attempts, w.url, w.secret,"
+                         " o.job_id"
                          " FROM webhook_outbox o JOIN job_webhooks w ON w.job_id = o.job_id"
                          " WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1"
                          /* one job's events go out in order: a row waits while an earlier one of
@@ -130,6 +186,7 @@ int store_webhook_due(store *s, int64_t now_ms, int64_t lease_ms, int limit, jso
                          (int64_t)json_integer_value(json_object_get(r, "outbox_id")),
                          now_ms + lease_ms);
         if (rc) break;
+        open_secret(s, r);
     }
     if (rc) {
         json_decref(*out_array);

@@ -135,12 +135,23 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
                          " idempotency_key, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                          "ssssjisI", id, owner, n->model_id, n->dataset_id, n->spec, max_attempts,
                          n->idempotency_key, store_now_ms());
-    if (!rc && n->webhook_url)
-        rc = store__exec(s,
-                         "INSERT INTO job_webhooks (job_id, url, secret, progress_every_ms)"
-                         " VALUES (?1, ?2, ?3, ?4)",
-                         "sssI", id, n->webhook_url, n->webhook_secret ? n->webhook_secret : "",
-                         n->webhook_progress_ms > 0 ? n->webhook_progress_ms : (int64_t)0);
+    if (!rc && n->webhook_url) {
+        /* sealed, and bound to this job: the secret is never in the database in the clear */
+        char *sealed = s->has_key ? secretbox_seal(s->key, n->webhook_secret ? n->webhook_secret
+                                                                              : "", id)
+                                  : NULL;
+        if (!sealed)
+            rc = store__fail(s, s->has_key ? STORE_EDB : STORE_EINVAL,
+                             s->has_key ? "cannot seal the webhook secret (libcrypto failed)"
+                                        : "no key to seal the webhook secret with");
+        else
+            rc = store__exec(s,
+                             "INSERT INTO job_webhooks (job_id, url, secret, progress_every_ms)"
+                             " VALUES (?1, ?2, ?3, ?4)",
+                             "sssI", id, n->webhook_url, sealed,
+                             n->webhook_progress_ms > 0 ? n->webhook_progress_ms : (int64_t)0);
+        free(sealed);
+    }
     if (!rc) rc = store__state_event(s, id, "queued", NULL, NULL);
     if (!rc) rc = store__job_fetch(s, NULL, id, out);
     return store__tx_end(s, rc, rc == STORE_OK);

@@ -533,11 +533,17 @@ int store_open(store **out, const char *path, int busy_ms, char *err, size_t err
     return STORE_OK;
 }
 
+void store_set_secret_key(store *s, const uint8_t *key) {
+    memcpy(s->key, key, sizeof s->key);
+    s->has_key = 1;
+}
+
 void store_close(store *s) {
     if (!s) return;
     for (int i = 0; i < s->ncache; i++) sqlite3_finalize(s->cache[i].st);
     free(s->cache);
     sqlite3_close(s->db);
+    explicit_bzero(s->key, sizeof s->key);
     free(s);
 }
 

@@ -49,6 +49,14 @@ int store_open(store **out, const char *path, int busy_ms, char *err, size_t err
 void store_close(store *s);
 /* Borrowed, valid until the next call on s. */
 const char *store_errmsg(const store *s);
+/* Webhook secrets are stored sealed (util/secretbox.h) under key, bound to their job's id, so
+ * the database alone does not give them away. s keeps a copy of key. A handle that stores or
+ * reads a secret (gplqd's request threads and its webhook delivery) is given the key after
+ * store_open; without one, submitting a job with a webhook is STORE_EINVAL. */
+void store_set_secret_key(store *s, const uint8_t *key);
+/* Seals every secret that a gplqd from before sealing stored in plain text; *sealed (if not
+ * NULL) how many. Idempotent: gplqd runs it at each start. */
+int store_seal_secrets(store *s, int *sealed);
 /* The schema version this build writes (user_version). */
 int store_schema_version(void);
 /* Now as Unix milliseconds (CLOCK_REALTIME): the clock every stored time uses, for callers
@@ -249,7 +257,8 @@ int store_event_max_id(store *s, int64_t *id);
  * (each job's events are delivered in order, one at a time), each leased for lease_ms (their next
  * attempt time moves past it, so no other look takes them meanwhile); a new array of
  * {outbox_id, event_id, type, payload (the JSON text to send), attempts (made so far), url,
- * secret}. record: one attempt (attempt = its number, status_code 0 if no HTTP answer, error
+ * secret (opened with the handle's key), secret_error (instead of secret, when it does not open:
+ * another key file, or no key)}. record: one attempt (attempt = its number, status_code 0 if no HTTP answer, error
  * NULL on success) and the row's new state: outcome "delivered", "failed" (given up), or
  * "retry" at next_attempt_ms. list: the job's deliveries for the API, oldest first: {id, type,
  * status (pending, delivered, failed), created_at, finished_at, next_attempt_at, attempts:

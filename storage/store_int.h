@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "storage/store.h"
+#include "util/secretbox.h"
 
 struct store {
     sqlite3 *db;
@@ -36,6 +37,9 @@ struct store {
         sqlite3_stmt *st;
     } *cache;
     int ncache, capcache;
+    /* The key webhook secrets are sealed under (store_set_secret_key); has_key 0: none given. */
+    uint8_t key[SECRETBOX_KEY_BYTES];
+    int has_key;
 };
 
 /* ---- errors ---- */

@@ -90,6 +90,8 @@ static void fx_open(fixture *f) {
     if (blob_init(f->dir, err, sizeof err)) fprintf(stderr, "blob_init: %s\n", err), abort();
     snprintf(path, sizeof path, "%s/gplq.db", f->dir);
     if (store_open(&f->st, path, 5000, err, sizeof err)) fprintf(stderr, "store_open: %s\n", err), abort();
+    static const uint8_t key[32] = {1, 2, 3}; /* webhook secrets are sealed under it */
+    store_set_secret_key(f->st, key);
     json_t *row = NULL, *summary = json_pack("{s:i}", "train", 60000);
     store_dataset_insert(f->st, "", "fashion-mnist", "fashion-mnist", "builtin", "", 0, summary, &row);
     json_decref(summary);

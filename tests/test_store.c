@@ -14,6 +14,7 @@
 
 #include "storage/blob.h"
 #include "storage/store.h"
+#include "util/secretbox.h"
 #include "tests/test.h"
 #include "util/fs.h"
 
@@ -1164,9 +1165,12 @@ static void due_types(store *s, char *out, size_t n, json_t **rows) {
 /* Each job's webhook events go out in order, one at a time: a later one waits while an earlier
  * one is in flight or waiting to retry (a receiver must never see job.progress before
  * job.started). */
+static const uint8_t test_key[32] = {42};
+
 TEST(webhook_events_of_a_job_go_out_in_order) {
     store_claim cl;
     store *s = open_fresh();
+    store_set_secret_key(s, test_key);
     add_builtin(s);
     char model[32], id[32], types[256];
     add_model(s, "u", 'b', model);
@@ -1275,6 +1279,80 @@ TEST(tokens_and_per_owner_limits) {
     CHECK(store_model_by_sha256(s, "u", sha, &m) == STORE_OK && !strcmp(str(m, "id"), model));
     json_decref(m);
     CHECK(store_model_by_sha256(s, "ops", sha, &m) == STORE_ENOTFOUND);
+    store_close(s);
+}
+
+/* Webhook secrets are sealed in the database, bound to their job, and open only with the key;
+ * a database written before sealing is sealed by store_seal_secrets. */
+TEST(webhook_secrets_are_sealed_at_rest) {
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], id[32], path[512], err[256];
+    add_model(s, "u", 'c', model);
+    const char *secret = "0123456789abcdef-the-secret";
+    store_job_new nj = {.owner = "u", .model_id = model, .dataset_id = "fashion-mnist",
+                        .webhook_url = "http://127.0.0.1:9/hook", .webhook_secret = secret};
+    json_t *j = NULL, *rows = NULL;
+    /* without a key there is nothing to seal with: refused, not stored in the clear */
+    CHECK(store_job_submit(s, &nj, &j) == STORE_EINVAL && strstr(store_errmsg(s), "key"));
+    store_set_secret_key(s, test_key);
+    CHECK(store_job_submit(s, &nj, &j) == STORE_OK);
+    snprintf(id, sizeof id, "%s", str(j, "id"));
+    json_decref(j);
+    store_claim cl;
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    store_claim_free(&cl);
+
+    /* the file holds no plaintext secret */
+    db_path(path, sizeof path);
+    sqlite3 *raw;
+    CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
+    sqlite3_stmt *st;
+    CHECK(sqlite3_prepare_v2(raw, "SELECT secret FROM job_webhooks", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    const char *stored = (const char *)sqlite3_column_text(st, 0);
+    CHECK(stored && secretbox_is_sealed(stored) && !strstr(stored, "the-secret"));
+    char *copy = strdup(stored ? stored : "");
+    sqlite3_finalize(st);
+
+    /* delivery gets the plaintext */
+    CHECK(store_webhook_due(s, store_now_ms(), 1, 10, &rows) == STORE_OK);
+    CHECK(json_array_size(rows) == 1);
+    CHECK(!strcmp(str(json_array_get(rows, 0), "secret"), secret));
+    CHECK(!json_object_get(json_array_get(rows, 0), "job_id"));
+    json_decref(rows);
+
+    /* with another key (a database moved to another gplqd) it does not open, and says so */
+    store_close(s);
+    CHECK(store_open(&s, path, 5000, err, sizeof err) == STORE_OK);
+    uint8_t other[32] = {43};
+    store_set_secret_key(s, other);
+    usleep(5000);
+    CHECK(store_webhook_due(s, store_now_ms() + 10, 1, 10, &rows) == STORE_OK);
+    CHECK(json_array_size(rows) == 1);
+    CHECK(!json_object_get(json_array_get(rows, 0), "secret"));
+    CHECK(strstr(str(json_array_get(rows, 0), "secret_error"), "key") != NULL);
+    json_decref(rows);
+
+    /* a secret stored in the clear by an older gplqd is sealed at the next start */
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE job_webhooks SET secret = 'legacy-secret' WHERE job_id = '%s'", id);
+    CHECK(sqlite3_exec(raw, sql, NULL, NULL, NULL) == SQLITE_OK);
+    store_set_secret_key(s, test_key);
+    int n = -1;
+    CHECK(store_seal_secrets(s, &n) == STORE_OK && n == 1);
+    CHECK(store_seal_secrets(s, &n) == STORE_OK && n == 0);
+    CHECK(sqlite3_prepare_v2(raw, "SELECT secret FROM job_webhooks", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW);
+    CHECK(secretbox_is_sealed((const char *)sqlite3_column_text(st, 0)));
+    CHECK(strcmp((const char *)sqlite3_column_text(st, 0), copy)); /* a fresh seal */
+    sqlite3_finalize(st);
+    usleep(5000);
+    CHECK(store_webhook_due(s, store_now_ms() + 20, 1, 10, &rows) == STORE_OK);
+    CHECK(json_array_size(rows) == 1 && !strcmp(str(json_array_get(rows, 0), "secret"), "legacy-secret"));
+    json_decref(rows);
+    free(copy);
+    sqlite3_close(raw);
     store_close(s);
 }
 

@@ -526,5 +526,45 @@ def test_inspections_past_the_cap_get_503_with_retry_after():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- data at rest
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_data_dir_is_private_and_webhook_secrets_are_sealed():
+    secret = "the-receivers-secret-0123456789"
+    with Daemon(workers=0) as d:
+        mid = d.upload_model().json()["id"]
+        r = d.create_job(mid, webhook={"url": "https://hooks.example.com/gplq", "secret": secret})
+        assert r.status == 201, r
+        # 0700 folders and 0600 files, all the way down, the key included
+        assert mode(d.data_dir) == 0o700, oct(mode(d.data_dir))
+        for base, dirs, files in os.walk(d.data_dir):
+            for n in dirs:
+                assert mode(os.path.join(base, n)) & 0o077 == 0, (base, n, oct(mode(os.path.join(base, n))))
+            for n in files:
+                assert mode(os.path.join(base, n)) & 0o077 == 0, (base, n, oct(mode(os.path.join(base, n))))
+        key = os.path.join(d.data_dir, "secret.key")
+        assert mode(key) == 0o600 and len(open(key).read().strip()) == 64
+        # the secret is in no file of the database (gplq.db and its write-ahead log)
+        for n in os.listdir(d.data_dir):
+            if n.startswith("gplq.db"):
+                with open(os.path.join(d.data_dir, n), "rb") as f:
+                    assert secret.encode() not in f.read(), n
+        # a database whose key is lost cannot sign: under another key the secret does not
+        # open, and the delivery fails saying so rather than going out unsigned
+        job = r.json()["id"]
+        os.unlink(key)
+        d.restart()
+        assert os.path.exists(key)
+        assert d.post("/v1/jobs/%s/cancel" % job).status == 200
+        def failed_for_the_key():
+            hooks = d.get("/v1/jobs/%s/webhooks" % job).json()["deliveries"]
+            tries = [a for h in hooks for a in h["attempts"]]
+            return tries and "does not open" in (tries[0]["error"] or "")
+        d.wait_for(failed_for_the_key, timeout=20, what="a delivery refused for its key")
+
+
 if __name__ == "__main__":
     run_tests(globals())
