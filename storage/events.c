@@ -267,19 +267,5 @@ int store_webhook_list(store *s, const char *owner, const char *job_id, json_t *
 int store_webhook_counts(store *s, json_t **out) {
     *out = NULL;
     json_t *c = json_pack("{s:i, s:i, s:i}", "pending", 0, "delivered", 0, "failed", 0);
-    sqlite3_stmt *st =
-        store__query(s, "SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status", "");
-    if (!st) {
-        json_decref(c);
-        return STORE_EDB;
-    }
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
-                            json_integer(sqlite3_column_int64(st, 1)));
-    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
-    sqlite3_reset(st);
-    if (rc) json_decref(c);
-    else *out = c;
-    return rc;
+    return store__counts(s, "SELECT status, COUNT(*) FROM webhook_outbox GROUP BY status", c, out);
 }

@@ -289,23 +289,7 @@ int store_job_counts(store *s, json_t **out) {
     *out = NULL;
     json_t *c = json_pack("{s:i, s:i, s:i, s:i, s:i}", "queued", 0, "running", 0, "succeeded", 0,
                           "failed", 0, "canceled", 0);
-    sqlite3_stmt *st = store__query(s, "SELECT state, COUNT(*) FROM jobs GROUP BY state", "");
-    if (!st) {
-        json_decref(c);
-        return STORE_EDB;
-    }
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
-                            json_integer(sqlite3_column_int64(st, 1)));
-    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
-    sqlite3_reset(st);
-    if (rc) {
-        json_decref(c);
-        return rc;
-    }
-    *out = c;
-    return STORE_OK;
+    return store__counts(s, "SELECT state, COUNT(*) FROM jobs GROUP BY state", c, out);
 }
 
 int store_job_durations(store *s, void (*fn)(void *arg, const char *state, double seconds),

@@ -533,6 +533,23 @@ int store_open(store **out, const char *path, int busy_ms, char *err, size_t err
     return STORE_OK;
 }
 
+int store__counts(store *s, const char *sql, json_t *c, json_t **out) {
+    sqlite3_stmt *st = store__query(s, sql, "");
+    if (!st) {
+        json_decref(c);
+        return STORE_EDB;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        json_object_set_new(c, (const char *)sqlite3_column_text(st, 0),
+                            json_integer(sqlite3_column_int64(st, 1)));
+    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
+    sqlite3_reset(st);
+    if (rc) json_decref(c);
+    else *out = c;
+    return rc;
+}
+
 void store_set_secret_key(store *s, const uint8_t *key) {
     memcpy(s->key, key, sizeof s->key);
     s->has_key = 1;

@@ -42,6 +42,11 @@ struct store {
     int has_key;
 };
 
+/* ---- counts ----
+ * Runs sql, a "SELECT key, COUNT(*) ... GROUP BY key", into c (owned: given to *out on success,
+ * freed on failure), whose keys start at 0 so that an empty group still shows. */
+int store__counts(store *s, const char *sql, json_t *c, json_t **out);
+
 /* ---- errors ---- */
 
 /* Sets the handle's message (printf-style) and returns rc, so a failing path is one line. */
