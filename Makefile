@@ -35,7 +35,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
-.PHONY: all test-deps test bench san clean deps help demo stop
+.PHONY: all test-deps test bench san clean deps help demo stop fuzz fuzz-build
 all: $(PROGRAMS) $(TESTS)
 
 help:
@@ -43,6 +43,7 @@ help:
 	@echo "make test       install deps if missing, build, run every test (what CI runs)"
 	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
+	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
 	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
 	@echo "make stop       stop the gplqd that make demo started (SIGTERM, waits for it to drain)"
@@ -102,6 +103,43 @@ tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/
 san: test-deps
 	$(MAKE) BUILD=build/san OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh build/san
+
+# Fuzzing (tests/fuzz/README.md): libFuzzer harnesses, built with clang under ASan + UBSan into
+# a tree of their own. The library sources the harnesses need are compiled with
+# -fsanitize=fuzzer-no-link (coverage for the fuzzer, no main) and without OpenMP: a fuzzing
+# process runs one input at a time on one thread, and the parsers have no parallel loops. Each
+# harness links what it uses from one archive; OpenBLAS comes in as a shared library.
+FUZZ_CC    ?= clang
+FUZZ_S     ?= 60
+FUZZ_BUILD ?= build/fuzz
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
+              -Wno-unknown-pragmas -Wno-target-clones-mixed-specifiers -I. $(BLAS_INC) -DGPLQ_SRC_DIR=\"$(CURDIR)\" \
+              -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_SRC   := $(wildcard io/*.c) engine/vit.c engine/ops.c $(wildcard config/*.c) \
+              $(wildcard storage/*.c) $(wildcard api/*.c) $(wildcard util/*.c) tests/fuzz/fixture.c
+FUZZ_OBJ   := $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(wildcard */*.h) $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(FUZZ_BUILD)/obj/api/openapi.o: api/openapi.json
+$(FUZZ_BUILD)/obj/api/web.o: web/index.html web/app.js web/style.css web/charts.js
+
+$(FUZZ_BUILD)/libgplqfuzz.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/libgplqfuzz.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libgplqfuzz.a $(LDLIBS) $(SVC_LIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each harness for FUZZ_S seconds on a scratch copy of its committed corpus; fails on a crash.
+fuzz:
+	bash scripts/install-deps.sh --fuzz
+	$(MAKE) -j$$(nproc) fuzz-build
+	bash tests/fuzz/run.sh -s $(FUZZ_S) -b $(FUZZ_BUILD)
 
 # The main job on embedded defaults, through the service: gplqd (started, or reused) quantizes
 # the committed demo model on Fashion-MNIST; scripts/demo.sh says what it does and its options.

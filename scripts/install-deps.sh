@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs every Debian package gplq needs to build, test and benchmark.
 # Idempotent and quick when all is present: apt-get runs only for what is missing.
-# Usage: scripts/install-deps.sh [--test] [--bench]
+# Usage: scripts/install-deps.sh [--test] [--bench] [--fuzz]
 #   --test   adds what `make test` needs beyond the build: Debian's chromium for the dashboard's
 #            browser test, and Node.js with npm (for playwright-core, tests/browser) if absent
 #   --bench  adds PyTorch and wrk, only used by `make bench` and by tests/ref/*.py, which
 #            regenerate the committed reference fixtures
+#   --fuzz   adds clang and its fuzzer and sanitizer runtimes, for `make fuzz` and the fuzz
+#            regression test (tests/fuzz/)
 set -euo pipefail
 
 want_node=0
@@ -35,7 +37,8 @@ for arg in "$@"; do
       command -v npm >/dev/null || pkgs+=(npm)
       ;;
     --bench) pkgs+=(python3-torch wrk) ;;
-    *) echo "install-deps: unknown option $arg (use --test, --bench)" >&2; exit 2 ;;
+    --fuzz) pkgs+=(clang libclang-rt-14-dev) ;;  # Debian 12's clang is 14: libFuzzer, ASan, UBSan
+    *) echo "install-deps: unknown option $arg (use --test, --bench, --fuzz)" >&2; exit 2 ;;
   esac
 done
 
