@@ -4,6 +4,7 @@
 #include "tests/fuzz/fixture.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,21 @@ static int write_file(const char *path, const char *data, size_t n) {
     return fclose(f) || w != n ? -1 : 0;
 }
 
+/* The data dir, removed at exit (a crash leaves it, for a look). */
+static char fx_dir[256];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f) {
+    (void)st;
+    (void)f;
+    if (flag == FTW_DP) rmdir(path);
+    else unlink(path);
+    return 0;
+}
+
+static void fx_remove(void) {
+    if (fx_dir[0]) nftw(fx_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static const char artifact_text[] = "{\"accuracy\": {\"fp32\": 0.9, \"w4a4\": 0.88}}\n";
 
 void fuzz_fx_init(fuzz_fx *fx) {
@@ -83,6 +99,8 @@ void fuzz_fx_init(fuzz_fx *fx) {
     const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
     snprintf(fx->dir, sizeof fx->dir, "%s/gplq-fuzz-XXXXXX", base);
     if (!mkdtemp(fx->dir)) die("mkdtemp", fx->dir);
+    snprintf(fx_dir, sizeof fx_dir, "%s", fx->dir);
+    atexit(fx_remove);
     char err[512];
     if (blob_init(fx->dir, err, sizeof err)) die("blob_init", err);
     snprintf(fx->db, sizeof fx->db, "%s/gplq.db", fx->dir);
@@ -91,8 +109,10 @@ void fuzz_fx_init(fuzz_fx *fx) {
     if (store_open(&st, fx->tmpl, 1000, err, sizeof err)) die("store_open", err);
     token(st, "alice", 0, fx->token);
     token(st, "root", 1, fx->admin_token);
-    json_t *row = NULL, *cfg = json_pack("{s:i, s:i, s:i}", "dim", 192, "depth", 12, "num_heads", 3);
-    if (store_model_insert(st, "alice", "tiny", "00", 1000, cfg, &row)) die("model", store_errmsg(st));
+    json_t *row = NULL;
+    json_t *cfg = json_pack("{s:i, s:i, s:i}", "dim", 192, "depth", 12, "num_heads", 3);
+    if (store_model_insert(st, "alice", "tiny", "00", 1000, cfg, &row))
+        die("model", store_errmsg(st));
     json_decref(cfg);
     copy_id(fx->model_id, sizeof fx->model_id, row);
     json_t *summary = json_pack("{s:i}", "train", 60000);
@@ -118,7 +138,8 @@ void fuzz_fx_init(fuzz_fx *fx) {
     if (store_artifact_add(st, fx->job_id, LAYOUT_ARTIFACT_REPORT, sizeof artifact_text - 1,
                            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"))
         die("artifact", store_errmsg(st));
-    if (store_job_finish(st, fx->job_id, "w1:1", "succeeded", NULL)) die("finish", store_errmsg(st));
+    if (store_job_finish(st, fx->job_id, "w1:1", "succeeded", NULL))
+        die("finish", store_errmsg(st));
     row = NULL;
     spec = json_pack("{s:i}", "wbits", 4);
     if (store_job_insert(st, "alice", fx->model_id, fx->dataset_id, spec, 3, NULL, &row))

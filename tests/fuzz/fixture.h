@@ -6,8 +6,9 @@
  * inspector stub instead of the worker child).
  *
  * Every run starts from the same state: the database is built once into a template file, and
- * fuzz_fx_begin copies it (a few hundred KB on tmpfs) and opens the copy, so what one input
- * created or deleted does not leak into the next, and a crash replays from its input alone.
+ * fuzz_fx_begin copies it (140 KB on tmpfs) and opens the copy, so what one input created or
+ * deleted does not leak into the next, and a crash replays from its input alone. The data
+ * directory is removed when the process exits (not after a crash: it is left for a look).
  *
  * Inputs name the fixture's objects with placeholders that fuzz_fx_expand replaces (ids and
  * tokens are random at creation, so a fuzzer could not guess them): @T alice's token, @A the

@@ -64,7 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (fuzz_fx_begin(&fx) == 0) {
         api_response res;
         api_dispatch(&fx.ctx, &req, &res);
-        if (fuzz_verbose()) fprintf(stderr, "fuzz: %d after %lld\n", res.status, (long long)res.stream_after);
+        if (fuzz_verbose())
+            fprintf(stderr, "fuzz: %d after %lld\n", res.status, (long long)res.stream_after);
         if (res.status == 200) {
             if (!res.stream || res.stream_after < 0) abort();
             stream(&res);

@@ -26,8 +26,10 @@ static int url_host(const char *url, char *host, size_t n) {
              curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h;
     if (ok) {
         size_t l = strlen(h);
-        if (l >= 2 && h[0] == '[' && h[l - 1] == ']') snprintf(host, n, "%.*s", (int)(l - 2), h + 1);
-        else snprintf(host, n, "%s", h);
+        if (l >= 2 && h[0] == '[' && h[l - 1] == ']')
+            snprintf(host, n, "%.*s", (int)(l - 2), h + 1);
+        else
+            snprintf(host, n, "%s", h);
     }
     curl_free(h);
     curl_url_cleanup(u);

@@ -36,11 +36,14 @@ scratch_root=$(mktemp -d "${TMPDIR:-/tmp}/gplq-fuzz-run.XXXXXX")
 for t in "${targets[@]}"; do
   bin=$build/fuzz_$t
   if [ ! -x "$bin" ]; then
-    echo "fuzz $t: $bin is missing (make fuzz-build)"; failed=$((failed + 1)); crashed+=("$t (not built)"); continue
+    echo "fuzz $t: $bin is missing (make fuzz-build)"
+    failed=$((failed + 1)); crashed+=("$t (not built)"); continue
   fi
   log=$scratch_root/$t.log
   # The fuzzer's options for both steps: a run that takes over 25 s or 2 GB is a finding too.
   opts=(-timeout=25 -rss_limit_mb=2048 -print_final_stats=1)
+  # what of a crash's report to print: the sanitizer's verdict and our frames of the stack
+  ours='ERROR|SUMMARY|^fuzz:|^    #[0-9]+ .* in .*(tests/fuzz|io|api|config|storage|engine|util)/'
   [ -f "$here/$t.dict" ] && opts+=("-dict=$here/$t.dict")
 
   # 1. replay
@@ -50,7 +53,7 @@ for t in "${targets[@]}"; do
   if ! "$bin" "${opts[@]}" "${existing[@]}" >"$log" 2>&1; then
     bad=$(grep -E '^Running: ' "$log" | tail -n 1 | sed 's/^Running: //')
     echo "fuzz $t: CRASH replaying ${bad:-the corpus} (log: $log)"
-    grep -E 'ERROR|SUMMARY|^fuzz:|^    #[0-9]+ .* in .*(gplq|/work|tests/fuzz|io/|api/|config/|storage/|engine/|util/)' "$log" | head -n 25
+    grep -E "$ours" "$log" | head -n 25
     failed=$((failed + 1)); crashed+=("$t"); continue
   fi
   if [ "$seconds" = 0 ]; then
@@ -70,10 +73,11 @@ for t in "${targets[@]}"; do
   if [ $rc -ne 0 ]; then
     input=$(sed -nE 's/.*Test unit written to (.*)$/\1/p' "$log" | tail -n 1)
     echo "fuzz $t: CRASH after ${execs:-?} executions; input: ${input:-?} (log: $log)"
-    grep -E 'ERROR|SUMMARY|^fuzz:|^    #[0-9]+ .* in .*(tests/fuzz|io/|api/|config/|storage/|engine/|util/)' "$log" | head -n 25
+    grep -E "$ours" "$log" | head -n 25
     failed=$((failed + 1)); crashed+=("$t")
   else
-    echo "fuzz $t: ${execs:-?} executions in ${seconds} s (${rate:-?}/s), corpus $n0 -> $n1 inputs, no crash"
+    echo "fuzz $t: ${execs:-?} executions in ${seconds} s (${rate:-?}/s)," \
+         "corpus $n0 -> $n1 inputs, no crash"
     passed=$((passed + 1))
   fi
 done
