@@ -90,10 +90,11 @@ test: test-deps
 	$(MAKE) -j$$(nproc) all
 	bash tests/run.sh $(BUILD)
 
-# What the tests need beyond the build: chromium (Debian's), and playwright-core from the npm
-# registry at the version package-lock.json pins (no browser download: it drives chromium).
+# What the tests need beyond the build: chromium (Debian's), clang for the fuzz regression
+# (tests/integration/test_fuzz.py), and playwright-core from the npm registry at the version
+# package-lock.json pins (no browser download: it drives chromium).
 test-deps:
-	bash scripts/install-deps.sh --test
+	bash scripts/install-deps.sh --test --fuzz
 	$(MAKE) tests/browser/node_modules/.package-lock.json
 
 tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
