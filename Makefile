@@ -114,8 +114,8 @@ FUZZ_CC    ?= clang
 FUZZ_S     ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
-              -Wno-unknown-pragmas -Wno-target-clones-mixed-specifiers -I. $(BLAS_INC) -DGPLQ_SRC_DIR=\"$(CURDIR)\" \
-              -fsanitize=address,undefined -fno-sanitize-recover=undefined
+              -Wno-unknown-pragmas -Wno-target-clones-mixed-specifiers -I. $(BLAS_INC) \
+              -DGPLQ_SRC_DIR=\"$(CURDIR)\" -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_SRC   := $(wildcard io/*.c) engine/vit.c engine/ops.c $(wildcard config/*.c) \
               $(wildcard storage/*.c) $(wildcard api/*.c) $(wildcard util/*.c) tests/fuzz/fixture.c
 FUZZ_OBJ   := $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
@@ -131,7 +131,7 @@ $(FUZZ_BUILD)/obj/api/web.o: web/index.html web/app.js web/style.css web/charts.
 $(FUZZ_BUILD)/libgplqfuzz.a: $(FUZZ_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/libgplqfuzz.a
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_BUILD)/libgplqfuzz.a
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(FUZZ_BUILD)/libgplqfuzz.a $(LDLIBS) $(SVC_LIBS) -o $@
 
 fuzz-build: $(FUZZ_BINS)
