@@ -22,9 +22,9 @@
  * streamed into a blob writer for the upload routes, and api_dispatch.
  *
  * The contract checked: the status is an HTTP status; a body serializes; a file response's
- * range lies inside the file; a stream's events can be read (sse_fill); no answer is a 404 about
- * the job "(new)" (the name the job handler gives a job not created yet: a store code that
- * means something else came back as "not found").
+ * range lies inside the file; a stream's events can be read (sse_fill); a 404 from POST /v1/jobs
+ * names the model_id or the dataset_id that was not found (the handler's only two; any other
+ * 404 there is a store code that means something else coming back as "not found").
  */
 #include <ftw.h>
 #include <strings.h>
@@ -106,14 +106,17 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
-static void check_response(const api_response *res) {
+static void check_response(const api_route *route, const api_response *res) {
     if (res->status < 100 || res->status > 599) abort();
     if (res->body) {
         char *s = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
         if (!s) abort();
         if (fuzz_verbose()) fprintf(stderr, "fuzz: %d %.300s\n", res->status, s);
-        if (res->status == 404 && strstr(s, "'(new)'")) {
-            fprintf(stderr, "fuzz: a 404 about a job not created yet: %s\n", s);
+        const char *field = json_string_value(
+            json_object_get(json_object_get(res->body, "error"), "field"));
+        if (route && !strcmp(route->name, "jobs.create") && res->status == 404 &&
+            (!field || (strcmp(field, "model_id") && strcmp(field, "dataset_id")))) {
+            fprintf(stderr, "fuzz: POST /v1/jobs answered 404 about no model or dataset: %s\n", s);
             abort();
         }
         free(s);
@@ -224,7 +227,7 @@ static void run(char *req_text, size_t len) {
         blob_init(fx.dir, (char[8]){0}, 8);
     }
 done:
-    check_response(&res);
+    check_response(route, &res);
     api_response_free(&res);
 }
 
