@@ -94,6 +94,7 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
             return store__tx_end(s, STORE_EEXISTS, 0);
         }
         if (rc != STORE_ENOTFOUND) return store__tx_end(s, rc, 0);
+        rc = STORE_OK; /* a new key: the submission goes on */
     }
     if (n->max_queued > 0) {
         /* Counted under the write lock, so two submissions at once cannot both take the last

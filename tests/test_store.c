@@ -967,6 +967,16 @@ TEST(idempotency_key) {
     CHECK(store_job_insert(s, "a", model_a, "fashion-mnist", NULL, 0, NULL, &j) == STORE_OK);
     CHECK(num(j, "max_attempts") == STORE_DEFAULT_MAX_ATTEMPTS);
     json_decref(j);
+    /* a new key under a per-owner queue limit (every non-admin's, by default) makes its job;
+     * the lookup's "not found" once leaked out as the answer (found by fuzzing) */
+    store_job_new lim = {.owner = "a", .scope = "a", .model_id = model_a,
+                         .dataset_id = "fashion-mnist", .idempotency_key = "key-3",
+                         .max_queued = 100};
+    CHECK_MSG(store_job_submit(s, &lim, &j) == STORE_OK, "%s", store_errmsg(s));
+    CHECK(j && json_is_string(json_object_get(j, "id")));
+    json_decref(j);
+    CHECK(store_job_submit(s, &lim, &j) == STORE_EEXISTS);
+    json_decref(j);
     store_close(s);
 }
 
