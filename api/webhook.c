@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,17 +102,22 @@ int webhook_url_check(const char *url, const char *allow_hosts, char *err, size_
         rc = 0;
         goto out;
     }
-    struct sockaddr_in v4 = {.sin_family = AF_INET};
-    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
     char *pct = strchr(bare, '%'); /* a zone id ("fe80::1%eth0") is link-local anyway */
     if (pct) *pct = '\0';
-    int literal4 = inet_pton(AF_INET, bare, &v4.sin_addr) == 1;
-    int literal6 = !literal4 && inet_pton(AF_INET6, bare, &v6.sin6_addr) == 1;
+    /* A literal address in any form the resolver takes: inet_pton knows only dotted quads,
+     * while "127.1", "0" or an octal "017700000001" reach the same hosts (AI_NUMERICHOST
+     * parses them as the resolver would, and looks nothing up). */
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_family = AF_UNSPEC}, *lit = NULL;
+    int private_literal = 0;
+    if (getaddrinfo(bare, NULL, &hints, &lit) == 0)
+        for (struct addrinfo *a = lit; a; a = a->ai_next)
+            private_literal |= webhook_addr_private(a->ai_addr);
+    if (lit) freeaddrinfo(lit);
     size_t bl = strlen(bare);
+    if (bl > 1 && bare[bl - 1] == '.') bare[--bl] = '\0'; /* "localhost." is localhost */
     int local_name = !strcmp(bare, "localhost") ||
                      (bl > 10 && !strcmp(bare + bl - 10, ".localhost"));
-    if (pct || local_name || (literal4 && webhook_addr_private((struct sockaddr *)&v4)) ||
-        (literal6 && webhook_addr_private((struct sockaddr *)&v6))) {
+    if (pct || local_name || private_literal) {
         snprintf(err, errlen, "webhook.url's host %.100s is a loopback, private or link-local "
                               "address; this server delivers only to public addresses unless "
                               "its webhook_allow_hosts lists the host", bare);

@@ -1188,6 +1188,15 @@ TEST(webhook_url_policy) {
     CHECK(webhook_url_check("https://example.com/h", allow, err, sizeof err) == -1);
     CHECK(strstr(err, "allowlist") != NULL);
     CHECK(webhook_url_check("ftp://127.0.0.1/h", allow, err, sizeof err) == -1);
+    /* every spelling of a literal the resolver takes is judged as the address it is (fuzzing
+     * found 127.1, 0 and octal ones passing), and a trailing dot changes no name */
+    static const char *const spelled[] = {"http://127.1/h", "http://127%2e1/h", "http://0/h",
+                                          "http://%30/h", "http://02%30706433/h",
+                                          "http://017700000001/h", "http://0x7f.1/h",
+                                          "http://api.localhost./h", "http://localhost./h"};
+    for (size_t i = 0; i < sizeof spelled / sizeof *spelled; i++)
+        CHECK_MSG(webhook_url_check(spelled[i], NULL, err, sizeof err) == -1, "%s", spelled[i]);
+    CHECK(webhook_url_check("http://93.184.216.34/h", NULL, err, sizeof err) == 0);
 
     struct sockaddr_in a4 = {.sin_family = AF_INET};
     inet_pton(AF_INET, "93.184.216.34", &a4.sin_addr);
