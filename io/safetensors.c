@@ -865,9 +865,12 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
     st_sync_dir(path);
     rc = 0;
     goto done;
-fail:
+fail:;
+    /* errno stays the failure's (a full disk, say), not the clean-up's: callers look at it. */
+    int e = errno;
     if (fd >= 0) close(fd);
     unlink(tmp);
+    errno = e;
 done:
     free(tmp);
     free(hdr);

@@ -94,6 +94,8 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, cons
                   const void *data, char *err, size_t errlen);
 /* Adds (or replaces) a metadata string; key and value are copied. */
 int st_writer_meta(st_writer *w, const char *key, const char *value);
+/* 0, or -1 with err; a failed write, sync or rename leaves path as it was, and errno saying
+ * why (ENOSPC for a full disk). */
 int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen);
 
 #endif

@@ -20,12 +20,15 @@
 
 #include "util/fs.h"
 
+/* Leaves errno as it was: callers tell a full disk from other failures by it (blob.h). */
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
+    int e = errno;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    errno = e;
 }
 
 /* A rename or a new entry is durable only once its folder is synced. */
@@ -90,6 +93,7 @@ int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen) {
     int len = snprintf(w->tmp_path, sizeof w->tmp_path, "%s/tmp/blob-XXXXXX", data_dir);
     if (len < 0 || (size_t)len >= sizeof w->tmp_path) {
         w->tmp_path[0] = '\0';
+        errno = ENAMETOOLONG;
         set_err(err, errlen, "the data folder's path is too long: %s", data_dir);
         return -1;
     }
@@ -104,6 +108,7 @@ int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen) {
 
 int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t errlen) {
     if (w->fd < 0) {
+        errno = EBADF;
         set_err(err, errlen, "the blob is not open for writing");
         return -1;
     }
@@ -135,6 +140,7 @@ int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t err
 
 int blob_finish(blob_writer *w, char sha256_hex_out[65], char *err, size_t errlen) {
     if (w->fd < 0) {
+        errno = EBADF;
         set_err(err, errlen, "the blob is not open for writing");
         blob_abort(w);
         return -1;
@@ -144,8 +150,10 @@ int blob_finish(blob_writer *w, char sha256_hex_out[65], char *err, size_t errle
     sha256_hex(digest, w->sha256_hex);
     if (sha256_hex_out) memcpy(sha256_hex_out, w->sha256_hex, sizeof w->sha256_hex);
     if (fsync(w->fd)) {
-        set_err(err, errlen, "cannot sync %s: %s", w->tmp_path, strerror(errno));
+        int e = errno;
+        set_err(err, errlen, "cannot sync %s: %s", w->tmp_path, strerror(e));
         blob_abort(w);
+        errno = e;
         return -1;
     }
     close(w->fd);
@@ -160,6 +168,7 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
     if (w->fd >= 0) {
         if (blob_finish(w, NULL, err, errlen)) return -1;
     } else if (w->tmp_path[0] == '\0' || w->sha256_hex[0] == '\0') {
+        errno = EBADF;
         set_err(err, errlen, "the blob is not open for writing");
         blob_abort(w);
         return -1;
@@ -169,8 +178,10 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
     char dir[4096], path[4096 + 128];
     snprintf(dir, sizeof dir, "%s/blobs/%.2s", data_dir, sha256_hex_out);
     if (fs_mkdir(dir)) {
-        set_err(err, errlen, "cannot create the blob folder %s: %s", dir, strerror(errno));
+        int e = errno;
+        set_err(err, errlen, "cannot create the blob folder %s: %s", dir, strerror(e));
         blob_abort(w);
+        errno = e;
         return -1;
     }
     blob_path(path, sizeof path, data_dir, sha256_hex_out);
@@ -182,8 +193,10 @@ int blob_commit(blob_writer *w, const char *data_dir, char sha256_hex_out[65], c
         return 0;
     }
     if (rename(w->tmp_path, path)) {
-        set_err(err, errlen, "cannot move %s to %s: %s", w->tmp_path, path, strerror(errno));
+        int e = errno;
+        set_err(err, errlen, "cannot move %s to %s: %s", w->tmp_path, path, strerror(e));
         blob_abort(w);
+        errno = e;
         return -1;
     }
     w->tmp_path[0] = '\0';

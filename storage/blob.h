@@ -5,6 +5,9 @@
  * SHA-256 is computed, then fsynced and renamed to DATA_DIR/blobs/<first 2 hex>/<64 hex>, so a
  * blob path only ever names complete bytes: a cut-off upload leaves at most a temp file, which
  * blob_abort (or blob_sweep_tmp at start-up) removes. The same bytes twice are one file.
+ *
+ * Errors: -1 with a message in err (it names paths: for the log, not for clients) and errno
+ * saying why, so that a caller can tell a full disk (util/fs.h's fs_is_full) from the rest.
  */
 #ifndef GPLQ_BLOB_H
 #define GPLQ_BLOB_H
@@ -32,7 +35,7 @@ int blob_sweep_tmp(const char *data_dir);
 
 /* Starts a blob: a new temp file. 0 or -1 with err (w is then closed). */
 int blob_begin(blob_writer *w, const char *data_dir, char *err, size_t errlen);
-/* Appends n bytes (hashing them). 0 or -1 with err (ENOSPC etc.). */
+/* Appends n bytes (hashing them). 0 or -1 with err and errno (ENOSPC etc.). */
 int blob_write(blob_writer *w, const void *data, size_t n, char *err, size_t errlen);
 /* Ends the writing: the hash into w->sha256_hex (and sha256_hex, which may be NULL), fsync
  * and close. The temp file stays until blob_commit moves it or blob_abort drops it; syncing
