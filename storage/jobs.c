@@ -155,7 +155,7 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     }
     if (!rc) rc = store__state_event(s, id, "queued", NULL, NULL);
     if (!rc) rc = store__job_fetch(s, NULL, id, out);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end_out(s, rc, out);
 }
 
 int store_job_insert(store *s, const char *owner, const char *model_id, const char *dataset_id,
@@ -261,7 +261,7 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
         rc = store__fail(s, STORE_ECONFLICT, "job %s has already ended (%s)", id, state);
     }
     if (!rc) rc = store__job_fetch(s, NULL, id, out);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end_out(s, rc, out);
 }
 
 int store_job_delete(store *s, const char *owner, const char *id) {
@@ -421,8 +421,10 @@ int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim 
     sqlite3_reset(st);
     if (!rc) rc = store__state_event(s, id, "running", has_stage ? stage : NULL, NULL);
     if (!rc) rc = claim_read(s, id, out);
+    rc = store__tx_end(s, rc, rc == STORE_OK);
+    /* Failed, or claimed in memory only (the commit failed): nothing to run. */
     if (rc) store_claim_free(out);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return rc;
 }
 
 /* Fencing: the job must be running under this worker's lease. Fills state-independent facts
@@ -542,9 +544,10 @@ int store_job_finish(store *s, const char *id, const char *worker, const char *s
 }
 
 /* A running job back to the queue (attempts_delta: 0 counts the attempt, -1 gives it back),
- * or, if a cancel was requested meanwhile, to canceled: nobody should run it again. */
+ * or, if a cancel was requested meanwhile, to canceled: nobody should run it again. error (may
+ * be NULL: the job's stays as it was) says why the attempt ended, for the job and its event. */
 static int job_requeue(store *s, const char *id, int cancel, const char *stage,
-                       int attempts_delta) {
+                       int attempts_delta, const char *error) {
     int rc;
     if (cancel) {
         rc =
@@ -556,9 +559,19 @@ static int job_requeue(store *s, const char *id, int cancel, const char *stage,
     }
     rc = store__exec(s,
                      "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
-                     " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
-                     "si", id, attempts_delta);
-    return rc ? rc : store__state_event(s, id, "queued", stage, NULL);
+                     " error = COALESCE(?3, error), lease_worker = NULL, lease_expires_ms = NULL"
+                     " WHERE id = ?1",
+                     "sis", id, attempts_delta, error);
+    return rc ? rc : store__state_event(s, id, "queued", stage, error);
+}
+
+/* A running job out of attempts: failed, with error. */
+static int job_give_up(store *s, const char *id, const char *stage, const char *error) {
+    int rc = store__exec(s,
+                         "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
+                         " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                         "ssI", id, error, store_now_ms());
+    return rc ? rc : store__state_event(s, id, "failed", stage, error);
 }
 
 int store_job_release(store *s, const char *id, const char *worker) {
@@ -566,8 +579,44 @@ int store_job_release(store *s, const char *id, const char *worker) {
     if (rc) return rc;
     char stage[64] = "";
     rc = lease_check(s, id, worker, &cancel, stage, sizeof stage, &has_stage);
-    if (!rc) rc = job_requeue(s, id, cancel, has_stage ? stage : NULL, -1);
+    if (!rc) rc = job_requeue(s, id, cancel, has_stage ? stage : NULL, -1, NULL);
     return store__tx_end(s, rc, rc == STORE_OK);
+}
+
+int store_job_retry(store *s, const char *id, const char *worker, const char *error,
+                    int *requeued) {
+    if (requeued) *requeued = 0;
+    int rc = store__tx_begin(s), cancel = 0, has_stage = 0, attempts = 0, max_attempts = 0;
+    if (rc) return rc;
+    char stage[64] = "";
+    rc = lease_check(s, id, worker, &cancel, stage, sizeof stage, &has_stage);
+    sqlite3_stmt *st = NULL;
+    if (!rc && !(st = store__query(s, "SELECT attempts, max_attempts FROM jobs WHERE id = ?1",
+                                   "s", id)))
+        rc = STORE_EDB;
+    if (st) {
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            attempts = sqlite3_column_int(st, 0);
+            max_attempts = sqlite3_column_int(st, 1);
+        } else {
+            rc = store__db_fail(s);
+        }
+        sqlite3_reset(st);
+    }
+    int again = cancel || attempts < max_attempts;
+    char msg[1024];
+    if (!rc && again) {
+        snprintf(msg, sizeof msg, "%s (attempt %d of %d; it is retried)",
+                 error ? error : "(no reason given)", attempts, max_attempts);
+        rc = job_requeue(s, id, cancel, has_stage ? stage : NULL, 0, cancel ? NULL : msg);
+    } else if (!rc) {
+        snprintf(msg, sizeof msg, "gave up after %d attempt%s: %s", attempts,
+                 attempts == 1 ? "" : "s", error ? error : "(no reason given)");
+        rc = job_give_up(s, id, has_stage ? stage : NULL, msg);
+    }
+    rc = store__tx_end(s, rc, rc == STORE_OK);
+    if (!rc && requeued) *requeued = again && !cancel;
+    return rc;
 }
 
 int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeued,
@@ -616,7 +665,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         const char *stage = x->has_stage ? x->stage : NULL;
         int died = worker && !strcmp(worker, x->worker);
         if (x->cancel || x->attempts < x->max_attempts) {
-            rc = job_requeue(s, x->id, x->cancel, stage, 0);
+            rc = job_requeue(s, x->id, x->cancel, stage, 0, NULL);
             if (!x->cancel) requeued++;
             continue;
         }
@@ -629,11 +678,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
                  "gave up after %d attempt%s: the worker running it (%s) %s (%s)", x->attempts,
                  x->attempts == 1 ? "" : "s", x->worker, died ? "exited" : "stopped responding",
                  seen);
-        rc = store__exec(s,
-                         "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3,"
-                         " lease_worker = NULL, lease_expires_ms = NULL WHERE id = ?1",
-                         "ssI", x->id, error, store_now_ms());
-        if (!rc) rc = store__state_event(s, x->id, "failed", stage, error);
+        rc = job_give_up(s, x->id, stage, error);
         failed++;
     }
     free(v);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/fs.h"
 
 /* ---- errors ---- */
 
@@ -43,7 +44,10 @@ int store__fail(store *s, int rc, const char *fmt, ...) {
 }
 
 /* The message for a failed SQLite call. A timeout on the write lock gets its own sentence: it
- * is the one failure an operator can act on (another process holds the lock too long). */
+ * is the one failure an operator can act on (another process holds the lock too long). So do
+ * a full disk and an I/O error, with codes of their own: the request that meets one is worth
+ * retrying, not a bug. SQLite says SQLITE_FULL for ENOSPC only; a quota (EDQUOT) comes as an
+ * I/O error, which the system errno tells apart. */
 int store__db_fail(store *s) {
     int code = sqlite3_errcode(s->db) & 0xff;
     if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
@@ -52,6 +56,14 @@ int store__db_fail(store *s) {
             "the database is busy: another process held its write lock for more than "
             "%d ms",
             s->busy_ms);
+    int sys = sqlite3_system_errno(s->db);
+    if (code == SQLITE_FULL || (code == SQLITE_IOERR && fs_is_full(sys)))
+        return store__fail(s, STORE_EFULL, "the disk is full: the database cannot grow (%s)",
+                           sqlite3_errmsg(s->db));
+    if (code == SQLITE_IOERR)
+        return store__fail(s, STORE_EIO, "database I/O error: %s (extended code %d%s%s)",
+                           sqlite3_errmsg(s->db), sqlite3_extended_errcode(s->db),
+                           sys ? ", " : "", sys ? strerror(sys) : "");
     return store__fail(s, STORE_EDB, "database error: %s", sqlite3_errmsg(s->db));
 }
 
@@ -255,6 +267,16 @@ int store__tx_end(store *s, int rc, int commit) {
     }
     /* Keep the message of whatever failed, not of the rollback. */
     if (!sqlite3_get_autocommit(s->db)) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int store__tx_end_out(store *s, int rc, json_t **out) {
+    int committing = rc == STORE_OK;
+    rc = store__tx_end(s, rc, committing);
+    if (committing && rc != STORE_OK) {
+        json_decref(*out);
+        *out = NULL;
+    }
     return rc;
 }
 

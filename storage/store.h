@@ -16,7 +16,8 @@
  * in the database and ISO-8601 UTC strings in the objects.
  *
  * Errors: functions return STORE_OK or a negative STORE_E* code; the message is on the handle
- * (store_errmsg) until the next call.
+ * (store_errmsg) until the next call. Any function that writes may return STORE_EFULL or
+ * STORE_EIO (a full disk, an I/O error); then nothing was changed.
  */
 #ifndef GPLQ_STORE_H
 #define GPLQ_STORE_H
@@ -40,6 +41,10 @@ enum {
     STORE_EINVAL = -6,    /* a malformed argument (a bad list cursor, an unknown state name) */
     STORE_ELIMIT = -7,    /* a per-owner limit is reached (message says which) */
     STORE_EDB = -10,      /* SQLite error or I/O error */
+    /* Storage faults that pass by themselves: the change was not made (its transaction rolled
+     * back), and the same call succeeds once the fault is gone, without reopening. */
+    STORE_EFULL = -11,    /* the disk (or a quota on it) is full: SQLITE_FULL, ENOSPC, EDQUOT */
+    STORE_EIO = -12,      /* an I/O error reading or writing the database or a blob */
 };
 
 /* Opens (creating and migrating to the current schema version if needed) the database at path.
@@ -121,7 +126,9 @@ typedef struct {
  * (may be NULL) the bytes quota_owner holds; else the blob is moved into place under
  * data_dir and the row inserted, STORE_OK with *out the new row (a new reference, as for the
  * inserts above). Either way w is closed and its temp file gone, and a blob placed for a row
- * that failed to commit is removed unless another row names it. */
+ * that failed to commit is removed unless another row names it. A blob that cannot be
+ * synced or moved into place for want of space is STORE_EFULL (STORE_EIO for another I/O
+ * error), as a database that cannot grow is. */
 int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const store_upload *u,
                         json_t **out, int64_t *held);
 /* store_model_delete (is_model 1) or store_dataset_delete, then the blob under data_dir unless
@@ -220,6 +227,14 @@ int store_job_finish(store *s, const char *id, const char *worker, const char *s
  * to stop, e.g. gplqd shutting down; its stage-1 state is checkpointed). STORE_ELEASE if not
  * this worker's. A job whose cancel was requested ends "canceled" instead. */
 int store_job_release(store *s, const char *id, const char *worker);
+/* Ends this attempt for a reason that may pass (the disk was full): back to the queue with the
+ * attempt counted and error + " (attempt N of M; it is retried)" recorded on the job (its
+ * owner sees why it runs again), or, if it was the last of max_attempts, "failed" with "gave
+ * up after N attempts: " + error. A job
+ * whose cancel was requested ends "canceled". *requeued (may be NULL): 1 if it went back to
+ * the queue. STORE_ELEASE if the lease is not this worker's. */
+int store_job_retry(store *s, const char *id, const char *worker, const char *error,
+                    int *requeued);
 /* Returns to the queue (or fails, when attempts == max_attempts, with an error saying so) every
  * running job whose lease ended before now_ms; worker != NULL also releases that worker's
  * jobs at once (it was seen to die). A job whose cancel was requested ends "canceled" instead

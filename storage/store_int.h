@@ -82,6 +82,10 @@ int store__tx_begin(store *s);
 /* Ends the transaction: commits when commit is nonzero, else rolls back. Returns rc, or
  * STORE_EDB if the commit itself failed. */
 int store__tx_end(store *s, int rc, int commit);
+/* store__tx_end(s, rc, rc == STORE_OK) for a function that set *out (a new reference) inside
+ * the transaction: when the commit itself fails (a full disk) nothing was written, so *out is
+ * released and NULL, as for any other failure. */
+int store__tx_end_out(store *s, int rc, json_t **out);
 
 /* ---- columns to JSON (new references; a NULL column is JSON null) ---- */
 

@@ -5,10 +5,12 @@
  */
 #include "storage/store_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "storage/blob.h"
+#include "util/fs.h"
 
 /* ---- models ---- */
 
@@ -55,7 +57,7 @@ int store_model_insert(store *s, const char *owner, const char *name, const char
     if (rc) return rc;
     rc = model_existing(s, owner, sha256, out);
     if (rc == STORE_ENOTFOUND) rc = model_add(s, owner, name, sha256, bytes, config, out);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end_out(s, rc, out);
 }
 
 int store_model_get(store *s, const char *owner, const char *id, json_t **out) {
@@ -188,7 +190,7 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
         store_new_id(id, "d_");
     }
     rc = dataset_add(s, id, owner, name, kind, sha256, bytes, summary, out);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return store__tx_end_out(s, rc, out);
 }
 
 int store_dataset_get(store *s, const char *owner, const char *id, json_t **out) {
@@ -277,6 +279,13 @@ static void blob_release(store *s, const char *data_dir, const char *sha256) {
     memcpy(s->msg, msg, sizeof msg);
 }
 
+/* The code of a blob file that could not be synced or placed, from its errno (blob.h): a
+ * full disk passes once space is freed, as does, often, an I/O error. */
+static int blob_fault(int errnum) {
+    if (fs_is_full(errnum)) return STORE_EFULL;
+    return errnum == EIO ? STORE_EIO : STORE_EDB;
+}
+
 int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const store_upload *u,
                         json_t **out, int64_t *held) {
     *out = NULL;
@@ -284,7 +293,7 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
     const char *owner = u->owner ? u->owner : "";
     char sha[65], err[512];
     /* The fsync, the slow part, before the lock. */
-    if (blob_finish(w, sha, err, sizeof err)) return store__fail(s, STORE_EDB, "%s", err);
+    if (blob_finish(w, sha, err, sizeof err)) return store__fail(s, blob_fault(errno), "%s", err);
     int64_t bytes = w->bytes;
     int rc = store__tx_begin(s);
     if (rc) {
@@ -310,14 +319,17 @@ int store_upload_commit(store *s, const char *data_dir, blob_writer *w, const st
                 u->quota_owner, (long long)h, (long long)bytes, (long long)u->max_owner_bytes);
         }
     }
+    /* placed: the file may be in place (a failed blob_commit may have renamed it before
+     * failing to sync its folder). */
     int placed = 0;
     if (rc == STORE_OK || rc == STORE_EEXISTS) {
         /* A model the owner has gets its file too: kept if present, put back if missing. */
-        placed = blob_commit(w, data_dir, sha, err, sizeof err) == 0;
-        if (!placed) {
+        placed = 1;
+        if (blob_commit(w, data_dir, sha, err, sizeof err)) {
+            int code = blob_fault(errno);
             json_decref(*out);
             *out = NULL;
-            rc = store__fail(s, STORE_EDB, "%s", err);
+            rc = store__fail(s, code, "%s", err);
         }
     } else {
         blob_abort(w);

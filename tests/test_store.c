@@ -3,7 +3,8 @@
  * (chunked writes, deduplication, abort, sweep), the SQLite schema and its migrations, owner
  * isolation, uploads (blob and row together under the per-owner limit, also from three
  * processes at once), the job state machine with its events, lease fencing, expiry, idempotency,
- * pagination, and four processes claiming from one queue at once.
+ * pagination, and four processes claiming from one queue at once; a full disk and I/O errors
+ * (blob writes, SQLite writes through tests/sqlite_fault.h): their codes, and nothing changed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include "storage/blob.h"
 #include "storage/store.h"
 #include "util/secretbox.h"
+#include "tests/sqlite_fault.h"
 #include "tests/test.h"
 #include "util/fs.h"
 
@@ -212,6 +214,27 @@ TEST(blob_abort_leaves_nothing) {
     CHECK(fcntl(0, F_GETFD) != -1 || errno != EBADF);
     snprintf(sub, sizeof sub, "%s/blobs", dir);
     CHECK(count_files(sub) == 0);
+}
+
+/* A write to a full disk fails with errno ENOSPC (which the callers turn into a 507), and the
+ * temp file goes with the abort. /dev/full stands in for the disk. */
+TEST(blob_write_on_a_full_disk_says_enospc) {
+    const char *dir = fresh_dir();
+    char err[512], sub[600];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    blob_writer w;
+    CHECK(blob_begin(&w, dir, err, sizeof err) == 0);
+    int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+    CHECK(full >= 0 && dup2(full, w.fd) == w.fd);
+    close(full);
+    errno = 0;
+    CHECK(blob_write(&w, "no room", 7, err, sizeof err) == -1);
+    CHECK_MSG(errno == ENOSPC && fs_is_full(errno), "errno %d", errno);
+    CHECK(strstr(err, "cannot write"));
+    blob_abort(&w);
+    snprintf(sub, sizeof sub, "%s/tmp", dir);
+    CHECK(count_files(sub) == 0);
+    CHECK(!fs_is_full(EIO) && fs_is_full(EDQUOT));
 }
 
 TEST(blob_sweep_removes_leftovers) {
@@ -937,6 +960,136 @@ TEST(release_does_not_count_the_attempt) {
     /* started_at is the first start, kept across releases */
     CHECK(json_is_string(json_object_get(j, "started_at")));
     json_decref(j);
+    store_close(s);
+}
+
+/* An attempt that failed for the disk goes back to the queue, counted, with the reason on the
+ * job and its event; after the last attempt the job fails saying so. */
+TEST(retry_requeues_with_the_reason_then_gives_up) {
+    store_claim cl;
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 2, job);
+    json_t *j = NULL;
+    int again = -1;
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    store_claim_free(&cl);
+    CHECK(store_job_progress(s, job, "w1", 60000, "export", NULL, 0) == STORE_OK);
+    CHECK(store_job_retry(s, job, "w2", "the disk was full", &again) == STORE_ELEASE);
+    CHECK(store_job_retry(s, job, "w1", "the disk was full", &again) == STORE_OK && again == 1);
+    CHECK(store_job_retry(s, job, "w1", "the disk was full", &again) == STORE_ELEASE);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "queued") && num(j, "attempts") == 1);
+    CHECK_MSG(!strcmp(str(j, "error"), "the disk was full (attempt 1 of 2; it is retried)"),
+              "error: %s", str(j, "error"));
+    json_decref(j);
+    json_t *ev = NULL;
+    CHECK(store_event_list(s, NULL, job, 0, 0, &ev) == STORE_OK);
+    json_t *data = json_object_get(json_array_get(ev, json_array_size(ev) - 1), "data");
+    CHECK(!strcmp(str(data, "state"), "queued") && strstr(str(data, "error"), "disk was full"));
+    json_decref(ev);
+    /* the last attempt: failed, and the next claim finds nothing */
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK && cl.attempts == 2);
+    store_claim_free(&cl);
+    CHECK(store_job_retry(s, job, "w1", "the disk was full", &again) == STORE_OK && again == 0);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "failed"));
+    CHECK_MSG(!strcmp(str(j, "error"), "gave up after 2 attempts: the disk was full"), "error: %s",
+              str(j, "error"));
+    json_decref(j);
+    char trail[256];
+    event_trail(s, job, trail, sizeof trail);
+    CHECK_MSG(!strcmp(trail, "queued running queued running failed"), "events: %s", trail);
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_ENONE);
+    /* a job whose cancel was asked for ends canceled instead */
+    add_job(s, "", model, NULL, 3, job);
+    CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
+    store_claim_free(&cl);
+    CHECK(store_job_cancel(s, NULL, job, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_retry(s, job, "w1", "the disk was full", &again) == STORE_OK && again == 0);
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK);
+    CHECK(!strcmp(str(j, "state"), "canceled"));
+    json_decref(j);
+    store_close(s);
+}
+
+/* A full disk and an I/O error, made by sqlite_fault.h where a real one strikes (SQLite's
+ * writes): their own codes and messages, nothing changed, and the same handle works again
+ * once the fault is gone. */
+TEST(disk_full_and_io_errors_change_nothing) {
+    sqlite_fault_install();
+    store *s = open_fresh();
+    add_builtin(s);
+    char model[32], job[32];
+    add_model(s, "", 'a', model);
+    add_job(s, "", model, NULL, 3, job);
+    json_t *spec = json_object(), *j = NULL, *list = NULL;
+    char *next = NULL;
+    sqlite_fault = SQLITE_FAULT_FULL;
+    sqlite_fault_hits = 0;
+    CHECK(store_job_insert(s, "", model, "fashion-mnist", spec, 3, NULL, &j) == STORE_EFULL);
+    CHECK(j == NULL && sqlite_fault_hits > 0);
+    CHECK_MSG(strstr(store_errmsg(s), "disk is full"), "message: %s", store_errmsg(s));
+    CHECK(store_job_cancel(s, NULL, job, &j) == STORE_EFULL);
+    json_decref(j);
+    sqlite_fault = SQLITE_FAULT_IOERR;
+    CHECK(store_job_cancel(s, NULL, job, &j) == STORE_EIO);
+    json_decref(j);
+    CHECK_MSG(strstr(store_errmsg(s), "I/O error"), "message: %s", store_errmsg(s));
+    /* reads need no write: they go on, and see nothing of the failed calls */
+    CHECK(store_job_get(s, NULL, job, &j) == STORE_OK && !strcmp(str(j, "state"), "queued"));
+    json_decref(j);
+    CHECK(store_job_list(s, NULL, NULL, 0, NULL, &list, &next) == STORE_OK);
+    CHECK(json_array_size(list) == 1);
+    json_decref(list);
+    free(next);
+    sqlite_fault = SQLITE_FAULT_NONE;
+    /* the same calls, the same handle */
+    CHECK(store_job_insert(s, "", model, "fashion-mnist", spec, 3, NULL, &j) == STORE_OK);
+    json_decref(j);
+    CHECK(store_job_cancel(s, NULL, job, &j) == STORE_OK && !strcmp(str(j, "state"), "canceled"));
+    json_decref(j);
+    json_decref(spec);
+    char path[512];
+    db_path(path, sizeof path);
+    sqlite3 *raw = NULL;
+    sqlite3_stmt *st = NULL;
+    CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(raw, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW &&
+          !strcmp((const char *)sqlite3_column_text(st, 0), "ok"));
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+    store_close(s);
+}
+
+/* An upload whose row cannot be committed for want of space: STORE_EFULL, and neither the
+ * blob nor its temp file stays; the same upload succeeds once there is room. */
+TEST(upload_commit_on_a_full_disk_leaves_no_blob) {
+    sqlite_fault_install();
+    store *s = open_fresh();
+    const char *dir = tmpdir;
+    char err[512];
+    CHECK(blob_init(dir, err, sizeof err) == 0);
+    store_upload u = {.owner = "u", .quota_owner = "u", .max_owner_bytes = 5000, .is_model = 1,
+                      .name = "m"};
+    blob_writer w;
+    json_t *row = NULL;
+    int64_t held = -1;
+    stage(&w, dir, 'f', 1000);
+    sqlite_fault = SQLITE_FAULT_FULL;
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_EFULL && row == NULL);
+    sqlite_fault = SQLITE_FAULT_NONE;
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 0);
+    CHECK(store_owner_upload_bytes(s, "u", &held) == STORE_OK && held == 0);
+    stage(&w, dir, 'f', 1000);
+    CHECK(store_upload_commit(s, dir, &w, &u, &row, &held) == STORE_OK && row);
+    json_decref(row);
+    CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 1);
+    CHECK(store_owner_upload_bytes(s, "u", &held) == STORE_OK && held == 1000);
     store_close(s);
 }
 
