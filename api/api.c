@@ -93,10 +93,29 @@ void api__internal(const api_request *req, api_response *res, const char *fmt, .
               req->request_id ? req->request_id : "-");
 }
 
+void api_storage_error(api_response *res, int full, int is_upload) {
+    if (full && is_upload)
+        api_error(res, 507, "insufficient_storage", NULL,
+                  "the server's disk is full: the upload was not stored; retry once space is "
+                  "freed");
+    else if (full)
+        api_error(res, 503, "unavailable", NULL,
+                  "the server's disk is full: nothing was changed; retry once space is freed");
+    else
+        api_error(res, 503, "unavailable", NULL,
+                  "the server's storage failed (an I/O error): %s; retry later",
+                  is_upload ? "the upload was not stored" : "nothing was changed");
+    api_response_header(res, "Retry-After", "%d", API_STORAGE_RETRY_S);
+}
+
 /* The response to a failed store call about the resource what ("model") with id. */
 void api__store_error(api_ctx *ctx, const api_request *req, api_response *res, int rc,
                       const char *what, const char *id) {
-    if (rc == STORE_ENOTFOUND)
+    if (rc == STORE_EFULL || rc == STORE_EIO) {
+        /* The transaction rolled back: a retry once the fault passes is the whole remedy. */
+        jlog("error", req->request_id, "store (%s %s): %s", what, id, store_errmsg(ctx->st));
+        api_storage_error(res, rc == STORE_EFULL, 0);
+    } else if (rc == STORE_ENOTFOUND)
         api_error(res, 404, "not_found", NULL, "%s '%s' not found", what, id);
     else if (rc == STORE_ECONFLICT)
         api_error(res, 409, "conflict", NULL, "%s", store_errmsg(ctx->st));

@@ -234,6 +234,14 @@ void api_json(api_response *res, int status, json_t *body);
  * already in res is released. */
 void api_error(api_response *res, int status, const char *code, const char *field,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Seconds a client is asked to wait (Retry-After) after a storage fault. */
+#define API_STORAGE_RETRY_S 30
+/* Sets res to the answer to a storage fault: full (the disk, or a quota on it, has no room)
+ * or else an I/O error. An upload that did not fit is a 507 insufficient_storage; anything
+ * else is a 503 unavailable; both with Retry-After, since both faults may pass. The message
+ * says what happened and that nothing was stored or changed, and names no path (the caller
+ * logs the details under the request id). */
+void api_storage_error(api_response *res, int full, int is_upload);
 /* The value of header name (case-insensitive) or of query argument key; borrowed, NULL if
  * absent. */
 const char *api_header(const api_request *req, const char *name);

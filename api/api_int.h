@@ -32,7 +32,8 @@
 void api__internal(const api_request *req, api_response *res, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The response to a failed store call (rc) about the resource what ("model") with id: 404,
- * 409, 400 with the store's message, or a 500. */
+ * 409, 400 with the store's message, a 503 for a full disk or an I/O error
+ * (api_storage_error), or a 500. */
 void api__store_error(api_ctx *ctx, const api_request *req, api_response *res, int rc,
                       const char *what, const char *id);
 /* The owner recorded on what this request creates (borrowed from ctx). */

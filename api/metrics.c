@@ -15,7 +15,7 @@
 
 /* The statuses gplqd answers with, each its own series; anything else counts as "other". */
 static const int codes[] = {200, 201, 204, 206, 304, 400, 401, 404, 405, 409,
-                            413, 415, 416, 422, 429, 500, 503};
+                            413, 415, 416, 422, 429, 500, 503, 507};
 #define NCODES ((int)(sizeof codes / sizeof codes[0]))
 
 static atomic_llong http[METRICS_MAX_ROUTES + 1][NCODES + 1]; /* [route + 1][code slot] */

@@ -181,6 +181,10 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         api_json(res, rc == STORE_OK ? 201 : 200, row);
     } else if (rc == STORE_ELIMIT) {
         quota_exceeded(ctx, res, held, bytes);
+    } else if (rc == STORE_EFULL || rc == STORE_EIO) {
+        /* Nothing was kept (store.h): the same upload succeeds once the fault passes. */
+        jlog("error", req->request_id, "storing a %s upload: %s", what, store_errmsg(ctx->st));
+        api_storage_error(res, rc == STORE_EFULL, 1);
     } else {
         api__internal(req, res, "storing a %s upload: %s", what, store_errmsg(ctx->st));
     }

@@ -31,6 +31,7 @@
 #include "server/guard.h"
 #include "server/stream.h"
 #include "util/clock.h"
+#include "util/fs.h"
 #include "util/jlog.h"
 
 #define HTTP_MAX_KV 64 /* query arguments and headers a request can show the handlers */
@@ -70,6 +71,7 @@ typedef struct {
     blob_writer bw;                /* upload routes */
     int upload_open;               /* bw holds a temp file not yet committed or aborted */
     int too_large, failed;
+    int failed_errno;              /* why the upload could not be stored (errno of blob.h) */
     int64_t too_large_at;          /* bytes received when the limit was passed */
     int responded;
     atomic_int async;
@@ -205,6 +207,18 @@ static enum MHD_Result respond_error(http_req *r, int status, const char *code, 
     api_response res;
     api_response_init(&res);
     api_error(&res, status, code, NULL, "%s", msg);
+    return respond(r, &res);
+}
+
+/* An upload that could not be stored (errno e of blob.h): a full disk is a 507, an I/O error
+ * a 503, both worth a retry (api_storage_error); anything else is ours, a 500. The details
+ * (with paths) were logged by the caller. */
+static enum MHD_Result respond_upload_failed(http_req *r, int e) {
+    if (!fs_is_full(e) && e != EIO)
+        return respond_error(r, 500, "internal", "the upload could not be stored");
+    api_response res;
+    api_response_init(&res);
+    api_storage_error(&res, fs_is_full(e), 1);
     return respond(r, &res);
 }
 
@@ -450,7 +464,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             if (r->route->flags & API_UPLOAD) {
                 char err[512];
                 if (blob_begin(&r->bw, h->o.base.data_dir, err, sizeof err)) {
+                    int e = errno;
                     jlog("error", r->request_id, "starting an upload: %s", err);
+                    if (fs_is_full(e) || e == EIO) return respond_upload_failed(r, e);
                     return respond_error(r, 500, "internal", "cannot store the upload now");
                 }
                 r->upload_open = 1;
@@ -481,6 +497,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (upload) {
             char err[512];
             if (blob_write(&r->bw, upload_data, n, err, sizeof err)) {
+                /* The rest of the body is read and dropped (MHD cannot answer before its
+                 * end); the temp file goes now, so a full disk gets its space back at once. */
+                r->failed_errno = errno;
                 jlog("error", r->request_id, "writing an upload: %s", err);
                 r->failed = 1;
                 blob_abort(&r->bw);
@@ -507,7 +526,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (async == ASYNC_DONE) return respond(r, &r->res);
     if (async == ASYNC_RUNNING) return MHD_YES;
     if (r->too_large) return respond_too_large(r);
-    if (r->failed) return respond_error(r, 500, "internal", "the upload could not be stored");
+    if (r->failed) return respond_upload_failed(r, r->failed_errno);
     if (r->route && (r->route->flags & API_UPLOAD)) return start_upload_task(r);
 
     api_response res;

@@ -3,6 +3,7 @@
  * calls api_dispatch against a real SQLite database and data directory in a temp folder; the
  * upload inspector is a small shell script this test writes (it answers by the upload's first
  * four bytes), run through the real inspect_run, so the child-process plumbing is tested too.
+ * SQLite's writes fail on demand (sqlite_fault.h) for the answers to a full disk.
  */
 #include <dirent.h>
 #include <arpa/inet.h>
@@ -26,6 +27,7 @@
 #include "config/jobspec.h"
 #include "storage/blob.h"
 #include "storage/store.h"
+#include "sqlite_fault.h"
 #include "test.h"
 #include "util/sha256.h"
 
@@ -464,6 +466,58 @@ TEST(internal_errors_leak_nothing) {
     CHECK(strstr(err_message(&res), "test-req")); /* the request id, to find the log line */
     api_response_free(&res);
     CHECK(count_in(&f, "tmp") == 0 && count_in(&f, "blobs") == 0);
+    fx_close(&f);
+}
+
+/* A full disk or an I/O error under a request: an upload that does not fit is a 507, any
+ * other write a 503, both with Retry-After and a message that names no path; nothing is kept,
+ * and the same requests succeed once the fault is gone (tests/sqlite_fault.h makes SQLite's
+ * writes fail as on a full disk). */
+TEST(storage_faults_are_503_or_507_and_change_nothing) {
+    sqlite_fault_install(); /* before the database is opened */
+    fixture f;
+    fx_open(&f);
+    char model[64], job[64], url[128];
+    make_model(&f, "one", model);
+    make_job(&f, model, NULL, job);
+    char body[256];
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"}", model);
+    snprintf(url, sizeof url, "/v1/jobs/%s/cancel", job);
+    api_response res;
+    for (int fault = SQLITE_FAULT_FULL; fault <= SQLITE_FAULT_IOERR; fault++) {
+        int full = fault == SQLITE_FAULT_FULL;
+        const char *says = full ? "disk is full" : "I/O error";
+        sqlite_fault = fault;
+        CHECK_MSG(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 503, "job: %d",
+                  res.status);
+        CHECK(!strcmp(err_code(&res), "unavailable") && header(&res, "Retry-After"));
+        CHECK_MSG(strstr(err_message(&res), says) && !strstr(err_message(&res), f.dir),
+                  "message: %s", err_message(&res));
+        api_response_free(&res);
+        CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 503);
+        api_response_free(&res);
+        /* an upload whose row cannot be written: nothing of it stays */
+        const char *data = "GOOD another model";
+        CHECK(upload(&f, &res, "/v1/models", data, strlen(data)) == (full ? 507 : 503));
+        CHECK(!strcmp(err_code(&res), full ? "insufficient_storage" : "unavailable"));
+        CHECK(header(&res, "Retry-After") && !strstr(err_message(&res), f.dir));
+        CHECK_MSG(strstr(err_message(&res), "upload was not stored"), "message: %s",
+                  err_message(&res));
+        api_response_free(&res);
+        CHECK(count_in(&f, "tmp") == 0 && count_in(&f, "blobs") == 1);
+        sqlite_fault = SQLITE_FAULT_NONE;
+    }
+    /* nothing changed, and the same requests go through now */
+    CHECK(call(&f, &res, "GET", "/v1/jobs", NULL, NULL, NULL) == 200);
+    CHECK(json_array_size(json_object_get(res.body, "jobs")) == 1);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    api_response_free(&res);
+    CHECK(call(&f, &res, "POST", url, NULL, NULL, NULL) == 200);
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models", "GOOD another model", 18) == 201);
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 2);
     fx_close(&f);
 }
 
