@@ -15,6 +15,7 @@
 #include "engine/blas.h"
 #include "gplq/export.h"
 #include "train/trainer.h"
+#include "util/fs.h"
 
 json_t *gplq_report_json(const gplq_report *r, json_t *config) {
     json_t *acc = json_object(), *blocks = json_array();
@@ -74,14 +75,20 @@ int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq
 
     json_t *rj = gplq_report_json(r, json_incref(config));
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_REPORT, dir);
-    /* written beside, then renamed: a reader never sees half a report */
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    rc = json_dump_file(rj, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
+    char *text = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     json_decref(rj);
-    if (rc || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %.900s: %s", path, strerror(errno));
-        unlink(tmp);
+    if (!text) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* written beside, synced, then renamed, as the model files are: a reader never sees half
+     * a report, also after a crash */
+    rc = fs_write_atomic(path, text, strlen(text));
+    int e = errno;
+    free(text);
+    if (rc) {
+        snprintf(err, errlen, "cannot write %.900s: %s", path, strerror(e));
+        errno = e;
         return -1;
     }
     return 0;

@@ -285,6 +285,38 @@ static int finish(const worker_env *w, const char *id, const char *state, const 
     return 0;
 }
 
+/* 1 if errno e says the disk failed us (full, or an I/O error) rather than the job: such an
+ * attempt is retried (retry below), anything else fails the job. */
+static int disk_fault(int e) {
+    return fs_is_full(e) || e == EIO;
+}
+
+/* Ends an attempt that failed because of the disk (what: the step it was in; e: its errno):
+ * back to the queue, the attempt counted, to resume from its stage-1 checkpoint (a failed write
+ * leaves the last one as it was) once space is freed; or failed after its last attempt. The
+ * details, with paths, go to the log; the job's error only says what happened. */
+static int retry(const worker_env *w, const char *id, const char *state_path, const char *what,
+                 int e, const char *detail) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s while %s",
+             fs_is_full(e) ? "the server's disk was full" : "the server's disk failed (I/O error)",
+             what);
+    job_log(w->name, "warn", id, "%s: %s", msg, detail);
+    int requeued = 0, rc = store_job_retry(w->s, id, w->name, msg, &requeued);
+    if (rc == STORE_ELEASE) {
+        job_log(w->name, "warn", id, "not given back: the lease is gone");
+        return 0;
+    }
+    if (rc) {
+        job_log(w->name, "error", id, "cannot give back: %s", store_errmsg(w->s));
+        return -1;
+    }
+    if (!requeued) unlink(state_path); /* it ended: nothing will resume from it */
+    job_log(w->name, "info", id, requeued ? "given back to the queue, to be retried"
+                                          : "ended: no attempts left, or canceled");
+    return 0;
+}
+
 int job_run(const worker_env *w, const store_claim *job) {
     const char *id = job->id;
     char err[2048], dir[4096], state_path[4096], art[4096];
@@ -329,13 +361,20 @@ int job_run(const worker_env *w, const store_claim *job) {
     vit_model qm;
     actq_set aq;
     stage2_result s2;
+    /* Set when a failure was the disk's: the step, and errno (errno is cleared before each
+     * step that writes, so a stale value is never taken for the step's). */
+    const char *disk_step = NULL;
+    int disk_errno = 0;
     if (rc == 0) {
         gplq_config c;
         gplq_config_from_spec(&c, &js);
         c.s1.ckpt_path = state_path;
         if (access(state_path, F_OK) == 0)
             job_log(w->name, "info", id, "resuming stage 1 from %s", state_path);
+        errno = 0;
         rc = gplq_run(&fp, &tr, &te, &c, on_progress, &ui, &rep, &qm, &aq, &s2, err, sizeof err);
+        if (rc < 0 && disk_fault(errno))
+            disk_step = "saving the stage-1 checkpoint", disk_errno = errno;
         if (rc == 0) {
             gplq_progress pe = {.stage = "export", .part = "artifacts", .step = 0, .total = 1,
                                 .fraction = 0.99};
@@ -344,7 +383,10 @@ int job_run(const worker_env *w, const store_claim *job) {
             json_object_set_new(config, "model_id", json_string(job->model_id));
             json_object_set_new(config, "dataset_id", json_string(job->dataset_id));
             json_object_set_new(config, "job_id", json_string(id));
+            errno = 0;
             rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
+            if (rc && disk_fault(errno))
+                disk_step = "writing the artifacts", disk_errno = errno;
             json_decref(config);
             vit_free(&qm);
             actq_free(&aq);
@@ -361,11 +403,17 @@ int job_run(const worker_env *w, const store_claim *job) {
         char path[8400], hex[65];
         int64_t bytes;
         layout_artifact(path, sizeof path, w->data_dir, id, names[i]);
+        int src;
         if (file_sha256(path, hex, &bytes)) {
-            snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(errno));
+            int e = errno;
+            snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(e));
+            if (disk_fault(e)) disk_step = "reading back the artifacts", disk_errno = e;
             rc = -1;
-        } else if (store_artifact_add(w->s, id, names[i], bytes, hex)) {
+        } else if ((src = store_artifact_add(w->s, id, names[i], bytes, hex))) {
             snprintf(err, sizeof err, "cannot record %s: %s", names[i], store_errmsg(w->s));
+            if (src == STORE_EFULL || src == STORE_EIO)
+                disk_step = "recording the artifacts",
+                disk_errno = src == STORE_EFULL ? ENOSPC : EIO;
             rc = -1;
         }
     }
@@ -389,6 +437,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         unlink(state_path);
         return finish(w, id, "canceled", NULL);
     }
+    if (rc < 0 && disk_step) return retry(w, id, state_path, disk_step, disk_errno, err);
     if (rc == 1) {  /* asked to stop: stage 1 checkpointed; another worker (or this one, restarted) resumes */
         int r = store_job_release(w->s, id, w->name);
         job_log(w->name, "info", id,
