@@ -8,10 +8,10 @@ and freed again by removing it, with the daemon running throughout:
 - an upload into a full data dir is a 507 insufficient_storage that names no path, leaves no
   temp file and no blob and holds nothing against the owner's quota; once space returns, the
   same upload is a 201, without a restart;
-- a job whose artifacts folder is full fails that attempt (its error says the disk is full and
-  names no path), lists no artifact and leaves on disk only complete files or none; it is
-  retried, and once space returns the retry succeeds with the same tensors as a job that never
-  hit the fault;
+- a job whose artifacts folder is full, and one whose stage-1 checkpoint cannot be saved, fail
+  that attempt (the error says the disk was full and names no path), list no artifact and leave
+  on disk only complete files or none; they are retried, and once space returns the retries
+  succeed, with the same tensors (one resumed from its checkpoint, one ran stage 1 again);
 - a request whose SQLite commit finds the disk full is a 503 with Retry-After; nothing of it is
   recorded, the database passes PRAGMA integrity_check, and once space returns the same request
   succeeds, again without a restart.
@@ -148,49 +148,71 @@ def test_upload_into_a_full_disk_is_507_and_leaves_nothing():
             assert d.files_under("tmp") == []
 
 
-def test_artifact_write_into_a_full_disk_fails_the_attempt_and_is_retried():
+def first_failure(d, job_id, step):
+    """Waits for the job's first attempt to fail on the full disk in step; checks that it went
+    back to the queue with an error that says so (and names no path), listing nothing."""
+    def failed():
+        job = d.job(job_id)
+        return job if job["error"] or job["state"] in ("failed", "succeeded") else None
+    job = d.wait_for(failed, timeout=300, poll=0.05, what="the first attempt to fail")
+    assert job["state"] in ("queued", "running"), job
+    assert "disk was full while " + step in job["error"], job["error"]
+    assert "(attempt 1 of 4; it is retried)" in job["error"], job["error"]
+    assert_no_path(d, job["error"])
+    assert d.get("/v1/jobs/%s/artifacts" % job_id).json()["artifacts"] == []
+
+
+def assert_listed_complete(d, job_id, folder):
+    """The job lists every artifact, each the file on disk, whole."""
+    listed = d.get("/v1/jobs/%s/artifacts" % job_id).json()["artifacts"]
+    assert sorted(x["name"] for x in listed) == sorted(ARTIFACTS), listed
+    for x in listed:
+        with open(os.path.join(folder, x["name"]), "rb") as f:
+            body = f.read()
+        assert len(body) == x["bytes"] and hashlib.sha256(body).hexdigest() == x["sha256"], x
+
+
+def test_a_job_whose_disk_fills_fails_the_attempt_and_is_retried():
+    # Two jobs of one spec, on one worker: the first meets a full disk writing its artifacts,
+    # the second saving its stage-1 checkpoint (its whole folder is full). Both are retried and,
+    # once space returns, end with the same tensors: the first resumed from its checkpoint, the
+    # second ran stage 1 again.
     with Daemon(workers=1) as d:
         mid = upload_demo(d)
-        # the reference, run first: meanwhile the second job's artifacts folder is mounted
-        ref = d.create_job(mid, **SMALL).json()["id"]
-        j = d.create_job(mid, max_attempts=4, **SMALL).json()["id"]
-        art = os.path.join(d.data_dir, "jobs", j, "artifacts")
-        with tmpfs(art, 32):  # room for the artifacts (about 13 MB) once the filler goes
-            assert d.job(j)["state"] == "queued", "the job started before its folder was mounted"
-            filler = fill(art)
-            assert d.wait_for_state(ref, ["succeeded", "failed"], timeout=120)["state"] == "succeeded"
+        hold = d.create_job(mid, **SMALL).json()["id"]  # holds the worker while we mount
+        a = d.create_job(mid, max_attempts=4, **SMALL).json()["id"]
+        b = d.create_job(mid, max_attempts=4, **SMALL).json()["id"]
+        art_a = os.path.join(d.data_dir, "jobs", a, "artifacts")
+        dir_b = os.path.join(d.data_dir, "jobs", b)
+        # room for the artifacts (about 13 MB), and for the checkpoint (about 33 MB) and the
+        # artifacts, once the filler goes
+        with tmpfs(art_a, 32), tmpfs(dir_b, 64):
+            assert d.job(a)["state"] == d.job(b)["state"] == "queued", "started before the mount"
+            filler_a, filler_b = fill(art_a), fill(dir_b)
+            assert d.post("/v1/jobs/%s/cancel" % hold).status in (200, 409)
 
-            # the first attempt fails on the full disk and the job goes back to the queue
-            def failed_once():
-                job = d.job(j)
-                return job if job["error"] or job["state"] in ("failed", "succeeded") else None
-            job = d.wait_for(failed_once, timeout=120, poll=0.05, what="the first attempt to fail")
-            assert job["state"] in ("queued", "running"), job
-            assert "disk was full while writing the artifacts" in job["error"], job["error"]
-            assert "attempt 1 of 4; it is retried" in job["error"], job["error"]
-            assert_no_path(d, job["error"])
-            # nothing listed, nothing half-written on disk
-            assert d.get("/v1/jobs/%s/artifacts" % j).json()["artifacts"] == []
-            left = sorted(os.listdir(art))
+            first_failure(d, a, "writing the artifacts")
+            left = sorted(os.listdir(art_a))  # only whole files, no temporary one
             assert all(f in ARTIFACTS + [".filler"] for f in left), left
-            assert all(safetensors_complete(os.path.join(art, f)) for f in left
+            assert all(safetensors_complete(os.path.join(art_a, f)) for f in left
                        if f.endswith(".safetensors")), left
-
-            # space returns: the retry succeeds, with the tensors of a job that never failed
-            os.unlink(filler)
-            job = d.wait_for_state(j, ["succeeded", "failed"], timeout=120)
+            os.unlink(filler_a)  # space returns: the retry succeeds
+            job = d.wait_for_state(a, ["succeeded", "failed"], timeout=300)
             assert job["state"] == "succeeded" and job["attempts"] >= 2, job
             assert job["error"] is None, job
-            listed = d.get("/v1/jobs/%s/artifacts" % j).json()["artifacts"]
-            assert sorted(x["name"] for x in listed) == sorted(ARTIFACTS), listed
-            for x in listed:
-                with open(os.path.join(art, x["name"]), "rb") as f:
-                    body = f.read()
-                assert len(body) == x["bytes"], x
-                assert hashlib.sha256(body).hexdigest() == x["sha256"], x
-            a = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % ref).body
-            b = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % j).body
-            assert tensor_bytes(a)[1] == tensor_bytes(b)[1], "the retried job's model differs"
+            assert_listed_complete(d, a, art_a)
+
+            first_failure(d, b, "saving the stage-1 checkpoint")
+            assert "stage1.state" not in os.listdir(dir_b), os.listdir(dir_b)  # never whole
+            os.unlink(filler_b)
+            job = d.wait_for_state(b, ["succeeded", "failed"], timeout=300)
+            assert job["state"] == "succeeded" and job["attempts"] >= 2, job
+            assert_listed_complete(d, b, os.path.join(dir_b, "artifacts"))
+            assert not os.path.exists(os.path.join(dir_b, "stage1.state"))
+
+            qa = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % a).body
+            qb = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % b).body
+            assert tensor_bytes(qa)[1] == tensor_bytes(qb)[1], "the two retried jobs' models differ"
 
 
 def test_sqlite_commit_on_a_full_disk_is_503_and_the_database_stays_sound():
