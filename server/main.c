@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -198,6 +199,24 @@ static int open_database(gplqd *g, char *err, size_t errlen) {
     return 0;
 }
 
+/* Every HTTP connection is a descriptor: the soft limit (often 1024) goes up to the hard one,
+ * so that --max-connections, not the shell gplqd was started from, decides how many are
+ * served. Said in the log when even the hard limit is short of the connections allowed. */
+static void raise_fd_limit(const gplqd *g) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    /* beside the connections: the database, workers' pipes, uploads, streams' files */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)g->c.max_connections + 64)
+        jlog("warn", NULL, "at most %llu open files (RLIMIT_NOFILE), fewer than the %d "
+             "connections allowed need: raise the limit or lower --max-connections",
+             (unsigned long long)rl.rlim_cur, g->c.max_connections);
+}
+
 static void log_start(const gplqd *g, int swept) {
     json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
                           "config", cfg_to_json(&g->c), "swept_tmp", swept);
@@ -331,6 +350,7 @@ int main(int argc, char **argv) {
     int swept = blob_sweep_tmp(g.c.data_dir);
     if (open_database(&g, err, sizeof err)) return 1;
     log_start(&g, swept);
+    raise_fd_limit(&g);
 
     g.loop = uv_default_loop();
     if (start_workers(&g, err, sizeof err)) return 1;
