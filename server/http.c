@@ -14,7 +14,10 @@
 #include "server/http.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,7 +48,10 @@ struct http_server {
     unsigned boot;                 /* random prefix of generated request ids */
     atomic_ulong counter;          /* their suffix */
     atomic_int uploads;            /* upload handlers running on their own threads */
-    MHD_socket quiesced_fd;
+    int listen_fd;                 /* ours: the acceptor takes connections from it (-1: closed) */
+    int stop_pipe[2];              /* a byte on [1] ends the acceptor */
+    pthread_t acceptor;
+    int accepting;                 /* the acceptor runs (loop thread only) */
     stream_hub *streams;           /* the live event streams */
     guard *guard;                  /* the connections' head deadlines and cap */
     pthread_mutex_t log_mu;        /* mhd_log's count of libmicrohttpd's messages */
@@ -615,6 +621,77 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     jlog("warn", NULL, "libmicrohttpd: %s", msg);
 }
 
+/* ---------------------------------------------------------------- accepting */
+
+/* Connections are accepted on a thread of this file's own and handed to libmicrohttpd's
+ * threads (MHD_add_connection runs the accept policy and the per-IP limit as MHD's accept
+ * would). MHD's own listener in poll mode (0.9.75) takes one connection per round of its
+ * loop, and a round first serves every busy connection: under load a burst of new clients
+ * waited in the listen queue for seconds (1000 keep-alive clients: up to 20 s;
+ * tests/integration/test_chaos.py). Here all that wait are taken at once. */
+static void *acceptor_main(void *arg) {
+    http_server *h = arg;
+    struct pollfd p[2] = {{.fd = h->listen_fd, .events = POLLIN},
+                          {.fd = h->stop_pipe[0], .events = POLLIN}};
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (p[1].revents) break;
+        for (;;) {
+            struct sockaddr_storage ss;
+            socklen_t len = sizeof ss;
+            int fd = accept4(h->listen_fd, (struct sockaddr *)&ss, &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0) {
+                MHD_add_connection(h->d, fd, (struct sockaddr *)&ss, len); /* closes fd if refused */
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            /* Out of descriptors or memory: the client waits in the queue meanwhile, and this
+             * thread must not spin on a listener that stays readable. */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                usleep(50000);
+            break; /* EAGAIN: all taken */
+        }
+    }
+    return NULL;
+}
+
+/* Ends the acceptor and closes the listener: new clients are refused from now on. */
+static void acceptor_stop(http_server *h) {
+    if (h->accepting) {
+        ssize_t n = write(h->stop_pipe[1], "x", 1);
+        (void)n;
+        pthread_join(h->acceptor, NULL);
+        h->accepting = 0;
+    }
+    if (h->listen_fd >= 0) close(h->listen_fd);
+    h->listen_fd = -1;
+}
+
+/* The listening socket: as MHD made it (SO_REUSEADDR and SO_REUSEPORT, IPv6 only for a v6
+ * address), non-blocking for the acceptor. */
+static int listen_on(const struct sockaddr_storage *ss, socklen_t sslen, const char *name,
+                     char *err, size_t errlen) {
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot serve on %s: socket: %s", name, strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+    if (ss->ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    if (bind(fd, (const struct sockaddr *)ss, sslen) || listen(fd, SOMAXCONN)) {
+        snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?): %s", name,
+                 strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* ---------------------------------------------------------------- start and stop */
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" into an address. */
@@ -659,12 +736,15 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         return -1;
     }
     h->o = *o;
-    h->quiesced_fd = MHD_INVALID_SOCKET;
+    h->listen_fd = h->stop_pipe[0] = h->stop_pipe[1] = -1;
     if (getrandom(&h->boot, sizeof h->boot, 0) != sizeof h->boot) h->boot = (unsigned)getpid();
     pthread_key_create(&h->store_key, store_destroy);
     pthread_mutex_init(&h->log_mu, NULL);
 
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* No listener of MHD's: the acceptor hands it the connections (see acceptor_main); the
+     * inter-thread channel wakes its threads for them. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     /* poll by default: libmicrohttpd 0.9.75 under epoll (edge-triggered) misses the FIN of a
      * client that closes right after a burst of body bytes, so a cut-off upload would hold its
      * connection and temp file until the idle timeout; poll sees the close at once. */
@@ -692,18 +772,23 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         free(h);
         return -1;
     }
+    if ((h->listen_fd = listen_on(&ss, sslen, o->listen, err, errlen)) < 0 ||
+        pipe2(h->stop_pipe, O_CLOEXEC)) {
+        if (h->listen_fd >= 0) snprintf(err, errlen, "pipe: %s", strerror(errno));
+        goto fail;
+    }
     h->d = MHD_start_daemon(
         flags, 0, on_accept, h, on_request, h,
         /* first, or MHD logs the options' own complaints with its default logger */
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
-        /* MHD's own cap stops accepting when reached (clients then wait in the listen queue):
-         * the guard's, below it, refuses instead (server/guard.h). */
+        /* MHD's own cap, above the guard's (server/guard.h), which refuses first: past it
+         * MHD_add_connection closes a newcomer too. */
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)(go.max_connections + GUARD_SPARE),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(o->max_per_ip > 0 ? o->max_per_ip : 0),
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, h,
         /* Each connection's buffer (default 32 KB) bounds the chunk an upload arrives in: with
          * 256 KB a 97 MB upload takes about an eighth of the recv+poll+write rounds; 1 MB, tried
@@ -712,22 +797,38 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
         MHD_OPTION_END);
     if (!h->d) {
-        snprintf(err, errlen, "cannot serve on %s (address in use, or not ours?)", o->listen);
-        guard_free(h->guard);
-        stream_hub_free(h->streams);
-        pthread_key_delete(h->store_key);
-        pthread_mutex_destroy(&h->log_mu);
-        free(h);
-        return -1;
+        snprintf(err, errlen, "cannot start libmicrohttpd on %s", o->listen);
+        goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    if (pthread_create(&h->acceptor, NULL, acceptor_main, h)) {
+        snprintf(err, errlen, "cannot start the accepting thread");
+        MHD_stop_daemon(h->d);
+        goto fail;
+    }
+    h->accepting = 1;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    unsigned port = 0;
+    if (getsockname(h->listen_fd, (struct sockaddr *)&bound, &blen) == 0)
+        port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     char host[128] = "127.0.0.1";
     getnameinfo((struct sockaddr *)&ss, sslen, host, sizeof host, NULL, 0, NI_NUMERICHOST);
     int v6 = ss.ss_family == AF_INET6;
     snprintf(h->url, sizeof h->url, "http://%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "",
-             info ? (unsigned)info->port : 0);
+             port);
     *out = h;
     return 0;
+fail:
+    if (h->listen_fd >= 0) close(h->listen_fd);
+    if (h->stop_pipe[0] >= 0) close(h->stop_pipe[0]);
+    if (h->stop_pipe[1] >= 0) close(h->stop_pipe[1]);
+    guard_free(h->guard);
+    stream_hub_free(h->streams);
+    pthread_key_delete(h->store_key);
+    pthread_mutex_destroy(&h->log_mu);
+    free(h);
+    return -1;
 }
 
 const char *http_url(const http_server *h) {
@@ -735,11 +836,7 @@ const char *http_url(const http_server *h) {
 }
 
 void http_quiesce(http_server *h) {
-    if (h->quiesced_fd != MHD_INVALID_SOCKET) return;
-    h->quiesced_fd = MHD_quiesce_daemon(h->d);
-    /* MHD stops accepting but keeps the socket open until it is stopped, so new clients would
-     * wait in the backlog; shutting the socket down refuses them now. */
-    if (h->quiesced_fd != MHD_INVALID_SOCKET) shutdown(h->quiesced_fd, SHUT_RDWR);
+    acceptor_stop(h); /* the listener closes: new clients are refused now, not queued */
 }
 
 void http_stop(http_server *h, int wait_s) {
@@ -753,10 +850,12 @@ void http_stop(http_server *h, int wait_s) {
         jlog("warn", NULL, "%d upload(s) still being processed at exit", atomic_load(&h->uploads));
         return;
     }
+    acceptor_stop(h);
     MHD_stop_daemon(h->d);
     guard_free(h->guard);
     stream_hub_free(h->streams);
-    if (h->quiesced_fd != MHD_INVALID_SOCKET) close(h->quiesced_fd);
+    close(h->stop_pipe[0]);
+    close(h->stop_pipe[1]);
     pthread_key_delete(h->store_key);
     pthread_mutex_destroy(&h->log_mu);
     free(h);

@@ -1,8 +1,9 @@
 /*
  * http.h: gplqd's HTTP side, libmicrohttpd glue around api/api.h.
  *
- * A pool of MHD threads (poll, or epoll on request) parses requests; each thread
- * opens its own SQLite connection on first use (a pthread key closes it when the thread ends).
+ * Connections are accepted on a thread of their own and handed to a pool of MHD threads (poll,
+ * or epoll on request), which parse requests; each thread opens its own SQLite connection on
+ * first use (a pthread key closes it when the thread ends).
  * JSON bodies are buffered up to a limit; upload bodies are streamed chunk by chunk into a blob
  * writer (never whole in memory), and the upload's handler (inspection in a child, fsync,
  * rename) runs on a thread of its own while the connection is suspended, so a slow upload never

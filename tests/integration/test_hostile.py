@@ -302,8 +302,14 @@ def test_connections_past_the_cap_are_refused_fast():
             for _ in range(3):
                 assert refused_at_once(d.raw_socket())
             held.pop().close()
-            r = d.wait_for(lambda: (lambda r: r if r.status == 200 else None)(
-                d.get("/v1/health", token=None, timeout=2)), timeout=10, what="a freed slot")
+
+            def health():  # the slot is free once the daemon has seen the close: until then, refused
+                try:
+                    r = d.get("/v1/health", token=None, timeout=2)
+                except OSError:
+                    return None
+                return r if r.status == 200 else None
+            r = d.wait_for(health, timeout=10, what="a freed slot")
             assert r.json()["status"] == "ok", r
         finally:
             for s in held:
