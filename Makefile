@@ -35,7 +35,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
-.PHONY: all test-deps test bench san clean deps help demo stop fuzz fuzz-build
+.PHONY: all test-deps test bench san clean deps help demo stop fuzz fuzz-build chaos
 all: $(PROGRAMS) $(TESTS)
 
 help:
@@ -44,6 +44,7 @@ help:
 	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
+	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
 	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
 	@echo "make stop       stop the gplqd that make demo started (SIGTERM, waits for it to drain)"
@@ -141,6 +142,13 @@ fuzz:
 	bash scripts/install-deps.sh --fuzz
 	$(MAKE) -j$$(nproc) fuzz-build
 	bash tests/fuzz/run.sh -s $(FUZZ_S) -b $(FUZZ_BUILD)
+
+# tests/integration/test_chaos.py at full length (make test runs its short variant): 20 worker
+# SIGKILLs over one default job, 10 gplqd SIGKILLs over 20 jobs, 1000 keep-alive clients for
+# 30 s. It prints its seed; GPLQ_CHAOS_SEED=N replays the same kill moments.
+chaos: test-deps
+	$(MAKE) -j$$(nproc) all
+	GPLQ_CHAOS=long GPLQ_BUILD=$(BUILD) /usr/bin/python3 tests/integration/test_chaos.py
 
 # The main job on embedded defaults, through the service: gplqd (started, or reused) quantizes
 # the committed demo model on Fashion-MNIST; scripts/demo.sh says what it does and its options.

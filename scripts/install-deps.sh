@@ -3,7 +3,8 @@
 # Idempotent and quick when all is present: apt-get runs only for what is missing.
 # Usage: scripts/install-deps.sh [--test] [--bench] [--fuzz]
 #   --test   adds what `make test` needs beyond the build: Debian's chromium for the dashboard's
-#            browser test, and Node.js with npm (for playwright-core, tests/browser) if absent
+#            browser test, Node.js with npm (for playwright-core, tests/browser) if absent, and
+#            wrk for the load part of tests/integration/test_chaos.py (and `make chaos`)
 #   --bench  adds PyTorch and wrk, only used by `make bench` and by tests/ref/*.py, which
 #            regenerate the committed reference fixtures
 #   --fuzz   adds clang and its fuzzer and sanitizer runtimes, for `make fuzz` and the fuzz
@@ -30,7 +31,7 @@ for arg in "$@"; do
   case $arg in
     --test)
       want_node=1
-      pkgs+=(chromium)
+      pkgs+=(chromium wrk)
       # Node.js may come from Debian (nodejs + npm) or from NodeSource (one nodejs package
       # that has npm inside, and conflicts with Debian's npm): ask for Debian's only if absent.
       command -v node >/dev/null || pkgs+=(nodejs)
