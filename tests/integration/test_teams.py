@@ -321,7 +321,8 @@ def test_concurrent_uploads_stay_within_the_quota():
     assert len({hashlib.sha256(x).hexdigest() for x in data}) == 3
     big = max(len(x) for x in data)
     quota = 2 * big + big // 2
-    config = {"max_owner_upload_bytes": quota, "http_threads": 4}
+    # all three inspected at once (past max_inspections one would get a 503 busy instead)
+    config = {"max_owner_upload_bytes": quota, "http_threads": 4, "max_inspections": 4}
     with Daemon(workers=0, config=config) as d:
         a = d.create_token("a")
         for rnd in range(3):  # a few rounds: the race, if there is one, gets several chances
