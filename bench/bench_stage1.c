@@ -172,11 +172,11 @@ static double sgemm_gflops(int n, int reps) {
 /* actq's hook table wrapped to time every quantizer call. The wrapped calls get actq's own
  * context, so the arithmetic is untouched. */
 typedef struct {
-    vit_hooks inner;      /* actq's table, as actq_init made it */
+    model_hooks inner;      /* actq's table, as actq_init made it */
     double fwd_s, bwd_s;  /* running totals inside the quantizers */
 } timed_hooks;
 
-static int timed_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int timed_forward(void *ctx, int layer, qpoint p, float *out, const float *in,
                          int64_t rows, int cols) {
     timed_hooks *th = ctx;
     double t0 = clock_mono_s();
@@ -186,7 +186,7 @@ static int timed_forward(void *ctx, int layer, vit_qpoint p, float *out, const f
 }
 
 /* the backward's recomputation of the quantized copies counts as backward time */
-static int timed_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int timed_reforward(void *ctx, int layer, qpoint p, float *out, const float *in,
                            int64_t rows, int cols) {
     timed_hooks *th = ctx;
     double t0 = clock_mono_s();
@@ -195,7 +195,7 @@ static int timed_reforward(void *ctx, int layer, vit_qpoint p, float *out, const
     return rc;
 }
 
-static void timed_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+static void timed_backward(void *ctx, int layer, qpoint p, float *din, const float *dout,
                            const float *in, int64_t rows, int cols) {
     timed_hooks *th = ctx;
     double t0 = clock_mono_s();
@@ -294,7 +294,7 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         if (actq_init(&aq, &bm->cfg, BENCH_ABITS, BENCH_PATCH_BITS, err, sizeof err)) goto out;
         /* stage1_run installs &aq.hooks on the student: put the timing table there */
         th = (timed_hooks){.inner = aq.hooks};
-        aq.hooks = (vit_hooks){.ctx = &th, .forward = timed_forward, .backward = timed_backward,
+        aq.hooks = (model_hooks){.ctx = &th, .forward = timed_forward, .backward = timed_backward,
                                .reforward = th.inner.reforward ? timed_reforward : NULL};
         log.th = &th;
         gplq_config g;

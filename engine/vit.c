@@ -109,9 +109,10 @@ static void layout(vit_model *m) {
     };
     size_t off = 0;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        vit_param_info *pi = &m->info[i];
+        param_info *pi = &m->info[i];
         pi->name = t[i].name;
         pi->per_layer = t[i].per_layer;
+        pi->layers = t[i].per_layer ? (int)L : 1;
         pi->ndim = t[i].ndim;
         size_t n = 1;
         for (int d = 0; d < 4; d++) {
@@ -127,9 +128,9 @@ static void layout(vit_model *m) {
 }
 
 _Static_assert(sizeof(vit_params) == VIT_NUM_PARAM_TENSORS * sizeof(float *),
-               "vit_params must be exactly the parameter pointers, in vit_param_info order");
+               "vit_params must be exactly the parameter pointers, in param_info order");
 
-static void point_params(vit_params *p, float *mem, const vit_param_info *info) {
+static void point_params(vit_params *p, float *mem, const param_info *info) {
     float **ptrs = (float **)p;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) ptrs[i] = mem + info[i].offset;
 }
@@ -188,7 +189,7 @@ void vit_init_weights(vit_model *m, uint64_t seed) {
     rng_seed(&r, seed);
     memset(m->param_mem, 0, m->num_params * sizeof(float));
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &m->info[i];
+        const param_info *pi = &m->info[i];
         float *w = m->param_mem + pi->offset;
         if (pi->decay && i != 0) /* every Linear: trunc_normal(.02), bias stays 0 */
             for (size_t j = 0; j < pi->numel; j++) w[j] = rng_trunc_normal(&r, .02f, -2, 2);
@@ -208,7 +209,7 @@ void vit_init_weights(vit_model *m, uint64_t seed) {
 
 int vit_param_lookup(const vit_model *m, const char *name, int *layer) {
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &m->info[i];
+        const param_info *pi = &m->info[i];
         if (pi->numel == 0) continue;
         if (!pi->per_layer) {
             if (!strcmp(name, pi->name)) { *layer = -1; return i; }
@@ -231,11 +232,11 @@ int vit_param_lookup(const vit_model *m, const char *name, int *layer) {
 
 /* Slots of quantized copies a pass keeps: one for a forward-only pass or when the backward
  * recomputes them (hooks->reforward), else one per block. */
-static int qslots_for(const vit_model *m, const vit_hooks *hooks, int infer) {
+static int qslots_for(const vit_model *m, const model_hooks *hooks, int infer) {
     return infer || (hooks && hooks->reforward) ? 1 : m->cfg.depth;
 }
 
-void vit_set_hooks(vit_model *m, const vit_hooks *hooks) {
+void vit_set_hooks(vit_model *m, const model_hooks *hooks) {
     m->hooks = hooks;
     /* activations of another kind (plain or quantized; copies kept or recomputed) go */
     if (m->acts && (m->acts->quant != (hooks != NULL) ||
@@ -323,7 +324,7 @@ oom:
 }
 
 /* Runs the forward hook at point p if hooks are installed (else the copy is an alias). */
-static int hook_fwd(vit_model *m, int layer, vit_qpoint p, float *out, const float *in,
+static int hook_fwd(vit_model *m, int layer, qpoint p, float *out, const float *in,
                     int64_t rows, int cols, char *err, size_t errlen) {
     if (!m->hooks) return 0;
     if (m->hooks->forward(m->hooks->ctx, layer, p, out, in, rows, cols)) {
@@ -333,7 +334,7 @@ static int hook_fwd(vit_model *m, int layer, vit_qpoint p, float *out, const flo
     return 0;
 }
 
-static void hook_bwd(vit_model *m, int layer, vit_qpoint p, float *d, const float *in,
+static void hook_bwd(vit_model *m, int layer, qpoint p, float *d, const float *in,
                      int64_t rows, int cols) {
     if (m->hooks) m->hooks->backward(m->hooks->ctx, layer, p, d, d, in, rows, cols);
 }
@@ -353,7 +354,7 @@ static int embed_forward(vit_model *m, float *x, const float *images, int B, cha
     vit_acts *a = m->acts;
     const vit_params *p = &m->params;
     im2col_forward(a->cols, images, B, c->in_chans, c->img_size, c->patch);
-    if (hook_fwd(m, -1, VIT_QP_PATCH_IN, a->colsq, a->cols, (int64_t)B * np, Pd, err, errlen))
+    if (hook_fwd(m, -1, QP_PATCH_IN, a->colsq, a->cols, (int64_t)B * np, Pd, err, errlen))
         return -1;
     matmul_forward(a->tok, a->colsq, p->patch_w, p->patch_b, B * np, Pd, C);
     for (int b = 0; b < B; b++) {
@@ -414,24 +415,24 @@ static int block_forward(vit_model *m, int l, const float *x, int B, char *err, 
 
     layernorm_forward(ln1, k.ln1_mean, k.ln1_rstd, x, p->ln1_w + (size_t)l * C,
                       p->ln1_b + (size_t)l * C, (int)BT, C, c->ln_eps);
-    if (hook_fwd(m, l, VIT_QP_QKV_IN, ln1q, ln1, BT, C, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_QKV_IN, ln1q, ln1, BT, C, err, errlen)) return -1;
     matmul_forward(qkv, ln1q, p->qkv_w + (size_t)l * 3 * C * C, p->qkv_b + (size_t)l * 3 * C,
                    (int)BT, C, 3 * C);
-    if (hook_fwd(m, l, VIT_QP_QKV_OUT, qkvq, qkv, BT, 3 * C, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_QKV_OUT, qkvq, qkv, BT, 3 * C, err, errlen)) return -1;
     attention_softmax_forward(att, qkvq, B, T, C, NH);
-    if (hook_fwd(m, l, VIT_QP_ATTN, attq, att, (int64_t)B * NH * T, T, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_ATTN, attq, att, (int64_t)B * NH * T, T, err, errlen)) return -1;
     attention_value_forward(atty, attq, qkvq, B, T, C, NH);
-    if (hook_fwd(m, l, VIT_QP_PROJ_IN, attyq, atty, BT, C, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_PROJ_IN, attyq, atty, BT, C, err, errlen)) return -1;
     matmul_forward(res1, attyq, p->proj_w + (size_t)l * C * C, p->proj_b + (size_t)l * C,
                    (int)BT, C, C);
     axpy(res1, 1.0f, x, BT * C);
     layernorm_forward(ln2, k.ln2_mean, k.ln2_rstd, res1, p->ln2_w + (size_t)l * C,
                       p->ln2_b + (size_t)l * C, (int)BT, C, c->ln_eps);
-    if (hook_fwd(m, l, VIT_QP_FC1_IN, ln2q, ln2, BT, C, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_FC1_IN, ln2q, ln2, BT, C, err, errlen)) return -1;
     matmul_forward(fch, ln2q, p->fc1_w + (size_t)l * H * C, p->fc1_b + (size_t)l * H, (int)BT,
                    C, H);
     gelu_forward(fchg, fch, BT * H);
-    if (hook_fwd(m, l, VIT_QP_FC2_IN, fchgq, fchg, BT, H, err, errlen)) return -1;
+    if (hook_fwd(m, l, QP_FC2_IN, fchgq, fchg, BT, H, err, errlen)) return -1;
     matmul_forward(res2, fchgq, p->fc2_w + (size_t)l * C * H, p->fc2_b + (size_t)l * C, (int)BT,
                    H, C);
     axpy(res2, 1.0f, res1, BT * C);
@@ -452,7 +453,7 @@ static int head_forward(vit_model *m, float *logits, const float *x, int B, char
         memcpy(a->pre + (size_t)b * pf * C, x + (size_t)b * T * C, sizeof(float) * pf * C);
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->pre, p->norm_w, p->norm_b, B * pf, C,
                       c->ln_eps);
-    if (hook_fwd(m, -1, VIT_QP_HEAD_IN, a->lnfq, a->lnf, (int64_t)B * pf, C, err, errlen))
+    if (hook_fwd(m, -1, QP_HEAD_IN, a->lnfq, a->lnf, (int64_t)B * pf, C, err, errlen))
         return -1;
     if (!c->distilled) {
         matmul_forward(logits, a->lnfq, p->head_w, p->head_b, B, C, K);
@@ -494,18 +495,18 @@ const float *vit_feature(const vit_model *m, int b) {
 }
 
 /* Recomputes block l's quantized copies into their one slot, from the block's kept inputs to
- * the quantizers (hooks->reforward, see vit_hooks). */
+ * the quantizers (hooks->reforward, see model_hooks). */
 static int block_requantize(vit_model *m, int l, int B, const block_acts *k, char *err,
                             size_t errlen) {
     DIMS;
-    const vit_hooks *h = m->hooks;
-    struct { vit_qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
-        {VIT_QP_QKV_IN, k->ln1q, k->ln1, BT, C},
-        {VIT_QP_QKV_OUT, k->qkvq, k->qkv, BT, 3 * C},
-        {VIT_QP_ATTN, k->attq, k->att, (int64_t)B * NH * T, T},
-        {VIT_QP_PROJ_IN, k->attyq, k->atty, BT, C},
-        {VIT_QP_FC1_IN, k->ln2q, k->ln2, BT, C},
-        {VIT_QP_FC2_IN, k->fchgq, k->fchg, BT, H},
+    const model_hooks *h = m->hooks;
+    struct { qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
+        {QP_QKV_IN, k->ln1q, k->ln1, BT, C},
+        {QP_QKV_OUT, k->qkvq, k->qkv, BT, 3 * C},
+        {QP_ATTN, k->attq, k->att, (int64_t)B * NH * T, T},
+        {QP_PROJ_IN, k->attyq, k->atty, BT, C},
+        {QP_FC1_IN, k->ln2q, k->ln2, BT, C},
+        {QP_FC2_IN, k->fchgq, k->fchg, BT, H},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
         if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
@@ -532,13 +533,13 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
     memset(a->dH, 0, sizeof(float) * BT * H);
     matmul_backward(a->dH, g->fc2_w + (size_t)l * C * H, g->fc2_b + (size_t)l * C, a->dres,
                     k.fchgq, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
-    hook_bwd(m, l, VIT_QP_FC2_IN, a->dH, k.fchg, BT, H);
+    hook_bwd(m, l, QP_FC2_IN, a->dH, k.fchg, BT, H);
     memset(a->dH2, 0, sizeof(float) * BT * H);
     gelu_backward(a->dH2, k.fch, a->dH, BT * H);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->fc1_w + (size_t)l * H * C, g->fc1_b + (size_t)l * H, a->dH2,
                     k.ln2q, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
-    hook_bwd(m, l, VIT_QP_FC1_IN, a->dC, k.ln2, BT, C);
+    hook_bwd(m, l, QP_FC1_IN, a->dC, k.ln2, BT, C);
     layernorm_backward(a->dres, g->ln2_w + (size_t)l * C, g->ln2_b + (size_t)l * C, a->dC,
                        k.res1, p->ln2_w + (size_t)l * C, k.ln2_mean,
                        k.ln2_rstd, (int)BT, C);
@@ -546,17 +547,17 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->proj_w + (size_t)l * C * C, g->proj_b + (size_t)l * C, a->dres,
                     k.attyq, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
-    hook_bwd(m, l, VIT_QP_PROJ_IN, a->dC, k.atty, BT, C);
+    hook_bwd(m, l, QP_PROJ_IN, a->dC, k.atty, BT, C);
     memset(a->datt, 0, sizeof(float) * nA);
     memset(a->dqkv, 0, sizeof(float) * BT * 3 * C);
     attention_value_backward(a->datt, a->dqkv, a->dC, k.attq, k.qkvq, B, T, C, NH);
-    hook_bwd(m, l, VIT_QP_ATTN, a->datt, k.att, (int64_t)B * NH * T, T);
+    hook_bwd(m, l, QP_ATTN, a->datt, k.att, (int64_t)B * NH * T, T);
     attention_softmax_backward(a->dqkv, a->datt, k.att, k.qkvq, B, T, C, NH);
-    hook_bwd(m, l, VIT_QP_QKV_OUT, a->dqkv, k.qkv, BT, 3 * C);
+    hook_bwd(m, l, QP_QKV_OUT, a->dqkv, k.qkv, BT, 3 * C);
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->qkv_w + (size_t)l * 3 * C * C, g->qkv_b + (size_t)l * 3 * C,
                     a->dqkv, k.ln1q, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);
-    hook_bwd(m, l, VIT_QP_QKV_IN, a->dC, k.ln1, BT, C);
+    hook_bwd(m, l, QP_QKV_IN, a->dC, k.ln1, BT, C);
     layernorm_backward(a->dres, g->ln1_w + (size_t)l * C, g->ln1_b + (size_t)l * C, a->dC, x,
                        p->ln1_w + (size_t)l * C, k.ln1_mean, k.ln1_rstd, (int)BT, C);
     return 0;
@@ -598,7 +599,7 @@ int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, floa
         matmul_backward(a->dpre, g->headd_w, g->headd_b, a->dhoutd, a->lnfq, p->headd_w, B * pf, C,
                         K);
     }
-    hook_bwd(m, -1, VIT_QP_HEAD_IN, a->dpre, a->lnf, (int64_t)B * pf, C);
+    hook_bwd(m, -1, QP_HEAD_IN, a->dpre, a->lnf, (int64_t)B * pf, C);
     if (dfeature)
         for (int b = 0; b < B; b++)
             axpy(a->dpre + (size_t)b * pf * C, 1.0f, dfeature + (size_t)b * C, C);
@@ -626,7 +627,7 @@ int vit_backward(vit_model *m, const float *dlogits, const float *dfeature, floa
     matmul_backward(dimages ? a->dcols : NULL, g->patch_w, g->patch_b, a->dtok, a->colsq,
                     p->patch_w, B * np, Pd, C);
     if (dimages) {
-        hook_bwd(m, -1, VIT_QP_PATCH_IN, a->dcols, a->cols, (int64_t)B * np, Pd);
+        hook_bwd(m, -1, QP_PATCH_IN, a->dcols, a->cols, (int64_t)B * np, Pd);
         im2col_backward(dimages, a->dcols, B, c->in_chans, c->img_size, c->patch);
     }
     return 0;

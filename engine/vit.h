@@ -6,8 +6,8 @@
  * it (vit_params), the gradients mirror them, and the activations of a batch live in a second
  * allocation (vit_acts) kept for the backward pass.
  *
- * Hooks for quantization-aware training: a vit_hooks table, when installed, is called at every
- * place GPLQ fake-quantizes (vit_qpoint), forward and backward; the engine keeps the quantized
+ * Hooks for quantization-aware training: a model_hooks table, when installed, is called at every
+ * place GPLQ fake-quantizes (qpoint), forward and backward; the engine keeps the quantized
  * copy beside the original so both passes see the right tensors (or, with a reforward hook,
  * recomputes a block's copies in its backward instead of keeping them). QwT compensation (a linear map
  * of each block's input added to its output) is a forward-only option. The penultimate feature
@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "engine/hooks.h"
 
 typedef struct {
     int img_size;     /* square input, pixels */
@@ -69,49 +71,6 @@ typedef struct {
 } vit_params;
 #define VIT_NUM_PARAM_TENSORS 23
 
-/* One parameter tensor's description, for loaders, savers and optimizers. */
-typedef struct {
-    const char *name;  /* timm's name with {} for the block index, e.g. "blocks.{}.attn.qkv.weight" */
-    int per_layer;     /* 1 if stacked over blocks (leading L axis) */
-    int ndim;          /* dims of one (per-block) tensor, as timm stores it */
-    int64_t shape[4];  /* timm's shape of one (per-block) tensor */
-    size_t offset;     /* in floats, from the start of the parameter allocation */
-    size_t numel;      /* total floats, all blocks */
-    int decay;         /* 1 if weight decay applies (matrices), 0 for biases, norms, tokens */
-} vit_param_info;
-
-/* Where GPLQ fake-quantizes. rows x cols is the shape handed to the hook. */
-typedef enum {
-    VIT_QP_PATCH_IN,   /* im2col'ed image, (B * num_patches, Pd) */
-    VIT_QP_QKV_IN,     /* norm1 output, (B * T, C) */
-    VIT_QP_QKV_OUT,    /* q | k | v, (B * T, 3C): q, k and v each have their own quantizer */
-    VIT_QP_ATTN,       /* softmax output, (B * NH * T, T) */
-    VIT_QP_PROJ_IN,    /* attention output, (B * T, C) */
-    VIT_QP_FC1_IN,     /* norm2 output, (B * T, C) */
-    VIT_QP_FC2_IN,     /* GELU output, (B * T, H) */
-    VIT_QP_HEAD_IN,    /* final-norm prefix tokens, (B * prefix, C) */
-    VIT_QP_COUNT
-} vit_qpoint;
-
-typedef struct {
-    void *ctx;
-    /* out (rows, cols) = fq(in). layer is the block index, -1 for the patch and head points.
-     * Returns 0, or -1 to abort the pass (e.g. a non-finite step). */
-    int (*forward)(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
-                   int64_t rows, int cols);
-    /* din (rows, cols) = d fq / d in * dout (din may alias dout); accumulates the gradients of
-     * the quantizer's own parameters inside ctx. in is the forward input. */
-    void (*backward)(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
-                     const float *in, int64_t rows, int cols);
-    /* Optional: out = fq(in) again, during the backward pass, with no side effect (nothing
-     * observed or counted) and the same result forward gave. With it, a training pass keeps
-     * only one block's quantized copies (the block being run or differentiated) and each
-     * block's backward recomputes its own: a block's six copies are about 40% of its
-     * activations, for one elementwise pass per copy. NULL: every copy is kept. */
-    int (*reforward)(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
-                     int64_t rows, int cols);
-} vit_hooks;
-
 typedef struct vit_acts vit_acts; /* private to vit.c */
 
 typedef struct {
@@ -121,9 +80,9 @@ typedef struct {
     float *param_mem;    /* owned, num_params floats */
     float *grad_mem;     /* owned, num_params floats, or NULL */
     size_t num_params;
-    vit_param_info info[VIT_NUM_PARAM_TENSORS];
+    param_info info[VIT_NUM_PARAM_TENSORS];
 
-    const vit_hooks *hooks;     /* borrowed; NULL = no quantization */
+    const model_hooks *hooks;     /* borrowed; NULL = no quantization */
     const float *const *qwt_w;  /* borrowed; NULL, or L pointers to (C, C) maps (NULL = none) */
     const float *const *qwt_b;  /* borrowed; L pointers to (C) */
 
@@ -150,7 +109,7 @@ int vit_param_lookup(const vit_model *m, const char *name, int *layer);
 
 /* Installs (or removes, with NULL) the quantization hooks. Activations are reallocated at the
  * next forward, since hooks need room for the quantized copies. */
-void vit_set_hooks(vit_model *m, const vit_hooks *hooks);
+void vit_set_hooks(vit_model *m, const model_hooks *hooks);
 /* Frees the activations kept for the backward pass (m->logits becomes invalid). They grow to
  * the largest batch a forward pass has seen and are kept for the next one; a pass over many
  * images in big chunks (evaluation, PCA features, calibration) calls this when done so that

@@ -8,41 +8,41 @@
 #include <string.h>
 
 /* Slot of a point: blocks first, then the patch input and the head input. */
-static int slot(const actq_set *s, int layer, vit_qpoint p) {
+static int slot(const actq_set *s, int layer, qpoint p) {
     switch (p) {
-    case VIT_QP_PATCH_IN: return s->depth * ACTQ_BLOCK_POINTS;
-    case VIT_QP_HEAD_IN: return s->depth * ACTQ_BLOCK_POINTS + 1;
-    case VIT_QP_QKV_IN: case VIT_QP_QKV_OUT: case VIT_QP_ATTN:
-    case VIT_QP_PROJ_IN: case VIT_QP_FC1_IN: case VIT_QP_FC2_IN:
+    case QP_PATCH_IN: return s->depth * ACTQ_BLOCK_POINTS;
+    case QP_HEAD_IN: return s->depth * ACTQ_BLOCK_POINTS + 1;
+    case QP_QKV_IN: case QP_QKV_OUT: case QP_ATTN:
+    case QP_PROJ_IN: case QP_FC1_IN: case QP_FC2_IN:
         if (layer < 0 || layer >= s->depth) return -1;
-        return layer * ACTQ_BLOCK_POINTS + (int)(p - VIT_QP_QKV_IN);
+        return layer * ACTQ_BLOCK_POINTS + (int)(p - QP_QKV_IN);
     default: return -1;
     }
 }
 
-lsq_quantizer *actq_get(actq_set *s, int layer, vit_qpoint p) {
+lsq_quantizer *actq_get(actq_set *s, int layer, qpoint p) {
     int i = slot(s, layer, p);
     return i < 0 ? NULL : &s->q[i];
 }
 
 /* Per-channel points initialize from absmax, per-tensor ones (q|k|v, softmax, image) from
  * percentiles: what GPLQ's spec prescribes. */
-static lsq_init_kind init_kind(vit_qpoint p) {
-    return p == VIT_QP_QKV_OUT || p == VIT_QP_ATTN || p == VIT_QP_PATCH_IN ? LSQ_INIT_PERCENTILE
+static lsq_init_kind init_kind(qpoint p) {
+    return p == QP_QKV_OUT || p == QP_ATTN || p == QP_PATCH_IN ? LSQ_INIT_PERCENTILE
                                                                            : LSQ_INIT_ABSMAX;
 }
 
-static vit_qpoint point_of(const actq_set *s, int i) {
-    if (i == s->depth * ACTQ_BLOCK_POINTS) return VIT_QP_PATCH_IN;
-    if (i == s->depth * ACTQ_BLOCK_POINTS + 1) return VIT_QP_HEAD_IN;
-    return (vit_qpoint)(VIT_QP_QKV_IN + i % ACTQ_BLOCK_POINTS);
+static qpoint point_of(const actq_set *s, int i) {
+    if (i == s->depth * ACTQ_BLOCK_POINTS) return QP_PATCH_IN;
+    if (i == s->depth * ACTQ_BLOCK_POINTS + 1) return QP_HEAD_IN;
+    return (qpoint)(QP_QKV_IN + i % ACTQ_BLOCK_POINTS);
 }
 
 /* out = fq(in) (a copy when not quantizing); observe: also feed the observer in OBSERVE mode.
  * The forward hook observes; the reforward hook (the engine's backward recomputing what
- * forward gave, vit_hooks.reforward) never does: the forward pass saw these activations, and
+ * forward gave, model_hooks.reforward) never does: the forward pass saw these activations, and
  * the steps change only after the backward, so QUANT gives the same output again. */
-static int fake_quant(actq_set *s, int layer, vit_qpoint p, float *out, const float *in,
+static int fake_quant(actq_set *s, int layer, qpoint p, float *out, const float *in,
                       int64_t rows, int cols, int observe) {
     int i = slot(s, layer, p);
     if (i < 0 || rows > 0x7fffffff) {
@@ -60,17 +60,17 @@ static int fake_quant(actq_set *s, int layer, vit_qpoint p, float *out, const fl
     return 0;
 }
 
-static int hook_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int hook_forward(void *ctx, int layer, qpoint p, float *out, const float *in,
                         int64_t rows, int cols) {
     return fake_quant(ctx, layer, p, out, in, rows, cols, 1);
 }
 
-static int hook_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int hook_reforward(void *ctx, int layer, qpoint p, float *out, const float *in,
                           int64_t rows, int cols) {
     return fake_quant(ctx, layer, p, out, in, rows, cols, 0);
 }
 
-static void hook_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+static void hook_backward(void *ctx, int layer, qpoint p, float *din, const float *dout,
                           const float *in, int64_t rows, int cols) {
     actq_set *s = ctx;
     int i = slot(s, layer, p);
@@ -94,21 +94,21 @@ int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char 
         return -1;
     }
     for (int i = 0; i < s->nq; i++) {
-        vit_qpoint p = point_of(s, i);
-        int channels = p == VIT_QP_QKV_IN || p == VIT_QP_PROJ_IN || p == VIT_QP_FC1_IN ||
-                               p == VIT_QP_HEAD_IN ? c->dim
-                     : p == VIT_QP_FC2_IN        ? c->mlp_hidden
-                     : p == VIT_QP_QKV_OUT       ? 3
+        qpoint p = point_of(s, i);
+        int channels = p == QP_QKV_IN || p == QP_PROJ_IN || p == QP_FC1_IN ||
+                               p == QP_HEAD_IN ? c->dim
+                     : p == QP_FC2_IN        ? c->mlp_hidden
+                     : p == QP_QKV_OUT       ? 3
                                                  : 1;
-        int bits = p == VIT_QP_PATCH_IN ? patch_bits : abits;
-        int is_signed = p != VIT_QP_ATTN; /* softmax output is in [0, 1] */
+        int bits = p == QP_PATCH_IN ? patch_bits : abits;
+        int is_signed = p != QP_ATTN; /* softmax output is in [0, 1] */
         if (lsq_init(&s->q[i], bits, is_signed, channels, err, errlen)) {
             actq_free(s);
             return -1;
         }
     }
     s->mode = ACTQ_OFF;
-    s->hooks = (vit_hooks){.ctx = s, .forward = hook_forward, .backward = hook_backward,
+    s->hooks = (model_hooks){.ctx = s, .forward = hook_forward, .backward = hook_backward,
                            .reforward = hook_reforward};
     return 0;
 }

@@ -32,7 +32,7 @@ typedef struct {
     int nq;                   /* depth * ACTQ_BLOCK_POINTS + 2 */
     lsq_quantizer *q;         /* (nq) owned */
     lsq_observer *obs;        /* (nq) owned while observing, else NULL */
-    vit_hooks hooks;          /* ctx = this set; install with vit_set_hooks(m, &set->hooks) */
+    model_hooks hooks;          /* ctx = this set; install with vit_set_hooks(m, &set->hooks) */
     char err[256];            /* what failed inside a hook (hooks cannot return messages) */
 } actq_set;
 
@@ -42,8 +42,8 @@ int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char 
               size_t errlen);
 void actq_free(actq_set *s);
 
-/* The quantizer at a point (layer -1 for VIT_QP_PATCH_IN and VIT_QP_HEAD_IN), or NULL. */
-lsq_quantizer *actq_get(actq_set *s, int layer, vit_qpoint p);
+/* The quantizer at a point (layer -1 for QP_PATCH_IN and QP_HEAD_IN), or NULL. */
+lsq_quantizer *actq_get(actq_set *s, int layer, qpoint p);
 
 /* Starts collecting statistics (mode OBSERVE); forward passes of the model with s->hooks
  * installed feed the observers. seed fixes the percentile reservoirs. */

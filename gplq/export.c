@@ -99,7 +99,7 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
     /* model.q: the timm tensors except the quantized matrices, then those packed */
     if (ckpt_add_config(w, &m->cfg, err, errlen)) goto out;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &m->info[i];
+        const param_info *pi = &m->info[i];
         if (pi->numel == 0) continue;
         int layers = pi->per_layer ? m->cfg.depth : 1;
         size_t per = pi->numel / layers;
@@ -201,7 +201,7 @@ static int read_config(const st_file *f, const char *path, vit_config *c, int *a
 /* Matrix name (rows, cols) of engine tensor pi into dst, dequantized from its packed codes
  * (name.qweight) and per-row steps (name.wscale) at the file's weight bits. */
 static int dequantize_param(const st_file *f, const char *path, const char *name,
-                            const vit_param_info *pi, size_t per, float *dst, char *err,
+                            const param_info *pi, size_t per, float *dst, char *err,
                             size_t errlen) {
     char qn[160], sn[160];
     snprintf(qn, sizeof qn, "%s.qweight", name);
@@ -238,7 +238,7 @@ static int dequantize_param(const st_file *f, const char *path, const char *name
 static int load_params(gplq_qmodel *q, const st_file *f, const char *path, char *err,
                        size_t errlen) {
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &q->m.info[i];
+        const param_info *pi = &q->m.info[i];
         if (pi->numel == 0) continue;
         int layers = pi->per_layer ? q->m.cfg.depth : 1;
         size_t per = pi->numel / layers;

@@ -14,7 +14,7 @@ const char *ckpt_convention_name(ckpt_convention c) {
     return c == CKPT_HF ? "huggingface" : c == CKPT_TORCHVISION ? "torchvision" : "timm";
 }
 
-/* Source name patterns per engine tensor, in vit_param_info order; "{}" is the block index and,
+/* Source name patterns per engine tensor, in param_info order; "{}" is the block index and,
  * for HuggingFace's split attention, "{qkv}" stands for query, key and value, concatenated
  * along the first axis (they are the thirds of timm's qkv). NULL: the convention has no such
  * tensor (a model that needs it cannot come from that convention). */
@@ -273,7 +273,7 @@ int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_
     return vit_config_check(cfg, err, errlen);
 }
 
-static int shape_is(const st_tensor *t, const vit_param_info *pi, int rows_div) {
+static int shape_is(const st_tensor *t, const param_info *pi, int rows_div) {
     if (t->ndim != pi->ndim) return 0;
     for (int d = 0; d < pi->ndim; d++)
         if (t->shape[d] != (d == 0 ? pi->shape[0] / rows_div : pi->shape[d])) return 0;
@@ -308,7 +308,7 @@ static void note_missing(missing_names *ms, const char *name) {
 /* "tensor 'name' has shape [...], the model needs [...]": t against engine tensor pi, whose
  * first axis is split in parts. */
 static void say_wrong_shape(char *err, size_t errlen, const char *name, const st_tensor *t,
-                            const vit_param_info *pi, int parts) {
+                            const param_info *pi, int parts) {
     char got[96], want[96];
     int64_t ws[4];
     memcpy(ws, pi->shape, sizeof ws);
@@ -324,7 +324,7 @@ static void say_wrong_shape(char *err, size_t errlen, const char *name, const st
 static int load_param(vit_model *m, const st_file *f, ckpt_convention c, int i,
                       const ckpt_hints *hints, char *used, missing_names *ms, char *err,
                       size_t errlen) {
-    const vit_param_info *pi = &m->info[i];
+    const param_info *pi = &m->info[i];
     int layers = pi->per_layer ? m->cfg.depth : 1;
     size_t per = pi->numel / layers;
     int parts = (c == CKPT_HF && strstr(hf_names[i], "{qkv}")) ? 3 : 1;
@@ -378,7 +378,7 @@ int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt
         goto out;
     }
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &m->info[i];
+        const param_info *pi = &m->info[i];
         if (pi->numel == 0) continue;
         if (c != CKPT_TIMM && !src_pattern(c, i)) {
             snprintf(err, errlen, "%s checkpoints have no %s", ckpt_convention_name(c), pi->name);
@@ -467,7 +467,7 @@ json_t *ckpt_config_json(const vit_config *c) {
                      "std", std);
 }
 
-void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer) {
+void ckpt_param_name(char *out, size_t n, const param_info *pi, int layer) {
     expand(out, n, pi->name, layer, "");
 }
 
@@ -475,7 +475,7 @@ int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
     const vit_config *c = &m->cfg;
     if (ckpt_add_config(w, c, err, errlen)) return -1;
     for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const vit_param_info *pi = &m->info[i];
+        const param_info *pi = &m->info[i];
         if (pi->numel == 0) continue;
         int layers = pi->per_layer ? c->depth : 1;
         size_t per = pi->numel / layers;

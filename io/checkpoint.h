@@ -57,6 +57,6 @@ int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen)
  * mean, std). */
 json_t *ckpt_config_json(const vit_config *c);
 /* The timm name of parameter tensor pi at block layer (ignored for non-block tensors). */
-void ckpt_param_name(char *out, size_t n, const vit_param_info *pi, int layer);
+void ckpt_param_name(char *out, size_t n, const param_info *pi, int layer);
 
 #endif

@@ -61,15 +61,15 @@ TEST(observe_then_quantize) {
         CHECK(memcmp(fp, m.logits, sizeof(float) * B * 4) == 0); /* observing changes nothing */
         CHECK(actq_observe_end(&s, err, sizeof err) == 0);
         /* head input, per channel: s = max |x| / Qp over the class-token features */
-        lsq_quantizer *hq = actq_get(&s, -1, VIT_QP_HEAD_IN);
+        lsq_quantizer *hq = actq_get(&s, -1, QP_HEAD_IN);
         CHECK(hq && hq->channels == 16);
         for (int c = 0; c < 16; c++)
             CHECK_NEAR(hq->step[c], feat_absmax[c] / quant_qp(bits[t], 1), 1e-6 * feat_absmax[c]);
-        CHECK(actq_get(&s, 1, VIT_QP_QKV_OUT)->channels == 3);
-        CHECK(actq_get(&s, 0, VIT_QP_ATTN)->is_signed == 0);
-        CHECK(actq_get(&s, 0, VIT_QP_FC2_IN)->channels == 32);
-        CHECK(actq_get(&s, -1, VIT_QP_PATCH_IN)->bits == 8);
-        CHECK(actq_get(&s, 2, VIT_QP_QKV_IN) == NULL);
+        CHECK(actq_get(&s, 1, QP_QKV_OUT)->channels == 3);
+        CHECK(actq_get(&s, 0, QP_ATTN)->is_signed == 0);
+        CHECK(actq_get(&s, 0, QP_FC2_IN)->channels == 32);
+        CHECK(actq_get(&s, -1, QP_PATCH_IN)->bits == 8);
+        CHECK(actq_get(&s, 2, QP_QKV_IN) == NULL);
         for (size_t i = 0; i < (size_t)s.nq; i++)
             for (int c = 0; c < s.q[i].channels; c++)
                 CHECK(s.q[i].step[c] > 0 && isfinite(s.q[i].step[c]));
@@ -113,7 +113,7 @@ TEST(observe_then_quantize) {
 }
 
 /* A training pass that recomputes each block's quantized copies in its backward
- * (vit_hooks.reforward) gives bit for bit the gradients of one that keeps them all, with
+ * (model_hooks.reforward) gives bit for bit the gradients of one that keeps them all, with
  * less memory. */
 static void pass(vit_model *m, actq_set *s, const float *x, int B, float *grads, float *steps) {
     char err[256];
@@ -134,24 +134,24 @@ static void pass(vit_model *m, actq_set *s, const float *x, int B, float *grads,
 
 /* actq's table with the recomputations counted per layer: it must really recompute. */
 typedef struct {
-    vit_hooks inner;
+    model_hooks inner;
     int reforwards[4];
 } counted_hooks;
 
-static int counted_forward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int counted_forward(void *ctx, int layer, qpoint p, float *out, const float *in,
                            int64_t rows, int cols) {
     counted_hooks *c = ctx;
     return c->inner.forward(c->inner.ctx, layer, p, out, in, rows, cols);
 }
 
-static int counted_reforward(void *ctx, int layer, vit_qpoint p, float *out, const float *in,
+static int counted_reforward(void *ctx, int layer, qpoint p, float *out, const float *in,
                              int64_t rows, int cols) {
     counted_hooks *c = ctx;
     c->reforwards[layer]++;
     return c->inner.reforward(c->inner.ctx, layer, p, out, in, rows, cols);
 }
 
-static void counted_backward(void *ctx, int layer, vit_qpoint p, float *din, const float *dout,
+static void counted_backward(void *ctx, int layer, qpoint p, float *din, const float *dout,
                              const float *in, int64_t rows, int cols) {
     counted_hooks *c = ctx;
     c->inner.backward(c->inner.ctx, layer, p, din, dout, in, rows, cols);
@@ -174,14 +174,14 @@ TEST(recomputed_copies_give_the_same_gradients) {
     float *g1 = malloc(sizeof(float) * n), *g2 = malloc(sizeof(float) * n);
     float *s1 = malloc(sizeof(float) * ns), *s2 = malloc(sizeof(float) * ns);
     counted_hooks counted = {.inner = s.hooks};
-    vit_hooks recompute = {.ctx = &counted, .forward = counted_forward,
+    model_hooks recompute = {.ctx = &counted, .forward = counted_forward,
                            .backward = counted_backward, .reforward = counted_reforward};
     vit_set_hooks(&m, &recompute);
     pass(&m, &s, x, B, g1, s1); /* recomputing */
     /* block 0 recomputed its six copies; block 1, the last, found the forward's still there */
     CHECK_MSG(counted.reforwards[0] == 6 && counted.reforwards[1] == 0, "reforward calls %d, %d",
               counted.reforwards[0], counted.reforwards[1]);
-    vit_hooks keep = s.hooks;
+    model_hooks keep = s.hooks;
     keep.reforward = NULL;
     vit_set_hooks(&m, &keep);
     pass(&m, &s, x, B, g2, s2); /* keeping every copy */
