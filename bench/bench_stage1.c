@@ -25,7 +25,7 @@
  * The time spent inside the quantizers is measured too, by wrapping actq's hook table in one
  * that times each call and forwards it unchanged (a few clock reads per layer per step).
  *
- * FLOPs per step are 4x the forward pass's matrix-product FLOPs (vit_forward_flops): the
+ * FLOPs per step are 4x the forward pass's matrix-product FLOPs (model_forward_flops): the
  * teacher's forward (1x) plus the student's forward and backward (3x, the backward doing two
  * products for each forward one). Quantizers, the PCA loss and elementwise work are not counted,
  * so the GFLOP/s figure is the rate of useful matmul work, comparable with the sgemm rate.
@@ -61,7 +61,7 @@
 
 #include "engine/blas.h"
 #include "engine/rng.h"
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "gplq/pipeline.h"
 #include "gplq/stage1.h"
@@ -76,19 +76,21 @@
 typedef struct {
     const char *name;
     const char *what;
-    vit_config cfg;
+    model_config cfg;
     int batch, warmup, steps;
     int pca_k;
 } bench_model;
 
 static const bench_model bench_models[] = {
     {"demo", "gplq train's default ViT (Fashion-MNIST)",
-     {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6, .heads = 3,
-      .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f, .std = {1, 1, 1}},
+     {.arch = MODEL_VIT,
+      .vit = {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6, .heads = 3,
+              .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
      128, 3, 10, 64},
     {"deit-s", "DeiT-S / ViT-S/16 shape (224 px)",
-     {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
-      .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}},
+     {.arch = MODEL_VIT,
+      .vit = {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
+              .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
      16, 2, 5, 128},
 };
 
@@ -235,7 +237,8 @@ static int on_step(void *ctx, const train_progress *p) {
 
 /* A dataset of n random 8-bit images of the model's shape with random labels: the step's work
  * does not depend on the pixels. Free with ds_free. */
-static int synth_dataset(ds_set *d, const vit_config *c, int n, char *err, size_t errlen) {
+static int synth_dataset(ds_set *d, const model_config *mc, int n, char *err, size_t errlen) {
+    model_dims dims = model_config_dims(mc), *c = &dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     *d = (ds_set){.n = n, .channels = c->in_chans, .height = c->img_size, .width = c->img_size,
                   .num_classes = c->num_classes};
@@ -263,7 +266,7 @@ static int synth_dataset(ds_set *d, const vit_config *c, int n, char *err, size_
 static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, int steps) {
     char err[1024] = "";
     int total = warmup + steps, rc = 1;
-    vit_model teacher, student;
+    model teacher, student;
     actq_set aq;
     ds_set data;
     stage1_result res;
@@ -283,15 +286,15 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
     }
     /* exactly `total` steps: train_run does n / B steps in its one epoch */
     if (synth_dataset(&data, &bm->cfg, total * B, err, sizeof err)) goto out;
-    if (vit_init(&student, &bm->cfg, err, sizeof err)) goto out;
-    vit_init_weights(&student, 0);
+    if (model_init(&student, &bm->cfg, err, sizeof err)) goto out;
+    model_init_weights(&student, 0);
     /* stage 1's teacher is the FP32 model the student starts from (as in gplq_run); the FP32
      * run has none, or its RSS would carry a second copy of the weights */
-    if (kind == KIND_STAGE1 && vit_clone(&teacher, &student, err, sizeof err)) goto out;
+    if (kind == KIND_STAGE1 && model_clone(&teacher, &student, err, sizeof err)) goto out;
 
     double t0 = clock_mono_s();
     if (kind == KIND_STAGE1) {
-        if (actq_init(&aq, &bm->cfg, BENCH_ABITS, BENCH_PATCH_BITS, err, sizeof err)) goto out;
+        if (actq_init(&aq, &student, BENCH_ABITS, BENCH_PATCH_BITS, err, sizeof err)) goto out;
         /* stage1_run installs &aq.hooks on the student: put the timing table there */
         th = (timed_hooks){.inner = aq.hooks};
         aq.hooks = (model_hooks){.ctx = &th, .forward = timed_forward, .backward = timed_backward,
@@ -341,7 +344,8 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         goto out;
     }
     int k = kind == KIND_STAGE1 ? res.pca.k : 0;
-    if (kind == KIND_STAGE1 && k != (bm->pca_k < bm->cfg.dim ? bm->pca_k : bm->cfg.dim)) {
+    int fdim = model_config_dims(&bm->cfg).feature_dim;
+    if (kind == KIND_STAGE1 && k != (bm->pca_k < fdim ? bm->pca_k : fdim)) {
         snprintf(err, sizeof err, "the PCA kept %d components, %d wanted", k, bm->pca_k);
         goto out;
     }
@@ -358,8 +362,8 @@ out:
     if (rc) fprintf(stderr, "bench_stage1: %s %s: %s\n", bm->name, kind_names[kind], err);
     stage1_result_free(&res);
     actq_free(&aq);
-    vit_free(&student);
-    vit_free(&teacher);
+    model_free(&student);
+    model_free(&teacher);
     ds_free(&data);
     free(log.t); free(log.qf); free(log.qb);
     return rc;
@@ -456,21 +460,21 @@ static int run_child(const bench_result *res, run_kind kind, child_result *cr, c
 }
 
 static json_t *result_json(const bench_result *r, double sgemm) {
-    const vit_config *c = &r->bm->cfg;
+    const model_config *c = &r->bm->cfg;
     const child_result *s = &r->s1;
-    double flops = 4 * vit_forward_flops(c) * r->batch;
+    double flops = 4 * model_forward_flops(c) * r->batch;
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(r->bm->name));
     json_object_set_new(o, "batch", json_integer(r->batch));
     json_object_set_new(o, "threads", json_integer(opt.threads));
     json_object_set_new(o, "blas_core", json_string(blas_core()));
     json_object_set_new(o, "blas_core_source", json_string(blas_core_source()));
-    json_object_set_new(o, "img_size", json_integer(c->img_size));
-    json_object_set_new(o, "patch", json_integer(c->patch));
-    json_object_set_new(o, "dim", json_integer(c->dim));
-    json_object_set_new(o, "depth", json_integer(c->depth));
-    json_object_set_new(o, "heads", json_integer(c->heads));
-    json_object_set_new(o, "num_classes", json_integer(c->num_classes));
+    char desc[256];
+    model_config_describe(c, desc, sizeof desc);
+    json_object_set_new(o, "arch", json_string(model_arch_name(c->arch)));
+    json_object_set_new(o, "config", json_string(desc));
+    json_object_set_new(o, "img_size", json_integer(model_config_dims(c).img_size));
+    json_object_set_new(o, "num_classes", json_integer(model_config_dims(c).num_classes));
     json_object_set_new(o, "abits", json_integer(BENCH_ABITS));
     json_object_set_new(o, "patch_bits", json_integer(BENCH_PATCH_BITS));
     json_object_set_new(o, "pca_k", json_integer(s->k));
@@ -638,7 +642,7 @@ int main(int argc, char **argv) {
                 r.have_fp32 = 1;
             }
         }
-        double flops = 4 * vit_forward_flops(&bm->cfg) * r.batch;
+        double flops = 4 * model_forward_flops(&bm->cfg) * r.batch;
         double gf = flops / r.s1.step_s * 1e-9;
         char quant[32], fp32_ms[16] = "-", fp32_rss[16] = "-";
         snprintf(quant, sizeof quant, "%.1f / %.1f", 1e3 * r.s1.qfwd_s, 1e3 * r.s1.qbwd_s);

@@ -8,7 +8,7 @@
  * sgemm rate, and peak RSS. bench/run.sh puts these beside the same step in PyTorch
  * (bench/torch_step.py).
  *
- * FLOPs per step are 3x the forward pass's matrix-product FLOPs (vit_forward_flops): the
+ * FLOPs per step are 3x the forward pass's matrix-product FLOPs (model_forward_flops): the
  * backward pass does two products for each forward one. Elementwise work is not counted, so
  * the GFLOP/s figure is the rate of useful matmul work, comparable with the sgemm rate.
  *
@@ -36,7 +36,7 @@
 #include "engine/blas.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "util/clock.h"
 
 #define N_ELEMS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -45,18 +45,20 @@
 typedef struct {
     const char *name;
     const char *what;
-    vit_config cfg;
+    model_config cfg;
     int batch, warmup, steps;
 } bench_model;
 
 static const bench_model bench_models[] = {
     {"demo", "gplq train's default ViT (Fashion-MNIST)",
-     {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6, .heads = 3,
-      .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f, .std = {1, 1, 1}},
+     {.arch = MODEL_VIT,
+      .vit = {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6, .heads = 3,
+              .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
      128, 3, 10},
     {"deit-s", "DeiT-S / ViT-S/16 shape (224 px)",
-     {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
-      .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}},
+     {.arch = MODEL_VIT,
+      .vit = {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
+              .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
      16, 2, 5},
 };
 
@@ -128,7 +130,7 @@ static double sgemm_gflops(int n, int reps) {
 
 /* Everything one training step touches besides the model. */
 typedef struct {
-    vit_model m;
+    model m;
     adamw_state opt;
     uint8_t *mask;          /* (num_params) 1 where weight decay applies */
     float *x;               /* (B, Cin, H, W) random, already-normalized images */
@@ -137,36 +139,38 @@ typedef struct {
     int B;
 } step_state;
 
-static int step_init(step_state *s, const vit_config *cfg, int B, char *err, size_t errlen) {
+static int step_init(step_state *s, const model_config *cfg, int B, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     s->B = B;
-    if (vit_init(&s->m, cfg, err, errlen)) return -1;
-    vit_init_weights(&s->m, 0);
-    size_t img = (size_t)cfg->in_chans * cfg->img_size * cfg->img_size;
-    size_t K = (size_t)cfg->num_classes;
-    s->mask = malloc(s->m.num_params);
+    if (model_init(&s->m, cfg, err, errlen)) return -1;
+    model_init_weights(&s->m, 0);
+    model_dims d = model_config_dims(cfg);
+    size_t img = (size_t)d.in_chans * d.img_size * d.img_size;
+    size_t K = (size_t)d.num_classes;
+    s->mask = malloc(model_num_params(&s->m));
     s->x = malloc(sizeof(float) * img * B);
     s->labels = malloc(sizeof(int) * B);
     s->probs = malloc(sizeof(float) * K * B);
     s->dlogits = malloc(sizeof(float) * K * B);
     if (!s->mask || !s->x || !s->labels || !s->probs || !s->dlogits ||
-        adamw_init(&s->opt, s->m.num_params)) {
+        adamw_init(&s->opt, model_num_params(&s->m))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (vit_alloc_grads(&s->m, err, errlen)) return -1;
+    if (model_alloc_grads(&s->m, err, errlen)) return -1;
     /* the same decay mask as train_run: matrices only */
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++)
-        memset(s->mask + s->m.info[i].offset, s->m.info[i].decay, s->m.info[i].numel);
+    int ninfo;
+    const param_info *info = model_param_info(&s->m, &ninfo);
+    for (int i = 0; i < ninfo; i++) memset(s->mask + info[i].offset, info[i].decay, info[i].numel);
     rng_t r;
     rng_seed(&r, 1);
     for (size_t i = 0; i < img * B; i++) s->x[i] = rng_normal(&r);
-    for (int b = 0; b < B; b++) s->labels[b] = (int)rng_below(&r, (uint32_t)cfg->num_classes);
+    for (int b = 0; b < B; b++) s->labels[b] = (int)rng_below(&r, (uint32_t)d.num_classes);
     return 0;
 }
 
 static void step_free(step_state *s) {
-    vit_free(&s->m);
+    model_free(&s->m);
     adamw_free(&s->opt);
     free(s->mask); free(s->x); free(s->labels); free(s->probs); free(s->dlogits);
 }
@@ -175,19 +179,19 @@ static void step_free(step_state *s) {
  * [1] zero_grad and backward, [2] clip and AdamW. The same batch every step: the work does
  * not depend on the data. */
 static int step_run(step_state *s, float *loss, double t[3], char *err, size_t errlen) {
-    vit_model *m = &s->m;
-    int B = s->B, K = m->cfg.num_classes;
+    model *m = &s->m;
+    int B = s->B, K = model_get_dims(m).num_classes;
     double t0 = clock_mono_s();
-    if (vit_forward(m, s->x, B, err, errlen)) return -1;
+    if (model_forward(m, s->x, B, err, errlen)) return -1;
     memset(s->dlogits, 0, sizeof(float) * B * K);
-    *loss = crossentropy_forward_backward(s->probs, s->dlogits, m->logits, s->labels, B, K,
+    *loss = crossentropy_forward_backward(s->probs, s->dlogits, model_logits(m), s->labels, B, K,
                                           BENCH_SMOOTHING, 1.0f);
     double t1 = clock_mono_s();
-    vit_zero_grad(m);
-    if (vit_backward(m, s->dlogits, NULL, NULL, err, errlen)) return -1;
+    model_zero_grad(m);
+    if (model_backward(m, s->dlogits, NULL, NULL, err, errlen)) return -1;
     double t2 = clock_mono_s();
-    adamw_clip_grad_norm(m->grad_mem, m->num_params, BENCH_CLIP);
-    adamw_step(&s->opt, m->param_mem, m->grad_mem, s->mask, &bench_adamw, bench_adamw.lr);
+    adamw_clip_grad_norm(model_grads(m), model_num_params(m), BENCH_CLIP);
+    adamw_step(&s->opt, model_params(m), model_grads(m), s->mask, &bench_adamw, bench_adamw.lr);
     double t3 = clock_mono_s();
     t[0] = t1 - t0, t[1] = t2 - t1, t[2] = t3 - t2;
     if (!isfinite(*loss)) {
@@ -314,20 +318,20 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
 }
 
 static json_t *result_json(const bench_result *r, double sgemm) {
-    const vit_config *c = &r->bm->cfg;
-    double flops = 3 * vit_forward_flops(c) * r->batch;
+    const model_config *c = &r->bm->cfg;
+    double flops = 3 * model_forward_flops(c) * r->batch;
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(r->bm->name));
     json_object_set_new(o, "batch", json_integer(r->batch));
     json_object_set_new(o, "threads", json_integer(opt.threads));
     json_object_set_new(o, "blas_core", json_string(blas_core()));
     json_object_set_new(o, "blas_core_source", json_string(blas_core_source()));
-    json_object_set_new(o, "img_size", json_integer(c->img_size));
-    json_object_set_new(o, "patch", json_integer(c->patch));
-    json_object_set_new(o, "dim", json_integer(c->dim));
-    json_object_set_new(o, "depth", json_integer(c->depth));
-    json_object_set_new(o, "heads", json_integer(c->heads));
-    json_object_set_new(o, "num_classes", json_integer(c->num_classes));
+    char desc[256];
+    model_config_describe(c, desc, sizeof desc);
+    json_object_set_new(o, "arch", json_string(model_arch_name(c->arch)));
+    json_object_set_new(o, "config", json_string(desc));
+    json_object_set_new(o, "img_size", json_integer(model_config_dims(c).img_size));
+    json_object_set_new(o, "num_classes", json_integer(model_config_dims(c).num_classes));
     json_object_set_new(o, "warmup", json_integer(r->warmup));
     json_object_set_new(o, "steps", json_integer(r->steps));
     json_object_set_new(o, "step_s", json_real(r->step_s));
@@ -457,7 +461,7 @@ int main(int argc, char **argv) {
             failed = 1;
             continue;
         }
-        double flops = 3 * vit_forward_flops(&bm->cfg) * r.batch;
+        double flops = 3 * model_forward_flops(&bm->cfg) * r.batch;
         double gf = flops / r.step_s * 1e-9;
         char phases[64];
         snprintf(phases, sizeof phases, "%.1f / %.1f / %.1f", 1e3 * r.fwd_s, 1e3 * r.bwd_s,

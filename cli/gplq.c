@@ -16,7 +16,7 @@
 #include "cli/command.h"
 #include "cli/progress.h"
 #include "engine/blas.h"
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "gplq/export.h"
@@ -67,8 +67,8 @@ static int open_data(const char *name, int train_subset, int eval_subset, ds_set
 /* ---- train ---- */
 
 static struct {
-    const char *data, *out, *state, *init;
-    int img_size, patch, in_chans, dim, depth, heads, mlp_ratio, classes, distilled;
+    const char *data, *out, *state, *init, *arch, *depths, *stage_heads;
+    int img_size, patch, in_chans, dim, depth, heads, mlp_ratio, classes, distilled, window;
     int epochs, batch, pad, hflip, seed, train_subset, eval_subset, ckpt_every, eval_every;
     int threads, json;
     float lr, min_lr, warmup, wd, smoothing, clip, mean, std;
@@ -79,12 +79,16 @@ static const opt_spec train_opts[] = {
     {"out", OPT_STR, &T.out, "models/vit-fmnist.safetensors", 0, 0, "checkpoint to write"},
     {"state", OPT_STR, &T.state, NULL, 0, 0, "training state for resuming (default OUT.state)"},
     {"init", OPT_STR, &T.init, NULL, 0, 0, "start from these weights instead of a random init"},
+    {"arch", OPT_STR, &T.arch, "vit", 0, 0, "architecture of a new model: vit or swin"},
     {"img-size", OPT_INT, &T.img_size, "28", 4, 1024, "input size in pixels"},
     {"patch", OPT_INT, &T.patch, "4", 1, 64, "patch size"},
     {"in-chans", OPT_INT, &T.in_chans, "1", 1, 3, "input channels"},
-    {"dim", OPT_INT, &T.dim, "192", 8, 4096, "embedding dimension"},
-    {"depth", OPT_INT, &T.depth, "6", 1, 64, "transformer blocks"},
-    {"heads", OPT_INT, &T.heads, "3", 1, 64, "attention heads"},
+    {"dim", OPT_INT, &T.dim, "192", 8, 4096, "embedding dimension (a Swin's first stage's)"},
+    {"depth", OPT_INT, &T.depth, "6", 1, 64, "transformer blocks (ViT)"},
+    {"heads", OPT_INT, &T.heads, "3", 1, 64, "attention heads (ViT)"},
+    {"depths", OPT_STR, &T.depths, "2,6", 0, 0, "blocks per stage (Swin), e.g. 2,2,6,2"},
+    {"stage-heads", OPT_STR, &T.stage_heads, "2,4", 0, 0, "attention heads per stage (Swin)"},
+    {"window", OPT_INT, &T.window, "7", 1, 64, "attention window (Swin)"},
     {"mlp-ratio", OPT_INT, &T.mlp_ratio, "4", 1, 16, "MLP hidden size / dim"},
     {"classes", OPT_INT, &T.classes, "10", 2, 100000, "classes"},
     {"distilled", OPT_FLAG, &T.distilled, "0", 0, 0, "add DeiT's distillation token and head"},
@@ -131,6 +135,51 @@ static int on_train_progress(void *ctx, const train_progress *p) {
     return 0;
 }
 
+/* "2,6" into v (up to max): how many, or 0 if malformed. */
+static int int_list(const char *s, int *v, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x <= 0 || x > 4096 || (*end && *end != ',')) return 0;
+        v[n++] = (int)x;
+        s = *end ? end + 1 : end;
+    }
+    return *s ? 0 : n;
+}
+
+/* The configuration of a new model from the options. */
+static int train_new_config(model_config *c, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    float *mean, *std;
+    if (!strcmp(T.arch, "vit")) {
+        c->arch = MODEL_VIT;
+        c->vit = (vit_config){.img_size = T.img_size, .patch = T.patch, .in_chans = T.in_chans,
+                              .dim = T.dim, .depth = T.depth, .heads = T.heads,
+                              .mlp_hidden = T.mlp_ratio * T.dim, .num_classes = T.classes,
+                              .distilled = T.distilled, .ln_eps = 1e-6f};
+        mean = c->vit.mean, std = c->vit.std;
+    } else if (!strcmp(T.arch, "swin")) {
+        c->arch = MODEL_SWIN;
+        swin_config *s = &c->swin;
+        *s = (swin_config){.img_size = T.img_size, .patch = T.patch, .in_chans = T.in_chans,
+                           .embed_dim = T.dim, .window = T.window, .mlp_ratio = T.mlp_ratio,
+                           .num_classes = T.classes, .ln_eps = 1e-5f};
+        s->stages = int_list(T.depths, s->depths, SWIN_MAX_STAGES);
+        if (!s->stages || int_list(T.stage_heads, s->heads, SWIN_MAX_STAGES) != s->stages) {
+            snprintf(err, errlen, "--depths '%s' and --stage-heads '%s' must be lists of the same "
+                     "length, at most %d stages", T.depths, T.stage_heads, SWIN_MAX_STAGES);
+            return -1;
+        }
+        mean = s->mean, std = s->std;
+    } else {
+        snprintf(err, errlen, "--arch must be vit or swin, not '%s'", T.arch);
+        return -1;
+    }
+    for (int i = 0; i < 3; i++) mean[i] = T.mean, std[i] = T.std;
+    return model_config_check(c, err, errlen);
+}
+
 static int cmd_train(int argc, char **argv) {
     char err[1024];
     int pc = command_parse("train", "[options]", train_opts, N_OPTS(train_opts), argc, argv);
@@ -139,17 +188,14 @@ static int cmd_train(int argc, char **argv) {
     log_blas(T.json);
     ds_set tr, te;
     if (open_data(T.data, T.train_subset, T.eval_subset, &tr, &te)) return 1;
-    vit_model m;
+    model m;
     if (T.init) {
         if (ckpt_load(&m, T.init, NULL, NULL, err, sizeof err)) goto fail_data;
     } else {
-        vit_config cfg = {.img_size = T.img_size, .patch = T.patch, .in_chans = T.in_chans,
-                          .dim = T.dim, .depth = T.depth, .heads = T.heads,
-                          .mlp_hidden = T.mlp_ratio * T.dim, .num_classes = T.classes,
-                          .distilled = T.distilled, .ln_eps = 1e-6f};
-        for (int i = 0; i < 3; i++) cfg.mean[i] = T.mean, cfg.std[i] = T.std;
-        if (vit_init(&m, &cfg, err, sizeof err)) goto fail_data;
-        vit_init_weights(&m, (uint64_t)T.seed);
+        model_config cfg;
+        if (train_new_config(&cfg, err, sizeof err) || model_init(&m, &cfg, err, sizeof err))
+            goto fail_data;
+        model_init_weights(&m, (uint64_t)T.seed);
     }
     char state[4096];
     snprintf(state, sizeof state, "%s.state", T.out);
@@ -162,8 +208,9 @@ static int cmd_train(int argc, char **argv) {
     struct train_ui ui = {.json = T.json};
     progress_init(&ui.bar, stderr, 30);
     if (!T.json)
-        fprintf(stderr, "gplq: training %s ViT (%zu parameters) on %d images of %s, %d epochs of "
-                "%d steps; state in %s\n", T.init ? T.init : "a new", m.num_params, tr.n, T.data,
+        fprintf(stderr, "gplq: training %s %s (%zu parameters) on %d images of %s, %d epochs of "
+                "%d steps; state in %s\n", T.init ? T.init : "a new",
+                m.arch == MODEL_SWIN ? "Swin" : "ViT", model_num_params(&m), tr.n, T.data,
                 T.epochs, tr.n / T.batch, tc.ckpt_path);
     double t0 = clock_mono_s();
     int rc = train_run(&m, &tc, &tr, &te, on_train_progress, &ui, err, sizeof err);
@@ -188,12 +235,12 @@ static int cmd_train(int argc, char **argv) {
     else
         fprintf(stderr, "gplq: wrote %s: test top-1 %.2f%% on %d images (%.0f s, peak RSS %ld MB)\n",
                 T.out, 100 * top1, te.n, clock_mono_s() - t0, peak_rss_mb());
-    vit_free(&m);
+    model_free(&m);
     ds_free(&tr);
     ds_free(&te);
     return 0;
 fail_model:
-    vit_free(&m);
+    model_free(&m);
 fail_data:
     fprintf(stderr, "gplq train: %s\n", err);
     ds_free(&tr);
@@ -228,7 +275,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     blas_set_threads(E.threads);
     log_blas(E.json);
-    vit_model m;
+    model m;
     ckpt_hints hints = {.num_heads = E.heads};
     ckpt_convention conv;
     if (ckpt_load(&m, E.model, &hints, &conv, err, sizeof err)) {
@@ -237,7 +284,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     ds_set te;
     if (open_data(E.data, 0, E.eval_subset, NULL, &te)) {
-        vit_free(&m);
+        model_free(&m);
         return 1;
     }
     double t0 = clock_mono_s(), top1;
@@ -253,7 +300,7 @@ static int cmd_eval(int argc, char **argv) {
         printf("%s (%s names): top-1 %.2f%% on %d %s test images (%.0f images/s)\n", E.model,
                ckpt_convention_name(conv), 100 * top1, te.n, E.data, te.n / dt);
     }
-    vit_free(&m);
+    model_free(&m);
     ds_free(&te);
     return rc ? 1 : 0;
 }
@@ -325,7 +372,7 @@ static int cmd_quantize(int argc, char **argv) {
     }
     blas_set_threads(Q.threads);
     log_blas(Q.json);
-    vit_model fp;
+    model fp;
     ckpt_hints hints = {.num_heads = Q.js.num_heads};
     if (ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
         fprintf(stderr, "gplq quantize: %s\n", err);
@@ -333,7 +380,7 @@ static int cmd_quantize(int argc, char **argv) {
     }
     ds_set tr, te;
     if (open_data(Q.data, Q.js.train_subset, Q.js.eval_subset, &tr, &te)) {
-        vit_free(&fp);
+        model_free(&fp);
         return 1;
     }
     gplq_config c;
@@ -342,7 +389,7 @@ static int cmd_quantize(int argc, char **argv) {
     struct quant_ui ui = {.json = Q.json};
     progress_init(&ui.bar, stderr, 30);
     gplq_report rep;
-    vit_model qm;
+    model qm;
     actq_set aq;
     stage2_result s2;
     int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, &qm, &aq, &s2, err,
@@ -352,7 +399,7 @@ static int cmd_quantize(int argc, char **argv) {
     if (rc == 0) {
         if (Q.out)  /* the artifacts and report.json, proven to reload to rep.gplq */
             rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
-        vit_free(&qm);
+        model_free(&qm);
         actq_free(&aq);
         stage2_result_free(&s2);
     }
@@ -384,7 +431,7 @@ static int cmd_quantize(int argc, char **argv) {
         json_decref(rj);
     }
     json_decref(config);
-    vit_free(&fp);
+    model_free(&fp);
     ds_free(&tr);
     ds_free(&te);
     return rc ? 1 : 0;

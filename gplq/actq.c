@@ -7,11 +7,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Slot of a point: blocks first, then the patch input and the head input. */
+/* Slot of a point: blocks first (six points each), then the patch input, the head input and
+ * the merges, as model_qpoints orders them. */
 static int slot(const actq_set *s, int layer, qpoint p) {
+    int base = s->depth * ACTQ_BLOCK_POINTS;
     switch (p) {
-    case QP_PATCH_IN: return s->depth * ACTQ_BLOCK_POINTS;
-    case QP_HEAD_IN: return s->depth * ACTQ_BLOCK_POINTS + 1;
+    case QP_PATCH_IN: return base;
+    case QP_HEAD_IN: return base + 1;
+    case QP_MERGE_IN: {
+        /* the merges follow in stage order; few enough to search */
+        for (int i = base + 2; i < s->nq; i++)
+            if (s->where[i].layer == layer) return i;
+        return -1;
+    }
     case QP_QKV_IN: case QP_QKV_OUT: case QP_ATTN:
     case QP_PROJ_IN: case QP_FC1_IN: case QP_FC2_IN:
         if (layer < 0 || layer >= s->depth) return -1;
@@ -25,17 +33,21 @@ lsq_quantizer *actq_get(actq_set *s, int layer, qpoint p) {
     return i < 0 ? NULL : &s->q[i];
 }
 
+void actq_slot_name(const actq_set *s, int i, char *out, size_t n) {
+    static const char *const block[ACTQ_BLOCK_POINTS] = {"qkv_in", "qkv_out", "attn",
+                                                         "proj_in", "fc1_in", "fc2_in"};
+    const model_qpoint *w = &s->where[i];
+    if (w->p == QP_PATCH_IN) snprintf(out, n, "patch_in");
+    else if (w->p == QP_HEAD_IN) snprintf(out, n, "head_in");
+    else if (w->p == QP_MERGE_IN) snprintf(out, n, "layers.%d.merge_in", w->layer);
+    else snprintf(out, n, "blocks.%d.%s", w->layer, block[w->p - QP_QKV_IN]);
+}
+
 /* Per-channel points initialize from absmax, per-tensor ones (q|k|v, softmax, image) from
  * percentiles: what GPLQ's spec prescribes. */
 static lsq_init_kind init_kind(qpoint p) {
     return p == QP_QKV_OUT || p == QP_ATTN || p == QP_PATCH_IN ? LSQ_INIT_PERCENTILE
-                                                                           : LSQ_INIT_ABSMAX;
-}
-
-static qpoint point_of(const actq_set *s, int i) {
-    if (i == s->depth * ACTQ_BLOCK_POINTS) return QP_PATCH_IN;
-    if (i == s->depth * ACTQ_BLOCK_POINTS + 1) return QP_HEAD_IN;
-    return (qpoint)(QP_QKV_IN + i % ACTQ_BLOCK_POINTS);
+                                                               : LSQ_INIT_ABSMAX;
 }
 
 /* out = fq(in) (a copy when not quantizing); observe: also feed the observer in OBSERVE mode.
@@ -81,25 +93,28 @@ static void hook_backward(void *ctx, int layer, qpoint p, float *din, const floa
     if (din != dout) memcpy(din, dout, sizeof(float) * (size_t)rows * cols);
 }
 
-int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char *err,
+int actq_init(actq_set *s, const model *m, int abits, int patch_bits, char *err,
               size_t errlen) {
     memset(s, 0, sizeof *s);
-    s->depth = c->depth;
+    model_config mc = model_get_config(m), *c = &mc;
+    s->depth = model_config_dims(c).blocks;
     s->abits = abits;
     s->patch_bits = patch_bits;
-    s->nq = c->depth * ACTQ_BLOCK_POINTS + 2;
+    s->nq = model_qpoints(c, NULL, 0);
     s->q = calloc(s->nq, sizeof *s->q);
-    if (!s->q) {
+    s->where = calloc(s->nq, sizeof *s->where);
+    if (!s->q || !s->where) {
+        free(s->q);
+        free(s->where);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    model_qpoints(c, s->where, s->nq);
     for (int i = 0; i < s->nq; i++) {
-        qpoint p = point_of(s, i);
-        int channels = p == QP_QKV_IN || p == QP_PROJ_IN || p == QP_FC1_IN ||
-                               p == QP_HEAD_IN ? c->dim
-                     : p == QP_FC2_IN        ? c->mlp_hidden
-                     : p == QP_QKV_OUT       ? 3
-                                                 : 1;
+        qpoint p = s->where[i].p;
+        /* the linears' inputs per channel; q, k and v one step each; the rest per tensor */
+        int channels = p == QP_QKV_OUT ? 3 : p == QP_ATTN || p == QP_PATCH_IN ? 1
+                                                                             : s->where[i].cols;
         int bits = p == QP_PATCH_IN ? patch_bits : abits;
         int is_signed = p != QP_ATTN; /* softmax output is in [0, 1] */
         if (lsq_init(&s->q[i], bits, is_signed, channels, err, errlen)) {
@@ -124,6 +139,7 @@ void actq_free(actq_set *s) {
     free_observers(s);
     for (int i = 0; s->q && i < s->nq; i++) lsq_free(&s->q[i]);
     free(s->q);
+    free(s->where);
     memset(s, 0, sizeof *s);
 }
 
@@ -135,7 +151,7 @@ int actq_observe_begin(actq_set *s, uint64_t seed, char *err, size_t errlen) {
         return -1;
     }
     for (int i = 0; i < s->nq; i++)
-        if (lsq_observer_init(&s->obs[i], s->minmax ? LSQ_INIT_ABSMAX : init_kind(point_of(s, i)),
+        if (lsq_observer_init(&s->obs[i], s->minmax ? LSQ_INIT_ABSMAX : init_kind(s->where[i].p),
                               s->q[i].channels,
                               LSQ_OBSERVER_CAP_DEFAULT, seed + (uint64_t)i, err, errlen)) {
             free_observers(s);

@@ -1,10 +1,12 @@
 /*
- * actq.h: the activation quantizers GPLQ places in a ViT, plugged into the engine's hooks.
+ * actq.h: the activation quantizers GPLQ places in a model (a ViT or a Swin), plugged into
+ * the engine's hooks.
  *
  * Placement (GPLQ-METHOD.md): the input of every linear layer per channel (qkv, proj, fc1, fc2,
- * head), q, k and v per tensor (three steps over the q|k|v buffer), the softmax output per
- * tensor and unsigned, the patch embedding's input (the image) per tensor at 8 bits. LayerNorm,
- * GELU, softmax and the residual stream stay in FP32.
+ * head, and a Swin's PatchMerging reduction), q, k and v per tensor (three steps over the q|k|v
+ * buffer), the softmax output per tensor and unsigned, the patch embedding's input (the image)
+ * per tensor at 8 bits. LayerNorm, GELU, softmax and the residual stream stay in FP32. One
+ * quantizer per place the engine calls the hooks (model_qpoints), in its order.
  *
  * Modes: OFF passes activations through; OBSERVE passes them through while observers collect
  * the statistics that initialize the steps (per-channel absmax, per-tensor 1st/99th
@@ -16,34 +18,39 @@
 
 #include <stddef.h>
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/quant.h"
 
 typedef enum { ACTQ_OFF, ACTQ_OBSERVE, ACTQ_QUANT } actq_mode;
 
-/* Quantizer slots: the per-block points, then the two model-level ones. */
+/* Quantizer slots: the per-block points, then the model-level ones (model_qpoints' order). */
 #define ACTQ_BLOCK_POINTS 6 /* QKV_IN, QKV_OUT, ATTN, PROJ_IN, FC1_IN, FC2_IN */
 
 typedef struct {
-    int depth;
+    int depth;                /* blocks */
     int abits, patch_bits;
     actq_mode mode;
     int minmax;               /* 1: every step from absmax (the naive min-max baseline) */
-    int nq;                   /* depth * ACTQ_BLOCK_POINTS + 2 */
+    int nq;                   /* depth * ACTQ_BLOCK_POINTS + 2, + merging stages */
+    model_qpoint *where;      /* (nq) owned: the point of each quantizer */
     lsq_quantizer *q;         /* (nq) owned */
     lsq_observer *obs;        /* (nq) owned while observing, else NULL */
-    model_hooks hooks;          /* ctx = this set; install with vit_set_hooks(m, &set->hooks) */
+    model_hooks hooks;        /* ctx = this set; install with model_set_hooks(m, &set->hooks) */
     char err[256];            /* what failed inside a hook (hooks cannot return messages) */
 } actq_set;
 
-/* Quantizers for a model of config c: abits for every point but the patch input (patch_bits).
+/* Quantizers for model m (its architecture; m is not kept): abits for every point but the patch input (patch_bits).
  * Steps start at 1; observe calibration data to initialize them. Free with actq_free. */
-int actq_init(actq_set *s, const vit_config *c, int abits, int patch_bits, char *err,
+int actq_init(actq_set *s, const model *m, int abits, int patch_bits, char *err,
               size_t errlen);
 void actq_free(actq_set *s);
 
-/* The quantizer at a point (layer -1 for QP_PATCH_IN and QP_HEAD_IN), or NULL. */
+/* The quantizer at a point (layer -1 for QP_PATCH_IN and QP_HEAD_IN, the stage for
+ * QP_MERGE_IN), or NULL. */
 lsq_quantizer *actq_get(actq_set *s, int layer, qpoint p);
+/* The name of quantizer i in files: "blocks.N.qkv_in" (N counts blocks over the whole model),
+ * "patch_in", "head_in", "layers.S.merge_in". */
+void actq_slot_name(const actq_set *s, int i, char *out, size_t n);
 
 /* Starts collecting statistics (mode OBSERVE); forward passes of the model with s->hooks
  * installed feed the observers. seed fixes the percentile reservoirs. */

@@ -12,37 +12,15 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 
-/* The quantizer slots of actq, named for files (block points then patch_in and head_in). */
-static const char *const point_names[ACTQ_BLOCK_POINTS] = {"qkv_in", "qkv_out", "attn",
-                                                            "proj_in", "fc1_in", "fc2_in"};
-
 static void step_name(char *out, size_t n, const actq_set *aq, int i) {
-    int b = aq->depth * ACTQ_BLOCK_POINTS;
-    if (i == b) snprintf(out, n, "actq.patch_in.step");
-    else if (i == b + 1) snprintf(out, n, "actq.head_in.step");
-    else snprintf(out, n, "actq.blocks.%d.%s.step", i / ACTQ_BLOCK_POINTS, point_names[i % ACTQ_BLOCK_POINTS]);
-}
-
-/* Which matrices are stored quantized: name, and the stage-2 entry. */
-typedef struct { char name[96]; const stage2_qweight *q; } qmat;
-
-static int list_qmats(qmat *out, const vit_model *m, const stage2_result *s2) {
-    int n = 0;
-    snprintf(out[n].name, 96, "patch_embed.proj.weight"), out[n++].q = &s2->patch;
-    for (int l = 0; l < m->cfg.depth; l++) {
-        snprintf(out[n].name, 96, "blocks.%d.attn.qkv.weight", l), out[n++].q = &s2->qkv[l];
-        snprintf(out[n].name, 96, "blocks.%d.attn.proj.weight", l), out[n++].q = &s2->proj[l];
-        snprintf(out[n].name, 96, "blocks.%d.mlp.fc1.weight", l), out[n++].q = &s2->fc1[l];
-        snprintf(out[n].name, 96, "blocks.%d.mlp.fc2.weight", l), out[n++].q = &s2->fc2[l];
-    }
-    snprintf(out[n].name, 96, "head.weight"), out[n++].q = &s2->head;
-    if (m->cfg.distilled) snprintf(out[n].name, 96, "head_dist.weight"), out[n++].q = &s2->head_dist;
-    return n;
+    char where[64];
+    actq_slot_name(aq, i, where, sizeof where);
+    snprintf(out, n, "actq.%s.step", where);
 }
 
 /* Adds steps and QwT tensors (data borrowed from aq and s2). */
-static int add_quant_tensors(st_writer *w, const actq_set *aq, const stage2_result *s2, int C,
-                             char *err, size_t errlen) {
+static int add_quant_tensors(st_writer *w, const model_config *mc, const actq_set *aq,
+                             const stage2_result *s2, char *err, size_t errlen) {
     char name[128];
     for (int i = 0; i < aq->nq; i++) {
         int64_t n = aq->q[i].channels;
@@ -51,6 +29,8 @@ static int add_quant_tensors(st_writer *w, const actq_set *aq, const stage2_resu
     }
     for (int l = 0; l < s2->depth; l++) {
         if (!s2->qwt_w[l]) continue;
+        int T, C;
+        model_block_shape(mc, l, &T, &C);
         int64_t sw[2] = {C, C}, sb[1] = {C};
         snprintf(name, sizeof name, "blocks.%d.qwt.weight", l);
         if (st_writer_add(w, name, ST_F32, 2, sw, s2->qwt_w[l], err, errlen)) return -1;
@@ -64,11 +44,12 @@ static int add_meta(st_writer *w, const actq_set *aq, const stage2_result *s2,
                     const char *const *keys, const char *const *vals, int nextra) {
     char buf[512];
     int rc = st_writer_meta(w, "gplq_format", GPLQ_Q_FORMAT);
-    snprintf(buf, sizeof buf, "%d", s2->head.bits);
+    /* the weight bits: any matrix's but the patch embedding's (the head's, the last) */
+    snprintf(buf, sizeof buf, "%d", s2->qw[s2->nlin - 1].bits);
     rc |= st_writer_meta(w, "wbits", buf);
     snprintf(buf, sizeof buf, "%d", aq->abits);
     rc |= st_writer_meta(w, "abits", buf);
-    snprintf(buf, sizeof buf, "%d", s2->patch.bits);
+    snprintf(buf, sizeof buf, "%d", s2->qw[0].bits); /* model_linears: the patch first */
     rc |= st_writer_meta(w, "patch_wbits", buf);
     snprintf(buf, sizeof buf, "%d", aq->patch_bits);
     rc |= st_writer_meta(w, "patch_abits", buf);
@@ -78,44 +59,43 @@ static int add_meta(st_writer *w, const actq_set *aq, const stage2_result *s2,
                          "\"attn\": \"per tensor, unsigned (softmax output), LSQ\", \"proj_in\": \"per channel, signed, LSQ\", "
                          "\"fc1_in\": \"per channel, signed, LSQ\", \"fc2_in\": \"per channel, signed, LSQ\", "
                          "\"head_in\": \"per channel, signed, LSQ\", \"patch_in\": \"per tensor, signed, LSQ\", "
+                         "\"merge_in\": \"per channel, signed, LSQ (Swin's PatchMerging)\", "
                          "\"qwt\": \"per block, out = block(x) + x W^T + b\"}");
     for (int i = 0; i < nextra; i++) rc |= st_writer_meta(w, keys[i], vals[i]);
     return rc;
 }
 
-int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const stage2_result *s2,
+int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage2_result *s2,
                 const char *const *keys, const char *const *vals, int nextra, char *err,
                 size_t errlen) {
     char path[4096];
-    int C = m->cfg.dim, rc = -1;
-    qmat *qm = malloc(sizeof(qmat) * (4 * m->cfg.depth + 3));
-    int nqm = qm ? list_qmats(qm, m, s2) : 0;
+    int rc = -1, nqm = s2->nlin, ninfo;
+    model_config mc = model_get_config(m);
+    const param_info *info = model_param_info(m, &ninfo);
+    const float *params = model_params(m);
     uint8_t **packed = calloc(nqm + 1, sizeof *packed);
     st_writer *w = st_writer_new();
-    if (!qm || !packed || !w) {
+    if (!packed || !w) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
     /* model.q: the timm tensors except the quantized matrices, then those packed */
-    if (ckpt_add_config(w, &m->cfg, err, errlen)) goto out;
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const param_info *pi = &m->info[i];
+    if (ckpt_add_config(w, &mc, err, errlen)) goto out;
+    for (int i = 0; i < ninfo; i++) {
+        const param_info *pi = &info[i];
         if (pi->numel == 0) continue;
-        int layers = pi->per_layer ? m->cfg.depth : 1;
-        size_t per = pi->numel / layers;
-        for (int l = 0; l < layers; l++) {
+        size_t per = pi->numel / pi->layers;
+        for (int l = 0; l < pi->layers; l++) {
             char name[128];
             ckpt_param_name(name, sizeof name, pi, l);
-            int quantized = 0;
-            for (int k = 0; k < nqm; k++) quantized |= !strcmp(name, qm[k].name);
-            if (quantized) continue;
-            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, m->param_mem + pi->offset + l * per,
+            if (stage2_find(s2, name)) continue;
+            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, params + pi->offset + l * per,
                               err, errlen))
                 goto out;
         }
     }
     for (int k = 0; k < nqm; k++) {
-        const stage2_qweight *q = qm[k].q;
+        const stage2_qweight *q = &s2->qw[k];
         quant_type t = quant_type_for_bits(q->bits);
         size_t rb = quant_row_bytes(t, q->cols);
         packed[k] = malloc(rb * q->rows);
@@ -128,12 +108,12 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
                 goto out;
         char name[128];
         int64_t sq[2] = {q->rows, (int64_t)rb}, ss[1] = {q->rows};
-        snprintf(name, sizeof name, "%s.qweight", qm[k].name);
+        snprintf(name, sizeof name, "%s.qweight", s2->lin[k].name);
         if (st_writer_add(w, name, ST_U8, 2, sq, packed[k], err, errlen)) goto out;
-        snprintf(name, sizeof name, "%s.wscale", qm[k].name);
+        snprintf(name, sizeof name, "%s.wscale", s2->lin[k].name);
         if (st_writer_add(w, name, ST_F32, 1, ss, q->steps, err, errlen)) goto out;
     }
-    if (add_quant_tensors(w, aq, s2, C, err, errlen)) goto out;
+    if (add_quant_tensors(w, &mc, aq, s2, err, errlen)) goto out;
     if (add_meta(w, aq, s2, keys, vals, nextra)) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -143,7 +123,7 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
     st_writer_free(w);
     /* model.fakequant: dequantized FP32 under timm names, plus steps and QwT */
     w = st_writer_new();
-    if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, aq, s2, C, err, errlen) ||
+    if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, &mc, aq, s2, err, errlen) ||
         add_meta(w, aq, s2, keys, vals, nextra))
         goto out;
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_FAKEQUANT, dir);
@@ -152,50 +132,26 @@ int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const s
 out:
     for (int k = 0; packed && k < nqm; k++) free(packed[k]);
     free(packed);
-    free(qm);
     st_writer_free(w);
     return rc;
 }
 
 void gplq_qmodel_free(gplq_qmodel *q) {
-    for (int l = 0; q->qwt_w && l < q->m.cfg.depth; l++) {
+    for (int l = 0; q->qwt_w && l < q->depth; l++) {
         free(q->qwt_w[l]);
         free(q->qwt_b[l]);
     }
     free(q->qwt_w);
     free(q->qwt_b);
     actq_free(&q->aq);
-    vit_free(&q->m);
+    model_free(&q->m);
     memset(q, 0, sizeof *q);
 }
 
-/* The model's config (and the activation bits, abits and patch_abits) from the metadata:
- * ckpt_infer needs the quantized matrices' names to exist, so build the model from metadata
- * directly. */
-static int read_config(const st_file *f, const char *path, vit_config *c, int *abits,
-                       int *pabits, char *err, size_t errlen) {
-    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
-                          "mlp_hidden", "num_classes", "distilled"};
-    int *dst[] = {&c->img_size, &c->patch, &c->in_chans, &c->dim, &c->depth, &c->heads,
-                  &c->mlp_hidden, &c->num_classes, &c->distilled};
-    for (int i = 0; i < 9; i++) {
-        const char *v = st_meta(f, keys[i]);
-        if (!v) {
-            snprintf(err, errlen, "%s: metadata has no %s", path, keys[i]);
-            return -1;
-        }
-        *dst[i] = atoi(v);
-    }
-    c->ln_eps = st_meta(f, "ln_eps") ? (float)atof(st_meta(f, "ln_eps")) : 1e-6f;
-    const char *ms = st_meta(f, "mean"), *ss = st_meta(f, "std");
-    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c->mean[0], &c->mean[1], &c->mean[2]) != 3 ||
-        sscanf(ss, "[%f, %f, %f]", &c->std[0], &c->std[1], &c->std[2]) != 3) {
-        snprintf(err, errlen, "%s: metadata mean/std missing or unreadable", path);
-        return -1;
-    }
+/* The activation bits (abits and patch_abits) from the metadata. */
+static void read_abits(const st_file *f, int *abits, int *pabits) {
     *abits = st_meta(f, "abits") ? atoi(st_meta(f, "abits")) : 0;
     *pabits = st_meta(f, "patch_abits") ? atoi(st_meta(f, "patch_abits")) : 8;
-    return 0;
 }
 
 /* Matrix name (rows, cols) of engine tensor pi into dst, dequantized from its packed codes
@@ -237,15 +193,17 @@ static int dequantize_param(const st_file *f, const char *path, const char *name
 /* Every parameter of q's model: FP32 directly, or dequantized from .qweight/.wscale. */
 static int load_params(gplq_qmodel *q, const st_file *f, const char *path, char *err,
                        size_t errlen) {
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const param_info *pi = &q->m.info[i];
+    int ninfo;
+    const param_info *info = model_param_info(&q->m, &ninfo);
+    for (int i = 0; i < ninfo; i++) {
+        const param_info *pi = &info[i];
         if (pi->numel == 0) continue;
-        int layers = pi->per_layer ? q->m.cfg.depth : 1;
+        int layers = pi->layers;
         size_t per = pi->numel / layers;
         for (int l = 0; l < layers; l++) {
             char name[128];
             ckpt_param_name(name, sizeof name, pi, l);
-            float *dstp = q->m.param_mem + pi->offset + l * per;
+            float *dstp = model_params(&q->m) + pi->offset + l * per;
             const st_tensor *t = st_find(f, name);
             if (t && (size_t)t->numel == per && t->dtype == ST_F32) {
                 st_to_f32(t, dstp);
@@ -277,27 +235,30 @@ static int load_steps(gplq_qmodel *q, const st_file *f, const char *path, char *
  * block does. */
 static int load_qwt(gplq_qmodel *q, const st_file *f, const char *path, char *err,
                     size_t errlen) {
-    const vit_config *c = &q->m.cfg;
-    q->qwt_w = calloc(c->depth, sizeof(float *));
-    q->qwt_b = calloc(c->depth, sizeof(float *));
+    model_config mc = model_get_config(&q->m);
+    int L = q->depth;
+    q->qwt_w = calloc(L, sizeof(float *));
+    q->qwt_b = calloc(L, sizeof(float *));
     if (!q->qwt_w || !q->qwt_b) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     int any = 0;
-    for (int l = 0; l < c->depth; l++) {
+    for (int l = 0; l < L; l++) {
         char wn[64], bn[64];
+        int T, C;
+        model_block_shape(&mc, l, &T, &C);
         snprintf(wn, sizeof wn, "blocks.%d.qwt.weight", l);
         snprintf(bn, sizeof bn, "blocks.%d.qwt.bias", l);
         const st_tensor *tw = st_find(f, wn), *tb = st_find(f, bn);
         if (!tw && !tb) continue;
-        if (!tw || !tb || tw->numel != (int64_t)c->dim * c->dim || tb->numel != c->dim ||
+        if (!tw || !tb || tw->numel != (int64_t)C * C || tb->numel != C ||
             tw->dtype != ST_F32 || tb->dtype != ST_F32) {
             snprintf(err, errlen, "%s: QwT tensors of block %d are incomplete or misshapen", path, l);
             return -1;
         }
-        q->qwt_w[l] = malloc(sizeof(float) * c->dim * c->dim);
-        q->qwt_b[l] = malloc(sizeof(float) * c->dim);
+        q->qwt_w[l] = malloc(sizeof(float) * C * C);
+        q->qwt_b[l] = malloc(sizeof(float) * C);
         if (!q->qwt_w[l] || !q->qwt_b[l]) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -306,10 +267,7 @@ static int load_qwt(gplq_qmodel *q, const st_file *f, const char *path, char *er
         st_to_f32(tb, q->qwt_b[l]);
         any = 1;
     }
-    if (any) {
-        q->m.qwt_w = (const float *const *)q->qwt_w;
-        q->m.qwt_b = (const float *const *)q->qwt_b;
-    }
+    if (any) model_set_qwt(&q->m, (const float *const *)q->qwt_w, (const float *const *)q->qwt_b);
     return 0;
 }
 
@@ -324,15 +282,23 @@ int gplq_load_quantized(gplq_qmodel *q, const char *path, char *err, size_t errl
                  path, fmt ? fmt : "none", GPLQ_Q_FORMAT);
         goto out_file;
     }
-    vit_config c = {0};
+    /* from the metadata: ckpt_infer needs the quantized matrices' names to exist */
+    model_config c;
     int abits, pabits;
-    if (read_config(&f, path, &c, &abits, &pabits, err, errlen)) goto out_file;
-    if (vit_init(&q->m, &c, err, errlen) || actq_init(&q->aq, &c, abits, pabits, err, errlen))
+    if (ckpt_config_from_meta(&f, &c, err, errlen)) {
+        char tmp[512];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        snprintf(err, errlen, "%s: %s", path, tmp);
         goto out_file;
+    }
+    read_abits(&f, &abits, &pabits);
+    if (model_init(&q->m, &c, err, errlen)) goto out_file;
+    q->depth = model_get_dims(&q->m).blocks;
+    if (actq_init(&q->aq, &q->m, abits, pabits, err, errlen)) goto out_model;
     if (load_params(q, &f, path, err, errlen) || load_steps(q, &f, path, err, errlen))
         goto out_model;
     q->aq.mode = ACTQ_QUANT;
-    vit_set_hooks(&q->m, &q->aq.hooks);
+    model_set_hooks(&q->m, &q->aq.hooks);
     if (load_qwt(q, &f, path, err, errlen)) goto out_model;
     rc = 0;
     goto out_file;

@@ -6,8 +6,9 @@
  * byte, see gplq/quant.h) and "<timm name>.wscale" (F32, (rows)); every other parameter in FP32
  * under its timm name; the activation steps as "actq.<where>.step" (F32, (channels)) with
  * <where> "blocks.N.qkv_in", "blocks.N.qkv_out" (q, k, v), "blocks.N.attn" (softmax),
- * "blocks.N.proj_in", "blocks.N.fc1_in", "blocks.N.fc2_in", "patch_in", "head_in"; QwT as
- * "blocks.N.qwt.weight" ((C, C), applied as x W^T) and "blocks.N.qwt.bias". __metadata__ holds
+ * "blocks.N.proj_in", "blocks.N.fc1_in", "blocks.N.fc2_in", "patch_in", "head_in", and for a
+ * Swin "layers.S.merge_in" (actq_slot_name; N counts blocks over the whole model, also in a
+ * Swin); QwT as "blocks.N.qwt.weight" ((C, C), applied as x W^T) and "blocks.N.qwt.bias". __metadata__ holds
  * the format version, the model config, the bits and granularity of every quantizer kind, and
  * whatever the caller adds (the job's config, its accuracies).
  * model.fakequant.safetensors: the same model with dequantized FP32 weights under timm names
@@ -16,7 +17,7 @@
 #ifndef GPLQ_EXPORT_H
 #define GPLQ_EXPORT_H
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "gplq/stage2.h"
 
@@ -24,15 +25,16 @@
 
 /* Writes both files into dir (existing). m is the final model (dequantized weights), aq its
  * quantizers, s2 the stage-2 result (codes, scales, QwT). nextra metadata pairs are added. */
-int gplq_export(const char *dir, const vit_model *m, const actq_set *aq, const stage2_result *s2,
+int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage2_result *s2,
                 const char *const *keys, const char *const *vals, int nextra, char *err,
                 size_t errlen);
 
 /* A model loaded from model.q.safetensors: the weights dequantized, the quantizers in QUANT
  * mode and installed, QwT installed. Free with gplq_qmodel_free. */
 typedef struct {
-    vit_model m;
+    model m;
     actq_set aq;
+    int depth;              /* blocks */
     float **qwt_w, **qwt_b; /* (depth) owned */
 } gplq_qmodel;
 

@@ -103,7 +103,7 @@ static int on_stage1(void *vctx, const train_progress *p) {
 }
 
 /* Measures top-1 of m on test as part `metric` of stage "evaluate"; 1 if stopped. */
-static int evaluate(relay *r, vit_model *m, const ds_set *test, const gplq_config *c,
+static int evaluate(relay *r, model *m, const ds_set *test, const gplq_config *c,
                     const char *metric, double *top1, char *err, size_t errlen) {
     if (relay_part(r, "evaluate", metric, test->n)) return 1;
     int rc = train_eval_top1_tick(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
@@ -111,11 +111,11 @@ static int evaluate(relay *r, vit_model *m, const ds_set *test, const gplq_confi
     return relay_metric(r, metric, *top1);
 }
 
-int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
+int gplq_calibrate(model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
                    char *err, size_t errlen) {
     n = n < train->n ? n : train->n;
     int *order = malloc(sizeof(int) * train->n);
-    float *feat = malloc(sizeof(float) * (size_t)n * m->cfg.dim);
+    float *feat = malloc(sizeof(float) * (size_t)n * model_get_dims(m).feature_dim);
     int rc = -1;
     if (!order || !feat) {
         snprintf(err, errlen, "out of memory");
@@ -124,7 +124,7 @@ int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint6
     rng_t r;
     rng_seed(&r, seed ^ 0x5eed5eedULL); /* the same images stage 1 calibrates on */
     ds_shuffle(order, train->n, &r);
-    vit_set_hooks(m, &aq->hooks);
+    model_set_hooks(m, &aq->hooks);
     if (actq_observe_begin(aq, seed, err, errlen) ||
         stage1_features(m, train, order, n, 256, feat, NULL, NULL, err, errlen) ||
         actq_observe_end(aq, err, errlen))
@@ -139,9 +139,9 @@ out:
 
 /* A baseline: calibrate a copy of fp, then stage 2 with cfg; its top-1 into *top1.
  * 0, 1 if stopped, -1 on error. */
-static int baseline(relay *r, const vit_model *fp, const ds_set *train, const ds_set *test,
+static int baseline(relay *r, const model *fp, const ds_set *train, const ds_set *test,
                     const gplq_config *c, int minmax, double *top1, char *err, size_t errlen) {
-    vit_model a, w;
+    model a, w;
     actq_set aq;
     stage2_result res;
     stage2_config s2 = c->s2;
@@ -155,39 +155,39 @@ static int baseline(relay *r, const vit_model *fp, const ds_set *train, const ds
     int qwt = s2.calib_images < train->n ? s2.calib_images : train->n;
     if (relay_part(r, "calibrate", name, calib + 2.0 * qwt)) return 1;
     int rc = -1;
-    if (vit_clone(&a, fp, err, errlen)) return -1;
-    if (actq_init(&aq, &fp->cfg, c->abits, 8, err, errlen)) {
-        vit_free(&a);
+    if (model_clone(&a, fp, err, errlen)) return -1;
+    if (actq_init(&aq, fp, c->abits, 8, err, errlen)) {
+        model_free(&a);
         return -1;
     }
     aq.minmax = minmax || !c->percentile_init;
     if (gplq_calibrate(&a, &aq, train, c->s1.calib_images, c->s1.seed, err, errlen) ||
-        vit_clone(&w, &a, err, errlen))
+        model_clone(&w, &a, err, errlen))
         goto out;
     if ((rc = stage2_run(&w, &a, &aq, &s2, train, &res, err, errlen)) == 0) {
         rc = evaluate(r, &w, test, c, name, top1, err, errlen);
         stage2_result_free(&res);
     }
-    vit_free(&w);
+    model_free(&w);
 out:
     actq_free(&aq);
-    vit_free(&a);
+    model_free(&a);
     return rc;
 }
 
-float gplq_resolve_lr(const gplq_config *c, const vit_model *m) {
+float gplq_resolve_lr(const gplq_config *c, const model *m) {
     if (!opt_is_auto(c->s1.lr)) return c->s1.lr;
-    return m->num_params < 10000000 ? 1e-4f : 5e-6f;
+    return model_num_params(m) < 10000000 ? 1e-4f : 5e-6f;
 }
 
-int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
-             gplq_progress_fn progress, void *ctx, gplq_report *rep, vit_model *out,
+int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
+             gplq_progress_fn progress, void *ctx, gplq_report *rep, model *out,
              actq_set *aq_out, stage2_result *s2_out, char *err, size_t errlen) {
     memset(rep, 0, sizeof *rep);
     rep->fp32 = rep->stage1 = rep->stage2_noqwt = rep->gplq = -1;
     rep->ptq_baseline = rep->minmax_baseline = -1;
-    rep->depth = fp->cfg.depth;
-    if (fp->cfg.depth > 64) {
+    rep->depth = model_get_dims(fp).blocks;
+    if (rep->depth > 64) {
         snprintf(err, errlen, "models deeper than 64 blocks are not supported");
         return -1;
     }
@@ -200,7 +200,7 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         r.total = 4.0 * test->n + calib + pca + 4.0 * c->s1.epochs * train->n + 2 * qwt;
         if (c->baselines) r.total += 2 * (calib + 2 * qwt + test->n);
     }
-    vit_model teacher, student, q;
+    model teacher, student, q;
     actq_set aq;
     stage1_result s1;
     stage2_result s2;
@@ -214,12 +214,12 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
     s1c.tick_ctx = &r;
     rep->lr = s1c.lr;
     s2c.wbits = c->wbits;
-    if (vit_clone(&teacher, fp, err, errlen)) return -1;
-    if (vit_clone(&student, fp, err, errlen)) {
-        vit_free(&teacher);
+    if (model_clone(&teacher, fp, err, errlen)) return -1;
+    if (model_clone(&student, fp, err, errlen)) {
+        model_free(&teacher);
         return -1;
     }
-    if (actq_init(&aq, &fp->cfg, c->abits, 8, err, errlen)) goto out_models;
+    if (actq_init(&aq, fp, c->abits, 8, err, errlen)) goto out_models;
     aq.minmax = !c->percentile_init;
 
     /* each step returns 0, 1 if the callback stopped the run, -1 on error */
@@ -247,7 +247,7 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
     if ((rc = relay_part(&r, "stage2", "stage2", 2.0 * (c->s2.calib_images < train->n
                                                         ? c->s2.calib_images : train->n))))
         goto out_aq;
-    if ((rc = vit_clone(&q, &student, err, errlen))) goto out_aq;
+    if ((rc = model_clone(&q, &student, err, errlen))) goto out_aq;
     if ((rc = stage2_run(&q, &student, &aq, &s2c, train, &s2, err, errlen))) goto out_aq;
     rep->seconds_stage2 = s2.seconds;
     for (int l = 0; l < rep->depth; l++) {
@@ -255,9 +255,9 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         rep->mse_before[l] = s2.mse_before[l];
         rep->mse_after[l] = s2.mse_after[l];
     }
-    q.qwt_w = NULL; /* the same weights, without the compensation */
+    model_set_qwt(&q, NULL, NULL); /* the same weights, without the compensation */
     if ((rc = evaluate(&r, &q, test, c, "stage2_noqwt", &rep->stage2_noqwt, err, errlen))) goto out_s2;
-    q.qwt_w = (const float *const *)s2.qwt_w;
+    model_set_qwt(&q, (const float *const *)s2.qwt_w, (const float *const *)s2.qwt_b);
     if ((rc = evaluate(&r, &q, test, c, "gplq", &rep->gplq, err, errlen))) goto out_s2;
     rep->seconds_total = clock_mono_s() - t0;
     rc = 0;
@@ -266,7 +266,7 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
         *aq_out = aq;
         *s2_out = s2;
         aq_out->hooks.ctx = aq_out; /* the hooks' ctx must follow the moved set */
-        vit_set_hooks(out, &aq_out->hooks);
+        model_set_hooks(out, &aq_out->hooks);
         memset(&q, 0, sizeof q);
         memset(&aq, 0, sizeof aq);
         memset(&s2, 0, sizeof s2);
@@ -274,10 +274,10 @@ int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const
 out_s2:
     stage2_result_free(&s2);
 out_aq:
-    vit_free(&q);
+    model_free(&q);
     actq_free(&aq);
 out_models:
-    vit_free(&teacher);
-    vit_free(&student);
+    model_free(&teacher);
+    model_free(&student);
     return rc;
 }

@@ -8,7 +8,7 @@
 #define GPLQ_PIPELINE_H
 
 #include "config/jobspec.h"
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "gplq/stage1.h"
 #include "gplq/stage2.h"
@@ -65,20 +65,20 @@ typedef struct {
 /* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded
  * choice, the same images stage 1 starts from), with no training: the start of stage 1, and all
  * that the PTQ and min-max baselines get. Leaves aq in QUANT mode. */
-int gplq_calibrate(vit_model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
+int gplq_calibrate(model *m, actq_set *aq, const ds_set *train, int n, uint64_t seed,
                    char *err, size_t errlen);
 
 /* The stage-1 learning rate for c on model m: c->s1.lr, or when it is "auto", 1e-4 for
  * models under 10M parameters (the best of 5e-6, 2e-5 and 1e-4 on the demo model) and the
  * paper's 5e-6 (set for ImageNet-size models) above. */
-float gplq_resolve_lr(const gplq_config *c, const vit_model *m);
+float gplq_resolve_lr(const gplq_config *c, const model *m);
 
 /* Runs the job on fp (unchanged), training on train, measuring on test. On success, *out (if
  * not NULL) receives the final W4A4 model (dequantized weights, aq's hooks and QwT installed),
  * *aq_out its quantizers and *s2_out the stage-2 result that owns the QwT terms: the caller
- * frees them (vit_free, actq_free, stage2_result_free). Returns 0, 1 if stopped, -1 on error. */
-int gplq_run(const vit_model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
-             gplq_progress_fn progress, void *ctx, gplq_report *rep, vit_model *out,
+ * frees them (model_free, actq_free, stage2_result_free). Returns 0, 1 if stopped, -1 on error. */
+int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
+             gplq_progress_fn progress, void *ctx, gplq_report *rep, model *out,
              actq_set *aq_out, stage2_result *s2_out, char *err, size_t errlen);
 
 #endif

@@ -44,7 +44,7 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
                      "config", config ? config : json_object());
 }
 
-int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq,
+int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
                          const ds_set *test, char *err, size_t errlen) {
     if (mkdir(dir, 0755) && errno != EEXIST) {

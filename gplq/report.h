@@ -23,7 +23,7 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config);
  * back and checks that it reproduces r->gplq on test bit for bit. m, aq, s2: gplq_run's
  * outputs. config is borrowed. Returns 0 or -1 with err; each file is written to a temporary
  * name, synced and renamed, so a failed write (errno ENOSPC, say) leaves no part of a file. */
-int gplq_write_artifacts(const char *dir, const vit_model *m, const actq_set *aq,
+int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
                          const ds_set *test, char *err, size_t errlen);
 

@@ -12,11 +12,11 @@
 
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
-int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
+int stage1_features(model *m, const ds_set *d, const int *order, int n, int batch, float *out,
                     train_tick_fn tick, void *tick_ctx,
                     char *err, size_t errlen) {
-    const vit_config *c = &m->cfg;
-    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    model_dims c = model_get_dims(m);
+    size_t img = (size_t)c.in_chans * c.img_size * c.img_size;
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     int rc = 0;
@@ -27,40 +27,42 @@ int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int 
     for (int i = 0; i < n && !rc; i += batch) {
         int B = n - i < batch ? n - i : batch;
         for (int b = 0; b < B; b++) idx[b] = order ? order[i + b] : i + b;
-        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
-        if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
+        ds_batch(d, idx, B, x, c.mean, c.std, NULL, NULL);
+        if ((rc = model_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++)
-            memcpy(out + (size_t)(i + b) * c->dim, vit_feature(m, b), sizeof(float) * c->dim);
+            memcpy(out + (size_t)(i + b) * c.feature_dim, model_feature(m, b),
+                   sizeof(float) * c.feature_dim);
         if (tick && tick(tick_ctx, i + B, n)) rc = 1;
     }
     free(x);
     free(idx);
-    vit_release_acts(m); /* sized for these chunks, not for the training batch */
+    model_release_acts(m); /* sized for these chunks, not for the training batch */
     return rc;
 }
 
 /* The objective: CE on the student's logits plus alpha times the PCA mimicking term. */
 typedef struct {
-    vit_model *teacher;
+    model *teacher;
     actq_set *aq;
     const pca_basis *pca;
     float alpha, smoothing;
     float *fs, *ft, *probs; /* (B, C), (B, C), (B, K) */
 } objective_ctx;
 
-static int objective_loss(void *vctx, vit_model *m, const float *x, const int *labels, int B,
+static int objective_loss(void *vctx, model *m, const float *x, const int *labels, int B,
                           float *dlogits, float *dfeature, int *use_dfeature, float *loss,
                           float *terms, char *err, size_t errlen) {
     objective_ctx *o = vctx;
-    int C = m->cfg.dim, K = m->cfg.num_classes;
-    float ce = crossentropy_forward_backward(o->probs, dlogits, m->logits, labels, B, K,
+    model_dims d = model_get_dims(m);
+    int C = d.feature_dim, K = d.num_classes;
+    float ce = crossentropy_forward_backward(o->probs, dlogits, model_logits(m), labels, B, K,
                                              o->smoothing, 1.0f);
-    for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, vit_feature(m, b), sizeof(float) * C);
+    for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, model_feature(m, b), sizeof(float) * C);
     /* the teacher's forward overwrites only the teacher's activations: the student's stay
      * intact for its backward pass */
-    if (vit_forward_infer(o->teacher, x, B, err, errlen)) return -1; /* frozen: no backward */
+    if (model_forward_infer(o->teacher, x, B, err, errlen)) return -1; /* frozen: no backward */
     for (int b = 0; b < B; b++)
-        memcpy(o->ft + (size_t)b * C, vit_feature(o->teacher, b), sizeof(float) * C);
+        memcpy(o->ft + (size_t)b * C, model_feature(o->teacher, b), sizeof(float) * C);
     float pca = pca_loss_forward_backward(o->pca, o->fs, o->ft, B, o->alpha, dfeature);
     *use_dfeature = 1;
     *loss = ce + pca;
@@ -78,13 +80,13 @@ static void steps_scatter(void *ctx, const float *flat) {
 }
 static void steps_zero(void *ctx) { actq_zero_grad(((objective_ctx *)ctx)->aq); }
 
-int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage1_config *c,
+int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config *c,
                const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
                char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
     double t0 = clock_mono_s();
-    const vit_config *vc = &teacher->cfg;
-    int C = vc->dim, n = train->n;
+    model_dims vc = model_get_dims(teacher);
+    int C = vc.feature_dim, n = train->n;
     int npca = c->pca_samples > 0 && c->pca_samples < n ? c->pca_samples : n;
     int ncal = c->calib_images > 0 && c->calib_images < n ? c->calib_images : n;
     int *order = malloc(sizeof(int) * n);
@@ -93,7 +95,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
                        .smoothing = c->label_smoothing};
     o.fs = malloc(sizeof(float) * (size_t)c->batch * C);
     o.ft = malloc(sizeof(float) * (size_t)c->batch * C);
-    o.probs = malloc(sizeof(float) * (size_t)c->batch * vc->num_classes);
+    o.probs = malloc(sizeof(float) * (size_t)c->batch * vc.num_classes);
     int rc = -1;
     if (!order || !feats || !o.fs || !o.ft || !o.probs) {
         snprintf(err, errlen, "out of memory");
@@ -103,7 +105,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
     rng_t r;
     rng_seed(&r, c->seed ^ 0x5eed5eedULL);
     ds_shuffle(order, n, &r);
-    vit_set_hooks(teacher, NULL);
+    model_set_hooks(teacher, NULL);
     int f = stage1_features(teacher, train, order, npca, 256, feats, c->tick, c->tick_ctx, err,
                             errlen);
     if (f) {
@@ -112,7 +114,7 @@ int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage
     }
     if (pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen)) goto out;
     /* steps from calibration statistics, quantization off */
-    vit_set_hooks(student, &aq->hooks);
+    model_set_hooks(student, &aq->hooks);
     if (actq_observe_begin(aq, c->seed, err, errlen)) goto out;
     float *scratch = realloc(feats, sizeof(float) * (size_t)(ncal > npca ? ncal : npca) * C);
     if (!scratch) {

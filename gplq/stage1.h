@@ -12,7 +12,7 @@
 #ifndef GPLQ_STAGE1_H
 #define GPLQ_STAGE1_H
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "gplq/pca.h"
 #include "io/dataset.h"
@@ -57,7 +57,7 @@ typedef struct {
  * mimic teacher. student starts as a copy of teacher; on return it holds the W32A4 weights and
  * aq the learned steps (aq stays installed, in QUANT mode). progress as in train_run.
  * Returns 0, 1 if stopped by the callback (state checkpointed), -1 on error. */
-int stage1_run(vit_model *student, vit_model *teacher, actq_set *aq, const stage1_config *c,
+int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config *c,
                const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
                char *err, size_t errlen);
 void stage1_result_free(stage1_result *r);
@@ -66,7 +66,7 @@ void stage1_result_free(stage1_result *r);
  * augmentation, batch images at a time; out is the caller's (n * C floats). After each batch,
  * tick (if not NULL) gets (images done, n); nonzero from it stops: returns 1. 0 when done,
  * -1 on error. */
-int stage1_features(vit_model *m, const ds_set *d, const int *order, int n, int batch, float *out,
+int stage1_features(model *m, const ds_set *d, const int *order, int n, int batch, float *out,
                     train_tick_fn tick, void *tick_ctx,
                     char *err, size_t errlen);
 

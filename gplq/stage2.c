@@ -24,20 +24,20 @@ static void qweight_free(stage2_qweight *q) {
 }
 
 void stage2_result_free(stage2_result *r) {
-    qweight_free(&r->patch);
-    qweight_free(&r->head);
-    qweight_free(&r->head_dist);
+    for (int i = 0; r->qw && i < r->nlin; i++) qweight_free(&r->qw[i]);
     for (int l = 0; l < r->depth; l++) {
-        if (r->qkv) qweight_free(&r->qkv[l]);
-        if (r->proj) qweight_free(&r->proj[l]);
-        if (r->fc1) qweight_free(&r->fc1[l]);
-        if (r->fc2) qweight_free(&r->fc2[l]);
         if (r->qwt_w) free(r->qwt_w[l]);
         if (r->qwt_b) free(r->qwt_b[l]);
     }
-    free(r->qkv); free(r->proj); free(r->fc1); free(r->fc2);
+    free(r->lin); free(r->qw);
     free(r->qwt_w); free(r->qwt_b); free(r->r2); free(r->mse_before); free(r->mse_after);
     memset(r, 0, sizeof *r);
+}
+
+const stage2_qweight *stage2_find(const stage2_result *r, const char *name) {
+    for (int i = 0; i < r->nlin; i++)
+        if (!strcmp(r->lin[i].name, name)) return &r->qw[i];
+    return NULL;
 }
 
 /* Quantizes w (rows, cols) in place to its dequantized values, keeping codes and steps. */
@@ -125,74 +125,101 @@ static int ridge(double *sol, double *r2, double *sse_out, const float *X, const
     return rc;
 }
 
-/* The result's per-block arrays, zeroed (stage2_result_free frees them, also half made). */
-static int result_alloc(stage2_result *res, int L, char *err, size_t errlen) {
+/* The result's per-block and per-linear arrays, zeroed (stage2_result_free frees them, also
+ * half made). */
+static int result_alloc(stage2_result *res, const model *m, char *err, size_t errlen) {
+    int L = model_get_dims(m).blocks;
     res->depth = L;
-    res->qkv = calloc(L, sizeof *res->qkv);
-    res->proj = calloc(L, sizeof *res->proj);
-    res->fc1 = calloc(L, sizeof *res->fc1);
-    res->fc2 = calloc(L, sizeof *res->fc2);
+    res->nlin = model_linears(m, NULL, 0);
+    res->lin = calloc(res->nlin, sizeof *res->lin);
+    res->qw = calloc(res->nlin, sizeof *res->qw);
     res->qwt_w = calloc(L, sizeof *res->qwt_w);
     res->qwt_b = calloc(L, sizeof *res->qwt_b);
     res->r2 = calloc(L, sizeof *res->r2);
     res->mse_before = calloc(L, sizeof(double));
     res->mse_after = calloc(L, sizeof(double));
-    if (!res->qkv || !res->proj || !res->fc1 || !res->fc2 || !res->qwt_w || !res->qwt_b ||
-        !res->r2 || !res->mse_before || !res->mse_after) {
+    if (!res->lin || !res->qw || !res->qwt_w || !res->qwt_b || !res->r2 || !res->mse_before ||
+        !res->mse_after) {
         snprintf(err, errlen, "out of memory");
         return -1;
+    }
+    model_linears(m, res->lin, res->nlin);
+    return 0;
+}
+
+/* Stage 2's first step: every matrix of m quantized in place (codes and steps into res), the
+ * patch embedding at its own bits. */
+static int quantize_weights(const stage2_config *c, stage2_result *res, char *err,
+                            size_t errlen) {
+    for (int i = 0; i < res->nlin; i++) {
+        const model_linear *l = &res->lin[i];
+        int bits = l->kind == MODEL_LIN_PATCH ? c->patch_wbits : c->wbits;
+        if (quantize_matrix(&res->qw[i], l->w, l->rows, l->cols, bits, c->minmax, err, errlen))
+            return -1;
     }
     return 0;
 }
 
-/* Stage 2's first step: every matrix of m quantized in place (codes and steps into res). */
-static int quantize_weights(vit_model *m, const stage2_config *c, stage2_result *res, char *err,
-                            size_t errlen) {
-    const vit_config *vc = &m->cfg;
-    int L = vc->depth, C = vc->dim, H = vc->mlp_hidden;
-    vit_params *p = &m->params;
-    int Pd = vc->in_chans * vc->patch * vc->patch;
-    if (quantize_matrix(&res->patch, p->patch_w, C, Pd, c->patch_wbits, c->minmax, err, errlen) ||
-        quantize_matrix(&res->head, p->head_w, vc->num_classes, C, c->wbits, c->minmax, err, errlen))
-        return -1;
-    if (vc->distilled &&
-        quantize_matrix(&res->head_dist, p->headd_w, vc->num_classes, C, c->wbits, c->minmax, err,
-                        errlen))
-        return -1;
-    for (int l = 0; l < L; l++)
-        if (quantize_matrix(&res->qkv[l], p->qkv_w + (size_t)l * 3 * C * C, 3 * C, C, c->wbits, c->minmax, err, errlen) ||
-            quantize_matrix(&res->proj[l], p->proj_w + (size_t)l * C * C, C, C, c->wbits, c->minmax, err, errlen) ||
-            quantize_matrix(&res->fc1[l], p->fc1_w + (size_t)l * H * C, H, C, c->wbits, c->minmax, err, errlen) ||
-            quantize_matrix(&res->fc2[l], p->fc2_w + (size_t)l * C * H, C, H, c->wbits, c->minmax, err, errlen))
-            return -1;
-    return 0;
+/* The largest (tokens x dim) of any block's input: the size of one image's row block in X,
+ * Y and Z. */
+static size_t max_block_floats(const model_config *c, int L, int *max_dim) {
+    size_t most = 0;
+    *max_dim = 0;
+    for (int l = 0; l < L; l++) {
+        int T, C;
+        model_block_shape(c, l, &T, &C);
+        most = (size_t)T * C > most ? (size_t)T * C : most;
+        *max_dim = C > *max_dim ? C : *max_dim;
+    }
+    return most;
 }
 
 /* The quantized model's embedding of the first n calibration images in order, into X
- * (n * tokens, dim), 128 images at a time through xb. */
-static int embed_calibration(vit_model *m, const ds_set *calib, const int *order, int n, float *X,
+ * (n, tokens, dim of block 0), 128 images at a time through xb. */
+static int embed_calibration(model *m, const ds_set *calib, const int *order, int n, float *X,
                              float *xb, char *err, size_t errlen) {
-    const vit_config *vc = &m->cfg;
-    int C = vc->dim, T = vit_num_tokens(vc), idx[128];
+    model_config mc = model_get_config(m);
+    model_dims d = model_get_dims(m);
+    int T, C, idx[128];
+    model_block_shape(&mc, 0, &T, &C);
     for (int i = 0; i < n; i += 128) {
         int B = n - i < 128 ? n - i : 128;
         for (int b = 0; b < B; b++) idx[b] = order[i + b];
-        ds_batch(calib, idx, B, xb, vc->mean, vc->std, NULL, NULL);
-        if (vit_embed_forward(m, X + (size_t)i * T * C, xb, B, err, errlen)) return -1;
+        ds_batch(calib, idx, B, xb, d.mean, d.std, NULL, NULL);
+        if (model_embed_forward(m, X + (size_t)i * T * C, xb, B, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+/* The quantized model's PatchMerging of stage s on n images' tokens X (the previous stage's
+ * shape) into Y (block l's), 128 images at a time. */
+static int merge_calibration(model *m, int s, int l, int n, const float *X, float *Y, char *err,
+                             size_t errlen) {
+    model_config mc = model_get_config(m);
+    int Tp, Cp, T, C;
+    model_block_shape(&mc, l - 1, &Tp, &Cp);
+    model_block_shape(&mc, l, &T, &C);
+    for (int i = 0; i < n; i += 128) {
+        int B = n - i < 128 ? n - i : 128;
+        if (model_merge_forward(m, s, Y + (size_t)i * T * C, X + (size_t)i * Tp * Cp, B, err,
+                                errlen))
+            return -1;
     }
     return 0;
 }
 
 /* Block l on the same input X (n images' tokens): the FP model's output into Y, the quantized
  * model's into Z, 128 images at a time. */
-static int block_outputs(vit_model *m, vit_model *fp, int l, int n, const float *X, float *Y,
+static int block_outputs(model *m, model *fp, int l, int n, const float *X, float *Y,
                          float *Z, char *err, size_t errlen) {
-    int C = m->cfg.dim, T = vit_num_tokens(&m->cfg);
+    model_config mc = model_get_config(m);
+    int T, C;
+    model_block_shape(&mc, l, &T, &C);
     for (int i = 0; i < n; i += 128) {
         int B = n - i < 128 ? n - i : 128;
         size_t o = (size_t)i * T * C;
-        if (vit_block_forward(fp, l, Y + o, X + o, B, err, errlen) ||
-            vit_block_forward(m, l, Z + o, X + o, B, err, errlen))
+        if (model_block_forward(fp, l, Y + o, X + o, B, err, errlen) ||
+            model_block_forward(m, l, Z + o, X + o, B, err, errlen))
             return -1;
     }
     return 0;
@@ -237,22 +264,24 @@ static int fit_qwt(stage2_result *res, int l, double *sol, const float *X, float
     return 0;
 }
 
-int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,
+int stage2_run(model *m, model *fp, actq_set *aq, const stage2_config *c,
                const ds_set *calib, stage2_result *res, char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
     double t0 = clock_mono_s();
-    const vit_config *vc = &m->cfg;
-    int L = vc->depth, C = vc->dim, T = vit_num_tokens(vc);
+    model_config mc = model_get_config(m);
+    model_dims d = model_get_dims(m);
+    int L = d.blocks, Cmax;
     /* 1. weights */
-    if (result_alloc(res, L, err, errlen) || quantize_weights(m, c, res, err, errlen)) goto fail;
+    if (result_alloc(res, m, err, errlen) || quantize_weights(c, res, err, errlen)) goto fail;
 
     /* 2. QwT, block by block, on calibration images */
     int n = c->calib_images < calib->n ? c->calib_images : calib->n;
-    size_t rows = (size_t)n * T, img = (size_t)vc->in_chans * vc->img_size * vc->img_size;
-    float *X = malloc(sizeof(float) * rows * C), *Y = malloc(sizeof(float) * rows * C);
-    float *Z = malloc(sizeof(float) * rows * C), *xb = malloc(sizeof(float) * img * 128);
+    size_t per = max_block_floats(&mc, L, &Cmax);
+    size_t img = (size_t)d.in_chans * d.img_size * d.img_size;
+    float *X = malloc(sizeof(float) * n * per), *Y = malloc(sizeof(float) * n * per);
+    float *Z = malloc(sizeof(float) * n * per), *xb = malloc(sizeof(float) * img * 128);
     int *order = malloc(sizeof(int) * calib->n);
-    double *sol = malloc(sizeof(double) * (C + 1) * C);
+    double *sol = malloc(sizeof(double) * (Cmax + 1) * Cmax);
     int rc = -1;
     if (!X || !Y || !Z || !xb || !order || !sol) {
         snprintf(err, errlen, "out of memory");
@@ -261,11 +290,20 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
     rng_t r;
     rng_seed(&r, c->seed ^ 0xca11b4a7eULL);
     ds_shuffle(order, calib->n, &r);
-    vit_set_hooks(m, &aq->hooks);
-    vit_set_hooks(fp, &aq->hooks);
-    m->qwt_w = NULL; /* blocks are fitted one at a time; the term goes on at the end */
+    model_set_hooks(m, &aq->hooks);
+    model_set_hooks(fp, &aq->hooks);
+    model_set_qwt(m, NULL, NULL); /* blocks are fitted one at a time; the terms go on at the end */
     if (embed_calibration(m, calib, order, n, X, xb, err, errlen)) goto out;
     for (int l = 0; l < L; l++) {
+        int T, C, s = model_block_merge(&mc, l);
+        model_block_shape(&mc, l, &T, &C);
+        if (s) { /* a new stage: its input is the quantized merge of the last one's output */
+            if (merge_calibration(m, s, l, n, X, Z, err, errlen)) goto out;
+            float *t = X;
+            X = Z;
+            Z = t;
+        }
+        size_t rows = (size_t)n * T;
         if (block_outputs(m, fp, l, n, X, Y, Z, err, errlen)) goto out;
         res->mse_before[l] = block_error(Y, Z, rows, C);
         res->mse_after[l] = res->mse_before[l];
@@ -279,13 +317,12 @@ int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c
             goto out;
         }
     }
-    m->qwt_w = (const float *const *)res->qwt_w;
-    m->qwt_b = (const float *const *)res->qwt_b;
+    model_set_qwt(m, (const float *const *)res->qwt_w, (const float *const *)res->qwt_b);
     rc = 0;
 out:
     free(X); free(Y); free(Z); free(xb); free(order); free(sol);
-    vit_release_acts(m);
-    vit_release_acts(fp);
+    model_release_acts(m);
+    model_release_acts(fp);
     res->seconds = clock_mono_s() - t0;
     if (rc) stage2_result_free(res);
     return rc;

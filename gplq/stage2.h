@@ -1,11 +1,13 @@
 /*
  * stage2.h: GPLQ's second stage, weight PTQ with QwT compensation (W4A4).
  *
- * With the activation quantizers frozen at their stage-1 steps, every block linear and the head
- * get RepQ-ViT's per-output-channel weight quantizer at wbits (the patch embedding at 8 bits),
- * then, block by block from the first, QwT: on calibration images, X the block's input taken
- * from the already compensated previous block, Y the block's output with the FP32 (stage-1)
- * weights and Y_Z with the quantized ones, the ridge regression
+ * With the activation quantizers frozen at their stage-1 steps, every block linear, a Swin's
+ * PatchMerging reductions and the head get RepQ-ViT's per-output-channel weight quantizer at
+ * wbits (the patch embedding at 8 bits), then, block by block from the first, QwT: on
+ * calibration images, X the block's input taken from the already compensated previous block
+ * (through the quantized PatchMerging where a Swin stage begins: merges get no compensation,
+ * as in the official QwT code), Y the block's output with the FP32 (stage-1) weights and Y_Z
+ * with the quantized ones, the ridge regression
  *     [W; b] = ([X,1]^T [X,1] + lambda I)^-1 [X,1]^T (Y - Y_Z)
  * over all tokens of all images, kept only if its R^2 on those rows is > 0; the block becomes
  * block_W4A4(x) + x W + b.
@@ -15,7 +17,7 @@
 
 #include <stdint.h>
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "io/dataset.h"
 
@@ -46,10 +48,12 @@ typedef struct {
 } stage2_qweight;
 
 typedef struct {
-    int depth;
-    stage2_qweight patch, head, head_dist; /* head_dist: distilled models only */
-    stage2_qweight *qkv, *proj, *fc1, *fc2; /* (depth) each */
-    float **qwt_w;      /* (depth) pointers to (C, C) in linear-layer layout (x W^T), or NULL */
+    int depth;          /* blocks */
+    int nlin;           /* the model's linears (model_linears), in its order */
+    model_linear *lin;  /* (nlin) owned: which matrix each entry of qw is */
+    stage2_qweight *qw; /* (nlin) owned */
+    float **qwt_w;      /* (depth) pointers to (C, C) in linear-layer layout (x W^T), or NULL;
+                           C is the block's own width */
     float **qwt_b;      /* (depth) pointers to (C) */
     double *r2;         /* (depth) R^2 of each block's fit on the calibration rows */
     double *mse_before, *mse_after; /* (depth) block output MSE against the FP32-weight output */
@@ -58,9 +62,11 @@ typedef struct {
 
 /* Returns 0, 1 if c->tick stopped it, -1 on error. Quantizes the weights of m in place (its parameters become the dequantized W4 values) and
  * fits QwT. fp holds the stage-1 (FP32-weight) model; both carry aq's hooks in QUANT mode.
- * On success m->qwt_w/qwt_b point into res (valid until stage2_result_free). */
-int stage2_run(vit_model *m, vit_model *fp, actq_set *aq, const stage2_config *c,
+ * On success m's QwT terms point into res (valid until stage2_result_free). */
+int stage2_run(model *m, model *fp, actq_set *aq, const stage2_config *c,
                const ds_set *calib, stage2_result *res, char *err, size_t errlen);
 void stage2_result_free(stage2_result *res);
+/* The quantized form of the matrix named name (a timm name, model_linear.name), or NULL. */
+const stage2_qweight *stage2_find(const stage2_result *res, const char *name);
 
 #endif

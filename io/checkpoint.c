@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/swin_names.h"
+
 const char *ckpt_convention_name(ckpt_convention c) {
-    return c == CKPT_HF ? "huggingface" : c == CKPT_TORCHVISION ? "torchvision" : "timm";
+    return c == CKPT_HF ? "huggingface" : c == CKPT_TORCHVISION ? "torchvision"
+         : c == CKPT_TIMM_LEGACY ? "timm < 0.9" : "timm";
 }
 
 /* Source name patterns per engine tensor, in param_info order; "{}" is the block index and,
@@ -262,15 +265,69 @@ static void config_from_meta(const st_file *f, const ckpt_hints *hints, ckpt_con
     meta_floats(f, "std", cfg->std, 3);
 }
 
-int ckpt_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg, ckpt_convention *conv,
-               char *err, size_t errlen) {
-    memset(cfg, 0, sizeof *cfg);
+/* ckpt_infer for the ViT family. */
+static int vit_infer(const st_file *f, const ckpt_hints *hints, vit_config *cfg,
+                     ckpt_convention *conv, char *err, size_t errlen) {
     ckpt_convention c;
     if (detect_convention(f, &c, err, errlen) || config_from_shapes(f, c, cfg, err, errlen))
         return -1;
+    if (hints && hints->img_size > 0 && hints->img_size != cfg->img_size) {
+        snprintf(err, errlen, "the checkpoint's position embedding is for %d px images, not the "
+                 "%d px asked for (img_size)", cfg->img_size, hints->img_size);
+        return -1;
+    }
     config_from_meta(f, hints, c, cfg);
-    if (conv) *conv = c;
+    *conv = c;
     return vit_config_check(cfg, err, errlen);
+}
+
+/* A Swin file, by the names only one family has: HuggingFace's swin.* or timm's stages
+ * (layers.N); anything else is treated as a ViT (whose loader lists what it lacks). */
+static int looks_swin(const st_file *f) {
+    for (int i = 0; i < f->ntensors; i++) {
+        const char *n = f->tensors[i].name;
+        if (!strncmp(n, "swin.", 5) || (!strncmp(n, "layers.", 7) && n[7] >= '0' && n[7] <= '9'))
+            return 1;
+    }
+    return 0;
+}
+
+/* ckpt_infer for the Swin family: naming and geometry from names and shapes (swin_names), the
+ * image size from the metadata or the hints, the rest as for a ViT. */
+static int swin_infer(const st_file *f, const ckpt_hints *hints, swin_config *cfg,
+                      ckpt_convention *conv, char *err, size_t errlen) {
+    int img = 0;
+    if (!meta_int(f, "img_size", &img) && hints && hints->img_size > 0) img = hints->img_size;
+    if (img <= 0) {
+        snprintf(err, errlen, "a Swin checkpoint that does not say its image size: give it "
+                 "(--img-size, or img_size when uploading)");
+        return -1;
+    }
+    swin_naming n;
+    if (swin_names_infer(f, img, cfg, &n, err, errlen)) return -1;
+    cfg->img_size = img;
+    const char *eps = st_meta(f, "ln_eps");
+    if (eps && atof(eps) > 0) cfg->ln_eps = (float)atof(eps);
+    if (hints && hints->have_norm) {
+        memcpy(cfg->mean, hints->mean, sizeof cfg->mean);
+        memcpy(cfg->std, hints->std, sizeof cfg->std);
+    }
+    meta_floats(f, "mean", cfg->mean, 3);
+    meta_floats(f, "std", cfg->std, 3);
+    *conv = n == SWIN_NAMING_HF ? CKPT_HF : n == SWIN_NAMING_TIMM_OLD ? CKPT_TIMM_LEGACY : CKPT_TIMM;
+    return swin_config_check(cfg, err, errlen);
+}
+
+int ckpt_infer(const st_file *f, const ckpt_hints *hints, model_config *cfg,
+               ckpt_convention *conv, char *err, size_t errlen) {
+    memset(cfg, 0, sizeof *cfg);
+    ckpt_convention c;
+    cfg->arch = looks_swin(f) ? MODEL_SWIN : MODEL_VIT;
+    if (cfg->arch == MODEL_SWIN ? swin_infer(f, hints, &cfg->swin, &c, err, errlen)
+                                : vit_infer(f, hints, &cfg->vit, &c, err, errlen))
+        return -1;
+    if (conv) *conv = c;
+    return 0;
 }
 
 static int shape_is(const st_tensor *t, const param_info *pi, int rows_div) {
@@ -325,7 +382,7 @@ static int load_param(vit_model *m, const st_file *f, ckpt_convention c, int i,
                       const ckpt_hints *hints, char *used, missing_names *ms, char *err,
                       size_t errlen) {
     const param_info *pi = &m->info[i];
-    int layers = pi->per_layer ? m->cfg.depth : 1;
+    int layers = pi->layers;
     size_t per = pi->numel / layers;
     int parts = (c == CKPT_HF && strstr(hf_names[i], "{qkv}")) ? 3 : 1;
     for (int l = 0; l < layers; l++)
@@ -364,12 +421,9 @@ static int check_unused(const st_file *f, const char *used, const ckpt_hints *hi
     return 0;
 }
 
-int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt_convention *conv,
-                   char *err, size_t errlen) {
-    vit_config cfg;
-    ckpt_convention c;
-    memset(m, 0, sizeof *m);
-    if (ckpt_infer(f, hints, &cfg, &c, err, errlen) || vit_init(m, &cfg, err, errlen)) return -1;
+/* ckpt_load_file for the ViT family: every engine tensor from f in convention c. */
+static int vit_load(vit_model *m, const st_file *f, ckpt_convention c, const ckpt_hints *hints,
+                    char *err, size_t errlen) {
     char *used = calloc(f->ntensors ? f->ntensors : 1, 1);
     missing_names ms = {.names = malloc(sizeof(char *) * 64), .buf = malloc(64 * 256)};
     int rc = -1;
@@ -393,17 +447,106 @@ int ckpt_load_file(vit_model *m, const st_file *f, const ckpt_hints *hints, ckpt
         goto out;
     }
     if (check_unused(f, used, hints, c, err, errlen)) goto out;
-    if (conv) *conv = c;
     rc = 0;
 out:
     free(used);
     free(ms.names);
     free(ms.buf);
-    if (rc) vit_free(m);
     return rc;
 }
 
-int ckpt_load(vit_model *m, const char *path, const ckpt_hints *hints, ckpt_convention *conv,
+/* ckpt_load_file for the Swin family: every tensor of f mapped to its timm >= 0.9 name
+ * (HuggingFace's query, key and value to their thirds of qkv), shape-checked and copied; the
+ * recomputed buffers skipped; every parameter filled exactly once. */
+static int swin_load(swin_model *m, const st_file *f, ckpt_convention c, const ckpt_hints *hints,
+                     char *err, size_t errlen) {
+    swin_naming n = c == CKPT_HF ? SWIN_NAMING_HF : c == CKPT_TIMM_LEGACY ? SWIN_NAMING_TIMM_OLD
+                                                                          : SWIN_NAMING_TIMM;
+    /* one count per (tensor, layer, part): 3 parts for HuggingFace's q, k, v of qkv */
+    size_t slots = 0;
+    for (int i = 0; i < m->ninfo; i++) slots += (size_t)m->info[i].layers * 3;
+    unsigned char *filled = calloc(slots ? slots : 1, 1);
+    const char *un[64];
+    int nun = 0, rc = -1;
+    if (!filled) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int t = 0; t < f->ntensors; t++) {
+        const st_tensor *st = &f->tensors[t];
+        char name[160];
+        int part = 0, layer = 0;
+        swin_name_kind k = swin_names_map(n, st->name, name, sizeof name, &part);
+        if (k == SWIN_NAME_BUFFER) continue;
+        int i = k == SWIN_NAME_UNKNOWN ? -1 : swin_param_lookup(m, name, &layer);
+        if (i < 0) {
+            if (nun < 64) un[nun++] = st->name;
+            continue;
+        }
+        const param_info *pi = &m->info[i];
+        int parts = k == SWIN_NAME_PART ? 3 : 1;
+        if (k != SWIN_NAME_PART) part = 0;
+        if (layer < 0) layer = 0;
+        if (!shape_is(st, pi, parts)) {
+            say_wrong_shape(err, errlen, st->name, st, pi, parts);
+            goto out;
+        }
+        size_t slot = 0;
+        for (int j = 0; j < i; j++) slot += (size_t)m->info[j].layers * 3;
+        slot += (size_t)layer * 3 + part;
+        if (filled[slot]++) {
+            snprintf(err, errlen, "%s checkpoint has '%s' twice (as %s)", ckpt_convention_name(c),
+                     name, st->name);
+            goto out;
+        }
+        size_t per = pi->numel / pi->layers;
+        if (!(hints && hints->check_only))
+            st_to_f32(st, m->param_mem + pi->offset + layer * per + part * (per / parts));
+    }
+    for (int i = 0, slot = 0; i < m->ninfo; i++) {
+        /* HuggingFace stores qkv as three tensors: each must be there */
+        int need = n == SWIN_NAMING_HF && strstr(m->info[i].name, "attn.qkv.") ? 3 : 1;
+        for (int l = 0; l < m->info[i].layers; l++, slot += 3)
+            for (int p = 0; p < need; p++)
+                if (!filled[slot + p]) {
+                    char want[160], src[160];
+                    ckpt_param_name(want, sizeof want, &m->info[i], l);
+                    if (swin_names_source(n, want, p, src, sizeof src))
+                        snprintf(src, sizeof src, "%s", want);
+                    snprintf(err, errlen, "%s checkpoint is missing '%s'",
+                             ckpt_convention_name(c), src);
+                    goto out;
+                }
+    }
+    if (nun && !(hints && hints->allow_extra)) {
+        snprintf(err, errlen, "%s checkpoint has tensors this Swin does not use: ",
+                 ckpt_convention_name(c));
+        list_names(err, errlen, un, nun);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(filled);
+    return rc;
+}
+
+int ckpt_load_file(model *m, const st_file *f, const ckpt_hints *hints, ckpt_convention *conv,
+                   char *err, size_t errlen) {
+    model_config cfg;
+    ckpt_convention c;
+    memset(m, 0, sizeof *m);
+    if (ckpt_infer(f, hints, &cfg, &c, err, errlen) || model_init(m, &cfg, err, errlen))
+        return -1;
+    if (m->arch == MODEL_SWIN ? swin_load(&m->swin, f, c, hints, err, errlen)
+                              : vit_load(&m->vit, f, c, hints, err, errlen)) {
+        model_free(m);
+        return -1;
+    }
+    if (conv) *conv = c;
+    return 0;
+}
+
+int ckpt_load(model *m, const char *path, const ckpt_hints *hints, ckpt_convention *conv,
               char *err, size_t errlen) {
     st_file f;
     memset(m, 0, sizeof *m);
@@ -419,7 +562,8 @@ int ckpt_load(vit_model *m, const char *path, const ckpt_hints *hints, ckpt_conv
     return rc;
 }
 
-int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen) {
+/* ckpt_add_config for the ViT family. */
+static int vit_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen) {
     char buf[128];
 #define META(k, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), st_writer_meta(w, k, buf))
     if (META("format", "pt") || META("gplq_model", "vit-1") ||
@@ -437,6 +581,85 @@ int ckpt_add_config(st_writer *w, const vit_config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* ckpt_config_from_meta for the ViT family. */
+static int vit_config_from_meta(const st_file *f, vit_config *c, char *err, size_t errlen) {
+    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads",
+                          "mlp_hidden", "num_classes", "distilled"};
+    int *dst[] = {&c->img_size, &c->patch, &c->in_chans, &c->dim, &c->depth, &c->heads,
+                  &c->mlp_hidden, &c->num_classes, &c->distilled};
+    for (int i = 0; i < 9; i++) {
+        const char *v = st_meta(f, keys[i]);
+        if (!v) {
+            snprintf(err, errlen, "metadata has no %s", keys[i]);
+            return -1;
+        }
+        *dst[i] = atoi(v);
+    }
+    c->ln_eps = st_meta(f, "ln_eps") ? (float)atof(st_meta(f, "ln_eps")) : 1e-6f;
+    const char *ms = st_meta(f, "mean"), *ss = st_meta(f, "std");
+    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c->mean[0], &c->mean[1], &c->mean[2]) != 3 ||
+        sscanf(ss, "[%f, %f, %f]", &c->std[0], &c->std[1], &c->std[2]) != 3) {
+        snprintf(err, errlen, "metadata mean/std missing or unreadable");
+        return -1;
+    }
+    return 0;
+}
+
+/* "2,6" into v (up to max); returns how many, 0 if malformed. */
+static int parse_int_list(const char *s, int *v, int max) {
+    int n = 0;
+    while (s && *s && n < max) {
+        char *end;
+        long x = strtol(s, &end, 10);
+        if (end == s || x <= 0 || x > 1 << 16) return 0;
+        v[n++] = (int)x;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return 0;
+    }
+    return s && *s ? 0 : n;
+}
+
+/* ckpt_config_from_meta for the Swin family. */
+static int swin_config_from_meta(const st_file *f, swin_config *c, char *err, size_t errlen) {
+    const char *keys[] = {"img_size", "patch_size", "in_chans", "embed_dim", "window_size",
+                          "mlp_ratio", "num_classes", "depths", "num_heads"};
+    int *dst[] = {&c->img_size, &c->patch, &c->in_chans, &c->embed_dim, &c->window,
+                  &c->mlp_ratio, &c->num_classes};
+    for (int i = 0; i < 9; i++)
+        if (!st_meta(f, keys[i])) {
+            snprintf(err, errlen, "metadata has no %s", keys[i]);
+            return -1;
+        }
+    for (int i = 0; i < 7; i++) *dst[i] = atoi(st_meta(f, keys[i]));
+    c->stages = parse_int_list(st_meta(f, "depths"), c->depths, SWIN_MAX_STAGES);
+    if (!c->stages ||
+        parse_int_list(st_meta(f, "num_heads"), c->heads, SWIN_MAX_STAGES) != c->stages) {
+        snprintf(err, errlen, "metadata depths '%s' and num_heads '%s' are not lists of the same "
+                 "length (at most %d stages)", st_meta(f, "depths"), st_meta(f, "num_heads"),
+                 SWIN_MAX_STAGES);
+        return -1;
+    }
+    c->ln_eps = st_meta(f, "ln_eps") ? (float)atof(st_meta(f, "ln_eps")) : 1e-5f;
+    const char *ms = st_meta(f, "mean"), *ss = st_meta(f, "std");
+    if (!ms || !ss || sscanf(ms, "[%f, %f, %f]", &c->mean[0], &c->mean[1], &c->mean[2]) != 3 ||
+        sscanf(ss, "[%f, %f, %f]", &c->std[0], &c->std[1], &c->std[2]) != 3) {
+        snprintf(err, errlen, "metadata mean/std missing or unreadable");
+        return -1;
+    }
+    return swin_config_check(c, err, errlen);
+}
+
+int ckpt_config_from_meta(const st_file *f, model_config *c, char *err, size_t errlen) {
+    memset(c, 0, sizeof *c);
+    const char *fam = st_meta(f, "gplq_model");
+    if (fam && !strncmp(fam, "swin-", 5)) {
+        c->arch = MODEL_SWIN;
+        return swin_config_from_meta(f, &c->swin, err, errlen);
+    }
+    c->arch = MODEL_VIT;
+    return vit_config_from_meta(f, &c->vit, err, errlen);
+}
+
 /* A float as the shortest decimal that reads back to it: 1e-06, not 9.9999999747524271e-07. */
 static json_t *json_float(float x) {
     char buf[32];
@@ -452,37 +675,100 @@ static json_t *json_float(float x) {
     return json_real(strtod(buf, NULL));
 }
 
-json_t *ckpt_config_json(const vit_config *c) {
+/* "2,6" from depths or heads, n of them. */
+static void int_list(char *out, size_t n, const int *v, int count) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < count && len + 1 < n; i++) {
+        snprintf(out + len, n - len, "%s%d", i ? "," : "", v[i]);
+        len = strlen(out);
+    }
+}
+
+/* ckpt_add_config for the Swin family. */
+static int swin_add_config(st_writer *w, const swin_config *c, char *err, size_t errlen) {
+    char buf[128], depths[64], heads[64];
+    int_list(depths, sizeof depths, c->depths, c->stages);
+    int_list(heads, sizeof heads, c->heads, c->stages);
+#define META(k, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), st_writer_meta(w, k, buf))
+    if (META("format", "pt") || META("gplq_model", "swin-1") ||
+        META("img_size", "%d", c->img_size) || META("patch_size", "%d", c->patch) ||
+        META("in_chans", "%d", c->in_chans) || META("embed_dim", "%d", c->embed_dim) ||
+        META("depths", "%s", depths) || META("num_heads", "%s", heads) ||
+        META("window_size", "%d", c->window) || META("mlp_ratio", "%d", c->mlp_ratio) ||
+        META("num_classes", "%d", c->num_classes) || META("ln_eps", "%g", c->ln_eps) ||
+        META("mean", "[%.9g, %.9g, %.9g]", c->mean[0], c->mean[1], c->mean[2]) ||
+        META("std", "[%.9g, %.9g, %.9g]", c->std[0], c->std[1], c->std[2])) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+#undef META
+    return 0;
+}
+
+int ckpt_add_config(st_writer *w, const model_config *c, char *err, size_t errlen) {
+    return c->arch == MODEL_SWIN ? swin_add_config(w, &c->swin, err, errlen)
+                                 : vit_add_config(w, &c->vit, err, errlen);
+}
+
+/* ckpt_config_json for the ViT family. */
+static json_t *vit_config_json(const vit_config *c) {
     int ch = c->in_chans;
     json_t *mean = json_array(), *std = json_array();
     for (int i = 0; i < ch; i++) {
         json_array_append_new(mean, json_float(c->mean[i]));
         json_array_append_new(std, json_float(c->std[i]));
     }
-    return json_pack("{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:o, s:o}",
-                     "img_size", c->img_size, "patch_size", c->patch, "in_chans", c->in_chans,
+    return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b, s:o, s:o, s:o}",
+                     "arch", model_arch_name(MODEL_VIT), "img_size", c->img_size, "patch_size", c->patch, "in_chans", c->in_chans,
                      "embed_dim", c->dim, "depth", c->depth, "num_heads", c->heads,
                      "mlp_hidden", c->mlp_hidden, "num_classes", c->num_classes,
                      "distilled", c->distilled, "ln_eps", json_float(c->ln_eps), "mean", mean,
                      "std", std);
 }
 
+/* ckpt_config_json for the Swin family. */
+static json_t *swin_config_json(const swin_config *c) {
+    json_t *mean = json_array(), *std = json_array(), *depths = json_array(), *heads = json_array();
+    for (int i = 0; i < c->in_chans; i++) {
+        json_array_append_new(mean, json_float(c->mean[i]));
+        json_array_append_new(std, json_float(c->std[i]));
+    }
+    for (int s = 0; s < c->stages; s++) {
+        json_array_append_new(depths, json_integer(c->depths[s]));
+        json_array_append_new(heads, json_integer(c->heads[s]));
+    }
+    return json_pack("{s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:i, s:i, s:i, s:o, s:o, s:o}",
+                     "arch", model_arch_name(MODEL_SWIN), "img_size", c->img_size,
+                     "patch_size", c->patch, "in_chans", c->in_chans, "embed_dim", c->embed_dim,
+                     "depths", depths, "num_heads", heads, "window_size", c->window,
+                     "mlp_ratio", c->mlp_ratio, "num_classes", c->num_classes,
+                     "ln_eps", json_float(c->ln_eps), "mean", mean, "std", std);
+}
+
+json_t *ckpt_config_json(const model_config *c) {
+    return c->arch == MODEL_SWIN ? swin_config_json(&c->swin) : vit_config_json(&c->vit);
+}
+
 void ckpt_param_name(char *out, size_t n, const param_info *pi, int layer) {
     expand(out, n, pi->name, layer, "");
 }
 
-int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
-    const vit_config *c = &m->cfg;
-    if (ckpt_add_config(w, c, err, errlen)) return -1;
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++) {
-        const param_info *pi = &m->info[i];
+int ckpt_add_model(st_writer *w, const model *m, char *err, size_t errlen) {
+    model_config c = model_get_config(m);
+    if (ckpt_add_config(w, &c, err, errlen)) return -1;
+    int ninfo;
+    const param_info *info = model_param_info(m, &ninfo);
+    const float *params = model_params(m);
+    for (int i = 0; i < ninfo; i++) {
+        const param_info *pi = &info[i];
         if (pi->numel == 0) continue;
-        int layers = pi->per_layer ? c->depth : 1;
+        int layers = pi->layers;
         size_t per = pi->numel / layers;
         for (int l = 0; l < layers; l++) {
             char name[256];
             expand(name, sizeof name, pi->name, l, "");
-            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, m->param_mem + pi->offset + l * per,
+            if (st_writer_add(w, name, ST_F32, pi->ndim, pi->shape, params + pi->offset + l * per,
                               err, errlen))
                 return -1;
         }
@@ -490,7 +776,7 @@ int ckpt_add_model(st_writer *w, const vit_model *m, char *err, size_t errlen) {
     return 0;
 }
 
-int ckpt_save(const vit_model *m, const char *path, const char *const *keys,
+int ckpt_save(const model *m, const char *path, const char *const *keys,
               const char *const *vals, int nextra, char *err, size_t errlen) {
     st_writer *w = st_writer_new();
     if (!w) {

@@ -7,20 +7,21 @@
 
 #include "engine/ops.h"
 #include "engine/rng.h"
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "gplq/actq.h"
 #include "tests/test.h"
 
-static void tiny(vit_model *m) {
-    vit_config cfg = {.img_size = 8, .patch = 2, .in_chans = 1, .dim = 16, .depth = 2, .heads = 2,
+static void tiny(model *m) {
+    model_config cfg = {.arch = MODEL_VIT};
+    cfg.vit = (vit_config){.img_size = 8, .patch = 2, .in_chans = 1, .dim = 16, .depth = 2, .heads = 2,
                       .mlp_hidden = 32, .num_classes = 4, .ln_eps = 1e-6f};
     char err[256];
-    vit_init(m, &cfg, err, sizeof err);
-    vit_init_weights(m, 5);
+    model_init(m, &cfg, err, sizeof err);
+    model_init_weights(m, 5);
     rng_t r;
     rng_seed(&r, 9);
     /* larger weights than timm's init so activations have some spread */
-    for (size_t i = 0; i < m->num_params; i++) m->param_mem[i] += 0.2f * rng_normal(&r);
+    for (size_t i = 0; i < model_num_params(m); i++) model_params(m)[i] += 0.2f * rng_normal(&r);
 }
 
 /* B images of 8x8 standard normal noise (malloc'ed). */
@@ -39,26 +40,26 @@ static double logit_err(const float *a, const float *b, int n) {
 }
 
 TEST(observe_then_quantize) {
-    vit_model m;
+    model m;
     tiny(&m);
     int B = 16;
     float *x = noise(B, 2);
     char err[256];
-    CHECK(vit_forward(&m, x, B, err, sizeof err) == 0);
+    CHECK(model_forward(&m, x, B, err, sizeof err) == 0);
     float fp[64], feat_absmax[16] = {0};
-    memcpy(fp, m.logits, sizeof(float) * B * 4);
+    memcpy(fp, model_logits(&m), sizeof(float) * B * 4);
     for (int b = 0; b < B; b++)
-        for (int c = 0; c < 16; c++) feat_absmax[c] = fmaxf(feat_absmax[c], fabsf(vit_feature(&m, b)[c]));
+        for (int c = 0; c < 16; c++) feat_absmax[c] = fmaxf(feat_absmax[c], fabsf(model_feature(&m, b)[c]));
 
     double errs[2];
     int bits[2] = {8, 3};
     for (int t = 0; t < 2; t++) {
         actq_set s;
-        CHECK(actq_init(&s, &m.cfg, bits[t], 8, err, sizeof err) == 0);
-        vit_set_hooks(&m, &s.hooks);
+        CHECK(actq_init(&s, &m, bits[t], 8, err, sizeof err) == 0);
+        model_set_hooks(&m, &s.hooks);
         CHECK(actq_observe_begin(&s, 1, err, sizeof err) == 0);
-        CHECK(vit_forward(&m, x, B, err, sizeof err) == 0);
-        CHECK(memcmp(fp, m.logits, sizeof(float) * B * 4) == 0); /* observing changes nothing */
+        CHECK(model_forward(&m, x, B, err, sizeof err) == 0);
+        CHECK(memcmp(fp, model_logits(&m), sizeof(float) * B * 4) == 0); /* observing changes nothing */
         CHECK(actq_observe_end(&s, err, sizeof err) == 0);
         /* head input, per channel: s = max |x| / Qp over the class-token features */
         lsq_quantizer *hq = actq_get(&s, -1, QP_HEAD_IN);
@@ -73,18 +74,18 @@ TEST(observe_then_quantize) {
         for (size_t i = 0; i < (size_t)s.nq; i++)
             for (int c = 0; c < s.q[i].channels; c++)
                 CHECK(s.q[i].step[c] > 0 && isfinite(s.q[i].step[c]));
-        CHECK(vit_forward(&m, x, B, err, sizeof err) == 0);
-        errs[t] = logit_err(m.logits, fp, B * 4);
+        CHECK(model_forward(&m, x, B, err, sizeof err) == 0);
+        errs[t] = logit_err(model_logits(&m), fp, B * 4);
         /* backward reaches every quantizer's steps */
-        CHECK(vit_alloc_grads(&m, err, sizeof err) == 0);
-        vit_zero_grad(&m);
+        CHECK(model_alloc_grads(&m, err, sizeof err) == 0);
+        model_zero_grad(&m);
         actq_zero_grad(&s);
         float probs[64], dl[64] = {0};
         int y[16];
         for (int b = 0; b < B; b++) y[b] = b % 4;
-        crossentropy_forward_backward(probs, dl, m.logits, y, B, 4, 0.0f, 1.0f);
+        crossentropy_forward_backward(probs, dl, model_logits(&m), y, B, 4, 0.0f, 1.0f);
         float *dx = calloc(B * 64, sizeof(float));
-        CHECK(vit_backward(&m, dl, NULL, dx, err, sizeof err) == 0);
+        CHECK(model_backward(&m, dl, NULL, dx, err, sizeof err) == 0);
         free(dx);
         size_t n = actq_num_steps(&s);
         float *g = malloc(sizeof(float) * n), *st = malloc(sizeof(float) * n);
@@ -102,32 +103,32 @@ TEST(observe_then_quantize) {
         CHECK(memcmp(st, s.q[0].step, sizeof(float) * s.q[0].channels) == 0);
         free(g);
         free(st);
-        vit_set_hooks(&m, NULL);
+        model_set_hooks(&m, NULL);
         actq_free(&s);
     }
     printf("  relative logit error: W32A8 %.3g, W32A3 %.3g\n", errs[0], errs[1]);
     CHECK(errs[0] < 0.05);
     CHECK(errs[1] > errs[0]);
     free(x);
-    vit_free(&m);
+    model_free(&m);
 }
 
 /* A training pass that recomputes each block's quantized copies in its backward
  * (model_hooks.reforward) gives bit for bit the gradients of one that keeps them all, with
  * less memory. */
-static void pass(vit_model *m, actq_set *s, const float *x, int B, float *grads, float *steps) {
+static void pass(model *m, actq_set *s, const float *x, int B, float *grads, float *steps) {
     char err[256];
-    CHECK(vit_forward(m, x, B, err, sizeof err) == 0);
-    vit_zero_grad(m);
+    CHECK(model_forward(m, x, B, err, sizeof err) == 0);
+    model_zero_grad(m);
     actq_zero_grad(s);
     float probs[64], dl[64] = {0};
     int y[16];
     for (int b = 0; b < B; b++) y[b] = (b * 7) % 4;
-    crossentropy_forward_backward(probs, dl, m->logits, y, B, 4, 0.0f, 1.0f);
+    crossentropy_forward_backward(probs, dl, model_logits(m), y, B, 4, 0.0f, 1.0f);
     float *dx = calloc((size_t)B * 64, sizeof(float));
-    CHECK(vit_backward(m, dl, NULL, dx, err, sizeof err) == 0);
-    memcpy(grads, m->grad_mem, sizeof(float) * m->num_params);
-    memcpy(grads + m->num_params, dx, sizeof(float) * B * 64);
+    CHECK(model_backward(m, dl, NULL, dx, err, sizeof err) == 0);
+    memcpy(grads, model_grads(m), sizeof(float) * model_num_params(m));
+    memcpy(grads + model_num_params(m), dx, sizeof(float) * B * 64);
     actq_gather(s, steps, 1);
     free(dx);
 }
@@ -158,46 +159,46 @@ static void counted_backward(void *ctx, int layer, qpoint p, float *din, const f
 }
 
 TEST(recomputed_copies_give_the_same_gradients) {
-    vit_model m;
+    model m;
     tiny(&m);
     int B = 16;
     float *x = noise(B, 3);
     char err[256];
     actq_set s;
-    CHECK(actq_init(&s, &m.cfg, 3, 8, err, sizeof err) == 0);
-    vit_set_hooks(&m, &s.hooks);
+    CHECK(actq_init(&s, &m, 3, 8, err, sizeof err) == 0);
+    model_set_hooks(&m, &s.hooks);
     CHECK(actq_observe_begin(&s, 1, err, sizeof err) == 0);
-    CHECK(vit_forward_infer(&m, x, B, err, sizeof err) == 0);
+    CHECK(model_forward_infer(&m, x, B, err, sizeof err) == 0);
     CHECK(actq_observe_end(&s, err, sizeof err) == 0);
-    CHECK(vit_alloc_grads(&m, err, sizeof err) == 0);
-    size_t n = m.num_params + (size_t)B * 64, ns = actq_num_steps(&s);
+    CHECK(model_alloc_grads(&m, err, sizeof err) == 0);
+    size_t n = model_num_params(&m) + (size_t)B * 64, ns = actq_num_steps(&s);
     float *g1 = malloc(sizeof(float) * n), *g2 = malloc(sizeof(float) * n);
     float *s1 = malloc(sizeof(float) * ns), *s2 = malloc(sizeof(float) * ns);
     counted_hooks counted = {.inner = s.hooks};
     model_hooks recompute = {.ctx = &counted, .forward = counted_forward,
                            .backward = counted_backward, .reforward = counted_reforward};
-    vit_set_hooks(&m, &recompute);
+    model_set_hooks(&m, &recompute);
     pass(&m, &s, x, B, g1, s1); /* recomputing */
     /* block 0 recomputed its six copies; block 1, the last, found the forward's still there */
     CHECK_MSG(counted.reforwards[0] == 6 && counted.reforwards[1] == 0, "reforward calls %d, %d",
               counted.reforwards[0], counted.reforwards[1]);
     model_hooks keep = s.hooks;
     keep.reforward = NULL;
-    vit_set_hooks(&m, &keep);
+    model_set_hooks(&m, &keep);
     pass(&m, &s, x, B, g2, s2); /* keeping every copy */
     CHECK_MSG(memcmp(g1, g2, sizeof(float) * n) == 0, "weight or input gradients differ");
     CHECK_MSG(memcmp(s1, s2, sizeof(float) * ns) == 0, "step gradients differ");
     double sum = 0;
     for (size_t i = 0; i < ns; i++) sum += fabs(s1[i]);
     CHECK(sum > 0);
-    vit_set_hooks(&m, NULL);
+    model_set_hooks(&m, NULL);
     actq_free(&s);
     free(g1);
     free(g2);
     free(s1);
     free(s2);
     free(x);
-    vit_free(&m);
+    model_free(&m);
 }
 
 TEST_MAIN()

@@ -17,23 +17,24 @@
 
 static ds_set train_set, test_set;
 
-static vit_model fp_model;
+static model fp_model;
 static int have_fp;
 
 /* The small FP32 model, trained once per process. */
-static int setup(vit_model *out) {
+static int setup(model *out) {
     char err[512];
-    if (have_fp) return vit_clone(out, &fp_model, err, sizeof err);
-    vit_model *fp = &fp_model;
+    if (have_fp) return model_clone(out, &fp_model, err, sizeof err);
+    model *fp = &fp_model;
     if (!train_set.n && ds_open_builtin("fashion-mnist", NULL, &train_set, &test_set, err, sizeof err)) {
         fprintf(stderr, "  %s\n", err);
         return -1;
     }
-    vit_config cfg = {.img_size = 28, .patch = 7, .in_chans = 1, .dim = 48, .depth = 2, .heads = 2,
-                      .mlp_hidden = 96, .num_classes = 10, .ln_eps = 1e-6f,
-                      .mean = {0.286f}, .std = {0.353f}};
-    vit_init(fp, &cfg, err, sizeof err);
-    vit_init_weights(fp, 1);
+    model_config cfg = {.arch = MODEL_VIT,
+                        .vit = {.img_size = 28, .patch = 7, .in_chans = 1, .dim = 48, .depth = 2,
+                                .heads = 2, .mlp_hidden = 96, .num_classes = 10, .ln_eps = 1e-6f,
+                                .mean = {0.286f}, .std = {0.353f}}};
+    model_init(fp, &cfg, err, sizeof err);
+    model_init_weights(fp, 1);
     ds_set tr = train_set;
     tr.n = 4096;
     train_config tc = {.epochs = 4, .batch = 64, .lr = 2e-3f, .min_lr = 1e-4f,
@@ -41,7 +42,7 @@ static int setup(vit_model *out) {
                        .clip_grad = 1.0f, .seed = 3};
     if (train_run(fp, &tc, &tr, NULL, NULL, NULL, err, sizeof err)) return -1;
     have_fp = 1;
-    return vit_clone(out, &fp_model, err, sizeof err);
+    return model_clone(out, &fp_model, err, sizeof err);
 }
 
 /* Stage 1's feature passes: stop at the call-th tick, recording what the ticks said. */
@@ -59,7 +60,7 @@ static int stop_cb(void *ctx, const train_progress *p) {
 }
 
 TEST(stage1_improves_w32a4_and_resumes_exactly) {
-    vit_model fp;
+    model fp;
     if (setup(&fp)) { CHECK(0); return; }
     char err[512];
     ds_set tr = train_set, te = test_set;
@@ -79,21 +80,21 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     c.ckpt_every = 0;
 
     /* calibrated only: the steps stage 1 starts from, no training */
-    vit_model cal;
+    model cal;
     actq_set aq;
-    CHECK(vit_clone(&cal, &fp, err, sizeof err) == 0);
-    CHECK(actq_init(&aq, &cal.cfg, 3, 8, err, sizeof err) == 0);
+    CHECK(model_clone(&cal, &fp, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &cal, 3, 8, err, sizeof err) == 0);
     CHECK(gplq_calibrate(&cal, &aq, &tr, c.calib_images, c.seed, err, sizeof err) == 0);
     CHECK(train_eval_top1(&cal, &te, 250, &cal_top1, err, sizeof err) == 0);
     actq_free(&aq);
-    vit_free(&cal);
+    model_free(&cal);
 
     /* stage 1, uninterrupted */
-    vit_model st, teacher;
+    model st, teacher;
     stage1_result res;
-    CHECK(vit_clone(&st, &fp, err, sizeof err) == 0);
-    CHECK(vit_clone(&teacher, &fp, err, sizeof err) == 0);
-    CHECK(actq_init(&aq, &st.cfg, 3, 8, err, sizeof err) == 0);
+    CHECK(model_clone(&st, &fp, err, sizeof err) == 0);
+    CHECK(model_clone(&teacher, &fp, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &st, 3, 8, err, sizeof err) == 0);
     int rc = stage1_run(&st, &teacher, &aq, &c, &tr, NULL, NULL, &res, err, sizeof err);
     CHECK_MSG(rc == 0, "%s", err);
     CHECK(res.pca.k == 32 && res.pca.explained >= 0.6);
@@ -113,16 +114,16 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     close(fd);
     unlink(path);
     c.ckpt_path = path;
-    vit_model st2;
+    model st2;
     stopper sp = {.stop_at = 37};
-    CHECK(vit_clone(&st2, &fp, err, sizeof err) == 0);
-    CHECK(actq_init(&aq, &st2.cfg, 3, 8, err, sizeof err) == 0);
+    CHECK(model_clone(&st2, &fp, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &st2, 3, 8, err, sizeof err) == 0);
     CHECK(stage1_run(&st2, &teacher, &aq, &c, &tr, stop_cb, &sp, &res, err, sizeof err) == 1);
     stage1_result_free(&res);
     actq_free(&aq);
-    vit_free(&st2);
-    CHECK(vit_clone(&st2, &fp, err, sizeof err) == 0);
-    CHECK(actq_init(&aq, &st2.cfg, 3, 8, err, sizeof err) == 0);
+    model_free(&st2);
+    CHECK(model_clone(&st2, &fp, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &st2, 3, 8, err, sizeof err) == 0);
     sp.stop_at = 0;
     /* a stop during the feature passes (PCA, calibration) comes at the next batch, before any
      * training step (the progress callback never sees a step) */
@@ -136,7 +137,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
               (long long)ft.last_total);
     CHECK(res.pca.basis == NULL); /* freed: a stopped run leaves nothing to free */
     actq_free(&aq);
-    CHECK(actq_init(&aq, &st2.cfg, 3, 8, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &st2, 3, 8, err, sizeof err) == 0);
     /* and a run that is never stopped hears every batch: 8 of the 2000 PCA samples, then the
      * one of the 256 calibration images */
     ft = (feature_ticks){.stop_call = 0};
@@ -144,7 +145,7 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     CHECK_MSG(ft.calls == 8 + 1 && ft.last_done == 256 && ft.last_total == 256,
               "ticks: %d calls, last %lld of %lld", ft.calls, (long long)ft.last_done,
               (long long)ft.last_total);
-    CHECK_MSG(memcmp(st.param_mem, st2.param_mem, sizeof(float) * st.num_params) == 0,
+    CHECK_MSG(memcmp(model_params(&st), model_params(&st2), sizeof(float) * model_num_params(&st)) == 0,
               "resumed stage 1 weights differ");
     float *steps2 = malloc(sizeof(float) * ns);
     actq_gather(&aq, steps2, 0);
@@ -154,14 +155,14 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     free(steps2);
     stage1_result_free(&res);
     actq_free(&aq);
-    vit_free(&st);
-    vit_free(&st2);
-    vit_free(&teacher);
-    vit_free(&fp);
+    model_free(&st);
+    model_free(&st2);
+    model_free(&teacher);
+    model_free(&fp);
 }
 
 TEST(stage2_qwt_compensates_where_it_fits) {
-    vit_model fp, q;
+    model fp, q;
     if (setup(&fp)) { CHECK(0); return; }
     char err[512];
     ds_set tr = train_set, te = test_set;
@@ -170,7 +171,7 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     /* activation quantizers calibrated (stage 1 skipped: stage 2 does not care how the steps
      * were found), 8-bit activations so the weight error dominates */
     actq_set aq;
-    CHECK(actq_init(&aq, &fp.cfg, 8, 8, err, sizeof err) == 0);
+    CHECK(actq_init(&aq, &fp, 8, 8, err, sizeof err) == 0);
     CHECK(gplq_calibrate(&fp, &aq, &tr, 256, 0, err, sizeof err) == 0);
     double a8, noqwt, withqwt;
     CHECK(train_eval_top1(&fp, &te, 250, &a8, err, sizeof err) == 0);
@@ -182,18 +183,21 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     stage2_result res;
     for (int qwt = 0; qwt < 2; qwt++) {
         c.qwt = qwt;
-        CHECK(vit_clone(&q, &fp, err, sizeof err) == 0);
+        CHECK(model_clone(&q, &fp, err, sizeof err) == 0);
         int rc = stage2_run(&q, &fp, &aq, &c, &tr, &res, err, sizeof err);
         CHECK_MSG(rc == 0, "%s", err);
         if (rc) return;
         /* every quantized row holds at most 2^bits distinct values: codes * step */
+        const stage2_qweight *fc1 = stage2_find(&res, "blocks.0.mlp.fc1.weight");
+        CHECK(fc1 != NULL && res.nlin == 1 + 4 * 2 + 1); /* patch, 4 per block, head */
+        if (!fc1) return;
         int8_t mn = 127, mx = -128;
-        for (int i = 0; i < res.fc1[0].rows * res.fc1[0].cols; i++) {
-            mn = res.fc1[0].codes[i] < mn ? res.fc1[0].codes[i] : mn;
-            mx = res.fc1[0].codes[i] > mx ? res.fc1[0].codes[i] : mx;
+        for (int i = 0; i < fc1->rows * fc1->cols; i++) {
+            mn = fc1->codes[i] < mn ? fc1->codes[i] : mn;
+            mx = fc1->codes[i] > mx ? fc1->codes[i] : mx;
         }
         CHECK(mn >= -4 && mx <= 3);
-        CHECK(q.params.fc1_w[5] == res.fc1[0].codes[5] * res.fc1[0].steps[0]);
+        CHECK(q.vit.params.fc1_w[5] == fc1->codes[5] * fc1->steps[0]);
         CHECK(train_eval_top1(&q, &te, 250, qwt ? &withqwt : &noqwt, err, sizeof err) == 0);
         for (int l = 0; l < 2 && qwt; l++) {
             printf("  block %d: R^2 %.3f, output MSE %.3g -> %.3g%s\n", l, res.r2[l],
@@ -202,16 +206,16 @@ TEST(stage2_qwt_compensates_where_it_fits) {
             if (res.qwt_w[l]) CHECK(res.mse_after[l] < res.mse_before[l]);
         }
         stage2_result_free(&res);
-        vit_free(&q);
+        model_free(&q);
     }
     printf("  W32A8 %.2f%%, W3A8 %.2f%%, W3A8 + QwT %.2f%%\n", 100 * a8, 100 * noqwt, 100 * withqwt);
     CHECK(withqwt >= noqwt - 0.005);
     actq_free(&aq);
-    vit_free(&fp);
+    model_free(&fp);
 }
 
 TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
-    vit_model fp;
+    model fp;
     if (setup(&fp)) { CHECK(0); return; }
     char err[512];
     ds_set tr = train_set, te = test_set;
@@ -227,7 +231,7 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     c.s1.ckpt_every = 0;
     c.s2.calib_images = 128;
     gplq_report rep;
-    vit_model q;
+    model q;
     actq_set aq;
     stage2_result s2;
     int rc = gplq_run(&fp, &tr, &te, &c, NULL, NULL, &rep, &q, &aq, &s2, err, sizeof err);
@@ -261,10 +265,10 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     unlink(path);
     unlink(fpath);
     rmdir(dir);
-    vit_free(&q);
+    model_free(&q);
     actq_free(&aq);
     stage2_result_free(&s2);
-    vit_free(&fp);
+    model_free(&fp);
 }
 
 TEST_MAIN()

@@ -9,8 +9,11 @@
  */
 #include <stdlib.h>
 
+#include <unistd.h>
+
 #include "engine/ops.h"
 #include "engine/swin.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "tests/test.h"
 
@@ -254,6 +257,81 @@ TEST(tiny_matches_pytorch) { check_fixture(FIX "swin_tiny_ref.safetensors", 1e-5
 
 TEST(demo_config_on_fashion_mnist_matches_pytorch) {
     check_fixture(FIX "swin_demo_ref.safetensors", 1e-4, 1e-3);
+}
+
+/* The tiny fixture's logits through ckpt_load of one of its three namings (conv: the naming
+ * the loader must report); NULL (recorded) on failure. */
+static float *logits_via_loader(const char *file, const char *conv, const float *input, int B) {
+    char err[1024];
+    model m;
+    ckpt_convention c;
+    ckpt_hints hints = {.img_size = 16, .allow_extra = 1}; /* the old and HF files do not say */
+    int rc = ckpt_load(&m, file, &hints, &c, err, sizeof err);
+    CHECK_MSG(rc == 0, "%s", err);
+    if (rc) return NULL;
+    CHECK_MSG(m.arch == MODEL_SWIN && !strcmp(ckpt_convention_name(c), conv),
+              "%s: loaded as %s, %s names", file, model_arch_name(m.arch), ckpt_convention_name(c));
+    float *out = NULL;
+    if (model_forward(&m, input, B, err, sizeof err) == 0) {
+        size_t n = (size_t)B * model_get_dims(&m).num_classes;
+        out = malloc(sizeof(float) * n);
+        memcpy(out, model_logits(&m), sizeof(float) * n);
+    }
+    CHECK_MSG(out != NULL, "%s", err);
+    model_free(&m);
+    return out;
+}
+
+TEST(three_namings_load_to_identical_logits) {
+    char err[512];
+    st_file f;
+    CHECK(st_open(&f, FIX "swin_tiny_ref.safetensors", err, sizeof err) == 0);
+    int B = meta_int(&f, "batch");
+    size_t n = 0;
+    float *input = tensor_f32(&f, "input", NULL), *want = tensor_f32(&f, "logits", &n);
+    float *timm = logits_via_loader(FIX "swin_tiny_ref.safetensors", "timm", input, B);
+    float *old = logits_via_loader(FIX "swin_tiny_timm_old.safetensors", "timm < 0.9", input, B);
+    float *hf = logits_via_loader(FIX "swin_tiny_hf.safetensors", "huggingface", input, B);
+    if (timm && old && hf) {
+        CHECK(memcmp(timm, old, sizeof(float) * n) == 0 && memcmp(timm, hf, sizeof(float) * n) == 0);
+        double e = relerr(timm, want, n);
+        printf("  three namings: bit-identical logits, %.2g from PyTorch's\n", e);
+        CHECK(e < 1e-4);
+    }
+    free(timm); free(old); free(hf); free(input); free(want);
+    st_close(&f);
+}
+
+TEST(a_swin_without_image_size_is_refused_then_saved_with_it) {
+    char err[1024], path[] = "/tmp/gplq_test_swin_XXXXXX";
+    model m, back;
+    CHECK(ckpt_load(&m, FIX "swin_tiny_hf.safetensors", NULL, NULL, err, sizeof err) != 0);
+    CHECK_MSG(strstr(err, "image size") && strstr(err, "--img-size"), "message: %s", err);
+    ckpt_hints hints = {.img_size = 16};
+    CHECK_MSG(ckpt_load(&m, FIX "swin_tiny_hf.safetensors", &hints, NULL, err, sizeof err) == 0,
+              "%s", err);
+    /* gplq writes timm >= 0.9 names with the config in the metadata: no hint needed back */
+    int fd = mkstemp(path);
+    close(fd);
+    CHECK_MSG(ckpt_save(&m, path, NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    ckpt_convention c;
+    CHECK_MSG(ckpt_load(&back, path, NULL, &c, err, sizeof err) == 0, "%s", err);
+    CHECK(c == CKPT_TIMM && model_same_config(&m, &back) &&
+          memcmp(model_params(&m), model_params(&back), sizeof(float) * model_num_params(&m)) == 0);
+    st_file f;
+    model_config mc;
+    CHECK(st_open(&f, path, err, sizeof err) == 0);
+    CHECK_MSG(ckpt_config_from_meta(&f, &mc, err, sizeof err) == 0, "%s", err);
+    model_config want = model_get_config(&m);
+    CHECK(!memcmp(&mc, &want, sizeof mc));
+    st_close(&f);
+    /* a ViT's image size is its position embedding's: a different one is refused */
+    hints.img_size = 32;
+    CHECK(ckpt_load(&back, FIX "vit_tiny_hf.safetensors", &hints, NULL, err, sizeof err) != 0 &&
+          strstr(err, "position embedding"));
+    model_free(&m);
+    model_free(&back);
+    unlink(path);
 }
 
 TEST_MAIN()

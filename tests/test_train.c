@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "io/dataset.h"
 #include "train/trainer.h"
 #include "tests/test.h"
@@ -77,13 +77,14 @@ static int on_progress(void *ctx, const train_progress *p) {
     return s->stop_at && p->step == s->stop_at;
 }
 
-static void small_model(vit_model *m, uint64_t seed) {
-    vit_config cfg = {.img_size = 28, .patch = 7, .in_chans = 1, .dim = 32, .depth = 2, .heads = 2,
+static void small_model(model *m, uint64_t seed) {
+    model_config cfg = {.arch = MODEL_VIT};
+    cfg.vit = (vit_config){.img_size = 28, .patch = 7, .in_chans = 1, .dim = 32, .depth = 2, .heads = 2,
                       .mlp_hidden = 64, .num_classes = 10, .ln_eps = 1e-6f,
                       .mean = {0.286f}, .std = {0.353f}};
     char err[256];
-    vit_init(m, &cfg, err, sizeof err);
-    vit_init_weights(m, seed);
+    model_init(m, &cfg, err, sizeof err);
+    model_init_weights(m, seed);
 }
 
 TEST(training_learns_and_resumes_exactly) {
@@ -101,37 +102,37 @@ TEST(training_learns_and_resumes_exactly) {
                        .ckpt_every = 7, .ckpt_path = NULL};
     char err[512];
     /* uninterrupted, twice: identical */
-    vit_model a, b, c;
+    model a, b, c;
     small_model(&a, 1);
     small_model(&b, 1);
     stopper sa = {0}, sb = {0};
     CHECK(train_run(&a, &tc, &tr, NULL, on_progress, &sa, err, sizeof err) == 0);
     CHECK(train_run(&b, &tc, &tr, NULL, on_progress, &sb, err, sizeof err) == 0);
-    CHECK(memcmp(a.param_mem, b.param_mem, sizeof(float) * a.num_params) == 0);
+    CHECK(memcmp(model_params(&a), model_params(&b), sizeof(float) * model_num_params(&a)) == 0);
     CHECK_MSG(sa.last_loss < sa.first_loss - 0.2f, "loss %.3f -> %.3f", sa.first_loss, sa.last_loss);
     /* stopped at step 23 (mid-epoch, between checkpoints), then resumed from the state file */
     small_model(&c, 1);
     tc.ckpt_path = path;
     stopper sc = {.stop_at = 23};
     CHECK(train_run(&c, &tc, &tr, NULL, on_progress, &sc, err, sizeof err) == 1);
-    vit_free(&c);
+    model_free(&c);
     small_model(&c, 999); /* different weights: the state file must replace them */
     sc.stop_at = 0;
     CHECK(train_run(&c, &tc, &tr, NULL, on_progress, &sc, err, sizeof err) == 0);
-    CHECK_MSG(memcmp(a.param_mem, c.param_mem, sizeof(float) * a.num_params) == 0,
+    CHECK_MSG(memcmp(model_params(&a), model_params(&c), sizeof(float) * model_num_params(&a)) == 0,
               "resumed run differs from the uninterrupted one");
     /* a state saved with another seed is refused, not silently mixed */
     tc.seed = 12;
     CHECK(train_run(&c, &tc, &tr, NULL, NULL, NULL, err, sizeof err) == -1);
     CHECK_MSG(strstr(err, "seed/batch/epochs") != NULL, "message: %s", err);
     unlink(path);
-    vit_free(&a); vit_free(&b); vit_free(&c);
+    model_free(&a); model_free(&b); model_free(&c);
 }
 
 TEST(eval_counts_correct_predictions) {
     load_data();
     if (!have_data) return;
-    vit_model m;
+    model m;
     small_model(&m, 2);
     ds_set te = test_set;
     te.n = 300;
@@ -142,14 +143,14 @@ TEST(eval_counts_correct_predictions) {
     int correct = 0;
     float x[784];
     for (int i = 0; i < te.n; i++) {
-        ds_batch(&te, &i, 1, x, m.cfg.mean, m.cfg.std, NULL, NULL);
-        vit_forward(&m, x, 1, err, sizeof err);
+        ds_batch(&te, &i, 1, x, m.vit.cfg.mean, m.vit.cfg.std, NULL, NULL);
+        model_forward(&m, x, 1, err, sizeof err);
         int best = 0;
-        for (int k = 1; k < 10; k++) best = m.logits[k] > m.logits[best] ? k : best;
+        for (int k = 1; k < 10; k++) best = model_logits(&m)[k] > model_logits(&m)[best] ? k : best;
         correct += best == te.labels[i];
     }
     CHECK_NEAR(top1, correct / 300.0, 1e-12);
-    vit_free(&m);
+    model_free(&m);
 }
 
 TEST_MAIN()

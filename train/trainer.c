@@ -15,20 +15,20 @@
 #include "io/safetensors.h"
 #include "util/clock.h"
 
-int train_eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
+int train_eval_top1(model *m, const ds_set *d, int batch, double *top1, char *err,
                     size_t errlen) {
     return train_eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
 }
 
-int train_eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
                    void *ctx, char *err, size_t errlen) {
-    const vit_config *c = &m->cfg;
-    if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
+    model_dims c = model_get_dims(m);
+    if (d->channels != c.in_chans || d->height != c.img_size || d->width != c.img_size) {
         snprintf(err, errlen, "dataset images are %dx%dx%d, the model takes %dx%dx%d", d->channels,
-                 d->height, d->width, c->in_chans, c->img_size, c->img_size);
+                 d->height, d->width, c.in_chans, c.img_size, c.img_size);
         return -1;
     }
-    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    size_t img = (size_t)c.in_chans * c.img_size * c.img_size;
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     if (!x || !idx) {
@@ -41,19 +41,19 @@ int train_eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1,
     for (int i = 0; i < d->n && !rc; i += batch) {
         int B = d->n - i < batch ? d->n - i : batch;
         for (int b = 0; b < B; b++) idx[b] = i + b;
-        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
-        if ((rc = vit_forward_infer(m, x, B, err, errlen))) break;
+        ds_batch(d, idx, B, x, c.mean, c.std, NULL, NULL);
+        if ((rc = model_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++) {
-            const float *l = m->logits + (size_t)b * c->num_classes;
+            const float *l = model_logits(m) + (size_t)b * c.num_classes;
             int best = 0;
-            for (int k = 1; k < c->num_classes; k++) best = l[k] > l[best] ? k : best;
+            for (int k = 1; k < c.num_classes; k++) best = l[k] > l[best] ? k : best;
             correct += best == d->labels[i + b];
         }
         if (tick && tick(ctx, i + B, d->n)) rc = 1;
     }
     free(x);
     free(idx);
-    vit_release_acts(m); /* sized for eval batches: training keeps its own */
+    model_release_acts(m); /* sized for eval batches: training keeps its own */
     if (!rc) *top1 = d->n ? (double)correct / d->n : 0.0;
     return rc;
 }
@@ -68,7 +68,7 @@ typedef struct {
     rng_t aug_rng;
 } train_state;
 
-static int save_state(const char *path, const vit_model *m, const train_state *s,
+static int save_state(const char *path, const model *m, const train_state *s,
                       const train_config *cfg, char *err, size_t errlen) {
     st_writer *w = st_writer_new();
     if (!w) {
@@ -76,7 +76,7 @@ static int save_state(const char *path, const vit_model *m, const train_state *s
         return -1;
     }
     char buf[160];
-    int64_t n = (int64_t)m->num_params;
+    int64_t n = (int64_t)model_num_params(m);
     int rc = ckpt_add_model(w, m, err, errlen);
     if (!rc) rc = st_writer_add(w, "optim.m", ST_F32, 1, &n, s->opt.m, err, errlen);
     if (!rc) rc = st_writer_add(w, "optim.v", ST_F32, 1, &n, s->opt.v, err, errlen);
@@ -98,10 +98,10 @@ static int save_state(const char *path, const vit_model *m, const train_state *s
     return rc;
 }
 
-static int load_state(const char *path, vit_model *m, train_state *s, const train_config *cfg,
+static int load_state(const char *path, model *m, train_state *s, const train_config *cfg,
                       char *err, size_t errlen) {
     st_file f;
-    vit_model saved;
+    model saved;
     if (st_open(&f, path, err, errlen)) return -1;
     ckpt_hints hints = {.allow_extra = 1};
     int rc = -1;
@@ -120,13 +120,13 @@ static int load_state(const char *path, vit_model *m, train_state *s, const trai
     snprintf(want, sizeof want, "%" PRIu64 " %d %d", cfg->seed, cfg->batch, cfg->epochs);
     if (!tm || !tv || !step || !t || !rng || !sbe || strlen(rng) != 64) {
         snprintf(err, errlen, "%s: not a gplq training state (no optimizer or position)", path);
-    } else if (saved.num_params != m->num_params ||
-               memcmp(&saved.cfg, &m->cfg, sizeof saved.cfg)) {
+    } else if (!model_same_config(&saved, m)) {
         snprintf(err, errlen, "%s: saved for a different model configuration", path);
     } else if (strcmp(sbe, want)) {
         snprintf(err, errlen, "%s: saved with seed/batch/epochs %s, this run has %s; resuming "
                  "would not be exact (remove the file to start over)", path, sbe, want);
-    } else if ((size_t)tm->numel != m->num_params || (size_t)tv->numel != m->num_params ||
+    } else if ((size_t)tm->numel != model_num_params(m) ||
+               (size_t)tv->numel != model_num_params(m) ||
                tm->dtype != ST_F32 || tv->dtype != ST_F32 || !extra_ok) {
         snprintf(err, errlen, "%s: optimizer state does not match the model", path);
     } else {
@@ -135,7 +135,7 @@ static int load_state(const char *path, vit_model *m, train_state *s, const trai
             st_to_f32(tem, s->opt_extra.m);
             st_to_f32(tev, s->opt_extra.v);
         }
-        memcpy(m->param_mem, saved.param_mem, sizeof(float) * m->num_params);
+        memcpy(model_params(m), model_params(&saved), sizeof(float) * model_num_params(m));
         st_to_f32(tm, s->opt.m);
         st_to_f32(tv, s->opt.v);
         s->step = strtoll(step, NULL, 10);
@@ -148,7 +148,7 @@ static int load_state(const char *path, vit_model *m, train_state *s, const trai
         }
         rc = 0;
     }
-    vit_free(&saved);
+    model_free(&saved);
 out_file:
     st_close(&f);
     return rc;
@@ -157,7 +157,7 @@ out_file:
 /* One train_run call: its inputs, sizes, buffers and running tallies, which its phases below
  * share. */
 typedef struct {
-    vit_model *m;
+    model *m;
     const train_config *cfg;
     const ds_set *train, *test;
     const train_objective *obj;       /* cfg->objective; NULL: label-smoothed cross-entropy */
@@ -184,7 +184,7 @@ typedef struct {
 
 /* The config must make at least one step, and the data must fit the model. */
 static int run_check(const train_run_state *r, char *err, size_t errlen) {
-    const vit_config *c = &r->m->cfg;
+    model_dims c = model_get_dims(r->m);
     const ds_set *train = r->train;
     int B = r->B, K = r->K;
     if (B <= 0 || r->cfg->epochs <= 0 || train->n < B) {
@@ -192,11 +192,11 @@ static int run_check(const train_run_state *r, char *err, size_t errlen) {
                  "(batch %d, epochs %d, %d images)", B, r->cfg->epochs, train->n);
         return -1;
     }
-    if (train->channels != c->in_chans || train->height != c->img_size ||
+    if (train->channels != c.in_chans || train->height != c.img_size ||
         train->num_classes > K) {
         snprintf(err, errlen, "dataset (%d channels, %dx%d, %d classes) does not fit the model "
                  "(%d channels, %d px, %d classes)", train->channels, train->height, train->width,
-                 train->num_classes, c->in_chans, c->img_size, K);
+                 train->num_classes, c.in_chans, c.img_size, K);
         return -1;
     }
     return 0;
@@ -205,17 +205,17 @@ static int run_check(const train_run_state *r, char *err, size_t errlen) {
 /* The buffers, the optimizer states and the model's gradients; run_free frees what this
  * allocated, also after a failure here. */
 static int run_alloc(train_run_state *r, char *err, size_t errlen) {
-    vit_model *m = r->m;
-    const vit_config *c = &m->cfg;
+    model *m = r->m;
+    model_dims c = model_get_dims(m);
     int B = r->B, K = r->K;
-    size_t img = (size_t)c->in_chans * c->img_size * c->img_size, ne = r->ne;
+    size_t img = (size_t)c.in_chans * c.img_size * c.img_size, ne = r->ne;
     r->x = malloc(sizeof(float) * img * B);
     r->probs = malloc(sizeof(float) * B * K);
     r->dlogits = malloc(sizeof(float) * B * K);
     r->perm = malloc(sizeof(int) * r->train->n);
     r->labels = malloc(sizeof(int) * B);
-    r->mask = malloc(m->num_params);
-    r->dfeature = r->obj ? malloc(sizeof(float) * B * c->dim) : NULL;
+    r->mask = malloc(model_num_params(m));
+    r->dfeature = r->obj ? malloc(sizeof(float) * B * c.feature_dim) : NULL;
     if (ne) {
         r->s.extra = malloc(sizeof(float) * ne);
         r->s.extra_grad = malloc(sizeof(float) * ne);
@@ -223,7 +223,7 @@ static int run_alloc(train_run_state *r, char *err, size_t errlen) {
     if (!r->x || !r->probs || !r->dlogits || !r->perm || !r->labels || !r->mask ||
         (r->obj && !r->dfeature) ||
         (ne && (!r->s.extra || !r->s.extra_grad || adamw_init(&r->s.opt_extra, ne))) ||
-        adamw_init(&r->s.opt, m->num_params) || vit_alloc_grads(m, err, errlen)) {
+        adamw_init(&r->s.opt, model_num_params(m)) || model_alloc_grads(m, err, errlen)) {
         if (!err[0]) snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -241,12 +241,13 @@ static void run_free(train_run_state *r) {
 /* The state at step 0 (decay mask, augmentation stream, the objective's extra values), or the
  * one the checkpoint file holds if there is one. */
 static int run_start_or_resume(train_run_state *r, char *err, size_t errlen) {
-    vit_model *m = r->m;
+    model *m = r->m;
     const train_config *cfg = r->cfg;
     const train_objective *obj = r->obj;
     if (r->ne) obj->extra_gather(obj->ctx, r->s.extra, 0);
-    for (int i = 0; i < VIT_NUM_PARAM_TENSORS; i++)
-        memset(r->mask + m->info[i].offset, m->info[i].decay, m->info[i].numel);
+    int ninfo;
+    const param_info *info = model_param_info(m, &ninfo);
+    for (int i = 0; i < ninfo; i++) memset(r->mask + info[i].offset, info[i].decay, info[i].numel);
     rng_seed(&r->s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
     struct stat st;
     if (cfg->ckpt_path && stat(cfg->ckpt_path, &st) == 0 &&
@@ -267,24 +268,24 @@ static void shuffle_epoch(int *perm, int n, uint64_t seed, int epoch) {
  * the feature) left in the buffers for the backward pass; a diverged loss is an error. */
 static int run_forward_loss(train_run_state *r, const int *idx, float *loss_out,
                             int *use_dfeature, char *err, size_t errlen) {
-    vit_model *m = r->m;
-    const vit_config *c = &m->cfg;
+    model *m = r->m;
+    model_dims c = model_get_dims(m);
     const train_config *cfg = r->cfg;
     const train_objective *obj = r->obj;
     int B = r->B, K = r->K;
-    ds_batch(r->train, idx, B, r->x, c->mean, c->std, &cfg->aug, &r->s.aug_rng);
+    ds_batch(r->train, idx, B, r->x, c.mean, c.std, &cfg->aug, &r->s.aug_rng);
     for (int b = 0; b < B; b++) r->labels[b] = r->train->labels[idx[b]];
-    if (vit_forward(m, r->x, B, err, errlen)) return -1;
+    if (model_forward(m, r->x, B, err, errlen)) return -1;
     memset(r->dlogits, 0, sizeof(float) * B * K);
     float loss;
     *use_dfeature = 0;
     if (obj) {
-        memset(r->dfeature, 0, sizeof(float) * B * c->dim);
+        memset(r->dfeature, 0, sizeof(float) * B * c.feature_dim);
         if (obj->loss(obj->ctx, m, r->x, r->labels, B, r->dlogits, r->dfeature, use_dfeature,
                       &loss, r->p.terms, err, errlen))
             return -1;
     } else {
-        loss = crossentropy_forward_backward(r->probs, r->dlogits, m->logits, r->labels, B, K,
+        loss = crossentropy_forward_backward(r->probs, r->dlogits, model_logits(m), r->labels, B, K,
                                              cfg->label_smoothing, 1.0f);
     }
     if (!(loss == loss) || loss > 1e6f) {
@@ -300,17 +301,17 @@ static int run_forward_loss(train_run_state *r, const int *idx, float *loss_out,
  * objective's extra parameters, at the schedule's learning rate (into *lr_out). */
 static int run_backward_update(train_run_state *r, int use_dfeature, float *lr_out, char *err,
                                size_t errlen) {
-    vit_model *m = r->m;
+    model *m = r->m;
     const train_config *cfg = r->cfg;
     const train_objective *obj = r->obj;
     train_state *s = &r->s;
-    vit_zero_grad(m);
+    model_zero_grad(m);
     if (r->ne) obj->extra_zero_grad(obj->ctx);
-    if (vit_backward(m, r->dlogits, use_dfeature ? r->dfeature : NULL, NULL, err, errlen))
+    if (model_backward(m, r->dlogits, use_dfeature ? r->dfeature : NULL, NULL, err, errlen))
         return -1;
-    if (cfg->clip_grad > 0) adamw_clip_grad_norm(m->grad_mem, m->num_params, cfg->clip_grad);
+    if (cfg->clip_grad > 0) adamw_clip_grad_norm(model_grads(m), model_num_params(m), cfg->clip_grad);
     float lr = adamw_lr_schedule(s->step, r->total, r->warmup, cfg->lr, cfg->min_lr);
-    adamw_step(&s->opt, m->param_mem, m->grad_mem, r->mask, &r->h, lr);
+    adamw_step(&s->opt, model_params(m), model_grads(m), r->mask, &r->h, lr);
     if (r->ne) {
         adamw_hparams he = r->h;
         he.weight_decay = 0;
@@ -359,10 +360,10 @@ static int run_epoch_end(train_run_state *r, int epoch, char *err, size_t errlen
     return 0;
 }
 
-int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
+int train_run(model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
               train_progress_fn progress, void *ctx, char *err, size_t errlen) {
     train_run_state r = {.m = m, .cfg = cfg, .train = train, .test = test,
-                         .obj = cfg->objective, .B = cfg->batch, .K = m->cfg.num_classes,
+                         .obj = cfg->objective, .B = cfg->batch, .K = model_get_dims(m).num_classes,
                          .progress = progress, .ctx = ctx};
     int B = r.B;
     err[0] = 0;

@@ -1,5 +1,5 @@
 /*
- * trainer.h: supervised training of a ViT on a dataset (AdamW, warmup + cosine schedule,
+ * trainer.h: supervised training of a model (engine/model.h) on a dataset (AdamW, warmup + cosine schedule,
  * label-smoothed cross-entropy, crop/flip augmentation), deterministic for a seed, with
  * checkpoints that resume bit-exactly; and top-1 evaluation.
  *
@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "io/dataset.h"
 
 /*
@@ -27,7 +27,7 @@ typedef struct {
      * its parts into terms (up to TRAIN_MAX_TERMS, named by term_names), the gradient on the
      * logits into dlogits (B, K, zeroed by the caller) and, if the loss involves the feature,
      * into dfeature (B, C, zeroed) with *use_dfeature = 1. Returns 0 or -1 with a message. */
-    int (*loss)(void *ctx, vit_model *m, const float *x, const int *labels, int B,
+    int (*loss)(void *ctx, model *m, const float *x, const int *labels, int B,
                 float *dlogits, float *dfeature, int *use_dfeature, float *loss,
                 float *terms, char *err, size_t errlen);
     const char *term_names[TRAIN_MAX_TERMS]; /* NULL-terminated if fewer */
@@ -75,18 +75,18 @@ typedef int (*train_progress_fn)(void *ctx, const train_progress *p);
 /* Trains m (initialized, weights set) on train. If cfg->ckpt_path names an existing state file,
  * resumes from it (its weights replace m's). test (optional) is evaluated as configured.
  * Returns 0 when all epochs are done, 1 when stopped by the callback, -1 on error. */
-int train_run(vit_model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
+int train_run(model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
               train_progress_fn progress, void *ctx, char *err, size_t errlen);
 
 /* Top-1 accuracy of m on d (a fraction in [0, 1]), batch images at a time, with m's own
  * normalization and no augmentation. */
-int train_eval_top1(vit_model *m, const ds_set *d, int batch, double *top1, char *err,
+int train_eval_top1(model *m, const ds_set *d, int batch, double *top1, char *err,
                     size_t errlen);
 /* A unit of long work done: done of total. Returns nonzero to ask the work to stop. */
 typedef int (*train_tick_fn)(void *ctx, int64_t done, int64_t total);
 /* train_eval_top1 with tick called after every batch; returns 1 (and no *top1) if tick
  * stopped it. */
-int train_eval_top1_tick(vit_model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
                    void *ctx, char *err, size_t errlen);
 
 #endif

@@ -165,16 +165,17 @@ int inspect_model_main(int argc, char **argv) {
     /* every tensor's name, shape and dtype is checked against the inferred config, as a full
      * load does, so an accepted upload is one a worker can load; the weights are not copied
      * (that was most of an upload's time) */
-    vit_model m;
+    model m;
     ckpt_convention conv;
     ckpt_hints hints = {.num_heads = heads, .check_only = 1};
     int rc = ckpt_load_file(&m, &f, &hints, &conv, err, sizeof err);
     st_close(&f);
     if (rc) return refuse_upload(err, path);
-    json_t *out = json_pack("{s:b, s:o, s:s, s:I}", "ok", 1, "config", ckpt_config_json(&m.cfg),
+    model_config mc = model_get_config(&m);
+    json_t *out = json_pack("{s:b, s:o, s:s, s:I}", "ok", 1, "config", ckpt_config_json(&mc),
                             "convention", ckpt_convention_name(conv), "params",
-                            (json_int_t)m.num_params);
-    vit_free(&m);
+                            (json_int_t)model_num_params(&m));
+    model_free(&m);
     return answer(out);
 }
 

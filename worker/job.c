@@ -203,7 +203,7 @@ static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
 /* ---- data ---- */
 
 /* The job's training and held-out images, at the model's input size. */
-static int load_data(const worker_env *w, const store_claim *job, const vit_config *cfg,
+static int load_data(const worker_env *w, const store_claim *job, const model_dims *cfg,
                      const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen) {
     memset(tr, 0, sizeof *tr);
     memset(te, 0, sizeof *te);
@@ -344,7 +344,7 @@ int job_run(const worker_env *w, const store_claim *job) {
     gplq_progress p0 = {.stage = "calibrate", .part = "load", .total = 1};
     on_progress(&ui, &p0);
 
-    vit_model fp;
+    model fp;
     ds_set tr, te;
     char blob[4096];
     blob_path(blob, sizeof blob, w->data_dir, job->model_sha256);
@@ -354,11 +354,12 @@ int job_run(const worker_env *w, const store_claim *job) {
         snprintf(err, sizeof err, "the job's model has no stored file (deleted since?)");
     } else if (ckpt_load(&fp, blob, &hints, NULL, err, sizeof err) == 0) {
         loaded = 1;
-        rc = load_data(w, job, &fp.cfg, &js, &tr, &te, err, sizeof err);
+        model_dims dims = model_get_dims(&fp);
+        rc = load_data(w, job, &dims, &js, &tr, &te, err, sizeof err);
     }
 
     gplq_report rep;
-    vit_model qm;
+    model qm;
     actq_set aq;
     stage2_result s2;
     /* Set when a failure was the disk's: the step, and errno (errno is cleared before each
@@ -388,14 +389,14 @@ int job_run(const worker_env *w, const store_claim *job) {
             if (rc && disk_fault(errno))
                 disk_step = "writing the artifacts", disk_errno = errno;
             json_decref(config);
-            vit_free(&qm);
+            model_free(&qm);
             actq_free(&aq);
             stage2_result_free(&s2);
         }
         ds_free(&tr);
         ds_free(&te);
     }
-    if (loaded) vit_free(&fp);
+    if (loaded) model_free(&fp);
 
     /* record the artifacts: the files are complete (written and renamed) before any row names them */
     const char *const *names = layout_artifacts;
