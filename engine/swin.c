@@ -149,8 +149,10 @@ static int layout(const swin_config *c, param_info *info, char *names, int *kind
         int64_t H = (int64_t)c->mlp_ratio * C, w = swin_stage_window(c, s);
         int64_t nb = (2 * w - 1) * (2 * w - 1);
         if (s > 0) {
-            name_ = "layers.%d.downsample.norm.weight"; T(st->merge_norm_w, s, 0, T_NORM_W, 1, 4 * Cp);
-            name_ = "layers.%d.downsample.norm.bias"; T(st->merge_norm_b, s, 0, T_NORM_B, 1, 4 * Cp);
+            name_ = "layers.%d.downsample.norm.weight";
+            T(st->merge_norm_w, s, 0, T_NORM_W, 1, 4 * Cp);
+            name_ = "layers.%d.downsample.norm.bias";
+            T(st->merge_norm_b, s, 0, T_NORM_B, 1, 4 * Cp);
             name_ = "layers.%d.downsample.reduction.weight";
             T(st->merge_w, s, 0, T_LINEAR, 2, C, 4 * Cp);
         }
@@ -277,7 +279,7 @@ int swin_param_lookup(const swin_model *m, const char *name, int *layer) {
 
 /* ---- activations ---- */
 
-/* One block's activations (see swin_acts.slots and .qslots for which are its own). Tokens are
+/* One block's activations (see swin_acts.infer and .qslots for which are its own). Tokens are
  * raster (B, T, C) or windowed (B * nW, N, C); BT = B * T rows either way. */
 typedef struct {
     float *ln1_mean, *ln1_rstd; /* (BT) norm1's statistics, raster order */
@@ -317,10 +319,11 @@ typedef struct {
 
 struct swin_acts {
     int B, quant;
-    int slots;           /* per-block slots: L (a forward the backward can follow) or 1 (a
-                            forward-only pass: every block uses one slot sized for the largest
-                            stage, and block outputs alternate between two, so that a block's
-                            input survives its own forward for the residual and QwT) */
+    int infer;           /* 0: every block has buffers of its own, for a forward the backward
+                            can follow; 1: laid out for forward-only passes, where every block
+                            uses one slot sized for the largest stage and block outputs
+                            alternate between two, so that a block's input survives its own
+                            forward for the residual and QwT */
     int qslots;          /* slots of quantized copies: L, or 1 when the backward recomputes
                             them (hooks->reforward) or for a forward-only pass */
     float *mem;
@@ -410,7 +413,7 @@ static void acts_layout(swin_acts *a, const swin_config *c, int B, arena *A) {
     }
     /* blocks: their own slots, or one shared slot of the largest sizes */
     float *shared[BLOCK_MAIN + BLOCK_Q], *outs[2];
-    if (a->slots == 1) {
+    if (a->infer) {
         for (int f = 0; f < BLOCK_MAIN; f++) shared[f] = take(A, mx[f]);
         outs[0] = take(A, bigBTC);
         outs[1] = take(A, bigBTC);
@@ -418,13 +421,13 @@ static void acts_layout(swin_acts *a, const swin_config *c, int B, arena *A) {
     if (quant && a->qslots == 1)
         for (int f = 0; f < BLOCK_Q; f++) shared[BLOCK_MAIN + f] = take(A, mx[q_of[f]]);
     for (int l = 0; l < L; l++) {
-        float **k = A->base ? (float **)&a->blk[l] : (float *[BLOCK_MAIN + BLOCK_Q + 1]){0};
+        float **k = (float **)&a->blk[l]; /* its fields, in order */
         block_sizes(c, swin_block_stage(c, l), B, sz);
-        for (int f = 0; f < BLOCK_MAIN; f++) k[f] = a->slots == 1 ? shared[f] : take(A, sz[f]);
+        for (int f = 0; f < BLOCK_MAIN; f++) k[f] = a->infer ? shared[f] : take(A, sz[f]);
         for (int f = 0; f < BLOCK_Q; f++)
             k[BLOCK_MAIN + f] = !quant ? k[q_of[f]]
                                 : a->qslots == 1 ? shared[BLOCK_MAIN + f] : take(A, sz[q_of[f]]);
-        k[BLOCK_MAIN + BLOCK_Q] = a->slots == 1 ? outs[l % 2] : take(A, sz[2]);
+        k[BLOCK_MAIN + BLOCK_Q] = a->infer ? outs[l % 2] : take(A, sz[2]);
     }
     a->lnf = take(A, B * TL * CL);
     a->lnf_mean = take(A, B * TL);
@@ -455,7 +458,7 @@ static int acts_ensure(swin_model *m, int B, int infer, char *err, size_t errlen
     int L = swin_num_blocks(c), quant = m->hooks != NULL;
     int qslots = qslots_for(m, m->hooks, infer);
     if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
-        (infer || (m->acts->slots == L && m->acts->qslots == qslots)))
+        (infer || (!m->acts->infer && m->acts->qslots == qslots)))
         return 0;
     acts_free(m->acts);
     m->acts = NULL;
@@ -465,7 +468,7 @@ static int acts_ensure(swin_model *m, int B, int infer, char *err, size_t errlen
     if (!a) goto oom;
     a->B = B;
     a->quant = quant;
-    a->slots = infer ? 1 : L;
+    a->infer = infer;
     a->qslots = qslots;
     a->blk = calloc((size_t)L, sizeof *a->blk);
     size_t nidx = 0;
@@ -483,12 +486,12 @@ static int acts_ensure(swin_model *m, int B, int infer, char *err, size_t errlen
     A.off = 0;
     acts_layout(a, c, B, &A);
     /* what depends on the config only: the relative position indices and shift masks */
+    int *idx = a->relidx[0];
     for (int s = 0; s < c->stages; s++) {
         int R = swin_stage_res(c, s), w = swin_stage_window(c, s);
-        if (s) a->relidx[s] = a->relidx[s - 1] + (size_t)swin_stage_window(c, s - 1) *
-                              swin_stage_window(c, s - 1) * swin_stage_window(c, s - 1) *
-                              swin_stage_window(c, s - 1);
-        swin_relpos_index(a->relidx[s], w);
+        a->relidx[s] = idx;
+        swin_relpos_index(idx, w);
+        idx += (size_t)w * w * w * w;
         if (a->mask[s]) swin_shift_mask(a->mask[s], R, w, c->window / 2);
     }
     m->acts = a;
@@ -503,10 +506,9 @@ oom:
 
 void swin_set_hooks(swin_model *m, const model_hooks *hooks) {
     m->hooks = hooks;
-    int L = swin_num_blocks(&m->cfg);
     /* activations of another kind (plain or quantized; copies kept or recomputed) go */
     if (m->acts && (m->acts->quant != (hooks != NULL) ||
-                    (m->acts->slots == L && m->acts->qslots != qslots_for(m, hooks, 0))))
+                    (!m->acts->infer && m->acts->qslots != qslots_for(m, hooks, 0))))
         swin_release_acts(m);
 }
 
@@ -805,7 +807,7 @@ int swin_backward(swin_model *m, const float *dlogits, const float *dfeature, fl
         snprintf(err, errlen, "swin_backward needs a forward pass and gradients first");
         return -1;
     }
-    if (m->acts->slots != L) {
+    if (m->acts->infer) {
         snprintf(err, errlen, "swin_backward: the last pass was forward-only (swin_forward_infer)");
         return -1;
     }
@@ -902,7 +904,8 @@ double swin_forward_flops(const swin_config *c) {
         double H = (double)c->mlp_ratio * C, w = swin_stage_window(c, s), N = w * w;
         if (s > 0) f += 2 * T * (2 * C) * C; /* the merge's reduction, 4Cp = 2C inputs */
         /* qkv, q k^T and att v over windows of N tokens, proj, fc1, fc2 */
-        f += c->depths[s] * (2 * T * C * 3 * C + 2 * 2 * T * N * C + 2 * T * C * C + 2 * 2 * T * C * H);
+        f += c->depths[s] *
+             (2 * T * C * 3 * C + 2 * 2 * T * N * C + 2 * T * C * C + 2 * 2 * T * C * H);
     }
     return f + 2.0 * swin_stage_dim(c, c->stages - 1) * c->num_classes;
 }

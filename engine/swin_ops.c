@@ -74,13 +74,15 @@ void swin_relpos_index(int *index, int w) {
 
 void swin_relpos_bias_forward(float *out, const float *table, const int *index, int N, int NH) {
     for (int h = 0; h < NH; h++)
-        for (int k = 0; k < N * N; k++) out[(size_t)h * N * N + k] = table[(size_t)index[k] * NH + h];
+        for (int k = 0; k < N * N; k++)
+            out[(size_t)h * N * N + k] = table[(size_t)index[k] * NH + h];
 }
 
 void swin_relpos_bias_backward(float *dtable, const float *dout, const int *index, int N, int NH) {
     /* serial: entries of different (i, j) share table rows; NH N^2 adds are nothing */
     for (int h = 0; h < NH; h++)
-        for (int k = 0; k < N * N; k++) dtable[(size_t)index[k] * NH + h] += dout[(size_t)h * N * N + k];
+        for (int k = 0; k < N * N; k++)
+            dtable[(size_t)index[k] * NH + h] += dout[(size_t)h * N * N + k];
 }
 
 /* Which of the three bands of timm's slices (0, -w), (-w, -shift), (-shift, None) the shifted

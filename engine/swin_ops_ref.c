@@ -8,14 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* torch.roll(x, (s, s), dims=(1, 2)) of x (B, R, R, C): out[y][x] = in[(y - s) mod R][(x - s) mod R] */
+/* torch.roll(x, (s, s), dims=(1, 2)) of x (B, R, R, C):
+ * out[y][x] = in[(y - s) mod R][(x - s) mod R] */
 static void roll(float *out, const float *inp, int B, int R, int C, int s) {
     for (int b = 0; b < B; b++)
         for (int y = 0; y < R; y++)
             for (int x = 0; x < R; x++) {
                 int sy = ((y - s) % R + R) % R, sx = ((x - s) % R + R) % R;
                 for (int c = 0; c < C; c++)
-                    out[(((size_t)b * R + y) * R + x) * C + c] = inp[(((size_t)b * R + sy) * R + sx) * C + c];
+                    out[(((size_t)b * R + y) * R + x) * C + c] =
+                        inp[(((size_t)b * R + sy) * R + sx) * C + c];
             }
 }
 
@@ -44,8 +46,8 @@ static void reverse(float *out, const float *win, int B, int R, int C, int w) {
                 for (int py = 0; py < w; py++)
                     for (int px = 0; px < w; px++)
                         for (int c = 0; c < C; c++)
-                            out[(((size_t)b * R + gy * w + py) * R + gx * w + px) * C + c] =
-                                win[((((size_t)b * g + gy) * g + gx) * w * w + py * w + px) * C + c];
+                            out[(((size_t)b * R + gy * w + py) * R + gx * w + px) * C + c] = win[
+                                ((((size_t)b * g + gy) * g + gx) * w * w + py * w + px) * C + c];
 }
 
 void swin_window_partition_forward_ref(float *out, const float *inp, int B, int R, int C, int w,
@@ -114,7 +116,7 @@ void swin_shift_mask_ref(float *mask, int R, int w, int shift) {
     for (int k = 0; k < g * g; k++)
         for (int i = 0; i < N; i++)
             for (int j = 0; j < N; j++) {
-                /* mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2): entry (i, j) is m[j] - m[i] */
+                /* mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2): (i, j) is m[j] - m[i] */
                 float d = win[k * N + j] - win[k * N + i];
                 mask[((size_t)k * N + i) * N + j] = d != 0 ? -100.0f : 0.0f;
             }

@@ -81,7 +81,8 @@ static void randomize(swin_model *m, rng_t *r) {
         const char *n = m->info[i].name;
         size_t len = strlen(n);
         if (len > 11 && !strcmp(n + len - 11, "norm.weight")) goto unit;
-        if (len > 12 && (!strcmp(n + len - 12, "norm1.weight") || !strcmp(n + len - 12, "norm2.weight")))
+        if (len > 12 &&
+            (!strcmp(n + len - 12, "norm1.weight") || !strcmp(n + len - 12, "norm2.weight")))
             goto unit;
         continue;
     unit:
@@ -178,7 +179,8 @@ TEST(reforward_gives_the_same_gradients) {
     for (int i = 0; i < B * K; i++) dl[i] = rng_normal(&r);
     scale_ctx sc = {0};
     model_hooks keep = {.ctx = &sc, .forward = scale_fwd, .backward = scale_bwd};
-    model_hooks re = {.ctx = &sc, .forward = scale_fwd, .backward = scale_bwd, .reforward = scale_re};
+    model_hooks re = {.ctx = &sc, .forward = scale_fwd, .backward = scale_bwd,
+                      .reforward = scale_re};
     for (int pass = 0; pass < 2; pass++) {
         swin_set_hooks(&m, pass ? &re : &keep);
         swin_zero_grad(&m);
@@ -254,7 +256,8 @@ TEST(forward_only_and_block_level_passes_are_bit_identical) {
             CHECK(memcmp(feat + b * CL, swin_feature(&m, b), sizeof(float) * CL) == 0);
         CHECK(swin_alloc_grads(&m, err, sizeof err) == 0);
         m.qwt_w = NULL;
-        CHECK(swin_backward(&m, ref, NULL, NULL, err, sizeof err) == -1 && strstr(err, "forward-only"));
+        CHECK(swin_backward(&m, ref, NULL, NULL, err, sizeof err) == -1 &&
+              strstr(err, "forward-only"));
         m.qwt_w = q.wp;
 
         /* piece by piece, through buffers of the caller's */
@@ -282,6 +285,29 @@ TEST(forward_only_and_block_level_passes_are_bit_identical) {
     }
 }
 
+/* With one block, a forward-only layout and a training one have the same number of block slots:
+ * the backward must still refuse to follow a forward-only pass, and still work after a training
+ * forward. */
+TEST(one_block_model_knows_its_forward_only_pass) {
+    swin_config c = {.img_size = 8, .patch = 2, .in_chans = 1, .embed_dim = 8, .stages = 1,
+                     .depths = {1}, .heads = {2}, .window = 2, .mlp_ratio = 2, .num_classes = 3,
+                     .ln_eps = 1e-5f};
+    swin_model m;
+    char err[256];
+    CHECK(swin_init(&m, &c, err, sizeof err) == 0);
+    CHECK(swin_alloc_grads(&m, err, sizeof err) == 0);
+    swin_init_weights(&m, 4);
+    float x[2 * 64], dl[6] = {1, 0, -1, 0.5f, 0.5f, -1};
+    rng_t r;
+    rng_seed(&r, 4);
+    for (int i = 0; i < 128; i++) x[i] = rng_normal(&r);
+    CHECK(swin_forward_infer(&m, x, 2, err, sizeof err) == 0);
+    CHECK(swin_backward(&m, dl, NULL, NULL, err, sizeof err) == -1 && strstr(err, "forward-only"));
+    CHECK(swin_forward(&m, x, 2, err, sizeof err) == 0);
+    CHECK(swin_backward(&m, dl, NULL, NULL, err, sizeof err) == 0);
+    swin_free(&m);
+}
+
 TEST(identity_hooks_clone_and_batches_change_nothing) {
     swin_model m, m2;
     char err[256];
@@ -303,7 +329,8 @@ TEST(identity_hooks_clone_and_batches_change_nothing) {
     /* a smaller batch in the same buffers: image 2 alone */
     CHECK(swin_forward(&m, x + 2 * n1, 1, err, sizeof err) == 0);
     memcpy(one, m.logits, sizeof one);
-    for (int k = 0; k < K; k++) CHECK_NEAR(one[k], plain[2 * K + k], 1e-5 * (1 + fabs(plain[2 * K + k])));
+    for (int k = 0; k < K; k++)
+        CHECK_NEAR(one[k], plain[2 * K + k], 1e-5 * (1 + fabs(plain[2 * K + k])));
     CHECK(swin_clone(&m2, &m, err, sizeof err) == 0);
     CHECK(m2.hooks == NULL && m2.acts == NULL && m2.grad_mem == NULL);
     CHECK(swin_forward(&m2, x, 4, err, sizeof err) == 0);
@@ -375,7 +402,8 @@ TEST(config_check_names_the_problem) {
     CHECK(swin_config_check(&c, err, sizeof err) == -1 && strstr(err, "odd before a merge"));
     c = tiny;
     c.window = 3; /* 8 is no multiple of 3 */
-    CHECK(swin_config_check(&c, err, sizeof err) == -1 && strstr(err, "not a multiple of its window"));
+    CHECK(swin_config_check(&c, err, sizeof err) == -1 &&
+          strstr(err, "not a multiple of its window"));
     c = tiny;
     c.heads[1] = 5;
     CHECK(swin_config_check(&c, err, sizeof err) == -1 && strstr(err, "multiple of its heads"));

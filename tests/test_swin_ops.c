@@ -80,7 +80,8 @@ static void part_op(float *y, const float *x, const void *arg) {
 TEST(window_partition_matches_reference) {
     /* (R, w, shift): several windows with the usual and an unusual shift, one window per image,
      * a window of one token */
-    int cases[][3] = {{8, 4, 2}, {12, 4, 2}, {12, 4, 3}, {14, 7, 3}, {8, 4, 0}, {6, 6, 0}, {5, 1, 0}};
+    int cases[][3] = {{8, 4, 2}, {12, 4, 2}, {12, 4, 3}, {14, 7, 3}, {8, 4, 0}, {6, 6, 0},
+                      {5, 1, 0}};
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         part_arg a = {2, cases[t][0], 5, cases[t][1], cases[t][2]};
         size_t n = (size_t)a.B * a.R * a.R * a.C;
@@ -153,7 +154,8 @@ TEST(relative_position_bias_matches_reference) {
         float *grad = zeros((size_t)nb * NH);
         swin_relpos_bias_backward_ref(grad, g, idx, N, NH);
         bias_arg a = {idx, N, NH};
-        double e = fd_check(bias_op, &a, table, (size_t)nb * NH, (size_t)NH * N * N, g, grad, 1e-2f);
+        double e = fd_check(bias_op, &a, table, (size_t)nb * NH, (size_t)NH * N * N, g, grad,
+                            1e-2f);
         CHECK_MSG(e < 1e-3, "w %d: finite differences %.3g", w, e);
         free(idx); free(idxr); free(used); free(table); free(out); free(outr); free(g);
         free(dt); free(dtr); free(grad);

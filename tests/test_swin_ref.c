@@ -85,7 +85,8 @@ static int load(swin_model *m, const st_file *f, const char *file) {
             else
                 snprintf(name, sizeof name, "%s", pi->name);
             const st_tensor *t = st_find(f, name);
-            CHECK_MSG(t && (size_t)t->numel == per, "%s: %s missing or of another size", file, name);
+            CHECK_MSG(t && (size_t)t->numel == per, "%s: %s missing or of another size", file,
+                      name);
             if (!t || (size_t)t->numel != per) return -1;
             st_to_f32(t, m->param_mem + pi->offset + (size_t)l * per);
             used++;
@@ -100,7 +101,8 @@ static int load(swin_model *m, const st_file *f, const char *file) {
             strcmp(n, "loss") && strcmp(n, "dinput"))
             params++;
     }
-    CHECK_MSG(params == used, "%s: %d parameter tensors in the file, %d loaded", file, params, used);
+    CHECK_MSG(params == used, "%s: %d parameter tensors in the file, %d loaded", file, params,
+              used);
     return 0;
 }
 
@@ -140,7 +142,10 @@ static void check_fixture(const char *file, double tol_fwd, double tol_grad) {
         CHECK_MSG(r_ != NULL, "%s: no %s", base, refname);                                       \
         if (r_) {                                                                                 \
             double e_ = relerr(got, r_, n);                                                       \
-            if (e_ > worst_act) worst_act = e_, snprintf(worst_act_name, sizeof worst_act_name, "%s", refname); \
+            if (e_ > worst_act) {                                                                 \
+                worst_act = e_;                                                                   \
+                snprintf(worst_act_name, sizeof worst_act_name, "%s", refname);                   \
+            }                                                                                     \
             CHECK_MSG(e_ < tol_fwd, "%s: %s error %.3g", base, refname, e_);                      \
         }                                                                                         \
         free(r_);                                                                                 \
@@ -172,8 +177,8 @@ static void check_fixture(const char *file, double tol_fwd, double tol_grad) {
             snprintf(name, sizeof name, "act.layers.%d.blocks.%d.norm1", s, j);
             if (st_find(&f, name)) {
                 const swin_stage_params *st = &m.params.stage[s];
-                layernorm_forward(ln, mean, rstd, x, st->ln1_w + (size_t)j * C, st->ln1_b + (size_t)j * C,
-                                  (int)(n / C), C, c->ln_eps);
+                layernorm_forward(ln, mean, rstd, x, st->ln1_w + (size_t)j * C,
+                                  st->ln1_b + (size_t)j * C, (int)(n / C), C, c->ln_eps);
                 COMPARE(ln, name, n);
             }
             snprintf(name, sizeof name, "act.layers.%d.blocks.%d.attn", s, j);
@@ -196,11 +201,13 @@ static void check_fixture(const char *file, double tol_fwd, double tol_grad) {
     double logit_err = relerr(m.logits, logits_ref, (size_t)B * K);
     CHECK_MSG(logit_err < tol_fwd, "%s: logits error %.3g", base, logit_err);
     float *feat = malloc(sizeof(float) * B * CL), *feat_ref = tensor_f32(&f, "feature", NULL);
-    for (int b = 0; b < B; b++) memcpy(feat + (size_t)b * CL, swin_feature(&m, b), sizeof(float) * CL);
+    for (int b = 0; b < B; b++)
+        memcpy(feat + (size_t)b * CL, swin_feature(&m, b), sizeof(float) * CL);
     double e = relerr(feat, feat_ref, (size_t)B * CL);
     CHECK_MSG(e < tol_fwd, "%s: feature error %.3g", base, e);
     float *probs = malloc(sizeof(float) * B * K), *dlogits = calloc((size_t)B * K, sizeof(float));
-    float loss = crossentropy_forward_backward(probs, dlogits, m.logits, labels, B, K, smoothing, 1.0f);
+    float loss = crossentropy_forward_backward(probs, dlogits, m.logits, labels, B, K, smoothing,
+                                               1.0f);
     float *loss_ref = tensor_f32(&f, "loss", NULL);
     CHECK_MSG(fabs(loss - loss_ref[0]) <= 1e-5 * fabs(loss_ref[0]), "%s: loss %.8g vs %.8g", base,
               loss, loss_ref[0]);
@@ -210,7 +217,8 @@ static void check_fixture(const char *file, double tol_fwd, double tol_grad) {
     memcpy(lg, m.logits, sizeof(float) * B * K);
     swin_release_acts(&m);
     CHECK(swin_forward_infer(&m, input, B, err, sizeof err) == 0);
-    CHECK_MSG(memcmp(lg, m.logits, sizeof(float) * B * K) == 0, "%s: forward-only logits differ", base);
+    CHECK_MSG(memcmp(lg, m.logits, sizeof(float) * B * K) == 0, "%s: forward-only logits differ",
+              base);
     free(lg);
     CHECK(swin_forward(&m, input, B, err, sizeof err) == 0);
 
