@@ -7,12 +7,12 @@ OPT     ?= -O3
 BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := -I/usr/include/x86_64-linux-gnu/openblas-openmp
 CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -g -Wall -Wextra -fopenmp -I. $(BLAS_INC) \
-           -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
+           -I/usr/include/postgresql -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
 LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -larchive -ljpeg \
            -lpng -lz -lm
 # The service's libraries. gplqd links these and never OpenBLAS (ARCHITECTURE.md: a crash in
 # the math cannot take the API down; the math runs in gplq-worker processes).
-SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lcurl -lcrypto -ljansson -lpthread -lm
+SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lpq -lcurl -lcrypto -ljansson -lpthread -lm
 BUILD   ?= build
 
 # The library: engine (math), io (files and data), train (optimizer and loop), gplq (the method).

@@ -4,7 +4,8 @@
 # Usage: scripts/install-deps.sh [--test] [--bench] [--fuzz]
 #   --test   adds what `make test` needs beyond the build: Debian's chromium for the dashboard's
 #            browser test, Node.js with npm (for playwright-core, tests/browser) if absent, and
-#            wrk for the load part of tests/integration/test_chaos.py (and `make chaos`)
+#            wrk for the load part of tests/integration/test_chaos.py (and `make chaos`), and
+#            PostgreSQL's server, which the tests start themselves (tests/integration/pg_harness.py)
 #   --bench  adds PyTorch and wrk, only used by `make bench` and by tests/ref/*.py, which
 #            regenerate the committed reference fixtures
 #   --fuzz   adds clang and its fuzzer and sanitizer runtimes, for `make fuzz` and the fuzz
@@ -20,6 +21,7 @@ pkgs=(
   libarchive-dev             # uploaded datasets: tar, tar.gz
   libjpeg62-turbo-dev libpng-dev  # their images
   libsqlite3-dev             # gplqd's job queue and records
+  libpq-dev                  # the same in PostgreSQL, for a cluster of gplqd nodes (--db postgresql://)
   libmicrohttpd-dev          # gplqd's HTTP server
   libuv1-dev                 # gplqd's event loop: worker supervision, timers, signals
   libcurl4-openssl-dev       # webhooks and the `gplq submit` client
@@ -31,7 +33,7 @@ for arg in "$@"; do
   case $arg in
     --test)
       want_node=1
-      pkgs+=(chromium wrk)
+      pkgs+=(chromium wrk postgresql)
       # Node.js may come from Debian (nodejs + npm) or from NodeSource (one nodejs package
       # that has npm inside, and conflicts with Debian's npm): ask for Debian's only if absent.
       command -v node >/dev/null || pkgs+=(nodejs)

@@ -7,7 +7,7 @@
 
 /* ---- artifacts ---- */
 
-static json_t *artifact_row(sqlite3_stmt *st) {
+static json_t *artifact_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o}", "name", store__col_str(st, 0), "bytes",
                      store__col_int(st, 1), "sha256", store__col_str(st, 2));
 }

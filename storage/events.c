@@ -6,6 +6,7 @@
  */
 #include "storage/store_int.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* ---- events ----
@@ -25,12 +26,12 @@ int store__event_add(store *s, const char *job_id, const char *type, json_t *dat
  * created (Unix seconds), job} with job (borrowed) as it is now. Inside the caller's
  * transaction, so the event exists exactly when the change does. */
 int store__webhook_enqueue(store *s, const char *job_id, const char *type, json_t *job) {
-    sqlite3_stmt *st = store__query(s, "SELECT 1 FROM job_webhooks WHERE job_id = ?1", "s", job_id);
+    store__stmt *st = store__query(s, "SELECT 1 FROM job_webhooks WHERE job_id = ?1", "s", job_id);
     if (!st) return STORE_EDB;
-    int step = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (step == SQLITE_DONE) return STORE_OK;
-    if (step != SQLITE_ROW) return store__db_fail(s);
+    int step = store__step(st);
+    store__reset(st);
+    if (step == STORE__DONE) return STORE_OK;
+    if (step != STORE__ROW) return store__db_fail(s);
     char event_id[32];
     store_new_id(event_id, "evt_");
     int64_t now = store_now_ms();
@@ -69,7 +70,7 @@ int store__state_event(store *s, const char *job_id, const char *state, const ch
                                       "error", error, "job", job));
 }
 
-static json_t *event_row(sqlite3_stmt *st) {
+static json_t *event_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o}", "id", store__col_int(st, 0), "job_id",
                      store__col_str(st, 1), "type", store__col_str(st, 2), "data",
                      store__col_json(st, 3), "created_at", store__col_time(st, 4));
@@ -77,11 +78,11 @@ static json_t *event_row(sqlite3_stmt *st) {
 
 int store_event_max_id(store *s, int64_t *id) {
     *id = 0;
-    sqlite3_stmt *st = store__query(s, "SELECT COALESCE(MAX(id), 0) FROM events", "");
+    store__stmt *st = store__query(s, "SELECT COALESCE(MAX(id), 0) FROM events", "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
-    if (!rc) *id = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    int rc = store__step(st) == STORE__ROW ? STORE_OK : store__db_fail(s);
+    if (!rc) *id = store__col_int64(st, 0);
+    store__reset(st);
     return rc;
 }
 
@@ -93,12 +94,12 @@ int store_event_list(store *s, const char *owner, const char *job_id, int64_t af
     return store__query_all(s, event_row, out_array,
                             "SELECT id, job_id, type, data, created_ms FROM events"
                             " WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                            "sII", job_id, after_id, limit > 0 ? (int64_t)limit : (int64_t)-1);
+                            "sII", job_id, after_id, limit > 0 ? (int64_t)limit : INT64_MAX);
 }
 
 /* ---- webhook deliveries ---- */
 
-static json_t *due_row(sqlite3_stmt *st) {
+static json_t *due_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "outbox_id",
                      store__col_int(st, 0), "event_id", store__col_str(st, 1), "type",
                      store__col_str(st, 2), "payload", store__col_str(st, 3), "attempts",
@@ -106,7 +107,7 @@ static json_t *due_row(sqlite3_stmt *st) {
                      store__col_str(st, 6), "job_id", store__col_str(st, 7));
 }
 
-static json_t *due_plain_row(sqlite3_stmt *st) {
+static json_t *due_plain_row(store__stmt *st) {
     return json_pack("{s:o, s:o}", "job_id", store__col_str(st, 0), "secret",
                      store__col_str(st, 1));
 }
@@ -219,14 +220,14 @@ int store_webhook_record(store *s, int64_t outbox_id, int attempt, int64_t start
     return store__tx_end(s, rc, rc == STORE_OK);
 }
 
-static json_t *attempt_row(sqlite3_stmt *st) {
+static json_t *attempt_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o}", "attempt", store__col_int(st, 0), "at",
                      store__col_time(st, 1), "status_code", store__col_int(st, 2), "latency_ms",
                      store__col_int(st, 3), "error", store__col_str(st, 4));
 }
 
-static json_t *delivery_row(sqlite3_stmt *st) {
-    int pending = !strcmp((const char *)sqlite3_column_text(st, 3), "pending");
+static json_t *delivery_row(store__stmt *st) {
+    int pending = !strcmp(store__col_text(st, 3), "pending");
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 1), "type",
                      store__col_str(st, 2), "status", store__col_str(st, 3), "created_at",
                      store__col_time(st, 4), "finished_at", store__col_time(st, 5),

@@ -16,18 +16,27 @@
 
 /* The last column is the job's webhook as the API shows it: its URL and progress interval,
  * never its secret. */
-#define JOB_COLS                                                                                  \
+#define JOB_COLS_BASE                                                                             \
     "j.id, j.model_id, j.dataset_id, j.spec, j.state, j.stage, j.progress, j.metrics, j.error,"   \
-    " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms,"                      \
+    " j.attempts, j.max_attempts, j.created_ms, j.started_ms, j.finished_ms,"
+#define JOB_COLS_SQLITE                                                                           \
+    JOB_COLS_BASE                                                                                 \
     " (SELECT json_object('url', w.url, 'progress_every_s', CASE WHEN w.progress_every_ms > 0"     \
     " THEN w.progress_every_ms / 1000.0 END) FROM job_webhooks w WHERE w.job_id = j.id)"
+#define JOB_COLS_PG                                                                               \
+    JOB_COLS_BASE                                                                                 \
+    " (SELECT json_build_object('url', w.url, 'progress_every_s', CASE WHEN"                      \
+    " w.progress_every_ms > 0 THEN w.progress_every_ms / 1000.0 END)::text FROM job_webhooks w"   \
+    " WHERE w.job_id = j.id)"
+/* A statement "pre JOB_COLS post" in the handle's dialect. */
+#define JOB_SQL(s, pre, post) STORE__SQL(s, pre JOB_COLS_SQLITE post, pre JOB_COLS_PG post)
 #define JOB_NCOLS 15
 /* What GET /v1/jobs and /v1/jobs/{id} add, after JOB_COLS: the id of the job's newest event
  * (index events_job), so a client can follow the events from now on without the history. Not
  * in the snapshots that events and webhooks carry, where it would name the event before. */
 #define JOB_LAST_EVENT ", (SELECT COALESCE(MAX(e.id), 0) FROM events e WHERE e.job_id = j.id)"
 
-static json_t *job_row(sqlite3_stmt *st) {
+static json_t *job_row(store__stmt *st) {
     json_t *j = json_object();
     json_object_set_new(j, "id", store__col_str(st, 0));
     json_object_set_new(j, "model_id", store__col_str(st, 1));
@@ -48,7 +57,7 @@ static json_t *job_row(sqlite3_stmt *st) {
 }
 
 /* A job as GET shows it: JOB_COLS JOB_LAST_EVENT. */
-static json_t *job_read_row(sqlite3_stmt *st) {
+static json_t *job_read_row(store__stmt *st) {
     json_t *j = job_row(st);
     json_object_set_new(j, "last_event_id", store__col_int(st, JOB_NCOLS));
     return j;
@@ -56,7 +65,7 @@ static json_t *job_read_row(sqlite3_stmt *st) {
 
 int store__job_fetch(store *s, const char *owner, const char *id, json_t **out) {
     int rc = store__query_one(s, job_row, out,
-                              "SELECT " JOB_COLS " FROM jobs j WHERE j.id = ?1 AND " OWNED,
+                              JOB_SQL(s, "SELECT ", " FROM jobs j WHERE j.id = ?1 AND " OWNED),
                               "ss", id, owner);
     if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
     return rc;
@@ -64,14 +73,14 @@ int store__job_fetch(store *s, const char *owner, const char *id, json_t **out) 
 
 /* STORE_OK if job id exists and owner may see it, else STORE_ENOTFOUND with the message. */
 int store__job_visible(store *s, const char *owner, const char *id) {
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s, "SELECT 1 FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return STORE_EDB;
-    int step = sqlite3_step(st);
-    int rc = step == SQLITE_ROW    ? STORE_OK
-             : step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+    int step = store__step(st);
+    int rc = step == STORE__ROW    ? STORE_OK
+             : step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
                                    : store__db_fail(s);
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
@@ -85,8 +94,8 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     if (n->idempotency_key) {
         /* A retried request (the client never saw our answer) gets the job it already made. */
         rc = store__query_one(s, job_row, out,
-                              "SELECT " JOB_COLS " FROM jobs j"
-                              " WHERE j.owner = ?1 AND j.idempotency_key = ?2",
+                              JOB_SQL(s, "SELECT ",
+                                      " FROM jobs j WHERE j.owner = ?1 AND j.idempotency_key = ?2"),
                               "ss", owner, n->idempotency_key);
         if (rc == STORE_OK) {
             store__fail(s, STORE_EEXISTS, "a job with this idempotency key already exists: %s",
@@ -99,13 +108,13 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
     if (n->max_queued > 0) {
         /* Counted under the write lock, so two submissions at once cannot both take the last
          * place. */
-        sqlite3_stmt *st = store__query(
+        store__stmt *st = store__query(
             s, "SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND state = 'queued'", "s", owner);
         if (!st) return store__tx_end(s, STORE_EDB, 0);
         int64_t queued = 0;
-        if (sqlite3_step(st) == SQLITE_ROW) queued = sqlite3_column_int64(st, 0);
+        if (store__step(st) == STORE__ROW) queued = store__col_int64(st, 0);
         else rc = store__db_fail(s);
-        sqlite3_reset(st);
+        store__reset(st);
         if (!rc && queued >= n->max_queued)
             rc = store__fail(
                 s, STORE_ELIMIT,
@@ -169,7 +178,7 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
     int rc = store__query_one(
         s, job_read_row, out,
-        "SELECT " JOB_COLS JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED, "ss", id,
+        JOB_SQL(s, "SELECT ", JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED), "ss", id,
         owner);
     if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
     return rc;
@@ -195,28 +204,30 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
                                after);
         before = v;
     }
-    /* One row more than asked says whether there is a next page. */
-    int64_t want = limit > 0 ? (int64_t)limit + 1 : -1;
-    sqlite3_stmt *st =
+    /* One row more than asked says whether there is a next page. (No limit is the largest one:
+     * PostgreSQL refuses a negative LIMIT, which SQLite reads as none.) */
+    int64_t want = limit > 0 ? (int64_t)limit + 1 : INT64_MAX;
+    store__stmt *st =
         store__query(s,
-                     "SELECT " JOB_COLS JOB_LAST_EVENT ", j.seq FROM jobs j"
-                     " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
-                     " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4",
+                     JOB_SQL(s, "SELECT ",
+                             JOB_LAST_EVENT ", j.seq FROM jobs j"
+                             " WHERE (?1 IS NULL OR j.owner = ?1) AND (?2 IS NULL OR j.state = ?2)"
+                             " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4"),
                      "ssII", owner, state, before, want);
     if (!st) return STORE_EDB;
     json_t *arr = json_array();
     int64_t last_seq = 0;
     int step, rc = STORE_OK, more = 0;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((step = store__step(st)) == STORE__ROW) {
         if (limit > 0 && (int)json_array_size(arr) == limit) {
             more = 1;
             break;
         }
         json_array_append_new(arr, job_read_row(st));
-        last_seq = sqlite3_column_int64(st, JOB_NCOLS + 1);
+        last_seq = store__col_int64(st, JOB_NCOLS + 1);
     }
-    if (step != SQLITE_ROW && step != SQLITE_DONE) rc = store__db_fail(s);
-    sqlite3_reset(st);
+    if (step != STORE__ROW && step != STORE__DONE) rc = store__db_fail(s);
+    store__reset(st);
     if (rc) {
         json_decref(arr);
         return rc;
@@ -234,20 +245,20 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
     *out = NULL;
     int rc = store__tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s, "SELECT state, stage FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     char state[16] = "", stage[64] = "";
-    int step = sqlite3_step(st), has_stage = 0;
-    if (step == SQLITE_ROW) {
+    int step = store__step(st), has_stage = 0;
+    if (step == STORE__ROW) {
         store__col_copy(st, 0, state, sizeof state);
         store__col_copy(st, 1, stage, sizeof stage);
-        has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        has_stage = !store__col_null(st, 1);
     } else {
-        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+        rc = step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
                                  : store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     if (rc) return store__tx_end(s, rc, 0);
     if (!strcmp(state, "queued")) {
         rc = store__exec(s, "UPDATE jobs SET state = 'canceled', finished_ms = ?2 WHERE id = ?1",
@@ -267,17 +278,17 @@ int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) 
 int store_job_delete(store *s, const char *owner, const char *id) {
     int rc = store__tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s, "SELECT state FROM jobs WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     char state[16] = "";
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
+    int step = store__step(st);
+    if (step == STORE__ROW)
         store__col_copy(st, 0, state, sizeof state);
     else
-        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
+        rc = step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "there is no job %s", id)
                                  : store__db_fail(s);
-    sqlite3_reset(st);
+    store__reset(st);
     if (!rc && (!strcmp(state, "queued") || !strcmp(state, "running")))
         rc = store__fail(s, STORE_ECONFLICT, "job %s is %s; cancel it first, then delete it", id,
                          state);
@@ -295,23 +306,23 @@ int store_job_counts(store *s, json_t **out) {
 
 int store_job_durations(store *s, void (*fn)(void *arg, const char *state, double seconds),
                         void *arg) {
-    sqlite3_stmt *st = store__query(s,
+    store__stmt *st = store__query(s,
                                     "SELECT state, finished_ms - started_ms FROM jobs"
                                     " WHERE finished_ms IS NOT NULL AND started_ms IS NOT NULL",
                                     "");
     if (!st) return STORE_EDB;
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        fn(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1) / 1000.0);
-    int rc = step == SQLITE_DONE ? STORE_OK : store__db_fail(s);
-    sqlite3_reset(st);
+    while ((step = store__step(st)) == STORE__ROW)
+        fn(arg, store__col_text(st, 0), store__col_int64(st, 1) / 1000.0);
+    int rc = step == STORE__DONE ? STORE_OK : store__db_fail(s);
+    store__reset(st);
     return rc;
 }
 
-static json_t *stage_row(sqlite3_stmt *st) {
+static json_t *stage_row(store__stmt *st) {
     return json_pack("{s:o, s:f, s:I}", "stage", store__col_str(st, 0),
-                     "sum", sqlite3_column_int64(st, 1) / 1000.0, "count",
-                     (json_int_t)sqlite3_column_int64(st, 2));
+                     "sum", store__col_int64(st, 1) / 1000.0, "count",
+                     (json_int_t)store__col_int64(st, 2));
 }
 
 int store_stage_durations(store *s, json_t **out) {
@@ -323,6 +334,7 @@ int store_stage_durations(store *s, json_t **out) {
         store__query_all(s, stage_row, &rows,
                          /* "stg", not "stage": jobs has a stage column, which GROUP BY would
                           * take instead of the alias */
+                         STORE__SQL(s,
                          "WITH firsts AS (SELECT e.job_id, json_extract(e.data, '$.stage') AS stg,"
                          " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
                          " WHERE e.type = 'progress' AND j.state = 'succeeded'"
@@ -332,6 +344,15 @@ int store_stage_durations(store *s, json_t **out) {
                          " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
                          " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
                          " SELECT stg, SUM(ms), COUNT(*) FROM spans GROUP BY stg ORDER BY stg",
+                         "WITH firsts AS (SELECT e.job_id, e.data::json->>'stage' AS stg,"
+                         " MIN(e.created_ms) AS t0 FROM events e JOIN jobs j ON j.id = e.job_id"
+                         " WHERE e.type = 'progress' AND j.state = 'succeeded'"
+                         " AND e.data::json->>'stage' IS NOT NULL"
+                         " GROUP BY e.job_id, stg),"
+                         " spans AS (SELECT f.stg, COALESCE(LEAD(f.t0) OVER (PARTITION BY"
+                         " f.job_id ORDER BY f.t0), j.finished_ms) - f.t0 AS ms"
+                         " FROM firsts f JOIN jobs j ON j.id = f.job_id)"
+                         " SELECT stg, SUM(ms), COUNT(*) FROM spans GROUP BY stg ORDER BY stg"),
                          "");
     if (rc) return rc;
     json_t *obj = json_object();
@@ -358,34 +379,40 @@ void store_claim_free(store_claim *c) {
 
 /* The claimed job as its worker needs it: who owns it, its spec, where its inputs are. */
 static int claim_read(store *s, const char *id, store_claim *c) {
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s,
-                     "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
-                     " j.dataset_id, d.kind, d.sha256,"
-                     " json_extract(d.summary, '$.val_fraction') FROM jobs j"
-                     " LEFT JOIN models m ON m.id = j.model_id"
-                     " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
+                     STORE__SQL(s,
+                                "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
+                                " j.dataset_id, d.kind, d.sha256,"
+                                " json_extract(d.summary, '$.val_fraction') FROM jobs j"
+                                " LEFT JOIN models m ON m.id = j.model_id"
+                                " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1",
+                                "SELECT j.id, j.owner, j.attempts, j.spec, j.model_id, m.sha256,"
+                                " j.dataset_id, d.kind, d.sha256,"
+                                " (d.summary::json->>'val_fraction')::float8 FROM jobs j"
+                                " LEFT JOIN models m ON m.id = j.model_id"
+                                " LEFT JOIN datasets d ON d.id = j.dataset_id WHERE j.id = ?1"),
                      "s", id);
     if (!st) return STORE_EDB;
-    int rc = STORE_OK, step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int rc = STORE_OK, step = store__step(st);
+    if (step == STORE__ROW) {
         store__col_copy(st, 0, c->id, sizeof c->id);
         store__col_copy(st, 1, c->owner, sizeof c->owner);
-        c->attempts = sqlite3_column_int(st, 2);
+        c->attempts = (int)store__col_int64(st, 2);
         c->spec = store__col_json(st, 3);
         store__col_copy(st, 4, c->model_id, sizeof c->model_id);
         store__col_copy(st, 5, c->model_sha256, sizeof c->model_sha256);
         store__col_copy(st, 6, c->dataset_id, sizeof c->dataset_id);
         store__col_copy(st, 7, c->dataset_kind, sizeof c->dataset_kind);
         store__col_copy(st, 8, c->dataset_sha256, sizeof c->dataset_sha256);
-        c->val_fraction = sqlite3_column_type(st, 9) == SQLITE_NULL ? -1
-                                                                     : sqlite3_column_double(st, 9);
-    } else if (step == SQLITE_DONE) {
+        c->val_fraction = store__col_null(st, 9) ? -1
+                                                                     : store__col_double(st, 9);
+    } else if (step == STORE__DONE) {
         rc = store__fail(s, STORE_EDB, "the claimed job %s vanished", id);
     } else {
         rc = store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
@@ -393,32 +420,42 @@ int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim 
     memset(out, 0, sizeof *out);
     if (!worker || !*worker)
         return store__fail(s, STORE_EINVAL, "a worker needs a name to claim a job");
-    int rc = store__tx_begin(s);
+    int rc = store__tx_begin_claim(s);
     if (rc) return rc;
     int64_t now = store_now_ms();
-    /* Under the write lock nobody else can claim between our choice and our update; the
-     * single statement would be atomic on its own too. */
-    sqlite3_stmt *st = store__query(s,
-                                    "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
-                                    " lease_worker = ?1, lease_expires_ms = ?2,"
-                                    " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
-                                    " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
-                                    " ORDER BY seq LIMIT 1)"
-                                    " RETURNING id, stage",
-                                    "sII", worker, now + lease_ms, now);
+    /* SQLite: under the write lock nobody else can claim between our choice and our update
+     * (the single statement would be atomic on its own too). PostgreSQL: claims run side by
+     * side; each locks the row it picks and skips the rows others hold, so two claims never
+     * take the same job and never wait for each other. */
+    store__stmt *st = store__query(
+        s,
+        STORE__SQL(s,
+                   "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+                   " lease_worker = ?1, lease_expires_ms = ?2,"
+                   " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
+                   " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
+                   " ORDER BY seq LIMIT 1)"
+                   " RETURNING id, stage",
+                   "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+                   " lease_worker = ?1, lease_expires_ms = ?2,"
+                   " started_ms = COALESCE(started_ms, ?3), cancel_requested = 0"
+                   " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'"
+                   " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+                   " RETURNING id, stage"),
+        "sII", worker, now + lease_ms, now);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     char id[64] = "", stage[64] = "";
-    int has_stage = 0, step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int has_stage = 0, step = store__step(st);
+    if (step == STORE__ROW) {
         store__col_copy(st, 0, id, sizeof id);
         store__col_copy(st, 1, stage, sizeof stage);
-        has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
-        step = sqlite3_step(st); /* runs the statement to its end */
-    } else if (step == SQLITE_DONE) {
+        has_stage = !store__col_null(st, 1);
+        step = store__step(st); /* runs the statement to its end */
+    } else if (step == STORE__DONE) {
         rc = store__fail(s, STORE_ENONE, "no job is waiting");
     }
-    if (!rc && step != SQLITE_DONE) rc = store__db_fail(s);
-    sqlite3_reset(st);
+    if (!rc && step != STORE__DONE) rc = store__db_fail(s);
+    store__reset(st);
     if (!rc) rc = store__state_event(s, id, "running", has_stage ? stage : NULL, NULL);
     if (!rc) rc = claim_read(s, id, out);
     rc = store__tx_end(s, rc, rc == STORE_OK);
@@ -431,17 +468,17 @@ int store_job_claim(store *s, const char *worker, int64_t lease_ms, store_claim 
  * the callers need. STORE_ELEASE (with a message) otherwise. */
 static int lease_check(store *s, const char *id, const char *worker, int *cancel_requested,
                        char *stage, size_t stagelen, int *has_stage) {
-    sqlite3_stmt *st = store__query(s,
+    store__stmt *st = store__query(s,
                                     "SELECT cancel_requested, stage FROM jobs"
                                     " WHERE id = ?1 AND state = 'running' AND lease_worker = ?2",
                                     "ss", id, worker);
     if (!st) return STORE_EDB;
-    int rc = STORE_OK, step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
-        if (cancel_requested) *cancel_requested = sqlite3_column_int(st, 0);
+    int rc = STORE_OK, step = store__step(st);
+    if (step == STORE__ROW) {
+        if (cancel_requested) *cancel_requested = (int)store__col_int64(st, 0);
         if (stage) store__col_copy(st, 1, stage, stagelen);
-        if (has_stage) *has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
-    } else if (step == SQLITE_DONE) {
+        if (has_stage) *has_stage = !store__col_null(st, 1);
+    } else if (step == STORE__DONE) {
         rc = store__fail(s, STORE_ELEASE,
                          "job %s is no longer leased to worker %s (its lease expired and it was "
                          "requeued, or it ended or was deleted); stop working on it",
@@ -449,7 +486,7 @@ static int lease_check(store *s, const char *id, const char *worker, int *cancel
     } else {
         rc = store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
@@ -457,17 +494,17 @@ static int lease_check(store *s, const char *id, const char *worker, int *cancel
 static int progress_webhook(store *s, const char *id) {
     int64_t now = store_now_ms();
     /* One statement decides and claims the slot, so the interval holds whoever writes. */
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s,
                      "UPDATE job_webhooks SET last_progress_ms = ?2 WHERE job_id = ?1"
                      " AND progress_every_ms > 0 AND ?2 - last_progress_ms >= progress_every_ms"
                      " RETURNING 1",
                      "sI", id, now);
     if (!st) return STORE_EDB;
-    int step = sqlite3_step(st), due = step == SQLITE_ROW;
-    if (due) step = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (step != SQLITE_DONE) return store__db_fail(s);
+    int step = store__step(st), due = step == STORE__ROW;
+    if (due) step = store__step(st);
+    store__reset(st);
+    if (step != STORE__DONE) return store__db_fail(s);
     if (!due) return STORE_OK;
     json_t *job = NULL;
     int rc = store__job_fetch(s, NULL, id, &job);
@@ -558,9 +595,14 @@ static int job_requeue(store *s, const char *id, int cancel, const char *stage,
         return rc ? rc : store__state_event(s, id, "canceled", stage, NULL);
     }
     rc = store__exec(s,
-                     "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
-                     " error = COALESCE(?3, error), lease_worker = NULL, lease_expires_ms = NULL"
-                     " WHERE id = ?1",
+                     STORE__SQL(s,
+                                "UPDATE jobs SET state = 'queued', attempts = MAX(attempts + ?2, 0),"
+                                " error = COALESCE(?3, error), lease_worker = NULL,"
+                                " lease_expires_ms = NULL WHERE id = ?1",
+                                "UPDATE jobs SET state = 'queued',"
+                                " attempts = GREATEST(attempts + ?2, 0),"
+                                " error = COALESCE(?3, error), lease_worker = NULL,"
+                                " lease_expires_ms = NULL WHERE id = ?1"),
                      "sis", id, attempts_delta, error);
     return rc ? rc : store__state_event(s, id, "queued", stage, error);
 }
@@ -590,18 +632,18 @@ int store_job_retry(store *s, const char *id, const char *worker, const char *er
     if (rc) return rc;
     char stage[64] = "";
     rc = lease_check(s, id, worker, &cancel, stage, sizeof stage, &has_stage);
-    sqlite3_stmt *st = NULL;
+    store__stmt *st = NULL;
     if (!rc && !(st = store__query(s, "SELECT attempts, max_attempts FROM jobs WHERE id = ?1",
                                    "s", id)))
         rc = STORE_EDB;
     if (st) {
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            attempts = sqlite3_column_int(st, 0);
-            max_attempts = sqlite3_column_int(st, 1);
+        if (store__step(st) == STORE__ROW) {
+            attempts = (int)store__col_int64(st, 0);
+            max_attempts = (int)store__col_int64(st, 1);
         } else {
             rc = store__db_fail(s);
         }
-        sqlite3_reset(st);
+        store__reset(st);
     }
     int again = cancel || attempts < max_attempts;
     char msg[1024];
@@ -632,7 +674,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         int has_stage, attempts, max_attempts, cancel;
     } *v = NULL;
     size_t n = 0, cap = 0;
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s,
                      "SELECT id, stage, lease_worker, attempts, max_attempts,"
                      " cancel_requested FROM jobs WHERE state = 'running'"
@@ -640,7 +682,7 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
                      "Is", now_ms, worker);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((step = store__step(st)) == STORE__ROW) {
         if (n == cap) {
             cap = cap ? 2 * cap : 8;
             struct victim *nv = realloc(v, cap * sizeof *v);
@@ -650,15 +692,15 @@ int store_job_expire(store *s, int64_t now_ms, const char *worker, int *n_requeu
         struct victim *x = &v[n++];
         store__col_copy(st, 0, x->id, sizeof x->id);
         store__col_copy(st, 1, x->stage, sizeof x->stage);
-        x->has_stage = sqlite3_column_type(st, 1) != SQLITE_NULL;
+        x->has_stage = !store__col_null(st, 1);
         store__col_copy(st, 2, x->worker, sizeof x->worker);
-        x->attempts = sqlite3_column_int(st, 3);
-        x->max_attempts = sqlite3_column_int(st, 4);
-        x->cancel = sqlite3_column_int(st, 5);
+        x->attempts = (int)store__col_int64(st, 3);
+        x->max_attempts = (int)store__col_int64(st, 4);
+        x->cancel = (int)store__col_int64(st, 5);
     }
-    if (step == SQLITE_ROW) rc = store__fail(s, STORE_EDB, "out of memory");
-    else if (step != SQLITE_DONE) rc = store__db_fail(s);
-    sqlite3_reset(st);
+    if (step == STORE__ROW) rc = store__fail(s, STORE_EDB, "out of memory");
+    else if (step != STORE__DONE) rc = store__db_fail(s);
+    store__reset(st);
     int requeued = 0, failed = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         struct victim *x = &v[i];

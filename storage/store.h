@@ -1,15 +1,18 @@
 /*
- * store.h: gplqd's durable state, one SQLite database in WAL mode, and every SQL statement of
- * the project (nothing outside storage/ writes SQL).
+ * store.h: gplqd's durable state, and every SQL statement of the project (nothing outside
+ * storage/ writes SQL). Two backends behind this one interface: one SQLite database in WAL mode
+ * (a file under the data dir: one machine, the default), or one PostgreSQL database that
+ * several gplqd nodes share (a cluster: the target is a postgresql:// URL). Both hold the same
+ * schema, at the same version (store_int.h says how the two dialects sit side by side).
  *
  * Tables: models, datasets, jobs, artifacts, events, tokens (and webhooks). Every resource row
  * has an owner (the name of the API token that created it; "" for rows from before tokens and
  * for built-ins) and every read is filtered by it; an owner of NULL means "admin: every owner".
  *
- * Connections: one `store` is one sqlite3 connection and must not be used by two threads at
- * once. gplqd opens one per HTTP thread and one for its libuv loop; each worker opens its own
- * after exec. Every state change of a job is one transaction (BEGIN IMMEDIATE), so a crash at
- * any point leaves either the old or the new state.
+ * Connections: one `store` is one connection and must not be used by two threads at once.
+ * gplqd opens one per HTTP thread and one for its libuv loop; each worker opens its own after
+ * exec. Every state change of a job is one transaction, under the database's write lock, so a
+ * crash at any point leaves either the old or the new state.
  *
  * Objects come back as jansson objects in their API shape (the same keys the REST API
  * returns), new references the caller releases with json_decref. Times are Unix milliseconds
@@ -17,7 +20,9 @@
  *
  * Errors: functions return STORE_OK or a negative STORE_E* code; the message is on the handle
  * (store_errmsg) until the next call. Any function that writes may return STORE_EFULL or
- * STORE_EIO (a full disk, an I/O error); then nothing was changed.
+ * STORE_EIO (a full disk, an I/O error); then nothing was changed. A PostgreSQL connection
+ * that broke (the server restarted) makes the call that meets it fail with STORE_EDB; the
+ * next call on the handle connects again.
  */
 #ifndef GPLQ_STORE_H
 #define GPLQ_STORE_H
@@ -47,10 +52,36 @@ enum {
     STORE_EIO = -12,      /* an I/O error reading or writing the database or a blob */
 };
 
-/* Opens (creating and migrating to the current schema version if needed) the database at path.
+/* Opens (creating and migrating to the current schema version if needed) the database at path:
+ * a file (SQLite), or a postgresql:// or postgres:// URL (PostgreSQL, libpq's URI syntax).
+ * A database whose schema is newer than this build's is refused, with a message saying so.
  * busy_ms: how long a statement waits for another connection's write lock.
  * On success *out is new (store_close). On failure *out is NULL and err holds the reason. */
 int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen);
+/* 1 if target is a PostgreSQL URL rather than a file path. */
+int store_is_url(const char *target);
+/* `gplqd migrate`: brings the database at target to this build's schema version. *from: the
+ * version it had (0: empty), *to: the version it has now. STORE_OK, or a code with err set (a
+ * newer schema than this build's among them). */
+int store_migrate(const char *target, int busy_ms, int *from, int *to, char *err,
+                  size_t errlen);
+/* "sqlite" or "postgresql" (a static string). */
+const char *store_backend(const store *s);
+
+/* ---- wake-ups across nodes (PostgreSQL's LISTEN/NOTIFY; with SQLite, nothing: one machine,
+ * whose gplqd wakes its own workers) ----
+ * Channels: STORE_CHANNEL_JOBS is notified when a job is queued (submitted, or back in the
+ * queue), STORE_CHANNEL_EVENTS when a job's event is written; both at the commit of the change.
+ * listen: this handle receives them from now on. wait_fd: a descriptor that becomes readable
+ * when one may have arrived (-1 with SQLite); drain: reads what arrived, returns how many (0 if
+ * none; a broken connection is reconnected and listened again, and counts as one, since a
+ * notification may have been lost). */
+#define STORE_CHANNEL_JOBS "gplq_jobs"
+#define STORE_CHANNEL_EVENTS "gplq_events"
+int store_listen(store *s, const char *channel);
+int store_notify(store *s, const char *channel);
+int store_wait_fd(store *s);
+int store_drain(store *s);
 void store_close(store *s);
 /* Borrowed, valid until the next call on s. */
 const char *store_errmsg(const store *s);

@@ -8,9 +8,9 @@
 
 /* ---- tokens ---- */
 
-static json_t *token_row(sqlite3_stmt *st) {
+static json_t *token_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:b, s:o, s:o}", "id", store__col_str(st, 0), "name",
-                     store__col_str(st, 1), "admin", sqlite3_column_int(st, 2), "created_at",
+                     store__col_str(st, 1), "admin", (int)store__col_int64(st, 2), "created_at",
                      store__col_time(st, 3), "revoked_at", store__col_time(st, 4));
 }
 
@@ -26,7 +26,7 @@ int store_token_insert(store *s, const char *id, const char *name, int admin,
     rc = store__exec(
         s, "INSERT INTO tokens (id, name, admin, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         "ssisI", id, name, admin ? 1 : 0, hash_hex, store_now_ms());
-    if (rc == STORE_EDB && (sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_PRIMARYKEY))
+    if (rc == STORE_EDB && s->ops->unique_violation(s))
         rc = store__fail(s, STORE_ECONFLICT, "token id %s is taken", id);
     if (!rc)
         rc = store__query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1",
@@ -61,30 +61,30 @@ int store_token_revoke(store *s, const char *id, json_t **out) {
 
 int store_token_find(store *s, const char *id, char hash_hex[65], char *name, size_t namelen,
                      int *admin) {
-    sqlite3_stmt *st = store__query(s,
+    store__stmt *st = store__query(s,
                                     "SELECT hash, name, admin FROM tokens"
                                     " WHERE id = ?1 AND revoked_ms IS NULL",
                                     "s", id);
     if (!st) return STORE_EDB;
-    int rc = STORE_OK, step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int rc = STORE_OK, step = store__step(st);
+    if (step == STORE__ROW) {
         store__col_copy(st, 0, hash_hex, 65);
         store__col_copy(st, 1, name, namelen);
-        *admin = sqlite3_column_int(st, 2);
+        *admin = (int)store__col_int64(st, 2);
     } else {
-        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "no live token %s", id)
+        rc = step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "no live token %s", id)
                                  : store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
 int store_token_count(store *s, int64_t *n) {
     *n = 0;
-    sqlite3_stmt *st = store__query(s, "SELECT COUNT(*) FROM tokens", "");
+    store__stmt *st = store__query(s, "SELECT COUNT(*) FROM tokens", "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
-    if (!rc) *n = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    int rc = store__step(st) == STORE__ROW ? STORE_OK : store__db_fail(s);
+    if (!rc) *n = store__col_int64(st, 0);
+    store__reset(st);
     return rc;
 }

@@ -14,7 +14,7 @@
 
 /* ---- models ---- */
 
-json_t *store__model_row(sqlite3_stmt *st) {
+json_t *store__model_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 0), "name",
                      store__col_str(st, 1), "sha256", store__col_str(st, 2), "bytes",
                      store__col_int(st, 3), "config", store__col_json(st, 4), "created_at",
@@ -83,10 +83,10 @@ int store_model_list(store *s, const char *owner, json_t **out_array) {
 
 /* STORE_ECONFLICT naming the first queued or running job that uses the model or dataset. */
 static int check_unused(store *s, const char *sql, const char *what, const char *id) {
-    sqlite3_stmt *st = store__query(s, sql, "s", id);
+    store__stmt *st = store__query(s, sql, "s", id);
     if (!st) return STORE_EDB;
-    int rc = STORE_OK, step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int rc = STORE_OK, step = store__step(st);
+    if (step == STORE__ROW) {
         char job[64], state[16];
         store__col_copy(st, 0, job, sizeof job);
         store__col_copy(st, 1, state, sizeof state);
@@ -94,27 +94,27 @@ static int check_unused(store *s, const char *sql, const char *what, const char 
             s, STORE_ECONFLICT,
             "%s %s is used by job %s, which is %s; cancel that job or wait for it to end", what, id,
             job, state);
-    } else if (step != SQLITE_DONE) {
+    } else if (step != STORE__DONE) {
         rc = store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
 int store_model_delete(store *s, const char *owner, const char *id, char *sha256_out) {
     int rc = store__tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s, "SELECT sha256 FROM models WHERE id = ?1 AND " OWNED, "ss", id, owner);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     char sha[65] = "";
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW)
+    int step = store__step(st);
+    if (step == STORE__ROW)
         store__col_copy(st, 0, sha, sizeof sha);
     else
-        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no model %s", id)
+        rc = step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "there is no model %s", id)
                                  : store__db_fail(s);
-    sqlite3_reset(st);
+    store__reset(st);
     if (!rc)
         rc = check_unused(s,
                           "SELECT id, state FROM jobs WHERE model_id = ?1"
@@ -128,7 +128,7 @@ int store_model_delete(store *s, const char *owner, const char *id, char *sha256
 
 /* ---- datasets ---- */
 
-json_t *store__dataset_row(sqlite3_stmt *st) {
+json_t *store__dataset_row(store__stmt *st) {
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", store__col_str(st, 0), "name",
                      store__col_str(st, 1), "kind", store__col_str(st, 2), "sha256",
                      store__col_str(st, 3), "bytes", store__col_int(st, 4), "summary",
@@ -177,14 +177,14 @@ int store_dataset_insert(store *s, const char *owner, const char *id_or_null, co
         }
         if (rc != STORE_ENOTFOUND) return store__tx_end(s, rc, 0);
         /* The id may belong to another owner's row, which this owner must not see. */
-        sqlite3_stmt *st = store__query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
+        store__stmt *st = store__query(s, "SELECT 1 FROM datasets WHERE id = ?1", "s", id);
         if (!st) return store__tx_end(s, STORE_EDB, 0);
-        int step = sqlite3_step(st);
-        rc = step == SQLITE_ROW
+        int step = store__step(st);
+        rc = step == STORE__ROW
                  ? store__fail(s, STORE_ECONFLICT, "the dataset id %s is taken", id)
-             : step == SQLITE_DONE ? STORE_OK
+             : step == STORE__DONE ? STORE_OK
                                    : store__db_fail(s);
-        sqlite3_reset(st);
+        store__reset(st);
         if (rc) return store__tx_end(s, rc, 0);
     } else {
         store_new_id(id, "d_");
@@ -214,19 +214,19 @@ int store_dataset_list(store *s, const char *owner, json_t **out_array) {
 int store_dataset_delete(store *s, const char *owner, const char *id, char *sha256_out) {
     int rc = store__tx_begin(s);
     if (rc) return rc;
-    sqlite3_stmt *st = store__query(
+    store__stmt *st = store__query(
         s, "SELECT kind, sha256 FROM datasets WHERE id = ?1 AND " DATASET_VISIBLE, "ss", id, owner);
     if (!st) return store__tx_end(s, STORE_EDB, 0);
     char kind[16] = "", sha[65] = "";
-    int step = sqlite3_step(st);
-    if (step == SQLITE_ROW) {
+    int step = store__step(st);
+    if (step == STORE__ROW) {
         store__col_copy(st, 0, kind, sizeof kind);
         store__col_copy(st, 1, sha, sizeof sha);
     } else {
-        rc = step == SQLITE_DONE ? store__fail(s, STORE_ENOTFOUND, "there is no dataset %s", id)
+        rc = step == STORE__DONE ? store__fail(s, STORE_ENOTFOUND, "there is no dataset %s", id)
                                  : store__db_fail(s);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     if (!rc && !strcmp(kind, "builtin"))
         rc = store__fail(s, STORE_ECONFLICT, "dataset %s is built in and cannot be deleted", id);
     if (!rc)
@@ -241,7 +241,7 @@ int store_dataset_delete(store *s, const char *owner, const char *id, char *sha2
 }
 
 int store_blob_in_use(store *s, const char *sha256) {
-    sqlite3_stmt *st = store__query(s,
+    store__stmt *st = store__query(s,
                                     "SELECT EXISTS (SELECT 1 FROM models WHERE sha256 = ?1)"
                                     " OR EXISTS (SELECT 1 FROM datasets WHERE sha256 = ?1)"
                                     " OR EXISTS (SELECT 1 FROM artifacts WHERE sha256 = ?1)",
@@ -250,9 +250,9 @@ int store_blob_in_use(store *s, const char *sha256) {
      * may still name. */
     if (!st) return 1;
     int used = 1;
-    if (sqlite3_step(st) == SQLITE_ROW) used = sqlite3_column_int(st, 0) != 0;
+    if (store__step(st) == STORE__ROW) used = (int)store__col_int64(st, 0) != 0;
     else store__db_fail(s);
-    sqlite3_reset(st);
+    store__reset(st);
     return used;
 }
 
@@ -370,15 +370,15 @@ int store_upload_delete(store *s, const char *data_dir, int is_model, const char
 
 int store_owner_upload_bytes(store *s, const char *owner, int64_t *bytes) {
     *bytes = 0;
-    sqlite3_stmt *st =
+    store__stmt *st =
         store__query(s,
                      "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE owner = ?1)"
                      " + (SELECT COALESCE(SUM(bytes), 0) FROM datasets"
                      " WHERE owner = ?1 AND kind = 'upload')",
                      "s", owner ? owner : "");
     if (!st) return STORE_EDB;
-    int rc = sqlite3_step(st) == SQLITE_ROW ? STORE_OK : store__db_fail(s);
-    if (!rc) *bytes = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+    int rc = store__step(st) == STORE__ROW ? STORE_OK : store__db_fail(s);
+    if (!rc) *bytes = store__col_int64(st, 0);
+    store__reset(st);
     return rc;
 }
