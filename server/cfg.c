@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 32
+#define CFG_NOPTS 35
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -49,6 +49,9 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"webhook-timeout-ms", OPT_INT, &c->webhook_timeout_ms, "10000", 100, 600000, "time a webhook receiver has to answer (half of it to connect)"},
         {"webhook-concurrency", OPT_INT, &c->webhook_concurrency, "8", 1, 256, "webhook deliveries in flight at once"},
         {"max-owner-upload-bytes", OPT_STR, &c->max_owner_upload_text, "0", 0, 0, "models and datasets one owner may hold (bytes, or K, M, G; 0: no limit; admin tokens are exempt)"},
+        {"db", OPT_STR, &c->db, NULL, 0, 0, "the database: a postgresql:// URL that the nodes of a cluster share (default: DATA/gplq.db, SQLite, this machine only)"},
+        {"blob-dir", OPT_STR, &c->blob_dir, NULL, 0, 0, "uploads, checkpoints and artifacts (blobs/, tmp/, jobs/); for a cluster a shared file system every node mounts (default: DATA)"},
+        {"node-name", OPT_STR, &c->node_name, NULL, 0, 0, "this node's name in a cluster, which its workers' leases carry (default: HOSTNAME.PID)"},
     };
     memcpy(t, specs, sizeof specs);
 }
@@ -149,6 +152,7 @@ int cfg_load(cfg *c, int argc, char **argv, char *err, size_t errlen) {
                  c->inspect_memory_text ? c->inspect_memory_text : "");
         return -1;
     }
+    if (!c->blob_dir) c->blob_dir = c->data_dir;
     int cores = ncores();
     if (c->worker_threads == 0) c->worker_threads = c->workers > 0 && cores / c->workers > 1 ? cores / c->workers : 1;
     if (c->http_threads == 0) c->http_threads = cores < 2 ? 2 : cores;

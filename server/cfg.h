@@ -49,6 +49,9 @@ typedef struct {
     int webhook_backoff_ms;
     int webhook_timeout_ms;
     int webhook_concurrency;
+    const char *db;              /* NULL: DATA/gplq.db (SQLite); a postgresql:// URL: a cluster */
+    const char *blob_dir;        /* blobs/, tmp/, jobs/; set to data_dir when not given */
+    const char *node_name;       /* NULL: HOSTNAME.PID (used with --db only) */
 } cfg;
 
 /* Defaults, then args (argv without the program name) in order, --config FILE applied where

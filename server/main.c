@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <uv.h>
 
 #include "api/api.h"
@@ -40,7 +42,9 @@
 
 typedef struct {
     cfg c;
-    char db_path[4096];
+    char db_path[4096];   /* the SQLite file under the data dir, or --db's URL */
+    int cluster;          /* --db names a PostgreSQL database that other nodes share */
+    char node[128];       /* this node's name in a cluster (--node-name) */
     inspector inspector;  /* the upload inspector, its limits and its count of running ones */
     uint8_t secret_key[SECRETBOX_KEY_BYTES]; /* webhook secrets are sealed under it */
     uv_loop_t *loop;
@@ -58,6 +62,8 @@ static void usage(FILE *f) {
             "Transformers to 4 bits\n\n"
             "usage: gplqd [options]\n"
             "       gplqd token create|list|revoke ...   (API tokens: gplqd token --help)\n"
+            "       gplqd migrate [--db URL | --data-dir DIR]   (the database to this build's "
+            "schema)\n"
             "  With no options: serves http://127.0.0.1:8080 with its state under ./var and 2 "
             "workers.\n\n");
     cfg_print_help(f);
@@ -114,11 +120,45 @@ static void on_signal(uv_signal_t *h, int signum) {
     sup_shutdown(g->sup, on_workers_gone, g);
 }
 
-/* The commands that are not the daemon: "gplqd token ...", --help, --version. Returns 1 with
- * the exit code in *code when one of them ran, 0 to go on and serve. */
+/* `gplqd migrate [--db URL | --data-dir DIR]`: the database to this build's schema version,
+ * said on stdout as one JSON line. Nodes migrate at start too; this runs it on its own, before
+ * the nodes of a cluster are upgraded one by one (a node refuses a newer schema than its own). */
+static int migrate_main(int argc, char **argv) {
+    cfg c;
+    char err[1024], path[4096];
+    if (cfg_load(&c, argc, argv, err, sizeof err)) {
+        fprintf(stderr, "gplqd migrate: %s\n", err);
+        return 2;
+    }
+    if (c.db) {
+        snprintf(path, sizeof path, "%s", c.db);
+    } else {
+        if (fs_mkdirs(c.data_dir)) {
+            fprintf(stderr, "gplqd migrate: cannot create %s: %s\n", c.data_dir, strerror(errno));
+            return 1;
+        }
+        layout_db(path, sizeof path, c.data_dir);
+    }
+    int from = 0, to = 0;
+    if (store_migrate(path, c.busy_ms, &from, &to, err, sizeof err)) {
+        fprintf(stderr, "gplqd migrate: %s\n", err);
+        return 1;
+    }
+    printf("{\"event\":\"migrated\",\"backend\":\"%s\",\"from\":%d,\"to\":%d}\n",
+           store_is_url(path) ? "postgresql" : "sqlite", from, to);
+    return 0;
+}
+
+/* The commands that are not the daemon: "gplqd token ...", "gplqd migrate", --help,
+ * --version. Returns 1 with the exit code in *code when one of them ran, 0 to go on and
+ * serve. */
 static int other_command(int argc, char **argv, int *code) {
     if (argc > 1 && !strcmp(argv[1], "token")) {
         *code = tokencmd_main(argc - 1, argv + 1);
+        return 1;
+    }
+    if (argc > 1 && !strcmp(argv[1], "migrate")) {
+        *code = migrate_main(argc - 2, argv + 2);
         return 1;
     }
     for (int i = 1; i < argc; i++) {
@@ -148,12 +188,16 @@ static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
     if (chmod(g->c.data_dir, 0700))
         jlog("warn", NULL, "cannot make %s private (chmod 0700): %s", g->c.data_dir,
              strerror(errno));
-    if (blob_init(g->c.data_dir, err, errlen)) {
-        fprintf(stderr, "gplqd: cannot use the data directory %s: %s\n", g->c.data_dir, err);
+    if (fs_mkdirs(g->c.blob_dir)) {
+        fprintf(stderr, "gplqd: cannot create %s: %s\n", g->c.blob_dir, strerror(errno));
+        return -1;
+    }
+    if (blob_init(g->c.blob_dir, err, errlen)) {
+        fprintf(stderr, "gplqd: cannot use the blob directory %s: %s\n", g->c.blob_dir, err);
         return -1;
     }
     char path[4096];
-    layout_jobs(path, sizeof path, g->c.data_dir);
+    layout_jobs(path, sizeof path, g->c.blob_dir);
     fs_mkdirs(path);
     /* One daemon per data directory: two would each run a "w1" and expire each other's jobs.
      * The lock dies with the process (and is not inherited by the workers: O_CLOEXEC). */
@@ -170,14 +214,23 @@ static int open_data_dir(gplqd *g, int *lock_fd, char *err, size_t errlen) {
 /* The database: opened, the built-in dataset registered, and on the first start the admin
  * token printed. Returns -1 after saying why on stderr. */
 static int open_database(gplqd *g, char *err, size_t errlen) {
-    layout_db(g->db_path, sizeof g->db_path, g->c.data_dir);
+    if (g->c.db) snprintf(g->db_path, sizeof g->db_path, "%s", g->c.db);
+    else layout_db(g->db_path, sizeof g->db_path, g->c.data_dir);
+    g->cluster = store_is_url(g->db_path);
+    if (g->c.db && !g->cluster) {
+        fprintf(stderr, "gplqd: --db takes a postgresql:// URL (without it the database is "
+                        "DATA/gplq.db)\n");
+        return -1;
+    }
     if (store_open(&g->st, g->db_path, g->c.busy_ms, err, errlen)) {
         fprintf(stderr, "gplqd: %s\n", err);
         return -1;
     }
+    /* In a cluster the key is every node's: on the shared blob dir by default, so that a
+     * secret one node sealed another can open to deliver its webhook. */
     char key_path[4096];
     if (g->c.secret_key_file) snprintf(key_path, sizeof key_path, "%s", g->c.secret_key_file);
-    else layout_secret_key(key_path, sizeof key_path, g->c.data_dir);
+    else layout_secret_key(key_path, sizeof key_path, g->cluster ? g->c.blob_dir : g->c.data_dir);
     if (secretbox_key_load(key_path, 1, g->secret_key, err, errlen)) {
         fprintf(stderr, "gplqd: %s\n", err);
         return -1;
@@ -226,8 +279,9 @@ static void log_start(const gplqd *g, int swept) {
 
 /* The worker processes, supervised from the loop. Returns -1 after saying why on stderr. */
 static int start_workers(gplqd *g, char *err, size_t errlen) {
-    sup_options so = {.worker_bin = g->c.worker_bin, .data_dir = g->c.data_dir,
+    sup_options so = {.worker_bin = g->c.worker_bin, .data_dir = g->c.blob_dir,
                       .db_path = g->db_path, .nworkers = g->c.workers,
+                      .name_prefix = g->cluster ? g->node : NULL,
                       .threads = g->c.worker_threads, .lease_ms = g->c.lease_ms,
                       .grace_s = g->c.shutdown_grace_s};
     if (sup_start(&g->sup, g->loop, &so, g->st, err, errlen)) {
@@ -251,7 +305,7 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
                        .max_per_ip = g->c.max_connections_per_ip,
                        .max_owner_streams = g->c.max_owner_event_streams,
                        .heartbeat_ms = g->c.event_heartbeat_s * 1000};
-    ho.base = (api_ctx){.data_dir = g->c.data_dir,
+    ho.base = (api_ctx){.data_dir = g->c.blob_dir,
                         .limits = {.max_model_bytes = g->c.max_model_bytes,
                                    .max_dataset_bytes = g->c.max_dataset_bytes,
                                    .max_json_bytes = g->c.max_json_bytes,
@@ -267,9 +321,21 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
                         .inspect_arg = g,
                         .workers = sup_workers_json,
                         .workers_arg = g->sup};
-    /* Download links are signed with a key drawn now: a restart ends them (api/auth.h). */
+    /* Download links are signed with a key drawn now: a restart ends them (api/auth.h). In a
+     * cluster a link one node signed must open on every node, so the key is the cluster's:
+     * derived from the shared secret key (HMAC under it of a fixed label), the same on every
+     * node and across restarts; links still end when they expire. */
     static unsigned char link_key[AUTH_LINK_KEY_LEN];
-    if (auth_link_key_new(link_key)) {
+    static const char label[] = "gplqd download links v1";
+    unsigned int klen = 0;
+    if (g->cluster) {
+        if (!HMAC(EVP_sha256(), g->secret_key, sizeof g->secret_key,
+                  (const unsigned char *)label, sizeof label - 1, link_key, &klen) ||
+            klen != AUTH_LINK_KEY_LEN) {
+            fprintf(stderr, "gplqd: cannot derive the download-link key (libcrypto failed)\n");
+            return -1;
+        }
+    } else if (auth_link_key_new(link_key)) {
         fprintf(stderr, "gplqd: no randomness for the download-link key: %s\n", strerror(errno));
         return -1;
     }
@@ -347,7 +413,16 @@ int main(int argc, char **argv) {
 
     int lock_fd;
     if (open_data_dir(&g, &lock_fd, err, sizeof err)) return 1;
-    int swept = blob_sweep_tmp(g.c.data_dir);
+    if (g.c.node_name) {
+        snprintf(g.node, sizeof g.node, "%s", g.c.node_name);
+    } else {
+        char host[64] = "node";
+        gethostname(host, sizeof host - 1);
+        snprintf(g.node, sizeof g.node, "%s.%d", host, (int)getpid());
+    }
+    /* Left-over upload files from a crash: swept unless the blob dir is shared (a cluster's),
+     * where they may be another node's uploads in flight. */
+    int swept = g.c.db ? 0 : blob_sweep_tmp(g.c.blob_dir);
     if (open_database(&g, err, sizeof err)) return 1;
     log_start(&g, swept);
     raise_fd_limit(&g);

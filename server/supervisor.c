@@ -236,11 +236,13 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int sig) {
 
 static void spawn_worker(worker *w) {
     sup *s = w->s;
-    char threads[16], lease[16];
+    char threads[16], lease[16], name[sizeof w->lease_name];
     snprintf(threads, sizeof threads, "%d", s->o.threads);
     snprintf(lease, sizeof lease, "%d", s->o.lease_ms);
+    if (s->o.name_prefix) snprintf(name, sizeof name, "%.40s/%s", s->o.name_prefix, w->name);
+    else snprintf(name, sizeof name, "%s", w->name);
     const char *args[] = {s->o.worker_bin, "--db", s->o.db_path, "--data-dir", s->o.data_dir,
-                          "--name", w->name, "--threads", threads, "--lease-ms", lease, NULL};
+                          "--name", name, "--threads", threads, "--lease-ms", lease, NULL};
     /* stdin is a pipe(2) we make, not libuv's UV_CREATE_PIPE (a socketpair): the worker
      * checks for a FIFO. Both ends are O_CLOEXEC, so no other child holds the write end and
      * the worker sees EOF exactly when this daemon is gone; libuv dup2s the read end to 0. */
@@ -268,7 +270,7 @@ static void spawn_worker(worker *w) {
     po.stdio = io;
     po.stdio_count = 3;
     w->linelen = 0;
-    snprintf(w->lease_name, sizeof w->lease_name, "%s", w->name);
+    snprintf(w->lease_name, sizeof w->lease_name, "%s", name);
     w->started_ms = clock_mono_ms();
     int rc = uv_spawn(s->loop, &w->proc, &po);
     close(p[0]);

@@ -32,6 +32,10 @@ typedef struct {
     int threads;          /* --threads of each worker */
     int lease_ms;
     int grace_s;          /* SIGTERM to SIGKILL at shutdown */
+    /* A cluster node's name (NULL: alone on its database): its workers hold leases as
+     * "NODE/w1", so that no two nodes' workers share a name, and a node that sees its w1 die
+     * gives back w1's job only, not another node's. */
+    const char *name_prefix;
 } sup_options;
 
 /* Starts the workers and the expiry timer on loop. st (borrowed, must outlive the supervisor)

@@ -132,7 +132,8 @@ int tokencmd_main(int argc, char **argv) {
         fprintf(stderr, "gplqd token: cannot create %s: %s\n", c.data_dir, strerror(errno));
         goto out;
     }
-    layout_db(path, sizeof path, c.data_dir);
+    if (c.db) snprintf(path, sizeof path, "%s", c.db);
+    else layout_db(path, sizeof path, c.data_dir);
     if (store_open(&st, path, c.busy_ms, err, sizeof err)) {
         fprintf(stderr, "gplqd token: %s\n", err);
         goto out;

@@ -19,6 +19,8 @@ int store__event_add(store *s, const char *job_id, const char *type, json_t *dat
         s, "INSERT INTO events (job_id, type, data, created_ms) VALUES (?1, ?2, ?3, ?4)", "ssjI",
         job_id, type, data, store_now_ms());
     json_decref(data);
+    /* Streams on every node look at once (PostgreSQL; they poll as well) */
+    if (!rc) rc = store_notify(s, STORE_CHANNEL_EVENTS);
     return rc;
 }
 

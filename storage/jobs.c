@@ -163,6 +163,8 @@ int store_job_submit(store *s, const store_job_new *n, json_t **out) {
         free(sealed);
     }
     if (!rc) rc = store__state_event(s, id, "queued", NULL, NULL);
+    /* Idle workers on every node wake at the commit (PostgreSQL; SQLite: gplqd wakes its own) */
+    if (!rc) rc = store_notify(s, STORE_CHANNEL_JOBS);
     if (!rc) rc = store__job_fetch(s, NULL, id, out);
     return store__tx_end_out(s, rc, out);
 }
@@ -604,6 +606,7 @@ static int job_requeue(store *s, const char *id, int cancel, const char *stage,
                                 " error = COALESCE(?3, error), lease_worker = NULL,"
                                 " lease_expires_ms = NULL WHERE id = ?1"),
                      "sis", id, attempts_delta, error);
+    if (!rc) rc = store_notify(s, STORE_CHANNEL_JOBS);
     return rc ? rc : store__state_event(s, id, "queued", stage, error);
 }
 

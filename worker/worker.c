@@ -1,7 +1,8 @@
 /*
  * worker.c: gplq-worker, the process that runs GPLQ jobs for gplqd.
  *
- *   gplq-worker --db DATA/gplq.db --data-dir DATA --name w1 [--threads N] [--lease-ms MS]
+ *   gplq-worker --db DATA/gplq.db|postgresql://... --data-dir BLOBS --name w1 [--threads N]
+ *               [--lease-ms MS]
  *               [--wake-fd 0] [--once]
  *   gplq-worker inspect-model FILE [--num-heads N]     (see inspect.c; both also take
  *   gplq-worker inspect-dataset FILE                    --max-memory B and --max-cpu-s S)
@@ -9,7 +10,8 @@
  * gplqd spawns N of these. Each opens its own database connection (after exec: SQLite
  * connections never cross a fork), claims one queued job at a time, runs it (job.c) and goes
  * back for the next. Between jobs it sleeps on the wake fd, where the daemon writes a byte when
- * a job is queued, so a claim follows a submit within milliseconds; end of file there means
+ * a job is queued (and, on PostgreSQL, on its connection, which the database notifies when a
+ * job is queued on any node of the cluster), so a claim follows a submit within milliseconds; end of file there means
  * the daemon is gone, and an idle worker then exits. SIGTERM (also sent by the kernel if the
  * daemon dies, PR_SET_PDEATHSIG) makes a busy worker checkpoint and give its job back.
  * Log lines are JSON on stdout; the first one says the worker is ready and which OpenBLAS
@@ -57,16 +59,30 @@ static const opt_spec worker_opts[] = {
     {"once", OPT_FLAG, &W.once, "0", 0, 0, "exit when the queue is empty"},
 };
 
-/* Sleeps until woken, poll_ms passed, or a signal. Returns 1 if the daemon is gone. */
-static int wait_for_work(void) {
-    if (W.wake_fd < 0) {
+/* Sleeps until woken (by the daemon's pipe, or in a cluster by the database's notification of
+ * a job queued on any node), poll_ms passed, or a signal. Returns 1 if the daemon is gone. */
+static int wait_for_work(store *s) {
+    /* A notification may have come in during the last claim: libpq keeps it, and the socket
+     * would not wake us for it. */
+    if (store_drain(s) > 0) return 0;
+    struct pollfd pfd[2];
+    int n = 0, wake = -1, db = -1;
+    if (W.wake_fd >= 0) {
+        wake = n;
+        pfd[n++] = (struct pollfd){.fd = W.wake_fd, .events = POLLIN};
+    }
+    if (store_wait_fd(s) >= 0) {
+        db = n;
+        pfd[n++] = (struct pollfd){.fd = store_wait_fd(s), .events = POLLIN};
+    }
+    if (n == 0) {
         struct timespec ts = {W.poll_ms / 1000, (W.poll_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         return 0;
     }
-    struct pollfd pfd = {.fd = W.wake_fd, .events = POLLIN};
-    int n = poll(&pfd, 1, W.poll_ms);
-    if (n <= 0) return 0;
+    if (poll(pfd, (nfds_t)n, W.poll_ms) <= 0) return 0;
+    if (db >= 0 && pfd[db].revents) store_drain(s);
+    if (wake < 0 || !pfd[wake].revents) return 0;
     char buf[256];
     ssize_t r = read(W.wake_fd, buf, sizeof buf); /* drain: one claim attempt for many wakes */
     return r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN);
@@ -112,6 +128,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gplq-worker: %s\n", err);
         return 1;
     }
+    /* In a cluster, a submit on any node wakes us (with SQLite, nothing: gplqd's pipe does) */
+    if (store_listen(s, STORE_CHANNEL_JOBS))
+        job_log(W.name, "warn", NULL, "cannot listen for new jobs (polling instead): %s",
+                store_errmsg(s));
     printf("{\"event\": \"ready\", \"worker\": \"%s\", \"pid\": %d, \"blas_core\": \"%s\", "
            "\"threads\": %d}\n", W.name, (int)getpid(), blas_core(), W.threads);
     fflush(stdout);
@@ -133,7 +153,7 @@ int main(int argc, char **argv) {
             break; /* the supervisor restarts us, with backoff */
         }
         if (W.once) break;
-        if (wait_for_work()) {
+        if (wait_for_work(s)) {
             job_log(W.name, "info", NULL, "the daemon is gone; exiting");
             break;
         }
