@@ -5,10 +5,16 @@
  * processes at once), the job state machine with its events, lease fencing, expiry, idempotency,
  * pagination, and four processes claiming from one queue at once; a full disk and I/O errors
  * (blob writes, SQLite writes through tests/sqlite_fault.h): their codes, and nothing changed.
+ *
+ * Both backends: with GPLQ_TEST_DB set to a postgresql:// URL (tests/integration/
+ * test_store_pg.py starts a server and sets it) every case runs on that database instead of a
+ * SQLite file, emptied before each case; the few that test SQLite itself (its WAL mode, its
+ * file header, faults injected in its VFS) say so and pass by without checking anything there.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,6 +29,85 @@
 /* ---- fixtures ---- */
 
 static char tmpdir[256];
+
+/* The PostgreSQL database the cases run on, or NULL: a SQLite file in the case's folder. */
+static const char *pg_url(void) {
+    const char *u = getenv("GPLQ_TEST_DB");
+    return u && store_is_url(u) ? u : NULL;
+}
+
+/* A case about SQLite itself: nothing to check on PostgreSQL. */
+#define SQLITE_ONLY()                                                                            \
+    do {                                                                                          \
+        if (pg_url()) {                                                                           \
+            fprintf(stderr, "  (%s: SQLite only)\n", __func__);                                 \
+            return;                                                                               \
+        }                                                                                         \
+    } while (0)
+
+static void db_path(char *out, size_t n) {
+    if (pg_url()) snprintf(out, n, "%s", pg_url());
+    else snprintf(out, n, "%s/gplq.db", tmpdir);
+}
+
+/* Runs sql (SQLite's text or PostgreSQL's, for the case's backend) on the case's database on a
+ * connection of its own, as another program would. The first column of the first row goes to
+ * text (n bytes; "" if none) when text is not NULL. 0, -1 if there was no row, -2 on an
+ * error. */
+static int raw_query(const char *sqlite_sql, const char *pg_sql, char *text, size_t n) {
+    int v = -1;
+    if (text) text[0] = '\0';
+    if (pg_url()) {
+        PGconn *c = PQconnectdb(pg_url());
+        PGresult *r = PQexec(c, pg_sql);
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+            if (text) snprintf(text, n, "%s", PQgetvalue(r, 0, 0));
+            v = 0;
+        } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            fprintf(stderr, "  raw_query: %s", PQresultErrorMessage(r));
+            v = -2;
+        }
+        PQclear(r);
+        PQfinish(c);
+        return v;
+    }
+    char path[512];
+    db_path(path, sizeof path);
+    sqlite3 *db;
+    if (sqlite3_open(path, &db) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sqlite_sql, -1, &st, NULL) == SQLITE_OK) {
+            int step = sqlite3_step(st);
+            if (step == SQLITE_ROW) {
+                const unsigned char *x = sqlite3_column_text(st, 0);
+                if (text) snprintf(text, n, "%s", x ? (const char *)x : "");
+                v = 0;
+            } else if (step != SQLITE_DONE) {
+                v = -2;
+            }
+            sqlite3_finalize(st);
+        } else {
+            v = -2;
+        }
+    } else {
+        v = -2;
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+/* raw_query for a statement: 0 when it ran. */
+static int raw_exec(const char *sqlite_sql, const char *pg_sql) {
+    return raw_query(sqlite_sql, pg_sql, NULL, 0) == -2 ? -1 : 0;
+}
+
+/* raw_query for an integer: the value, -1 if no row or an error. */
+static int raw_int(const char *sqlite_sql, const char *pg_sql) {
+    char buf[64];
+    return raw_query(sqlite_sql, pg_sql, buf, sizeof buf) ? -1 : atoi(buf);
+}
+
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
@@ -45,10 +130,14 @@ static const char *fresh_dir(void) {
         perror("mkdtemp");
         exit(1);
     }
+    /* The PostgreSQL database starts each case empty too. */
+    if (pg_url() && raw_exec(NULL, "SET client_min_messages = warning;"
+                                       " DROP SCHEMA public CASCADE; CREATE SCHEMA public")) {
+        fprintf(stderr, "cannot empty the database %s\n", pg_url());
+        exit(1);
+    }
     return tmpdir;
 }
-
-static void db_path(char *out, size_t n) { snprintf(out, n, "%s/gplq.db", tmpdir); }
 
 static store *open_fresh(void) {
     fresh_dir();
@@ -290,37 +379,27 @@ TEST(blob_commit_into_missing_dir_fails) {
 
 /* ---- schema ---- */
 
-static int pragma_int(const char *path, const char *pragma) {
-    sqlite3 *db;
-    int v = -1;
-    if (sqlite3_open(path, &db) == SQLITE_OK) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, pragma, -1, &st, NULL) == SQLITE_OK) {
-            if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
-            sqlite3_finalize(st);
-        }
-    }
-    sqlite3_close(db);
-    return v;
-}
-
 TEST(migrates_from_empty_and_reopens) {
     store *s = open_fresh();
     char path[512], err[512], model[32];
     db_path(path, sizeof path);
     CHECK(store_schema_version() >= 1);
-    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
+    CHECK(raw_int("PRAGMA user_version", "SELECT version FROM gplq_schema") ==
+          store_schema_version());
+    CHECK(!strcmp(store_backend(s), pg_url() ? "postgresql" : "sqlite"));
     add_model(s, "", 'a', model);
     store_close(s);
-    /* WAL is stored in the file */
-    sqlite3 *db;
-    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
-    sqlite3_stmt *st;
-    CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW);
-    CHECK(!strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+    if (!pg_url()) {
+        /* WAL is stored in the file */
+        sqlite3 *db;
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+        sqlite3_stmt *st;
+        CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
+        CHECK(sqlite3_step(st) == SQLITE_ROW);
+        CHECK(!strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
     /* reopening keeps the data and does not migrate again */
     s = NULL;
     CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_OK);
@@ -330,7 +409,12 @@ TEST(migrates_from_empty_and_reopens) {
     CHECK(m && !strcmp(str(m, "name"), "vit"));
     json_decref(m);
     store_close(s);
-    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
+    CHECK(raw_int("PRAGMA user_version", "SELECT version FROM gplq_schema") ==
+          store_schema_version());
+    /* gplqd migrate on a database at the version: from = to = this build's */
+    int from = -1, to = -1;
+    CHECK(store_migrate(path, 1000, &from, &to, err, sizeof err) == STORE_OK);
+    CHECK(from == store_schema_version() && to == store_schema_version());
 }
 
 TEST(newer_schema_is_refused) {
@@ -338,18 +422,20 @@ TEST(newer_schema_is_refused) {
     store_close(s);
     char path[512], err[512] = "";
     db_path(path, sizeof path);
-    sqlite3 *db;
-    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
-    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(db);
+    CHECK(raw_exec("PRAGMA user_version = 99", "UPDATE gplq_schema SET version = 99") == 0);
     s = (store *)1;
     CHECK(store_open(&s, path, 1000, err, sizeof err) == STORE_EDB);
     CHECK(s == NULL);
     CHECK_MSG(strstr(err, "99") && strstr(err, "newer"), "message: %s", err);
-    CHECK(pragma_int(path, "PRAGMA user_version") == 99); /* untouched */
+    /* gplqd migrate refuses it too, and says from which version */
+    int from = -1;
+    CHECK(store_migrate(path, 1000, &from, NULL, err, sizeof err) == STORE_EDB && from == 99);
+    CHECK_MSG(strstr(err, "newer"), "message: %s", err);
+    CHECK(raw_int("PRAGMA user_version", "SELECT version FROM gplq_schema") == 99);
 }
 
 TEST(not_a_database_is_refused) {
+    SQLITE_ONLY();
     fresh_dir();
     char path[512], err[512] = "";
     db_path(path, sizeof path);
@@ -594,12 +680,13 @@ TEST(upload_commit_failed_insert_leaves_no_blob) {
     char err[512], db[512];
     CHECK(blob_init(dir, err, sizeof err) == 0);
     /* another connection makes every dataset insert fail */
-    db_path(db, sizeof db);
-    sqlite3 *raw = NULL;
-    CHECK(sqlite3_open(db, &raw) == SQLITE_OK);
-    CHECK(sqlite3_exec(raw, "CREATE TRIGGER no_datasets BEFORE INSERT ON datasets"
-                            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-                       NULL, NULL, NULL) == SQLITE_OK);
+    (void)db;
+    CHECK(raw_exec("CREATE TRIGGER no_datasets BEFORE INSERT ON datasets"
+                  " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+                  "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                  " $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$;"
+                  " CREATE TRIGGER no_datasets BEFORE INSERT ON datasets"
+                  " FOR EACH ROW EXECUTE FUNCTION refuse()") == 0);
     store_upload u = {.owner = "u", .name = "d"};
     blob_writer w;
     json_t *row = NULL;
@@ -616,7 +703,6 @@ TEST(upload_commit_failed_insert_leaves_no_blob) {
     stage(&w, dir, 'q', 100);
     CHECK(store_upload_commit(s, dir, &w, &u, &row, NULL) == STORE_EDB);
     CHECK(files_in(dir, "tmp") == 0 && files_in(dir, "blobs") == 1);
-    sqlite3_close(raw);
     store_close(s);
 }
 
@@ -801,8 +887,8 @@ TEST(job_lifecycle_with_events) {
     CHECK(store_blob_in_use(s, sha) == 0);
     char path[512];
     db_path(path, sizeof path);
-    CHECK(pragma_int(path, "SELECT COUNT(*) FROM events") == 0);
-    CHECK(pragma_int(path, "SELECT COUNT(*) FROM artifacts") == 0);
+    CHECK(raw_int("SELECT COUNT(*) FROM events", "SELECT COUNT(*) FROM events") == 0);
+    CHECK(raw_int("SELECT COUNT(*) FROM artifacts", "SELECT COUNT(*) FROM artifacts") == 0);
     store_close(s);
 }
 
@@ -1020,6 +1106,7 @@ TEST(retry_requeues_with_the_reason_then_gives_up) {
  * writes): their own codes and messages, nothing changed, and the same handle works again
  * once the fault is gone. */
 TEST(disk_full_and_io_errors_change_nothing) {
+    SQLITE_ONLY();
     sqlite_fault_install();
     store *s = open_fresh();
     add_builtin(s);
@@ -1069,6 +1156,7 @@ TEST(disk_full_and_io_errors_change_nothing) {
 /* An upload whose row cannot be committed for want of space: STORE_EFULL, and neither the
  * blob nor its temp file stays; the same upload succeeds once there is room. */
 TEST(upload_commit_on_a_full_disk_leaves_no_blob) {
+    SQLITE_ONLY();
     sqlite_fault_install();
     store *s = open_fresh();
     const char *dir = tmpdir;
@@ -1274,8 +1362,8 @@ TEST(four_processes_claim_each_job_once) {
     json_t *c = NULL;
     CHECK(store_job_counts(s, &c) == STORE_OK && num(c, "succeeded") == NJOBS);
     json_decref(c);
-    CHECK(pragma_int(path, "SELECT COUNT(*) FROM jobs WHERE attempts = 1") == NJOBS);
-    CHECK(pragma_int(path, "SELECT COUNT(*) FROM events") == 4 * NJOBS);
+    CHECK(raw_int("SELECT COUNT(*) FROM jobs WHERE attempts = 1", "SELECT COUNT(*) FROM jobs WHERE attempts = 1") == NJOBS);
+    CHECK(raw_int("SELECT COUNT(*) FROM events", "SELECT COUNT(*) FROM events") == 4 * NJOBS);
     store_close(s);
 }
 
@@ -1307,8 +1395,9 @@ TEST(four_processes_create_one_database) {
         waitpid(pids[p], &st, 0);
         CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %d", p, st);
     }
-    CHECK(pragma_int(path, "SELECT COUNT(*) FROM models") == NPROC);
-    CHECK(pragma_int(path, "PRAGMA user_version") == store_schema_version());
+    CHECK(raw_int("SELECT COUNT(*) FROM models", "SELECT COUNT(*) FROM models") == NPROC);
+    CHECK(raw_int("PRAGMA user_version", "SELECT version FROM gplq_schema") ==
+          store_schema_version());
 }
 
 /* The types of the webhook rows due now (each then leased), space-separated. */
@@ -1466,17 +1555,13 @@ TEST(webhook_secrets_are_sealed_at_rest) {
     CHECK(store_job_claim(s, "w1", 60000, &cl) == STORE_OK);
     store_claim_free(&cl);
 
-    /* the file holds no plaintext secret */
+    /* the database holds no plaintext secret */
     db_path(path, sizeof path);
-    sqlite3 *raw;
-    CHECK(sqlite3_open(path, &raw) == SQLITE_OK);
-    sqlite3_stmt *st;
-    CHECK(sqlite3_prepare_v2(raw, "SELECT secret FROM job_webhooks", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW);
-    const char *stored = (const char *)sqlite3_column_text(st, 0);
-    CHECK(stored && secretbox_is_sealed(stored) && !strstr(stored, "the-secret"));
-    char *copy = strdup(stored ? stored : "");
-    sqlite3_finalize(st);
+    char stored[512];
+    CHECK(raw_query("SELECT secret FROM job_webhooks", "SELECT secret FROM job_webhooks", stored,
+                    sizeof stored) == 0);
+    CHECK(secretbox_is_sealed(stored) && !strstr(stored, "the-secret"));
+    char *copy = strdup(stored);
 
     /* delivery gets the plaintext */
     CHECK(store_webhook_due(s, store_now_ms(), 1, 10, &rows) == STORE_OK);
@@ -1500,22 +1585,20 @@ TEST(webhook_secrets_are_sealed_at_rest) {
     /* a secret stored in the clear by an older gplqd is sealed at the next start */
     char sql[256];
     snprintf(sql, sizeof sql, "UPDATE job_webhooks SET secret = 'legacy-secret' WHERE job_id = '%s'", id);
-    CHECK(sqlite3_exec(raw, sql, NULL, NULL, NULL) == SQLITE_OK);
+    CHECK(raw_exec(sql, sql) == 0);
     store_set_secret_key(s, test_key);
     int n = -1;
     CHECK(store_seal_secrets(s, &n) == STORE_OK && n == 1);
     CHECK(store_seal_secrets(s, &n) == STORE_OK && n == 0);
-    CHECK(sqlite3_prepare_v2(raw, "SELECT secret FROM job_webhooks", -1, &st, NULL) == SQLITE_OK);
-    CHECK(sqlite3_step(st) == SQLITE_ROW);
-    CHECK(secretbox_is_sealed((const char *)sqlite3_column_text(st, 0)));
-    CHECK(strcmp((const char *)sqlite3_column_text(st, 0), copy)); /* a fresh seal */
-    sqlite3_finalize(st);
+    CHECK(raw_query("SELECT secret FROM job_webhooks", "SELECT secret FROM job_webhooks", stored,
+                    sizeof stored) == 0);
+    CHECK(secretbox_is_sealed(stored));
+    CHECK(strcmp(stored, copy)); /* a fresh seal */
     usleep(5000);
     CHECK(store_webhook_due(s, store_now_ms() + 20, 1, 10, &rows) == STORE_OK);
     CHECK(json_array_size(rows) == 1 && !strcmp(str(json_array_get(rows, 0), "secret"), "legacy-secret"));
     json_decref(rows);
     free(copy);
-    sqlite3_close(raw);
     store_close(s);
 }
 
