@@ -21,6 +21,11 @@ carry another token (token="gplq_...") or none (token=None); d.create_token(name
 d.revoke_token(token) run `gplqd token` on the daemon's data directory.
 
 The build directory is $GPLQ_BUILD (tests/run.sh sets it), else build/ at the repository root.
+
+Backends: GPLQ_TEST_DB=pg runs every Daemon on PostgreSQL instead of its SQLite file: a server
+started once for the test program (pg_harness.shared()) and a new database for each Daemon
+(kept across its restarts), given as --db. Daemon(db=URL) asks for one database explicitly (the
+cluster tests give two nodes the same one).
 """
 import atexit
 import http.client
@@ -42,6 +47,7 @@ BUILD = os.path.abspath(os.environ.get("GPLQ_BUILD") or os.path.join(ROOT, "buil
 GPLQD = os.path.join(BUILD, "gplqd")
 WORKER = os.path.join(BUILD, "gplq-worker")
 DEMO_MODEL = os.path.join(ROOT, "models", "vit-fmnist.safetensors")
+BACKEND = "pg" if os.environ.get("GPLQ_TEST_DB") in ("pg", "postgresql") else "sqlite"
 
 _live = []  # daemons to kill at exit
 _ADMIN = object()  # request(token=...) default: the daemon's own admin token
@@ -78,8 +84,12 @@ class Daemon:
     config: a dict written as the --config file. args: more flags."""
 
     def __init__(self, workers=0, data_dir=None, args=(), config=None, env=None, keep=False,
-                 start_timeout=20):
+                 start_timeout=20, db=None):
         self.root = tempfile.mkdtemp(prefix="gplqd-it-")
+        if db is None and BACKEND == "pg":
+            import pg_harness
+            db = pg_harness.shared().new_database()
+        self.db = db  # a postgresql:// URL, or None: DATA/gplq.db
         self.data_dir = data_dir or os.path.join(self.root, "data")
         self.keep = keep  # a data_dir given by the caller is outside root and never removed
         self.log_path = os.path.join(self.root, "gplqd.log")
@@ -95,6 +105,8 @@ class Daemon:
     def start(self):
         cmd = [GPLQD, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                "--workers", str(self.workers)]
+        if self.db:
+            cmd += ["--db", self.db]
         if self.config is not None:
             path = os.path.join(self.root, "gplqd.json")
             with open(path, "w") as f:
@@ -213,10 +225,36 @@ class Daemon:
                 pass
         return out
 
+    # ---- the database, as another program would see it
+    def sql(self, text):
+        """Runs text on the daemon's database (its SQLite file, or its PostgreSQL database) on
+        a connection of its own; returns the rows as tuples of strings. Values are written in
+        the text (tests only: they come from the test, never from a client)."""
+        if self.db:
+            import pg_harness
+            out = pg_harness.shared().psql(text, db=self.db.rsplit("/", 1)[1])
+            return [tuple(line.split("|")) for line in out.splitlines() if line]
+        import sqlite3
+        c = sqlite3.connect(os.path.join(self.data_dir, "gplq.db"), timeout=10)
+        try:
+            rows = [tuple(str(v) for v in r) for r in c.execute(text).fetchall()]
+            c.commit()
+        finally:
+            c.close()
+        return rows
+
+    def sqlite_only(self, what):
+        """True (and says so) when this daemon is on PostgreSQL, for a test of SQLite itself."""
+        if self.db:
+            print("  (%s: SQLite only)" % what, flush=True)
+            return True
+        return False
+
     # ---- tokens
     def token_command(self, *args):
         """Runs `gplqd token ARGS --data-dir DATA`; returns the CompletedProcess."""
-        return subprocess.run([GPLQD, "token"] + list(args) + ["--data-dir", self.data_dir],
+        db = ["--db", self.db] if self.db else []
+        return subprocess.run([GPLQD, "token"] + list(args) + ["--data-dir", self.data_dir] + db,
                               capture_output=True, text=True, timeout=60)
 
     def create_token(self, name, admin=False):

@@ -188,10 +188,7 @@ def test_first_start_prints_one_admin_token():
         assert len(lst) == 1 and lst[0]["admin"] is True and lst[0]["name"] == "admin", lst
         assert d.get("/v1/jobs").status == 200
         # the stored hash is the token's SHA-256, not the token
-        import sqlite3
-        db = sqlite3.connect(os.path.join(d.data_dir, "gplq.db"))
-        rows = db.execute("SELECT hash FROM tokens").fetchall()
-        db.close()
+        rows = d.sql("SELECT hash FROM tokens")
         import hashlib
         assert rows == [(hashlib.sha256(first.encode()).hexdigest(),)], rows
 
