@@ -33,15 +33,19 @@ static void print_json(json_t *v) {
     free(s);
 }
 
-/* Mints and records a token; *row is the new row. */
-static int create(store *st, const char *name, int admin, char *token, json_t **row, char *err,
-                  size_t errlen) {
+/* Mints and records a token; *row is the new row. first: only if the database has no token
+ * (returns 1, nothing made, when it has). */
+static int create(store *st, const char *name, int admin, int first, char *token, json_t **row,
+                  char *err, size_t errlen) {
     char id[AUTH_ID_LEN + 1], hash[65];
     if (auth_token_new(token, id, hash)) {
         snprintf(err, errlen, "the system gave no random bytes (getrandom): no token made");
         return -1;
     }
-    if (store_token_insert(st, id, name, admin, hash, row)) {
+    int rc = first ? store_token_insert_first(st, id, name, admin, hash, row)
+                   : store_token_insert(st, id, name, admin, hash, row);
+    if (rc == STORE_EEXISTS && first) return 1;
+    if (rc) {
         snprintf(err, errlen, "%s", store_errmsg(st));
         return -1;
     }
@@ -59,7 +63,9 @@ int tokencmd_bootstrap(store *st, FILE *out, char *err, size_t errlen) {
     if (n > 0) return 0;
     char token[AUTH_TOKEN_LEN + 1];
     json_t *row = NULL;
-    if (create(st, "admin", 1, token, &row, err, errlen)) return -1;
+    /* Checked again under the write lock: another node of a cluster may be starting too. */
+    int made = create(st, "admin", 1, 1, token, &row, err, errlen);
+    if (made) return made < 0 ? -1 : 0;
     json_t *line = json_pack("{s:s, s:O, s:s, s:b, s:s}", "event", "token", "id",
                              json_object_get(row, "id"), "name", "admin", "admin", 1, "token",
                              token);
@@ -140,7 +146,7 @@ int tokencmd_main(int argc, char **argv) {
     }
     if (!strcmp(verb, "create")) {
         char token[AUTH_TOKEN_LEN + 1];
-        if (create(st, name, admin, token, &row, err, sizeof err)) {
+        if (create(st, name, admin, 0, token, &row, err, sizeof err)) {
             fprintf(stderr, "gplqd token create: %s\n", err);
             goto out;
         }

@@ -325,6 +325,11 @@ int store_webhook_counts(store *s, json_t **out);
  * revoked ones too (a database that never had a token gets one at gplqd's first start). */
 int store_token_insert(store *s, const char *id, const char *name, int admin,
                        const char *hash_hex, json_t **out);
+/* The same into a table that never had a row, checked under the write lock (the first start's
+ * admin token: of several nodes starting at once on a new database, one makes it); a table with
+ * rows, revoked ones too: STORE_EEXISTS and nothing written. */
+int store_token_insert_first(store *s, const char *id, const char *name, int admin,
+                             const char *hash_hex, json_t **out);
 int store_token_list(store *s, json_t **out_array);
 int store_token_revoke(store *s, const char *id, json_t **out);
 int store_token_find(store *s, const char *id, char hash_hex[65], char *name, size_t namelen,

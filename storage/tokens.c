@@ -16,13 +16,16 @@ static json_t *token_row(store__stmt *st) {
 
 #define TOKEN_COLS "id, name, admin, created_ms, revoked_ms"
 
-int store_token_insert(store *s, const char *id, const char *name, int admin,
-                       const char *hash_hex, json_t **out) {
-    *out = NULL;
-    if (!id || !*id || !name || !*name || !hash_hex || strlen(hash_hex) != 64)
-        return store__fail(s, STORE_EINVAL, "a token needs an id, a name and a SHA-256 hash");
-    int rc = store__tx_begin(s);
-    if (rc) return rc;
+/* The insert, inside the caller's transaction; first: only into an empty table. */
+static int token_insert_tx(store *s, const char *id, const char *name, int admin,
+                           const char *hash_hex, int first, json_t **out) {
+    int rc = STORE_OK;
+    if (first) {
+        int64_t n = 0;
+        rc = store_token_count(s, &n);
+        if (!rc && n > 0) rc = store__fail(s, STORE_EEXISTS, "the database has tokens already");
+        if (rc) return rc;
+    }
     rc = store__exec(
         s, "INSERT INTO tokens (id, name, admin, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         "ssisI", id, name, admin ? 1 : 0, hash_hex, store_now_ms());
@@ -31,7 +34,28 @@ int store_token_insert(store *s, const char *id, const char *name, int admin,
     if (!rc)
         rc = store__query_one(s, token_row, out, "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1",
                               "s", id);
-    return store__tx_end(s, rc, rc == STORE_OK);
+    return rc;
+}
+
+static int token_insert(store *s, const char *id, const char *name, int admin,
+                        const char *hash_hex, int first, json_t **out) {
+    *out = NULL;
+    if (!id || !*id || !name || !*name || !hash_hex || strlen(hash_hex) != 64)
+        return store__fail(s, STORE_EINVAL, "a token needs an id, a name and a SHA-256 hash");
+    int rc = store__tx_begin(s);
+    if (rc) return rc;
+    rc = token_insert_tx(s, id, name, admin, hash_hex, first, out);
+    return store__tx_end_out(s, rc, out);
+}
+
+int store_token_insert(store *s, const char *id, const char *name, int admin,
+                       const char *hash_hex, json_t **out) {
+    return token_insert(s, id, name, admin, hash_hex, 0, out);
+}
+
+int store_token_insert_first(store *s, const char *id, const char *name, int admin,
+                             const char *hash_hex, json_t **out) {
+    return token_insert(s, id, name, admin, hash_hex, 1, out);
 }
 
 int store_token_list(store *s, json_t **out_array) {

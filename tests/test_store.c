@@ -1536,6 +1536,42 @@ TEST(tokens_and_per_owner_limits) {
 
 /* Webhook secrets are sealed in the database, bound to their job, and open only with the key;
  * a database written before sealing is sealed by store_seal_secrets. */
+/* Nodes starting together on a new database: of four processes that each try to make the
+ * first admin token, exactly one does. */
+TEST(first_token_made_once_by_four_processes) {
+    enum { NPROC = 4 };
+    store *s = open_fresh();
+    store_close(s);
+    char path[512];
+    db_path(path, sizeof path);
+    pid_t pids[NPROC];
+    for (int p = 0; p < NPROC; p++) {
+        pids[p] = fork();
+        if (pids[p] == 0) {
+            char err[512], id[16], hash[65];
+            store *c = NULL;
+            if (store_open(&c, path, 10000, err, sizeof err)) _exit(9);
+            snprintf(id, sizeof id, "t_%d", p);
+            memset(hash, 'a' + p, 64);
+            hash[64] = '\0';
+            json_t *row = NULL;
+            int rc = store_token_insert_first(c, id, "admin", 1, hash, &row);
+            json_decref(row);
+            store_close(c);
+            _exit(rc == STORE_OK ? 0 : rc == STORE_EEXISTS ? 1 : 9);
+        }
+    }
+    int made = 0, refused = 0;
+    for (int p = 0; p < NPROC; p++) {
+        int st = 0;
+        waitpid(pids[p], &st, 0);
+        made += WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        refused += WIFEXITED(st) && WEXITSTATUS(st) == 1;
+    }
+    CHECK_MSG(made == 1 && refused == NPROC - 1, "made %d, refused %d", made, refused);
+    CHECK(raw_int("SELECT COUNT(*) FROM tokens", "SELECT COUNT(*) FROM tokens") == 1);
+}
+
 TEST(webhook_secrets_are_sealed_at_rest) {
     store *s = open_fresh();
     add_builtin(s);
