@@ -10,6 +10,7 @@
 #include "server/stream.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,10 +111,24 @@ static void *poller(void *arg) {
     stream_hub *hub = arg;
     int warned = 0;
     pthread_mutex_lock(&hub->mu);
+    int fd = store_wait_fd(hub->st);
     while (!hub->stop) {
-        struct timespec until;
-        clock_deadline(&until, hub->o.poll_ms);
-        while (!hub->stop && pthread_cond_timedwait(&hub->cv, &hub->mu, &until) != ETIMEDOUT) {
+        if (fd >= 0) {
+            /* PostgreSQL: the database notifies every node of each event as it commits, so a
+             * stream of a job that runs on another node wakes at once; the poll_ms timeout is
+             * the fallback (and how soon a stop is seen). */
+            pthread_mutex_unlock(&hub->mu);
+            struct pollfd pfd = {.fd = fd, .events = POLLIN};
+            if (store_drain(hub->st) == 0 && poll(&pfd, 1, hub->o.poll_ms) > 0)
+                store_drain(hub->st);
+            fd = store_wait_fd(hub->st); /* a reconnection may have changed it */
+            pthread_mutex_lock(&hub->mu);
+        } else {
+            struct timespec until;
+            clock_deadline(&until, hub->o.poll_ms);
+            while (!hub->stop &&
+                   pthread_cond_timedwait(&hub->cv, &hub->mu, &until) != ETIMEDOUT) {
+            }
         }
         if (hub->stop) break;
         int any = 0;
@@ -162,6 +177,10 @@ int stream_hub_start(stream_hub **out, const stream_options *o, char *err, size_
         free(hub);
         return -1;
     }
+    /* A cluster's events (no-op with SQLite, where the poller polls) */
+    if (store_listen(hub->st, STORE_CHANNEL_EVENTS))
+        jlog("warn", NULL, "event streams: cannot listen for events (polling instead): %s",
+             store_errmsg(hub->st));
     pthread_mutex_init(&hub->mu, NULL);
     pthread_cond_init(&hub->cv, NULL);
     if (pthread_create(&hub->thread, NULL, poller, hub)) {

@@ -8,7 +8,8 @@
  * (MHD_suspend_connection, the pattern microhttpd.h prescribes for "no data yet" under a thread
  * pool: returning 0 without it would spin) and returns 0. One poller thread, with its own
  * connection, looks every poll_ms at the newest event id of the whole database (one indexed
- * read, however many streams) and resumes the suspended streams when it moved, or when one has
+ * read, however many streams; on PostgreSQL also at once when the database notifies an event
+ * written by any node of the cluster) and resumes the suspended streams when it moved, or when one has
  * been silent for heartbeat_ms (it then gets a comment line, which keeps proxies and idle
  * timeouts from closing it and lets a vanished client be noticed). So a waiting stream costs a
  * list entry, and an HTTP thread serves others meanwhile.
