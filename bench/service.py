@@ -10,6 +10,13 @@ Measures, against a real gplqd on 127.0.0.1 with a temporary data directory:
   3. Claim latency, submit to running, with an idle worker: the job's started_at minus its
      created_at (both stamped by the server), over 15 jobs, each canceled once it runs.
      Target: under 50 ms.
+  4. The same on PostgreSQL beside SQLite, in the same run (issue 13): GET /v1/jobs/{id}
+     throughput idle and claim latency with one node of each backend, then on PostgreSQL the
+     cluster's own case, a job submitted to a node without workers and claimed by another
+     node's worker (woken by NOTIFY), and the database connections one node holds. The server
+     is a real PostgreSQL 15 started for the run (tests/integration/pg_harness.py) with its
+     durable settings but synchronous_commit off, which matches SQLite's synchronous=NORMAL (a
+     crash may lose the last commits, never corrupts).
 Prints a table and writes BUILD/bench/service.json. A MISS is a finding: the exit status is 0
 unless something crashed.
 
@@ -34,6 +41,7 @@ BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT,
 os.environ["GPLQ_BUILD"] = BUILD
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from gplqd_harness import DEMO_MODEL, Daemon  # noqa: E402
+import pg_harness  # noqa: E402
 
 LONG_JOB = dict(train_subset=60000, eval_subset=1000, baselines=False, lr=1e-4)
 
@@ -105,6 +113,76 @@ def iso_ms(s):
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() * 1000
 
 
+def claim_latency(submit_to, watch, m, n=15):
+    """Submit to running over n jobs (server stamps), each canceled once it runs; in ms."""
+    lat = []
+    for i in range(n):
+        j = submit_to.create_job(m, **LONG_JOB).json()["id"]
+        job = watch.wait_for_state(j, ["running", "failed"], timeout=30, poll=0.01)
+        lat.append(iso_ms(job["started_at"]) - iso_ms(job["created_at"]))
+        watch.post("/v1/jobs/%s/cancel" % j)
+        watch.wait_for_state(j, ["canceled", "failed", "succeeded"], timeout=60, poll=0.05)
+    return {"median": statistics.median(lat), "max": max(lat), "n": len(lat)}
+
+
+def backends(res):
+    """4: SQLite and PostgreSQL side by side, and a two-node cluster on PostgreSQL."""
+    pg = pg_harness.Postgres(fast=False).start()
+    out = {}
+    try:
+        for name, db in (("sqlite", None), ("postgresql", pg.new_database("bench"))):
+            row = {}
+            with Daemon(workers=0, db=db) as d:
+                token = d.token  # the database's admin token, for the next daemon on it
+                m = d.upload_model(DEMO_MODEL).json()["id"]
+                j = d.create_job(m, **LONG_JOB).json()["id"]
+                url = d.url + "/v1/jobs/" + j
+                wrk(url, 2, auth_headers(d))  # warm-up
+                row["get_job_idle"] = wrk(url, 5, auth_headers(d))
+            with Daemon(workers=1, db=db) as d:
+                d.token = d.token or token
+                m = d.upload_model(DEMO_MODEL).json()["id"]
+                d.wait_for(lambda: d.get("/v1/health").json()["workers_alive"] == 1, timeout=30,
+                           what="a worker")
+                time.sleep(1)
+                row["claim_latency_ms"] = claim_latency(d, d, m)
+                if db:  # what one node with one worker holds open
+                    dbname = db.rsplit("/", 1)[1]
+                    row["connections_per_node"] = int(pg.psql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % dbname))
+            out[name] = row
+            print("%-10s GET /v1/jobs/{id} idle %8.0f req/s (p99 %.2f ms); claim latency %6.1f ms "
+                  "median, %.1f ms max" % (name, row["get_job_idle"]["requests_per_s"],
+                                           row["get_job_idle"]["p99_ms"],
+                                           row["claim_latency_ms"]["median"],
+                                           row["claim_latency_ms"]["max"]), file=sys.stderr)
+        # the cluster: node a (no workers) takes the submit, node b's worker claims it
+        db = pg.new_database("bench_cluster")
+        blobs = tempfile.mkdtemp(prefix="gplq-bench-blobs-")
+        try:
+            with Daemon(workers=0, db=db, args=["--blob-dir", blobs, "--node-name", "a"]) as a:
+                with Daemon(workers=1, db=db, args=["--blob-dir", blobs, "--node-name", "b"]) as b:
+                    b.token = a.token
+                    m = a.upload_model(DEMO_MODEL).json()["id"]
+                    b.wait_for(lambda: b.get("/v1/health").json()["workers_alive"] == 1,
+                               timeout=30, what="a worker")
+                    time.sleep(1)
+                    out["postgresql"]["cross_node_claim_latency_ms"] = claim_latency(a, a, m)
+                    dbname = db.rsplit("/", 1)[1]
+                    out["postgresql"]["connections_two_nodes"] = int(pg.psql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % dbname))
+        finally:
+            shutil.rmtree(blobs, ignore_errors=True)
+        x = out["postgresql"]["cross_node_claim_latency_ms"]
+        print("postgresql cross-node claim latency (submit on a, worker on b, NOTIFY): %.1f ms "
+              "median, %.1f ms max; connections: %d for a node with 1 worker idle, %d for two "
+              "nodes" % (x["median"], x["max"], out["postgresql"]["connections_per_node"],
+                         out["postgresql"]["connections_two_nodes"]), file=sys.stderr)
+    finally:
+        pg.stop()
+    res["backends"] = out
+
+
 def main():
     if not shutil.which("wrk"):
         print("bench/service.py: wrk is missing (scripts/install-deps.sh --bench)", file=sys.stderr)
@@ -174,6 +252,9 @@ def main():
             print("GET /v1/jobs/{id}, while training: %8.0f req/s (p99 %.2f ms)" %
                   (res["get_job_training"]["requests_per_s"], res["get_job_training"]["p99_ms"]), file=sys.stderr)
             d.post("/v1/jobs/%s/cancel" % j)
+
+        # 4. SQLite and PostgreSQL in the same run
+        backends(res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
