@@ -113,6 +113,28 @@ def iso_ms(s):
     return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() * 1000
 
 
+def upload_times(d, big, size, n=3):
+    """n uploads of the file big to d, in seconds. Each model is deleted after, so every upload
+    writes its blob anew. The client sends 1 MB blocks (http.client's 8 KB default made the
+    client part of what was measured)."""
+    times = []
+    for i in range(n):
+        c = http.client.HTTPConnection(d.host, d.port, timeout=120, blocksize=1 << 20)
+        with open(big, "rb") as f:
+            t0 = time.time()
+            c.request("POST", "/v1/models?name=big%d&num_heads=6" % i, body=f,
+                      headers={"Authorization": "Bearer " + d.token,
+                               "Content-Type": "application/octet-stream",
+                               "Content-Length": str(size)})
+            r = c.getresponse()
+            body = r.read()
+            times.append(time.time() - t0)
+        c.close()
+        assert r.status == 201, (r.status, body[:300])
+        assert d.delete("/v1/models/" + json.loads(body)["id"]).status == 204
+    return times
+
+
 def claim_latency(submit_to, watch, m, n=15):
     """Submit to running over n jobs (server stamps), each canceled once it runs; in ms."""
     lat = []
@@ -171,8 +193,22 @@ def backends(res):
                     dbname = db.rsplit("/", 1)[1]
                     out["postgresql"]["connections_two_nodes"] = int(pg.psql(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s'" % dbname))
+                    # an upload into the shared blob dir (here a local folder: the figure to
+                    # compare is the ratio, which a network file system's speed then scales)
+                    big = os.path.join(blobs, "vit-100mb.safetensors")
+                    size = write_zero_vit(big)
+                    disk = disk_write_mb_s(os.path.join(blobs, "dd.tmp"), size)
+                    dt = statistics.median(upload_times(a, big, size))
+                    os.unlink(big)
+                    out["postgresql"]["upload"] = {"mb_per_s": size / 2**20 / dt,
+                                                   "disk_mb_per_s": disk,
+                                                   "ratio_to_disk": size / 2**20 / dt / disk}
         finally:
             shutil.rmtree(blobs, ignore_errors=True)
+        u = out["postgresql"]["upload"]
+        print("postgresql upload of 100 MB into the shared blob dir: %.1f MB/s (dd with fsync "
+              "there %.1f MB/s, ratio %.2f)" % (u["mb_per_s"], u["disk_mb_per_s"],
+                                                u["ratio_to_disk"]), file=sys.stderr)
         x = out["postgresql"]["cross_node_claim_latency_ms"]
         print("postgresql cross-node claim latency (submit on a, worker on b, NOTIFY): %.1f ms "
               "median, %.1f ms max; connections: %d for a node with 1 worker idle, %d for two "
@@ -204,24 +240,7 @@ def main():
             big = os.path.join(tmp, "vit-100mb.safetensors")
             size = write_zero_vit(big)
             disk = disk_write_mb_s(os.path.join(d.data_dir, "dd.tmp"), size)
-            # Three uploads, the median; each model is deleted after, so every upload writes
-            # its blob anew. The client sends 1 MB blocks (http.client's 8 KB default made the
-            # client part of what was measured).
-            times = []
-            for i in range(3):
-                c = http.client.HTTPConnection(d.host, d.port, timeout=120, blocksize=1 << 20)
-                with open(big, "rb") as f:
-                    t0 = time.time()
-                    c.request("POST", "/v1/models?name=big%d&num_heads=6" % i, body=f,
-                              headers={"Authorization": "Bearer " + d.token,
-                                       "Content-Type": "application/octet-stream",
-                                       "Content-Length": str(size)})
-                    r = c.getresponse()
-                    body = r.read()
-                    times.append(time.time() - t0)
-                c.close()
-                assert r.status == 201, (r.status, body[:300])
-                assert d.delete("/v1/models/" + json.loads(body)["id"]).status == 204
+            times = upload_times(d, big, size)
             dt = statistics.median(times)
             res["upload"] = {"bytes": size, "seconds": dt, "mb_per_s": size / 2**20 / dt,
                              "runs_mb_per_s": [size / 2**20 / t for t in times],
