@@ -273,6 +273,13 @@ fail:
 
 static int finish(const worker_env *w, const char *id, const char *state, const char *error) {
     int rc = store_job_finish(w->s, id, w->name, state, error);
+    /* A database that is restarting (a cluster's PostgreSQL) fails the call that meets it and
+     * the next connects again: a finished job is worth waiting a little for, rather than
+     * leaving it to run again once its lease runs out. */
+    for (int tries = 0; rc == STORE_EDB && tries < 30 && !*w->stop; tries++) {
+        sleep(1);
+        rc = store_job_finish(w->s, id, w->name, state, error);
+    }
     if (rc == STORE_ELEASE) {
         job_log(w->name, "warn", id, "not recorded as %s: the lease is gone", state);
         return 0;
