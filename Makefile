@@ -10,6 +10,12 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE $(OPT) -fno-trapping-math -g -Wall -Wextra -fo
            -I/usr/include/postgresql -DGPLQ_SRC_DIR=\"$(CURDIR)\" $(EXTRA_CFLAGS)
 LDLIBS  := -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) -l:libopenblas.so.0 -ljansson -larchive -ljpeg \
            -lpng -lz -lm
+# Open MPI (train/dist.c): gplq and gplq-worker always link it, and initialize it only when
+# mpirun started them (dist.h); one binary runs alone or as a rank. Flags from Debian's mpicc.
+MPI_INC := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIB := $(shell mpicc --showme:link 2>/dev/null)
+CFLAGS  += $(MPI_INC)
+LDLIBS  += $(MPI_LIB)
 # The service's libraries. gplqd links these and never OpenBLAS (ARCHITECTURE.md: a crash in
 # the math cannot take the API down; the math runs in gplq-worker processes).
 SVC_LIBS := -lmicrohttpd -luv -lsqlite3 -lpq -lcurl -lcrypto -ljansson -lpthread -lm

@@ -26,6 +26,9 @@ pkgs=(
   libuv1-dev                 # gplqd's event loop: worker supervision, timers, signals
   libcurl4-openssl-dev       # webhooks and the `gplq submit` client
   libssl-dev                 # libcrypto's SHA-256 (SHA-NI): uploads are hashed at disk speed
+  openmpi-bin libopenmpi-dev # stage 1 across processes and machines: mpirun, mpicc, mpi.h
+                             # (train/dist.h); as root mpirun needs --allow-run-as-root, and
+                             # more ranks than cores --oversubscribe
   python3                    # the integration tests (standard library only) and bench scripts
   dataset-fashion-mnist      # the built-in dataset
 )

@@ -47,6 +47,9 @@ RUNTIME_EXTRAS = {
     "ca-certificates": None,
     # the HEALTHCHECK's HTTP client (libcurl4 is in the image anyway)
     "curl": None,
+    # mpirun, the launcher gplqd's mpi_launch names (stage 1 across processes, train/dist.h);
+    # the programs load no library of it (libmpi is libopenmpi3's)
+    "openmpi-bin": "listed by scripts/install-deps.sh",
 }
 
 
