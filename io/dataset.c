@@ -170,6 +170,12 @@ void ds_batch(const ds_set *d, const int *idx, int B, float *out, const float *m
     }
 }
 
+void ds_augment_skip(const ds_augment *aug, rng_t *rng, int64_t n) {
+    /* ds_batch's draws per image: two crop offsets, one flip; rng_below takes one value each */
+    int per = aug ? (aug->pad > 0 ? 2 : 0) + (aug->hflip ? 1 : 0) : 0;
+    for (int64_t i = 0; i < n * per; i++) rng_next(rng);
+}
+
 void ds_shuffle(int *perm, int n, rng_t *rng) {
     for (int i = 0; i < n; i++) perm[i] = i;
     for (int i = n - 1; i > 0; i--) {

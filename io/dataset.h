@@ -45,6 +45,11 @@ typedef struct {
  * aug (optional) and rng (needed with aug) give the augmentation. */
 void ds_batch(const ds_set *d, const int *idx, int B, float *out, const float *mean,
               const float *std, const ds_augment *aug, rng_t *rng);
+/* Advances rng past the augmentation draws of n images, exactly as ds_batch makes them (a
+ * fixed number per image): a rank making images [lo, lo + cnt) of a global batch skips lo
+ * images' draws first, then the rest of the batch's after, and so draws what one process
+ * making the whole batch draws for them. */
+void ds_augment_skip(const ds_augment *aug, rng_t *rng, int64_t n);
 
 /* Reorders d's images (pixels and labels together) by a permutation drawn from seed, so
  * that its first n images (ds_truncate) are a fair sample even when d came sorted by class.
