@@ -4,6 +4,7 @@
 #include "train/trainer.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "engine/ops.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "train/dist.h"
 #include "util/clock.h"
 
 int train_eval_top1(model *m, const ds_set *d, int batch, double *top1, char *err,
@@ -20,15 +22,16 @@ int train_eval_top1(model *m, const ds_set *d, int batch, double *top1, char *er
     return train_eval_top1_tick(m, d, batch, top1, NULL, NULL, err, errlen);
 }
 
-int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
-                   void *ctx, char *err, size_t errlen) {
-    model_dims c = model_get_dims(m);
-    if (d->channels != c.in_chans || d->height != c.img_size || d->width != c.img_size) {
+/* split: this rank evaluates its share of every batch and the ranks add their counts. */
+static int eval_top1(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+                     void *ctx, int split, char *err, size_t errlen) {
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
+    if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
         snprintf(err, errlen, "dataset images are %dx%dx%d, the model takes %dx%dx%d", d->channels,
-                 d->height, d->width, c.in_chans, c.img_size, c.img_size);
+                 d->height, d->width, c->in_chans, c->img_size, c->img_size);
         return -1;
     }
-    size_t img = (size_t)c.in_chans * c.img_size * c.img_size;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     if (!x || !idx) {
@@ -40,22 +43,35 @@ int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, tra
     int rc = 0;
     for (int i = 0; i < d->n && !rc; i += batch) {
         int B = d->n - i < batch ? d->n - i : batch;
-        for (int b = 0; b < B; b++) idx[b] = i + b;
-        ds_batch(d, idx, B, x, c.mean, c.std, NULL, NULL);
-        if ((rc = model_forward_infer(m, x, B, err, errlen))) break;
-        for (int b = 0; b < B; b++) {
-            const float *l = model_logits(m) + (size_t)b * c.num_classes;
+        int lo = 0, nb = B;
+        if (split) dist_shard(B, &lo, &nb); /* this rank's images of the batch */
+        for (int b = 0; b < nb; b++) idx[b] = i + lo + b;
+        if (nb > 0) ds_batch(d, idx, nb, x, c->mean, c->std, NULL, NULL);
+        if (nb > 0 && (rc = model_forward_infer(m, x, nb, err, errlen))) break;
+        for (int b = 0; b < nb; b++) {
+            const float *l = model_logits(m) + (size_t)b * c->num_classes;
             int best = 0;
-            for (int k = 1; k < c.num_classes; k++) best = l[k] > l[best] ? k : best;
-            correct += best == d->labels[i + b];
+            for (int k = 1; k < c->num_classes; k++) best = l[k] > l[best] ? k : best;
+            correct += best == d->labels[i + lo + b];
         }
-        if (tick && tick(ctx, i + B, d->n)) rc = 1;
+        if (tick && (split ? dist_any(tick(ctx, i + B, d->n)) : tick(ctx, i + B, d->n))) rc = 1;
     }
+    if (!rc && split && dist_allreduce_sum_i64(&correct, 1, err, errlen)) rc = -1;
     free(x);
     free(idx);
     model_release_acts(m); /* sized for eval batches: training keeps its own */
     if (!rc) *top1 = d->n ? (double)correct / d->n : 0.0;
     return rc;
+}
+
+int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
+                   void *ctx, char *err, size_t errlen) {
+    return eval_top1(m, d, batch, top1, tick, ctx, 0, err, errlen);
+}
+
+int train_eval_top1_dist(model *m, const ds_set *d, int batch, double *top1,
+                         train_tick_fn tick, void *ctx, char *err, size_t errlen) {
+    return eval_top1(m, d, batch, top1, tick, ctx, 1, err, errlen);
 }
 
 /* The training state beyond the weights. */
@@ -125,8 +141,7 @@ static int load_state(const char *path, model *m, train_state *s, const train_co
     } else if (strcmp(sbe, want)) {
         snprintf(err, errlen, "%s: saved with seed/batch/epochs %s, this run has %s; resuming "
                  "would not be exact (remove the file to start over)", path, sbe, want);
-    } else if ((size_t)tm->numel != model_num_params(m) ||
-               (size_t)tv->numel != model_num_params(m) ||
+    } else if ((size_t)tm->numel != model_num_params(m) || (size_t)tv->numel != model_num_params(m) ||
                tm->dtype != ST_F32 || tv->dtype != ST_F32 || !extra_ok) {
         snprintf(err, errlen, "%s: optimizer state does not match the model", path);
     } else {
@@ -173,6 +188,9 @@ typedef struct {
     int *perm;                        /* (train->n) the epoch's order */
     int *labels;                      /* (B) */
     uint8_t *mask;                    /* (num_params) 1 where weight decay applies */
+    float *fused;                     /* (num_params + ne + 1 + TRAIN_MAX_TERMS) the step's one
+                                         allreduce with more than one rank (dist.h), else NULL */
+    int nb;                           /* this rank's images of the step's batch */
     train_progress_fn progress;
     void *ctx;
     train_progress p;
@@ -184,19 +202,20 @@ typedef struct {
 
 /* The config must make at least one step, and the data must fit the model. */
 static int run_check(const train_run_state *r, char *err, size_t errlen) {
-    model_dims c = model_get_dims(r->m);
+    model_dims c_dims = model_get_dims(r->m), *c = &c_dims;
     const ds_set *train = r->train;
     int B = r->B, K = r->K;
-    if (B <= 0 || r->cfg->epochs <= 0 || train->n < B) {
+    if (B < dist_size() || r->cfg->epochs <= 0 || train->n < B) {
         snprintf(err, errlen, "need batch > 0, epochs > 0 and at least one batch of data "
-                 "(batch %d, epochs %d, %d images)", B, r->cfg->epochs, train->n);
+                 "(batch %d, epochs %d, %d images; and an image per rank: %d ranks)", B,
+                 r->cfg->epochs, train->n, dist_size());
         return -1;
     }
-    if (train->channels != c.in_chans || train->height != c.img_size ||
+    if (train->channels != c->in_chans || train->height != c->img_size ||
         train->num_classes > K) {
         snprintf(err, errlen, "dataset (%d channels, %dx%d, %d classes) does not fit the model "
                  "(%d channels, %d px, %d classes)", train->channels, train->height, train->width,
-                 train->num_classes, c.in_chans, c.img_size, K);
+                 train->num_classes, c->in_chans, c->img_size, K);
         return -1;
     }
     return 0;
@@ -206,22 +225,24 @@ static int run_check(const train_run_state *r, char *err, size_t errlen) {
  * allocated, also after a failure here. */
 static int run_alloc(train_run_state *r, char *err, size_t errlen) {
     model *m = r->m;
-    model_dims c = model_get_dims(m);
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
     int B = r->B, K = r->K;
-    size_t img = (size_t)c.in_chans * c.img_size * c.img_size, ne = r->ne;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size, ne = r->ne;
     r->x = malloc(sizeof(float) * img * B);
     r->probs = malloc(sizeof(float) * B * K);
     r->dlogits = malloc(sizeof(float) * B * K);
     r->perm = malloc(sizeof(int) * r->train->n);
     r->labels = malloc(sizeof(int) * B);
     r->mask = malloc(model_num_params(m));
-    r->dfeature = r->obj ? malloc(sizeof(float) * B * c.feature_dim) : NULL;
+    r->dfeature = r->obj ? malloc(sizeof(float) * B * c->feature_dim) : NULL;
     if (ne) {
         r->s.extra = malloc(sizeof(float) * ne);
         r->s.extra_grad = malloc(sizeof(float) * ne);
     }
     if (!r->x || !r->probs || !r->dlogits || !r->perm || !r->labels || !r->mask ||
         (r->obj && !r->dfeature) ||
+        (dist_size() > 1 &&
+         !(r->fused = malloc(sizeof(float) * (model_num_params(m) + ne + 1 + TRAIN_MAX_TERMS)))) ||
         (ne && (!r->s.extra || !r->s.extra_grad || adamw_init(&r->s.opt_extra, ne))) ||
         adamw_init(&r->s.opt, model_num_params(m)) || model_alloc_grads(m, err, errlen)) {
         if (!err[0]) snprintf(err, errlen, "out of memory");
@@ -233,9 +254,58 @@ static int run_alloc(train_run_state *r, char *err, size_t errlen) {
 static void run_free(train_run_state *r) {
     free(r->x); free(r->probs); free(r->dlogits); free(r->perm); free(r->labels); free(r->mask);
     free(r->dfeature);
+    free(r->fused);
     free(r->s.extra); free(r->s.extra_grad);
     adamw_free(&r->s.opt);
     adamw_free(&r->s.opt_extra);
+}
+
+/* With more than one rank: rank 0's state (read from the state file, or the start) to every
+ * rank, so that the replicas start equal wherever the file is. */
+static int run_share_state(train_run_state *r, char *err, size_t errlen) {
+    train_state *s = &r->s;
+    size_t np = model_num_params(r->m), ne = r->ne;
+    int64_t pos[2] = {s->step, s->opt.t};
+    if (dist_bcast(model_params(r->m), sizeof(float) * np, err, errlen) ||
+        dist_bcast(s->opt.m, sizeof(float) * np, err, errlen) ||
+        dist_bcast(s->opt.v, sizeof(float) * np, err, errlen) ||
+        (ne && (dist_bcast(s->extra, sizeof(float) * ne, err, errlen) ||
+                dist_bcast(s->opt_extra.m, sizeof(float) * ne, err, errlen) ||
+                dist_bcast(s->opt_extra.v, sizeof(float) * ne, err, errlen))) ||
+        dist_bcast(pos, sizeof pos, err, errlen) ||
+        dist_bcast(&s->aug_rng, sizeof s->aug_rng, err, errlen))
+        return -1;
+    s->step = pos[0];
+    s->opt.t = s->opt_extra.t = pos[1];
+    return 0;
+}
+
+/* With more than one rank: the step's gradients (the weights', then the objective's extra
+ * parameters'), its loss and loss parts, each rank's weighted by its share of the batch (see
+ * train_objective.extra_batch_power) and summed over the ranks in one allreduce: the single
+ * process's values for the whole batch, on every rank. */
+static int run_reduce(train_run_state *r, float *loss, char *err, size_t errlen) {
+    model *m = r->m;
+    size_t np = model_num_params(m), ne = r->ne, n = np + ne + 1 + TRAIN_MAX_TERMS;
+    float *f = r->fused;
+    const float *g = model_grads(m);
+    double share = (double)r->nb / r->B;
+    float w = (float)share;
+    float we = (float)pow(share, 1.0 + (ne ? r->obj->extra_batch_power : 0.0));
+    #pragma omp parallel for
+    for (size_t i = 0; i < np; i++) f[i] = w * g[i];
+    if (ne) {
+        r->obj->extra_gather(r->obj->ctx, r->s.extra_grad, 1);
+        for (size_t j = 0; j < ne; j++) f[np + j] = we * r->s.extra_grad[j];
+    }
+    f[np + ne] = w * *loss;
+    for (int t = 0; t < TRAIN_MAX_TERMS; t++) f[np + ne + 1 + t] = w * r->p.terms[t];
+    if (dist_allreduce_sum(f, n, err, errlen)) return -1;
+    memcpy(model_grads(m), f, sizeof(float) * np);
+    if (ne) memcpy(r->s.extra_grad, f + np, sizeof(float) * ne);
+    *loss = f[np + ne];
+    for (int t = 0; t < TRAIN_MAX_TERMS; t++) r->p.terms[t] = f[np + ne + 1 + t];
+    return 0;
 }
 
 /* The state at step 0 (decay mask, augmentation stream, the objective's extra values), or the
@@ -246,13 +316,14 @@ static int run_start_or_resume(train_run_state *r, char *err, size_t errlen) {
     const train_objective *obj = r->obj;
     if (r->ne) obj->extra_gather(obj->ctx, r->s.extra, 0);
     int ninfo;
-    const param_info *info = model_param_info(m, &ninfo);
-    for (int i = 0; i < ninfo; i++) memset(r->mask + info[i].offset, info[i].decay, info[i].numel);
+        const param_info *info = model_param_info(m, &ninfo);
+        for (int i = 0; i < ninfo; i++) memset(r->mask + info[i].offset, info[i].decay, info[i].numel);
     rng_seed(&r->s.aug_rng, cfg->seed ^ 0xa5a5a5a5a5a5a5a5ULL);
     struct stat st;
     if (cfg->ckpt_path && stat(cfg->ckpt_path, &st) == 0 &&
-        load_state(cfg->ckpt_path, m, &r->s, cfg, err, errlen))
+        dist_is_root() && load_state(cfg->ckpt_path, m, &r->s, cfg, err, errlen))
         return -1;
+    if (r->fused && run_share_state(r, err, errlen)) return -1;
     if (r->ne) obj->extra_scatter(obj->ctx, r->s.extra); /* a resumed state brings its own values */
     return 0;
 }
@@ -269,18 +340,24 @@ static void shuffle_epoch(int *perm, int n, uint64_t seed, int epoch) {
 static int run_forward_loss(train_run_state *r, const int *idx, float *loss_out,
                             int *use_dfeature, char *err, size_t errlen) {
     model *m = r->m;
-    model_dims c = model_get_dims(m);
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
     const train_config *cfg = r->cfg;
     const train_objective *obj = r->obj;
     int B = r->B, K = r->K;
-    ds_batch(r->train, idx, B, r->x, c.mean, c.std, &cfg->aug, &r->s.aug_rng);
+    int lo;
+    dist_shard(r->B, &lo, &B); /* this rank's images of the global batch (alone: all of it) */
+    r->nb = B;
+    idx += lo;
+    ds_augment_skip(&cfg->aug, &r->s.aug_rng, lo); /* the draws of the images before ours */
+    ds_batch(r->train, idx, B, r->x, c->mean, c->std, &cfg->aug, &r->s.aug_rng);
+    ds_augment_skip(&cfg->aug, &r->s.aug_rng, r->B - lo - B); /* and of those after */
     for (int b = 0; b < B; b++) r->labels[b] = r->train->labels[idx[b]];
     if (model_forward(m, r->x, B, err, errlen)) return -1;
     memset(r->dlogits, 0, sizeof(float) * B * K);
     float loss;
     *use_dfeature = 0;
     if (obj) {
-        memset(r->dfeature, 0, sizeof(float) * B * c.feature_dim);
+        memset(r->dfeature, 0, sizeof(float) * B * c->feature_dim);
         if (obj->loss(obj->ctx, m, r->x, r->labels, B, r->dlogits, r->dfeature, use_dfeature,
                       &loss, r->p.terms, err, errlen))
             return -1;
@@ -299,8 +376,8 @@ static int run_forward_loss(train_run_state *r, const int *idx, float *loss_out,
 
 /* The step's backward pass, gradient clipping and AdamW updates of the weights and the
  * objective's extra parameters, at the schedule's learning rate (into *lr_out). */
-static int run_backward_update(train_run_state *r, int use_dfeature, float *lr_out, char *err,
-                               size_t errlen) {
+static int run_backward_update(train_run_state *r, int use_dfeature, float *loss, float *lr_out,
+                               char *err, size_t errlen) {
     model *m = r->m;
     const train_config *cfg = r->cfg;
     const train_objective *obj = r->obj;
@@ -309,17 +386,19 @@ static int run_backward_update(train_run_state *r, int use_dfeature, float *lr_o
     if (r->ne) obj->extra_zero_grad(obj->ctx);
     if (model_backward(m, r->dlogits, use_dfeature ? r->dfeature : NULL, NULL, err, errlen))
         return -1;
+    if (r->fused && run_reduce(r, loss, err, errlen)) return -1; /* clipping sees the sum */
     if (cfg->clip_grad > 0) adamw_clip_grad_norm(model_grads(m), model_num_params(m), cfg->clip_grad);
     float lr = adamw_lr_schedule(s->step, r->total, r->warmup, cfg->lr, cfg->min_lr);
     adamw_step(&s->opt, model_params(m), model_grads(m), r->mask, &r->h, lr);
     if (r->ne) {
         adamw_hparams he = r->h;
         he.weight_decay = 0;
-        obj->extra_gather(obj->ctx, s->extra_grad, 1);
+        if (!r->fused) obj->extra_gather(obj->ctx, s->extra_grad, 1); /* else: reduced above */
         adamw_step(&s->opt_extra, s->extra, s->extra_grad, NULL, &he, lr);
         obj->extra_scatter(obj->ctx, s->extra);
         obj->extra_gather(obj->ctx, s->extra, 0); /* scatter may have clamped */
     }
+    r->p.extra_grad = r->ne ? s->extra_grad : NULL;
     *lr_out = lr;
     return 0;
 }
@@ -351,11 +430,11 @@ static int run_epoch_end(train_run_state *r, int epoch, char *err, size_t errlen
     if (r->test && (last || (cfg->eval_every > 0 && (epoch + 1) % cfg->eval_every == 0))) {
         double top1;
         double te = clock_mono_s();
-        if (train_eval_top1(r->m, r->test, 256, &top1, err, errlen)) return -1;
+        if (train_eval_top1_dist(r->m, r->test, 256, &top1, NULL, NULL, err, errlen)) return -1;
         r->t0 += clock_mono_s() - te; /* evaluation time is not training speed */
         r->p.test_top1 = (float)top1;
         r->p.evaluated = 1;
-        if (r->progress && r->progress(r->ctx, &r->p)) return 1;
+        if (r->progress && dist_any(r->progress(r->ctx, &r->p))) return 1;
     }
     return 0;
 }
@@ -388,14 +467,14 @@ int train_run(model *m, const train_config *cfg, const ds_set *train, const ds_s
             float loss, lr;
             int use_dfeature;
             if (run_forward_loss(&r, r.perm + pos * B, &loss, &use_dfeature, err, errlen) ||
-                run_backward_update(&r, use_dfeature, &lr, err, errlen))
+                run_backward_update(&r, use_dfeature, &loss, &lr, err, errlen))
                 goto out;
             r.s.step++;
             r.epoch_loss += loss;
             r.epoch_steps++;
-            if (run_report_step(&r, epoch, loss, lr)) stopped = 1;
+            if (dist_any(run_report_step(&r, epoch, loss, lr))) stopped = 1; /* all ranks */
             int epoch_end = pos + 1 == r.per_epoch;
-            if (cfg->ckpt_path && (stopped || epoch_end ||
+            if (cfg->ckpt_path && dist_is_root() && (stopped || epoch_end ||
                                    (cfg->ckpt_every > 0 && r.s.step % cfg->ckpt_every == 0)))
                 if (save_state(cfg->ckpt_path, m, &r.s, cfg, err, errlen)) goto out;
             if (epoch_end) {

@@ -39,6 +39,11 @@ typedef struct {
     void (*extra_gather)(void *ctx, float *flat, int grads);
     void (*extra_scatter)(void *ctx, const float *flat);
     void (*extra_zero_grad)(void *ctx);
+    /* Data-parallel runs (train/dist.h): how the extra gradients of a batch of b images scale
+     * beyond the mean over the batch, as b^-extra_batch_power (LSQ's step gradient carries
+     * 1/sqrt(elements per step): 0.5). A rank's shard of b of the B images is weighted by
+     * (b/B)^(1 + power) in the sum so that the result is the single process's. 0: none. */
+    float extra_batch_power;
 } train_objective;
 
 typedef struct {
@@ -66,15 +71,24 @@ typedef struct {
     float test_top1;            /* after an evaluation, else < 0 */
     int evaluated;              /* 1 on the call right after an evaluation */
     float terms[TRAIN_MAX_TERMS]; /* this step's loss parts (custom objectives) */
+    const float *extra_grad;    /* (nextra) this step's gradient of the objective's extra
+                                   parameters (over all ranks), or NULL; borrowed until the
+                                   next step */
 } train_progress;
 
 /* Called after every step and after each evaluation; a non-zero return stops training (the
- * state is checkpointed first). */
+ * state is checkpointed first). Under MPI (train/dist.h) it is called on every rank, and
+ * training stops on all of them at the same step when it returns non-zero on any. */
 typedef int (*train_progress_fn)(void *ctx, const train_progress *p);
 
 /* Trains m (initialized, weights set) on train. If cfg->ckpt_path names an existing state file,
  * resumes from it (its weights replace m's). test (optional) is evaluated as configured.
- * Returns 0 when all epochs are done, 1 when stopped by the callback, -1 on error. */
+ * Returns 0 when all epochs are done, 1 when stopped by the callback, -1 on error.
+ * Under MPI with N ranks (train/dist.h), every rank calls it with the same arguments: each
+ * computes the gradient of its share of every global batch (same batches, order and
+ * augmentation as one process), one allreduce sums them, and every replica takes the same
+ * AdamW step. Rank 0 alone reads and writes the state file and sends what it read to the
+ * others, so a state written by N ranks resumes on any number (it is the replicas' state). */
 int train_run(model *m, const train_config *cfg, const ds_set *train, const ds_set *test,
               train_progress_fn progress, void *ctx, char *err, size_t errlen);
 
@@ -88,5 +102,10 @@ typedef int (*train_tick_fn)(void *ctx, int64_t done, int64_t total);
  * stopped it. */
 int train_eval_top1_tick(model *m, const ds_set *d, int batch, double *top1, train_tick_fn tick,
                    void *ctx, char *err, size_t errlen);
+/* train_eval_top1_tick called by every rank of an MPI job together: each evaluates its share of
+ * every batch, the counts are summed, and the ranks stop together if tick asks any to. With one
+ * process, train_eval_top1_tick. */
+int train_eval_top1_dist(model *m, const ds_set *d, int batch, double *top1,
+                         train_tick_fn tick, void *ctx, char *err, size_t errlen);
 
 #endif
