@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/dist.h"
 #include "train/trainer.h"
 #include "util/clock.h"
 
@@ -62,7 +63,7 @@ static int relay_send(relay *r, gplq_progress *g) {
     g->stage = r->stage;
     g->part = r->part;
     g->fraction = r->total > 0 ? (r->done + f * r->cost) / r->total : 0;
-    return r->fn(r->ctx, g);
+    return dist_any(r->fn(r->ctx, g)); /* under MPI, every rank stops if one is asked to */
 }
 
 /* Starts a part of stage `stage` costing `cost` forward passes; nonzero: stop. */
@@ -106,7 +107,7 @@ static int on_stage1(void *vctx, const train_progress *p) {
 static int evaluate(relay *r, model *m, const ds_set *test, const gplq_config *c,
                     const char *metric, double *top1, char *err, size_t errlen) {
     if (relay_part(r, "evaluate", metric, test->n)) return 1;
-    int rc = train_eval_top1_tick(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
+    int rc = train_eval_top1_dist(m, test, c->eval_batch, top1, relay_tick, r, err, errlen);
     if (rc) return rc;
     return relay_metric(r, metric, *top1);
 }

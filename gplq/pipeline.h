@@ -76,7 +76,11 @@ float gplq_resolve_lr(const gplq_config *c, const model *m);
 /* Runs the job on fp (unchanged), training on train, measuring on test. On success, *out (if
  * not NULL) receives the final W4A4 model (dequantized weights, aq's hooks and QwT installed),
  * *aq_out its quantizers and *s2_out the stage-2 result that owns the QwT terms: the caller
- * frees them (model_free, actq_free, stage2_result_free). Returns 0, 1 if stopped, -1 on error. */
+ * frees them (model_free, actq_free, stage2_result_free). Returns 0, 1 if stopped, -1 on error.
+ * Under MPI (train/dist.h) every rank calls it with the same arguments: stage 1 is data-parallel
+ * and the evaluations split the test images; stage 2 runs on every rank alike. progress is
+ * called on every rank (print from rank 0 only), and the run stops on every rank when it asks
+ * to on any. */
 int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gplq_config *c,
              gplq_progress_fn progress, void *ctx, gplq_report *rep, model *out,
              actq_set *aq_out, stage2_result *s2_out, char *err, size_t errlen);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "engine/ops.h"
+#include "train/dist.h"
 #include "util/clock.h"
 
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
@@ -15,8 +16,8 @@ void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 int stage1_features(model *m, const ds_set *d, const int *order, int n, int batch, float *out,
                     train_tick_fn tick, void *tick_ctx,
                     char *err, size_t errlen) {
-    model_dims c = model_get_dims(m);
-    size_t img = (size_t)c.in_chans * c.img_size * c.img_size;
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     int rc = 0;
@@ -27,16 +28,89 @@ int stage1_features(model *m, const ds_set *d, const int *order, int n, int batc
     for (int i = 0; i < n && !rc; i += batch) {
         int B = n - i < batch ? n - i : batch;
         for (int b = 0; b < B; b++) idx[b] = order ? order[i + b] : i + b;
-        ds_batch(d, idx, B, x, c.mean, c.std, NULL, NULL);
+        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
         if ((rc = model_forward_infer(m, x, B, err, errlen))) break;
         for (int b = 0; b < B; b++)
-            memcpy(out + (size_t)(i + b) * c.feature_dim, model_feature(m, b),
-                   sizeof(float) * c.feature_dim);
+            memcpy(out + (size_t)(i + b) * c->feature_dim, model_feature(m, b), sizeof(float) * c->feature_dim);
         if (tick && tick(tick_ctx, i + B, n)) rc = 1;
     }
     free(x);
     free(idx);
     model_release_acts(m); /* sized for these chunks, not for the training batch */
+    return rc;
+}
+
+/* ---- data-parallel runs (train/dist.h): with one process, each is what it replaces ---- */
+
+/* stage1_features of the first n images of order (256 a batch) by every rank together: each
+ * computes its share of every batch, and a sum over the ranks puts every row in place on every
+ * rank (the others' rows are zeros, and x + 0 is x). */
+static int features_shared(model *m, const ds_set *d, const int *order, int n, float *out,
+                           train_tick_fn tick, void *tick_ctx, char *err, size_t errlen) {
+    if (dist_size() == 1)
+        return stage1_features(m, d, order, n, 256, out, tick, tick_ctx, err, errlen);
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    float *x = malloc(sizeof(float) * img * 256);
+    int *idx = malloc(sizeof(int) * 256);
+    int rc = 0;
+    if (!x || !idx) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+    }
+    if (!rc) memset(out, 0, sizeof(float) * (size_t)n * c->feature_dim);
+    for (int i = 0; i < n && !rc; i += 256) {
+        int B = n - i < 256 ? n - i : 256, lo, nb;
+        dist_shard(B, &lo, &nb);
+        for (int b = 0; b < nb; b++) idx[b] = order[i + lo + b];
+        if (nb > 0) ds_batch(d, idx, nb, x, c->mean, c->std, NULL, NULL);
+        if (nb > 0 && (rc = model_forward_infer(m, x, nb, err, errlen))) break;
+        for (int b = 0; b < nb; b++)
+            memcpy(out + (size_t)(i + lo + b) * c->feature_dim, model_feature(m, b), sizeof(float) * c->feature_dim);
+        if (tick && dist_any(tick(tick_ctx, i + B, n))) rc = 1;
+    }
+    if (!rc && dist_allreduce_sum(out, (size_t)n * c->feature_dim, err, errlen)) rc = -1;
+    free(x);
+    free(idx);
+    model_release_acts(m);
+    return rc;
+}
+
+/* Rank 0's PCA basis to every rank (the others' p is zeroed): fitted once, so that every
+ * replica mimics in the same subspace even where LAPACK would round differently. */
+static int pca_share(pca_basis *p, int dim, char *err, size_t errlen) {
+    struct { int k; double explained; } h = {p->k, p->explained};
+    if (dist_bcast(&h, sizeof h, err, errlen)) return -1;
+    if (!dist_is_root()) {
+        p->dim = dim;
+        p->k = h.k;
+        p->explained = h.explained;
+        p->mean = malloc(sizeof(float) * dim);
+        p->basis = malloc(sizeof(float) * (size_t)dim * h.k);
+        p->eigvals = malloc(sizeof(float) * dim);
+        if (!p->mean || !p->basis || !p->eigvals) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return dist_bcast(p->mean, sizeof(float) * dim, err, errlen) ||
+           dist_bcast(p->basis, sizeof(float) * (size_t)dim * h.k, err, errlen) ||
+           dist_bcast(p->eigvals, sizeof(float) * dim, err, errlen) ? -1 : 0;
+}
+
+/* Rank 0's initial quantizer steps to every rank (each observed the same images; this makes
+ * the replicas' steps equal to the bit). */
+static int steps_share(actq_set *aq, char *err, size_t errlen) {
+    size_t n = actq_num_steps(aq);
+    float *buf = malloc(sizeof(float) * (n ? n : 1));
+    if (!buf) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    actq_gather(aq, buf, 0);
+    int rc = dist_bcast(buf, sizeof(float) * n, err, errlen);
+    if (!rc) actq_scatter(aq, buf);
+    free(buf);
     return rc;
 }
 
@@ -53,8 +127,7 @@ static int objective_loss(void *vctx, model *m, const float *x, const int *label
                           float *dlogits, float *dfeature, int *use_dfeature, float *loss,
                           float *terms, char *err, size_t errlen) {
     objective_ctx *o = vctx;
-    model_dims d = model_get_dims(m);
-    int C = d.feature_dim, K = d.num_classes;
+    int C = model_get_dims(m).feature_dim, K = model_get_dims(m).num_classes;
     float ce = crossentropy_forward_backward(o->probs, dlogits, model_logits(m), labels, B, K,
                                              o->smoothing, 1.0f);
     for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, model_feature(m, b), sizeof(float) * C);
@@ -85,8 +158,8 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
                char *err, size_t errlen) {
     memset(res, 0, sizeof *res);
     double t0 = clock_mono_s();
-    model_dims vc = model_get_dims(teacher);
-    int C = vc.feature_dim, n = train->n;
+    model_dims vc_dims = model_get_dims(teacher), *vc = &vc_dims;
+    int C = vc->feature_dim, n = train->n;
     int npca = c->pca_samples > 0 && c->pca_samples < n ? c->pca_samples : n;
     int ncal = c->calib_images > 0 && c->calib_images < n ? c->calib_images : n;
     int *order = malloc(sizeof(int) * n);
@@ -95,7 +168,7 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
                        .smoothing = c->label_smoothing};
     o.fs = malloc(sizeof(float) * (size_t)c->batch * C);
     o.ft = malloc(sizeof(float) * (size_t)c->batch * C);
-    o.probs = malloc(sizeof(float) * (size_t)c->batch * vc.num_classes);
+    o.probs = malloc(sizeof(float) * (size_t)c->batch * vc->num_classes);
     int rc = -1;
     if (!order || !feats || !o.fs || !o.ft || !o.probs) {
         snprintf(err, errlen, "out of memory");
@@ -106,13 +179,15 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     rng_seed(&r, c->seed ^ 0x5eed5eedULL);
     ds_shuffle(order, n, &r);
     model_set_hooks(teacher, NULL);
-    int f = stage1_features(teacher, train, order, npca, 256, feats, c->tick, c->tick_ctx, err,
-                            errlen);
+    int f = features_shared(teacher, train, order, npca, feats, c->tick, c->tick_ctx, err, errlen);
     if (f) {
         rc = f; /* 1: stopped (nothing to checkpoint yet), -1: error */
         goto out;
     }
-    if (pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen)) goto out;
+    if (dist_is_root() &&
+        pca_fit(&res->pca, feats, npca, C, c->pca_var, c->pca_multiple, 0, err, errlen))
+        goto out;
+    if (dist_size() > 1 && pca_share(&res->pca, C, err, errlen)) goto out;
     /* steps from calibration statistics, quantization off */
     model_set_hooks(student, &aq->hooks);
     if (actq_observe_begin(aq, c->seed, err, errlen)) goto out;
@@ -129,10 +204,12 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
         goto out;
     }
     if (actq_observe_end(aq, err, errlen)) goto out;
+    if (dist_size() > 1 && steps_share(aq, err, errlen)) goto out;
 
     train_objective obj = {.ctx = &o, .loss = objective_loss, .term_names = {"ce", "pca"},
                            .nextra = actq_num_steps(aq), .extra_gather = steps_gather,
-                           .extra_scatter = steps_scatter, .extra_zero_grad = steps_zero};
+                           .extra_scatter = steps_scatter, .extra_zero_grad = steps_zero,
+                           .extra_batch_power = 0.5f}; /* LSQ: g = 1/sqrt(elements per step) */
     /* GPLQ trains at a constant learning rate, without warmup or clipping */
     train_config tc = {.epochs = c->epochs, .batch = c->batch, .lr = c->lr, .min_lr = c->lr,
                        .warmup_epochs = 0, .weight_decay = c->weight_decay,

@@ -56,7 +56,11 @@ typedef struct {
 /* Trains student (hooks of aq are installed on it, and aq's steps are initialized here) to
  * mimic teacher. student starts as a copy of teacher; on return it holds the W32A4 weights and
  * aq the learned steps (aq stays installed, in QUANT mode). progress as in train_run.
- * Returns 0, 1 if stopped by the callback (state checkpointed), -1 on error. */
+ * Returns 0, 1 if stopped by the callback (state checkpointed), -1 on error.
+ * Under MPI (train/dist.h) every rank calls it alike: the PCA's teacher features are split
+ * over the ranks, rank 0 fits the basis and sends it, every rank observes the calibration
+ * images and rank 0's steps are sent to all, then training is data-parallel (train_run). The
+ * ranks stop together when c->tick asks any of them to. */
 int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config *c,
                const ds_set *train, train_progress_fn progress, void *ctx, stage1_result *res,
                char *err, size_t errlen);
