@@ -22,6 +22,7 @@
 #include "gplq/export.h"
 #include "gplq/pipeline.h"
 #include "gplq/report.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 #include "util/clock.h"
 
@@ -338,7 +339,7 @@ struct quant_ui {
 
 static int on_quant_progress(void *ctx, const gplq_progress *p) {
     struct quant_ui *ui = ctx;
-    if (ui->json) return 0;
+    if (ui->json || !dist_is_root()) return 0; /* under mpirun, rank 0 speaks */
     if (p->metric) {
         progress_line(&ui->bar, "gplq: top-1 %-16s %6.2f%%", p->metric, 100 * p->value);
         return 0;
@@ -370,8 +371,16 @@ static int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "gplq quantize: --model is required\n");
         return 2;
     }
+    if (Q.js.mpi) {
+        fprintf(stderr, "gplq quantize: --mpi is for jobs of gplqd; offline, run it under the "
+                "launcher: mpirun -np N gplq quantize ...\n");
+        return 2;
+    }
     blas_set_threads(Q.threads);
-    log_blas(Q.json);
+    log_blas(Q.json || !dist_is_root());
+    if (dist_size() > 1 && dist_is_root() && !Q.json)
+        fprintf(stderr, "gplq: %d ranks (MPI): stage 1 data-parallel, evaluations split\n",
+                dist_size());
     model fp;
     ckpt_hints hints = {.num_heads = Q.js.num_heads};
     if (ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
@@ -395,9 +404,13 @@ static int cmd_quantize(int argc, char **argv) {
     int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, &qm, &aq, &s2, err,
                       sizeof err);
     progress_done(&ui.bar);
+    if (rc < 0 && dist_size() > 1) { /* the other ranks may wait in a collective: end them */
+        fprintf(stderr, "gplq quantize: rank %d: %s\n", dist_rank(), err);
+        dist_abort(1);
+    }
     json_t *config = opt_to_json(quant_opts, N_OPTS(quant_opts));
     if (rc == 0) {
-        if (Q.out)  /* the artifacts and report.json, proven to reload to rep.gplq */
+        if (Q.out && dist_is_root())  /* the artifacts and report.json, proven to reload to rep.gplq */
             rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
         model_free(&qm);
         actq_free(&aq);
@@ -405,7 +418,7 @@ static int cmd_quantize(int argc, char **argv) {
     }
     if (rc) {
         fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
-    } else {
+    } else if (dist_is_root()) {
         json_t *rj = gplq_report_json(&rep, json_incref(config));
         if (Q.json) {
             char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
@@ -439,6 +452,12 @@ static int cmd_quantize(int argc, char **argv) {
 
 int main(int argc, char **argv) {
     blas_setup(argv);
+    char derr[512];
+    if (dist_init(&argc, &argv, derr, sizeof derr)) { /* only under mpirun (train/dist.h) */
+        fprintf(stderr, "gplq: %s\n", derr);
+        return 1;
+    }
+    atexit(dist_finalize);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
