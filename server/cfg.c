@@ -13,7 +13,7 @@
 
 #include "config/options.h"
 
-#define CFG_NOPTS 35
+#define CFG_NOPTS 36
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -52,6 +52,7 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"db", OPT_STR, &c->db, NULL, 0, 0, "the database: a postgresql:// URL that the nodes of a cluster share (default: DATA/gplq.db, SQLite, this machine only)"},
         {"blob-dir", OPT_STR, &c->blob_dir, NULL, 0, 0, "uploads, checkpoints and artifacts (blobs/, tmp/, jobs/); for a cluster a shared file system every node mounts (default: DATA)"},
         {"node-name", OPT_STR, &c->node_name, NULL, 0, 0, "this node's name in a cluster, which its workers' leases carry (default: HOSTNAME.PID)"},
+        {"mpi-launch", OPT_STR, &c->mpi_launch, "", 0, 0, "launcher for jobs that ask for \"mpi\": the start of a command line the worker completes with the rank program, e.g. \"mpirun -np 4 --hostfile /etc/gplq/hosts\" (the data dir at the same path on every host; as root add --allow-run-as-root); empty: such jobs fail"},
     };
     memcpy(t, specs, sizeof specs);
 }

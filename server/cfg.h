@@ -52,6 +52,7 @@ typedef struct {
     const char *db;              /* NULL: DATA/gplq.db (SQLite); a postgresql:// URL: a cluster */
     const char *blob_dir;        /* blobs/, tmp/, jobs/; set to data_dir when not given */
     const char *node_name;       /* NULL: HOSTNAME.PID (used with --db only) */
+    const char *mpi_launch;      /* "": jobs asking for "mpi" fail; else the launcher command */
 } cfg;
 
 /* Defaults, then args (argv without the program name) in order, --config FILE applied where

@@ -283,7 +283,7 @@ static int start_workers(gplqd *g, char *err, size_t errlen) {
                       .db_path = g->db_path, .nworkers = g->c.workers,
                       .name_prefix = g->cluster ? g->node : NULL,
                       .threads = g->c.worker_threads, .lease_ms = g->c.lease_ms,
-                      .grace_s = g->c.shutdown_grace_s};
+                      .grace_s = g->c.shutdown_grace_s, .mpi_launch = g->c.mpi_launch};
     if (sup_start(&g->sup, g->loop, &so, g->st, err, errlen)) {
         fprintf(stderr, "gplqd: %s\n", err);
         return -1;

@@ -242,7 +242,10 @@ static void spawn_worker(worker *w) {
     if (s->o.name_prefix) snprintf(name, sizeof name, "%.40s/%s", s->o.name_prefix, w->name);
     else snprintf(name, sizeof name, "%s", w->name);
     const char *args[] = {s->o.worker_bin, "--db", s->o.db_path, "--data-dir", s->o.data_dir,
-                          "--name", name, "--threads", threads, "--lease-ms", lease, NULL};
+                          "--name", name, "--threads", threads, "--lease-ms", lease, NULL,
+                          NULL, NULL};
+    if (s->o.mpi_launch && *s->o.mpi_launch)
+        args[11] = "--mpi-launch", args[12] = s->o.mpi_launch;
     /* stdin is a pipe(2) we make, not libuv's UV_CREATE_PIPE (a socketpair): the worker
      * checks for a FIFO. Both ends are O_CLOEXEC, so no other child holds the write end and
      * the worker sees EOF exactly when this daemon is gone; libuv dup2s the read end to 0. */

@@ -36,6 +36,7 @@ typedef struct {
      * "NODE/w1", so that no two nodes' workers share a name, and a node that sees its w1 die
      * gives back w1's job only, not another node's. */
     const char *name_prefix;
+    const char *mpi_launch; /* --mpi-launch of each worker, if not empty */
 } sup_options;
 
 /* Starts the workers and the expiry timer on loop. st (borrowed, must outlive the supervisor)

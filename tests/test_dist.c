@@ -41,14 +41,15 @@ static int load_data(char *err, size_t errlen) {
 }
 
 /* teacher (random weights, seed 1), student = its copy, quantizers for the student. */
-static int setup(vit_model *t, vit_model *s, actq_set *aq, char *err, size_t errlen) {
-    vit_config cfg = {.img_size = 28, .patch = 7, .in_chans = 1, .dim = 64, .depth = 2,
+static int setup(model *t, model *s, actq_set *aq, char *err, size_t errlen) {
+    model_config cfg = {.arch = MODEL_VIT};
+    cfg.vit = (vit_config){.img_size = 28, .patch = 7, .in_chans = 1, .dim = 64, .depth = 2,
                       .heads = 2, .mlp_hidden = 128, .num_classes = 10, .ln_eps = 1e-6f,
                       .mean = {0.286f}, .std = {0.353f}};
-    if (load_data(err, errlen) || vit_init(t, &cfg, err, errlen)) return -1;
-    vit_init_weights(t, 1);
-    if (vit_clone(s, t, err, errlen)) return -1;
-    return actq_init(aq, &cfg, 4, 8, err, errlen);
+    if (load_data(err, errlen) || model_init(t, &cfg, err, errlen)) return -1;
+    model_init_weights(t, 1);
+    if (model_clone(s, t, err, errlen)) return -1;
+    return actq_init(aq, t, 4, 8, err, errlen);
 }
 
 static stage1_config config(const char *state) {
@@ -60,7 +61,7 @@ static stage1_config config(const char *state) {
 
 /* What a run hands back: its first step's numbers, or its final weights and steps. */
 typedef struct {
-    vit_model *student;
+    model *student;
     actq_set *aq;
     int64_t stop_at;        /* stop after this step (0: run to the end) */
     int64_t first_step;     /* the first step this run took */
@@ -76,17 +77,17 @@ static int on_step(void *ctx, const train_progress *p) {
         o->loss = p->loss;
         o->terms[0] = p->terms[0];
         o->terms[1] = p->terms[1];
-        size_t np = o->student->num_params, ne = actq_num_steps(o->aq);
+        size_t np = model_num_params(o->student), ne = actq_num_steps(o->aq);
         o->grad = malloc(sizeof(float) * np);
         o->steps_grad = malloc(sizeof(float) * ne);
-        memcpy(o->grad, o->student->grad_mem, sizeof(float) * np);
+        memcpy(o->grad, model_grads(o->student), sizeof(float) * np);
         memcpy(o->steps_grad, p->extra_grad, sizeof(float) * ne);
     }
     return o->stop_at && p->step == o->stop_at;
 }
 
 /* One stage-1 run (this process's part of it under MPI). 0 done, 1 stopped, -1 error. */
-static int run(const char *state, int64_t stop_at, vit_model *t, vit_model *s, actq_set *aq,
+static int run(const char *state, int64_t stop_at, model *t, model *s, actq_set *aq,
                run_out *o, char *err, size_t errlen) {
     if (setup(t, s, aq, err, errlen)) return -1;
     *o = (run_out){.student = s, .aq = aq, .stop_at = stop_at};
@@ -133,13 +134,13 @@ static int rank_main(const char *spec) {
         fprintf(stderr, "rank: %s\n", err);
         return 1;
     }
-    vit_model t, s;
+    model t, s;
     actq_set aq;
     run_out o;
     int rc = 1;
     if (sscanf(spec, "step %1023s", out) == 1 && !strncmp(spec, "step", 4)) {
         int r = run(NULL, 1, &t, &s, &aq, &o, err, sizeof err);
-        if (r == 1 && (!dist_is_root() || !write_out(out, &o, o.grad, s.num_params, o.steps_grad,
+        if (r == 1 && (!dist_is_root() || !write_out(out, &o, o.grad, model_num_params(&s), o.steps_grad,
                                                      actq_num_steps(&aq))))
             rc = 0;
     } else if (sscanf(spec, "%15s %1023s %1023s %lld", mode, state, out, &stop) == 4 &&
@@ -149,7 +150,7 @@ static int rank_main(const char *spec) {
         float *steps = malloc(sizeof(float) * ne);
         if (r >= 0 && steps) actq_gather(&aq, steps, 0);
         if (r >= 0 && steps &&
-            (!dist_is_root() || !write_out(out, &o, s.param_mem, s.num_params, steps, ne)))
+            (!dist_is_root() || !write_out(out, &o, model_params(&s), model_num_params(&s), steps, ne)))
             rc = 0;
         free(steps);
     } else {
@@ -244,11 +245,11 @@ static double rel_err(const float *a, const float *b, size_t n) {
 TEST(first_step_two_ranks_equals_one_process) {
     char err[1024], out[] = "/tmp/gplq_test_dist_XXXXXX";
     CHECK(mkdtemp(out) != NULL);
-    vit_model t, s;
+    model t, s;
     actq_set aq;
     run_out one;
     CHECK_MSG(run(NULL, 1, &t, &s, &aq, &one, err, sizeof err) == 1, "%s", err);
-    size_t np = s.num_params, ne = actq_num_steps(&aq);
+    size_t np = model_num_params(&s), ne = actq_num_steps(&aq);
     char path[1100], spec[1200];
     snprintf(path, sizeof path, "%s/step.bin", out);
     snprintf(spec, sizeof spec, "step %s", path);
@@ -274,8 +275,8 @@ TEST(first_step_two_ranks_equals_one_process) {
     free(gs);
     free(one.grad);
     free(one.steps_grad);
-    vit_free(&t);
-    vit_free(&s);
+    model_free(&t);
+    model_free(&s);
     actq_free(&aq);
 }
 
@@ -296,7 +297,7 @@ TEST(resume_across_rank_counts) {
     snprintf(state, sizeof state, "%s/s1.state", dir);
     snprintf(out, sizeof out, "%s/out.bin", dir);
     /* the reference: one process, uninterrupted */
-    vit_model t, ref, start;
+    model t, ref, start;
     actq_set aq;
     run_out o;
     CHECK(setup(&t, &start, &aq, err, sizeof err) == 0);
@@ -305,26 +306,26 @@ TEST(resume_across_rank_counts) {
     CHECK(gplq_calibrate(&start, &aq, &train_set, c.calib_images, c.seed, err, sizeof err) == 0);
     float *start_steps = malloc(sizeof(float) * actq_num_steps(&aq));
     actq_gather(&aq, start_steps, 0);
-    vit_free(&t);
+    model_free(&t);
     actq_free(&aq);
     CHECK_MSG(run(NULL, 0, &t, &ref, &aq, &o, err, sizeof err) == 0, "%s", err);
-    size_t np = ref.num_params, ne = actq_num_steps(&aq);
+    size_t np = model_num_params(&ref), ne = actq_num_steps(&aq);
     float *ref_steps = malloc(sizeof(float) * ne);
     actq_gather(&aq, ref_steps, 0);
     float *w = malloc(sizeof(float) * np), *steps = malloc(sizeof(float) * ne);
     free(o.grad);
     free(o.steps_grad);
-    vit_free(&t);
+    model_free(&t);
     actq_free(&aq);
 
     /* 2 ranks stop after step 3 (rank 0 writes the state), 1 process finishes */
     snprintf(spec, sizeof spec, "resume %s %s %d", state, out, STEP_STOP);
     CHECK(mpirun2(spec) == 0);
     CHECK(access(state, F_OK) == 0);
-    vit_model s;
+    model s;
     CHECK_MSG(run(state, 0, &t, &s, &aq, &o, err, sizeof err) == 0, "%s", err);
     actq_gather(&aq, steps, 0);
-    double d21 = drift(s.param_mem, ref.param_mem, start.param_mem, np);
+    double d21 = drift(model_params(&s), model_params(&ref), model_params(&start), np);
     double e21 = drift(steps, ref_steps, start_steps, ne);
     printf("  2 ranks to step %d, then 1 process: resumed at step %lld; weights' drift from the "
            "uninterrupted run %.2e of their travel, steps' %.2e\n", STEP_STOP,
@@ -334,8 +335,8 @@ TEST(resume_across_rank_counts) {
     CHECK(e21 < 0.5);
     free(o.grad);
     free(o.steps_grad);
-    vit_free(&t);
-    vit_free(&s);
+    model_free(&t);
+    model_free(&s);
     actq_free(&aq);
     unlink(state);
 
@@ -343,14 +344,14 @@ TEST(resume_across_rank_counts) {
     CHECK(run(state, STEP_STOP, &t, &s, &aq, &o, err, sizeof err) == 1);
     free(o.grad);
     free(o.steps_grad);
-    vit_free(&t);
-    vit_free(&s);
+    model_free(&t);
+    model_free(&s);
     actq_free(&aq);
     snprintf(spec, sizeof spec, "resume %s %s 0", state, out);
     CHECK(mpirun2(spec) == 0);
     run_out two = {0};
     CHECK(read_out(out, &two, w, np, steps, ne) == 0);
-    double d12 = drift(w, ref.param_mem, start.param_mem, np);
+    double d12 = drift(w, model_params(&ref), model_params(&start), np);
     double e12 = drift(steps, ref_steps, start_steps, ne);
     printf("  1 process to step %d, then 2 ranks: resumed at step %lld; weights' drift %.2e, "
            "steps' %.2e\n", STEP_STOP, (long long)two.first_step, d12, e12);
@@ -368,8 +369,8 @@ TEST(resume_across_rank_counts) {
     free(steps);
     free(ref_steps);
     free(start_steps);
-    vit_free(&ref);
-    vit_free(&start);
+    model_free(&ref);
+    model_free(&start);
 }
 
 /* TEST_MAIN's loop, after the rank mode (test.h's main cannot take it). */

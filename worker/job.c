@@ -26,6 +26,7 @@
 #include "util/fs.h"
 #include "util/jlog.h"
 #include "util/sha256.h"
+#include "worker/mpijob.h"
 
 void job_log(const char *worker, const char *level, const char *job, const char *fmt, ...) {
     char msg[2048];
@@ -203,8 +204,8 @@ static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
 /* ---- data ---- */
 
 /* The job's training and held-out images, at the model's input size. */
-static int load_data(const worker_env *w, const store_claim *job, const model_dims *cfg,
-                     const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen) {
+int job_load_data(const worker_env *w, const store_claim *job, const model_dims *cfg,
+                  const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen) {
     memset(tr, 0, sizeof *tr);
     memset(te, 0, sizeof *te);
     if (!strcmp(job->dataset_kind, "builtin")) {
@@ -302,12 +303,20 @@ static int disk_fault(int e) {
  * back to the queue, the attempt counted, to resume from its stage-1 checkpoint (a failed write
  * leaves the last one as it was) once space is freed; or failed after its last attempt. The
  * details, with paths, go to the log; the job's error only says what happened. */
+static int retry_msg(const worker_env *w, const char *id, const char *state_path,
+                     const char *msg, const char *detail);
 static int retry(const worker_env *w, const char *id, const char *state_path, const char *what,
                  int e, const char *detail) {
     char msg[256];
     snprintf(msg, sizeof msg, "%s while %s",
              fs_is_full(e) ? "the server's disk was full" : "the server's disk failed (I/O error)",
              what);
+    return retry_msg(w, id, state_path, msg, detail);
+}
+
+/* The same for any reason msg (the job's error) beside detail (the log's). */
+static int retry_msg(const worker_env *w, const char *id, const char *state_path,
+                     const char *msg, const char *detail) {
     job_log(w->name, "warn", id, "%s: %s", msg, detail);
     int requeued = 0, rc = store_job_retry(w->s, id, w->name, msg, &requeued);
     if (rc == STORE_ELEASE) {
@@ -362,7 +371,7 @@ int job_run(const worker_env *w, const store_claim *job) {
     } else if (ckpt_load(&fp, blob, &hints, NULL, err, sizeof err) == 0) {
         loaded = 1;
         model_dims dims = model_get_dims(&fp);
-        rc = load_data(w, job, &dims, &js, &tr, &te, err, sizeof err);
+        rc = job_load_data(w, job, &dims, &js, &tr, &te, err, sizeof err);
     }
 
     gplq_report rep;
@@ -380,10 +389,14 @@ int job_run(const worker_env *w, const store_claim *job) {
         if (access(state_path, F_OK) == 0)
             job_log(w->name, "info", id, "resuming stage 1 from %s", state_path);
         errno = 0;
-        rc = gplq_run(&fp, &tr, &te, &c, on_progress, &ui, &rep, &qm, &aq, &s2, err, sizeof err);
+        if (js.mpi) /* across processes: rank 0 writes the artifacts (worker/mpijob.h) */
+            rc = mpijob_run(w, job, &js, state_path, art, on_progress, &ui, err, sizeof err);
+        else
+            rc = gplq_run(&fp, &tr, &te, &c, on_progress, &ui, &rep, &qm, &aq, &s2, err,
+                          sizeof err);
         if (rc < 0 && disk_fault(errno))
             disk_step = "saving the stage-1 checkpoint", disk_errno = errno;
-        if (rc == 0) {
+        if (rc == 0 && !js.mpi) {
             gplq_progress pe = {.stage = "export", .part = "artifacts", .step = 0, .total = 1,
                                 .fraction = 0.99};
             on_progress(&ui, &pe);
@@ -446,6 +459,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         return finish(w, id, "canceled", NULL);
     }
     if (rc < 0 && disk_step) return retry(w, id, state_path, disk_step, disk_errno, err);
+    if (rc == MPIJOB_RANK_DIED) return retry_msg(w, id, state_path, err, err);
     if (rc == 1) {  /* asked to stop: stage 1 checkpointed; another worker (or this one, restarted) resumes */
         int r = store_job_release(w->s, id, w->name);
         job_log(w->name, "info", id,

@@ -15,6 +15,9 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "config/jobspec.h"
+#include "engine/model.h"
+#include "io/dataset.h"
 #include "storage/store.h"
 
 typedef struct {
@@ -24,6 +27,7 @@ typedef struct {
     int64_t lease_ms;
     volatile sig_atomic_t *stop;  /* set on SIGTERM: checkpoint and give the job back */
     store *s;                     /* the worker's connection (the job thread's) */
+    const char *mpi_launch;       /* NULL or "": jobs asking for "mpi" fail (worker/mpijob.h) */
 } worker_env;
 
 /* Runs the claimed job (from store_job_claim, borrowed) to one of its ends: succeeded,
@@ -31,6 +35,12 @@ typedef struct {
  * went to another worker). Returns 0, or -1 if the database could not record the end (the
  * lease will expire and the job run again). */
 int job_run(const worker_env *w, const store_claim *job);
+
+/* The job's training and held-out images at the model's input size (cfg), as its spec js
+ * asks (subsets); w gives the data dir (the dataset cache) and the name to log with. Free both
+ * with ds_free. 0, or -1 with a message. */
+int job_load_data(const worker_env *w, const store_claim *job, const model_dims *cfg,
+                  const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen);
 
 /* One JSON log line on stdout: {"ts", "level", "worker", "msg", "job" (if job)}. */
 void job_log(const char *worker, const char *level, const char *job, const char *fmt, ...)

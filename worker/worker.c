@@ -33,6 +33,7 @@
 #include "storage/store.h"
 #include "worker/inspect.h"
 #include "worker/job.h"
+#include "worker/mpijob.h"
 
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -44,7 +45,7 @@ static void on_signal(int sig) {
 }
 
 static struct {
-    const char *db, *data_dir, *name;
+    const char *db, *data_dir, *name, *mpi_launch;
     int threads, lease_ms, wake_fd, poll_ms, once;
 } W;
 
@@ -57,6 +58,7 @@ static const opt_spec worker_opts[] = {
     {"wake-fd", OPT_INT, &W.wake_fd, "-2", -2, 1024, "fd the daemon writes to when a job is queued (-1: none; default: stdin if it is a pipe)"},
     {"poll-ms", OPT_INT, &W.poll_ms, "1000", 1, 600000, "longest sleep between claim attempts"},
     {"once", OPT_FLAG, &W.once, "0", 0, 0, "exit when the queue is empty"},
+    {"mpi-launch", OPT_STR, &W.mpi_launch, NULL, 0, 0, "launcher of the jobs that ask for \"mpi\" (gplqd's mpi_launch)"},
 };
 
 /* Sleeps until woken (by the daemon's pipe, or in a cluster by the database's notification of
@@ -92,6 +94,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "inspect-model")) return inspect_model_main(argc - 2, argv + 2);
     if (argc > 1 && !strcmp(argv[1], "inspect-dataset")) return inspect_dataset_main(argc - 2, argv + 2);
     blas_setup(argv);
+    if (argc > 1 && !strcmp(argv[1], "mpi-rank")) return mpijob_rank_main(argc - 2, argv + 2);
 
     char err[1024];
     opt_defaults(worker_opts, N_OPTS(worker_opts));
@@ -99,6 +102,7 @@ int main(int argc, char **argv) {
         printf("usage: gplq-worker --db FILE --data-dir DIR [options]\n"
                "       gplq-worker inspect-model FILE [--num-heads N] [LIMITS]\n"
                "       gplq-worker inspect-dataset FILE [LIMITS]\n"
+               "       gplq-worker mpi-rank FILE   (a rank of an \"mpi\" job, under its launcher)\n"
                "  LIMITS: --max-memory BYTES --max-cpu-s S (what gplqd gives its inspector)\n");
         opt_print_help(worker_opts, N_OPTS(worker_opts), stdout);
         return 0;
@@ -137,7 +141,8 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     worker_env env = {.db_path = W.db, .data_dir = W.data_dir, .name = W.name,
-                      .lease_ms = W.lease_ms, .stop = &stop_requested, .s = s};
+                      .lease_ms = W.lease_ms, .stop = &stop_requested, .s = s,
+                      .mpi_launch = W.mpi_launch};
     int rc = 0;
     while (!stop_requested) {
         store_claim job;
