@@ -503,7 +503,7 @@ const MAIN_OPTIONS = [
   ['Evaluation', ['eval_subset', 'baselines']],
 ];
 const MORE_OPTIONS = ['weight_decay', 'label_smoothing', 'pca_samples', 'percentile_init', 'pad', 'hflip',
-                      'seed', 'ckpt_every', 'num_heads', 'max_attempts'];
+                      'seed', 'ckpt_every', 'num_heads', 'max_attempts', 'mpi'];
 const LABELS = {
   wbits: 'Weight bits', abits: 'Activation bits', train_subset: 'Training images', eval_subset: 'Test images',
   baselines: 'Baselines (PTQ alone, min-max)', epochs: 'Epochs', batch_size: 'Batch size',
@@ -512,6 +512,7 @@ const LABELS = {
   calib_images: 'Calibration images', percentile_init: 'Percentile step init', qwt_images: 'QwT images',
   qwt: 'QwT compensation', lambda: 'QwT ridge (lambda)', pad: 'Random-crop padding', hflip: 'Horizontal flips',
   seed: 'Seed', ckpt_every: 'Checkpoint every (steps)', num_heads: 'Attention heads', max_attempts: 'Attempts',
+  mpi: 'Across processes (MPI launcher)',
 };
 
 let schemaCache = null;
