@@ -93,6 +93,9 @@ $(BUILD)/bench_train: bench/bench_train.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc
 $(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
+$(BUILD)/bench_dist: bench/bench_dist.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
 test: test-deps
 	$(MAKE) -j$$(nproc) all
 	bash tests/run.sh $(BUILD)
@@ -166,9 +169,10 @@ demo: deps
 stop:
 	bash scripts/demo.sh --stop
 
-bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1
+bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist
 	bash scripts/install-deps.sh --bench
 	bash bench/run.sh $(BUILD)
+	bash bench/dist.sh $(BUILD)
 	/usr/bin/python3 bench/service.py $(BUILD)
 
 clean:
