@@ -32,18 +32,21 @@
 
 typedef struct {
     const char *name;
-    vit_config cfg;
+    model_config cfg;
     int batch, pca_k;
 } model_shape;
 
 /* bench_stage1.c's shapes (the demo model: batch 128, its default; DeiT-S: 32, what two cores
  * step through in seconds) */
 static const model_shape shapes[] = {
-    {"demo", {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6, .heads = 3,
-              .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f, .std = {1, 1, 1}}, 128, 64},
-    {"deit-s", {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12,
-                .heads = 6, .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f,
-                .std = {1, 1, 1}}, 32, 128},
+    {"demo", {.arch = MODEL_VIT,
+              .vit = {.img_size = 28, .patch = 4, .in_chans = 1, .dim = 192, .depth = 6,
+                      .heads = 3, .mlp_hidden = 768, .num_classes = 10, .ln_eps = 1e-6f,
+                      .std = {1, 1, 1}}}, 128, 64},
+    {"deit-s", {.arch = MODEL_VIT,
+                .vit = {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12,
+                        .heads = 6, .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f,
+                        .std = {1, 1, 1}}}, 32, 128},
 };
 
 typedef struct {
@@ -72,7 +75,8 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int synth(ds_set *d, const vit_config *c, int n) {
+static int synth(ds_set *d, const model_config *mc, int n) {
+    model_dims dims = model_config_dims(mc), *c = &dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
     *d = (ds_set){.n = n, .channels = c->in_chans, .height = c->img_size, .width = c->img_size,
                   .num_classes = c->num_classes};
@@ -116,20 +120,20 @@ int main(int argc, char **argv) {
     }
     int B = batch > 0 ? batch : ms->batch, total = warmup + steps;
     blas_set_threads(threads);
-    vit_model teacher, student;
+    model teacher, student;
     actq_set aq;
     ds_set data;
     stage1_result res;
     step_log log = {.cap = total, .t = malloc(sizeof(double) * total),
                     .red = malloc(sizeof(double) * total)};
     if (!log.t || !log.red || synth(&data, &ms->cfg, total * B) ||
-        vit_init(&student, &ms->cfg, err, sizeof err)) {
+        model_init(&student, &ms->cfg, err, sizeof err)) {
         fprintf(stderr, "bench_dist: out of memory\n");
         return 1;
     }
-    vit_init_weights(&student, 0);
-    if (vit_clone(&teacher, &student, err, sizeof err) ||
-        actq_init(&aq, &ms->cfg, 4, 8, err, sizeof err)) {
+    model_init_weights(&student, 0);
+    if (model_clone(&teacher, &student, err, sizeof err) ||
+        actq_init(&aq, &student, 4, 8, err, sizeof err)) {
         fprintf(stderr, "bench_dist: %s\n", err);
         return 1;
     }
@@ -152,7 +156,7 @@ int main(int argc, char **argv) {
     }
     stage1_result_free(&res);
     /* the step's allreduce alone, every rank idle: the transfer */
-    size_t nbuf = student.num_params + actq_num_steps(&aq) + 1 + TRAIN_MAX_TERMS;
+    size_t nbuf = model_num_params(&student) + actq_num_steps(&aq) + 1 + TRAIN_MAX_TERMS;
     float *buf = calloc(nbuf, sizeof(float));
     double *alone = malloc(sizeof(double) * reps);
     if (!buf || !alone) {
@@ -181,12 +185,12 @@ int main(int argc, char **argv) {
                "\"allreduce_in_step_s\": %.6f, \"allreduce_share\": %.4f, "
                "\"allreduce_alone_s\": %.6f, \"allreduce_floats\": %zu, \"num_params\": %zu}\n",
                ms->name, dist_size(), threads, B, steps, step_s, B / step_s, red_s,
-               red_s / step_s, alone_s, nbuf, student.num_params);
+               red_s / step_s, alone_s, nbuf, model_num_params(&student));
     fflush(stdout);
     free(buf); free(alone); free(st); free(red); free(log.t); free(log.red);
     actq_free(&aq);
-    vit_free(&student);
-    vit_free(&teacher);
+    model_free(&student);
+    model_free(&teacher);
     ds_free(&data);
     dist_finalize();
     return 0;
