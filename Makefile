@@ -23,8 +23,18 @@ BUILD   ?= build
 
 # The library: engine (math), io (files and data), train (optimizer and loop), gplq (the method).
 # It uses config/ from the service library below, so links list libgplq.a before libgplqsvc.a.
-LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c) $(wildcard gplq/*.c)
+LIB_SRC := $(wildcard engine/*.c) $(wildcard io/*.c) $(wildcard train/*.c) $(wildcard gplq/*.c) \
+           $(wildcard onnx/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# onnx/ writes ONNX files through protobuf-c's code for the onnx.proto that Debian's libonnx-dev
+# installs, generated at build time (never committed) so that it matches the installed
+# protobuf-c. Only onnx/*.c include it; the onnx/*.h headers keep its types private.
+ONNX_PROTO_DIR := /usr/include
+ONNX_PROTO := $(ONNX_PROTO_DIR)/onnx/onnx.proto
+ONNX_GEN   := $(BUILD)/gen/onnx/onnx.pb-c.c $(BUILD)/gen/onnx/onnx.pb-c.h
+LIB_OBJ    += $(BUILD)/obj/gen/onnx/onnx.pb-c.o
+CFLAGS     += -I$(BUILD)/gen
+LDLIBS     += -lprotobuf-c
 CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # The service's library, math-free: job options, storage (SQLite, blobs), REST handlers.
@@ -66,6 +76,16 @@ $(BUILD)/obj/%.o: %.c $(wildcard */*.h)
 $(BUILD)/obj/api/openapi.o: api/openapi.json
 # web.c embeds the dashboard's files the same way (no build step: they are served as they are).
 $(BUILD)/obj/api/web.o: web/index.html web/app.js web/style.css web/charts.js
+
+$(ONNX_GEN) &: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	protoc-c --proto_path=$(ONNX_PROTO_DIR) --c_out=$(BUILD)/gen $(ONNX_PROTO)
+
+$(BUILD)/obj/gen/onnx/onnx.pb-c.o: $(BUILD)/gen/onnx/onnx.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(filter $(BUILD)/obj/onnx/%,$(LIB_OBJ)): $(ONNX_GEN)
 
 $(BUILD)/libgplq.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^

@@ -31,6 +31,7 @@ pkgs=(
                              # more ranks than cores --oversubscribe
   python3                    # the integration tests (standard library only) and bench scripts
   dataset-fashion-mnist      # the built-in dataset
+  protobuf-c-compiler libprotobuf-c-dev libonnx-dev  # model.onnx: protobuf-c code for onnx.proto
 )
 for arg in "$@"; do
   case $arg in
