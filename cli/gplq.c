@@ -2,6 +2,7 @@
  * gplq.c: the offline command. `gplq train` trains a ViT, `gplq eval` measures top-1.
  * (`gplq quantize` and the client commands come with the GPLQ library and the service.)
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -22,9 +23,11 @@
 #include "gplq/export.h"
 #include "gplq/pipeline.h"
 #include "gplq/report.h"
+#include "onnx/export.h"
 #include "train/dist.h"
 #include "train/trainer.h"
 #include "util/clock.h"
+#include "util/fs.h"
 
 #define GPLQ_VERSION "0.1.0"
 #define N_OPTS(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -35,7 +38,8 @@ static void usage(FILE *f) {
             "usage: gplq <command> [options]   (gplq <command> --help for its options)\n\n"
             "  train     train a ViT on a dataset, write a timm-named safetensors checkpoint\n"
             "  eval      top-1 accuracy of a checkpoint on a dataset's test set\n"
-            "  quantize  GPLQ: W4A4 (or other bits) with stage 1, stage 2 and the baselines\n\n"
+            "  quantize  GPLQ: W4A4 (or other bits) with stage 1, stage 2 and the baselines\n"
+            "  export    a quantized model (model.q.safetensors) or an FP32 checkpoint as ONNX\n\n"
             "client of a gplqd server (--server URL --token T, or $GPLQ_SERVER, $GPLQ_TOKEN):\n"
             "  submit    upload a model (and a dataset), submit a job, --wait for it, --out DIR\n"
             "  jobs      list jobs, or --job ID for one\n"
@@ -252,19 +256,78 @@ fail_data:
 /* ---- eval ---- */
 
 static struct {
-    const char *model, *data;
+    const char *model, *data, *logits;
     int eval_subset, batch, heads, threads, json;
 } E;
 
 static const opt_spec eval_opts[] = {
-    {"model", OPT_STR, &E.model, NULL, 0, 0, "checkpoint (safetensors: timm, HuggingFace or torchvision names)"},
+    {"model", OPT_STR, &E.model, NULL, 0, 0, "checkpoint (safetensors: timm, HuggingFace or torchvision names), or a job's model.q.safetensors"},
     {"data", OPT_STR, &E.data, "fashion-mnist", 0, 0, "dataset (built in: fashion-mnist)"},
+    {"logits", OPT_STR, &E.logits, NULL, 0, 0, "also write every test image's logits here (float32, images x classes, little-endian)"},
     {"eval-subset", OPT_INT, &E.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
     {"batch-size", OPT_INT, &E.batch, "256", 1, 65536, "images per forward pass"},
     {"num-heads", OPT_INT, &E.heads, "0", 0, 64, "attention heads if the file does not say (0 = dim/64)"},
     {"threads", OPT_INT, &E.threads, "0", 0, 1024, "threads (0 = all cores)"},
     {"json", OPT_FLAG, &E.json, "0", 0, 0, "print one JSON object"},
 };
+
+/* 1 if path is a gplq quantized model (format metadata gplq-q-1), else 0 (any other file,
+ * or one that does not open: ckpt_load then says what is wrong with it). */
+static int is_quantized_file(const char *path) {
+    st_file f;
+    char err[256];
+    if (st_open(&f, path, err, sizeof err)) return 0;
+    const char *fmt = st_meta(&f, "gplq_format");
+    int q = fmt && !strcmp(fmt, GPLQ_Q_FORMAT);
+    st_close(&f);
+    return q;
+}
+
+/* train_eval_top1's pass (same batches, same forward), keeping every image's logits in the
+ * file path (float32, n x classes): what the ONNX tests compare ONNX Runtime's logits with. */
+static int eval_logits(model *m, const ds_set *d, int batch, const char *path, double *top1,
+                       char *err, size_t errlen) {
+    model_dims c_dims = model_get_dims(m), *c = &c_dims;
+    if (d->channels != c->in_chans || d->height != c->img_size || d->width != c->img_size) {
+        snprintf(err, errlen, "dataset images are %dx%dx%d, the model takes %dx%dx%d", d->channels,
+                 d->height, d->width, c->in_chans, c->img_size, c->img_size);
+        return -1;
+    }
+    size_t img = (size_t)c->in_chans * c->img_size * c->img_size, K = c->num_classes;
+    float *x = malloc(sizeof(float) * img * batch), *all = malloc(sizeof(float) * K * d->n);
+    int *idx = malloc(sizeof(int) * batch);
+    int rc = -1;
+    int64_t correct = 0;
+    if (!x || !idx || !all) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < d->n; i += batch) {
+        int B = d->n - i < batch ? d->n - i : batch;
+        for (int b = 0; b < B; b++) idx[b] = i + b;
+        ds_batch(d, idx, B, x, c->mean, c->std, NULL, NULL);
+        if (model_forward_infer(m, x, B, err, errlen)) goto out;
+        memcpy(all + (size_t)i * K, model_logits(m), sizeof(float) * K * B);
+        for (int b = 0; b < B; b++) {
+            const float *l = model_logits(m) + (size_t)b * K;
+            int best = 0;
+            for (int k = 1; k < (int)K; k++) best = l[k] > l[best] ? k : best;
+            correct += best == d->labels[i + b];
+        }
+    }
+    if (fs_write_atomic(path, all, sizeof(float) * K * d->n)) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        goto out;
+    }
+    *top1 = d->n ? (double)correct / d->n : 0.0;
+    rc = 0;
+out:
+    free(x);
+    free(idx);
+    free(all);
+    model_release_acts(m);
+    return rc;
+}
 
 static int cmd_eval(int argc, char **argv) {
     char err[1024];
@@ -276,34 +339,81 @@ static int cmd_eval(int argc, char **argv) {
     }
     blas_set_threads(E.threads);
     log_blas(E.json);
-    model m;
+    /* a job's model.q.safetensors runs as gplq measured it (quantizers and QwT installed) */
+    gplq_qmodel q = {0};
+    model *m = &q.m;
     ckpt_hints hints = {.num_heads = E.heads};
-    ckpt_convention conv;
-    if (ckpt_load(&m, E.model, &hints, &conv, err, sizeof err)) {
+    ckpt_convention conv = CKPT_TIMM;
+    int quantized = is_quantized_file(E.model);
+    if (quantized ? gplq_load_quantized(&q, E.model, err, sizeof err)
+                  : ckpt_load(m, E.model, &hints, &conv, err, sizeof err)) {
         fprintf(stderr, "gplq eval: %s\n", err);
         return 1;
     }
     ds_set te;
     if (open_data(E.data, 0, E.eval_subset, NULL, &te)) {
-        model_free(&m);
+        gplq_qmodel_free(&q);
         return 1;
     }
     double t0 = clock_mono_s(), top1;
-    int rc = train_eval_top1(&m, &te, E.batch, &top1, err, sizeof err);
+    int rc = E.logits ? eval_logits(m, &te, E.batch, E.logits, &top1, err, sizeof err)
+                      : train_eval_top1(m, &te, E.batch, &top1, err, sizeof err);
     double dt = clock_mono_s() - t0;
     if (rc) {
         fprintf(stderr, "gplq eval: %s\n", err);
     } else if (E.json) {
         printf("{\"top1\": %.6f, \"images\": %d, \"model\": \"%s\", \"convention\": \"%s\", "
                "\"images_per_s\": %.1f, \"blas_core\": \"%s\"}\n", top1, te.n, E.model,
-               ckpt_convention_name(conv), te.n / dt, blas_core());
+               quantized ? "gplq-q-1" : ckpt_convention_name(conv), te.n / dt, blas_core());
     } else {
-        printf("%s (%s names): top-1 %.2f%% on %d %s test images (%.0f images/s)\n", E.model,
-               ckpt_convention_name(conv), 100 * top1, te.n, E.data, te.n / dt);
+        printf("%s (%s): top-1 %.2f%% on %d %s test images (%.0f images/s)\n", E.model,
+               quantized ? "gplq quantized" : ckpt_convention_name(conv), 100 * top1, te.n, E.data,
+               te.n / dt);
     }
-    model_free(&m);
+    gplq_qmodel_free(&q);
     ds_free(&te);
     return rc ? 1 : 0;
+}
+
+/* ---- export ---- */
+
+static struct {
+    const char *model, *out;
+    int fp32, w4, qwt_fp16, block;
+} X;
+
+static const opt_spec export_opts[] = {
+    {"model", OPT_STR, &X.model, NULL, 0, 0, "model.q.safetensors of a job, or with --fp32 an FP32 checkpoint"},
+    {"out", OPT_STR, &X.out, NULL, 0, 0, "the .onnx file to write (written whole or not at all)"},
+    {"fp32", OPT_FLAG, &X.fp32, "0", 0, 0, "export an FP32 checkpoint as it is (model.fp32.onnx)"},
+    {"w4", OPT_FLAG, &X.w4, "0", 0, 0, "4-bit weights as com.microsoft MatMulNBits, float activations (model.w4.onnx)"},
+    {"qwt-fp16", OPT_FLAG, &X.qwt_fp16, "0", 0, 0, "store QwT's matrices in FP16"},
+    {"block", OPT_INT, &X.block, "128", 16, 4096, "MatMulNBits block size (--w4), a power of two"},
+};
+
+static int cmd_export(int argc, char **argv) {
+    char err[1024];
+    int pc = command_parse("export", "--model M --out O.onnx [options]", export_opts,
+                           N_OPTS(export_opts), argc, argv);
+    if (pc >= 0) return pc;
+    if (!X.model || !X.out) {
+        fprintf(stderr, "gplq export: --model and --out are required\n");
+        return 2;
+    }
+    if (X.fp32 && X.w4) {
+        fprintf(stderr, "gplq export: --fp32 and --w4 exclude each other\n");
+        return 2;
+    }
+    onnx_kind kind = X.fp32 ? ONNX_KIND_FP32 : X.w4 ? ONNX_KIND_W4 : ONNX_KIND_QDQ;
+    onnx_opts o = {.qwt_fp16 = X.qwt_fp16, .w4_block = X.block};
+    if (onnx_export(X.model, X.out, kind, &o, err, sizeof err)) {
+        fprintf(stderr, "gplq export: %s\n", err);
+        return 1;
+    }
+    struct stat st;
+    long long sz = stat(X.out, &st) ? -1 : (long long)st.st_size;
+    printf("%s: %s ONNX model, %lld bytes\n", X.out, onnx_kind_name(kind), sz);
+    return 0;
 }
 
 /* ---- quantize ---- */
@@ -469,6 +579,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "quantize")) return cmd_quantize(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "export")) return cmd_export(argc - 2, argv + 2);
     if (!strcmp(argv[1], "submit")) return client_submit(argc - 2, argv + 2);
     if (!strcmp(argv[1], "jobs")) return client_jobs(argc - 2, argv + 2);
     if (!strcmp(argv[1], "cancel")) return client_cancel(argc - 2, argv + 2);
