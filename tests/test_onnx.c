@@ -1,0 +1,197 @@
+/*
+ * test_onnx.c: the ONNX writer (onnx/graph.c) and the ViT builder (onnx/vit.c), read back with
+ * protobuf-c: FP16 rounding against a slow reference, ONNX's INT4 packing, the model's IR
+ * version, opsets, metadata and symbolic batch, and saving whole or not at all. That ONNX
+ * Runtime computes what gplq computes is tests/integration/test_onnx.py's part.
+ */
+#include "test.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "engine/vit.h"
+#include "io/checkpoint.h"
+#include "onnx/export.h"
+#include "onnx/graph.h"
+#include "onnx/onnx.pb-c.h"
+#include "onnx/vit.h"
+
+/* The nearest half to f by search over the ordered finite halves, ties to the even code. */
+static uint16_t f16_ref(float f) {
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    double a = fabs((double)f);
+    if (isnan(f)) return 0x7e00;
+    if (a >= 65520.0) return sign | 0x7c00; /* past the midpoint of 65504 and 65536 */
+    int lo = 0, hi = 0x7bff; /* largest h with value(h) <= a */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (onnx_f32_from_f16((uint16_t)mid) <= a) lo = mid;
+        else hi = mid - 1;
+    }
+    if (lo == 0x7bff) return sign | 0x7bff;
+    double d0 = a - onnx_f32_from_f16((uint16_t)lo), d1 = onnx_f32_from_f16((uint16_t)(lo + 1)) - a;
+    int h = d0 < d1 ? lo : d1 < d0 ? lo + 1 : (lo & 1 ? lo + 1 : lo);
+    return sign | (uint16_t)h;
+}
+
+TEST(f16_every_half_round_trips) {
+    int bad = 0;
+    for (int h = 0; h < 0x10000; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN payloads */
+        bad += onnx_f16_from_f32(onnx_f32_from_f16((uint16_t)h)) != h;
+    }
+    CHECK_MSG(bad == 0, "%d halves do not round-trip", bad);
+}
+
+TEST(f16_rounds_to_nearest_even_like_the_reference) {
+    /* every midpoint between neighbouring halves (the ties), a value just either side of it, and
+     * pseudo-random floats over the whole range, subnormals included */
+    int bad = 0, n = 0;
+    for (int h = 0; h < 0x7bff; h++) {
+        float a = onnx_f32_from_f16((uint16_t)h), b = onnx_f32_from_f16((uint16_t)(h + 1));
+        float mid = (float)(((double)a + b) / 2);
+        float vs[3] = {mid, nextafterf(mid, 0), nextafterf(mid, INFINITY)};
+        for (int i = 0; i < 3; i++, n++) {
+            bad += onnx_f16_from_f32(vs[i]) != f16_ref(vs[i]);
+            bad += onnx_f16_from_f32(-vs[i]) != f16_ref(-vs[i]);
+        }
+    }
+    uint32_t s = 12345;
+    for (int i = 0; i < 200000; i++, n++) {
+        s = s * 1664525u + 1013904223u;
+        uint32_t bits = (s & 0x807fffff) | ((100 + (s >> 8) % 50) << 23); /* 2^-27 .. 2^22 */
+        float f;
+        memcpy(&f, &bits, 4);
+        bad += onnx_f16_from_f32(f) != f16_ref(f);
+    }
+    CHECK_MSG(bad == 0, "%d of %d values round differently from the reference", bad, n);
+    CHECK(onnx_f16_from_f32(65519.0f) == 0x7bff);
+    CHECK(onnx_f16_from_f32(65520.0f) == 0x7c00);
+    CHECK(onnx_f16_from_f32(-INFINITY) == 0xfc00);
+    CHECK((onnx_f16_from_f32(NAN) & 0x7c00) == 0x7c00 && (onnx_f16_from_f32(NAN) & 0x3ff));
+}
+
+TEST(int4_packing_is_onnx_s) {
+    int8_t codes[5] = {-8, 7, -1, 0, 3};
+    uint8_t p[3];
+    onnx_pack_int4(p, codes, 5);
+    CHECK(p[0] == 0x78); /* -8 = 0x8 low, 7 high */
+    CHECK(p[1] == 0x0f); /* -1 = 0xf low, 0 high */
+    CHECK(p[2] == 0x03); /* odd count: high nibble 0 */
+}
+
+static Onnx__ModelProto *load_model(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(n);
+    size_t got = fread(buf, 1, n, f);
+    fclose(f);
+    Onnx__ModelProto *m = got == (size_t)n ? onnx__model_proto__unpack(NULL, n, buf) : NULL;
+    free(buf);
+    return m;
+}
+
+TEST(graph_saves_ir10_opset21_int4_and_metadata) {
+    onnx_graph *g = onnx_graph_new("t");
+    int64_t d4[1] = {3}, dx[2] = {-1, 3};
+    int8_t codes[3] = {1, -2, 7};
+    uint8_t packed[2];
+    onnx_pack_int4(packed, codes, 3);
+    onnx_init_raw(g, "w", ONNX_INT4, 1, d4, packed, 2);
+    onnx_init_scalar_f32(g, "s", 0, 0.5f);
+    onnx_graph_input(g, "x", 2, dx, "batch");
+    onnx_graph_output(g, "y", 2, dx, "batch");
+    const char *in[2] = {"w", "s"}, *wd = "wd";
+    int nd = onnx_node(g, "DequantizeLinear", NULL, 2, in, 1, &wd);
+    onnx_attr_int(g, nd, "axis", 0);
+    onnx_op2(g, "Mul", "y", "x", "wd");
+    char path[] = "/tmp/gplq-test-onnx-XXXXXX", err[256], file[300];
+    CHECK(mkdtemp(path) != NULL);
+    snprintf(file, sizeof file, "%s/m.onnx", path);
+    const char *k[1] = {"mean"}, *v[1] = {"[0.5]"};
+    CHECK_MSG(onnx_graph_save(g, file, "test", k, v, 1, err, sizeof err) == 0, "%s", err);
+    Onnx__ModelProto *m = load_model(file);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK(m->ir_version == 10 && m->n_opset_import == 1 && m->opset_import[0]->version == 21);
+        CHECK(m->n_metadata_props == 1 && !strcmp(m->metadata_props[0]->value, "[0.5]"));
+        Onnx__GraphProto *gp = m->graph;
+        CHECK(gp->n_node == 2 && !strcmp(gp->node[0]->op_type, "DequantizeLinear"));
+        CHECK(gp->node[0]->n_attribute == 1 && gp->node[0]->attribute[0]->i == 0);
+        CHECK(gp->n_initializer == 2 && gp->initializer[0]->data_type == 22);
+        CHECK(gp->initializer[0]->raw_data.len == 2 && gp->initializer[0]->raw_data.data[0] == 0xe1);
+        CHECK(gp->initializer[1]->n_dims == 0); /* a scalar */
+        Onnx__TypeProto__Tensor *tt = gp->input[0]->type->tensor_type;
+        CHECK(tt->shape->n_dim == 2 && !strcmp(tt->shape->dim[0]->dim_param, "batch") &&
+              tt->shape->dim[1]->dim_value == 3);
+        onnx__model_proto__free_unpacked(m, NULL);
+    }
+    /* a failed save leaves nothing: not the file, not its temporary */
+    char bad[400];
+    snprintf(bad, sizeof bad, "%s/no-such-dir/m.onnx", path);
+    CHECK(onnx_graph_save(g, bad, "test", NULL, NULL, 0, err, sizeof err) == -1 &&
+          strstr(err, "no-such-dir"));
+    onnx_graph_free(g);
+    remove(file);
+    rmdir(path);
+}
+
+TEST(graph_errors_are_sticky_and_reported) {
+    onnx_graph *g = onnx_graph_new("t");
+    char err[256];
+    /* no input or output declared */
+    CHECK(onnx_graph_save(g, "/tmp/never-written.onnx", "t", NULL, NULL, 0, err, sizeof err) == -1);
+    CHECK(strstr(err, "no input") != NULL);
+    struct stat st;
+    CHECK(stat("/tmp/never-written.onnx", &st) != 0);
+    CHECK(onnx_node(g, "Relu", NULL, 0, NULL, 0, NULL) == -1); /* after the error: a no-op */
+    onnx_graph_free(g);
+}
+
+TEST(vit_fp32_graph_has_the_model_s_shape) {
+    vit_model m;
+    char err[512];
+    ckpt_hints h = {.allow_extra = 1};
+    CHECK_MSG(ckpt_load(&m, GPLQ_SRC_DIR "/tests/fixtures/vit_tiny_ref.safetensors", &h, NULL, err,
+                        sizeof err) == 0, "%s", err);
+    onnx_graph *g = onnx_graph_new("vit");
+    CHECK_MSG(onnx_vit_build(g, &m, NULL, NULL, ONNX_KIND_FP32, NULL, err, sizeof err) == 0, "%s", err);
+    char path[] = "/tmp/gplq-test-onnx-XXXXXX", file[300];
+    CHECK(mkdtemp(path) != NULL);
+    snprintf(file, sizeof file, "%s/v.onnx", path);
+    CHECK_MSG(onnx_graph_save(g, file, "t", NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    Onnx__ModelProto *mp = load_model(file);
+    CHECK(mp != NULL);
+    if (mp) {
+        Onnx__GraphProto *gp = mp->graph;
+        int ln = 0, mm = 0, q = 0;
+        for (size_t i = 0; i < gp->n_node; i++) {
+            ln += !strcmp(gp->node[i]->op_type, "LayerNormalization");
+            mm += !strcmp(gp->node[i]->op_type, "MatMul");
+            q += !strcmp(gp->node[i]->op_type, "QuantizeLinear");
+        }
+        int L = m.cfg.depth;
+        CHECK(ln == 2 * L + 1 + m.cfg.distilled);
+        CHECK(mm == 6 * L + 1 + m.cfg.distilled); /* qkv, 2 attention, proj, fc1, fc2; heads */
+        CHECK(q == 0);
+        CHECK(!strcmp(gp->input[0]->name, "pixel_values") && !strcmp(gp->output[0]->name, "logits"));
+        Onnx__TensorShapeProto *s = gp->input[0]->type->tensor_type->shape;
+        CHECK(s->n_dim == 4 && s->dim[0]->value_case ==
+                                   ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
+              s->dim[1]->dim_value == m.cfg.in_chans && s->dim[3]->dim_value == m.cfg.img_size);
+        onnx__model_proto__free_unpacked(mp, NULL);
+    }
+    /* a quantized kind without quantizers is refused */
+    onnx_graph *g2 = onnx_graph_new("vit");
+    CHECK(onnx_vit_build(g2, &m, NULL, NULL, ONNX_KIND_QDQ, NULL, err, sizeof err) == -1);
+    onnx_graph_free(g2);
+    onnx_graph_free(g);
+    vit_free(&m);
+    remove(file);
+    rmdir(path);
+}
+
+TEST_MAIN()
