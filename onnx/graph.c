@@ -13,6 +13,7 @@
 
 #include "onnx/onnx.pb-c.h"
 #include "util/fs.h"
+#include "util/half.h"
 
 typedef struct {
     const char *name, *sym;
@@ -193,7 +194,7 @@ void onnx_init_f32(onnx_graph *g, const char *name, int ndim, const int64_t *dim
 void onnx_init_f16(onnx_graph *g, const char *name, int ndim, const int64_t *dims, const float *data) {
     size_t n = numel(ndim, dims);
     uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
-    for (size_t i = 0; h && i < n; i++) h[i] = onnx_f16_from_f32(data[i]);
+    for (size_t i = 0; h && i < n; i++) h[i] = half_from_float(data[i]);
     add_init(g, name, ONNX_FLOAT16, ndim, dims, h, n * sizeof(uint16_t));
 }
 
@@ -230,38 +231,6 @@ void onnx_pack_int4(uint8_t *dst, const int8_t *codes, size_t n) {
         uint8_t lo = (uint8_t)codes[i] & 0xF, hi = i + 1 < n ? (uint8_t)codes[i + 1] & 0xF : 0;
         dst[i / 2] = (uint8_t)(lo | hi << 4);
     }
-}
-
-uint16_t onnx_f16_from_f32(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)(x >> 16 & 0x8000);
-    uint32_t ax = x & 0x7fffffff;
-    if (ax >= 0x7f800000) return sign | 0x7c00 | (ax > 0x7f800000 ? 0x200 : 0); /* inf, NaN */
-    if (ax >= 0x477ff000) return sign | 0x7c00; /* rounds past 65504: inf */
-    if (ax < 0x38800000) {
-        /* subnormal half (or zero): value / 2^-24, rounded to nearest even */
-        if (ax < 0x33000000) return sign; /* below half the smallest subnormal */
-        uint32_t m = (ax & 0x7fffff) | 0x800000; /* value = m 2^(e - 150) */
-        int shift = 126 - (int)(ax >> 23);         /* value 2^24 = m 2^-shift, shift 14..24 */
-        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1))) q++;
-        return sign | (uint16_t)q;
-    }
-    /* normal: rebias the exponent (127 -> 15), keep 10 mantissa bits, round to nearest even;
-     * a carry out of the mantissa correctly bumps the exponent */
-    uint32_t h = ((ax >> 23) - 112) << 10 | (ax >> 13 & 0x3ff);
-    uint32_t rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return sign | (uint16_t)h;
-}
-
-float onnx_f32_from_f16(uint16_t h) {
-    int e = h >> 10 & 0x1f, m = h & 0x3ff;
-    float v = e == 0 ? ldexpf((float)m, -24)
-              : e == 31 ? (m ? NAN : INFINITY)
-                        : ldexpf((float)(m | 0x400), e - 25);
-    return h & 0x8000 ? -v : v;
 }
 
 /* ---- nodes ---- */

@@ -60,7 +60,7 @@ void onnx_graph_output(onnx_graph *g, const char *name, int ndim, const int64_t 
 
 /* Initializers (constant tensors); data is copied, names must be unique.
  *   onnx_init_f32   FLOAT from n = prod(dims) floats
- *   onnx_init_f16   FLOAT16 from floats, each rounded to the nearest half (ties to even)
+ *   onnx_init_f16   FLOAT16 from floats, each rounded to the nearest half (util/half.h)
  *   onnx_init_i64   INT64
  *   onnx_init_raw   any type from its raw little-endian bytes (INT4/UINT4: two per byte, see
  *                   onnx_pack_int4), nbytes as the type needs for prod(dims) elements */
@@ -78,9 +78,6 @@ void onnx_init_ints(onnx_graph *g, const char *name, int n, ...); /* INT64 (n) *
  * odd count leaves the last high nibble 0. dst holds (n + 1) / 2 bytes; codes are taken mod 16
  * (two's complement for INT4). */
 void onnx_pack_int4(uint8_t *dst, const int8_t *codes, size_t n);
-/* IEEE half from float, round to nearest even (what numpy's astype(float16) gives). */
-uint16_t onnx_f16_from_f32(float f);
-float onnx_f32_from_f16(uint16_t h);
 
 /* A node of op_type (in domain, NULL for the default one) with nin inputs and nout outputs
  * ("" for an omitted optional input). Returns the node's index for onnx_attr_*, -1 after an

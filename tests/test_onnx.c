@@ -1,6 +1,6 @@
 /*
  * test_onnx.c: the ONNX writer (onnx/graph.c) and the ViT builder (onnx/vit.c), read back with
- * protobuf-c: FP16 rounding against a slow reference, ONNX's INT4 packing, the model's IR
+ * protobuf-c: FP16 rounding (util/half.c) against a slow reference, ONNX's INT4 packing, the model's IR
  * version, opsets, metadata and symbolic batch, and saving whole or not at all. That ONNX
  * Runtime computes what gplq computes is tests/integration/test_onnx.py's part.
  */
@@ -15,6 +15,7 @@
 #include "onnx/graph.h"
 #include "onnx/onnx.pb-c.h"
 #include "onnx/vit.h"
+#include "util/half.h"
 
 /* The nearest half to f by search over the ordered finite halves, ties to the even code. */
 static uint16_t f16_ref(float f) {
@@ -25,11 +26,11 @@ static uint16_t f16_ref(float f) {
     int lo = 0, hi = 0x7bff; /* largest h with value(h) <= a */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (onnx_f32_from_f16((uint16_t)mid) <= a) lo = mid;
+        if (half_to_float((uint16_t)mid) <= a) lo = mid;
         else hi = mid - 1;
     }
     if (lo == 0x7bff) return sign | 0x7bff;
-    double d0 = a - onnx_f32_from_f16((uint16_t)lo), d1 = onnx_f32_from_f16((uint16_t)(lo + 1)) - a;
+    double d0 = a - half_to_float((uint16_t)lo), d1 = half_to_float((uint16_t)(lo + 1)) - a;
     int h = d0 < d1 ? lo : d1 < d0 ? lo + 1 : (lo & 1 ? lo + 1 : lo);
     return sign | (uint16_t)h;
 }
@@ -38,7 +39,7 @@ TEST(f16_every_half_round_trips) {
     int bad = 0;
     for (int h = 0; h < 0x10000; h++) {
         if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue; /* NaN payloads */
-        bad += onnx_f16_from_f32(onnx_f32_from_f16((uint16_t)h)) != h;
+        bad += half_from_float(half_to_float((uint16_t)h)) != h;
     }
     CHECK_MSG(bad == 0, "%d halves do not round-trip", bad);
 }
@@ -48,12 +49,12 @@ TEST(f16_rounds_to_nearest_even_like_the_reference) {
      * pseudo-random floats over the whole range, subnormals included */
     int bad = 0, n = 0;
     for (int h = 0; h < 0x7bff; h++) {
-        float a = onnx_f32_from_f16((uint16_t)h), b = onnx_f32_from_f16((uint16_t)(h + 1));
+        float a = half_to_float((uint16_t)h), b = half_to_float((uint16_t)(h + 1));
         float mid = (float)(((double)a + b) / 2);
         float vs[3] = {mid, nextafterf(mid, 0), nextafterf(mid, INFINITY)};
         for (int i = 0; i < 3; i++, n++) {
-            bad += onnx_f16_from_f32(vs[i]) != f16_ref(vs[i]);
-            bad += onnx_f16_from_f32(-vs[i]) != f16_ref(-vs[i]);
+            bad += half_from_float(vs[i]) != f16_ref(vs[i]);
+            bad += half_from_float(-vs[i]) != f16_ref(-vs[i]);
         }
     }
     uint32_t s = 12345;
@@ -62,13 +63,13 @@ TEST(f16_rounds_to_nearest_even_like_the_reference) {
         uint32_t bits = (s & 0x807fffff) | ((100 + (s >> 8) % 50) << 23); /* 2^-27 .. 2^22 */
         float f;
         memcpy(&f, &bits, 4);
-        bad += onnx_f16_from_f32(f) != f16_ref(f);
+        bad += half_from_float(f) != f16_ref(f);
     }
     CHECK_MSG(bad == 0, "%d of %d values round differently from the reference", bad, n);
-    CHECK(onnx_f16_from_f32(65519.0f) == 0x7bff);
-    CHECK(onnx_f16_from_f32(65520.0f) == 0x7c00);
-    CHECK(onnx_f16_from_f32(-INFINITY) == 0xfc00);
-    CHECK((onnx_f16_from_f32(NAN) & 0x7c00) == 0x7c00 && (onnx_f16_from_f32(NAN) & 0x3ff));
+    CHECK(half_from_float(65519.0f) == 0x7bff);
+    CHECK(half_from_float(65520.0f) == 0x7c00);
+    CHECK(half_from_float(-INFINITY) == 0xfc00);
+    CHECK((half_from_float(NAN) & 0x7c00) == 0x7c00 && (half_from_float(NAN) & 0x3ff));
 }
 
 TEST(int4_packing_is_onnx_s) {
