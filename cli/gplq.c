@@ -388,7 +388,7 @@ static const opt_spec export_opts[] = {
     {"fp32", OPT_FLAG, &X.fp32, "0", 0, 0, "export an FP32 checkpoint as it is (model.fp32.onnx)"},
     {"w4", OPT_FLAG, &X.w4, "0", 0, 0, "4-bit weights as com.microsoft MatMulNBits, float activations (model.w4.onnx)"},
     {"qwt-fp16", OPT_FLAG, &X.qwt_fp16, "0", 0, 0, "store QwT's matrices in FP16"},
-    {"block", OPT_INT, &X.block, "128", 16, 4096, "MatMulNBits block size (--w4), a power of two"},
+    {"block", OPT_INT, &X.block, "0", 0, 4096, "MatMulNBits block size (--w4), a power of two >= 16 (0: 128, or the largest smaller one that divides K)"},
 };
 
 static int cmd_export(int argc, char **argv) {

@@ -24,12 +24,15 @@
 typedef enum { ONNX_KIND_QDQ, ONNX_KIND_W4, ONNX_KIND_FP32 } onnx_kind;
 
 /* The block size of model.w4.onnx's MatMulNBits: what ORT's own 4-bit quantizer
- * (MatMul4BitsQuantizer, DefaultWeightOnlyQuantConfig) writes by default. */
+ * (MatMul4BitsQuantizer, DefaultWeightOnlyQuantConfig) writes by default. gplq's steps are per
+ * output channel, so every block of a row has the row's step and the size only trades scale
+ * copies against padding: by default a matrix whose K is not a multiple of 128 takes the largest
+ * of 64, 32, 16 that divides K (the demo model's K = 192: 64, no padding), else 128 padded. */
 #define ONNX_W4_BLOCK 128
 
 typedef struct {
     int qwt_fp16;   /* 1: QwT's weights and biases stored in FP16 (cast to float in the graph) */
-    int w4_block;   /* MatMulNBits block size, a power of two >= 16; 0 = ONNX_W4_BLOCK */
+    int w4_block;   /* MatMulNBits block size, a power of two >= 16; 0 = the default above */
 } onnx_opts;
 
 /* The kind's name in metadata and messages: "w4a4-qdq"-like strings built from the bits. */

@@ -130,7 +130,11 @@ static void init_codes(ctx *c, const char *name, int ndim, const int64_t *dims, 
  */
 static const char *matmul_nbits(ctx *c, const char *x, const char *tag, const int8_t *codes,
                                 const float *steps, int rows, int cols) {
-    int bs = c->o.w4_block, kb = (cols + bs - 1) / bs, blob = bs / 2;
+    int bs = c->o.w4_block;
+    if (!bs) /* ORT's default 128, or the largest smaller block that tiles K without padding */
+        for (bs = ONNX_W4_BLOCK; bs > 16 && cols % bs; bs /= 2) {}
+    if (cols % bs) bs = ONNX_W4_BLOCK;
+    int kb = (cols + bs - 1) / bs, blob = bs / 2;
     uint8_t *b = malloc((size_t)rows * kb * blob);
     float *s = malloc(sizeof(float) * rows * kb);
     if (!b || !s) {
@@ -434,8 +438,7 @@ int onnx_vit_build(onnx_graph *g, const vit_model *m, actq_set *aq, const onnx_q
                    onnx_kind kind, const onnx_opts *opts, char *err, size_t errlen) {
     ctx c = {.g = g, .m = m, .aq = aq, .qw = qw, .kind = kind, .err = err, .errlen = errlen};
     c.o = opts ? *opts : (onnx_opts){0};
-    if (!c.o.w4_block) c.o.w4_block = ONNX_W4_BLOCK;
-    if (c.o.w4_block < 16 || (c.o.w4_block & (c.o.w4_block - 1))) {
+    if (c.o.w4_block && (c.o.w4_block < 16 || (c.o.w4_block & (c.o.w4_block - 1)))) {
         snprintf(err, errlen, "MatMulNBits block size %d is not a power of two >= 16", c.o.w4_block);
         return -1;
     }
