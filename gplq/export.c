@@ -11,6 +11,7 @@
 #include "gplq/quant.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "util/half.h"
 
 static void step_name(char *out, size_t n, const actq_set *aq, int i) {
     char where[64];
@@ -18,9 +19,27 @@ static void step_name(char *out, size_t n, const actq_set *aq, int i) {
     snprintf(out, n, "actq.%s.step", where);
 }
 
-/* Adds steps and QwT tensors (data borrowed from aq and s2). */
+/* 1 if every one of the n values is a half (converts to FP16 and back unchanged). */
+static int all_half(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (half_round(v[i]) != v[i]) return 0;
+    return 1;
+}
+
+/* FP16 copy of v (n), new (free), or NULL when out of memory. */
+static uint16_t *to_half(const float *v, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    for (size_t i = 0; h && i < n; i++) h[i] = half_from_float(v[i]);
+    return h;
+}
+
+/* Adds steps and QwT tensors (data borrowed from aq and s2). With half (2 * depth slots, the
+ * caller frees what they hold after saving), a block's QwT whose values are all halves (the
+ * pipeline rounds them so: gplq/pipeline.c) is stored as F16, half the bytes and lossless;
+ * anything else stays F32. */
 static int add_quant_tensors(st_writer *w, const model_config *mc, const actq_set *aq,
-                             const stage2_result *s2, char *err, size_t errlen) {
+                             const stage2_result *s2, uint16_t **half, char *err,
+                             size_t errlen) {
     char name[128];
     for (int i = 0; i < aq->nq; i++) {
         int64_t n = aq->q[i].channels;
@@ -32,10 +51,21 @@ static int add_quant_tensors(st_writer *w, const model_config *mc, const actq_se
         int T, C;
         model_block_shape(mc, l, &T, &C);
         int64_t sw[2] = {C, C}, sb[1] = {C};
+        const void *dw = s2->qwt_w[l], *db = s2->qwt_b[l];
+        st_dtype t = ST_F32;
+        if (half && all_half(s2->qwt_w[l], (size_t)C * C) && all_half(s2->qwt_b[l], C)) {
+            half[2 * l] = to_half(s2->qwt_w[l], (size_t)C * C);
+            half[2 * l + 1] = to_half(s2->qwt_b[l], C);
+            if (!half[2 * l] || !half[2 * l + 1]) {
+                snprintf(err, errlen, "out of memory");
+                return -1;
+            }
+            dw = half[2 * l], db = half[2 * l + 1], t = ST_F16;
+        }
         snprintf(name, sizeof name, "blocks.%d.qwt.weight", l);
-        if (st_writer_add(w, name, ST_F32, 2, sw, s2->qwt_w[l], err, errlen)) return -1;
+        if (st_writer_add(w, name, t, 2, sw, dw, err, errlen)) return -1;
         snprintf(name, sizeof name, "blocks.%d.qwt.bias", l);
-        if (st_writer_add(w, name, ST_F32, 1, sb, s2->qwt_b[l], err, errlen)) return -1;
+        if (st_writer_add(w, name, t, 1, sb, db, err, errlen)) return -1;
     }
     return 0;
 }
@@ -74,8 +104,9 @@ int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage
     const param_info *info = model_param_info(m, &ninfo);
     const float *params = model_params(m);
     uint8_t **packed = calloc(nqm + 1, sizeof *packed);
+    uint16_t **half = calloc(2 * (size_t)s2->depth + 1, sizeof *half);
     st_writer *w = st_writer_new();
-    if (!packed || !w) {
+    if (!packed || !half || !w) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -113,7 +144,7 @@ int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage
         snprintf(name, sizeof name, "%s.wscale", s2->lin[k].name);
         if (st_writer_add(w, name, ST_F32, 1, ss, q->steps, err, errlen)) goto out;
     }
-    if (add_quant_tensors(w, &mc, aq, s2, err, errlen)) goto out;
+    if (add_quant_tensors(w, &mc, aq, s2, half, err, errlen)) goto out;
     if (add_meta(w, aq, s2, keys, vals, nextra)) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -123,7 +154,7 @@ int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage
     st_writer_free(w);
     /* model.fakequant: dequantized FP32 under timm names, plus steps and QwT */
     w = st_writer_new();
-    if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, &mc, aq, s2, err, errlen) ||
+    if (!w || ckpt_add_model(w, m, err, errlen) || add_quant_tensors(w, &mc, aq, s2, NULL, err, errlen) ||
         add_meta(w, aq, s2, keys, vals, nextra))
         goto out;
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_FAKEQUANT, dir);
@@ -132,6 +163,8 @@ int gplq_export(const char *dir, const model *m, const actq_set *aq, const stage
 out:
     for (int k = 0; packed && k < nqm; k++) free(packed[k]);
     free(packed);
+    for (int l = 0; half && l < 2 * s2->depth; l++) free(half[l]);
+    free(half);
     st_writer_free(w);
     return rc;
 }
@@ -253,7 +286,8 @@ static int load_qwt(gplq_qmodel *q, const st_file *f, const char *path, char *er
         const st_tensor *tw = st_find(f, wn), *tb = st_find(f, bn);
         if (!tw && !tb) continue;
         if (!tw || !tb || tw->numel != (int64_t)C * C || tb->numel != C ||
-            tw->dtype != ST_F32 || tb->dtype != ST_F32) {
+            (tw->dtype != ST_F32 && tw->dtype != ST_F16) ||
+            (tb->dtype != ST_F32 && tb->dtype != ST_F16)) {
             snprintf(err, errlen, "%s: QwT tensors of block %d are incomplete or misshapen", path, l);
             return -1;
         }

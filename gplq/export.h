@@ -8,7 +8,9 @@
  * <where> "blocks.N.qkv_in", "blocks.N.qkv_out" (q, k, v), "blocks.N.attn" (softmax),
  * "blocks.N.proj_in", "blocks.N.fc1_in", "blocks.N.fc2_in", "patch_in", "head_in", and for a
  * Swin "layers.S.merge_in" (actq_slot_name; N counts blocks over the whole model, also in a
- * Swin); QwT as "blocks.N.qwt.weight" ((C, C), applied as x W^T) and "blocks.N.qwt.bias". __metadata__ holds
+ * Swin); QwT as "blocks.N.qwt.weight" ((C, C), applied as x W^T) and "blocks.N.qwt.bias",
+ * F16 when every value is a half (what the pipeline computes: it rounds QwT's terms to FP16,
+ * as the official QwT code runs them), else F32; readers take either. __metadata__ holds
  * the format version, the model config, the bits and granularity of every quantizer kind, and
  * whatever the caller adds (the job's config, its accuracies).
  * model.fakequant.safetensors: the same model with dequantized FP32 weights under timm names

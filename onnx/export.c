@@ -132,7 +132,7 @@ static int export_quantized(const char *in_path, const char *out_path, onnx_kind
     if (kind == ONNX_KIND_QDQ) meta_add(&mt, "abits", "%d", q.aq.abits);
     const char *top1 = st_meta(&f, "top1_gplq");
     if (top1) meta_add(&mt, "top1_gplq", "%s", top1);
-    meta_add(&mt, "qwt", "%s", q.m.vit.qwt_w ? (opts && opts->qwt_fp16 ? "fp16" : "fp32") : "none");
+    meta_add(&mt, "qwt", "%s", !q.m.vit.qwt_w ? "none" : opts && opts->qwt_fp16 ? "fp16" : "fp16 where lossless, else fp32");
     rc = save(g, out_path, &mt, err, errlen);
 out:
     onnx_graph_free(g);

@@ -31,7 +31,9 @@ typedef enum { ONNX_KIND_QDQ, ONNX_KIND_W4, ONNX_KIND_FP32 } onnx_kind;
 #define ONNX_W4_BLOCK 128
 
 typedef struct {
-    int qwt_fp16;   /* 1: QwT's weights and biases stored in FP16 (cast to float in the graph) */
+    int qwt_fp16;   /* 1: QwT's weights and biases stored in FP16 (cast to float in the graph);
+                       0: FP16 only where that is lossless (the values are halves already, as
+                       gplq's pipeline makes them), else FP32 */
     int w4_block;   /* MatMulNBits block size, a power of two >= 16; 0 = the default above */
 } onnx_opts;
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gplq/quant.h"
+#include "util/half.h"
 
 typedef struct {
     onnx_graph *g;
@@ -314,6 +315,13 @@ static const char *heads(ctx *c, const char *x, const char *tag, int transpose_k
     return y;
 }
 
+/* 1 if every one of the n values is a half: FP16 storage then loses nothing. */
+static int all_half(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (half_round(v[i]) != v[i]) return 0;
+    return 1;
+}
+
 static const char *block(ctx *c, const char *x, int l) {
     onnx_graph *g = c->g;
     const vit_config *cf = &c->m->cfg;
@@ -381,7 +389,7 @@ static const char *block(ctx *c, const char *x, int l) {
             for (int k = 0; k < C; k++) tw[(size_t)k * C + i] = qw[(size_t)i * C + k];
         int64_t dw[2] = {C, C}, db = C;
         const char *wq = onnx_name(g, "blocks.%d.qwt.weight_t", l), *bq = onnx_name(g, "blocks.%d.qwt.bias", l);
-        if (c->o.qwt_fp16) {
+        if (c->o.qwt_fp16 || (all_half(tw, (size_t)C * C) && all_half(qb, C))) {
             /* stored in half precision, computed in float: the FP16 values are exact floats */
             const char *wh = onnx_name(g, "blocks.%d.qwt.weight_t.f16", l);
             const char *bh = onnx_name(g, "blocks.%d.qwt.bias.f16", l);

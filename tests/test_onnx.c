@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
-#include "engine/vit.h"
+#include "engine/model.h"
 #include "io/checkpoint.h"
 #include "onnx/export.h"
 #include "onnx/graph.h"
@@ -153,13 +153,14 @@ TEST(graph_errors_are_sticky_and_reported) {
 }
 
 TEST(vit_fp32_graph_has_the_model_s_shape) {
-    vit_model m;
+    model mw;
+    vit_model *vm = &mw.vit; /* the loader gives a model; this graph is the ViT's */
     char err[512];
     ckpt_hints h = {.allow_extra = 1};
-    CHECK_MSG(ckpt_load(&m, GPLQ_SRC_DIR "/tests/fixtures/vit_tiny_ref.safetensors", &h, NULL, err,
+    CHECK_MSG(ckpt_load(&mw, GPLQ_SRC_DIR "/tests/fixtures/vit_tiny_ref.safetensors", &h, NULL, err,
                         sizeof err) == 0, "%s", err);
     onnx_graph *g = onnx_graph_new("vit");
-    CHECK_MSG(onnx_vit_build(g, &m, NULL, NULL, ONNX_KIND_FP32, NULL, err, sizeof err) == 0, "%s", err);
+    CHECK_MSG(onnx_vit_build(g, vm, NULL, NULL, ONNX_KIND_FP32, NULL, err, sizeof err) == 0, "%s", err);
     char path[] = "/tmp/gplq-test-onnx-XXXXXX", file[300];
     CHECK(mkdtemp(path) != NULL);
     snprintf(file, sizeof file, "%s/v.onnx", path);
@@ -174,23 +175,23 @@ TEST(vit_fp32_graph_has_the_model_s_shape) {
             mm += !strcmp(gp->node[i]->op_type, "MatMul");
             q += !strcmp(gp->node[i]->op_type, "QuantizeLinear");
         }
-        int L = m.cfg.depth;
-        CHECK(ln == 2 * L + 1 + m.cfg.distilled);
-        CHECK(mm == 6 * L + 1 + m.cfg.distilled); /* qkv, 2 attention, proj, fc1, fc2; heads */
+        int L = vm->cfg.depth;
+        CHECK(ln == 2 * L + 1 + vm->cfg.distilled);
+        CHECK(mm == 6 * L + 1 + vm->cfg.distilled); /* qkv, 2 attention, proj, fc1, fc2; heads */
         CHECK(q == 0);
         CHECK(!strcmp(gp->input[0]->name, "pixel_values") && !strcmp(gp->output[0]->name, "logits"));
         Onnx__TensorShapeProto *s = gp->input[0]->type->tensor_type->shape;
         CHECK(s->n_dim == 4 && s->dim[0]->value_case ==
                                    ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM &&
-              s->dim[1]->dim_value == m.cfg.in_chans && s->dim[3]->dim_value == m.cfg.img_size);
+              s->dim[1]->dim_value == vm->cfg.in_chans && s->dim[3]->dim_value == vm->cfg.img_size);
         onnx__model_proto__free_unpacked(mp, NULL);
     }
     /* a quantized kind without quantizers is refused */
     onnx_graph *g2 = onnx_graph_new("vit");
-    CHECK(onnx_vit_build(g2, &m, NULL, NULL, ONNX_KIND_QDQ, NULL, err, sizeof err) == -1);
+    CHECK(onnx_vit_build(g2, vm, NULL, NULL, ONNX_KIND_QDQ, NULL, err, sizeof err) == -1);
     onnx_graph_free(g2);
     onnx_graph_free(g);
-    vit_free(&m);
+    model_free(&mw);
     remove(file);
     rmdir(path);
 }
