@@ -81,6 +81,38 @@ static int set_value(const opt_spec *o, const char *v, const char *dash, char *e
 
 int opt_is_auto(float v) { return isnan(v); }
 
+int opt_parse_triple(const char *s, const char *name, double min, double max, float out[3],
+                     char *err, size_t errlen) {
+    double v[3];
+    int n = 0;
+    const char *p = s ? s : "";
+    for (;;) {
+        char *end;
+        errno = 0;
+        /* strtod skips leading blanks and takes "nan", "inf" and hex: only decimals here */
+        if (n == 3 || !*p || !strchr("+-.0123456789", *p)) break;
+        double x = strtod(p, &end);
+        if (end == p || (errno && fabs(x) > 1) || !isfinite(x) ||
+            memchr(p, 'x', (size_t)(end - p)) || memchr(p, 'X', (size_t)(end - p)))
+            break;
+        if (x < min || x > max) {
+            snprintf(err, errlen, "%s %g is out of range [%g, %g]", name, x, min, max);
+            return -1;
+        }
+        v[n++] = x;
+        if (*end == '\0') {
+            if (n == 2) break;
+            for (int i = 0; i < 3; i++) out[i] = (float)v[n == 1 ? 0 : i];
+            return 0;
+        }
+        if (*end != ',') break;
+        p = end + 1;
+    }
+    snprintf(err, errlen, "%s: '%.64s' must be one number or three separated by commas "
+             "(e.g. 0.5 or 0.485,0.456,0.406)", name, s ? s : "");
+    return -1;
+}
+
 void opt_defaults(const opt_spec *specs, int n) {
     char err[256];
     for (int i = 0; i < n; i++) {

@@ -42,4 +42,18 @@ json_t *opt_schema(const opt_spec *specs, int n);
 /* 1 if an OPT_FLOAT_AUTO value is "auto". */
 int opt_is_auto(float v);
 
+/* A per-channel triple as people write it: "0.5" (one value for every channel) or
+ * "0.485,0.456,0.406" (red, green, blue), each a finite number in [min, max]: the input mean
+ * and std of a checkpoint that does not say them (`--mean`, `--std`, the upload's `mean` and
+ * `std`). Fills out[3] (one value is copied to all three). 0, or -1 with a message that starts
+ * with name ("std: '0,1' must be one number or three separated by commas"). */
+int opt_parse_triple(const char *s, const char *name, double min, double max, float out[3],
+                     char *err, size_t errlen);
+/* The bounds every command and the API put on a given mean and std: pixels are in [0, 1]
+ * before normalization, so a mean past them or a std of 0 or in 0..255 units is a mistake. */
+#define OPT_MEAN_MIN (-10.0)
+#define OPT_MEAN_MAX 10.0
+#define OPT_STD_MIN 1e-3
+#define OPT_STD_MAX 10.0
+
 #endif
