@@ -255,9 +255,33 @@ fail_data:
 
 /* ---- eval ---- */
 
+/* What a checkpoint may not say, from the flags: --img-size N, --mean M, --std S (one value or
+ * three, config/options.h) and the heads. --mean and --std go together: a file's normalization
+ * is the pair. 0, or -1 with err. */
+static int load_hints(ckpt_hints *h, int heads, int img_size, const char *mean, const char *std,
+                      char *err, size_t errlen) {
+    *h = (ckpt_hints){.num_heads = heads, .img_size = img_size};
+    if (!mean && !std) return 0;
+    if (!mean || !std) {
+        snprintf(err, errlen, "--mean and --std go together (give both)");
+        return -1;
+    }
+    if (opt_parse_triple(mean, "--mean", OPT_MEAN_MIN, OPT_MEAN_MAX, h->mean, err, errlen) ||
+        opt_parse_triple(std, "--std", OPT_STD_MIN, OPT_STD_MAX, h->std, err, errlen))
+        return -1;
+    h->have_norm = 1;
+    return 0;
+}
+
+/* The flags of load_hints beside --num-heads, as option table lines. */
+#define HINT_OPTS(img, mean, std)                                                                  \
+    {"img-size", OPT_INT, &(img), "0", 0, 4096, "input size in pixels if the checkpoint does not say (a Swin's; a ViT's must match its position embedding)"}, \
+    {"mean", OPT_STR, &(mean), NULL, 0, 0, "input mean if the checkpoint does not say: one value or three (0.485,0.456,0.406)"}, \
+    {"std", OPT_STR, &(std), NULL, 0, 0, "input std if the checkpoint does not say (with --mean): one value or three"}
+
 static struct {
-    const char *model, *data, *logits;
-    int eval_subset, batch, heads, threads, json;
+    const char *model, *data, *logits, *mean, *std;
+    int eval_subset, batch, heads, img_size, threads, json;
 } E;
 
 static const opt_spec eval_opts[] = {
@@ -267,6 +291,7 @@ static const opt_spec eval_opts[] = {
     {"eval-subset", OPT_INT, &E.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
     {"batch-size", OPT_INT, &E.batch, "256", 1, 65536, "images per forward pass"},
     {"num-heads", OPT_INT, &E.heads, "0", 0, 64, "attention heads if the file does not say (0 = dim/64)"},
+    HINT_OPTS(E.img_size, E.mean, E.std),
     {"threads", OPT_INT, &E.threads, "0", 0, 1024, "threads (0 = all cores)"},
     {"json", OPT_FLAG, &E.json, "0", 0, 0, "print one JSON object"},
 };
@@ -342,11 +367,12 @@ static int cmd_eval(int argc, char **argv) {
     /* a job's model.q.safetensors runs as gplq measured it (quantizers and QwT installed) */
     gplq_qmodel q = {0};
     model *m = &q.m;
-    ckpt_hints hints = {.num_heads = E.heads};
+    ckpt_hints hints;
     ckpt_convention conv = CKPT_TIMM;
     int quantized = is_quantized_file(E.model);
-    if (quantized ? gplq_load_quantized(&q, E.model, err, sizeof err)
-                  : ckpt_load(m, E.model, &hints, &conv, err, sizeof err)) {
+    if (load_hints(&hints, E.heads, E.img_size, E.mean, E.std, err, sizeof err) ||
+        (quantized ? gplq_load_quantized(&q, E.model, err, sizeof err)
+                   : ckpt_load(m, E.model, &hints, &conv, err, sizeof err))) {
         fprintf(stderr, "gplq eval: %s\n", err);
         return 1;
     }
@@ -419,13 +445,13 @@ static int cmd_export(int argc, char **argv) {
 /* ---- quantize ---- */
 
 static struct {
-    const char *model, *data, *out, *state;
-    int threads, json;
+    const char *model, *data, *out, *state, *mean, *std;
+    int img_size, threads, json;
     jobspec js;            /* every stage option: the same table as the API's job spec */
 } Q;
 
 /* The command's own options, then the job spec's. */
-#define QUANT_OWN 6
+#define QUANT_OWN 9
 static opt_spec quant_opts[QUANT_OWN + JOBSPEC_NOPTS];
 
 static void quant_table(void) {
@@ -436,6 +462,7 @@ static void quant_table(void) {
         {"state", OPT_STR, &Q.state, NULL, 0, 0, "stage 1 state file for resuming (default none)"},
         {"threads", OPT_INT, &Q.threads, "0", 0, 1024, "threads (0 = all cores)"},
         {"json", OPT_FLAG, &Q.json, "0", 0, 0, "print the report as JSON"},
+        HINT_OPTS(Q.img_size, Q.mean, Q.std),
     };
     memcpy(quant_opts, own, sizeof own);
     jobspec_table(&Q.js, quant_opts + QUANT_OWN);
@@ -492,8 +519,9 @@ static int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "gplq: %d ranks (MPI): stage 1 data-parallel, evaluations split\n",
                 dist_size());
     model fp;
-    ckpt_hints hints = {.num_heads = Q.js.num_heads};
-    if (ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
+    ckpt_hints hints;
+    if (load_hints(&hints, Q.js.num_heads, Q.img_size, Q.mean, Q.std, err, sizeof err) ||
+        ckpt_load(&fp, Q.model, &hints, NULL, err, sizeof err)) {
         fprintf(stderr, "gplq quantize: %s\n", err);
         return 1;
     }
