@@ -5,7 +5,8 @@
  * They run in a child process of the daemon, for two reasons: the daemon does not link the
  * model code (ARCHITECTURE.md), and a parser meeting hostile bytes can at worst kill this
  * child, never the API. Each prints exactly one JSON line on stdout:
- *   {"ok": true, "config": {...}, "convention": "timm", "params": N}      (model)
+ *   {"ok": true, "config": {...}, "convention": "timm", "params": N,
+ *    "description": "Swin: img 16, patch 2, ..."}                          (model)
  *   {"ok": true, "summary": {...}}                                       (dataset)
  *   {"ok": false, "error": "a sentence naming the problem"}
  * and exits 0 when ok, 1 when the file is refused, 2 on bad usage.
@@ -29,12 +30,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config/options.h"
 #include "io/checkpoint.h"
 #include "io/imagefolder.h"
 #include "io/safetensors.h"
 
 #define LIMIT_ARGS " [--max-memory BYTES] [--max-cpu-s S]"
-#define USAGE_MODEL "usage: gplq-worker inspect-model FILE [--num-heads N]" LIMIT_ARGS
+#define USAGE_MODEL "usage: gplq-worker inspect-model FILE [--num-heads N] [--img-size N] " \
+                    "[--mean M --std S]" LIMIT_ARGS
 #define USAGE_DATASET "usage: gplq-worker inspect-dataset FILE" LIMIT_ARGS
 
 /* The limits from the command line (bounds); 0 where none was given. */
@@ -143,20 +146,42 @@ static int refuse_upload(const char *msg, const char *path) {
     return refuse(out);
 }
 
+/* A whole decimal number in [min, max] from text, or -1 (the bounds are gplqd's, checked
+ * again here: this program is also run by hand). */
+static int int_arg(const char *s, int min, int max) {
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    return !*s || *end || errno || x < min || x > max ? -1 : (int)x;
+}
+
 int inspect_model_main(int argc, char **argv) {
-    const char *path = NULL;
-    int heads = 0;
+    const char *path = NULL, *mean = NULL, *std = NULL;
+    int heads = 0, img_size = 0;
     if ((argc = take_limits(argc, argv)) < 0)
         return refuse("--max-memory and --max-cpu-s take a number"), 2;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--num-heads") && i + 1 < argc) heads = atoi(argv[++i]);
-        else if (!path && argv[i][0] != '-') path = argv[i];
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--num-heads") && v) heads = int_arg(v, 0, 64), i++;
+        else if (!strcmp(a, "--img-size") && v) img_size = int_arg(v, 0, 4096), i++;
+        else if (!strcmp(a, "--mean") && v) mean = v, i++;
+        else if (!strcmp(a, "--std") && v) std = v, i++;
+        else if (!path && a[0] != '-') path = a;
         else return refuse(USAGE_MODEL), 2;
     }
     if (!path) return refuse(USAGE_MODEL), 2;
-    if (heads < 0 || heads > 64) return refuse("num_heads must be between 1 and 64");
+    if (heads < 0) return refuse("num_heads must be between 1 and 64");
+    if (img_size < 0) return refuse("img_size must be between 1 and 4096");
 
     char err[1024];
+    ckpt_hints hints = {.num_heads = heads, .img_size = img_size, .check_only = 1};
+    if (!mean != !std) return refuse("mean and std go together (give both)");
+    if (mean && (opt_parse_triple(mean, "mean", OPT_MEAN_MIN, OPT_MEAN_MAX, hints.mean, err,
+                                  sizeof err) ||
+                 opt_parse_triple(std, "std", OPT_STD_MIN, OPT_STD_MAX, hints.std, err,
+                                  sizeof err)))
+        return refuse(err);
+    hints.have_norm = mean != NULL;
     struct stat sb;
     if (apply_limits(stat(path, &sb) ? 0 : (long long)sb.st_size, err, sizeof err))
         return refuse(err);
@@ -167,14 +192,15 @@ int inspect_model_main(int argc, char **argv) {
      * (that was most of an upload's time) */
     model m;
     ckpt_convention conv;
-    ckpt_hints hints = {.num_heads = heads, .check_only = 1};
     int rc = ckpt_load_file(&m, &f, &hints, &conv, err, sizeof err);
     st_close(&f);
     if (rc) return refuse_upload(err, path);
     model_config mc = model_get_config(&m);
-    json_t *out = json_pack("{s:b, s:o, s:s, s:I}", "ok", 1, "config", ckpt_config_json(&mc),
+    char desc[512];
+    model_config_describe(&mc, desc, sizeof desc);
+    json_t *out = json_pack("{s:b, s:o, s:s, s:I, s:s}", "ok", 1, "config", ckpt_config_json(&mc),
                             "convention", ckpt_convention_name(conv), "params",
-                            (json_int_t)model_num_params(&m));
+                            (json_int_t)model_num_params(&m), "description", desc);
     model_free(&m);
     return answer(out);
 }
