@@ -123,17 +123,17 @@ test: test-deps
 # What the tests need beyond the build: chromium (Debian's), clang for the fuzz regression
 # (tests/integration/test_fuzz.py), and playwright-core from the npm registry at the version
 # package-lock.json pins (no browser download: it drives chromium); onnxruntime-node likewise
-# (tests/onnx: ONNX Runtime's CPU build ships inside the package; ONNXRUNTIME_NODE_INSTALL=skip
+# (tools/onnx: ONNX Runtime's CPU build ships inside the package; ONNXRUNTIME_NODE_INSTALL=skip
 # stops its install script from fetching GPU extras).
 test-deps:
 	bash scripts/install-deps.sh --test --fuzz
-	$(MAKE) tests/browser/node_modules/.package-lock.json tests/onnx/node_modules/.package-lock.json
+	$(MAKE) tests/browser/node_modules/.package-lock.json tools/onnx/node_modules/.package-lock.json
 
 tests/browser/node_modules/.package-lock.json: tests/browser/package.json tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
 
-tests/onnx/node_modules/.package-lock.json: tests/onnx/package.json tests/onnx/package-lock.json
-	cd tests/onnx && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
+tools/onnx/node_modules/.package-lock.json: tools/onnx/package.json tools/onnx/package-lock.json
+	cd tools/onnx && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
 
 # ASan + UBSan: a separate build tree, same tests.
 san: test-deps

@@ -7,8 +7,12 @@
 // file's protobuf here because onnxruntime-node does not expose custom metadata: so the test
 // also proves a user can find it there.
 //
-//   node tests/onnx/ort_eval.mjs MODEL.onnx [--images N] [--batch B] [--threads T]
+//   node tools/onnx/ort_eval.mjs MODEL.onnx [--images N] [--batch B] [--threads T]
 //        [--compare GPLQ.logits] [--logits-out FILE] [--bench] [--data DIR]
+//        [--raw PIXELS --raw-labels LABELS --shape n,C,H,W]
+//
+// --data is a Fashion-MNIST folder (IDX, gzip); --raw gives any test set instead, as the worker
+// does for a job's own data: PIXELS uint8 (n, C, H, W), LABELS int32 little-endian (n).
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
@@ -28,6 +32,9 @@ function parseArgs(argv) {
     else if (k === '--compare') a.compare = v();
     else if (k === '--logits-out') a.logitsOut = v();
     else if (k === '--data') a.data = v();
+    else if (k === '--raw') a.raw = v();
+    else if (k === '--raw-labels') a.rawLabels = v();
+    else if (k === '--shape') a.shape = v().split(',').map((t) => parseInt(t, 10));
     else if (k === '--iters') a.iters = parseInt(v(), 10);
     else if (k === '--bench') a.bench = true;
     else if (!a.model && !k.startsWith('--')) a.model = k;
@@ -94,10 +101,20 @@ function main() {
   const meta = modelMetadata(a.model);
   if (!meta.mean || !meta.std) throw new Error(`${a.model}: no mean/std in metadata_props`);
   const mean = JSON.parse(meta.mean), std = JSON.parse(meta.std);
-  const imgs = readIdx(`${a.data}/t10k-images-idx3-ubyte.gz`);
-  const labels = readIdx(`${a.data}/t10k-labels-idx1-ubyte.gz`).data;
-  const [nAll, H, W] = imgs.dims;
-  const C = mean.length;
+  let imgs, labels, nAll, H, W, C = mean.length;
+  if (a.raw) {
+    if (!a.rawLabels || !a.shape || a.shape.length !== 4) throw new Error('--raw needs --raw-labels and --shape n,C,H,W');
+    [nAll, C, H, W] = a.shape;
+    imgs = { data: fs.readFileSync(a.raw) };
+    const lb = fs.readFileSync(a.rawLabels);
+    labels = new Int32Array(lb.buffer, lb.byteOffset, lb.length / 4);
+    if (imgs.data.length !== nAll * C * H * W || labels.length !== nAll) throw new Error('--raw files do not match --shape');
+    if (C !== mean.length) throw new Error(`the images have ${C} channels, the model's mean ${mean.length}`);
+  } else {
+    imgs = readIdx(`${a.data}/t10k-images-idx3-ubyte.gz`);
+    labels = readIdx(`${a.data}/t10k-labels-idx1-ubyte.gz`).data;
+    [nAll, H, W] = imgs.dims;
+  }
   const n = a.images > 0 ? Math.min(a.images, nAll) : nAll;
   const per = C * H * W;
   // gplq's normalization (io/dataset.c): v * (1 / (255 std)) + (-mean / std), in float32
@@ -107,7 +124,7 @@ function main() {
     const z = Math.fround(-Math.fround(mean[c]) / Math.fround(std[c]));
     for (let i = 0; i < n; i++)
       for (let p = 0; p < H * W; p++)
-        x[i * per + c * H * W + p] = Math.fround(Math.fround(imgs.data[i * H * W + p] * s) + z);
+        x[i * per + c * H * W + p] = Math.fround(Math.fround(imgs.data[i * per + c * H * W + p] * s) + z);
   }
   return ort.InferenceSession.create(a.model, {
     intraOpNumThreads: a.threads, interOpNumThreads: 1, executionMode: 'sequential',
@@ -148,7 +165,7 @@ function main() {
     }
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     const out = { model: a.model, images: n, correct, top1: correct / n, images_per_s: n / secs,
-                  gplq_onnx: meta.gplq_onnx || null };
+                  gplq_onnx: meta.gplq_onnx || null, runtime: `onnxruntime-node ${ort.env.versions.node}` };
     if (a.logitsOut) fs.writeFileSync(a.logitsOut, Buffer.from(logits.buffer));
     if (a.compare) {
       const g = new Float32Array(new Uint8Array(fs.readFileSync(a.compare)).buffer);
