@@ -451,16 +451,19 @@ static void print_accuracy(json_t *job) {
     json_t *m = json_object_get(job, "metrics"), *spec = json_object_get(job, "spec");
     int w = (int)json_integer_value(json_object_get(spec, "wbits"));
     int a = (int)json_integer_value(json_object_get(spec, "abits"));
-    static const char *keys[] = {"fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline", "minmax_baseline"};
-    char names[6][64];
+    static const char *keys[] = {"fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline",
+                                 "minmax_baseline", "ort_onnx", "ort_w4"};
+    char names[8][64];
     snprintf(names[0], 64, "FP32");
     snprintf(names[1], 64, "W32A%d (stage 1)", a);
     snprintf(names[2], 64, "W%dA%d without QwT", w, a);
     snprintf(names[3], 64, "W%dA%d GPLQ", w, a);
     snprintf(names[4], 64, "PTQ alone (W%dA%d + QwT)", w, a);
     snprintf(names[5], 64, "min-max W%dA%d", w, a);
+    snprintf(names[6], 64, "model.onnx in ONNX Runtime");
+    snprintf(names[7], 64, "model.w4.onnx (W%dA32), ORT", w);
     printf("%-28s %8s\n", "model", "top-1");
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 8; i++) {
         json_t *v = json_object_get(m, keys[i]);
         if (json_is_number(v)) printf("%-28s %7.2f%%\n", names[i], 100 * json_number_value(v));
     }

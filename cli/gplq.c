@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "config/jobspec.h"
+#include "config/layout.h"
 #include "config/options.h"
 #include "cli/client.h"
 #include "cli/command.h"
@@ -557,7 +558,11 @@ static int cmd_quantize(int argc, char **argv) {
     if (rc) {
         fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
     } else if (dist_is_root()) {
-        json_t *rj = gplq_report_json(&rep, json_incref(config));
+        /* with --out, the report as written (it adds ONNX Runtime's top-1s to gplq's) */
+        char rpath[4200];
+        snprintf(rpath, sizeof rpath, "%s/" LAYOUT_ARTIFACT_REPORT, Q.out ? Q.out : ".");
+        json_t *rj = Q.out ? json_load_file(rpath, 0, NULL) : NULL;
+        if (!rj) rj = gplq_report_json(&rep, json_incref(config));
         if (Q.json) {
             char *sj = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
             printf("%s\n", sj);
@@ -575,6 +580,15 @@ static int cmd_quantize(int argc, char **argv) {
                 else if (i) snprintf(name, sizeof name, rows[i].name, Q.js.wbits, Q.js.abits);
                 else snprintf(name, sizeof name, "%s", rows[i].name);
                 printf("%-28s %7.2f%%\n", name, 100 * rows[i].v);
+            }
+            json_t *acc = json_object_get(rj, "accuracy");
+            json_t *o1 = json_object_get(acc, "ort_onnx"), *o2 = json_object_get(acc, "ort_w4");
+            if (json_is_number(o1))
+                printf("%-28s %7.2f%%\n", "model.onnx in ONNX Runtime", 100 * json_number_value(o1));
+            if (json_is_number(o2)) {
+                char name[64];
+                snprintf(name, sizeof name, "model.w4.onnx (W%dA32), ORT", Q.js.wbits);
+                printf("%-28s %7.2f%%\n", name, 100 * json_number_value(o2));
             }
             printf("(%d test images; stage 1 %.0f s at lr %g, stage 2 %.0f s, total %.0f s; PCA k=%d)\n",
                    te.n, rep.seconds_stage1, rep.lr, rep.seconds_stage2, rep.seconds_total, rep.pca_k);

@@ -24,9 +24,14 @@
 #define LAYOUT_ARTIFACT_Q "model.q.safetensors"                 /* packed 4-bit weights, steps */
 #define LAYOUT_ARTIFACT_FAKEQUANT "model.fakequant.safetensors" /* the same, dequantized */
 #define LAYOUT_ARTIFACT_REPORT "report.json"                    /* accuracies, options, times */
+#define LAYOUT_ARTIFACT_ONNX "model.onnx"                       /* ONNX: INT4 weights, QDQ */
+#define LAYOUT_ARTIFACT_ONNX_W4 "model.w4.onnx"                 /* ONNX: MatMulNBits, W4A32 */
 
 /* Every artifact a finished job has, in the order they are listed (NULL-terminated). */
 extern const char *const layout_artifacts[];
+/* 1 if artifact name may be absent from a finished job: the ONNX files, which architectures
+ * without an ONNX graph builder (Swin, so far: onnx/export.c) do not get. */
+int layout_artifact_optional(const char *name);
 /* 1 if name is one of layout_artifacts. */
 int layout_is_artifact(const char *name);
 

@@ -14,6 +14,8 @@
 #include "config/layout.h"
 #include "engine/blas.h"
 #include "gplq/export.h"
+#include "onnx/export.h"
+#include "onnx/ort.h"
 #include "train/trainer.h"
 #include "util/fs.h"
 
@@ -42,6 +44,50 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
                      "peak_rss_mb", (json_int_t)(ru.ru_maxrss / 1024),
                      "blas_core", blas_core(),
                      "config", config ? config : json_object());
+}
+
+/* model.onnx and model.w4.onnx from the proven model.q.safetensors in dir, and ONNX Runtime's
+ * top-1 of each on test: a new "onnx" object for the report, or NULL (err) if a file could
+ * not be written. A missing or failing runtime is recorded in the object, not a failure: the
+ * files are gplq's model whatever runs them, and a job does not fail for want of node. */
+static json_t *write_onnx(const char *dir, const model *m, const ds_set *test, char *err,
+                          size_t errlen) {
+    if (m->arch != MODEL_VIT) /* onnx/ has a ViT/DeiT graph builder only, so far */
+        return json_pack("{s:n, s:s}", "runtime", "unavailable",
+                         "no ONNX export for this architecture yet (ViT/DeiT only)");
+    static const struct { const char *name; onnx_kind kind; } files[] = {
+        {LAYOUT_ARTIFACT_ONNX, ONNX_KIND_QDQ}, {LAYOUT_ARTIFACT_ONNX_W4, ONNX_KIND_W4}};
+    char qpath[4096], path[4200], why[1024] = "";
+    snprintf(qpath, sizeof qpath, "%s/" LAYOUT_ARTIFACT_Q, dir);
+    const char *tmp = getenv("TMPDIR");
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    json_t *o = json_object();
+    int measured = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
+        if (onnx_export(qpath, path, files[i].kind, NULL, err, errlen)) {
+            json_decref(o);
+            return NULL;
+        }
+        struct stat st;
+        json_t *f = json_pack("{s:I}", "bytes", (json_int_t)(stat(path, &st) ? -1 : st.st_size));
+        onnx_ort_result r;
+        int rc = *why ? 1 : onnx_ort_top1(path, test, ncpu > 0 ? (int)ncpu : 1,
+                                          tmp && *tmp ? tmp : "/tmp", &r, why, sizeof why);
+        json_object_set_new(f, "top1_ort", rc == 0 ? json_real(r.top1) : json_null());
+        if (rc == 0) {
+            json_object_set_new(o, "runtime", json_string(r.runtime));
+            json_object_set_new(o, "images", json_integer(r.images));
+            measured = 1;
+        } else if (rc < 0) {
+            json_object_set_new(f, "error", json_string(why));
+            why[0] = 0; /* the next file may still run */
+        }
+        json_object_set_new(o, files[i].name, f);
+    }
+    if (!measured) json_object_set_new(o, "runtime", json_null());
+    if (*why) json_object_set_new(o, "unavailable", json_string(why));
+    return o;
 }
 
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
@@ -73,7 +119,16 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
         return -1;
     }
 
+    json_t *onnx = write_onnx(dir, m, test, err, errlen);
+    if (!onnx) return -1;
     json_t *rj = gplq_report_json(r, json_incref(config));
+    /* ONNX Runtime's top-1s are accuracies like gplq's own (the job's metrics carry them too) */
+    json_t *accj = json_object_get(rj, "accuracy");
+    json_t *t1 = json_object_get(json_object_get(onnx, LAYOUT_ARTIFACT_ONNX), "top1_ort");
+    json_t *t2 = json_object_get(json_object_get(onnx, LAYOUT_ARTIFACT_ONNX_W4), "top1_ort");
+    if (json_is_number(t1)) json_object_set(accj, "ort_onnx", t1);
+    if (json_is_number(t2)) json_object_set(accj, "ort_w4", t2);
+    json_object_set_new(rj, "onnx", onnx);
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_REPORT, dir);
     char *text = json_dumps(rj, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(10));
     json_decref(rj);

@@ -708,6 +708,8 @@ function accuracyBars(job) {
     ['gplq', `GPLQ ${b}`, 'ours'],
     ['ptq_baseline', `PTQ alone ${b}`, 'base'],
     ['minmax_baseline', `min-max ${b}`, 'base'],
+    ['ort_onnx', `model.onnx in ONNX Runtime`, 'ours'],
+    ['ort_w4', `model.w4.onnx (W${job.spec ? job.spec.wbits : ''}A32) in ONNX Runtime`, 'mid'],
   ].filter(([k]) => typeof m[k] === 'number').map(([key, label, kind]) => ({key, label, kind, value: m[key]}));
 }
 
@@ -868,7 +870,9 @@ async function downloadArtifact(id, name, btn) {
 function paintArtifacts(artBox, id, list) {
   const what = {'model.q.safetensors': 'packed 4-bit weights + steps, for deployment',
                 'model.fakequant.safetensors': 'FP32 tensors holding quantized values, for PyTorch',
-                'report.json': 'accuracies, diagnostics, timings, the spec'};
+                'report.json': 'accuracies, diagnostics, timings, the spec',
+                'model.onnx': 'ONNX (IR 10, opset 21): INT4 weights and activation QuantizeLinear/DequantizeLinear, the GPLQ model as measured, for ONNX Runtime, TensorRT, OpenVINO',
+                'model.w4.onnx': 'ONNX with com.microsoft MatMulNBits: the same 4-bit weights, float activations, ONNX Runtime\'s fast CPU kernels'};
   artBox.replaceChildren(h('table', {'aria-label': 'Artifacts'},
     h('thead', {}, h('tr', {}, h('th', {}, 'File'), h('th', {class: 'num'}, 'Size'), h('th', {}, 'SHA-256'), h('th', {}, h('span', {class: 'sr-only'}, 'Download')))),
     h('tbody', {}, list.map(a => {

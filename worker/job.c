@@ -181,6 +181,25 @@ static int on_progress(void *ctx, const gplq_progress *p) {
 
 /* ---- files ---- */
 
+/* ONNX Runtime's top-1 of model.onnx and model.w4.onnx (report.json's "onnx", measured by
+ * gplq_write_artifacts where the runtime is installed) as the job's metrics "ort_onnx" and
+ * "ort_w4", beside gplq's own: the job's table, the dashboard and the client show them. */
+static void report_ort_metrics(job_ui *ui, const char *art) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_REPORT, art);
+    json_t *r = json_load_file(path, 0, NULL), *o = json_object_get(r, "onnx");
+    static const char *const files[2] = {LAYOUT_ARTIFACT_ONNX, LAYOUT_ARTIFACT_ONNX_W4};
+    static const char *const keys[2] = {"ort_onnx", "ort_w4"};
+    for (int i = 0; i < 2; i++) {
+        json_t *t = json_object_get(json_object_get(o, files[i]), "top1_ort");
+        if (!json_is_number(t)) continue;
+        gplq_progress p = {.stage = "export", .part = "artifacts", .metric = keys[i],
+                           .value = json_number_value(t)};
+        on_progress(ui, &p);
+    }
+    json_decref(r);
+}
+
 static int file_sha256(const char *path, char hex[65], int64_t *bytes) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -408,6 +427,7 @@ int job_run(const worker_env *w, const store_claim *job) {
             rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
             if (rc && disk_fault(errno))
                 disk_step = "writing the artifacts", disk_errno = errno;
+            if (rc == 0) report_ort_metrics(&ui, art);
             json_decref(config);
             model_free(&qm);
             actq_free(&aq);
@@ -425,6 +445,8 @@ int job_run(const worker_env *w, const store_claim *job) {
         int64_t bytes;
         layout_artifact(path, sizeof path, w->data_dir, id, names[i]);
         int src;
+        if (layout_artifact_optional(names[i]) && access(path, F_OK) && errno == ENOENT)
+            continue; /* report.json says why it was not written */
         if (file_sha256(path, hex, &bytes)) {
             int e = errno;
             snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(e));

@@ -11,6 +11,10 @@ TINY = dict(train_subset=256, eval_subset=200, pca_samples=128, calib_images=64,
 # is written every second), a checkpoint every 4.
 RESUMABLE = dict(TINY, train_subset=1536, ckpt_every=4)
 ACC_KEYS = ["fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline", "minmax_baseline"]
+# ONNX Runtime's top-1 of model.onnx and model.w4.onnx (make test-deps installs the runtime)
+ORT_KEYS = ["ort_onnx", "ort_w4"]
+ARTIFACTS = ["model.q.safetensors", "model.fakequant.safetensors", "report.json", "model.onnx",
+             "model.w4.onnx"]
 
 
 def upload_demo(d):

@@ -37,7 +37,8 @@ def test_submit_wait_out_end_to_end():
         assert "\r" not in p.stderr and lines, p.stderr[-2000:]
         assert all(a != b for a, b in zip(lines, lines[1:])), lines
         assert not [l for l in lines if l.endswith("ETA ") or "ETA ?" in l], lines
-        assert sorted(job["metrics"]) == ["fp32", "gplq", "stage1", "stage2_noqwt"], job["metrics"]
+        assert sorted(job["metrics"]) == ["fp32", "gplq", "ort_onnx", "ort_w4", "stage1",
+                                          "stage2_noqwt"], job["metrics"]
         arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % job["id"]).json()["artifacts"]}
         for name, a in arts.items():
             with open(os.path.join(out, name), "rb") as f:

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 
 from gplqd_harness import BUILD, DEMO_MODEL, ROOT, Daemon, run_tests
-from jobs_common import ACC_KEYS, upload_demo
+from jobs_common import ACC_KEYS, ORT_KEYS, upload_demo
 
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
 OUT = os.path.join(BUILD, "test-output", "dashboard")
@@ -70,7 +70,7 @@ def test_a_job_from_upload_to_download_in_the_browser():
         assert all(a <= b for a, b in zip(prog, prog[1:])), prog
 
         # The chart shows the job's measured accuracies, each to two decimals of a percent.
-        want = {k: "%.2f%%" % (job["metrics"][k] * 100) for k in ACC_KEYS}
+        want = {k: "%.2f%%" % (job["metrics"][k] * 100) for k in ACC_KEYS + ORT_KEYS}
         assert seen["accuracy"] == want, (seen["accuracy"], want)
         assert "GPLQ W4A4 %s" % want["gplq"] in seen["accuracy_label"], seen["accuracy_label"]
 

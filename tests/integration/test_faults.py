@@ -32,9 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import Daemon, run_tests  # noqa: E402
-from jobs_common import TINY, tensor_bytes, upload_demo  # noqa: E402
+from jobs_common import ARTIFACTS, TINY, tensor_bytes, upload_demo  # noqa: E402
 
-ARTIFACTS = ["model.q.safetensors", "model.fakequant.safetensors", "report.json"]
 # Smaller still than TINY (as test_durability's twenty jobs): two stage-1 steps.
 SMALL = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
              calib_images=32, qwt_images=32)

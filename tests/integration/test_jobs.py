@@ -15,7 +15,7 @@ import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import Daemon, run_tests  # noqa: E402
-from jobs_common import ACC_KEYS, TINY, tensor_bytes, upload_demo, wait_stage1_step  # noqa: E402
+from jobs_common import ACC_KEYS, ARTIFACTS, ORT_KEYS, TINY, tensor_bytes, upload_demo, wait_stage1_step  # noqa: E402
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 # numbered so that the sorted folder names (the label order of an upload) are Fashion-MNIST's
@@ -86,12 +86,16 @@ def test_job_end_to_end_with_artifacts():
         assert job["stage"] == "export" and job["attempts"] == 1, job
         assert job["started_at"] and job["finished_at"], job
         m = job["metrics"]
-        assert sorted(m) == sorted(ACC_KEYS), m
-        assert all(0.5 < m[k] <= 1 for k in ACC_KEYS), m  # a 10-class model far above chance
+        assert sorted(m) == sorted(ACC_KEYS + ORT_KEYS), m
+        assert all(0.5 < m[k] <= 1 for k in ACC_KEYS + ORT_KEYS), m  # far above chance
+        # ONNX Runtime runs model.onnx to gplq's accuracy (2 of the job's 200 images at most)
+        assert abs(m["ort_onnx"] - m["gplq"]) <= 0.01 + 1e-9, m
         assert m["fp32"] - m["gplq"] < 0.10, m
 
         arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % job["id"]).json()["artifacts"]}
-        assert sorted(arts) == ["model.fakequant.safetensors", "model.q.safetensors", "report.json"], arts
+        assert sorted(arts) == sorted(ARTIFACTS), arts
+        o = d.get("/v1/jobs/%s/artifacts/model.onnx" % job["id"])
+        assert o.status == 200 and hashlib.sha256(o.body).hexdigest() == arts["model.onnx"]["sha256"]
         q = d.get("/v1/jobs/%s/artifacts/model.q.safetensors" % job["id"])
         assert q.status == 200 and len(q.body) == arts["model.q.safetensors"]["bytes"], q
         assert hashlib.sha256(q.body).hexdigest() == arts["model.q.safetensors"]["sha256"]

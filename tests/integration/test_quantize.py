@@ -33,7 +33,9 @@ def test_quantize_w3a3_beats_the_baselines():
     assert printed["accuracy"] == acc
     print("  accuracy: " + ", ".join("%s %.4f" % kv for kv in sorted(acc.items())))
     assert sorted(acc) == sorted(["fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline",
-                                  "minmax_baseline"]), acc
+                                  "minmax_baseline", "ort_onnx", "ort_w4"]), acc
+    assert abs(acc["ort_onnx"] - acc["gplq"]) <= 0.002 + 1e-9, acc  # 2 of the 1,000 images
+    assert sorted(rep["onnx"]) == ["images", "model.onnx", "model.w4.onnx", "runtime"], rep["onnx"]
     assert acc["gplq"] > acc["minmax_baseline"] + 0.02, acc
     assert acc["gplq"] > acc["ptq_baseline"] + 0.02, acc
     assert acc["stage1"] > acc["ptq_baseline"], acc   # training the steps is what helps
