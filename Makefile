@@ -57,7 +57,7 @@ all: $(PROGRAMS) $(TESTS)
 help:
 	@echo "make            build build/gplq and the tests"
 	@echo "make test       install deps if missing, build, run every test (what CI runs)"
-	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service (installs python3-torch, wrk)"
+	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service, ONNX Runtime (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
 	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s"
@@ -114,6 +114,9 @@ $(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqs
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
 $(BUILD)/bench_dist: bench/bench_dist.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
+$(BUILD)/bench_onnx: bench/bench_onnx.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
 test: test-deps
@@ -194,11 +197,13 @@ demo: deps
 stop:
 	bash scripts/demo.sh --stop
 
-bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist
+bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist $(BUILD)/bench_onnx
 	bash scripts/install-deps.sh --bench
+	$(MAKE) tools/onnx/node_modules/.package-lock.json
 	bash bench/run.sh $(BUILD)
 	bash bench/dist.sh $(BUILD)
 	/usr/bin/python3 bench/service.py $(BUILD)
+	/usr/bin/python3 bench/onnx.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

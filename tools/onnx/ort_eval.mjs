@@ -9,7 +9,7 @@
 //
 //   node tools/onnx/ort_eval.mjs MODEL.onnx [--images N] [--batch B] [--threads T]
 //        [--compare GPLQ.logits] [--logits-out FILE] [--bench] [--data DIR]
-//        [--raw PIXELS --raw-labels LABELS --shape n,C,H,W]
+//        [--raw PIXELS --raw-labels LABELS --shape n,C,H,W] [--shape n,C,H,W (synthetic)]
 //
 // --data is a Fashion-MNIST folder (IDX, gzip); --raw gives any test set instead, as the worker
 // does for a job's own data: PIXELS uint8 (n, C, H, W), LABELS int32 little-endian (n).
@@ -102,7 +102,14 @@ function main() {
   if (!meta.mean || !meta.std) throw new Error(`${a.model}: no mean/std in metadata_props`);
   const mean = JSON.parse(meta.mean), std = JSON.parse(meta.std);
   let imgs, labels, nAll, H, W, C = mean.length;
-  if (a.raw) {
+  if (a.shape && !a.raw) {
+    // synthetic pixels of a given shape (--bench on models without a dataset, e.g. DeiT-S)
+    [nAll, C, H, W] = a.shape;
+    const px = new Uint8Array(nAll * C * H * W);
+    for (let i = 0; i < px.length; i++) px[i] = (i * 2654435761) >>> 24;
+    imgs = { data: px };
+    labels = new Int32Array(nAll);
+  } else if (a.raw) {
     if (!a.rawLabels || !a.shape || a.shape.length !== 4) throw new Error('--raw needs --raw-labels and --shape n,C,H,W');
     [nAll, C, H, W] = a.shape;
     imgs = { data: fs.readFileSync(a.raw) };
