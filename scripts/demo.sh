@@ -257,6 +257,8 @@ cat <<EOF
   done: the quantized model and its report are in $OUT/
     model.q.safetensors          the 4-bit model (packed weights and quantizer steps)
     model.fakequant.safetensors  the same, dequantized to FP32 (loads where any ViT loads)
+    model.onnx                   the same as ONNX (INT4 + QDQ), for ONNX Runtime and others
+    model.w4.onnx                4-bit weights as MatMulNBits, float activations (fast in ORT)
     report.json                  every accuracy above, the options, the timings
   job          ${jid:-?}
   dashboard    $URL/
