@@ -110,8 +110,8 @@ static int layout(const swin_config *c, param_info *info, char *names, int *kind
                   swin_params *p, float *mem, size_t *total) {
     int n = 0;
     size_t off = 0;
-    /* one tensor: pointer slot, name (printf pattern with the stage), per-layer depth or 0,
-     * kind, shape */
+    /* one tensor: pointer slot, name (name_, a printf pattern given the stage; names without a
+     * stage end in %.0d, which prints nothing for 0), per-layer depth or 0, kind, shape */
 #define T(ptr_, stage_, layers_, kind_, nd_, ...)                                               \
     do {                                                                                        \
         int64_t sh_[4] = {__VA_ARGS__};                                                         \

@@ -113,7 +113,7 @@ void swin_attention_softmax_forward(float *att, const float *qkv, const float *b
                                     const float *mask, int Bw, int nW, int N, int C, int NH) {
     int hd = C / NH;
     float scale = 1.0f / sqrtf((float)hd);
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((size_t)Bw * N * N * C > PAR_MIN)
     for (int b = 0; b < Bw; b++)
         for (int h = 0; h < NH; h++) {
             const float *q = qkv + (size_t)b * N * 3 * C + h * hd, *k = q + C;

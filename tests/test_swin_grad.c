@@ -308,6 +308,27 @@ TEST(one_block_model_knows_its_forward_only_pass) {
     swin_free(&m);
 }
 
+static int fail_merge(void *ctx, int layer, qpoint p, float *out, const float *in, int64_t rows,
+                      int cols) {
+    (void)ctx;
+    if (p == QP_MERGE_IN && layer == 1) return -1;
+    return copy_fwd(ctx, layer, p, out, in, rows, cols);
+}
+
+TEST(a_failing_quantizer_stops_the_pass) {
+    swin_model m;
+    char err[256] = "";
+    CHECK(swin_init(&m, &tiny, err, sizeof err) == 0);
+    swin_init_weights(&m, 6);
+    model_hooks h = {.forward = fail_merge, .backward = copy_bwd};
+    swin_set_hooks(&m, &h);
+    float x[2 * 16 * 16] = {0};
+    CHECK(swin_forward(&m, x, 1, err, sizeof err) == -1);
+    CHECK_MSG(strstr(err, "point 8 of layer 1"), "message: %s", err);
+    CHECK(swin_forward_infer(&m, x, 1, err, sizeof err) == -1);
+    swin_free(&m);
+}
+
 TEST(identity_hooks_clone_and_batches_change_nothing) {
     swin_model m, m2;
     char err[256];
