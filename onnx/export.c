@@ -61,7 +61,10 @@ static void meta_model(meta *mt, const vit_config *c, onnx_kind kind, const char
              c->std[0], c->std[1], c->std[2]);
     meta_add(mt, "img_size", "%d", c->img_size);
     meta_add(mt, "num_classes", "%d", c->num_classes);
-    meta_add(mt, "source", "%s", source);
+    /* the file's name, not its path: a job's path names the job, and the same model must
+     * export to the same bytes whichever job (or retry) made it */
+    const char *base = strrchr(source, '/');
+    meta_add(mt, "source", "%s", base ? base + 1 : source);
 }
 
 /* The architecture of a loaded model: only ViT/DeiT has a graph builder today (onnx/vit.c);
