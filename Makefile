@@ -153,8 +153,11 @@ FUZZ_S     ?= 60
 FUZZ_BUILD ?= build/fuzz
 FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
               -Wno-unknown-pragmas -Wno-target-clones-mixed-specifiers -I. $(BLAS_INC) \
-              -DGPLQ_SRC_DIR=\"$(CURDIR)\" -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRC   := $(wildcard io/*.c) engine/vit.c engine/ops.c $(wildcard config/*.c) \
+              -I/usr/include/postgresql -DGPLQ_SRC_DIR=\"$(CURDIR)\" -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
+# io/checkpoint.c loads either architecture: the engine's model, ViT and Swin come along
+FUZZ_SRC   := $(wildcard io/*.c) engine/model.c engine/vit.c engine/swin.c engine/swin_ops.c \
+              engine/ops.c $(wildcard config/*.c) \
               $(wildcard storage/*.c) $(wildcard api/*.c) $(wildcard util/*.c) tests/fuzz/fixture.c
 FUZZ_OBJ   := $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
