@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import BUILD, DEMO_MODEL, ROOT, run_tests  # noqa: E402
 
 GPLQ = os.path.join(BUILD, "gplq")
-ORT_EVAL = os.path.join(ROOT, "tests", "onnx", "ort_eval.mjs")
-ORT_PKG = os.path.join(ROOT, "tests", "onnx", "node_modules", "onnxruntime-node")
+ORT_EVAL = os.path.join(ROOT, "tools", "onnx", "ort_eval.mjs")
+ORT_PKG = os.path.join(ROOT, "tools", "onnx", "node_modules", "onnxruntime-node")
 IMAGES = 2000
 QUANT_FLAGS = ["--train-subset", "512", "--eval-subset", str(IMAGES), "--pca-samples", "512",
                "--calib-images", "128", "--qwt-images", "128", "--no-baselines"]
