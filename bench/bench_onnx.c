@@ -112,7 +112,8 @@ static long long file_size(const char *dir, const char *name) {
     return stat(path, &st) ? -1 : (long long)st.st_size;
 }
 
-/* gplq's FP32 forward: images/s at batch B over iters passes (after one warm-up). */
+/* gplq's FP32 forward: images/s at batch B (after one warm-up), over iters passes, or with
+ * iters 0 over as many as fit in about 3 s (at least 2). */
 static double gplq_rate(model *m, int B, int iters, char *err, size_t errlen) {
     model_dims d = model_get_dims(m);
     size_t img = (size_t)d.in_chans * d.img_size * d.img_size;
@@ -121,11 +122,14 @@ static double gplq_rate(model *m, int B, int iters, char *err, size_t errlen) {
     for (size_t i = 0; i < img * B; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
     double r = -1;
     if (!model_forward_infer(m, x, B, err, errlen)) {
-        double t0 = clock_mono_s();
-        int i = 0;
-        for (; i < iters; i++)
-            if (model_forward_infer(m, x, B, err, errlen)) break;
-        if (i == iters) r = (double)B * iters / (clock_mono_s() - t0);
+        double t0 = clock_mono_s(), dt = 0;
+        int i = 0, ok = 1;
+        for (; iters ? i < iters : (i < 2 || dt < 3.0); i++, dt = clock_mono_s() - t0)
+            if (model_forward_infer(m, x, B, err, errlen)) {
+                ok = 0;
+                break;
+            }
+        if (ok) r = (double)B * i / (clock_mono_s() - t0);
     }
     free(x);
     model_release_acts(m);
@@ -176,9 +180,8 @@ int main(int argc, char **argv) {
             model_free(&m);
             return 1;
         }
-        int big = model_get_dims(&m).img_size > 64;
-        double r1 = gplq_rate(&m, 1, iters ? iters : big ? 20 : 200, err, sizeof err);
-        double r64 = gplq_rate(&m, 64, iters ? iters : big ? 2 : 10, err, sizeof err);
+        double r1 = gplq_rate(&m, 1, iters, err, sizeof err);
+        double r64 = gplq_rate(&m, 64, iters, err, sizeof err);
         printf("{\"model\": \"%s\", \"dir\": \"%s\", \"gplq_fp32_images_per_s\": {\"batch1\": %.1f, "
                "\"batch64\": %.1f}, \"bytes\": {\"model.fp32.safetensors\": %lld, "
                "\"model.q.safetensors\": %lld, \"model.fp32.onnx\": %lld, \"model.onnx\": %lld, "

@@ -147,10 +147,12 @@ function main() {
       for (const B of [1, 64]) {
         if (B > n) continue;
         await run(0, B); await run(0, B); // warm-up: kernel selection, prepacking
-        const iters = a.iters || (B === 1 ? 200 : 10);
+        // --iters passes, or as many as fit in about 3 s (at least 2)
         const t0 = process.hrtime.bigint();
-        for (let it = 0; it < iters; it++) await run((it * B) % (n - B + 1), B);
-        const s = Number(process.hrtime.bigint() - t0) / 1e9;
+        const el = () => Number(process.hrtime.bigint() - t0) / 1e9;
+        let iters = 0;
+        while (a.iters ? iters < a.iters : (iters < 2 || el() < 3)) await run((iters++ * B) % (n - B + 1), B);
+        const s = el();
         out[`batch${B}`] = { ms_per_batch: 1000 * s / iters, images_per_s: B * iters / s };
       }
       console.log(JSON.stringify(out));
