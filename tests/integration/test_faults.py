@@ -183,8 +183,8 @@ def test_a_job_whose_disk_fills_fails_the_attempt_and_is_retried():
         b = d.create_job(mid, max_attempts=4, **SMALL).json()["id"]
         art_a = os.path.join(d.data_dir, "jobs", a, "artifacts")
         dir_b = os.path.join(d.data_dir, "jobs", b)
-        # room for the artifacts (about 13 MB), and for the checkpoint (about 33 MB) and the
-        # artifacts, once the filler goes
+        # room for the artifacts (about 17 MB with the two ONNX files), and for the checkpoint
+        # (about 33 MB) and the artifacts, once the filler goes
         with tmpfs(art_a, 32), tmpfs(dir_b, 64):
             assert d.job(a)["state"] == d.job(b)["state"] == "queued", "started before the mount"
             filler_a, filler_b = fill(art_a), fill(dir_b)
