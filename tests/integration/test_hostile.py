@@ -277,7 +277,9 @@ def test_per_ip_connection_limit():
                 try:
                     s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
                     return read_http_response(s, timeout=2)[0] == 200
-                except OSError:  # refused: the closed one is not yet counted out
+                except (OSError, AssertionError):
+                    # refused (a reset, or closed unanswered): the closed one is not yet
+                    # counted out, which takes longer on a loaded machine
                     return False
                 finally:
                     s.close()
