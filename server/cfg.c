@@ -38,7 +38,7 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"inspect-timeout-s", OPT_INT, &c->inspect_timeout_s, "300", 1, 86400, "seconds the upload inspector may take (wall clock, and its CPU-time limit)"},
         {"max-inspections", OPT_INT, &c->max_inspections, "2", 1, 256, "uploads inspected at once; past it a 503 with Retry-After"},
         {"inspect-memory", OPT_STR, &c->inspect_memory_text, "2G", 0, 0, "memory one upload inspection may use beyond its program and a model's mapped file (RLIMIT_AS; bytes, or K, M, G; 0: no limit)"},
-        {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "SQLite wait for another connection's write lock"},
+        {"busy-ms", OPT_INT, &c->busy_ms, "10000", 0, 600000, "wait for the database's write lock held by another connection (SQLite's busy timeout, PostgreSQL's lock_timeout)"},
         {"max-queued-jobs", OPT_INT, &c->max_queued_jobs, "100", 0, 1000000, "queued jobs per owner; past it a 429 (0: no limit; admin tokens are exempt)"},
         {"max-event-streams", OPT_INT, &c->max_event_streams, "64", 1, 100000, "live event streams (GET /v1/jobs/{id}/events) open at once; past it a 503"},
         {"max-owner-event-streams", OPT_INT, &c->max_owner_event_streams, "16", 0, 100000, "live event streams one owner may hold open; past it a 429 (0: no limit; admin tokens are exempt)"},

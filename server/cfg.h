@@ -37,7 +37,7 @@ typedef struct {
     int max_inspections;         /* upload inspections at once; past it a 503 */
     const char *inspect_memory_text;
     int64_t inspect_memory;      /* the inspector's RLIMIT_AS beyond its program; 0: none */
-    int busy_ms;                 /* SQLite busy timeout */
+    int busy_ms;                 /* the write lock wait: SQLite busy timeout, PG lock_timeout */
     int max_queued_jobs;         /* per owner; 0: no limit */
     const char *max_owner_upload_text;
     int64_t max_owner_upload_bytes; /* per owner; 0: no limit */
