@@ -271,8 +271,15 @@ static void raise_fd_limit(const gplqd *g) {
 }
 
 static void log_start(const gplqd *g, int swept) {
-    json_t *l = json_pack("{s:s, s:s, s:o, s:i}", "event", "start", "version", GPLQD_VERSION,
-                          "config", cfg_to_json(&g->c), "swept_tmp", swept);
+    json_t *conf = cfg_to_json(&g->c);
+    if (g->c.db) { /* the log is no place for the database's password */
+        char shown[4096];
+        store_target_redact(shown, sizeof shown, g->c.db);
+        json_object_set_new(conf, "db", json_string(shown));
+    }
+    json_t *l = json_pack("{s:s, s:s, s:o, s:i, s:s?}", "event", "start", "version", GPLQD_VERSION,
+                          "config", conf, "swept_tmp", swept, "node",
+                          g->cluster ? g->node : NULL);
     jlog_json("info", l);
     json_decref(l);
 }

@@ -314,8 +314,7 @@ int store_is_url(const char *target) {
     return target && (!strncmp(target, "postgresql://", 13) || !strncmp(target, "postgres://", 11));
 }
 
-/* The target as messages show it: a URL's password replaced by "***". */
-static void target_for_messages(char *out, size_t n, const char *target) {
+void store_target_redact(char *out, size_t n, const char *target) {
     snprintf(out, n, "%s", target);
     if (!store_is_url(target)) return;
     char *scheme_end = strstr(out, "://"), *at = strchr(out, '@');
@@ -337,7 +336,7 @@ static int open_target(store **out, const char *target, int busy_ms, int migrate
     }
     s->busy_ms = busy_ms > 0 ? busy_ms : 0;
     s->ops = store_is_url(target) ? &store__pg_ops : &store__sqlite_ops;
-    target_for_messages(s->target, sizeof s->target, target);
+    store_target_redact(s->target, sizeof s->target, target);
     int rc = s->ops->open(s, target, migrate, from);
     if (rc) {
         if (errlen) {

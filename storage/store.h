@@ -60,6 +60,9 @@ enum {
 int store_open(store **out, const char *path, int busy_ms, char *err, size_t errlen);
 /* 1 if target is a PostgreSQL URL rather than a file path. */
 int store_is_url(const char *target);
+/* target as logs and messages may show it, into out (n bytes): a URL's password replaced by
+ * "***" (a file path unchanged). */
+void store_target_redact(char *out, size_t n, const char *target);
 /* `gplqd migrate`: brings the database at target to this build's schema version. *from: the
  * version it had (0: empty), *to: the version it has now. STORE_OK, or a code with err set (a
  * newer schema than this build's among them). */
