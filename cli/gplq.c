@@ -190,6 +190,10 @@ static int cmd_train(int argc, char **argv) {
     char err[1024];
     int pc = command_parse("train", "[options]", train_opts, N_OPTS(train_opts), argc, argv);
     if (pc >= 0) return pc;
+    if (dist_size() > 1) { /* the trainer would do it, but this command's files are not rank 0's */
+        if (dist_is_root()) fprintf(stderr, "gplq train: not under mpirun (gplq quantize is)\n");
+        return 2;
+    }
     blas_set_threads(T.threads);
     log_blas(T.json);
     ds_set tr, te;
@@ -359,6 +363,10 @@ static int cmd_eval(int argc, char **argv) {
     char err[1024];
     int pc = command_parse("eval", "--model M [options]", eval_opts, N_OPTS(eval_opts), argc, argv);
     if (pc >= 0) return pc;
+    if (dist_size() > 1) {
+        if (dist_is_root()) fprintf(stderr, "gplq eval: not under mpirun (gplq quantize is)\n");
+        return 2;
+    }
     if (!E.model) {
         fprintf(stderr, "gplq eval: --model is required\n");
         return 2;
