@@ -171,6 +171,12 @@ static int mpirun2(const char *spec) {
     if (pid < 0) return -1;
     if (pid == 0) {
         setenv("GPLQ_TEST_DIST", spec, 1);
+        /* under make san: Open MPI's own allocations outlive MPI_Finalize, which LeakSanitizer
+         * would report as the ranks' (and fail them); the driver still checks for leaks */
+        char asan[1024];
+        const char *a = getenv("ASAN_OPTIONS");
+        snprintf(asan, sizeof asan, "%s%sdetect_leaks=0", a ? a : "", a && *a ? ":" : "");
+        setenv("ASAN_OPTIONS", asan, 1);
         const char *args[12];
         int n = 0;
         args[n++] = "mpirun";
