@@ -15,8 +15,11 @@
  *   - the fused buffer's size (weights' gradients, quantizer steps' gradients, loss terms).
  * Alone (no mpirun) the allreduce is a no-op and its times are 0.
  *
+ * With --reduce-only 1 it skips stage 1 and measures the allreduce alone (the same buffer
+ * size), the cheap way to get the transfer cost of a shape under mpirun.
+ *
  * Usage: bench_dist [--model demo|deit-s] [--batch N] [--warmup N] [--steps N] [--threads N]
- *                   [--reduce-reps N]
+ *                   [--reduce-reps N] [--reduce-only 1]
  */
 #include <math.h>
 #include <stdio.h>
@@ -98,7 +101,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     const char *name = "demo";
-    int batch = 0, warmup = 2, steps = 8, threads = 0, reps = 10;
+    int batch = 0, warmup = 2, steps = 8, threads = 0, reps = 10, reduce_only = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--model")) name = argv[i + 1];
         else if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
@@ -106,6 +109,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reduce-reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--reduce-only")) reduce_only = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bench_dist: unknown option %s\n", argv[i]);
             return 2;
@@ -148,13 +152,17 @@ int main(int argc, char **argv) {
     c.pca_var = 0; /* k = pca_multiple exactly: random features say nothing of k */
     c.pca_multiple = ms->pca_k;
     c.ckpt_path = NULL;
-    int r = stage1_run(&student, &teacher, &aq, &c, &data, on_step, &log, &res, err, sizeof err);
+    int r = 0;
+    if (reduce_only) /* no steps: zero step and reduce times below */
+        for (log.n = 0; log.n < total; log.n++) log.t[log.n] = log.red[log.n] = 0;
+    else
+        r = stage1_run(&student, &teacher, &aq, &c, &data, on_step, &log, &res, err, sizeof err);
     if (r || log.n != total) {
         fprintf(stderr, "bench_dist: rank %d: %s\n", dist_rank(), r ? err : "steps missing");
         dist_abort(1);
         return 1;
     }
-    stage1_result_free(&res);
+    if (!reduce_only) stage1_result_free(&res);
     /* the step's allreduce alone, every rank idle: the transfer */
     size_t nbuf = model_num_params(&student) + actq_num_steps(&aq) + 1 + TRAIN_MAX_TERMS;
     float *buf = calloc(nbuf, sizeof(float));
@@ -184,8 +192,8 @@ int main(int argc, char **argv) {
                "\"steps\": %d, \"step_s\": %.6f, \"images_per_s\": %.3f, "
                "\"allreduce_in_step_s\": %.6f, \"allreduce_share\": %.4f, "
                "\"allreduce_alone_s\": %.6f, \"allreduce_floats\": %zu, \"num_params\": %zu}\n",
-               ms->name, dist_size(), threads, B, steps, step_s, B / step_s, red_s,
-               red_s / step_s, alone_s, nbuf, model_num_params(&student));
+               ms->name, dist_size(), threads, B, steps, step_s, step_s > 0 ? B / step_s : 0,
+               red_s, step_s > 0 ? red_s / step_s : 0, alone_s, nbuf, model_num_params(&student));
     fflush(stdout);
     free(buf); free(alone); free(st); free(red); free(log.t); free(log.red);
     actq_free(&aq);
