@@ -61,8 +61,16 @@ json_t *api__body_object(const api_request *req, api_response *res);
 typedef struct {
     char name[129];
     long num_heads;       /* models: 0 = as the checkpoint says */
+    long img_size;        /* models: 0 = as the checkpoint says */
+    int have_norm;        /* models: mean and std below were given */
+    float mean[3], std[3];
     double val_fraction;  /* datasets: share held out when the archive has no val/ */
 } api__upload_opts;
+
+/* What of a model's stored config a worker needs to load the file as the inspector did (the
+ * values the upload's query supplied, or the defaults the inspector chose): img_size, mean,
+ * std and, for a ViT, num_heads; those config has. New object (json_decref). */
+json_t *api__model_input(json_t *config);
 
 /* The query of an upload into *o; 0, or -1 with res set. Used both before the body
  * (api_precheck) and by the handler. */

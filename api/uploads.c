@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/inspect.h"
+#include "config/options.h"
 #include "util/jlog.h"
 #include "util/sha256.h"
 
@@ -18,7 +19,7 @@
 /* The query of an upload. Used both before the body (api_precheck) and by the handler. */
 int api__upload_query(const api_request *req, int is_model, api__upload_opts *o,
                       api_response *res) {
-    static const char *const model_keys[] = {"name", "num_heads", NULL};
+    static const char *const model_keys[] = {"name", "num_heads", "img_size", "mean", "std", NULL};
     static const char *const dataset_keys[] = {"name", "val_fraction", NULL};
     if (api__query_known(req, res, is_model ? model_keys : dataset_keys)) return -1;
     const char *name = api_query(req, "name");
@@ -35,10 +36,65 @@ int api__upload_query(const api_request *req, int is_model, api__upload_opts *o,
         return -1;
     }
     memcpy(o->name, name, n + 1);
-    o->num_heads = 0;
+    o->num_heads = o->img_size = 0;
+    o->have_norm = 0;
     o->val_fraction = 0.1;
-    if (is_model) return api__query_int(req, res, "num_heads", 0, 64, 0, &o->num_heads);
-    return api__query_float(req, res, "val_fraction", 0, 0.9, 0.1, &o->val_fraction);
+    if (!is_model) return api__query_float(req, res, "val_fraction", 0, 0.9, 0.1, &o->val_fraction);
+    if (api__query_int(req, res, "num_heads", 0, 64, 0, &o->num_heads) ||
+        api__query_int(req, res, "img_size", 0, 4096, 0, &o->img_size))
+        return -1;
+    /* the input normalization, one value or three (config/options.h); the pair or nothing */
+    const char *mean = api_query(req, "mean"), *std = api_query(req, "std");
+    if (!mean != !std) {
+        api_error(res, 400, "bad_request", mean ? "std" : "mean",
+                  "mean and std go together: give %s too", mean ? "std" : "mean");
+        return -1;
+    }
+    char err[256];
+    if (mean && opt_parse_triple(mean, "mean", OPT_MEAN_MIN, OPT_MEAN_MAX, o->mean, err, sizeof err)) {
+        api_error(res, 400, "bad_request", "mean", "%s", err);
+        return -1;
+    }
+    if (std && opt_parse_triple(std, "std", OPT_STD_MIN, OPT_STD_MAX, o->std, err, sizeof err)) {
+        api_error(res, 400, "bad_request", "std", "%s", err);
+        return -1;
+    }
+    o->have_norm = mean != NULL;
+    return 0;
+}
+
+json_t *api__model_input(json_t *config) {
+    json_t *in = json_object();
+    const char *arch = json_string_value(json_object_get(config, "arch"));
+    const char *keys[] = {"img_size", "mean", "std", "num_heads"};
+    /* a Swin's heads are per stage and come from its bias tables: nothing to carry */
+    int nkeys = arch && !strcmp(arch, "swin") ? 3 : 4;
+    for (int i = 0; i < nkeys; i++) {
+        json_t *v = json_object_get(config, keys[i]);
+        if (v) json_object_set_new(in, keys[i], json_deep_copy(v));
+    }
+    return in;
+}
+
+/* The inspector's command line for a model upload into args (from args[2]; room for 8 more
+ * and the NULL), its numbers written into text. */
+static void model_hint_args(const api__upload_opts *o, const char **args, char text[4][96]) {
+    int n = 2;
+    if (o->num_heads > 0) {
+        snprintf(text[0], sizeof text[0], "%ld", o->num_heads);
+        args[n++] = "--num-heads", args[n++] = text[0];
+    }
+    if (o->img_size > 0) {
+        snprintf(text[1], sizeof text[1], "%ld", o->img_size);
+        args[n++] = "--img-size", args[n++] = text[1];
+    }
+    if (o->have_norm) { /* %.9g: every float reads back to itself */
+        snprintf(text[2], sizeof text[2], "%.9g,%.9g,%.9g", o->mean[0], o->mean[1], o->mean[2]);
+        snprintf(text[3], sizeof text[3], "%.9g,%.9g,%.9g", o->std[0], o->std[1], o->std[2]);
+        args[n++] = "--mean", args[n++] = text[2];
+        args[n++] = "--std", args[n++] = text[3];
+    }
+    args[n] = NULL;
 }
 
 /* The 413 of an upload of incoming bytes that held bytes already there would push past the
@@ -119,10 +175,9 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         return;
     }
 
-    char heads[16];
-    snprintf(heads, sizeof heads, "%ld", o.num_heads);
-    const char *args[8] = {is_model ? "inspect-model" : "inspect-dataset", w->tmp_path};
-    if (is_model && o.num_heads > 0) args[2] = "--num-heads", args[3] = heads;
+    char hint_text[4][96];
+    const char *args[12] = {is_model ? "inspect-model" : "inspect-dataset", w->tmp_path};
+    if (is_model) model_hint_args(&o, args, hint_text);
     json_t *answer = NULL;
     char err[1024] = "";
     int rc = ctx->inspect ? ctx->inspect(ctx->inspect_arg, args, &answer, err, sizeof err)
@@ -164,6 +219,11 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     const char *conv = json_string_value(json_object_get(answer, "convention"));
     if (is_model && conv && !json_object_get(info, "convention"))
         json_object_set_new(info, "convention", json_string(conv));
+    const char *desc = json_string_value(json_object_get(answer, "description"));
+    if (is_model && desc && !json_object_get(info, "description"))
+        json_object_set_new(info, "description", json_string(desc));
+    /* kept for the comparison below: info goes with answer */
+    json_t *input = is_model ? api__model_input(info) : NULL;
     if (!is_model) json_object_set_new(info, "val_fraction", json_real(o.val_fraction));
 
     /* The blob and its row together, the limit checked again against what other uploads
@@ -175,7 +235,20 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
     json_t *row = NULL;
     rc = store_upload_commit(ctx->st, ctx->data_dir, w, &up, &row, &held);
     json_decref(answer);
-    if (rc == STORE_OK || rc == STORE_EEXISTS) {
+    json_t *had = rc == STORE_EEXISTS && is_model
+                      ? api__model_input(json_object_get(row, "config")) : NULL;
+    int differs = had && !json_equal(had, input);
+    json_decref(had);
+    json_decref(input);
+    if (differs) {
+        /* The same bytes are the same model, but not if they were asked to load otherwise:
+         * answering with the model as first uploaded would run jobs at the wrong size. */
+        api_error(res, 409, "conflict", NULL, "this file is model %s already, uploaded with "
+                  "other img_size, mean, std or num_heads (its config says how); delete it "
+                  "first to upload it with these",
+                  json_string_value(json_object_get(row, "id")));
+        json_decref(row);
+    } else if (rc == STORE_OK || rc == STORE_EEXISTS) {
         /* The same bytes again are the same resource: 200 with it, not a second copy. */
         api__set_location(res, is_model ? "models" : "datasets", row);
         api_json(res, rc == STORE_OK ? 201 : 200, row);

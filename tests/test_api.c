@@ -56,7 +56,8 @@ static const char *stub_script =
     "head=$(head -c 4 \"$2\")\n"
     "case \"$head\" in\n"
     "GOOD) if [ \"$1\" = inspect-model ]; then\n"
-    "        echo '{\"ok\":true,\"config\":{\"dim\":192,\"depth\":12,\"num_heads\":3},\"convention\":\"timm\"}'\n"
+    "        img=$(echo \"$*\" | sed -n 's/.*--img-size \\([0-9]*\\).*/\\1/p')\n"
+    "        echo '{\"ok\":true,\"config\":{\"dim\":192,\"depth\":12,\"num_heads\":3,\"img_size\":'${img:-28}'},\"convention\":\"timm\",\"description\":\"ViT: the stub'\"'\"'s\"}'\n"
     "      else\n"
     "        echo '{\"ok\":true,\"summary\":{\"format\":\"imagefolder\",\"classes\":[\"a\",\"b\"],\"train\":10,\"val\":0}}'\n"
     "      fi; exit 0;;\n"
@@ -452,6 +453,88 @@ TEST(model_upload_bad_requests) {
     api_response_init(&res);
     CHECK(api_precheck(&f.ctx, r, &req, 4097, &res) == 1 && res.status == 413);
     api_response_free(&res);
+    fx_close(&f);
+}
+
+/* img_size, mean and std of the upload's query: checked here, handed to the inspector, and
+ * what it answered is the model's config, which the model's jobs carry to the worker. */
+TEST(model_upload_input_hints) {
+    fixture f;
+    fx_open(&f);
+    const char *data = "GOOD a Swin that does not say its image size";
+    api_response res;
+    CHECK(upload(&f, &res, "/v1/models?img_size=16&mean=0.5&std=0.25,0.5,1", data, strlen(data)) == 201);
+    json_t *cfg = json_object_get(res.body, "config");
+    CHECK(json_integer_value(json_object_get(cfg, "img_size")) == 16);
+    CHECK_MSG(!strcmp(str(cfg, "description"), "ViT: the stub's"), "%s", str(cfg, "description"));
+    char id[64];
+    snprintf(id, sizeof id, "%s", str(res.body, "id"));
+    api_response_free(&res);
+    FILE *a = fopen(f.args_log, "r");
+    char line[1024] = "";
+    CHECK(a && fgets(line, sizeof line, a));
+    if (a) fclose(a);
+    CHECK_MSG(strstr(line, "--img-size 16 --mean 0.5,0.5,0.5 --std 0.25,0.5,1 ") &&
+              !strstr(line, "--num-heads"), "args: %s", line);
+
+    /* the same bytes with the same hints are the same model; with others, a conflict that
+     * names it (answering with it would run jobs at its size, not the one asked for) */
+    CHECK(upload(&f, &res, "/v1/models?img_size=16", data, strlen(data)) == 200);
+    CHECK(!strcmp(str(res.body, "id"), id));
+    api_response_free(&res);
+    CHECK(upload(&f, &res, "/v1/models", data, strlen(data)) == 409);
+    CHECK(!strcmp(err_code(&res), "conflict") && strstr(err_message(&res), id));
+    api_response_free(&res);
+    CHECK(count_in(&f, "blobs") == 1 && count_in(&f, "tmp") == 0);
+
+    /* a job on it carries what the worker needs to load it the same way; not settable */
+    char body[256];
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\"}", id);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 201);
+    json_t *in = json_object_get(json_object_get(res.body, "spec"), "model_input");
+    json_t *want = json_pack("{s:i, s:i}", "img_size", 16, "num_heads", 3);
+    CHECK_MSG(json_equal(in, want), "model_input %s", in ? json_dumps(in, JSON_COMPACT) : "absent");
+    json_decref(want);
+    api_response_free(&res);
+    snprintf(body, sizeof body, "{\"model_id\":\"%s\",\"dataset_id\":\"fashion-mnist\","
+             "\"model_input\":{\"img_size\":32}}", id);
+    CHECK(call(&f, &res, "POST", "/v1/jobs", body, NULL, NULL) == 400);
+    CHECK(err_field(&res) && !strcmp(err_field(&res), "model_input"));
+    api_response_free(&res);
+
+    /* bad values: 400 naming the field, before the inspector runs */
+    struct {
+        const char *query, *field, *msg;
+    } bad[] = {
+        {"img_size=x", "img_size", "not an integer"},
+        {"img_size=5000", "img_size", "out of range"},
+        {"img_size=-1", "img_size", "out of range"},
+        {"mean=abc&std=1", "mean", "one number or three"},
+        {"mean=0.5,0.5&std=1", "mean", "one number or three"},
+        {"mean=0.5", "std", "go together"},
+        {"std=0.5", "mean", "go together"},
+        {"mean=0.5&std=0", "std", "out of range"},
+        {"mean=0.5&std=1,2,3,4", "std", "one number or three"},
+    };
+    int inspected = 0;
+    a = fopen(f.args_log, "r");
+    while (a && fgets(line, sizeof line, a)) inspected++;
+    if (a) fclose(a);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char url[128];
+        snprintf(url, sizeof url, "/v1/models?%s", bad[i].query);
+        CHECK_MSG(upload(&f, &res, url, "GOOD other", 10) == 400, "%s: %d", url, res.status);
+        CHECK_MSG(err_field(&res) && !strcmp(err_field(&res), bad[i].field), "%s: field %s", url,
+                  err_field(&res));
+        CHECK_MSG(strstr(err_message(&res), bad[i].msg), "%s: '%s'", url, err_message(&res));
+        api_response_free(&res);
+    }
+    int after = 0;
+    a = fopen(f.args_log, "r");
+    while (a && fgets(line, sizeof line, a)) after++;
+    if (a) fclose(a);
+    CHECK_MSG(after == inspected, "%d inspections for bad queries", after - inspected);
+    CHECK(count_in(&f, "tmp") == 0);
     fx_close(&f);
 }
 
