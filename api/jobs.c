@@ -104,6 +104,7 @@ typedef struct {
     const char *hook_url, *hook_secret;  /* NULL: no webhook */
     int64_t hook_every;                  /* ms between job.progress deliveries; 0: none */
     const char *idem;                    /* the Idempotency-Key header, NULL if none */
+    json_t *model_input;                 /* api__model_input of the model (owned), or NULL */
 } job_request;
 
 /* The body's fields: the ids, max_attempts and the job's options. 0, or -1 with res set. */
@@ -150,12 +151,14 @@ static int job_webhook(api_ctx *ctx, json_t *body, job_request *jr, api_response
     return 0;
 }
 
-/* The model and the dataset exist and the caller may use them: 0, or -1 with res set (a 404
- * that names the field). */
-static int job_refs_check(api_ctx *ctx, const api_request *req, const job_request *jr,
+/* The model and the dataset exist and the caller may use them: 0 with jr->model_input set
+ * (what the worker needs to load the model as its upload was inspected), or -1 with res set
+ * (a 404 that names the field). */
+static int job_refs_check(api_ctx *ctx, const api_request *req, job_request *jr,
                           api_response *res) {
     json_t *model = NULL, *dataset = NULL;
     int rc = store_model_get(ctx->st, ctx->owner, jr->model_id, &model);
+    if (rc == STORE_OK) jr->model_input = api__model_input(json_object_get(model, "config"));
     if (rc == STORE_ENOTFOUND) {
         api_error(res, 404, "not_found", "model_id", "model '%s' not found", jr->model_id);
     } else {
@@ -194,6 +197,10 @@ static void job_submit(api_ctx *ctx, const api_request *req, const job_request *
     json_t *job = NULL, *spec = jobspec_to_json(&jr->js);
     json_object_set_new(spec, "model_id", json_string(jr->model_id));
     json_object_set_new(spec, "dataset_id", json_string(jr->dataset_id));
+    /* The image size, normalization and heads the model's upload settled (its query, or the
+     * inspector's defaults): set by the server, not an option, so that the worker loads the
+     * file the way it was checked (config/jobspec.h) */
+    if (jr->model_input) json_object_set(spec, "model_input", jr->model_input);
     store_job_new n = {.owner = api__creator(ctx), .scope = ctx->owner, .model_id = jr->model_id,
                        .dataset_id = jr->dataset_id, .spec = spec,
                        .max_attempts = jr->max_attempts, .idempotency_key = jr->idem,
@@ -226,10 +233,11 @@ void api__job_create(api_ctx *ctx, const api_request *req, const api_params *p,
     (void)p;
     json_t *body = api__body_object(req, res);
     if (!body) return;
-    job_request jr;
+    job_request jr = {.model_input = NULL};
     if (!job_body(ctx, body, &jr, res) && !job_webhook(ctx, body, &jr, res) &&
         !job_refs_check(ctx, req, &jr, res) && !idempotency_key(req, &jr.idem, res))
         job_submit(ctx, req, &jr, res);
+    json_decref(jr.model_input);
     json_decref(body); /* last: jr's strings are borrowed from it */
 }
 

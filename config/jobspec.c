@@ -42,7 +42,7 @@ void jobspec_defaults(jobspec *js) {
     opt_defaults(t, JOBSPEC_NOPTS);
 }
 
-const char *const jobspec_refs[] = {"model_id", "dataset_id", NULL};
+const char *const jobspec_refs[] = {"model_id", "dataset_id", "model_input", NULL};
 
 int jobspec_apply_json(jobspec *js, json_t *obj, const char *const *skip, const char **field,
                        char *err, size_t errlen) {

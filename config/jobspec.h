@@ -38,7 +38,9 @@ typedef struct {
 void jobspec_table(jobspec *js, opt_spec specs[JOBSPEC_NOPTS]);
 /* Every option at its default. */
 void jobspec_defaults(jobspec *js);
-/* The keys of a stored spec that are references, not options (NULL-terminated). */
+/* The keys of a stored spec that are references, not options (NULL-terminated): model_id,
+ * dataset_id, and model_input, which gplqd sets from the model's stored config (img_size,
+ * mean, std, a ViT's num_heads: how its upload was loaded) for the worker to load it alike. */
 extern const char *const jobspec_refs[];
 
 /* Applies a JSON object of options over js, skipping the keys in skip (NULL-terminated, or NULL);

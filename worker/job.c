@@ -291,6 +291,27 @@ fail:
 
 /* ---- the job ---- */
 
+/* The loader's hints for the job's model: the stored spec's model_input (what its upload was
+ * inspected with, api/jobs.c), an explicit num_heads of the job winning. A spec without it
+ * (submitted before there was one) gets the job's num_heads alone, as then. */
+static void model_hints(json_t *spec, const jobspec *js, ckpt_hints *h) {
+    *h = (ckpt_hints){.num_heads = js->num_heads};
+    json_t *in = json_object_get(spec, "model_input");
+    json_t *img = json_object_get(in, "img_size"), *heads = json_object_get(in, "num_heads");
+    json_t *mean = json_object_get(in, "mean"), *std = json_object_get(in, "std");
+    if (json_is_integer(img)) h->img_size = (int)json_integer_value(img);
+    if (!h->num_heads && json_is_integer(heads)) h->num_heads = (int)json_integer_value(heads);
+    /* one entry per input channel: a grey model's one value stands for all three */
+    size_t nm = json_array_size(mean), ns = json_array_size(std);
+    if (nm < 1 || nm > 3 || ns != nm) return;
+    for (int i = 0; i < 3; i++) {
+        size_t k = (size_t)i < nm ? (size_t)i : 0;
+        h->mean[i] = (float)json_number_value(json_array_get(mean, k));
+        h->std[i] = (float)json_number_value(json_array_get(std, k));
+    }
+    h->have_norm = 1;
+}
+
 static int finish(const worker_env *w, const char *id, const char *state, const char *error) {
     int rc = store_job_finish(w->s, id, w->name, state, error);
     /* A database that is restarting (a cluster's PostgreSQL) fails the call that meets it and
@@ -383,7 +404,8 @@ int job_run(const worker_env *w, const store_claim *job) {
     ds_set tr, te;
     char blob[4096];
     blob_path(blob, sizeof blob, w->data_dir, job->model_sha256);
-    ckpt_hints hints = {.num_heads = js.num_heads};
+    ckpt_hints hints;
+    model_hints(job->spec, &js, &hints);
     int loaded = 0, rc = -1;
     if (!*job->model_sha256) {
         snprintf(err, sizeof err, "the job's model has no stored file (deleted since?)");
