@@ -354,8 +354,8 @@ static int follow(conn *c, const char *id, progress_bar *bar, json_t **job_out, 
 /* ---- the commands ---- */
 
 static struct {
-    const char *server, *token, *model, *data, *out, *name, *job, *state, *key;
-    int wait, json, limit, max_attempts, links;
+    const char *server, *token, *model, *data, *out, *name, *job, *state, *key, *mean, *std;
+    int wait, json, limit, max_attempts, links, img_size;
     jobspec js;
 } C;
 
@@ -386,14 +386,18 @@ static const char *base_name(const char *path) {
     return s ? s + 1 : path;
 }
 
-/* Uploads file to route; its id into id (64 bytes). */
-static int upload(conn *c, const char *route, const char *file, char *id, char *err, size_t errlen) {
+/* Uploads file to route with query (more "&k=v" of the query, URL-escaped; "" for none); its id
+ * into id (64 bytes), and into *config (if not NULL) its "config" (new reference, NULL if the
+ * answer has none). */
+static int upload(conn *c, const char *route, const char *file, const char *query, char *id,
+                  json_t **config, char *err, size_t errlen) {
     char path[2048], *esc;
     CURL *h = curl_easy_init();
     esc = curl_easy_escape(h, base_name(file), 0);
-    snprintf(path, sizeof path, "%s?name=%s", route, esc ? esc : "upload");
+    snprintf(path, sizeof path, "%s?name=%s%s", route, esc ? esc : "upload", query);
     curl_free(esc);
     curl_easy_cleanup(h);
+    if (config) *config = NULL;
     progress_bar bar;
     progress_init(&bar, stderr, 5);
     c->bar = C.json ? NULL : &bar;
@@ -412,8 +416,39 @@ static int upload(conn *c, const char *route, const char *file, char *id, char *
         return -1;
     }
     snprintf(id, 64, "%s", i);
+    if (config) *config = json_incref(json_object_get(r, "config"));
     json_decref(r);
     return 0;
+}
+
+/* The model upload's query beyond its name: what the checkpoint may not say (the server's
+ * inspector and the job's worker both load it with these). mean and std go as given; the
+ * server checks them, with the same parser as `gplq quantize`. */
+static void model_query(char *q, size_t n, int heads, int img_size, const char *mean,
+                        const char *std) {
+    size_t k = 0;
+    q[0] = 0;
+    if (heads > 0) k += (size_t)snprintf(q + k, n - k, "&num_heads=%d", heads);
+    if (img_size > 0 && k < n) k += (size_t)snprintf(q + k, n - k, "&img_size=%d", img_size);
+    const char *keys[] = {"mean", "std"}, *vals[] = {mean, std};
+    for (int i = 0; i < 2; i++) {
+        if (!vals[i] || k >= n) continue;
+        char *e = curl_easy_escape(NULL, vals[i], 0);
+        k += (size_t)snprintf(q + k, n - k, "&%s=%s", keys[i], e ? e : "");
+        curl_free(e);
+    }
+}
+
+/* "Swin: img 16, patch 2, ..." of an uploaded model's config (older servers send no
+ * description: then the family and the figures every config has). */
+static void model_line(json_t *config, char *out, size_t n) {
+    const char *desc = json_string_value(json_object_get(config, "description"));
+    const char *arch = json_string_value(json_object_get(config, "arch"));
+    if (desc) snprintf(out, n, "%s", desc);
+    else snprintf(out, n, "%s: img %" JSON_INTEGER_FORMAT ", %" JSON_INTEGER_FORMAT " classes",
+                  arch && !strcmp(arch, "swin") ? "Swin" : "ViT",
+                  json_integer_value(json_object_get(config, "img_size")),
+                  json_integer_value(json_object_get(config, "num_classes")));
 }
 
 static int get_artifacts(conn *c, const char *job, const char *dir, char *err, size_t errlen) {
@@ -478,8 +513,11 @@ int client_submit(int argc, char **argv) {
         {"out", OPT_STR, &C.out, NULL, 0, 0, "download the artifacts here when it succeeds (implies --wait)"},
         {"idempotency-key", OPT_STR, &C.key, NULL, 0, 0, "the same key submits once (pipelines that retry)"},
         {"max-attempts", OPT_INT, &C.max_attempts, "0", 0, 100, "attempts before the job fails (0: the server's default)"},
+        {"img-size", OPT_INT, &C.img_size, "0", 0, 4096, "the model's input size if its file does not say (a Swin's)"},
+        {"mean", OPT_STR, &C.mean, NULL, 0, 0, "the model's input mean if its file does not say: one value or three"},
+        {"std", OPT_STR, &C.std, NULL, 0, 0, "the model's input std if its file does not say (with --mean)"},
     };
-    int n = 9;
+    int n = 12;
     jobspec_table(&C.js, specs + n);
     n += JOBSPEC_NOPTS;
     int pc = command_parse("submit", "--model FILE [--data ID|FILE] [--wait] [--out DIR] [stage options]",
@@ -492,11 +530,16 @@ int client_submit(int argc, char **argv) {
     if (C.out) C.wait = 1;
     conn c;
     conn_init(&c);
-    char err[2048], mid[64], did[64];
-    if (upload(&c, "/v1/models", C.model, mid, err, sizeof err)) goto fail;
+    char err[2048], mid[64], did[64], query[1024], line[512];
+    model_query(query, sizeof query, C.js.num_heads, C.img_size, C.mean, C.std);
+    json_t *mconfig;
+    if (upload(&c, "/v1/models", C.model, query, mid, &mconfig, err, sizeof err)) goto fail;
+    model_line(mconfig, line, sizeof line);
+    json_decref(mconfig);
+    if (!C.json) fprintf(stderr, "gplq: model %s: %s\n", mid, line);
     struct stat st;
     if (stat(C.data, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (upload(&c, "/v1/datasets", C.data, did, err, sizeof err)) goto fail;
+        if (upload(&c, "/v1/datasets", C.data, "", did, NULL, err, sizeof err)) goto fail;
     } else {
         snprintf(did, sizeof did, "%s", C.data);
     }
