@@ -195,6 +195,10 @@ async function loadNames(signal) {
   names.datasets = new Map((d.datasets || []).map(x => [x.id, x]));
 }
 const modelName = id => (names.models.get(id) || {}).name || id;
+// A model's architecture in one line: the server's description (the family, and a Swin's depths,
+// heads and window), else, for a model stored before descriptions (a ViT), from its config.
+const modelArch = (c = {}) => c.description ||
+  `ViT: img ${c.img_size}, patch ${c.patch_size}, dim ${c.embed_dim}, depth ${c.depth}, ${c.num_heads} heads, ${c.num_classes} classes`;
 const datasetName = id => (names.datasets.get(id) || {}).name || id;
 
 // ---------------------------------------------------------------------------------------------
@@ -505,6 +509,7 @@ const MAIN_OPTIONS = [
 const MORE_OPTIONS = ['weight_decay', 'label_smoothing', 'pca_samples', 'percentile_init', 'pad', 'hflip',
                       'seed', 'ckpt_every', 'num_heads', 'max_attempts', 'mpi'];
 const LABELS = {
+  img_size: 'Image size',
   wbits: 'Weight bits', abits: 'Activation bits', train_subset: 'Training images', eval_subset: 'Test images',
   baselines: 'Baselines (PTQ alone, min-max)', epochs: 'Epochs', batch_size: 'Batch size',
   lr: 'Learning rate', weight_decay: 'Weight decay', alpha: 'PCA loss weight (alpha)',
@@ -608,6 +613,9 @@ function viewNew(main) {
     const modelPick = h('select', {id: 'model-pick', 'aria-label': 'An uploaded model'},
       h('option', {value: ''}, models.length ? '(or pick an uploaded model)' : '(no models uploaded yet)'),
       models.map(m => h('option', {value: m.id}, `${m.name} (${m.id}, ${bytes(m.bytes)})`)));
+    // a Swin file (timm's hub files, HuggingFace's) may not say its input size: the upload's img_size
+    const modelSize = h('input', {type: 'number', id: 'model-img-size', name: 'img_size', min: 1, max: 4096,
+                                  placeholder: 'from the file', 'aria-describedby': 'model-help'});
     const modelUp = uploadBox();
     modelFile.addEventListener('change', () => { if (modelFile.files.length) modelPick.value = ''; });
     modelPick.addEventListener('change', () => { if (modelPick.value) modelFile.value = ''; });
@@ -638,8 +646,9 @@ function viewNew(main) {
       h('fieldset', {},
         h('legend', {}, 'Model'),
         h('div', {class: 'choice'}, h('label', {for: 'model-file'}, 'Upload a checkpoint'), modelFile, modelPick),
+        h('div', {class: 'choice'}, h('label', {for: 'model-img-size'}, 'Image size (px)'), modelSize),
         h('p', {id: 'model-help', class: 'help muted small'},
-          'An FP32 ViT as safetensors (timm, HuggingFace or torchvision names). Uploading the same file twice stores it once.'),
+          'An FP32 ViT, DeiT or Swin as safetensors (timm, HuggingFace or torchvision names). The image size is needed only when the file does not say it (a Swin from timm or HuggingFace). Uploading the same file twice stores it once.'),
         modelUp),
       h('fieldset', {},
         h('legend', {}, 'Dataset'),
@@ -664,8 +673,9 @@ function viewNew(main) {
         let modelId = modelPick.value;
         if (modelFile.files.length) {
           const f = modelFile.files[0];
-          const m = await upload(`/v1/models?name=${encodeURIComponent(f.name)}`, f, x => modelUp.show(x, f.name));
-          modelUp.done(`${f.name}: ${m.config.depth} blocks, width ${m.config.embed_dim}, ${m.config.num_classes} classes (${m.id})`);
+          const size = modelSize.value.trim() ? `&img_size=${encodeURIComponent(modelSize.value.trim())}` : '';
+          const m = await upload(`/v1/models?name=${encodeURIComponent(f.name)}${size}`, f, x => modelUp.show(x, f.name));
+          modelUp.done(`${f.name}: ${modelArch(m.config)} (${m.id})`);
           names.models.set(m.id, m);
           modelId = m.id;
         }
@@ -1035,7 +1045,7 @@ function viewUploads(main) {
           h('tbody', {}, models.map(x => {
             const c = x.config || {};
             return h('tr', {'data-model': x.id}, h('td', {}, x.name), h('td', {class: 'mono small'}, x.id),
-              h('td', {class: 'small'}, `${c.img_size}px, patch ${c.patch_size}, dim ${c.embed_dim}, ${c.depth} blocks, ${c.num_heads} heads, ${c.num_classes} classes (${c.convention})`),
+              h('td', {class: 'small'}, `${modelArch(c)} (${c.convention})`),
               h('td', {class: 'num'}, bytes(x.bytes)), h('td', {class: 'small'}, when(x.created_at)), h('td', {}, deleter('model', x)));
           }))));
       dataBox.replaceChildren(h('table', {'aria-label': 'Datasets'},
