@@ -14,6 +14,8 @@
 //   failed JOB   open the failed JOB's page: the error and what to do about it
 //   dataset MODEL_ID BAD GOOD   pick the uploaded model, upload BAD as a dataset (the server's
 //                reason must show), then GOOD (a tar.gz image folder), submit a small job on it
+//   swin FILE    upload FILE, a Swin that does not say its image size (the server's reason must
+//                show), then again with the image size 16; submit; read its models-table row
 import {chromium} from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -250,6 +252,31 @@ async function scenarioDataset(modelId, bad, good) {
   return seen;
 }
 
+async function scenarioSwin(file) {
+  const seen = {};
+  await signIn(false);
+  await page.getByRole('link', {name: 'New job'}).first().click();
+  await page.locator('#submit').waitFor();
+  expected = 422;
+  await page.setInputFiles('#model-file', file);
+  await page.getByRole('button', {name: 'Quantize'}).click();
+  const alert = page.locator('#new-job [role=alert]');
+  await page.waitForFunction(el => el.textContent.length > 0, await alert.elementHandle());
+  seen.refusal = await alert.textContent();
+  expected = null;
+  await page.getByLabel('Image size (px)').fill('16');
+  await page.getByRole('button', {name: 'Quantize'}).click();
+  await page.waitForURL(/#\/jobs\/j_/, {timeout: 60000});
+  seen.job = page.url().split('#/jobs/')[1];
+  await page.getByRole('link', {name: 'Models and datasets'}).click();
+  const row = page.locator('#models tr[data-model]').first();
+  await row.waitFor();
+  seen.model_id = await row.getAttribute('data-model');
+  seen.model_row = await row.locator('td').allTextContents();
+  await screenshot('swin-model', true);
+  return seen;
+}
+
 async function scenarioFailed(job) {
   await signIn(false);
   await page.goto(`${url}#/jobs/${job}`);
@@ -284,6 +311,7 @@ try {
   else if (scenario === 'cancel') result = await scenarioCancel(rest[0]);
   else if (scenario === 'dataset') result = await scenarioDataset(...rest);
   else if (scenario === 'failed') result = await scenarioFailed(rest[0]);
+  else if (scenario === 'swin') result = await scenarioSwin(rest[0]);
   else throw new Error(`unknown scenario ${scenario}`);
 } catch (e) {
   failed = true;

@@ -207,6 +207,20 @@ def test_a_dataset_uploaded_through_the_form():
         assert [x["id"] for x in d.get("/v1/datasets").json()["datasets"]] == ["fashion-mnist"]
 
 
+def test_a_swin_upload_shows_its_architecture():
+    hf = os.path.join(ROOT, "tests", "fixtures", "swin_tiny_hf.safetensors")  # no image size in it
+    with Daemon(workers=0) as d:  # no worker: what is checked is the upload and the job's record
+        seen = browse("swin", d, hf)
+        assert "does not say its image size" in seen["refusal"], seen
+        m = d.get("/v1/models/" + seen["model_id"]).json()
+        assert m["config"]["img_size"] == 16 and m["config"]["arch"] == "swin", m
+        # the row says what the API says: family, depths, heads, window
+        assert seen["model_row"][2] == m["config"]["description"] + " (huggingface)", seen
+        assert "Swin: img 16, patch 2, 3 channels, embed 16, depths 2-2, heads 2-4, window 4" \
+            in seen["model_row"][2], seen
+        assert d.job(seen["job"])["spec"]["model_input"]["img_size"] == 16
+
+
 def test_the_forms_defaults_are_the_option_tables():
     """The new-job form shows the defaults of /v1/openapi.json; they must be the ones the
     worker uses, which `gplq quantize --help` prints from the same option table."""
