@@ -797,8 +797,10 @@ function paintJobError(errBox, j) {
 // What was asked for, and when.
 function paintJobSpec(specBox, j) {
   const s = j.spec || {};
+  const model = names.models.get(j.model_id); // a deleted model's architecture is not known
   specBox.replaceChildren(
     h('dt', {}, 'Model'), h('dd', {}, `${modelName(j.model_id)} (${j.model_id})`),
+    ...(model ? [h('dt', {}, 'Architecture'), h('dd', {}, modelArch(model.config))] : []),
     h('dt', {}, 'Dataset'), h('dd', {}, `${datasetName(j.dataset_id)}`),
     h('dt', {}, 'Bits'), h('dd', {}, bits(s)),
     h('dt', {}, 'Stage 1'), h('dd', {}, `${s.epochs} epoch(s) over ${s.train_subset ? `${s.train_subset} images` : 'all training images'}, batch ${s.batch_size}, lr ${s.lr}, alpha ${s.alpha}, PCA ${s.pca_var}`),

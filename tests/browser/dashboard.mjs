@@ -15,7 +15,8 @@
 //   dataset MODEL_ID BAD GOOD   pick the uploaded model, upload BAD as a dataset (the server's
 //                reason must show), then GOOD (a tar.gz image folder), submit a small job on it
 //   swin FILE    upload FILE, a Swin that does not say its image size (the server's reason must
-//                show), then again with the image size 16; submit; read its models-table row
+//                show), then again with the image size 16; submit; read the job page's and the
+//                models table's architecture line
 import {chromium} from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -268,6 +269,8 @@ async function scenarioSwin(file) {
   await page.getByRole('button', {name: 'Quantize'}).click();
   await page.waitForURL(/#\/jobs\/j_/, {timeout: 60000});
   seen.job = page.url().split('#/jobs/')[1];
+  const arch = page.locator('dl.kv dt', {hasText: 'Architecture'}).locator('xpath=following-sibling::dd[1]');
+  seen.job_arch = await arch.textContent();
   await page.getByRole('link', {name: 'Models and datasets'}).click();
   const row = page.locator('#models tr[data-model]').first();
   await row.waitFor();

@@ -218,6 +218,7 @@ def test_a_swin_upload_shows_its_architecture():
         assert seen["model_row"][2] == m["config"]["description"] + " (huggingface)", seen
         assert "Swin: img 16, patch 2, 3 channels, embed 16, depths 2-2, heads 2-4, window 4" \
             in seen["model_row"][2], seen
+        assert seen["job_arch"] == m["config"]["description"], seen
         assert d.job(seen["job"])["spec"]["model_input"]["img_size"] == 16
 
 
