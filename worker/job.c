@@ -291,12 +291,10 @@ fail:
 
 /* ---- the job ---- */
 
-/* The loader's hints for the job's model: the stored spec's model_input (what its upload was
- * inspected with, api/jobs.c), an explicit num_heads of the job winning. A spec without it
- * (submitted before there was one) gets the job's num_heads alone, as then. */
-static void model_hints(json_t *spec, const jobspec *js, ckpt_hints *h) {
-    *h = (ckpt_hints){.num_heads = js->num_heads};
-    json_t *in = json_object_get(spec, "model_input");
+/* model_input is what the model's upload was inspected with (api/jobs.c puts it in the spec).
+ * A spec without it (submitted before there was one) gets the job's num_heads alone, as then. */
+void job_model_hints(json_t *in, int num_heads, ckpt_hints *h) {
+    *h = (ckpt_hints){.num_heads = num_heads};
     json_t *img = json_object_get(in, "img_size"), *heads = json_object_get(in, "num_heads");
     json_t *mean = json_object_get(in, "mean"), *std = json_object_get(in, "std");
     if (json_is_integer(img)) h->img_size = (int)json_integer_value(img);
@@ -405,7 +403,7 @@ int job_run(const worker_env *w, const store_claim *job) {
     char blob[4096];
     blob_path(blob, sizeof blob, w->data_dir, job->model_sha256);
     ckpt_hints hints;
-    model_hints(job->spec, &js, &hints);
+    job_model_hints(json_object_get(job->spec, "model_input"), js.num_heads, &hints);
     int loaded = 0, rc = -1;
     if (!*job->model_sha256) {
         snprintf(err, sizeof err, "the job's model has no stored file (deleted since?)");

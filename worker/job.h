@@ -17,6 +17,7 @@
 
 #include "config/jobspec.h"
 #include "engine/model.h"
+#include "io/checkpoint.h"
 #include "io/dataset.h"
 #include "storage/store.h"
 
@@ -41,6 +42,11 @@ int job_run(const worker_env *w, const store_claim *job);
  * with ds_free. 0, or -1 with a message. */
 int job_load_data(const worker_env *w, const store_claim *job, const model_dims *cfg,
                   const jobspec *js, ds_set *tr, ds_set *te, char *err, size_t errlen);
+
+/* The loader's hints for a job's model (into *h): model_input, the object gplqd put in the
+ * stored spec (img_size, mean, std, a ViT's num_heads: how the model's upload was loaded;
+ * borrowed, NULL for a spec from before it), with the job's own num_heads (0: none) winning. */
+void job_model_hints(json_t *model_input, int num_heads, ckpt_hints *h);
 
 /* One JSON log line on stdout: {"ts", "level", "worker", "msg", "job" (if job)}. */
 void job_log(const char *worker, const char *level, const char *job, const char *fmt, ...)

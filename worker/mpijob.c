@@ -45,6 +45,9 @@ static int write_run_file(const char *path, const worker_env *w, const store_cla
                           "id", job->dataset_id, "kind", job->dataset_kind,
                           "sha256", job->dataset_sha256, "val_fraction", job->val_fraction,
                           "state", state_path, "artifacts", art_dir, "config", config);
+    /* how the model's upload was loaded (job_model_hints): every rank loads it the same way */
+    json_t *mi = json_object_get(job->spec, "model_input");
+    if (o && mi) json_object_set(o, "model_input", mi);
     char *text = o ? json_dumps(o, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     int rc = text ? fs_write_atomic(path, text, strlen(text)) : -1;
@@ -306,7 +309,8 @@ int mpijob_rank_main(int argc, char **argv) {
                  str_or(json_object_get(ds, "kind"), ""));
         snprintf(job.dataset_sha256, sizeof job.dataset_sha256, "%s",
                  str_or(json_object_get(ds, "sha256"), ""));
-        ckpt_hints hints = {.num_heads = js.num_heads};
+        ckpt_hints hints;
+        job_model_hints(json_object_get(run, "model_input"), js.num_heads, &hints);
         if (ckpt_load(&fp, s_model, &hints, NULL, err, sizeof err) == 0) {
             loaded = 1;
             model_dims dims = model_get_dims(&fp);
