@@ -1,5 +1,5 @@
 /*
- * bench_train.c: how fast one training step of gplq's ViT is, for `make bench`.
+ * bench_train.c: how fast one training step of gplq's ViT and Swin is, for `make bench`.
  *
  * Measures, in one run: the machine's sgemm rate (cblas_sgemm 1024^3, best of several after a
  * warmup), then for each model one full training step as train_run does it (forward, label-
@@ -15,8 +15,8 @@
  * Each model runs in a fresh child process (this program re-executed with --child) so that its
  * peak RSS (VmHWM) is its own, not the maximum over everything the parent did before.
  *
- * Usage: bench_train [--json] [--models demo,deit-s] [--batch N] [--warmup N] [--steps N]
- *                    [--threads N] [--sgemm-n N]
+ * Usage: bench_train [--json] [--models demo,deit-s,swin-t] [--batch N] [--warmup N]
+ *                    [--steps N] [--threads N] [--sgemm-n N]
  * --batch/--warmup/--steps override every model's own values (for quick smoke runs). With
  * --json, one JSON object per model goes to stdout (one a line) and the human table to stderr.
  * Exit status: 0, or 1 if a step failed or a child crashed; 2 for a bad command line.
@@ -59,6 +59,13 @@ static const bench_model bench_models[] = {
      {.arch = MODEL_VIT,
       .vit = {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
               .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
+     16, 2, 5},
+    /* Swin-T as timm's swin_tiny_patch4_window7_224 (LayerNorm eps 1e-5, as timm's Swin) */
+    {"swin-t", "Swin-T shape (224 px, window 7)",
+     {.arch = MODEL_SWIN,
+      .swin = {.img_size = 224, .patch = 4, .in_chans = 3, .embed_dim = 96, .stages = 4,
+               .depths = {2, 2, 6, 2}, .heads = {3, 6, 12, 24}, .window = 7, .mlp_ratio = 4,
+               .num_classes = 1000, .ln_eps = 1e-5f, .std = {1, 1, 1}}},
      16, 2, 5},
 };
 
@@ -378,8 +385,8 @@ static int parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 1024, &opt.threads);
         else if (!strcmp(a, "--sgemm-n")) rc = parse_int(a, v, 16, 16384, &opt.sgemm_n);
         else {
-            fprintf(stderr, "usage: bench_train [--json] [--models demo,deit-s] [--batch N] "
-                            "[--warmup N] [--steps N] [--threads N] [--sgemm-n N]\n");
+            fprintf(stderr, "usage: bench_train [--json] [--models demo,deit-s,swin-t] "
+                            "[--batch N] [--warmup N] [--steps N] [--threads N] [--sgemm-n N]\n");
             return -1;
         }
         if (rc || !v) {
@@ -416,7 +423,8 @@ int main(int argc, char **argv) {
         for (const char *p = opt.models; *p;) {
             size_t len = strcspn(p, ",");
             if (!find_model(p, len)) {
-                fprintf(stderr, "bench_train: unknown model '%.*s' (demo, deit-s)\n", (int)len, p);
+                fprintf(stderr, "bench_train: unknown model '%.*s' (demo, deit-s, swin-t)\n",
+                        (int)len, p);
                 return 2;
             }
             p += len + (p[len] == ',');

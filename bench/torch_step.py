@@ -4,9 +4,11 @@
 The same models, batches, step counts and step as bench/bench_train.c, so that bench/run.sh can
 put the two side by side: forward, CrossEntropyLoss(label_smoothing=0.1), backward,
 clip_grad_norm_(1.0), AdamW (weight decay on matrices only), on random weights and inputs, on
-a fixed number of threads. The model is the timm-equivalent VisionTransformer of
+a fixed number of threads. The models are the timm-equivalent VisionTransformer of
 tests/ref/gen_vit_ref.py (conv patch embed, class token, position embedding, pre-norm blocks
-with fused qkv, exact GELU, final norm, head): the very class whose outputs and gradients the
+with fused qkv, exact GELU, final norm, head) and the timm >= 0.9 equivalent SwinTransformer of
+tests/ref/gen_swin_ref.py (window attention with relative position bias and shifted windows,
+PatchMerging, pooled final norm, head): the very classes whose outputs and gradients the
 engine's reference tests are checked against, so both sides compute the same thing.
 
 Each model runs in its own process (this script re-invoked with --child) so that its peak RSS
@@ -15,8 +17,8 @@ The JSON also says which BLAS torch runs: torch.__config__.show()'s BLAS_INFO, t
 libraries actually mapped into the process, and, when one of them is OpenBLAS, the kernel it
 chose (openblas_get_corename), which must match the C side's for the comparison to be fair.
 
-Usage: /usr/bin/python3 bench/torch_step.py [--models demo,deit-s] [--batch N] [--warmup N]
-                                            [--steps N] [--threads N]
+Usage: /usr/bin/python3 bench/torch_step.py [--models demo,deit-s,swin-t] [--batch N]
+                                            [--warmup N] [--steps N] [--threads N]
 Exit status: 0, or 1 if a model's run failed.
 """
 
@@ -36,14 +38,24 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "ref"))
 from gen_vit_ref import VisionTransformer  # noqa: E402  (needs the path above)
+from gen_swin_ref import SwinTransformer, init_params_timm  # noqa: E402
 
-# The models of the benchmark, as in bench_train.c's table (run.sh joins on the name).
+# The models of the benchmark, as in bench_train.c's table (run.sh joins on the name). arch
+# "vit": a gen_vit_ref config; "swin": a gen_swin_ref one.
 MODELS = {
-    "demo": dict(cfg=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6,
+    "demo": dict(arch="vit",
+                 cfg=dict(img_size=28, patch_size=4, in_chans=1, embed_dim=192, depth=6,
                           num_heads=3, mlp_hidden=768, num_classes=10, distilled=False),
                  batch=128, warmup=3, steps=10),
-    "deit-s": dict(cfg=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=384, depth=12,
+    "deit-s": dict(arch="vit",
+                   cfg=dict(img_size=224, patch_size=16, in_chans=3, embed_dim=384, depth=12,
                             num_heads=6, mlp_hidden=1536, num_classes=1000, distilled=False),
+                   batch=16, warmup=2, steps=5),
+    # timm's swin_tiny_patch4_window7_224
+    "swin-t": dict(arch="swin",
+                   cfg=dict(img_size=224, patch_size=4, in_chans=3, embed_dim=96,
+                            depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                            mlp_ratio=4, num_classes=1000),
                    batch=16, warmup=2, steps=5),
 }
 
@@ -95,6 +107,28 @@ def timm_init(model):
     nn.init.normal_(model.cls_token, std=1e-6)
 
 
+def make_model(spec):
+    """The model of a MODELS entry with timm's initialization, as gplq's model_init_weights
+    gives it: timm_init above for a ViT; for a Swin, gen_swin_ref's init_params_timm
+    (trunc_normal(.02) for Linear weights and relative position bias tables, zero biases, unit
+    LayerNorms, the patch conv at PyTorch's default), drawn from a generator seeded 0."""
+    if spec["arch"] == "swin":
+        model = SwinTransformer(spec["cfg"])
+        init_params_timm(model, torch.Generator().manual_seed(0))
+    else:
+        model = VisionTransformer(spec["cfg"])
+        timm_init(model)
+    return model
+
+
+def feature_dim(spec):
+    """Width of the penultimate feature (the head's input)."""
+    cfg = spec["cfg"]
+    if spec["arch"] == "swin":
+        return cfg["embed_dim"] << (len(cfg["depths"]) - 1)
+    return cfg["embed_dim"]
+
+
 def run_model(name, batch, warmup, steps, threads):
     """Trains `name` for warmup + steps steps, returns its result as a dict."""
     rss_base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -102,10 +136,10 @@ def run_model(name, batch, warmup, steps, threads):
     torch.manual_seed(0)
     spec = MODELS[name]
     cfg = spec["cfg"]
-    model = VisionTransformer(cfg)
-    timm_init(model)
+    model = make_model(spec)
     model.train()
-    # weight decay on matrices only (Linear and conv weights), as gplq's decay mask
+    # weight decay on matrices only (Linear and conv weights), as gplq's decay mask (a Swin's
+    # relative position bias tables are not decayed, in gplq as in timm)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n.endswith("weight")]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and n.endswith("weight"))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
