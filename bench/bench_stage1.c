@@ -10,8 +10,9 @@
  * the dataset (normalize, pad-and-crop, flip), the student's forward with the activation fake
  * quantizers of gplq/actq.h in QUANT mode (abits 4, the patch-embedding input at 8 bits), the
  * frozen FP32 teacher's forward for the penultimate features, CE + alpha * the PCA feature-
- * mimicking loss (pca_loss_forward_backward, k = 64 components for demo, 128 for deit-s), the
- * student's backward including every LSQ step gradient, and AdamW on all weights and all steps.
+ * mimicking loss (pca_loss_forward_backward, k = 64 components for demo, 128 for deit-s, 256
+ * for swin-t: a third of the feature), the student's backward including every LSQ step
+ * gradient, and AdamW on all weights and all steps.
  * Hyperparameters are the job spec's defaults (no weight decay, alpha 1, no label smoothing) at
  * the paper's lr 5e-6 (BENCH_LR; "auto" gives it to models over 10M parameters).
  *
@@ -40,8 +41,8 @@
  * the loop's, over the later steps. The setup here sees one batch; a real run calibrates and
  * fits the PCA on many more images, 256 at a time (stage1.c), which raises its peak.
  *
- * Usage: bench_stage1 [--json] [--models demo,deit-s] [--batch N] [--warmup N] [--steps N]
- *                     [--threads N] [--sgemm-n N] [--no-fp32]
+ * Usage: bench_stage1 [--json] [--models demo,deit-s,swin-t] [--batch N] [--warmup N]
+ *                     [--steps N] [--threads N] [--sgemm-n N] [--no-fp32]
  * --batch/--warmup/--steps override every model's own values (for quick smoke runs); warmup is
  * at least 1 (see above). --no-fp32 skips the FP32 training child. With --json, one JSON object
  * per model goes to stdout (one a line) and the human table to stderr.
@@ -92,6 +93,13 @@ static const bench_model bench_models[] = {
       .vit = {.img_size = 224, .patch = 16, .in_chans = 3, .dim = 384, .depth = 12, .heads = 6,
               .mlp_hidden = 1536, .num_classes = 1000, .ln_eps = 1e-6f, .std = {1, 1, 1}}},
      16, 2, 5, 128},
+    /* Swin-T as timm's swin_tiny_patch4_window7_224; k a third of the feature, as above */
+    {"swin-t", "Swin-T shape (224 px, window 7)",
+     {.arch = MODEL_SWIN,
+      .swin = {.img_size = 224, .patch = 4, .in_chans = 3, .embed_dim = 96, .stages = 4,
+               .depths = {2, 2, 6, 2}, .heads = {3, 6, 12, 24}, .window = 7, .mlp_ratio = 4,
+               .num_classes = 1000, .ln_eps = 1e-5f, .std = {1, 1, 1}}},
+     16, 2, 5, 256},
 };
 
 #define BENCH_ABITS 4      /* GPLQ's W4A4 target */
@@ -549,8 +557,9 @@ static int parse_args(int argc, char **argv) {
         else rc = -1;
         if (rc || !v) {
             if (!v) fprintf(stderr, "bench_stage1: %s needs a value\n", a);
-            fprintf(stderr, "usage: bench_stage1 [--json] [--models demo,deit-s] [--batch N] "
-                            "[--warmup N] [--steps N] [--threads N] [--sgemm-n N] [--no-fp32]\n");
+            fprintf(stderr, "usage: bench_stage1 [--json] [--models demo,deit-s,swin-t] "
+                            "[--batch N] [--warmup N] [--steps N] [--threads N] [--sgemm-n N] "
+                            "[--no-fp32]\n");
             return -1;
         }
         i++;
@@ -583,8 +592,8 @@ int main(int argc, char **argv) {
         for (const char *p = opt.models; *p;) {
             size_t len = strcspn(p, ",");
             if (!find_model(p, len)) {
-                fprintf(stderr, "bench_stage1: unknown model '%.*s' (demo, deit-s)\n", (int)len,
-                        p);
+                fprintf(stderr, "bench_stage1: unknown model '%.*s' (demo, deit-s, swin-t)\n",
+                        (int)len, p);
                 return 2;
             }
             p += len + (p[len] == ',');

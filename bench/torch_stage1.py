@@ -3,7 +3,8 @@
 
 The same models, batches, step counts and step as bench/bench_stage1.c, so that bench/run.sh can
 put the two side by side. One step: the frozen FP32 teacher's forward under torch.no_grad() for
-the penultimate feature (the final-norm class token); the student's forward with LSQ activation
+the penultimate feature (a ViT's final-norm class token, a Swin's mean of its final-norm
+tokens); the student's forward with LSQ activation
 fake quantizers at GPLQ's points (GPLQ-METHOD.md, "Quantizers"); CE on the student's logits plus
 alpha times the PCA feature-mimicking loss || (f_s - f_t) V_k ||^2 (mean over the batch);
 backward through the student, including every quantizer step's LSQ gradient; AdamW over all
@@ -14,10 +15,16 @@ Quantizer points, as gplq/actq.h places them (4 bits unless said):
   * the inputs of qkv, proj, fc1, fc2 and head: per channel (one step per input feature), signed;
   * q, k and v: per tensor, one step each over the qkv output (B, N, 3C), signed;
   * the softmax output: per tensor, unsigned;
-  * the patch embedding's input (the image): per tensor, signed, 8 bits.
-LayerNorm, GELU, softmax and the residual stream stay FP32. The block's forward is therefore
-written out here (quantized_forward); the model itself is the VisionTransformer of
-tests/ref/gen_vit_ref.py that bench/torch_step.py uses, the class the C engine is tested against.
+  * the patch embedding's input (the image): per tensor, signed, 8 bits;
+  * a Swin's PatchMerging (the start of stages 1..): the reduction's input, i.e. the output of
+    the merge's LayerNorm(4C), per channel, signed (model_qpoints' QP_MERGE_IN).
+In a Swin block the points are the ViT's, on the window tokens (q|k|v over the qkv output of
+every window, the softmax output after the relative position bias and the shift mask), and
+the head's input is the pooled feature.
+LayerNorm, GELU, softmax and the residual stream stay FP32. The forward is therefore written
+out here (vit_quantized_forward, swin_quantized_forward); the models themselves are the
+VisionTransformer of tests/ref/gen_vit_ref.py and the SwinTransformer of tests/ref/gen_swin_ref.py
+that bench/torch_step.py uses, the classes the C engine is tested against.
 
 The LSQ quantizer is a torch.autograd.Function with gplq's gradient (gplq/quant.h): the input
 gradient passes straight through inside the clamp range and is 0 outside; the step's gradient
@@ -32,8 +39,8 @@ from 8-bit pixels with crop and flip inside its timed step; a few ms at most her
 Each model runs in its own process (this script re-invoked with --child) so that its peak RSS
 is its own. Prints one JSON object per model on stdout, one a line; a human summary on stderr.
 
-Usage: /usr/bin/python3 bench/torch_stage1.py [--models demo,deit-s] [--batch N] [--warmup N]
-                                              [--steps N] [--threads N]
+Usage: /usr/bin/python3 bench/torch_stage1.py [--models demo,deit-s,swin-t] [--batch N]
+                                              [--warmup N] [--steps N] [--threads N]
 Exit status: 0, or 1 if a model's run failed.
 """
 
@@ -55,10 +62,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # the model table, the timm initialization and the BLAS report are torch_step.py's, so both
 # PyTorch sides run the same models on the same library
-from torch_step import MODELS, VisionTransformer, blas_info, timm_init  # noqa: E402
+from torch_step import MODELS, blas_info, feature_dim, make_model  # noqa: E402
+from gen_swin_ref import window_partition, window_reverse  # noqa: E402  (torch_step's path)
 
 # As bench_stage1.c: components of the PCA basis per model, activation bits, patch-input bits.
-PCA_K = {"demo": 64, "deit-s": 128}
+PCA_K = {"demo": 64, "deit-s": 128, "swin-t": 256}
 ABITS, PATCH_BITS = 4, 8
 # stage1_defaults (gplq/stage1.c)
 LR, BETAS, EPS, WEIGHT_DECAY, ALPHA = 5e-6, (0.9, 0.999), 1e-8, 0.0, 1.0
@@ -148,8 +156,17 @@ class BlockQuant(nn.Module):
         self.fc2_in = ActQuant(hidden, ABITS, True, True)
 
 
-class StudentQuant(nn.Module):
-    """Every quantizer of the student."""
+class QuantSet(nn.Module):
+    """A student's quantizers."""
+
+    def set_observe(self, on):
+        for m in self.modules():
+            if isinstance(m, ActQuant):
+                m.observe = on
+
+
+class StudentQuant(QuantSet):
+    """Every quantizer of a ViT student."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -158,13 +175,25 @@ class StudentQuant(nn.Module):
         self.blocks = nn.ModuleList([BlockQuant(C, H) for _ in range(cfg["depth"])])
         self.head_in = ActQuant(C, ABITS, True, True)
 
-    def set_observe(self, on):
-        for m in self.modules():
-            if isinstance(m, ActQuant):
-                m.observe = on
+
+class SwinStudentQuant(QuantSet):
+    """Every quantizer of a Swin student: six per block (blocks numbered over all stages),
+    the patch input, the head input (the pooled feature), and one per PatchMerging."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        n = len(cfg["depths"])
+        dims = [cfg["embed_dim"] << s for s in range(n)]
+        self.patch_in = ActQuant(1, PATCH_BITS, True, False)
+        self.blocks = nn.ModuleList([BlockQuant(dims[s], cfg["mlp_ratio"] * dims[s])
+                                     for s in range(n) for _ in range(cfg["depths"][s])])
+        self.head_in = ActQuant(dims[-1], ABITS, True, True)
+        # merge_in[s - 1] is stage s's: 4 x the previous stage's channels
+        self.merge_in = nn.ModuleList([ActQuant(4 * dims[s - 1], ABITS, True, True)
+                                       for s in range(1, n)])
 
 
-def quantized_forward(model, qs, x):
+def vit_quantized_forward(model, qs, x):
     """The student's forward: gen_vit_ref's VisionTransformer.forward (non-distilled) with the
     quantizers of qs in place. Returns (feature, logits)."""
     B = x.shape[0]
@@ -185,26 +214,76 @@ def quantized_forward(model, qs, x):
     return feature, model.head(qs.head_in(feature))
 
 
+def swin_window_attention(blk, bq, h):
+    """gen_swin_ref's Block._attn and WindowAttention.forward on h (B, H, W, C), the block's
+    quantized norm1 output, with the q|k|v, softmax and proj-input quantizers of bq in place."""
+    B, H, W, C = h.shape
+    s, w, a = blk.shift, blk.w, blk.attn
+    if s:
+        h = torch.roll(h, shifts=(-s, -s), dims=(1, 2))
+    win = window_partition(h, w).view(-1, w * w, C)
+    Bw, N, _ = win.shape
+    qkv = bq.qkv_out(a.qkv(win))  # (Bw, N, 3C)
+    q, k, v = qkv.reshape(Bw, N, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    att = (q * a.scale) @ k.transpose(-2, -1)
+    bias = a.relative_position_bias_table[a.relative_position_index.view(-1)]
+    att = att + bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)
+    if blk.attn_mask is not None:
+        nw = blk.attn_mask.shape[0]
+        att = att.view(-1, nw, a.num_heads, N, N) + blk.attn_mask.unsqueeze(1).unsqueeze(0)
+        att = att.view(-1, a.num_heads, N, N)
+    att = bq.attn(att.softmax(dim=-1))
+    y = (att @ v).transpose(1, 2).reshape(Bw, N, C)
+    y = a.proj(bq.proj_in(y)).view(-1, w, w, C)
+    y = window_reverse(y, w, H, W)
+    return torch.roll(y, shifts=(s, s), dims=(1, 2)) if s else y
+
+
+def swin_quantized_forward(model, qs, x):
+    """The student's forward: gen_swin_ref's SwinTransformer.forward with the quantizers of qs
+    in place. Returns (feature, logits)."""
+    x = model.patch_embed(qs.patch_in(x))  # (B, H, W, C)
+    bqs = iter(qs.blocks)
+    for s, st in enumerate(model.layers):
+        if s > 0:  # PatchMerging.forward, the reduction's input quantized
+            d = st.downsample
+            B, H, W, C = x.shape
+            g = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
+            x = d.reduction(qs.merge_in[s - 1](d.norm(g)))
+        for blk in st.blocks:
+            bq = next(bqs)
+            x = x + swin_window_attention(blk, bq, bq.qkv_in(blk.norm1(x)))
+            m = blk.mlp
+            x = x + m.fc2(bq.fc2_in(m.act(m.fc1(bq.fc1_in(blk.norm2(x))))))
+    feature = model.norm(x).mean(dim=(1, 2))
+    return feature, model.head.fc(qs.head_in(feature))
+
+
 def run_model(name, batch, warmup, steps, threads):
     """Runs warmup + steps stage-1 steps of `name`, returns its result as a dict."""
     rss_base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = MODELS[name]["cfg"]
-    if cfg["distilled"]:
-        raise ValueError("quantized_forward does not do the distillation token")
-    teacher = VisionTransformer(cfg)
-    timm_init(teacher)
+    spec = MODELS[name]
+    cfg = spec["cfg"]
+    if spec["arch"] == "swin":
+        quant_set, quantized_forward = SwinStudentQuant, swin_quantized_forward
+    elif cfg["distilled"]:
+        raise ValueError("vit_quantized_forward does not do the distillation token")
+    else:
+        quant_set, quantized_forward = StudentQuant, vit_quantized_forward
+    teacher = make_model(spec)
     # the student starts as a copy of the teacher, as in gplq_run
     student = copy.deepcopy(teacher)
     teacher.eval()
     teacher.requires_grad_(False)
     student.train()
-    qs = StudentQuant(cfg)
+    qs = quant_set(cfg)
     x = torch.randn(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"])
     y = torch.randint(0, cfg["num_classes"], (batch,))
-    k = min(PCA_K[name], cfg["embed_dim"])
-    basis = torch.linalg.qr(torch.randn(cfg["embed_dim"], k))[0]  # (C, k), orthonormal columns
+    fdim = feature_dim(spec)
+    k = min(PCA_K[name], fdim)
+    basis = torch.linalg.qr(torch.randn(fdim, k))[0]  # (C, k), orthonormal columns
 
     # the steps from one calibration batch, quantization off
     qs.set_observe(True)
