@@ -23,8 +23,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -65,6 +67,12 @@ def _ensure_user():
 def _stop_all():
     for p in list(_live):
         p.stop()
+
+
+def _on_sigterm(signum, frame):
+    # tests/run.sh's timeout ends a test with SIGTERM: exit through atexit, so that no server
+    # outlives its test
+    sys.exit(128 + signum)
 
 
 class Postgres:
@@ -112,6 +120,8 @@ class Postgres:
         log.close()
         if self not in _live:
             _live.append(self)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
