@@ -13,6 +13,9 @@
  *   DATA/jobs/<id>/artifacts/<artifact name>  the job's outputs, listed by layout_artifacts
  *   DATA/cache/<sha>-c<C>-s<S>-v<V>-r<seed>.gds  an uploaded dataset decoded at one input shape
  *
+ * jobs/, cache/ (and storage's blobs/ and tmp/) are under gplqd's --blob-dir, which is DATA
+ * unless given: a cluster's nodes share one (its secret.key too), each keeping its own DATA.
+ *
  * Every function writes a path into buf (n bytes) and returns 0, or -1 if it does not fit
  * (buf then holds a truncated path that must not be used).
  */
