@@ -272,7 +272,13 @@ function progressBar(big) {
   const label = h('div', {class: 'progress-label', 'aria-live': 'off'});
   const box = h('div', {class: 'progress-box'}, bar, label);
   box.set = job => {
-    const f = job.state === 'succeeded' ? 1 : (job.progress ? job.progress.fraction || 0 : 0);
+    let f = job.state === 'succeeded' ? 1 : (job.progress ? job.progress.fraction || 0 : 0);
+    // The row (polled) and the event stream (at most twice a second) both bring progress, and
+    // an event can arrive after a newer row: within one attempt the bar never moves back.
+    const attempt = `${job.id}/${job.attempts}`;
+    if (box.attempt === attempt && job.state === 'running' && f < box.fraction) f = box.fraction;
+    box.attempt = attempt;
+    box.fraction = f;
     const v = Math.round(f * 1000) / 10;
     fill.style.width = `${v}%`;
     bar.setAttribute('aria-valuenow', v);
