@@ -11,25 +11,11 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "engine/fastmath.h"
+
 /* Below this many elements a parallel region costs more than it saves (as ops.c). */
 #define PAR_MIN 16384
 
-/* e^x for x in [-87, 88], ~2 ulp: the same Cephes polynomial as ops.c's fast_expf (kept static
- * there), so that window attention's softmax rounds as the ViT's does. */
-static inline float fast_expf(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float z = r * r;
-    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r +
-                4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
-    p = p * z + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 /* Row of inp (B, R, R, C) that token t of window wi lands on: the shifted map's (y, x) read
  * (y + shift, x + shift) mod R of the original (torch.roll by -shift). */
