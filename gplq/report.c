@@ -50,11 +50,7 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
  * top-1 of each on test: a new "onnx" object for the report, or NULL (err) if a file could
  * not be written. A missing or failing runtime is recorded in the object, not a failure: the
  * files are gplq's model whatever runs them, and a job does not fail for want of node. */
-static json_t *write_onnx(const char *dir, const model *m, const ds_set *test, char *err,
-                          size_t errlen) {
-    if (m->arch != MODEL_VIT) /* onnx/ has a ViT/DeiT graph builder only, so far */
-        return json_pack("{s:n, s:s}", "runtime", "unavailable",
-                         "no ONNX export for this architecture yet (ViT/DeiT only)");
+static json_t *write_onnx(const char *dir, const ds_set *test, char *err, size_t errlen) {
     static const struct { const char *name; onnx_kind kind; } files[] = {
         {LAYOUT_ARTIFACT_ONNX, ONNX_KIND_QDQ}, {LAYOUT_ARTIFACT_ONNX_W4, ONNX_KIND_W4}};
     char qpath[4096], path[4200], why[1024] = "";
@@ -119,7 +115,7 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
         return -1;
     }
 
-    json_t *onnx = write_onnx(dir, m, test, err, errlen);
+    json_t *onnx = write_onnx(dir, test, err, errlen);
     if (!onnx) return -1;
     json_t *rj = gplq_report_json(r, json_incref(config));
     /* ONNX Runtime's top-1s are accuracies like gplq's own (the job's metrics carry them too) */

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "onnx/graph.h"
 #include "onnx/qweights.h"
+#include "onnx/swin.h"
 #include "onnx/vit.h"
 
 #define ONNX_PRODUCER_VERSION "0.1.0"
@@ -49,33 +50,35 @@ static void meta_add(meta *m, const char *k, const char *fmt, ...) {
     m->n++;
 }
 
-static void meta_model(meta *mt, const vit_config *c, onnx_kind kind, const char *source) {
-    int n3 = c->in_chans;
+static void meta_model(meta *mt, const model *m, onnx_kind kind, const char *source) {
+    model_dims d = model_get_dims(m);
+    int n3 = d.in_chans;
     meta_add(mt, "gplq_onnx", "%s", onnx_kind_name(kind));
-    meta_add(mt, "architecture", "%s", c->distilled ? "deit" : "vit");
+    meta_add(mt, "architecture", "%s", m->arch == MODEL_SWIN ? "swin"
+                                       : m->vit.cfg.distilled ? "deit" : "vit");
     meta_add(mt, "input", "pixel_values [batch, %d, %d, %d], float, (pixel / 255 - mean) / std per "
-             "channel", c->in_chans, c->img_size, c->img_size);
+             "channel", d.in_chans, d.img_size, d.img_size);
     meta_add(mt, "mean", n3 == 1 ? "[%.9g]" : n3 == 2 ? "[%.9g, %.9g]" : "[%.9g, %.9g, %.9g]",
-             c->mean[0], c->mean[1], c->mean[2]);
+             d.mean[0], d.mean[1], d.mean[2]);
     meta_add(mt, "std", n3 == 1 ? "[%.9g]" : n3 == 2 ? "[%.9g, %.9g]" : "[%.9g, %.9g, %.9g]",
-             c->std[0], c->std[1], c->std[2]);
-    meta_add(mt, "img_size", "%d", c->img_size);
-    meta_add(mt, "num_classes", "%d", c->num_classes);
+             d.std[0], d.std[1], d.std[2]);
+    meta_add(mt, "img_size", "%d", d.img_size);
+    meta_add(mt, "num_classes", "%d", d.num_classes);
     /* the file's name, not its path: a job's path names the job, and the same model must
      * export to the same bytes whichever job (or retry) made it */
     const char *base = strrchr(source, '/');
     meta_add(mt, "source", "%s", base ? base + 1 : source);
 }
 
-/* The architecture of a loaded model: only ViT/DeiT has a graph builder today (onnx/vit.c);
- * a Swin one goes beside it and is chosen here. */
-static int check_arch(const model *m, const char *path, char *err, size_t errlen) {
-    if (m->arch != MODEL_VIT) {
-        snprintf(err, errlen, "%s: a %s has no ONNX export yet (ViT/DeiT only)", path,
-                 m->arch == MODEL_SWIN ? "Swin" : "model of this architecture");
-        return -1;
+/* The graph of m by its architecture's builder (onnx/vit.c, onnx/swin.c). */
+static int build(onnx_graph *g, const model *m, actq_set *aq, const onnx_qweights *qw,
+                 onnx_kind kind, const onnx_opts *opts, char *err, size_t errlen) {
+    switch (m->arch) {
+    case MODEL_VIT: return onnx_vit_build(g, &m->vit, aq, qw, kind, opts, err, errlen);
+    case MODEL_SWIN: return onnx_swin_build(g, &m->swin, aq, qw, kind, opts, err, errlen);
     }
-    return 0;
+    snprintf(err, errlen, "a model of architecture %d has no ONNX graph", (int)m->arch);
+    return -1;
 }
 
 static int save(onnx_graph *g, const char *out_path, meta *mt, char *err, size_t errlen) {
@@ -90,15 +93,11 @@ static int export_fp32(const char *in_path, const char *out_path, const onnx_opt
     int rc = ckpt_load_file(&m, &f, NULL, NULL, err, errlen);
     st_close(&f);
     if (rc) return -1;
-    if (check_arch(&m, in_path, err, errlen)) {
-        model_free(&m);
-        return -1;
-    }
     onnx_graph *g = onnx_graph_new("gplq_fp32");
     meta mt = {.n = 0};
-    meta_model(&mt, &m.vit.cfg, ONNX_KIND_FP32, in_path);
+    meta_model(&mt, &m, ONNX_KIND_FP32, in_path);
     if (!g) snprintf(err, errlen, "out of memory");
-    else if (!onnx_vit_build(g, &m.vit, NULL, NULL, ONNX_KIND_FP32, opts, err, errlen))
+    else if (!build(g, &m, NULL, NULL, ONNX_KIND_FP32, opts, err, errlen))
         rc = save(g, out_path, &mt, err, errlen);
     else rc = -1;
     if (!g) rc = -1;
@@ -120,22 +119,23 @@ static int export_quantized(const char *in_path, const char *out_path, onnx_kind
     int rc = -1;
     onnx_qweights qw;
     onnx_graph *g = NULL;
-    if (check_arch(&q.m, in_path, err, errlen) || onnx_qweights_open(&qw, &f, in_path, err, errlen))
+    if (onnx_qweights_open(&qw, &f, in_path, err, errlen))
         goto out;
     g = onnx_graph_new(kind == ONNX_KIND_QDQ ? "gplq_qdq" : "gplq_w4");
     if (!g) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    if (onnx_vit_build(g, &q.m.vit, kind == ONNX_KIND_QDQ ? &q.aq : NULL, &qw, kind, opts, err, errlen))
+    if (build(g, &q.m, kind == ONNX_KIND_QDQ ? &q.aq : NULL, &qw, kind, opts, err, errlen))
         goto out;
     meta mt = {.n = 0};
-    meta_model(&mt, &q.m.vit.cfg, kind, in_path);
+    meta_model(&mt, &q.m, kind, in_path);
     meta_add(&mt, "wbits", "%d", qw.wbits);
     if (kind == ONNX_KIND_QDQ) meta_add(&mt, "abits", "%d", q.aq.abits);
     const char *top1 = st_meta(&f, "top1_gplq");
     if (top1) meta_add(&mt, "top1_gplq", "%s", top1);
-    meta_add(&mt, "qwt", "%s", !q.m.vit.qwt_w ? "none" : opts && opts->qwt_fp16 ? "fp16" : "fp16 where lossless, else fp32");
+    int has_qwt = q.m.arch == MODEL_SWIN ? q.m.swin.qwt_w != NULL : q.m.vit.qwt_w != NULL;
+    meta_add(&mt, "qwt", "%s", !has_qwt ? "none" : opts && opts->qwt_fp16 ? "fp16" : "fp16 where lossless, else fp32");
     rc = save(g, out_path, &mt, err, errlen);
 out:
     onnx_graph_free(g);

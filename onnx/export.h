@@ -13,8 +13,9 @@
  * Every file has input pixel_values (batch, C, H, W), normalized as the model expects (mean
  * and std in metadata_props), dynamic batch, and output logits (batch, classes).
  *
- * One builder per architecture (onnx/vit.c; a Swin one goes beside it) turns an engine model
- * into an onnx_graph; this module opens the input file, picks the builder and writes the file.
+ * One builder per architecture (onnx/vit.c, onnx/swin.c, both on the layers of onnx/nn.c) turns
+ * an engine model into an onnx_graph; this module opens the input file, picks the builder by the
+ * model's architecture and writes the file.
  */
 #ifndef GPLQ_ONNX_EXPORT_H
 #define GPLQ_ONNX_EXPORT_H

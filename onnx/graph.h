@@ -2,7 +2,7 @@
  * graph.h: building an ONNX model (a graph of nodes over named tensors, its initializers, one
  * input and one output) and writing it as a .onnx file, through protobuf-c's code for the
  * onnx.proto Debian's libonnx-dev installs (generated at build time, see the Makefile). The
- * architecture builders (onnx/vit.c; a Swin one beside it) are written on this API only and
+ * architecture builders (onnx/vit.c, onnx/swin.c) are written on this API only and
  * never see protobuf types.
  *
  * That onnx.proto is ONNX 1.12's: it predates IR version 10 and the INT4/UINT4 element types.
