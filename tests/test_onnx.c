@@ -1,6 +1,6 @@
 /*
- * test_onnx.c: the ONNX writer (onnx/graph.c) and the ViT builder (onnx/vit.c), read back with
- * protobuf-c: FP16 rounding (util/half.c) against a slow reference, ONNX's INT4 packing, the model's IR
+ * test_onnx.c: the ONNX writer (onnx/graph.c) and the ViT and Swin builders (onnx/vit.c,
+ * onnx/swin.c), read back with protobuf-c: FP16 rounding (util/half.c) against a slow reference, ONNX's INT4 packing, the model's IR
  * version, opsets, metadata and symbolic batch, and saving whole or not at all. That ONNX
  * Runtime computes what gplq computes is tests/integration/test_onnx.py's part.
  */
@@ -10,10 +10,12 @@
 #include <sys/stat.h>
 
 #include "engine/model.h"
+#include "engine/swin_ops_ref.h"
 #include "io/checkpoint.h"
 #include "onnx/export.h"
 #include "onnx/graph.h"
 #include "onnx/onnx.pb-c.h"
+#include "onnx/swin.h"
 #include "onnx/vit.h"
 #include "util/half.h"
 
@@ -189,6 +191,138 @@ TEST(vit_fp32_graph_has_the_model_s_shape) {
     /* a quantized kind without quantizers is refused */
     onnx_graph *g2 = onnx_graph_new("vit");
     CHECK(onnx_vit_build(g2, vm, NULL, NULL, ONNX_KIND_QDQ, NULL, err, sizeof err) == -1);
+    onnx_graph_free(g2);
+    onnx_graph_free(g);
+    model_free(&mw);
+    remove(file);
+    rmdir(path);
+}
+
+/* The initializer named name in gp, or NULL. */
+static Onnx__TensorProto *find_init(Onnx__GraphProto *gp, const char *name) {
+    for (size_t i = 0; i < gp->n_initializer; i++)
+        if (!strcmp(gp->initializer[i]->name, name)) return gp->initializer[i];
+    return NULL;
+}
+
+/* 1 if every node input is the graph's input, an initializer or an earlier node's output, and
+ * no name is defined twice: what ONNX Runtime needs to load the graph as meant. */
+static int graph_is_closed(Onnx__GraphProto *gp, char *why, size_t n) {
+    size_t cap = 1 + gp->n_initializer, nd = 0;
+    for (size_t i = 0; i < gp->n_node; i++) cap += gp->node[i]->n_output;
+    const char **def = malloc(sizeof *def * cap);
+    def[nd++] = gp->input[0]->name;
+    for (size_t i = 0; i < gp->n_initializer; i++) def[nd++] = gp->initializer[i]->name;
+    int ok = 1;
+    for (size_t i = 0; ok && i < gp->n_node; i++) {
+        Onnx__NodeProto *no = gp->node[i];
+        for (size_t k = 0; ok && k < no->n_input; k++) {
+            size_t j = 0;
+            while (j < nd && strcmp(def[j], no->input[k])) j++;
+            if (j == nd && no->input[k][0]) {
+                snprintf(why, n, "%s's input '%s' is not defined before it", no->op_type,
+                         no->input[k]);
+                ok = 0;
+            }
+        }
+        for (size_t k = 0; k < no->n_output; k++) def[nd++] = no->output[k];
+    }
+    for (size_t i = 0; ok && i < nd; i++)
+        for (size_t j = i + 1; ok && j < nd; j++)
+            if (!strcmp(def[i], def[j])) {
+                snprintf(why, n, "'%s' is defined twice", def[i]);
+                ok = 0;
+            }
+    free(def);
+    return ok;
+}
+
+static int count_op(Onnx__GraphProto *gp, const char *op) {
+    int n = 0;
+    for (size_t i = 0; i < gp->n_node; i++) n += !strcmp(gp->node[i]->op_type, op);
+    return n;
+}
+
+TEST(swin_fp32_graph_has_the_model_s_shape) {
+    /* three stages: 16x16 tokens in windows of 4 (blocks 1 and 3 shifted), then 4x4 where the
+     * window covers the map (no partition, no shift) */
+    model_config cfg = {.arch = MODEL_SWIN,
+                        .swin = {.img_size = 32, .patch = 2, .in_chans = 1, .embed_dim = 8,
+                                 .stages = 3, .depths = {2, 2, 2}, .heads = {1, 2, 4},
+                                 .window = 4, .mlp_ratio = 2, .num_classes = 10, .ln_eps = 1e-5f,
+                                 .mean = {0.286f}, .std = {0.353f}}};
+    model mw;
+    char err[512], why[256] = "";
+    CHECK_MSG(model_init(&mw, &cfg, err, sizeof err) == 0, "%s", err);
+    model_init_weights(&mw, 1);
+    const swin_model *sm = &mw.swin;
+    onnx_graph *g = onnx_graph_new("swin");
+    CHECK_MSG(onnx_swin_build(g, sm, NULL, NULL, ONNX_KIND_FP32, NULL, err, sizeof err) == 0, "%s",
+              err);
+    char path[] = "/tmp/gplq-test-onnx-XXXXXX", file[300];
+    CHECK(mkdtemp(path) != NULL);
+    snprintf(file, sizeof file, "%s/s.onnx", path);
+    CHECK_MSG(onnx_graph_save(g, file, "t", NULL, NULL, 0, err, sizeof err) == 0, "%s", err);
+    Onnx__ModelProto *mp = load_model(file);
+    CHECK(mp != NULL);
+    if (mp) {
+        Onnx__GraphProto *gp = mp->graph;
+        int L = 6;
+        CHECK_MSG(graph_is_closed(gp, why, sizeof why), "%s", why);
+        /* patch norm, 2 per block, 2 merges, the final norm */
+        CHECK(count_op(gp, "LayerNormalization") == 1 + 2 * L + 2 + 1);
+        /* qkv, q k^T, att v, proj, fc1, fc2 per block; 2 reductions; the head */
+        CHECK(count_op(gp, "MatMul") == 6 * L + 2 + 1);
+        CHECK(count_op(gp, "Gather") == 2 * 4); /* partition and reverse, stages 0 and 1 */
+        CHECK(count_op(gp, "Softmax") == L && count_op(gp, "Gelu") == L);
+        CHECK(count_op(gp, "ReduceMean") == 1 && count_op(gp, "QuantizeLinear") == 0);
+        CHECK(count_op(gp, "Conv") == 1);
+        /* the partition of a shifted block is timm's roll + window_partition (the reference),
+         * and the reverse index undoes it */
+        Onnx__TensorProto *pi = find_init(gp, "b1.partition.index");
+        Onnx__TensorProto *ri = find_init(gp, "b1.reverse.index");
+        CHECK(pi && ri && pi->n_dims == 1 && pi->dims[0] == 256 && pi->raw_data.len == 256 * 8);
+        if (pi && ri && pi->raw_data.len == 256 * 8 && ri->raw_data.len == 256 * 8) {
+            float num[256], ref[256];
+            for (int t = 0; t < 256; t++) num[t] = (float)t;
+            swin_window_partition_forward_ref(ref, num, 1, 16, 1, 4, 2);
+            int64_t p[256], r[256];
+            memcpy(p, pi->raw_data.data, sizeof p);
+            memcpy(r, ri->raw_data.data, sizeof r);
+            int bad = 0;
+            for (int i = 0; i < 256; i++) bad += p[i] != (int64_t)ref[i] || r[p[i] & 255] != i;
+            CHECK_MSG(bad == 0, "%d partition entries differ from the reference", bad);
+        }
+        /* no partition where the window covers the map */
+        CHECK(find_init(gp, "b4.partition.index") == NULL);
+        /* masks on the shifted blocks only, (nW, 1, N, N) */
+        Onnx__TensorProto *m1 = find_init(gp, "b1.attn.shift_mask");
+        Onnx__TensorProto *m3 = find_init(gp, "b3.attn.shift_mask");
+        CHECK(m1 && m1->n_dims == 4 && m1->dims[0] == 16 && m1->dims[1] == 1 && m1->dims[2] == 16);
+        CHECK(m3 && m3->n_dims == 4 && m3->dims[0] == 4 && m3->dims[3] == 16);
+        CHECK(!find_init(gp, "b0.attn.shift_mask") && !find_init(gp, "b5.attn.shift_mask"));
+        /* the relative position bias of block 0: the reference's gather of its table */
+        Onnx__TensorProto *bi = find_init(gp, "b0.attn.relpos_bias");
+        CHECK(bi && bi->n_dims == 3 && bi->dims[0] == 1 && bi->dims[1] == 16 &&
+              bi->raw_data.len == 256 * 4);
+        if (bi && bi->raw_data.len == 256 * 4) {
+            int idx[256];
+            float want[256], got[256];
+            swin_relpos_index_ref(idx, 4);
+            swin_relpos_bias_forward_ref(want, sm->params.stage[0].bias_table, idx, 16, 1);
+            memcpy(got, bi->raw_data.data, sizeof got);
+            CHECK(memcmp(want, got, sizeof got) == 0);
+        }
+        /* the merge reduction: (4Cp, C), no bias */
+        Onnx__TensorProto *mr = find_init(gp, "layers.1.downsample.reduction.weight");
+        CHECK(mr && mr->n_dims == 2 && mr->dims[0] == 32 && mr->dims[1] == 16);
+        CHECK(!find_init(gp, "layers.1.downsample.reduction.bias"));
+        Onnx__TensorShapeProto *s = gp->output[0]->type->tensor_type->shape;
+        CHECK(!strcmp(gp->output[0]->name, "logits") && s->n_dim == 2 && s->dim[1]->dim_value == 10);
+        onnx__model_proto__free_unpacked(mp, NULL);
+    }
+    onnx_graph *g2 = onnx_graph_new("swin");
+    CHECK(onnx_swin_build(g2, sm, NULL, NULL, ONNX_KIND_W4, NULL, err, sizeof err) == -1);
     onnx_graph_free(g2);
     onnx_graph_free(g);
     model_free(&mw);
