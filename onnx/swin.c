@@ -188,7 +188,8 @@ static const char *block(ctx *c, const char *x, int l) {
                                         q->is_signed);
         }
     }
-    const char *shh = onnx_name(g, "b%d.shape.heads", l), *sht = onnx_name(g, "b%d.shape.tokens", l);
+    const char *shh = onnx_name(g, "b%d.shape.heads", l);
+    const char *sht = onnx_name(g, "b%d.shape.tokens", l);
     onnx_init_ints(g, shh, 5, (int64_t)0, (int64_t)nW, (int64_t)N, (int64_t)NH, (int64_t)hd);
     onnx_init_ints(g, sht, 3, (int64_t)0, (int64_t)T, (int64_t)C);
     const char *q5 = heads(c, qkvs[0], TAG("q"), shh, 0);

@@ -318,7 +318,8 @@ TEST(swin_fp32_graph_has_the_model_s_shape) {
         CHECK(mr && mr->n_dims == 2 && mr->dims[0] == 32 && mr->dims[1] == 16);
         CHECK(!find_init(gp, "layers.1.downsample.reduction.bias"));
         Onnx__TensorShapeProto *s = gp->output[0]->type->tensor_type->shape;
-        CHECK(!strcmp(gp->output[0]->name, "logits") && s->n_dim == 2 && s->dim[1]->dim_value == 10);
+        CHECK(!strcmp(gp->output[0]->name, "logits") && s->n_dim == 2 &&
+              s->dim[1]->dim_value == 10);
         onnx__model_proto__free_unpacked(mp, NULL);
     }
     onnx_graph *g2 = onnx_graph_new("swin");

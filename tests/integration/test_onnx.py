@@ -12,6 +12,9 @@ exported models over Fashion-MNIST test images, and its top-1 must be gplq's own
 - The files are what the issue asks: IR 10, opset 21, INT4 initializers, mean/std in
   metadata_props; QwT's terms in FP16 (model.q.safetensors too); report.json's ORT top-1s.
 - A malformed or truncated model.q.safetensors is a clear error and leaves no file.
+- A Swin (a small one gplq trains here, one epoch): the same checks for its model.onnx (ORT
+  within 0.05 point of gplq), model.fp32.onnx (within 0.01 point) and model.w4.onnx, and its
+  job's report carries ORT's top-1s.
 
 Full 10,000-image numbers are in README.md ("Run the quantized model").
 """
@@ -69,8 +72,8 @@ def _ort(model, compare=None):
     return json.loads(so)
 
 
-def _gplq_logits(model):
-    logits = os.path.join(_dir(), os.path.basename(model) + ".logits")
+def _gplq_logits(model, name=None):
+    logits = os.path.join(_dir(), (name or os.path.basename(model)) + ".logits")
     rc, so, se = _run([GPLQ, "eval", "--model", model, "--eval-subset", str(IMAGES), "--json",
                        "--logits", logits])
     assert rc == 0, se[-3000:]
@@ -249,6 +252,71 @@ def test_bad_input_is_an_error_and_leaves_no_file():
         assert f.read() == b"old"
     assert not [n for n in os.listdir(d) if n.endswith(".tmp")], os.listdir(d)
     shutil.rmtree(d)
+
+
+SWIN_TRAIN = ["--arch", "swin", "--dim", "32", "--depths", "2,2", "--stage-heads", "2,4",
+              "--patch", "2", "--window", "7", "--epochs", "1", "--train-subset", "2048",
+              "--eval-subset", "500"]
+
+
+def _swin():
+    """A small Swin gplq trains (one epoch), and a short W4A4 job of it (made once)."""
+    if "swin" not in _work:
+        ck = os.path.join(_dir(), "swin.safetensors")
+        rc, so, se = _run([GPLQ, "train", "--out", ck] + SWIN_TRAIN, timeout=900)
+        assert rc == 0, se[-3000:]
+        out = os.path.join(_dir(), "swin-job")
+        rc, so, se = _run([GPLQ, "quantize", "--model", ck, "--json", "--out", out] + QUANT_FLAGS,
+                          timeout=1500)
+        assert rc == 0, se[-3000:]
+        with open(os.path.join(out, "report.json")) as f:
+            _work["swin"] = (ck, out, json.load(f))
+    return _work["swin"]
+
+
+def test_swin_qdq_and_w4_models_match_gplq():
+    ck, out, rep = _swin()
+    q = os.path.join(out, "model.q.safetensors")
+    top1_gplq, logits = _gplq_logits(q, "swin.q")
+    assert top1_gplq == rep["accuracy"]["gplq"], (top1_gplq, rep["accuracy"])
+    onnx = os.path.join(out, "model.onnx")  # the job's own file
+    r = _ort(onnx, compare=logits)
+    c = r["compare"]
+    print("  Swin W4A4 QDQ on %d images: ORT %.4f, gplq %.4f, %d predictions differ, max |logit "
+          "diff| %.4f, %d bytes" % (IMAGES, r["top1"], top1_gplq, c["predictions_differ"],
+                                    c["max_abs_logit_diff"], os.path.getsize(onnx)))
+    assert abs(r["top1"] - top1_gplq) <= 0.0005 + 1e-9, (r["top1"], top1_gplq)
+    assert c["predictions_differ"] <= IMAGES // 100, c
+    info = _model_info(onnx)
+    assert info["meta"]["architecture"] == "swin" and info["meta"]["gplq_onnx"] == "qdq"
+    assert info["init_types"]["b0.qkv.weight"] == 22  # INT4
+    assert info["init_types"]["layers.1.downsample.reduction.weight"] == 22
+    ops = info["ops"]
+    # 4 blocks x (qkv_in, q, k, v, attn, proj_in, fc1_in, fc2_in) + patch_in + head_in + merge_in
+    assert ops.count("QuantizeLinear") == 4 * 8 + 3, ops.count("QuantizeLinear")
+    # partition and reverse in stage 0 only (stage 1's 7x7 map is one window)
+    assert ops.count("Gather") == 4 and ops.count("ReduceMean") == 1
+    assert abs(rep["accuracy"]["ort_onnx"] - rep["accuracy"]["gplq"]) <= 0.0005 + 1e-9, rep["accuracy"]
+
+    w4 = os.path.join(out, "model.w4.onnx")
+    r4 = _ort(w4)
+    print("  Swin W4A32 MatMulNBits: ORT %.4f, %d bytes" % (r4["top1"], os.path.getsize(w4)))
+    assert r4["top1"] == rep["accuracy"]["ort_w4"], (r4["top1"], rep["accuracy"])
+    # every 4-bit matrix: 4 per block, the merge's reduction, the head
+    assert _model_info(w4)["ops"].count("MatMulNBits") == 4 * 4 + 2
+
+
+def test_swin_fp32_model_matches_gplq_eval():
+    ck, _, _ = _swin()
+    onnx = os.path.join(_dir(), "swin.fp32.onnx")
+    _export(ck, onnx, "--fp32")
+    top1_gplq, logits = _gplq_logits(ck)
+    r = _ort(onnx, compare=logits)
+    c = r["compare"]
+    print("  Swin FP32 on %d images: ORT %.4f, gplq %.4f, max |logit diff| %.2e"
+          % (IMAGES, r["top1"], top1_gplq, c["max_abs_logit_diff"]))
+    assert abs(r["top1"] - top1_gplq) <= 0.0001 + 1e-9, (r["top1"], top1_gplq)
+    assert c["max_abs_logit_diff"] < 1e-3, c
 
 
 if __name__ == "__main__":
