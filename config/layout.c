@@ -11,10 +11,6 @@ const char *const layout_artifacts[] = {LAYOUT_ARTIFACT_Q, LAYOUT_ARTIFACT_FAKEQ
                                         LAYOUT_ARTIFACT_REPORT, LAYOUT_ARTIFACT_ONNX,
                                         LAYOUT_ARTIFACT_ONNX_W4, NULL};
 
-int layout_artifact_optional(const char *name) {
-    return !strcmp(name, LAYOUT_ARTIFACT_ONNX) || !strcmp(name, LAYOUT_ARTIFACT_ONNX_W4);
-}
-
 int layout_is_artifact(const char *name) {
     for (const char *const *a = layout_artifacts; *a; a++)
         if (!strcmp(*a, name)) return 1;

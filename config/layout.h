@@ -32,9 +32,6 @@
 
 /* Every artifact a finished job has, in the order they are listed (NULL-terminated). */
 extern const char *const layout_artifacts[];
-/* 1 if artifact name may be absent from a finished job: the ONNX files, which architectures
- * without an ONNX graph builder (Swin, so far: onnx/export.c) do not get. */
-int layout_artifact_optional(const char *name);
 /* 1 if name is one of layout_artifacts. */
 int layout_is_artifact(const char *name);
 

@@ -465,8 +465,6 @@ int job_run(const worker_env *w, const store_claim *job) {
         int64_t bytes;
         layout_artifact(path, sizeof path, w->data_dir, id, names[i]);
         int src;
-        if (layout_artifact_optional(names[i]) && access(path, F_OK) && errno == ENOENT)
-            continue; /* report.json says why it was not written */
         if (file_sha256(path, hex, &bytes)) {
             int e = errno;
             snprintf(err, sizeof err, "cannot read back %s: %s", names[i], strerror(e));
