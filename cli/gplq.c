@@ -558,7 +558,8 @@ static int cmd_quantize(int argc, char **argv) {
     json_t *config = opt_to_json(quant_opts, N_OPTS(quant_opts));
     if (rc == 0) {
         if (Q.out && dist_is_root())  /* the artifacts and report.json, proven to reload to rep.gplq */
-            rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
+            rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, Q.js.ort, err,
+                                      sizeof err);
         model_free(&qm);
         actq_free(&aq);
         stage2_result_free(&s2);

@@ -30,6 +30,7 @@ void jobspec_table(jobspec *js, opt_spec t[JOBSPEC_NOPTS]) {
         {"seed", OPT_INT, &js->seed, "0", 0, 2147483647, "seed of every random choice"},
         {"ckpt-every", OPT_INT, &js->ckpt_every, "200", 0, 100000000, "stage 1 steps between state checkpoints"},
         {"num-heads", OPT_INT, &js->num_heads, "0", 0, 64, "attention heads if the checkpoint does not say"},
+        {"ort", OPT_FLAG, &js->ort, "1", 0, 0, "measure model.onnx and model.w4.onnx in ONNX Runtime on the test images (--no-ort to skip; the files are written either way)"},
         {"mpi", OPT_FLAG, &js->mpi, "0", 0, 0, "a job of gplqd: run it across processes or machines through the server's mpi_launch (stage 1 data-parallel, evaluations split); offline, start gplq quantize under mpirun instead"},
     };
     memcpy(t, specs, sizeof specs);

@@ -29,10 +29,11 @@ typedef struct {
     float lambda;
     int pad, hflip, seed, ckpt_every;
     int num_heads;                  /* when the checkpoint does not say */
+    int ort;                        /* ONNX Runtime's top-1 of the ONNX artifacts */
     int mpi;                        /* stage 1 across processes through gplqd's mpi_launch */
 } jobspec;
 
-#define JOBSPEC_NOPTS 24
+#define JOBSPEC_NOPTS 25
 
 /* Fills specs (JOBSPEC_NOPTS entries) with the table bound to js's fields. */
 void jobspec_table(jobspec *js, opt_spec specs[JOBSPEC_NOPTS]);

@@ -50,10 +50,12 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
  * top-1 of each on test: a new "onnx" object for the report, or NULL (err) if a file could
  * not be written. A missing or failing runtime is recorded in the object, not a failure: the
  * files are gplq's model whatever runs them, and a job does not fail for want of node. */
-static json_t *write_onnx(const char *dir, const ds_set *test, char *err, size_t errlen) {
+static json_t *write_onnx(const char *dir, const ds_set *test, int ort, char *err,
+                          size_t errlen) {
     static const struct { const char *name; onnx_kind kind; } files[] = {
         {LAYOUT_ARTIFACT_ONNX, ONNX_KIND_QDQ}, {LAYOUT_ARTIFACT_ONNX_W4, ONNX_KIND_W4}};
     char qpath[4096], path[4200], why[1024] = "";
+    if (!ort) snprintf(why, sizeof why, "not measured: the ort option is off");
     snprintf(qpath, sizeof qpath, "%s/" LAYOUT_ARTIFACT_Q, dir);
     const char *tmp = getenv("TMPDIR");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -88,7 +90,7 @@ static json_t *write_onnx(const char *dir, const ds_set *test, char *err, size_t
 
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
-                         const ds_set *test, char *err, size_t errlen) {
+                         const ds_set *test, int ort, char *err, size_t errlen) {
     if (mkdir(dir, 0755) && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %.900s: %s", dir, strerror(errno));
         return -1;
@@ -115,7 +117,7 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
         return -1;
     }
 
-    json_t *onnx = write_onnx(dir, test, err, errlen);
+    json_t *onnx = write_onnx(dir, test, ort, err, errlen);
     if (!onnx) return -1;
     json_t *rj = gplq_report_json(r, json_incref(config));
     /* ONNX Runtime's top-1s are accuracies like gplq's own (the job's metrics carry them too) */

@@ -21,14 +21,14 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config);
 /* Writes into dir (created if missing): model.q.safetensors, model.fakequant.safetensors (with
  * config and the accuracies in their metadata) and report.json; then loads model.q.safetensors
  * back and checks that it reproduces r->gplq on test bit for bit; then exports it as
- * model.onnx and model.w4.onnx (onnx/export.h) and runs both in ONNX Runtime on test where it
- * is installed (onnx/ort.h), the report's "onnx" object: each file's bytes and top1_ort (null,
+ * model.onnx and model.w4.onnx (onnx/export.h) and, if ort, runs both in ONNX Runtime on test
+ * where it is installed (onnx/ort.h), the report's "onnx" object: each file's bytes and top1_ort (null,
  * with "unavailable" or "error" saying why, when it could not run), also under "accuracy" as
  * ort_onnx and ort_w4 when measured. m, aq, s2: gplq_run's
  * outputs. config is borrowed. Returns 0 or -1 with err; each file is written to a temporary
  * name, synced and renamed, so a failed write (errno ENOSPC, say) leaves no part of a file. */
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
-                         const ds_set *test, char *err, size_t errlen);
+                         const ds_set *test, int ort, char *err, size_t errlen);
 
 #endif

@@ -510,7 +510,7 @@ const MAIN_OPTIONS = [
   ['Bits', ['wbits', 'abits']],
   ['Stage 1: activation QAT', ['train_subset', 'epochs', 'batch_size', 'lr', 'alpha', 'pca_var', 'calib_images']],
   ['Stage 2: weight PTQ + QwT', ['qwt', 'qwt_images', 'lambda']],
-  ['Evaluation', ['eval_subset', 'baselines']],
+  ['Evaluation', ['eval_subset', 'baselines', 'ort']],
 ];
 const MORE_OPTIONS = ['weight_decay', 'label_smoothing', 'pca_samples', 'percentile_init', 'pad', 'hflip',
                       'seed', 'ckpt_every', 'num_heads', 'max_attempts', 'mpi'];
@@ -523,7 +523,7 @@ const LABELS = {
   calib_images: 'Calibration images', percentile_init: 'Percentile step init', qwt_images: 'QwT images',
   qwt: 'QwT compensation', lambda: 'QwT ridge (lambda)', pad: 'Random-crop padding', hflip: 'Horizontal flips',
   seed: 'Seed', ckpt_every: 'Checkpoint every (steps)', num_heads: 'Attention heads', max_attempts: 'Attempts',
-  mpi: 'Across processes (MPI launcher)',
+  mpi: 'Across processes (MPI launcher)', ort: 'ONNX Runtime top-1',
 };
 
 let schemaCache = null;

@@ -444,7 +444,8 @@ int job_run(const worker_env *w, const store_claim *job) {
             json_object_set_new(config, "dataset_id", json_string(job->dataset_id));
             json_object_set_new(config, "job_id", json_string(id));
             errno = 0;
-            rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, err, sizeof err);
+            rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, js.ort, err,
+                                      sizeof err);
             if (rc && disk_fault(errno))
                 disk_step = "writing the artifacts", disk_errno = errno;
             if (rc == 0) report_ort_metrics(&ui, art);

@@ -332,7 +332,7 @@ int mpijob_rank_main(int argc, char **argv) {
         if (rc == 0 && dist_is_root()) {
             errno = 0;
             rc = gplq_write_artifacts(s_art, &qm, &aq, &s2, &rep, json_object_get(run, "config"),
-                                      &te, err, sizeof err);
+                                      &te, js.ort, err, sizeof err);
             e = rc < 0 ? errno : 0;
         }
         if (rc == 0) {

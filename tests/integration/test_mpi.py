@@ -32,7 +32,7 @@ LAUNCH = " ".join(MPIRUN + ["-np", "2"])
 # A short stage 1: 8 steps of 128 on 1024 images, the accuracies on 2000 test images.
 QUANT = ["--train-subset", "1024", "--eval-subset", "2000", "--batch-size", "128",
          "--pca-samples", "1024", "--calib-images", "128", "--qwt-images", "128",
-         "--no-baselines", "--json"]
+         "--no-baselines", "--no-ort", "--json"]
 
 
 def quantize(prefix, threads, out):
