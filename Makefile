@@ -60,7 +60,7 @@ help:
 	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service, ONNX Runtime (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
-	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s"
+	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s, 20 jobs across two cluster nodes"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
 	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
 	@echo "make stop       stop the gplqd that make demo started (SIGTERM, waits for it to drain)"
@@ -185,10 +185,12 @@ fuzz:
 
 # tests/integration/test_chaos.py at full length (make test runs its short variant): 20 worker
 # SIGKILLs over one default job, 10 gplqd SIGKILLs over 20 jobs, 1000 keep-alive clients for
-# 30 s. It prints its seed; GPLQ_CHAOS_SEED=N replays the same kill moments.
+# 30 s. It prints its seed; GPLQ_CHAOS_SEED=N replays the same kill moments. Then
+# tests/integration/test_cluster.py with twenty jobs racing across its two nodes (six in CI).
 chaos: test-deps
 	$(MAKE) -j$$(nproc) all
 	GPLQ_CHAOS=long GPLQ_BUILD=$(BUILD) /usr/bin/python3 tests/integration/test_chaos.py
+	GPLQ_CLUSTER_JOBS=20 GPLQ_BUILD=$(BUILD) /usr/bin/python3 tests/integration/test_cluster.py
 
 # The main job on embedded defaults, through the service: gplqd (started, or reused) quantizes
 # the committed demo model on Fashion-MNIST; scripts/demo.sh says what it does and its options.
