@@ -336,3 +336,23 @@ const char *onnx_nn_qwt(onnx_nn *c, const char *x, const char *y, int l, const f
     mq = onnx_op2(g, "Add", onnx_name(g, "b%d.qwt.out", l), mq, bq);
     return onnx_op2(g, "Add", onnx_name(g, "b%d.out", l), y, mq);
 }
+
+const char *onnx_nn_mlp_half(onnx_nn *c, const char *x, const char *r1, int l,
+                             const char *wprefix, const onnx_nn_mlp_weights *p, int C, int H) {
+    onnx_graph *g = c->g;
+    char t[64], wn[160];
+#define TAG(s) (snprintf(t, sizeof t, "b%d.%s", l, s), t)
+#define WN(s) (snprintf(wn, sizeof wn, "%s.%s.weight", wprefix, s), wn)
+    const char *h = onnx_nn_layernorm(c, r1, TAG("norm2"), p->ln2_w, p->ln2_b, C);
+    h = onnx_nn_qdq(c, h, TAG("fc1_in"), l, QP_FC1_IN);
+    h = onnx_nn_linear(c, h, TAG("fc1"), WN("mlp.fc1"), p->fc1_w, p->fc1_b, H, C);
+    h = onnx_nn_gelu(c, h, onnx_name(g, "b%d.gelu", l));
+    h = onnx_nn_qdq(c, h, TAG("fc2_in"), l, QP_FC2_IN);
+    h = onnx_nn_linear(c, h, TAG("fc2"), WN("mlp.fc2"), p->fc2_w, p->fc2_b, C, H);
+#undef TAG
+#undef WN
+    const char *r2 = onnx_op2(g, "Add", onnx_name(g, "b%d.res2", l), h, r1);
+    if (p->qwt_w) /* added after the residual, as the engines do */
+        r2 = onnx_nn_qwt(c, x, r2, l, p->qwt_w, p->qwt_b, C);
+    return r2;
+}

@@ -9,6 +9,7 @@
  *   onnx_nn_patch_embed  the patch convolution, its weight as the linears', tokens (N, T, C)
  *   onnx_nn_gelu       Gelu, exact (erf) form
  *   onnx_nn_qwt        QwT's y + x W^T + b, its terms in FP16 where that is lossless
+ *   onnx_nn_mlp_half   a block's second half: its MLP, the residual, QwT (the same in both)
  *
  * A builder keeps one onnx_nn for the graph; failures set c->failed with a message in c->err
  * (the graph's own errors are sticky, see graph.h) and onnx_nn_end reports either.
@@ -70,5 +71,20 @@ const char *onnx_nn_patch_embed(onnx_nn *c, const char *x, const float *w, const
  * residual. Stored in FP16 if opts say so or if every value is a half already. */
 const char *onnx_nn_qwt(onnx_nn *c, const char *x, const char *y, int l, const float *w,
                         const float *b, int C);
+
+/* One block's weights for onnx_nn_mlp_half, each at the block's own slice (borrowed). */
+typedef struct {
+    const float *ln2_w, *ln2_b;    /* (C) */
+    const float *fc1_w, *fc1_b;    /* (H, C), (H) */
+    const float *fc2_w, *fc2_b;    /* (C, H), (C) */
+    const float *qwt_w, *qwt_b;    /* (C, C), (C); NULL: the block has no QwT */
+} onnx_nn_mlp_weights;
+
+/* The second half of block l, as engine/vit.c and engine/swin.c both compute it: r1 +
+ * fc2(GELU(fc1(LayerNorm(r1)))) with gplq's quantizers before fc1 and fc2, then QwT's term of
+ * the block's input x. r1 is the block's first residual sum; wprefix the timm name of the block
+ * ("blocks.3", "layers.1.blocks.0") its weights are found under in model.q.safetensors. */
+const char *onnx_nn_mlp_half(onnx_nn *c, const char *x, const char *r1, int l,
+                             const char *wprefix, const onnx_nn_mlp_weights *p, int C, int H);
 
 #endif

@@ -219,21 +219,15 @@ static const char *block(ctx *c, const char *x, int l) {
                        st->proj_b + (size_t)j * C, C, C);
     o = windows(c, o, TAG("reverse"), R, w, shift, 1);
     const char *r1 = onnx_op2(g, "Add", onnx_name(g, "b%d.res1", l), o, x);
-    h = onnx_nn_layernorm(&c->nn, r1, TAG("norm2"), st->ln2_w + (size_t)j * C,
-                          st->ln2_b + (size_t)j * C, C);
-    h = onnx_nn_qdq(&c->nn, h, TAG("fc1_in"), l, QP_FC1_IN);
-    h = onnx_nn_linear(&c->nn, h, TAG("fc1"), WN("mlp.fc1"), st->fc1_w + (size_t)j * H * C,
-                       st->fc1_b + (size_t)j * H, H, C);
-    h = onnx_nn_gelu(&c->nn, h, onnx_name(g, "b%d.gelu", l));
-    h = onnx_nn_qdq(&c->nn, h, TAG("fc2_in"), l, QP_FC2_IN);
-    h = onnx_nn_linear(&c->nn, h, TAG("fc2"), WN("mlp.fc2"), st->fc2_w + (size_t)j * C * H,
-                       st->fc2_b + (size_t)j * C, C, H);
-    const char *r2 = onnx_op2(g, "Add", onnx_name(g, "b%d.res2", l), h, r1);
-    if (c->m->qwt_w && c->m->qwt_w[l]) /* QwT: added after the residual, as engine/swin.c does */
-        r2 = onnx_nn_qwt(&c->nn, x, r2, l, c->m->qwt_w[l], c->m->qwt_b[l], C);
 #undef TAG
 #undef WN
-    return r2;
+    onnx_nn_mlp_weights mw = {st->ln2_w + (size_t)j * C, st->ln2_b + (size_t)j * C,
+                              st->fc1_w + (size_t)j * H * C, st->fc1_b + (size_t)j * H,
+                              st->fc2_w + (size_t)j * C * H, st->fc2_b + (size_t)j * C,
+                              c->m->qwt_w ? c->m->qwt_w[l] : NULL,
+                              c->m->qwt_b ? c->m->qwt_b[l] : NULL};
+    snprintf(wn, sizeof wn, "layers.%d.blocks.%d", s, j);
+    return onnx_nn_mlp_half(&c->nn, x, r1, l, wn, &mw, C, H);
 }
 
 static void head(ctx *c, const char *x) {

@@ -119,20 +119,15 @@ static const char *block(ctx *c, const char *x, int l) {
     o = linear(c, o, TAG("proj"), WN("attn.proj"), p->proj_w + (size_t)l * C * C,
                p->proj_b + (size_t)l * C, C, C);
     const char *r1 = onnx_op2(g, "Add", onnx_name(g, "b%d.res1", l), o, x);
-    h = layernorm(c, r1, TAG("norm2"), p->ln2_w + (size_t)l * C, p->ln2_b + (size_t)l * C);
-    h = qdq(c, h, TAG("fc1_in"), l, QP_FC1_IN);
-    h = linear(c, h, TAG("fc1"), WN("mlp.fc1"), p->fc1_w + (size_t)l * H * C,
-               p->fc1_b + (size_t)l * H, H, C);
-    const char *ge = onnx_nn_gelu(&c->nn, h, onnx_name(g, "b%d.gelu", l));
-    h = qdq(c, ge, TAG("fc2_in"), l, QP_FC2_IN);
-    h = linear(c, h, TAG("fc2"), WN("mlp.fc2"), p->fc2_w + (size_t)l * C * H,
-               p->fc2_b + (size_t)l * C, C, H);
-    const char *r2 = onnx_op2(g, "Add", onnx_name(g, "b%d.res2", l), h, r1);
-    if (c->m->qwt_w && c->m->qwt_w[l]) /* QwT: added after the residual, as engine/vit.c does */
-        r2 = onnx_nn_qwt(&c->nn, x, r2, l, c->m->qwt_w[l], c->m->qwt_b[l], C);
 #undef TAG
 #undef WN
-    return r2;
+    onnx_nn_mlp_weights mw = {p->ln2_w + (size_t)l * C, p->ln2_b + (size_t)l * C,
+                              p->fc1_w + (size_t)l * H * C, p->fc1_b + (size_t)l * H,
+                              p->fc2_w + (size_t)l * C * H, p->fc2_b + (size_t)l * C,
+                              c->m->qwt_w ? c->m->qwt_w[l] : NULL,
+                              c->m->qwt_b ? c->m->qwt_b[l] : NULL};
+    snprintf(wn, sizeof wn, "blocks.%d", l);
+    return onnx_nn_mlp_half(&c->nn, x, r1, l, wn, &mw, C, H);
 }
 
 static void head(ctx *c, const char *x) {
