@@ -155,36 +155,14 @@ static int meta_int(const st_file *f, const char *key, int *out) {
     return 1;
 }
 
-static void list_names(char *out, size_t n, const char *const *names, int count) {
-    size_t len = strlen(out);
-    for (int i = 0; i < count && len + 4 < n; i++) {
-        if (i == 12) {
-            snprintf(out + len, n - len, " and %d more", count - i);
-            return;
-        }
-        snprintf(out + len, n - len, "%s%s", i ? ", " : "", names[i]);
-        len = strlen(out);
-    }
-}
-
 /* "not a ViT checkpoint ...": what a timm ViT would need and is not in f, and what f has
  * instead. */
 static void say_not_a_vit(const st_file *f, char *err, size_t errlen) {
     static const char *const want[] = {"patch_embed.proj.weight", "patch_embed.proj.bias",
                                        "cls_token", "pos_embed", "blocks.0.norm1.weight",
                                        "blocks.0.attn.qkv.weight", "norm.weight", "head.weight"};
-    const char *missing[8], **unexpected = calloc(f->ntensors + 1, sizeof(char *));
-    int nm = 0, nu = 0;
-    for (int i = 0; i < 8; i++)
-        if (!st_find(f, want[i])) missing[nm++] = want[i];
-    for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
-    snprintf(err, errlen, "not a ViT checkpoint in timm, HuggingFace or torchvision naming; missing: ");
-    list_names(err, errlen, missing, nm);
-    size_t len = strlen(err);
-    snprintf(err + len, errlen - len, "; unexpected: ");
-    if (unexpected) list_names(err, errlen, unexpected, nu);
-    if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
-    free(unexpected);
+    st_say_not(f, "not a ViT checkpoint in timm, HuggingFace or torchvision naming", want,
+               (int)(sizeof want / sizeof want[0]), err, errlen);
 }
 
 /* The naming convention of f, told by the name of its patch embedding. */
@@ -415,7 +393,7 @@ static int check_unused(const st_file *f, const char *used, const ckpt_hints *hi
     if (nun && !(hints && hints->allow_extra)) {
         snprintf(err, errlen, "%s checkpoint has tensors this ViT does not use: ",
                  ckpt_convention_name(c));
-        list_names(err, errlen, un, nun);
+        st_list_names(err, errlen, un, nun);
         return -1;
     }
     return 0;
@@ -443,7 +421,7 @@ static int vit_load(vit_model *m, const st_file *f, ckpt_convention c, const ckp
     if (ms.n) {
         snprintf(err, errlen, "%s checkpoint is missing %d tensor(s): ", ckpt_convention_name(c),
                  ms.n);
-        list_names(err, errlen, ms.names, ms.n < 64 ? ms.n : 64);
+        st_list_names(err, errlen, ms.names, ms.n < 64 ? ms.n : 64);
         goto out;
     }
     if (check_unused(f, used, hints, c, err, errlen)) goto out;
@@ -521,7 +499,7 @@ static int swin_load(swin_model *m, const st_file *f, ckpt_convention c, const c
     if (nun && !(hints && hints->allow_extra)) {
         snprintf(err, errlen, "%s checkpoint has tensors this Swin does not use: ",
                  ckpt_convention_name(c));
-        list_names(err, errlen, un, nun);
+        st_list_names(err, errlen, un, nun);
         goto out;
     }
     rc = 0;

@@ -551,6 +551,36 @@ const char *st_meta(const st_file *f, const char *key) {
     return NULL;
 }
 
+void st_list_names(char *out, size_t n, const char *const *names, int count) {
+    size_t len = strlen(out);
+    for (int i = 0; i < count && len + 4 < n; i++) {
+        if (i == 12) {
+            snprintf(out + len, n - len, " and %d more", count - i);
+            return;
+        }
+        snprintf(out + len, n - len, "%s%s", i ? ", " : "", names[i]);
+        len = strlen(out);
+    }
+}
+
+void st_say_not(const st_file *f, const char *what, const char *const *want, int nwant,
+                char *err, size_t errlen) {
+    const char **missing = calloc((size_t)nwant + 1, sizeof(char *));
+    const char **unexpected = calloc((size_t)f->ntensors + 1, sizeof(char *));
+    int nm = 0, nu = 0;
+    for (int i = 0; i < nwant && missing; i++)
+        if (!st_find(f, want[i])) missing[nm++] = want[i];
+    for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
+    snprintf(err, errlen, "%s; missing: ", what);
+    if (missing) st_list_names(err, errlen, missing, nm);
+    size_t len = strlen(err);
+    snprintf(err + len, errlen - len, "; unexpected: ");
+    if (unexpected) st_list_names(err, errlen, unexpected, nu);
+    if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
+    free(missing);
+    free(unexpected);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* conversion to float32 */
 

@@ -79,6 +79,14 @@ const st_tensor *st_find(const st_file *f, const char *name);
 /* Borrowed metadata value for key, or NULL. */
 const char *st_meta(const st_file *f, const char *key);
 
+/* Appends names (count of them, comma-separated; past 12, "and N more") to the string in out
+ * (n bytes), as far as it fits. */
+void st_list_names(char *out, size_t n, const char *const *names, int count);
+/* The message of a file that is not what a loader expected: "<what>; missing: <the names of
+ * want not in f>; unexpected: <the names f has>" in err. */
+void st_say_not(const st_file *f, const char *what, const char *const *want, int nwant,
+                char *err, size_t errlen);
+
 /* Converts t to float32 into out (t->numel floats, caller-owned). Handles every dtype
  * (integers and bool by value). Returns 0, never fails for a validated tensor. */
 int st_to_f32(const st_tensor *t, float *out);

@@ -202,18 +202,6 @@ int swin_names_source(swin_naming n, const char *timm_name, int part, char *out,
 /* ---------------------------------------------------------------------------------------- */
 /* detection */
 
-static void list_names(char *out, size_t n, const char *const *names, int count) {
-    size_t len = strlen(out);
-    for (int i = 0; i < count && len + 4 < n; i++) {
-        if (i == 12) {
-            snprintf(out + len, n - len, " and %d more", count - i);
-            return;
-        }
-        snprintf(out + len, n - len, "%s%s", i ? ", " : "", names[i]);
-        len = strlen(out);
-    }
-}
-
 static int has_prefix(const st_file *f, const char *prefix) {
     size_t pl = strlen(prefix);
     for (int i = 0; i < f->ntensors; i++)
@@ -248,23 +236,13 @@ static void say_not_a_swin(const st_file *f, char *err, size_t errlen) {
                                        "layers.0.blocks.0.attn.relative_position_bias_table",
                                        "layers.0.blocks.0.attn.qkv.weight", "norm.weight",
                                        "head.fc.weight"};
-    const int nw = (int)(sizeof want / sizeof want[0]);
-    const char *missing[8], **unexpected = calloc(f->ntensors + 1, sizeof(char *));
-    int nm = 0, nu = 0;
-    for (int i = 0; i < nw; i++)
-        if (!st_find(f, want[i])) missing[nm++] = want[i];
-    for (int i = 0; i < f->ntensors && unexpected; i++) unexpected[nu++] = f->tensors[i].name;
     const char *vit = st_find(f, "cls_token") || st_find(f, "vit.embeddings.cls_token") ||
                       st_find(f, "class_token") ? " (this looks like a ViT: it has a class token)"
                                                 : "";
-    snprintf(err, errlen, "not a Swin checkpoint in timm, timm < 0.9 or HuggingFace naming%s; "
-             "missing: ", vit);
-    list_names(err, errlen, missing, nm);
-    size_t len = strlen(err);
-    snprintf(err + len, errlen - len, "; unexpected: ");
-    if (unexpected) list_names(err, errlen, unexpected, nu);
-    if (!nu) snprintf(err + strlen(err), errlen - strlen(err), "(no tensors)");
-    free(unexpected);
+    char what[160];
+    snprintf(what, sizeof what, "not a Swin checkpoint in timm, timm < 0.9 or HuggingFace naming%s",
+             vit);
+    st_say_not(f, what, want, (int)(sizeof want / sizeof want[0]), err, errlen);
 }
 
 int swin_names_detect(const st_file *f, swin_naming *n, char *err, size_t errlen) {
@@ -413,7 +391,7 @@ static int check_all(const st_file *f, swin_naming nm, const swin_config *c,
     if (nmissing) {
         snprintf(err, errlen, "%s checkpoint is missing %d tensor(s): ", swin_naming_name(nm),
                  nmissing);
-        list_names(err, errlen, mnames, nmissing < 64 ? nmissing : 64);
+        st_list_names(err, errlen, mnames, nmissing < 64 ? nmissing : 64);
     }
     free(missing);
     return nmissing ? -1 : 0;
