@@ -1,5 +1,5 @@
 /*
- * bench_onnx.c: the files of `make bench`'s ONNX table (bench/onnx.sh), and gplq's own FP32
+ * bench_onnx.c: the files of `make bench`'s ONNX table (bench/onnx.py), and gplq's own FP32
  * forward rate beside them.
  *
  * For each model shape (the demo ViT and DeiT-S) it writes into OUT/<name>/: model.fp32.onnx,
