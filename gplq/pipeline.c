@@ -191,6 +191,21 @@ out:
     return rc;
 }
 
+/* Appends a phase to the report (name static). */
+static void phase_add(gplq_report *rep, const char *name, double seconds) {
+    if (rep->nphases < (int)(sizeof rep->phases / sizeof rep->phases[0])) {
+        rep->phases[rep->nphases].name = name;
+        rep->phases[rep->nphases++].seconds = seconds;
+    }
+}
+
+/* Ends a phase: the seconds since *t, which moves to now. */
+static void phase_end(gplq_report *rep, const char *name, double *t) {
+    double now = clock_mono_s();
+    phase_add(rep, name, now - *t);
+    *t = now;
+}
+
 float gplq_resolve_lr(const gplq_config *c, const model *m) {
     if (!opt_is_auto(c->s1.lr)) return c->s1.lr;
     return model_num_params(m) < 10000000 ? 1e-4f : 5e-6f;
@@ -239,11 +254,17 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
     aq.minmax = !c->percentile_init;
 
     /* each step returns 0, 1 if the callback stopped the run, -1 on error */
+    double tp = clock_mono_s();
     if ((rc = evaluate(&r, &teacher, test, c, "fp32", &rep->fp32, err, errlen))) goto out_aq;
-    if (c->baselines &&
-        ((rc = baseline(&r, fp, train, test, c, 1, &rep->minmax_baseline, err, errlen)) ||
-         (rc = baseline(&r, fp, train, test, c, 0, &rep->ptq_baseline, err, errlen))))
-        goto out_aq;
+    phase_end(rep, "eval_fp32", &tp);
+    if (c->baselines) {
+        if ((rc = baseline(&r, fp, train, test, c, 1, &rep->minmax_baseline, err, errlen)))
+            goto out_aq;
+        phase_end(rep, "minmax_baseline", &tp);
+        if ((rc = baseline(&r, fp, train, test, c, 0, &rep->ptq_baseline, err, errlen)))
+            goto out_aq;
+        phase_end(rep, "ptq_baseline", &tp);
+    }
     {
         double pca = c->s1.pca_samples < train->n ? c->s1.pca_samples : train->n;
         double calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
@@ -255,8 +276,12 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
     rep->pca_k = s1.pca.k;
     rep->pca_explained = s1.pca.explained;
     rep->seconds_stage1 = s1.seconds;
+    phase_add(rep, "stage1_prep", s1.seconds_prep);
+    tp += s1.seconds_prep; /* the rest of stage 1 is its training */
+    phase_end(rep, "stage1_train", &tp);
     stage1_result_free(&s1);
     if ((rc = evaluate(&r, &student, test, c, "stage1", &rep->stage1, err, errlen))) goto out_aq;
+    phase_end(rep, "eval_stage1", &tp);
 
     s2c.tick = relay_tick;
     s2c.tick_ctx = &r;
@@ -275,10 +300,13 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
         rep->mse_before[l] = s2.mse_before[l];
         rep->mse_after[l] = s2.mse_after[l];
     }
+    phase_end(rep, "stage2", &tp);
     model_set_qwt(&q, NULL, NULL); /* the same weights, without the compensation */
     if ((rc = evaluate(&r, &q, test, c, "stage2_noqwt", &rep->stage2_noqwt, err, errlen))) goto out_s2;
+    phase_end(rep, "eval_stage2_noqwt", &tp);
     model_set_qwt(&q, (const float *const *)s2.qwt_w, (const float *const *)s2.qwt_b);
     if ((rc = evaluate(&r, &q, test, c, "gplq", &rep->gplq, err, errlen))) goto out_s2;
+    phase_end(rep, "eval_gplq", &tp);
     rep->seconds_total = clock_mono_s() - t0;
     rc = 0;
     if (out && aq_out && s2_out) {

@@ -60,6 +60,14 @@ typedef struct {
     int depth;
     double r2[64], mse_before[64], mse_after[64]; /* per block, GPLQ's stage 2 */
     double seconds_stage1, seconds_stage2, seconds_total;
+    /* where the seconds went, phase by phase in the order they ran (report.json's timings_s):
+     * eval_fp32, minmax_baseline, ptq_baseline, stage1_prep, stage1_train, eval_stage1,
+     * stage2, eval_stage2_noqwt, eval_gplq */
+    struct {
+        const char *name; /* static */
+        double seconds;
+    } phases[12];
+    int nphases;
 } gplq_report;
 
 /* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded

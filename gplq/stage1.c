@@ -205,6 +205,7 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     }
     if (actq_observe_end(aq, err, errlen)) goto out;
     if (dist_size() > 1 && steps_share(aq, err, errlen)) goto out;
+    res->seconds_prep = clock_mono_s() - t0;
 
     train_objective obj = {.ctx = &o, .loss = objective_loss, .term_names = {"ce", "pca"},
                            .nextra = actq_num_steps(aq), .extra_gather = steps_gather,

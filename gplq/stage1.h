@@ -50,7 +50,9 @@ typedef struct {
 
 typedef struct {
     pca_basis pca;         /* the teacher's principal components (owned) */
-    double seconds;
+    double seconds;        /* all of it; of which before the first training step (the teacher's
+                            * features, the PCA, the calibration pass): */
+    double seconds_prep;
 } stage1_result;
 
 /* Trains student (hooks of aq are installed on it, and aq's steps are initialized here) to

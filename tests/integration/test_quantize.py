@@ -36,6 +36,13 @@ def test_quantize_w3a3_beats_the_baselines():
                                   "minmax_baseline", "ort_onnx", "ort_w4"]), acc
     assert abs(acc["ort_onnx"] - acc["gplq"]) <= 0.002 + 1e-9, acc  # 2 of the 1,000 images
     assert sorted(rep["onnx"]) == ["images", "model.onnx", "model.w4.onnx", "runtime"], rep["onnx"]
+    # where every second went: each phase, in seconds that add up to the total
+    t = rep["timings_s"]
+    phases = ["eval_fp32", "minmax_baseline", "ptq_baseline", "stage1_prep", "stage1_train",
+              "eval_stage1", "stage2", "eval_stage2_noqwt", "eval_gplq", "artifacts", "onnx"]
+    assert sorted(t) == sorted(phases + ["total"]), t
+    assert all(t[k] > 0 for k in t), t
+    assert abs(sum(t[k] for k in phases) - t["total"]) <= 0.02 * t["total"] + 0.5, t
     assert acc["gplq"] > acc["minmax_baseline"] + 0.02, acc
     assert acc["gplq"] > acc["ptq_baseline"] + 0.02, acc
     assert acc["stage1"] > acc["ptq_baseline"], acc   # training the steps is what helps
