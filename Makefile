@@ -51,7 +51,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TESTS   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 PROGRAMS := $(BUILD)/gplq $(if $(SERVER_SRC),$(BUILD)/gplqd) $(if $(WORKER_SRC),$(BUILD)/gplq-worker)
 
-.PHONY: all test-deps test bench san clean deps help demo stop fuzz fuzz-build chaos
+.PHONY: all test-deps test bench san clean deps help demo stop fuzz fuzz-build fuzz-campaign chaos
 all: $(PROGRAMS) $(TESTS)
 
 help:
@@ -60,6 +60,7 @@ help:
 	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service, ONNX Runtime (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
+	@echo "make fuzz-campaign  each harness for 1 hour or 10 million executions, one per core (hours)"
 	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s, 20 jobs across two cluster nodes"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
 	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
@@ -182,6 +183,13 @@ fuzz:
 	bash scripts/install-deps.sh --fuzz
 	$(MAKE) -j$$(nproc) fuzz-build
 	bash tests/fuzz/run.sh -s $(FUZZ_S) -b $(FUZZ_BUILD)
+
+# The long campaign: each harness for an hour or ten million executions, as many at once as
+# there are cores; the same replay first, the same crash handling.
+fuzz-campaign:
+	bash scripts/install-deps.sh --fuzz
+	$(MAKE) -j$$(nproc) fuzz-build
+	bash tests/fuzz/run.sh -s 3600 -r 10000000 -j $$(nproc) -b $(FUZZ_BUILD)
 
 # tests/integration/test_chaos.py at full length (make test runs its short variant): 20 worker
 # SIGKILLs over one default job, 10 gplqd SIGKILLs over 20 jobs, 1000 keep-alive clients for
