@@ -883,9 +883,12 @@ async function downloadArtifact(id, name, btn) {
   }
 }
 
-// Job id's artifacts (list, from GET .../artifacts), each with what it is for and a download
-// button.
-function paintArtifacts(artBox, id, list) {
+// Job id's artifacts (list, from GET .../artifacts), each with what it is for, its size (and,
+// given fp32Bytes, the size of the FP32 checkpoint it came from, its share of it) and a
+// download button.
+function paintArtifacts(artBox, id, list, fp32Bytes) {
+  const share = (n) => fp32Bytes > 0 && n > 0
+    ? h('div', {class: 'small muted size-share'}, `${(100 * n / fp32Bytes).toFixed(1)}% of FP32`) : '';
   const what = {'model.q.safetensors': 'packed 4-bit weights + steps, for deployment',
                 'model.fakequant.safetensors': 'FP32 tensors holding quantized values, for PyTorch',
                 'report.json': 'accuracies, diagnostics, timings, the spec',
@@ -898,7 +901,8 @@ function paintArtifacts(artBox, id, list) {
       btn.addEventListener('click', () => downloadArtifact(id, a.name, btn));
       return h('tr', {'data-artifact': a.name},
                h('td', {}, h('span', {class: 'mono'}, a.name), h('div', {class: 'small muted'}, what[a.name] || '')),
-               h('td', {class: 'num'}, bytes(a.bytes)), h('td', {class: 'mono small', title: a.sha256}, `${a.sha256.slice(0, 12)}...`),
+               h('td', {class: 'num'}, bytes(a.bytes), a.name === 'report.json' ? '' : share(a.bytes)),
+               h('td', {class: 'mono small', title: a.sha256}, `${a.sha256.slice(0, 12)}...`),
                h('td', {}, btn));
     }))));
 }
@@ -967,7 +971,11 @@ function viewJob(main, id) {
     }
     try {
       const list = (await api('GET', `/v1/jobs/${id}/artifacts`, undefined, {signal: stop.signal})).artifacts || [];
-      paintArtifacts(artBox, id, list);
+      // the uploaded checkpoint's size, what the artifacts are measured against (gone if the
+      // model was deleted: then sizes alone)
+      const fp32 = await api('GET', `/v1/models/${job.model_id}`, undefined, {signal: stop.signal})
+        .then(m => m.bytes, e => { if (e.name === 'AbortError') throw e; return 0; });
+      paintArtifacts(artBox, id, list, fp32);
       const report = await api('GET', `/v1/jobs/${id}/artifacts/report.json`, undefined, {signal: stop.signal});
       paintQwt(qwtBox, report);
     } catch (e) {

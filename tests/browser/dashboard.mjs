@@ -123,6 +123,11 @@ async function scenarioJob(model) {
     seen.accuracy[await t.getAttribute('data-key')] = await t.textContent();
   seen.accuracy_label = await page.locator('#accuracy-chart svg').getAttribute('aria-label');
   seen.qwt_rows = await page.locator('#qwt tbody tr').count();
+  seen.size_share = {};
+  for (const r of await page.locator('#artifacts tr[data-artifact]').all()) {
+    const s = r.locator('.size-share');
+    if (await s.count()) seen.size_share[await r.getAttribute('data-artifact')] = await s.textContent();
+  }
   seen.timeline = await page.locator('.timeline li').evaluateAll(ls => ls.map(l => l.className));
   await screenshot('job-done', true);
 

@@ -78,6 +78,12 @@ def test_a_job_from_upload_to_download_in_the_browser():
         assert seen["loss_points"] >= 2, seen
         report = d.get("/v1/jobs/%s/artifacts/report.json" % seen["job"]).json()
         assert seen["qwt_rows"] == len(report["diagnostics"]["blocks"]) == 6, seen
+        # each model file's size against the uploaded FP32 checkpoint's
+        arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % seen["job"]).json()["artifacts"]}
+        fp32 = d.get("/v1/models/" + job["model_id"]).json()["bytes"]
+        want = {n: "%.1f%% of FP32" % (100.0 * a["bytes"] / fp32) for n, a in arts.items()
+                if n != "report.json"}
+        assert seen["size_share"] == want, (seen["size_share"], want)
         assert seen["timeline"] == ["done"] * 5, seen["timeline"]
         assert seen["table_state"] == "succeeded"
         # (the log line is written once the stream has closed, which may trail the browser a little)
