@@ -8,8 +8,12 @@ from gplqd_harness import DEMO_MODEL
 TINY = dict(train_subset=256, eval_subset=200, pca_samples=128, calib_images=64, qwt_images=64,
             batch_size=64, lr=1e-4, baselines=False)
 # Long enough in stage 1 to be killed in it: 24 steps (about 6 s on 2 idle cores; progress
-# is written every second), a checkpoint every 4.
-RESUMABLE = dict(TINY, train_subset=1536, ckpt_every=4)
+# is written every second), a checkpoint every 4. The tests that kill and resume it compare
+# models, not ONNX Runtime's top-1: its two passes (a few seconds a job) are skipped.
+RESUMABLE = dict(TINY, train_subset=1536, ckpt_every=4, ort=False)
+# The jobs of the tests that run many at once to count claims: as small as a job gets.
+MANY_SMALL = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
+                  calib_images=32, qwt_images=32, ort=False)
 ACC_KEYS = ["fp32", "stage1", "stage2_noqwt", "gplq", "ptq_baseline", "minmax_baseline"]
 # ONNX Runtime's top-1 of model.onnx and model.w4.onnx (make test-deps installs the runtime)
 ORT_KEYS = ["ort_onnx", "ort_w4"]

@@ -58,7 +58,7 @@ else:
     LOAD_CONNECTIONS, LOAD_SECONDS = 200, 5
 KILL_JOB["max_attempts"] = WORKER_KILLS + 10
 # The gplqd-kill jobs: 8 stage-1 steps each with a checkpoint every 2.
-SMALL_JOB = dict(TINY, train_subset=512, ckpt_every=2)
+SMALL_JOB = dict(TINY, train_subset=512, ckpt_every=2, ort=False)
 
 # The parts of a job in the order it runs them: (stage, part) as its progress shows them.
 SEGMENTS = [("calibrate", "load"), ("evaluate", "fp32"),

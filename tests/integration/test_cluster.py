@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import Daemon, run_tests  # noqa: E402
-from jobs_common import RESUMABLE, TINY, claims, tensor_bytes, upload_demo, wait_stage1_step, worker_pid  # noqa: E402
+from jobs_common import MANY_SMALL, RESUMABLE, TINY, claims, tensor_bytes, upload_demo, wait_stage1_step, worker_pid  # noqa: E402
 import pg_harness  # noqa: E402
 from test_teams import LOCAL_HOOKS, SECRET, Receiver, deliveries  # noqa: E402
 
@@ -164,13 +164,11 @@ def test_many_jobs_submitted_to_both_nodes_each_run_once():
     with Cluster(lease_ms=15000) as c:
         a, b = c.node("a"), c.node("b")
         mid = upload_demo(a)
-        small = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
-                     calib_images=32, qwt_images=32)
         ids, lock = [], threading.Lock()
 
         def submit(node, seeds):
             for s in seeds:
-                r = node.create_job(mid, seed=s, **small)
+                r = node.create_job(mid, seed=s, **MANY_SMALL)
                 assert r.status == 201, r
                 with lock:
                     ids.append(r.json()["id"])

@@ -6,7 +6,6 @@ resume from its checkpoint and end with the very same model as an uninterrupted 
 of attempts, twenty jobs on two workers (each runs once), SIGKILL the daemon while a job runs.
 (The jobs themselves, end to end: test_jobs.py.)
 """
-import json
 import os
 import signal
 import sys
@@ -14,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gplqd_harness import Daemon, run_tests  # noqa: E402
-from jobs_common import RESUMABLE, TINY, claims, tensor_bytes, upload_demo, wait_stage1_step, worker_pid  # noqa: E402
+from jobs_common import MANY_SMALL, RESUMABLE, claims, tensor_bytes, upload_demo, wait_stage1_step, worker_pid  # noqa: E402
 
 def test_worker_killed_mid_stage1_resumes_to_the_same_model():
     with Daemon(workers=1, args=["--lease-ms", "3000"]) as d:
@@ -59,9 +58,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_max_attempts():
 def test_twenty_jobs_two_workers_each_runs_once():
     with Daemon(workers=2) as d:
         mid = upload_demo(d)
-        small = dict(TINY, train_subset=64, eval_subset=64, batch_size=32, pca_samples=64,
-                     calib_images=32, qwt_images=32)
-        ids = [d.create_job(mid, seed=i, **small).json()["id"] for i in range(20)]
+        ids = [d.create_job(mid, seed=i, **MANY_SMALL).json()["id"] for i in range(20)]
         jobs = [d.wait_for_state(i, ["succeeded", "failed", "canceled"], timeout=900) for i in ids]
         assert all(j["state"] == "succeeded" and j["attempts"] == 1 for j in jobs), \
             [(j["id"], j["state"], j["attempts"], j["error"]) for j in jobs]
