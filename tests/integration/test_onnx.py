@@ -2,8 +2,9 @@
 exported models over Fashion-MNIST test images, and its top-1 must be gplq's own.
 
 - model.onnx (QDQ W4A4) of a short `gplq quantize` run of the demo model: ORT's top-1 equals
-  gplq's evaluation of the same model.q.safetensors within 0.05 point; on the 2,000 images here
-  one image is 0.05 point, so at most one prediction's net difference. The max |logit
+  gplq's evaluation of the same model.q.safetensors to within one image's net difference (on
+  the 1,000 images here 0.1 point; the demo model on all 10,000, measured for the README, is
+  within 0.01). The max |logit
   difference| is printed (ORT and gplq round a few activations across a step boundary
   differently, from float sums in another order).
 - model.fp32.onnx of the demo model: ORT's top-1 equals `gplq eval`'s within 0.01 point (here
@@ -31,7 +32,7 @@ from gplqd_harness import BUILD, DEMO_MODEL, ROOT, run_tests  # noqa: E402
 GPLQ = os.path.join(BUILD, "gplq")
 ORT_EVAL = os.path.join(ROOT, "tools", "onnx", "ort_eval.mjs")
 ORT_PKG = os.path.join(ROOT, "tools", "onnx", "node_modules", "onnxruntime-node")
-IMAGES = 2000
+IMAGES = 1000
 QUANT_FLAGS = ["--train-subset", "512", "--eval-subset", str(IMAGES), "--pca-samples", "512",
                "--calib-images", "128", "--qwt-images", "128", "--no-baselines"]
 
@@ -154,7 +155,7 @@ def test_qdq_model_matches_gplq():
           "%.4f, %d bytes" % (IMAGES, r["top1"], top1_gplq, c["predictions_differ"],
                               c["max_abs_logit_diff"], size))
     assert c["top1_gplq"] == top1_gplq
-    assert abs(r["top1"] - top1_gplq) <= 0.0005 + 1e-9, (r["top1"], top1_gplq)
+    assert abs(r["top1"] - top1_gplq) <= 1.0 / IMAGES + 1e-9, (r["top1"], top1_gplq)
     # the job measured its own model.onnx (the same bytes) to the same top-1
     assert rep["accuracy"]["ort_onnx"] == r["top1"], (rep["accuracy"], r["top1"])
     assert c["predictions_differ"] <= IMAGES // 100, c
@@ -220,7 +221,7 @@ def test_qwt_is_stored_in_fp16():
     names = [k for k in info["init_types"] if ".qwt." in k]
     assert names and all(info["init_types"][k] == 10 for k in names), names
     # the report's ONNX Runtime numbers (gplq quantize --out measured them)
-    assert abs(rep["accuracy"]["ort_onnx"] - rep["accuracy"]["gplq"]) <= 0.0005 + 1e-9, rep["accuracy"]
+    assert abs(rep["accuracy"]["ort_onnx"] - rep["accuracy"]["gplq"]) <= 1.0 / IMAGES + 1e-9, rep["accuracy"]
     assert rep["onnx"]["images"] == IMAGES and rep["onnx"]["runtime"].startswith("onnxruntime-node")
 
 
@@ -290,7 +291,7 @@ def test_swin_qdq_and_w4_models_match_gplq():
     print("  Swin W4A4 QDQ on %d images: ORT %.4f, gplq %.4f, %d predictions differ, max |logit "
           "diff| %.4f, %d bytes" % (IMAGES, r["top1"], top1_gplq, c["predictions_differ"],
                                     c["max_abs_logit_diff"], os.path.getsize(onnx)))
-    assert abs(r["top1"] - top1_gplq) <= 0.0005 + 1e-9, (r["top1"], top1_gplq)
+    assert abs(r["top1"] - top1_gplq) <= 1.0 / IMAGES + 1e-9, (r["top1"], top1_gplq)
     assert c["predictions_differ"] <= IMAGES // 100, c
     info = _model_info(onnx)
     assert info["meta"]["architecture"] == "swin" and info["meta"]["gplq_onnx"] == "qdq"
@@ -301,7 +302,7 @@ def test_swin_qdq_and_w4_models_match_gplq():
     assert ops.count("QuantizeLinear") == 4 * 8 + 3, ops.count("QuantizeLinear")
     # partition and reverse in stage 0 only (stage 1's 7x7 map is one window)
     assert ops.count("Gather") == 4 and ops.count("ReduceMean") == 1
-    assert abs(rep["accuracy"]["ort_onnx"] - rep["accuracy"]["gplq"]) <= 0.0005 + 1e-9, rep["accuracy"]
+    assert abs(rep["accuracy"]["ort_onnx"] - rep["accuracy"]["gplq"]) <= 1.0 / IMAGES + 1e-9, rep["accuracy"]
 
     w4 = os.path.join(out, "model.w4.onnx")
     r4 = _ort(w4)
