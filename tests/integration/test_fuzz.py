@@ -5,8 +5,8 @@
 Builds the harnesses if needed (`make fuzz-build`: clang, into build/fuzz/), then one test per
 harness runs tests/fuzz/run.sh on it: every input of its committed corpus and every committed
 crash reproducer (tests/fuzz/crashes/<target>/) once, then GPLQ_FUZZ_S seconds of fuzzing
-(default 5) from a scratch copy of the corpus. A test passes when its harness did not crash.
-Nine harnesses take about a minute, the build (once) about 40 s on two cores.
+(default 3) from a scratch copy of the corpus. A test passes when its harness did not crash.
+Nine harnesses take about 30 s, the build (once) about 40 s on two cores.
 
 Needs clang and its fuzzer runtime (scripts/install-deps.sh --fuzz; `make test-deps` installs
 them). Run: /usr/bin/python3 tests/integration/test_fuzz.py [name-filter]
@@ -22,7 +22,7 @@ from gplqd_harness import run_tests  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FUZZ_BUILD = os.path.join(ROOT, "build", "fuzz")
-SECONDS = os.environ.get("GPLQ_FUZZ_S", "5")
+SECONDS = os.environ.get("GPLQ_FUZZ_S", "3")
 TARGETS = sorted(os.path.basename(p)[len("fuzz_"):-2]
                  for p in glob.glob(os.path.join(ROOT, "tests", "fuzz", "fuzz_*.c")))
 _built = []
