@@ -5,7 +5,6 @@ on a training subset small enough for CI. (When processes die: test_durability.p
 import gzip
 import hashlib
 import io
-import json
 import os
 import struct
 import sys

@@ -6,7 +6,6 @@ Fashion-MNIST to its artifacts. Every job runs the real GPLQ pipeline on tiny su
 """
 import gzip
 import io
-import json
 import os
 import subprocess
 import sys
