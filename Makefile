@@ -63,7 +63,7 @@ help:
 	@echo "make fuzz-campaign  each harness for 1 hour or 10 million executions, one per core (hours)"
 	@echo "make chaos      kills and load, long (about an hour): 20 worker SIGKILLs over a job, 10 gplqd SIGKILLs over 20 jobs, 1000 clients for 30 s, 20 jobs across two cluster nodes"
 	@echo "make deps       install the Debian packages (scripts/install-deps.sh)"
-	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~9 min), print the accuracy table"
+	@echo "make demo       install deps if missing, build, start gplqd, quantize the demo model through the API (~15 min), print the accuracy table"
 	@echo "make stop       stop the gplqd that make demo started (SIGTERM, waits for it to drain)"
 
 deps:

@@ -13,7 +13,7 @@
 #                     gplqd.log, gplqd.pid and demo.token
 #   GPLQ_DEMO_OUT     where the artifacts are downloaded (default out/demo)
 #   GPLQ_DEMO_ARGS    extra `gplq submit` options, split on spaces. The defaults (W4A4, all
-#                     60,000 training images, the 10,000 test images, baselines on) take ~9 min
+#                     60,000 training images, the 10,000 test images, baselines on) take ~15 min
 #                     on 2 cores; a quick try: GPLQ_DEMO_ARGS="--train-subset 2048 --eval-subset 1000"
 #   (relative paths are taken from the repository's root, where this script runs)
 set -euo pipefail
@@ -213,7 +213,7 @@ stop_hint="stop it: $STOP"
 since=$(date -u +%Y-%m-%dT%H:%M:%S)
 read -r -a extra <<<"${GPLQ_DEMO_ARGS:-}"
 if [ ${#extra[@]} = 0 ]; then
-  say "quantizing $MODEL W4A4 on Fashion-MNIST through $URL (~9 min on 2 cores)"
+  say "quantizing $MODEL W4A4 on Fashion-MNIST through $URL (~15 min on 2 cores)"
 else
   say "quantizing $MODEL on Fashion-MNIST through $URL, with ${extra[*]}"
 fi
