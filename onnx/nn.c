@@ -356,3 +356,21 @@ const char *onnx_nn_mlp_half(onnx_nn *c, const char *x, const char *r1, int l,
         r2 = onnx_nn_qwt(c, x, r2, l, p->qwt_w, p->qwt_b, C);
     return r2;
 }
+
+void onnx_nn_qkv_split(onnx_nn *c, const char *qkv, int l, const char *out[3]) {
+    onnx_graph *g = c->g;
+    out[0] = onnx_name(g, "b%d.q", l);
+    out[1] = onnx_name(g, "b%d.k", l);
+    out[2] = onnx_name(g, "b%d.v", l);
+    int nsp = onnx_node(g, "Split", NULL, 1, &qkv, 3, out);
+    onnx_attr_int(g, nsp, "axis", 2);
+    onnx_attr_int(g, nsp, "num_outputs", 3);
+    if (c->kind != ONNX_KIND_QDQ) return;
+    const lsq_quantizer *q = actq_get(c->aq, l, QP_QKV_OUT); /* one step each for q, k, v */
+    static const char *const part[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; i++) {
+        char pt[64];
+        snprintf(pt, sizeof pt, "b%d.qkv_out.%s", l, part[i]);
+        out[i] = onnx_nn_qdq_steps(c, out[i], pt, &q->step[i], 1, q->bits, q->is_signed);
+    }
+}

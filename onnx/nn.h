@@ -72,6 +72,10 @@ const char *onnx_nn_patch_embed(onnx_nn *c, const char *x, const float *w, const
 const char *onnx_nn_qwt(onnx_nn *c, const char *x, const char *y, int l, const float *w,
                         const float *b, int C);
 
+/* qkv (N, T, 3C) of block l split along its last axis into q, k and v (out[0..2], named
+ * b<l>.q/k/v), each through its own per-tensor quantizer (qkv_out) in the QDQ model. */
+void onnx_nn_qkv_split(onnx_nn *c, const char *qkv, int l, const char *out[3]);
+
 /* One block's weights for onnx_nn_mlp_half, each at the block's own slice (borrowed). */
 typedef struct {
     const float *ln2_w, *ln2_b;    /* (C) */

@@ -173,21 +173,8 @@ static const char *block(ctx *c, const char *x, int l) {
     const char *qkv = onnx_nn_linear(&c->nn, h, TAG("qkv"), WN("attn.qkv"),
                                      st->qkv_w + (size_t)j * 3 * C * C,
                                      st->qkv_b + (size_t)j * 3 * C, 3 * C, C);
-    const char *qkvs[3] = {onnx_name(g, "b%d.q", l), onnx_name(g, "b%d.k", l),
-                           onnx_name(g, "b%d.v", l)};
-    int nsp = onnx_node(g, "Split", NULL, 1, &qkv, 3, qkvs);
-    onnx_attr_int(g, nsp, "axis", 2);
-    onnx_attr_int(g, nsp, "num_outputs", 3);
-    if (c->nn.kind == ONNX_KIND_QDQ) { /* qkv_out: one step each for q, k and v */
-        const lsq_quantizer *q = actq_get(c->nn.aq, l, QP_QKV_OUT);
-        static const char *const part[3] = {"q", "k", "v"};
-        for (int i = 0; i < 3; i++) {
-            char pt[64];
-            snprintf(pt, sizeof pt, "b%d.qkv_out.%s", l, part[i]);
-            qkvs[i] = onnx_nn_qdq_steps(&c->nn, qkvs[i], pt, &q->step[i], 1, q->bits,
-                                        q->is_signed);
-        }
-    }
+    const char *qkvs[3];
+    onnx_nn_qkv_split(&c->nn, qkv, l, qkvs);
     const char *shh = onnx_name(g, "b%d.shape.heads", l);
     const char *sht = onnx_name(g, "b%d.shape.tokens", l);
     onnx_init_ints(g, shh, 5, (int64_t)0, (int64_t)nW, (int64_t)N, (int64_t)NH, (int64_t)hd);
