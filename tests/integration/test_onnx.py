@@ -174,16 +174,22 @@ def test_qdq_model_matches_gplq():
     assert "MatMulNBits" not in ops
 
 
-def test_fp32_model_matches_gplq_eval():
-    onnx = os.path.join(_dir(), "model.fp32.onnx")
-    _export(DEMO_MODEL, onnx, "--fp32")
-    top1_gplq, logits = _gplq_logits(DEMO_MODEL)
+def _check_fp32(checkpoint, onnx, label):
+    """Exports checkpoint with --fp32 to onnx; ORT must give `gplq eval`'s top-1 exactly and
+    its logits within 1e-3."""
+    _export(checkpoint, onnx, "--fp32")
+    top1_gplq, logits = _gplq_logits(checkpoint)
     r = _ort(onnx, compare=logits)
     c = r["compare"]
-    print("  FP32 on %d images: ORT %.4f, gplq %.4f, max |logit diff| %.2e"
-          % (IMAGES, r["top1"], top1_gplq, c["max_abs_logit_diff"]))
+    print("  %s on %d images: ORT %.4f, gplq %.4f, max |logit diff| %.2e"
+          % (label, IMAGES, r["top1"], top1_gplq, c["max_abs_logit_diff"]))
     assert abs(r["top1"] - top1_gplq) <= 0.0001 + 1e-9, (r["top1"], top1_gplq)
     assert c["max_abs_logit_diff"] < 1e-3, c
+
+
+def test_fp32_model_matches_gplq_eval():
+    onnx = os.path.join(_dir(), "model.fp32.onnx")
+    _check_fp32(DEMO_MODEL, onnx, "FP32")
     info = _model_info(onnx)
     assert info["meta"]["gplq_onnx"] == "fp32" and "QuantizeLinear" not in info["ops"]
 
@@ -314,15 +320,7 @@ def test_swin_qdq_and_w4_models_match_gplq():
 
 def test_swin_fp32_model_matches_gplq_eval():
     ck, _, _ = _swin()
-    onnx = os.path.join(_dir(), "swin.fp32.onnx")
-    _export(ck, onnx, "--fp32")
-    top1_gplq, logits = _gplq_logits(ck)
-    r = _ort(onnx, compare=logits)
-    c = r["compare"]
-    print("  Swin FP32 on %d images: ORT %.4f, gplq %.4f, max |logit diff| %.2e"
-          % (IMAGES, r["top1"], top1_gplq, c["max_abs_logit_diff"]))
-    assert abs(r["top1"] - top1_gplq) <= 0.0001 + 1e-9, (r["top1"], top1_gplq)
-    assert c["max_abs_logit_diff"] < 1e-3, c
+    _check_fp32(ck, os.path.join(_dir(), "swin.fp32.onnx"), "Swin FP32")
 
 
 if __name__ == "__main__":
