@@ -76,7 +76,7 @@ static struct {
     const char *data, *out, *state, *init, *arch, *depths, *stage_heads;
     int img_size, patch, in_chans, dim, depth, heads, mlp_ratio, classes, distilled, window;
     int epochs, batch, pad, hflip, seed, train_subset, eval_subset, ckpt_every, eval_every;
-    int threads, json;
+    int threads, json, recompute;
     float lr, min_lr, warmup, wd, smoothing, clip, mean, std;
 } T;
 
@@ -115,6 +115,8 @@ static const opt_spec train_opts[] = {
     {"eval-subset", OPT_INT, &T.eval_subset, "0", 0, 100000000, "use the first N test images (0 = all)"},
     {"ckpt-every", OPT_INT, &T.ckpt_every, "200", 0, 100000000, "steps between state checkpoints"},
     {"eval-every", OPT_INT, &T.eval_every, "1", 0, 10000, "epochs between test evaluations (0 = end only)"},
+    {"recompute", OPT_FLAG, &T.recompute, "0", 0, 0,
+     "recompute norm and GELU outputs in the backward (less memory, same result)"},
     {"threads", OPT_INT, &T.threads, "0", 0, 1024, "threads (0 = all cores)"},
     {"json", OPT_FLAG, &T.json, "0", 0, 0, "print the result as one JSON object"},
 };
@@ -207,6 +209,7 @@ static int cmd_train(int argc, char **argv) {
             goto fail_data;
         model_init_weights(&m, (uint64_t)T.seed);
     }
+    model_set_recompute(&m, T.recompute);
     char state[4096];
     snprintf(state, sizeof state, "%s.state", T.out);
     train_config tc = {.epochs = T.epochs, .batch = T.batch, .lr = T.lr, .min_lr = T.min_lr,

@@ -158,6 +158,7 @@ int model_param_lookup(const model *m, const char *name, int *layer) {
 }
 
 void model_set_hooks(model *m, const model_hooks *hooks) { DISPATCH(m, set_hooks, hooks); }
+void model_set_recompute(model *m, int on) { DISPATCH(m, set_recompute, on); }
 
 void model_set_qwt(model *m, const float *const *w, const float *const *b) {
     if (m->arch == MODEL_SWIN) {

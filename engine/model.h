@@ -82,6 +82,9 @@ const param_info *model_param_info(const model *m, int *n);
 int model_param_lookup(const model *m, const char *name, int *layer);
 
 void model_set_hooks(model *m, const model_hooks *hooks);
+/* Recompute each block's LayerNorm and GELU outputs in the backward instead of keeping them
+ * (vit_set_recompute): less memory for a LayerNorm and a GELU more per block. */
+void model_set_recompute(model *m, int on);
 /* QwT: w and b (borrowed) hold one (C, C) map and (C) bias per block (NULL entries: none);
  * w NULL removes the compensation. */
 void model_set_qwt(model *m, const float *const *w, const float *const *b);

@@ -301,6 +301,8 @@ _Static_assert(sizeof(block_acts) == (BLOCK_MAIN + BLOCK_Q + 1) * sizeof(float *
                "block_acts is its pointers, main tensors then quantized copies then out");
 /* the main tensor each quantized copy copies */
 static const int q_of[BLOCK_Q] = {2, 3, 4, 5, 9, 11};
+/* 1 for the main tensors the backward can recompute (swin_set_recompute): ln1, ln2, fchg */
+static int recomputable(int f) { return f == 2 || f == 9 || f == 11; }
 
 /* Sizes of block_acts' main tensors for stage s. */
 static void block_sizes(const swin_config *c, int s, int B, size_t sz[BLOCK_MAIN]) {
@@ -325,8 +327,13 @@ struct swin_acts {
                             alternate between two, so that a block's input survives its own
                             forward for the residual and QwT */
     int qslots;          /* slots of quantized copies: L, or 1 when the backward recomputes
-                            them (hooks->reforward) or for a forward-only pass */
+                            them (hooks->reforward) or for a forward-only pass; the one slot is
+                            a single scratch (qs) that each copy takes in turn, the moment the
+                            last one is dead (vit.c's vit_acts.qslots) */
+    int rslots;          /* slots of ln1, ln2 and fchg: L, or 1 when the backward recomputes
+                            them (swin_model.recompute) or for a forward-only pass */
     float *mem;
+    float *qs;           /* the quantized copies' one slot (qslots 1), else NULL */
     int *relidx[SWIN_MAX_STAGES]; /* (N, N) relative position index of stage s's window */
     float *mask[SWIN_MAX_STAGES]; /* (nW, N, N) shift mask, stages that shift; else NULL */
     /* embedding */
@@ -373,6 +380,17 @@ static int qslots_for(const swin_model *m, const model_hooks *hooks, int infer) 
     return infer || (hooks && hooks->reforward) ? 1 : swin_num_blocks(&m->cfg);
 }
 
+static int rslots_for(const swin_model *m, int infer) {
+    return infer || m->recompute ? 1 : swin_num_blocks(&m->cfg);
+}
+
+/* 1 if a's training layout is not the one m now asks for. */
+static int acts_stale(const swin_model *m, const swin_acts *a) {
+    return a->quant != (m->hooks != NULL) ||
+           (!a->infer &&
+            (a->qslots != qslots_for(m, m->hooks, 0) || a->rslots != rslots_for(m, 0)));
+}
+
 /* Points every buffer of a into A (see arena). */
 static void acts_layout(swin_acts *a, const swin_config *c, int B, arena *A) {
     int L = swin_num_blocks(c), S = c->stages, quant = a->quant;
@@ -417,13 +435,23 @@ static void acts_layout(swin_acts *a, const swin_config *c, int B, arena *A) {
         for (int f = 0; f < BLOCK_MAIN; f++) shared[f] = take(A, mx[f]);
         outs[0] = take(A, bigBTC);
         outs[1] = take(A, bigBTC);
+    } else if (a->rslots == 1) {
+        for (int f = 0; f < BLOCK_MAIN; f++)
+            if (recomputable(f)) shared[f] = take(A, mx[f]);
     }
-    if (quant && a->qslots == 1)
-        for (int f = 0; f < BLOCK_Q; f++) shared[BLOCK_MAIN + f] = take(A, mx[q_of[f]]);
+    a->qs = NULL;
+    if (quant && a->qslots == 1) {
+        /* ln1q, qkvq, attyq, ln2q, fchgq at the start, attq beside qkvq (see qslots) */
+        size_t at3 = (mx[3] + 15) & ~(size_t)15;
+        a->qs = take(A, at3 + mx[4] > mx[10] ? at3 + mx[4] : mx[10]);
+        for (int f = 0; f < BLOCK_Q; f++)
+            shared[BLOCK_MAIN + f] = A->base ? a->qs + (q_of[f] == 4 ? at3 : 0) : NULL;
+    }
     for (int l = 0; l < L; l++) {
         float **k = (float **)&a->blk[l]; /* its fields, in order */
         block_sizes(c, swin_block_stage(c, l), B, sz);
-        for (int f = 0; f < BLOCK_MAIN; f++) k[f] = a->infer ? shared[f] : take(A, sz[f]);
+        for (int f = 0; f < BLOCK_MAIN; f++)
+            k[f] = a->infer || (a->rslots == 1 && recomputable(f)) ? shared[f] : take(A, sz[f]);
         for (int f = 0; f < BLOCK_Q; f++)
             k[BLOCK_MAIN + f] = !quant ? k[q_of[f]]
                                 : a->qslots == 1 ? shared[BLOCK_MAIN + f] : take(A, sz[q_of[f]]);
@@ -456,9 +484,8 @@ static void acts_layout(swin_acts *a, const swin_config *c, int B, arena *A) {
 static int acts_ensure(swin_model *m, int B, int infer, char *err, size_t errlen) {
     const swin_config *c = &m->cfg;
     int L = swin_num_blocks(c), quant = m->hooks != NULL;
-    int qslots = qslots_for(m, m->hooks, infer);
     if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
-        (infer || (!m->acts->infer && m->acts->qslots == qslots)))
+        (infer || (!m->acts->infer && !acts_stale(m, m->acts))))
         return 0;
     acts_free(m->acts);
     m->acts = NULL;
@@ -469,7 +496,8 @@ static int acts_ensure(swin_model *m, int B, int infer, char *err, size_t errlen
     a->B = B;
     a->quant = quant;
     a->infer = infer;
-    a->qslots = qslots;
+    a->qslots = qslots_for(m, m->hooks, infer);
+    a->rslots = rslots_for(m, infer);
     a->blk = calloc((size_t)L, sizeof *a->blk);
     size_t nidx = 0;
     for (int s = 0; s < c->stages; s++) {
@@ -507,9 +535,12 @@ oom:
 void swin_set_hooks(swin_model *m, const model_hooks *hooks) {
     m->hooks = hooks;
     /* activations of another kind (plain or quantized; copies kept or recomputed) go */
-    if (m->acts && (m->acts->quant != (hooks != NULL) ||
-                    (!m->acts->infer && m->acts->qslots != qslots_for(m, hooks, 0))))
-        swin_release_acts(m);
+    if (m->acts && acts_stale(m, m->acts)) swin_release_acts(m);
+}
+
+void swin_set_recompute(swin_model *m, int on) {
+    m->recompute = on != 0;
+    if (m->acts && acts_stale(m, m->acts)) swin_release_acts(m);
 }
 
 void swin_release_acts(swin_model *m) {
@@ -706,25 +737,16 @@ const float *swin_feature(const swin_model *m, int b) {
 
 /* ---- backward ---- */
 
-/* Recomputes block l's quantized copies into their one slot, from the block's kept inputs to
- * the quantizers (hooks->reforward, see model_hooks). */
-static int block_requantize(swin_model *m, int l, int B, char *err, size_t errlen) {
-    bdims d = block_dims(&m->cfg, l, B);
-    const block_acts *k = &m->acts->blk[l];
+/* With the quantized copies in their one scratch (swin_acts.qs), recomputes the copy at point
+ * p of block l just before the backward reads it (vit.c's requant). */
+static int requant(swin_model *m, int l, qpoint p, float *out, const float *in, int64_t rows,
+                   int cols, char *err, size_t errlen) {
     const model_hooks *h = m->hooks;
-    struct { qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
-        {QP_QKV_IN, k->ln1q, k->ln1, d.BT, d.C},
-        {QP_QKV_OUT, k->qkvq, k->qkv, d.BT, 3 * d.C},
-        {QP_ATTN, k->attq, k->att, (int64_t)d.Bw * d.NH * d.N, d.N},
-        {QP_PROJ_IN, k->attyq, k->atty, d.BT, d.C},
-        {QP_FC1_IN, k->ln2q, k->ln2, d.BT, d.C},
-        {QP_FC2_IN, k->fchgq, k->fchg, d.BT, d.H},
-    };
-    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
-        if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
-            snprintf(err, errlen, "quantizer at point %d of layer %d failed", (int)q[i].p, l);
-            return -1;
-        }
+    if (!m->acts->qs) return 0;
+    if (h->reforward(h->ctx, l, p, out, in, rows, cols)) {
+        snprintf(err, errlen, "quantizer at point %d of layer %d failed", (int)p, l);
+        return -1;
+    }
     return 0;
 }
 
@@ -736,16 +758,26 @@ static int block_backward(swin_model *m, int l, const float *x, int B, char *err
     block_params p = block_params_of(c, &m->params, l), g = block_params_of(c, &m->grads, l);
     const block_acts *k = &a->blk[l];
     int C = d.C, H = d.H, BT = (int)d.BT, L = swin_num_blocks(c);
-    /* the quantized copies: kept per block, or recomputed now into their one slot, but for the
-     * last block, whose copies the forward left there (the backward starts with it) */
-    if (a->qslots != L && l != L - 1 && block_requantize(m, l, B, err, errlen)) return -1;
+    /* the norm and GELU outputs: kept per block, or recomputed now into their one slot (the
+     * same code on the same inputs: the same bits), but for the last block, whose values the
+     * forward left there (the backward starts with it); the quantized copies likewise, each
+     * just before its use (requant) */
+    if (a->rslots != L && l != L - 1) {
+        layernorm_forward(a->xs, k->ln1_mean, k->ln1_rstd, x, p.ln1_w, p.ln1_b, BT, C, c->ln_eps);
+        swin_window_partition_forward(k->ln1, a->xs, B, d.R, C, d.w, d.shift);
+        layernorm_forward(k->ln2, k->ln2_mean, k->ln2_rstd, k->res1, p.ln2_w, p.ln2_b, BT, C,
+                          c->ln_eps);
+        gelu_forward(k->fchg, k->fch, d.BT * H);
+    }
 
     /* out = res1 + fc2(gelu(fc1(norm2(res1)))) */
+    if (requant(m, l, QP_FC2_IN, k->fchgq, k->fchg, BT, H, err, errlen)) return -1;
     memset(a->dH, 0, sizeof(float) * d.BT * H);
     matmul_backward(a->dH, g.fc2_w, g.fc2_b, a->dres, k->fchgq, p.fc2_w, BT, H, C);
     hook_bwd(m, l, QP_FC2_IN, a->dH, k->fchg, BT, H);
     memset(a->dH2, 0, sizeof(float) * d.BT * H);
     gelu_backward(a->dH2, k->fch, a->dH, d.BT * H);
+    if (requant(m, l, QP_FC1_IN, k->ln2q, k->ln2, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * d.BT * C);
     matmul_backward(a->dC, g.fc1_w, g.fc1_b, a->dH2, k->ln2q, p.fc1_w, BT, C, H);
     hook_bwd(m, l, QP_FC1_IN, a->dC, k->ln2, BT, C);
@@ -754,10 +786,14 @@ static int block_backward(swin_model *m, int l, const float *x, int B, char *err
 
     /* res1 = x + unshift(reverse(proj(attention(qkv(partition(shift(norm1(x)))))))) */
     swin_window_partition_forward(a->pw, a->dres, B, d.R, C, d.w, d.shift);
+    if (requant(m, l, QP_PROJ_IN, k->attyq, k->atty, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * d.BT * C);
     matmul_backward(a->dC, g.proj_w, g.proj_b, a->pw, k->attyq, p.proj_w, BT, C, C);
     hook_bwd(m, l, QP_PROJ_IN, a->dC, k->atty, BT, C);
     size_t nA = d.BT * d.NH * d.N;
+    if (requant(m, l, QP_QKV_OUT, k->qkvq, k->qkv, BT, 3 * C, err, errlen) ||
+        requant(m, l, QP_ATTN, k->attq, k->att, (int64_t)d.Bw * d.NH * d.N, d.N, err, errlen))
+        return -1;
     memset(a->datt, 0, sizeof(float) * nA);
     memset(a->dqkv, 0, sizeof(float) * d.BT * 3 * C);
     attention_value_backward(a->datt, a->dqkv, a->dC, k->attq, k->qkvq, d.Bw, d.N, C, d.NH);
@@ -768,6 +804,7 @@ static int block_backward(swin_model *m, int l, const float *x, int B, char *err
     swin_attention_bias_backward(a->drpb, a->datt, d.Bw, d.N, d.NH);
     swin_relpos_bias_backward(g.table, a->drpb, a->relidx[d.s], d.N, d.NH);
     hook_bwd(m, l, QP_QKV_OUT, a->dqkv, k->qkv, BT, 3 * C);
+    if (requant(m, l, QP_QKV_IN, k->ln1q, k->ln1, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * d.BT * C);
     matmul_backward(a->dC, g.qkv_w, g.qkv_b, a->dqkv, k->ln1q, p.qkv_w, BT, C, 3 * C);
     hook_bwd(m, l, QP_QKV_IN, a->dC, k->ln1, BT, C);

@@ -93,6 +93,8 @@ typedef struct {
     int ninfo;
 
     const model_hooks *hooks;   /* borrowed; NULL = no quantization */
+    int recompute;              /* 1: the backward recomputes each block's norm and GELU
+                                   outputs instead of keeping them (swin_set_recompute) */
     const float *const *qwt_w;  /* borrowed; NULL, or one pointer per block to (C, C) (NULL = none) */
     const float *const *qwt_b;  /* borrowed; one pointer per block to (C) */
 
@@ -114,6 +116,9 @@ void swin_init_weights(swin_model *m, uint64_t seed);
  * the block index within its stage for per-layer tensors. */
 int swin_param_lookup(const swin_model *m, const char *name, int *layer);
 void swin_set_hooks(swin_model *m, const model_hooks *hooks);
+/* vit_set_recompute's contract (ln1, ln2 and fchg of one block kept; norm1's recomputed output
+ * is gathered into windows again). */
+void swin_set_recompute(swin_model *m, int on);
 void swin_release_acts(swin_model *m);
 
 int swin_forward(swin_model *m, const float *images, int B, char *err, size_t errlen);

@@ -15,12 +15,19 @@
 struct vit_acts {
     int B, quant;        /* batch and whether quantized copies have room of their own */
     int qslots;          /* per-block slots of the block's quantized copies (ln1q ... fchgq):
-                            slots, or 1 when the backward recomputes them (hooks->reforward) */
+                            slots, or 1 when the backward recomputes them (hooks->reforward) or
+                            for a forward-only pass; the one slot is a single scratch (qs) that
+                            each copy takes in turn, the moment the last one is dead: ln1q,
+                            qkvq, attyq, ln2q and fchgq at its start, attq after 3C columns
+                            (it lives beside qkvq) */
+    int rslots;          /* per-block slots of the norm and GELU outputs (ln1, ln2, fchg):
+                            slots, or 1 when the backward recomputes them (vit_model.recompute) */
     int slots;           /* per-block slots: L (a forward the backward can follow), or 1 for a
                             forward-only pass, which reuses one block's buffers for every block
                             (res2 then has 2 slots, used in turn, so a block's input survives
                             its own forward: the residual and QwT read it at the end) */
     float *mem;
+    float *qs;           /* the quantized copies' one slot (qslots 1), else NULL */
     /* embedding */
     float *cols, *colsq; /* (B*np, Pd) im2col'ed image, and its quantized copy */
     float *tok;          /* (B*np, C) patch tokens before positions */
@@ -236,16 +243,28 @@ static int qslots_for(const vit_model *m, const model_hooks *hooks, int infer) {
     return infer || (hooks && hooks->reforward) ? 1 : m->cfg.depth;
 }
 
+/* Slots of the norm and GELU outputs: one for a forward-only pass or when the backward
+ * recomputes them (vit_model.recompute), else one per block. */
+static int rslots_for(const vit_model *m, int infer) {
+    return infer || m->recompute ? 1 : m->cfg.depth;
+}
+
+/* 1 if a's training layout is not the one m now asks for. */
+static int acts_stale(const vit_model *m, const vit_acts *a) {
+    return a->quant != (m->hooks != NULL) ||
+           (a->slots == m->cfg.depth &&
+            (a->qslots != qslots_for(m, m->hooks, 0) || a->rslots != rslots_for(m, 0)));
+}
+
 void vit_set_hooks(vit_model *m, const model_hooks *hooks) {
     m->hooks = hooks;
     /* activations of another kind (plain or quantized; copies kept or recomputed) go */
-    if (m->acts && (m->acts->quant != (hooks != NULL) ||
-                    (m->acts->slots == m->cfg.depth && m->acts->qslots != qslots_for(m, hooks, 0)))) {
-        acts_free(m->acts);
-        m->acts = NULL;
-        m->acts_batch = 0;
-        m->logits = NULL;
-    }
+    if (m->acts && acts_stale(m, m->acts)) vit_release_acts(m);
+}
+
+void vit_set_recompute(vit_model *m, int on) {
+    m->recompute = on != 0;
+    if (m->acts && acts_stale(m, m->acts)) vit_release_acts(m);
 }
 
 void vit_release_acts(vit_model *m) {
@@ -260,9 +279,9 @@ void vit_release_acts(vit_model *m) {
  * kind (a training allocation serves a forward-only pass too). */
 static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen) {
     int quant = m->hooks != NULL;
-    int qslots = qslots_for(m, m->hooks, infer);
+    int qslots = qslots_for(m, m->hooks, infer), rslots = rslots_for(m, infer);
     if (m->acts && m->acts_batch >= B && m->acts->quant == quant &&
-        (infer || (m->acts->slots == m->cfg.depth && m->acts->qslots == qslots)))
+        (infer || (m->acts->slots == m->cfg.depth && !acts_stale(m, m->acts))))
         return 0;
     acts_free(m->acts);
     m->acts = NULL;
@@ -277,18 +296,23 @@ static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen)
     a->quant = quant;
     a->slots = (int)L;
     a->qslots = qslots;
-    size_t LQ = (size_t)qslots;
+    a->rslots = rslots;
+    size_t LQ = (size_t)qslots, LR = (size_t)rslots;
+    size_t nA = (size_t)B * NH * T * T, at3 = (BT * 3 * C + 15) & ~(size_t)15;
+    size_t nqs = at3 + nA > BT * H ? at3 + nA : BT * H;
+    if (qslots == 1) LQ = 0; /* the copies live in qs */
     /* Two passes over the same list: the first counts, the second assigns. */
     struct { float **p; size_t n; int q; } list[] = {
         {&a->cols, B * np * Pd, 0}, {&a->colsq, B * np * Pd, 1}, {&a->tok, B * np * C, 0},
         {&a->x0, BT * C, 0},
-        {&a->ln1, L * BT * C, 0}, {&a->ln1_mean, L * BT, 0}, {&a->ln1_rstd, L * BT, 0},
+        {&a->ln1, LR * BT * C, 0}, {&a->ln1_mean, L * BT, 0}, {&a->ln1_rstd, L * BT, 0},
         {&a->ln1q, LQ * BT * C, 1}, {&a->qkv, L * BT * 3 * C, 0}, {&a->qkvq, LQ * BT * 3 * C, 1},
         {&a->att, L * B * NH * T * T, 0}, {&a->attq, LQ * B * NH * T * T, 1},
         {&a->atty, L * BT * C, 0}, {&a->attyq, LQ * BT * C, 1}, {&a->res1, L * BT * C, 0},
-        {&a->ln2, L * BT * C, 0}, {&a->ln2_mean, L * BT, 0}, {&a->ln2_rstd, L * BT, 0},
-        {&a->ln2q, LQ * BT * C, 1}, {&a->fch, L * BT * H, 0}, {&a->fchg, L * BT * H, 0},
-        {&a->fchgq, LQ * BT * H, 1}, {&a->res2, L2 * BT * C, 0},
+        {&a->ln2, LR * BT * C, 0}, {&a->ln2_mean, L * BT, 0}, {&a->ln2_rstd, L * BT, 0},
+        {&a->ln2q, LQ * BT * C, 1}, {&a->fch, L * BT * H, 0}, {&a->fchg, LR * BT * H, 0},
+        {&a->fchgq, LQ * BT * H, 1}, {&a->qs, qslots == 1 ? nqs : 0, 1},
+        {&a->res2, L2 * BT * C, 0},
         {&a->pre, B * pf * C, 0}, {&a->lnf, B * pf * C, 0}, {&a->lnf_mean, B * pf, 0},
         {&a->lnf_rstd, B * pf, 0}, {&a->lnfq, B * pf * C, 1}, {&a->hout, B * pf * K, 0},
         {&a->houtd, B * pf * K, 0}, {&a->logits, B * K, 0},
@@ -308,6 +332,12 @@ static int acts_ensure(vit_model *m, int B, int infer, char *err, size_t errlen)
         if (!quant && list[i].q) continue;
         *list[i].p = a->mem + off;
         off += (list[i].n + 15) & ~(size_t)15;
+    }
+    if (quant && qslots == 1) {
+        a->ln1q = a->qkvq = a->attyq = a->ln2q = a->fchgq = a->qs;
+        a->attq = a->qs + at3;
+    } else {
+        a->qs = NULL;
     }
     if (!quant) { /* without hooks the quantized copies are the tensors themselves */
         a->colsq = a->cols; a->ln1q = a->ln1; a->qkvq = a->qkv; a->attq = a->att;
@@ -389,17 +419,23 @@ static block_acts block_slot(const vit_model *m, int l, int B) {
     const vit_acts *a = m->acts;
     size_t s = a->slots == c->depth ? (size_t)l : 0;
     size_t q = a->qslots == c->depth ? (size_t)l : 0;
+    size_t r = a->rslots == c->depth ? (size_t)l : 0;
     size_t nA = (size_t)B * NH * T * T;
-    return (block_acts){
-        .ln1 = a->ln1 + s * BT * C, .ln1_mean = a->ln1_mean + s * BT,
+    block_acts k = {
+        .ln1 = a->ln1 + r * BT * C, .ln1_mean = a->ln1_mean + s * BT,
         .ln1_rstd = a->ln1_rstd + s * BT, .ln1q = a->ln1q + q * BT * C,
         .qkv = a->qkv + s * BT * 3 * C, .qkvq = a->qkvq + q * BT * 3 * C,
         .att = a->att + s * nA, .attq = a->attq + q * nA,
         .atty = a->atty + s * BT * C, .attyq = a->attyq + q * BT * C, .res1 = a->res1 + s * BT * C,
-        .ln2 = a->ln2 + s * BT * C, .ln2_mean = a->ln2_mean + s * BT,
+        .ln2 = a->ln2 + r * BT * C, .ln2_mean = a->ln2_mean + s * BT,
         .ln2_rstd = a->ln2_rstd + s * BT, .ln2q = a->ln2q + q * BT * C,
-        .fch = a->fch + s * BT * H, .fchg = a->fchg + s * BT * H, .fchgq = a->fchgq + q * BT * H,
+        .fch = a->fch + s * BT * H, .fchg = a->fchg + r * BT * H, .fchgq = a->fchgq + q * BT * H,
     };
+    if (!a->quant) { /* the copies are the tensors themselves (see acts_ensure) */
+        k.ln1q = k.ln1; k.qkvq = k.qkv; k.attq = k.att; k.attyq = k.atty; k.ln2q = k.ln2;
+        k.fchgq = k.fchg;
+    }
+    return k;
 }
 
 /* Block l on x (B, T, C); its output lands in block_out(m, l). */
@@ -494,25 +530,17 @@ const float *vit_feature(const vit_model *m, int b) {
     return m->acts->lnf + (size_t)b * vit_num_prefix(&m->cfg) * m->cfg.dim;
 }
 
-/* Recomputes block l's quantized copies into their one slot, from the block's kept inputs to
- * the quantizers (hooks->reforward, see model_hooks). */
-static int block_requantize(vit_model *m, int l, int B, const block_acts *k, char *err,
-                            size_t errlen) {
-    DIMS;
+/* With the quantized copies in their one scratch (vit_acts.qs), recomputes the copy at point
+ * p of block l just before the backward reads it, from the quantizer's kept input
+ * (hooks->reforward, see model_hooks); kept copies need nothing. */
+static int requant(vit_model *m, int l, qpoint p, float *out, const float *in, int64_t rows,
+                   int cols, char *err, size_t errlen) {
     const model_hooks *h = m->hooks;
-    struct { qpoint p; float *out; const float *in; int64_t rows; int cols; } q[] = {
-        {QP_QKV_IN, k->ln1q, k->ln1, BT, C},
-        {QP_QKV_OUT, k->qkvq, k->qkv, BT, 3 * C},
-        {QP_ATTN, k->attq, k->att, (int64_t)B * NH * T, T},
-        {QP_PROJ_IN, k->attyq, k->atty, BT, C},
-        {QP_FC1_IN, k->ln2q, k->ln2, BT, C},
-        {QP_FC2_IN, k->fchgq, k->fchg, BT, H},
-    };
-    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
-        if (h->reforward(h->ctx, l, q[i].p, q[i].out, q[i].in, q[i].rows, q[i].cols)) {
-            snprintf(err, errlen, "quantizer at point %d of layer %d failed", (int)q[i].p, l);
-            return -1;
-        }
+    if (!m->acts->qs) return 0;
+    if (h->reforward(h->ctx, l, p, out, in, rows, cols)) {
+        snprintf(err, errlen, "quantizer at point %d of layer %d failed", (int)p, l);
+        return -1;
+    }
     return 0;
 }
 
@@ -524,18 +552,27 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
     vit_params *g = &m->grads;
     size_t nA = (size_t)B * NH * T * T;
     block_acts k = block_slot(m, l, B);
-    /* the quantized copies: kept per block, or recomputed now into their one slot, but for the
-     * last block, whose copies the forward left there (the backward starts with it) */
-    if (a->qslots != c->depth && l != c->depth - 1 && block_requantize(m, l, B, &k, err, errlen))
-        return -1;
+    /* the norm and GELU outputs: kept per block, or recomputed now into their one slot (the
+     * same code on the same inputs: the same bits), but for the last block, whose values the
+     * forward left there (the backward starts with it); the quantized copies likewise, each
+     * just before its use (requant) */
+    if (a->rslots != c->depth && l != c->depth - 1) {
+        layernorm_forward(k.ln1, k.ln1_mean, k.ln1_rstd, x, p->ln1_w + (size_t)l * C,
+                          p->ln1_b + (size_t)l * C, (int)BT, C, c->ln_eps);
+        layernorm_forward(k.ln2, k.ln2_mean, k.ln2_rstd, k.res1, p->ln2_w + (size_t)l * C,
+                          p->ln2_b + (size_t)l * C, (int)BT, C, c->ln_eps);
+        gelu_forward(k.fchg, k.fch, BT * H);
+    }
 
     /* res2 = res1 + fc2(gelu(fc1(norm2(res1)))) */
+    if (requant(m, l, QP_FC2_IN, k.fchgq, k.fchg, BT, H, err, errlen)) return -1;
     memset(a->dH, 0, sizeof(float) * BT * H);
     matmul_backward(a->dH, g->fc2_w + (size_t)l * C * H, g->fc2_b + (size_t)l * C, a->dres,
                     k.fchgq, p->fc2_w + (size_t)l * C * H, (int)BT, H, C);
     hook_bwd(m, l, QP_FC2_IN, a->dH, k.fchg, BT, H);
     memset(a->dH2, 0, sizeof(float) * BT * H);
     gelu_backward(a->dH2, k.fch, a->dH, BT * H);
+    if (requant(m, l, QP_FC1_IN, k.ln2q, k.ln2, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->fc1_w + (size_t)l * H * C, g->fc1_b + (size_t)l * H, a->dH2,
                     k.ln2q, p->fc1_w + (size_t)l * H * C, (int)BT, C, H);
@@ -544,16 +581,21 @@ static int block_backward(vit_model *m, int l, const float *x, int B, char *err,
                        k.res1, p->ln2_w + (size_t)l * C, k.ln2_mean,
                        k.ln2_rstd, (int)BT, C);
     /* res1 = x + proj(attention(qkv(norm1(x)))) */
+    if (requant(m, l, QP_PROJ_IN, k.attyq, k.atty, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->proj_w + (size_t)l * C * C, g->proj_b + (size_t)l * C, a->dres,
                     k.attyq, p->proj_w + (size_t)l * C * C, (int)BT, C, C);
     hook_bwd(m, l, QP_PROJ_IN, a->dC, k.atty, BT, C);
+    if (requant(m, l, QP_QKV_OUT, k.qkvq, k.qkv, BT, 3 * C, err, errlen) ||
+        requant(m, l, QP_ATTN, k.attq, k.att, (int64_t)B * NH * T, T, err, errlen))
+        return -1;
     memset(a->datt, 0, sizeof(float) * nA);
     memset(a->dqkv, 0, sizeof(float) * BT * 3 * C);
     attention_value_backward(a->datt, a->dqkv, a->dC, k.attq, k.qkvq, B, T, C, NH);
     hook_bwd(m, l, QP_ATTN, a->datt, k.att, (int64_t)B * NH * T, T);
     attention_softmax_backward(a->dqkv, a->datt, k.att, k.qkvq, B, T, C, NH);
     hook_bwd(m, l, QP_QKV_OUT, a->dqkv, k.qkv, BT, 3 * C);
+    if (requant(m, l, QP_QKV_IN, k.ln1q, k.ln1, BT, C, err, errlen)) return -1;
     memset(a->dC, 0, sizeof(float) * BT * C);
     matmul_backward(a->dC, g->qkv_w + (size_t)l * 3 * C * C, g->qkv_b + (size_t)l * 3 * C,
                     a->dqkv, k.ln1q, p->qkv_w + (size_t)l * 3 * C * C, (int)BT, C, 3 * C);

@@ -83,6 +83,8 @@ typedef struct {
     param_info info[VIT_NUM_PARAM_TENSORS];
 
     const model_hooks *hooks;     /* borrowed; NULL = no quantization */
+    int recompute;              /* 1: the backward recomputes the norm and GELU outputs of
+                                   each block instead of keeping them (vit_set_recompute) */
     const float *const *qwt_w;  /* borrowed; NULL, or L pointers to (C, C) maps (NULL = none) */
     const float *const *qwt_b;  /* borrowed; L pointers to (C) */
 
@@ -110,6 +112,12 @@ int vit_param_lookup(const vit_model *m, const char *name, int *layer);
 /* Installs (or removes, with NULL) the quantization hooks. Activations are reallocated at the
  * next forward, since hooks need room for the quantized copies. */
 void vit_set_hooks(vit_model *m, const model_hooks *hooks);
+/* With on, a forward the backward can follow keeps each block's LayerNorm and GELU outputs for
+ * one block only, and the backward recomputes them block by block from what it does keep
+ * (the norms' inputs, fc1's output): 6 of the 16 (tokens x dim)-sized tensors a block keeps,
+ * for a LayerNorm and a GELU more per block in the backward. Gradients are bit-identical.
+ * Activations are reallocated at the next forward. */
+void vit_set_recompute(vit_model *m, int on);
 /* Frees the activations kept for the backward pass (m->logits becomes invalid). They grow to
  * the largest batch a forward pass has seen and are kept for the next one; a pass over many
  * images in big chunks (evaluation, PCA features, calibration) calls this when done so that

@@ -114,8 +114,8 @@ TEST(observe_then_quantize) {
 }
 
 /* A training pass that recomputes each block's quantized copies in its backward
- * (model_hooks.reforward) gives bit for bit the gradients of one that keeps them all, with
- * less memory. */
+ * (model_hooks.reforward), or its norm and GELU outputs (model_set_recompute), gives bit for bit
+ * the gradients of one that keeps them all, with less memory. */
 static void pass(model *m, actq_set *s, const float *x, int B, float *grads, float *steps) {
     char err[256];
     CHECK(model_forward(m, x, B, err, sizeof err) == 0);
@@ -179,8 +179,8 @@ TEST(recomputed_copies_give_the_same_gradients) {
                            .backward = counted_backward, .reforward = counted_reforward};
     model_set_hooks(&m, &recompute);
     pass(&m, &s, x, B, g1, s1); /* recomputing */
-    /* block 0 recomputed its six copies; block 1, the last, found the forward's still there */
-    CHECK_MSG(counted.reforwards[0] == 6 && counted.reforwards[1] == 0, "reforward calls %d, %d",
+    /* each block recomputed its six copies, each before its use (one scratch holds them) */
+    CHECK_MSG(counted.reforwards[0] == 6 && counted.reforwards[1] == 6, "reforward calls %d, %d",
               counted.reforwards[0], counted.reforwards[1]);
     model_hooks keep = s.hooks;
     keep.reforward = NULL;
@@ -188,9 +188,25 @@ TEST(recomputed_copies_give_the_same_gradients) {
     pass(&m, &s, x, B, g2, s2); /* keeping every copy */
     CHECK_MSG(memcmp(g1, g2, sizeof(float) * n) == 0, "weight or input gradients differ");
     CHECK_MSG(memcmp(s1, s2, sizeof(float) * ns) == 0, "step gradients differ");
+    /* the norm and GELU outputs recomputed too (model_set_recompute), with the copies kept or
+     * recomputed: still the same bits */
+    model_set_recompute(&m, 1);
+    for (int re = 0; re < 2; re++) {
+        model_set_hooks(&m, re ? &recompute : &keep);
+        pass(&m, &s, x, B, g2, s2);
+        CHECK_MSG(memcmp(g1, g2, sizeof(float) * n) == 0, "gradients differ (reforward %d)", re);
+        CHECK_MSG(memcmp(s1, s2, sizeof(float) * ns) == 0, "step gradients differ (reforward %d)",
+                  re);
+    }
     double sum = 0;
     for (size_t i = 0; i < ns; i++) sum += fabs(s1[i]);
     CHECK(sum > 0);
+    /* and without quantization: FP32 training */
+    model_set_hooks(&m, NULL);
+    pass(&m, &s, x, B, g2, s2);
+    model_set_recompute(&m, 0);
+    pass(&m, &s, x, B, g1, s1);
+    CHECK_MSG(memcmp(g1, g2, sizeof(float) * n) == 0, "FP32 gradients differ when recomputed");
     model_set_hooks(&m, NULL);
     actq_free(&s);
     free(g1);

@@ -162,8 +162,9 @@ TEST(whole_model_gradients_three_stages) { grad_check(&three, 0, 0); }
 TEST(whole_model_gradients_three_stages_through_hooks) { grad_check(&three, 1, 1); }
 
 /* The gradients of one pass with every quantized copy kept and with them recomputed in the
- * backward (reforward) are the same bits. */
-TEST(reforward_gives_the_same_gradients) {
+ * backward (reforward), or with the norm and GELU outputs recomputed (swin_set_recompute), are
+ * the same bits; without hooks too. */
+TEST(recomputing_in_the_backward_gives_the_same_gradients) {
     swin_model m;
     char err[256];
     CHECK(swin_init(&m, &three, err, sizeof err) == 0);
@@ -181,15 +182,19 @@ TEST(reforward_gives_the_same_gradients) {
     model_hooks keep = {.ctx = &sc, .forward = scale_fwd, .backward = scale_bwd};
     model_hooks re = {.ctx = &sc, .forward = scale_fwd, .backward = scale_bwd,
                       .reforward = scale_re};
-    for (int pass = 0; pass < 2; pass++) {
-        swin_set_hooks(&m, pass ? &re : &keep);
+    /* passes: hooks keeping their copies, then recomputing them, each with the norm and GELU
+     * outputs kept and recomputed; then no hooks, kept and recomputed */
+    for (int pass = 0; pass < 6; pass++) {
+        swin_set_hooks(&m, pass >= 4 ? NULL : pass % 2 ? &re : &keep);
+        swin_set_recompute(&m, pass >= 2 && pass != 4);
         swin_zero_grad(&m);
         CHECK(swin_forward(&m, x, B, err, sizeof err) == 0);
         CHECK(swin_backward(&m, dl, NULL, NULL, err, sizeof err) == 0);
-        if (!pass) memcpy(g0, m.grad_mem, sizeof(float) * m.num_params);
+        if (pass == 0 || pass == 4) memcpy(g0, m.grad_mem, sizeof(float) * m.num_params);
+        else CHECK_MSG(memcmp(g0, m.grad_mem, sizeof(float) * m.num_params) == 0,
+                       "pass %d's gradients differ", pass);
+        if (pass == 1) CHECK(sc.calls_re[QP_QKV_IN] == swin_num_blocks(&three));
     }
-    CHECK(memcmp(g0, m.grad_mem, sizeof(float) * m.num_params) == 0);
-    CHECK(sc.calls_re[QP_QKV_IN] == swin_num_blocks(&three) - 1);
     free(x); free(g0);
     swin_free(&m);
 }
