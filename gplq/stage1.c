@@ -114,9 +114,17 @@ static int steps_share(actq_set *aq, char *err, size_t errlen) {
     return rc;
 }
 
+/* Token rows per teacher forward: the teacher runs on a step's batch in even chunks of at most
+ * this many rows (whole images), so its forward-only buffers are a fraction of a batch's (they
+ * sit beside the student's training activations for the whole run). 4096: the demo's batch of
+ * 128 in two chunks, DeiT-S's 16 in one, Swin-T one image at a time (3136 tokens in its first
+ * stage; 300 MB less than the whole batch); GEMMs of that many rows run at full rate. */
+#define TEACHER_ROWS 4096
+
 /* The objective: CE on the student's logits plus alpha times the PCA mimicking term. */
 typedef struct {
     model *teacher;
+    int chunk;          /* most images per teacher forward (TEACHER_ROWS) */
     actq_set *aq;
     const pca_basis *pca;
     float alpha, smoothing;
@@ -133,9 +141,15 @@ static int objective_loss(void *vctx, model *m, const float *x, const int *label
     for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, model_feature(m, b), sizeof(float) * C);
     /* the teacher's forward overwrites only the teacher's activations: the student's stay
      * intact for its backward pass */
-    if (model_forward_infer(o->teacher, x, B, err, errlen)) return -1; /* frozen: no backward */
-    for (int b = 0; b < B; b++)
-        memcpy(o->ft + (size_t)b * C, model_feature(o->teacher, b), sizeof(float) * C);
+    size_t img = (size_t)model_get_dims(m).in_chans * model_get_dims(m).img_size *
+                 model_get_dims(m).img_size;
+    int nchunks = (B + o->chunk - 1) / o->chunk, chunk = (B + nchunks - 1) / nchunks; /* even */
+    for (int i = 0; i < B; i += chunk) {
+        int n = B - i < chunk ? B - i : chunk;
+        if (model_forward_infer(o->teacher, x + i * img, n, err, errlen)) return -1; /* frozen */
+        for (int b = 0; b < n; b++)
+            memcpy(o->ft + (size_t)(i + b) * C, model_feature(o->teacher, b), sizeof(float) * C);
+    }
     float pca = pca_loss_forward_backward(o->pca, o->fs, o->ft, B, o->alpha, dfeature);
     *use_dfeature = 1;
     *loss = ce + pca;
@@ -166,6 +180,10 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     float *feats = malloc(sizeof(float) * (size_t)npca * C);
     objective_ctx o = {.teacher = teacher, .aq = aq, .pca = &res->pca, .alpha = c->alpha,
                        .smoothing = c->label_smoothing};
+    model_config tc0 = model_get_config(teacher);
+    int T0, C0;
+    model_block_shape(&tc0, 0, &T0, &C0); /* block 0 has the most tokens */
+    o.chunk = TEACHER_ROWS / T0 > 0 ? TEACHER_ROWS / T0 : 1;
     o.fs = malloc(sizeof(float) * (size_t)c->batch * C);
     o.ft = malloc(sizeof(float) * (size_t)c->batch * C);
     o.probs = malloc(sizeof(float) * (size_t)c->batch * vc->num_classes);
@@ -190,6 +208,10 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     if (dist_size() > 1 && pca_share(&res->pca, C, err, errlen)) goto out;
     /* steps from calibration statistics, quantization off */
     model_set_hooks(student, &aq->hooks);
+    /* the student keeps one block's norm and GELU outputs and recomputes the rest in its
+     * backward (same gradients): with the quantized copies recomputed the same way, this is what
+     * puts stage 1 below FP32 training's memory (the teacher and the quantizers are on top) */
+    model_set_recompute(student, 1);
     if (actq_observe_begin(aq, c->seed, err, errlen)) goto out;
     float *scratch = realloc(feats, sizeof(float) * (size_t)(ncal > npca ? ncal : npca) * C);
     if (!scratch) {
@@ -206,6 +228,8 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     if (actq_observe_end(aq, err, errlen)) goto out;
     if (dist_size() > 1 && steps_share(aq, err, errlen)) goto out;
     res->seconds_prep = clock_mono_s() - t0;
+    free(feats); /* the PCA's and the calibration's features: not needed past here */
+    feats = NULL;
 
     train_objective obj = {.ctx = &o, .loss = objective_loss, .term_names = {"ce", "pca"},
                            .nextra = actq_num_steps(aq), .extra_gather = steps_gather,
