@@ -36,7 +36,9 @@
  * training of the same model through the same trainer (train_run, plain cross-entropy, no
  * teacher, no quantizers) on the same data and batch: its peak RSS is what stage 1's is held
  * against (the paper reports stage 1 below FP32 training), and its step time tells how much
- * stage 1 costs beyond its 4/3 share of FLOPs. Each peak is also split in two (VmHWM is reset
+ * stage 1 costs beyond its 4/3 share of FLOPs. A third child runs the same FP32 training with
+ * the norm and GELU outputs recomputed in the backward, as stage 1's student does (gplq train
+ * --recompute): what FP32 training would hold with the same trade. Each peak is also split in two (VmHWM is reset
  * after the first step through /proc/self/clear_refs): the setup's, through the first step, and
  * the loop's, over the later steps. The setup here sees one batch; a real run calibrates and
  * fits the PCA on many more images, 256 at a time (stage1.c), which raises its peak.
@@ -44,7 +46,7 @@
  * Usage: bench_stage1 [--json] [--models demo,deit-s,swin-t] [--batch N] [--warmup N]
  *                     [--steps N] [--threads N] [--sgemm-n N] [--no-fp32]
  * --batch/--warmup/--steps override every model's own values (for quick smoke runs); warmup is
- * at least 1 (see above). --no-fp32 skips the FP32 training child. With --json, one JSON object
+ * at least 1 (see above). --no-fp32 skips the FP32 training children. With --json, one JSON object
  * per model goes to stdout (one a line) and the human table to stderr.
  * bench/run.sh puts these beside the same step in PyTorch (bench/torch_stage1.py).
  * Exit status: 0, or 1 if a run failed or a child crashed; 2 for a bad command line.
@@ -107,8 +109,8 @@ static const bench_model bench_models[] = {
 #define BENCH_PATCH_BITS 8 /* the patch embedding's input, as gplq_run sets it */
 
 /* What a child measures. */
-typedef enum { KIND_STAGE1, KIND_FP32 } run_kind;
-static const char *const kind_names[] = {"stage1", "fp32"};
+typedef enum { KIND_STAGE1, KIND_FP32, KIND_FP32_RECOMPUTE } run_kind;
+static const char *const kind_names[] = {"stage1", "fp32", "fp32-recompute"};
 
 /* Command line. Negative values mean "the model's own". */
 static struct {
@@ -328,7 +330,9 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         }
     } else {
         /* FP32 training as gplq train does it, with stage 1's learning rate and augmentation;
-         * no clipping or decay, which stage 1 does not do either */
+         * no clipping or decay, which stage 1 does not do either; with the norm and GELU
+         * outputs recomputed as stage 1 does (gplq train --recompute), or kept (the default) */
+        model_set_recompute(&student, kind == KIND_FP32_RECOMPUTE);
         gplq_config g;
         gplq_defaults(&g);
         stage1_config s1 = g.s1;
@@ -390,8 +394,8 @@ typedef struct {
 typedef struct {
     const bench_model *bm;
     int batch, warmup, steps;
-    child_result s1, fp32;
-    int have_fp32;
+    child_result s1, fp32, fp32r; /* fp32r: FP32 training with recompute */
+    int have_fp32, have_fp32r;
 } bench_result;
 
 /* Re-executes this program as "--child NAME --kind KIND" with the run's sizes and reads its
@@ -519,6 +523,11 @@ static json_t *result_json(const bench_result *r, double sgemm) {
         json_object_set_new(o, "rss_ratio_stage1_fp32",
                             json_real((double)s->peak_rss_kb / r->fp32.peak_rss_kb));
     }
+    if (r->have_fp32r) {
+        json_object_set_new(o, "fp32_recompute_step_s", json_real(r->fp32r.step_s));
+        json_object_set_new(o, "fp32_recompute_peak_rss_mb",
+                            json_real(r->fp32r.peak_rss_kb / 1024.0));
+    }
     return o;
 }
 
@@ -547,6 +556,7 @@ static int parse_args(int argc, char **argv) {
         else if (!strcmp(a, "--kind")) {
             if (v && !strcmp(v, "stage1")) opt.kind = KIND_STAGE1;
             else if (v && !strcmp(v, "fp32")) opt.kind = KIND_FP32;
+            else if (v && !strcmp(v, "fp32-recompute")) opt.kind = KIND_FP32_RECOMPUTE;
             else rc = -1;
         }
         else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 1 << 16, &opt.batch);
@@ -624,9 +634,9 @@ int main(int argc, char **argv) {
     fprintf(out, "stage-1 step = batch + student forward (A%d, patch A%d) + teacher forward + "
                  "CE + PCA loss + backward + AdamW (weights and steps), through stage1_run; "
                  "FLOPs = 4 x forward matmul FLOPs\n\n", BENCH_ABITS, BENCH_PATCH_BITS);
-    fprintf(out, "%-7s %5s %4s %10s %9s %15s %7s %8s %7s %8s %11s %8s\n", "model", "batch", "k",
-            "GFLOP/step", "step ms", "quant f/b ms", "img/s", "GFLOP/s", "%sgemm", "RSS MB",
-            "FP32 step ms", "FP32 RSS");
+    fprintf(out, "%-7s %5s %4s %10s %9s %15s %7s %8s %7s %8s %11s %8s %11s %8s\n", "model",
+            "batch", "k", "GFLOP/step", "step ms", "quant f/b ms", "img/s", "GFLOP/s", "%sgemm",
+            "RSS MB", "FP32 step ms", "FP32 RSS", "rec step ms", "rec RSS");
     int failed = 0;
     for (int i = 0; i < N_ELEMS(bench_models); i++) {
         const bench_model *bm = &bench_models[i];
@@ -650,19 +660,30 @@ int main(int argc, char **argv) {
             } else {
                 r.have_fp32 = 1;
             }
+            if (run_child(&r, KIND_FP32_RECOMPUTE, &r.fp32r, err, sizeof err)) {
+                fprintf(stderr, "bench_stage1: %s\n", err);
+                failed = 1;
+            } else {
+                r.have_fp32r = 1;
+            }
         }
         double flops = 4 * model_forward_flops(&bm->cfg) * r.batch;
         double gf = flops / r.s1.step_s * 1e-9;
-        char quant[32], fp32_ms[16] = "-", fp32_rss[16] = "-";
+        char quant[32], fp32_ms[16] = "-", fp32_rss[16] = "-", fp32r_ms[16] = "-";
+        char fp32r_rss[16] = "-";
         snprintf(quant, sizeof quant, "%.1f / %.1f", 1e3 * r.s1.qfwd_s, 1e3 * r.s1.qbwd_s);
         if (r.have_fp32) {
             snprintf(fp32_ms, sizeof fp32_ms, "%.1f", 1e3 * r.fp32.step_s);
             snprintf(fp32_rss, sizeof fp32_rss, "%.1f", r.fp32.peak_rss_kb / 1024.0);
         }
-        fprintf(out, "%-7s %5d %4d %10.2f %9.1f %15s %7.1f %8.1f %6.1f%% %8.1f %11s %8s\n",
+        if (r.have_fp32r) {
+            snprintf(fp32r_ms, sizeof fp32r_ms, "%.1f", 1e3 * r.fp32r.step_s);
+            snprintf(fp32r_rss, sizeof fp32r_rss, "%.1f", r.fp32r.peak_rss_kb / 1024.0);
+        }
+        fprintf(out, "%-7s %5d %4d %10.2f %9.1f %15s %7.1f %8.1f %6.1f%% %8.1f %11s %8s %11s %8s\n",
                 bm->name, r.batch, r.s1.k, flops * 1e-9, 1e3 * r.s1.step_s, quant,
                 r.batch / r.s1.step_s, gf, 100 * gf / sgemm, r.s1.peak_rss_kb / 1024.0, fp32_ms,
-                fp32_rss);
+                fp32_rss, fp32r_ms, fp32r_rss);
         if (opt.json) {
             json_t *o = result_json(&r, sgemm);
             char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
