@@ -208,13 +208,16 @@ static int step_run(step_state *s, float *loss, double t[3], char *err, size_t e
     return 0;
 }
 
-/* Runs warmup + steps training steps of model bm and writes, to stdout, the line the parent
- * reads: "ok <VmHWM kB> <last loss> <steps>" then one "<forward> <backward> <optim>" seconds
- * triple per timed step. Returns the exit status. */
+/* Runs warmup + steps training steps of model bm, then as many forward-only passes
+ * (model_forward_infer on the same batch: what evaluation, teacher features and calibration
+ * run) after one warmup pass, and writes, to stdout, the line the parent reads:
+ * "ok <VmHWM kB> <last loss> <steps>" then one "<forward> <backward> <optim> <forward-only>"
+ * seconds line per timed step. The forward-only passes run in the training step's buffers,
+ * so they do not move the peak RSS. Returns the exit status. */
 static int child_main(const bench_model *bm, int B, int warmup, int steps) {
     char err[1024];
     step_state s;
-    double *t = malloc(sizeof(double) * 3 * (size_t)steps);
+    double *t = malloc(sizeof(double) * 4 * (size_t)steps);
     float loss = 0;
     int rc = 1;
     if (!t) {
@@ -225,10 +228,17 @@ static int child_main(const bench_model *bm, int B, int warmup, int steps) {
     for (int i = 0; i < warmup + steps; i++) {
         double ph[3];
         if (step_run(&s, &loss, ph, err, sizeof err)) goto out_state;
-        if (i >= warmup) memcpy(t + 3 * (size_t)(i - warmup), ph, sizeof ph);
+        if (i >= warmup) memcpy(t + 4 * (size_t)(i - warmup), ph, sizeof ph);
     }
-    printf("ok %ld %.6f %d\n", vm_hwm_kb(), loss, steps);
-    for (int i = 0; i < steps; i++) printf("%.9f %.9f %.9f\n", t[3 * i], t[3 * i + 1], t[3 * i + 2]);
+    long hwm = vm_hwm_kb();
+    for (int i = -1; i < steps; i++) {
+        double t0 = clock_mono_s();
+        if (model_forward_infer(&s.m, s.x, B, err, sizeof err)) goto out_state;
+        if (i >= 0) t[4 * (size_t)i + 3] = clock_mono_s() - t0;
+    }
+    printf("ok %ld %.6f %d\n", hwm, loss, steps);
+    for (int i = 0; i < steps; i++)
+        printf("%.9f %.9f %.9f %.9f\n", t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
     rc = fflush(stdout) ? 1 : 0;
 out_state:
     step_free(&s);
@@ -246,6 +256,7 @@ typedef struct {
     long peak_rss_kb;
     float loss;
     double step_s, fwd_s, bwd_s, opt_s;  /* medians over the timed steps */
+    double infer_s;                      /* median forward-only pass of the same batch */
     double min_step_s;
 } bench_result;
 
@@ -282,12 +293,14 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
     }
     close(fd[1]);
     FILE *f = fdopen(fd[0], "r");
-    double *t = malloc(sizeof(double) * 3 * (size_t)res->steps);
+    double *t = malloc(sizeof(double) * 4 * (size_t)res->steps);
     int n = -1, got = 0;
     if (f && t && fscanf(f, "ok %ld %f %d", &res->peak_rss_kb, &res->loss, &n) == 3 &&
         n == res->steps) {
         for (got = 0; got < n; got++)
-            if (fscanf(f, "%lf %lf %lf", &t[got], &t[n + got], &t[2 * n + got]) != 3) break;
+            if (fscanf(f, "%lf %lf %lf %lf", &t[got], &t[n + got], &t[2 * n + got],
+                       &t[3 * n + got]) != 4)
+                break;
     }
     if (f) fclose(f); else close(fd[0]);
     int status = 0, rc = -1;
@@ -316,6 +329,7 @@ static int run_child(const char *argv0, bench_result *res, char *err, size_t err
             res->fwd_s = median(t, n);
             res->bwd_s = median(t + n, n);
             res->opt_s = median(t + 2 * n, n);
+            res->infer_s = median(t + 3 * n, n);
             free(total);
             rc = 0;
         }
@@ -355,6 +369,11 @@ static json_t *result_json(const bench_result *r, double sgemm) {
     json_object_set_new(o, "frac_sgemm", json_real(flops / r->step_s * 1e-9 / sgemm));
     json_object_set_new(o, "peak_rss_mb", json_real(r->peak_rss_kb / 1024.0));
     json_object_set_new(o, "loss", json_real(r->loss));
+    /* the forward-only pass: 1 x forward matmul FLOPs */
+    double fwd = model_forward_flops(c) * r->batch;
+    json_object_set_new(o, "infer_s", json_real(r->infer_s));
+    json_object_set_new(o, "infer_images_per_s", json_real(r->batch / r->infer_s));
+    json_object_set_new(o, "infer_frac_sgemm", json_real(fwd / r->infer_s * 1e-9 / sgemm));
     return o;
 }
 
@@ -453,8 +472,9 @@ int main(int argc, char **argv) {
             opt.sgemm_n, sgemm);
     fprintf(out, "training step = forward + cross-entropy + backward + clip + AdamW; "
                  "FLOPs = 3 x forward matmul FLOPs\n\n");
-    fprintf(out, "%-7s %5s %10s %9s %24s %8s %8s %7s %9s\n", "model", "batch", "GFLOP/step",
-            "step ms", "fwd / bwd / optim ms", "img/s", "GFLOP/s", "%sgemm", "RSS MB");
+    fprintf(out, "%-7s %5s %10s %9s %24s %8s %8s %7s %9s %12s %8s\n", "model", "batch",
+            "GFLOP/step", "step ms", "fwd / bwd / optim ms", "img/s", "GFLOP/s", "%sgemm",
+            "RSS MB", "fwd-only ms", "%sgemm");
     int failed = 0;
     for (int i = 0; i < N_ELEMS(bench_models); i++) {
         const bench_model *bm = &bench_models[i];
@@ -474,9 +494,10 @@ int main(int argc, char **argv) {
         char phases[64];
         snprintf(phases, sizeof phases, "%.1f / %.1f / %.1f", 1e3 * r.fwd_s, 1e3 * r.bwd_s,
                  1e3 * r.opt_s);
-        fprintf(out, "%-7s %5d %10.2f %9.1f %24s %8.1f %8.1f %6.1f%% %9.1f\n", bm->name, r.batch,
-                flops * 1e-9, 1e3 * r.step_s, phases, r.batch / r.step_s, gf, 100 * gf / sgemm,
-                r.peak_rss_kb / 1024.0);
+        double gfi = model_forward_flops(&bm->cfg) * r.batch / r.infer_s * 1e-9;
+        fprintf(out, "%-7s %5d %10.2f %9.1f %24s %8.1f %8.1f %6.1f%% %9.1f %12.1f %7.1f%%\n",
+                bm->name, r.batch, flops * 1e-9, 1e3 * r.step_s, phases, r.batch / r.step_s, gf,
+                100 * gf / sgemm, r.peak_rss_kb / 1024.0, 1e3 * r.infer_s, 100 * gfi / sgemm);
         if (opt.json) {
             json_t *o = result_json(&r, sgemm);
             char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6));
