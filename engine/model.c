@@ -46,6 +46,15 @@ void model_block_shape(const model_config *c, int l, int *tokens, int *dim) {
     }
 }
 
+int model_infer_batch(const model *m, int max) {
+    model_config c = model_get_config(m);
+    int tokens, dim;
+    model_block_shape(&c, 0, &tokens, &dim); /* block 0 has the most tokens */
+    int b = MODEL_INFER_ROWS / tokens;
+    if (b > max) b = max;
+    return b > 0 ? b : 1;
+}
+
 int model_block_merge(const model_config *c, int l) {
     if (c->arch != MODEL_SWIN || l <= 0) return 0;
     int s = swin_block_stage(&c->swin, l);

@@ -18,6 +18,7 @@ int stage1_features(model *m, const ds_set *d, const int *order, int n, int batc
                     char *err, size_t errlen) {
     model_dims c_dims = model_get_dims(m), *c = &c_dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
+    batch = model_infer_batch(m, batch); /* large images: fewer at a time */
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     int rc = 0;
@@ -42,7 +43,8 @@ int stage1_features(model *m, const ds_set *d, const int *order, int n, int batc
 
 /* ---- data-parallel runs (train/dist.h): with one process, each is what it replaces ---- */
 
-/* stage1_features of the first n images of order (256 a batch) by every rank together: each
+/* stage1_features of the first n images of order (256 a batch, or model_infer_batch's fewer)
+ * by every rank together: each
  * computes its share of every batch, and a sum over the ranks puts every row in place on every
  * rank (the others' rows are zeros, and x + 0 is x). */
 static int features_shared(model *m, const ds_set *d, const int *order, int n, float *out,
@@ -51,16 +53,17 @@ static int features_shared(model *m, const ds_set *d, const int *order, int n, f
         return stage1_features(m, d, order, n, 256, out, tick, tick_ctx, err, errlen);
     model_dims c_dims = model_get_dims(m), *c = &c_dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-    float *x = malloc(sizeof(float) * img * 256);
-    int *idx = malloc(sizeof(int) * 256);
+    int G = model_infer_batch(m, 256); /* the batch all ranks share */
+    float *x = malloc(sizeof(float) * img * G);
+    int *idx = malloc(sizeof(int) * G);
     int rc = 0;
     if (!x || !idx) {
         snprintf(err, errlen, "out of memory");
         rc = -1;
     }
     if (!rc) memset(out, 0, sizeof(float) * (size_t)n * c->feature_dim);
-    for (int i = 0; i < n && !rc; i += 256) {
-        int B = n - i < 256 ? n - i : 256, lo, nb;
+    for (int i = 0; i < n && !rc; i += G) {
+        int B = n - i < G ? n - i : G, lo, nb;
         dist_shard(B, &lo, &nb);
         for (int b = 0; b < nb; b++) idx[b] = order[i + lo + b];
         if (nb > 0) ds_batch(d, idx, nb, x, c->mean, c->std, NULL, NULL);

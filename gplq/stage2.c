@@ -174,16 +174,20 @@ static size_t max_block_floats(const model_config *c, int L, int *max_dim) {
     return most;
 }
 
+/* Images per block-level pass: 128, or model_infer_batch's fewer for large images (the block
+ * buffers of 128 DeiT-S images are 780 MB, for each of the two models). */
+static int pass_images(const model *m) { return model_infer_batch(m, 128); }
+
 /* The quantized model's embedding of the first n calibration images in order, into X
- * (n, tokens, dim of block 0), 128 images at a time through xb. */
+ * (n, tokens, dim of block 0), pass_images at a time through xb. */
 static int embed_calibration(model *m, const ds_set *calib, const int *order, int n, float *X,
                              float *xb, char *err, size_t errlen) {
     model_config mc = model_get_config(m);
     model_dims d = model_get_dims(m);
-    int T, C, idx[128];
+    int T, C, idx[128], P = pass_images(m);
     model_block_shape(&mc, 0, &T, &C);
-    for (int i = 0; i < n; i += 128) {
-        int B = n - i < 128 ? n - i : 128;
+    for (int i = 0; i < n; i += P) {
+        int B = n - i < P ? n - i : P;
         for (int b = 0; b < B; b++) idx[b] = order[i + b];
         ds_batch(calib, idx, B, xb, d.mean, d.std, NULL, NULL);
         if (model_embed_forward(m, X + (size_t)i * T * C, xb, B, err, errlen)) return -1;
@@ -192,15 +196,16 @@ static int embed_calibration(model *m, const ds_set *calib, const int *order, in
 }
 
 /* The quantized model's PatchMerging of stage s on n images' tokens X (the previous stage's
- * shape) into Y (block l's), 128 images at a time. */
+ * shape) into Y (block l's), pass_images at a time. */
 static int merge_calibration(model *m, int s, int l, int n, const float *X, float *Y, char *err,
                              size_t errlen) {
     model_config mc = model_get_config(m);
     int Tp, Cp, T, C;
     model_block_shape(&mc, l - 1, &Tp, &Cp);
     model_block_shape(&mc, l, &T, &C);
-    for (int i = 0; i < n; i += 128) {
-        int B = n - i < 128 ? n - i : 128;
+    int P = pass_images(m);
+    for (int i = 0; i < n; i += P) {
+        int B = n - i < P ? n - i : P;
         if (model_merge_forward(m, s, Y + (size_t)i * T * C, X + (size_t)i * Tp * Cp, B, err,
                                 errlen))
             return -1;
@@ -209,14 +214,15 @@ static int merge_calibration(model *m, int s, int l, int n, const float *X, floa
 }
 
 /* Block l on the same input X (n images' tokens): the FP model's output into Y, the quantized
- * model's into Z, 128 images at a time. */
+ * model's into Z, pass_images at a time. */
 static int block_outputs(model *m, model *fp, int l, int n, const float *X, float *Y,
                          float *Z, char *err, size_t errlen) {
     model_config mc = model_get_config(m);
     int T, C;
     model_block_shape(&mc, l, &T, &C);
-    for (int i = 0; i < n; i += 128) {
-        int B = n - i < 128 ? n - i : 128;
+    int P = pass_images(m);
+    for (int i = 0; i < n; i += P) {
+        int B = n - i < P ? n - i : P;
         size_t o = (size_t)i * T * C;
         if (model_block_forward(fp, l, Y + o, X + o, B, err, errlen) ||
             model_block_forward(m, l, Z + o, X + o, B, err, errlen))
