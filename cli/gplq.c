@@ -602,8 +602,21 @@ static int cmd_quantize(int argc, char **argv) {
                 snprintf(name, sizeof name, "model.w4.onnx (W%dA32), ORT", Q.js.wbits);
                 printf("%-28s %7.2f%%\n", name, 100 * json_number_value(o2));
             }
+            /* where the time and the memory went, phase by phase in the order they ran */
+            json_t *times = json_object_get(rj, "timings_s");
+            json_t *peaks = json_object_get(rj, "peak_rss_mb_by_phase");
+            printf("\n%-28s %8s %8s\n", "phase", "seconds", "peak MB");
+            for (int i = 0; i < rep.nphases + 2; i++) {
+                const char *ph = i < rep.nphases ? rep.phases[i].name
+                                 : i == rep.nphases ? "artifacts" : "onnx";
+                json_t *sec = json_object_get(times, ph), *pk = json_object_get(peaks, ph);
+                char mb[32] = "-";
+                if (json_is_integer(pk))
+                    snprintf(mb, sizeof mb, "%" JSON_INTEGER_FORMAT, json_integer_value(pk));
+                if (json_is_number(sec)) printf("%-28s %8.1f %8s\n", ph, json_number_value(sec), mb);
+            }
             /* the report's total counts the artifacts and the ONNX files too */
-            json_t *total = json_object_get(json_object_get(rj, "timings_s"), "total");
+            json_t *total = json_object_get(times, "total");
             printf("(%d test images; stage 1 %.0f s at lr %g, stage 2 %.0f s, total %.0f s; PCA k=%d)\n",
                    te.n, rep.seconds_stage1, rep.lr, rep.seconds_stage2,
                    json_is_number(total) ? json_number_value(total) : rep.seconds_total, rep.pca_k);

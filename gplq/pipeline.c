@@ -11,6 +11,7 @@
 #include "train/trainer.h"
 #include "util/clock.h"
 #include "util/half.h"
+#include "util/mem.h"
 
 void gplq_defaults(gplq_config *c) {
     jobspec js;
@@ -192,17 +193,20 @@ out:
 }
 
 /* Appends a phase to the report (name static). */
-static void phase_add(gplq_report *rep, const char *name, double seconds) {
+static void phase_add(gplq_report *rep, const char *name, double seconds, long peak_kb) {
     if (rep->nphases < (int)(sizeof rep->phases / sizeof rep->phases[0])) {
         rep->phases[rep->nphases].name = name;
+        rep->phases[rep->nphases].peak_kb = peak_kb;
         rep->phases[rep->nphases++].seconds = seconds;
     }
 }
 
-/* Ends a phase: the seconds since *t, which moves to now. */
+/* Ends a phase: the seconds since *t, which moves to now, and the resident peak since the
+ * last phase ended, whose mark restarts. */
 static void phase_end(gplq_report *rep, const char *name, double *t) {
     double now = clock_mono_s();
-    phase_add(rep, name, now - *t);
+    phase_add(rep, name, now - *t, mem_peak_kb());
+    mem_peak_restart();
     *t = now;
 }
 
@@ -223,6 +227,7 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
         return -1;
     }
     double t0 = clock_mono_s();
+    rep->peaks = mem_peak_restart() == 0; /* each phase's peak from here (phase_end) */
     relay r = {.fn = progress, .ctx = ctx};
     {   /* the run's cost in forward passes, for the fraction done (see relay) */
         double calib = c->s1.calib_images < train->n ? c->s1.calib_images : train->n;
@@ -276,7 +281,7 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
     rep->pca_k = s1.pca.k;
     rep->pca_explained = s1.pca.explained;
     rep->seconds_stage1 = s1.seconds;
-    phase_add(rep, "stage1_prep", s1.seconds_prep);
+    phase_add(rep, "stage1_prep", s1.seconds_prep, s1.peak_kb_prep);
     tp += s1.seconds_prep; /* the rest of stage 1 is its training */
     phase_end(rep, "stage1_train", &tp);
     stage1_result_free(&s1);

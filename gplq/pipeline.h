@@ -62,12 +62,15 @@ typedef struct {
     double seconds_stage1, seconds_stage2, seconds_total;
     /* where the seconds went, phase by phase in the order they ran (report.json's timings_s):
      * eval_fp32, minmax_baseline, ptq_baseline, stage1_prep, stage1_train, eval_stage1,
-     * stage2, eval_stage2_noqwt, eval_gplq */
+     * stage2, eval_stage2_noqwt, eval_gplq; and the process's resident peak in each
+     * (peak_rss_mb_by_phase), when the kernel lets the mark restart (peaks) */
     struct {
         const char *name; /* static */
         double seconds;
+        long peak_kb;
     } phases[12];
     int nphases;
+    int peaks;
 } gplq_report;
 
 /* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded

@@ -19,6 +19,7 @@
 #include "train/trainer.h"
 #include "util/clock.h"
 #include "util/fs.h"
+#include "util/mem.h"
 
 json_t *gplq_report_json(const gplq_report *r, json_t *config) {
     json_t *acc = json_object(), *blocks = json_array();
@@ -34,18 +35,29 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
         json_array_append_new(blocks, json_pack("{s:i, s:f, s:f, s:f}", "block", l, "qwt_r2",
                                                 r->r2[l], "mse_before", r->mse_before[l],
                                                 "mse_after", r->mse_after[l]));
-    json_t *times = json_object();
-    for (int i = 0; i < r->nphases; i++)
-        json_object_set_new(times, r->phases[i].name, json_real(r->phases[i].seconds));
-    json_object_set_new(times, "total", json_real(r->seconds_total));
+    json_t *times = json_object(), *peaks = json_object();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    return json_pack("{s:o, s:{s:i, s:f, s:f, s:o}, s:o, s:I, s:s, s:o}",
+    long peak_kb = ru.ru_maxrss; /* restarted with the phases' marks: the largest of them too */
+    for (int i = 0; i < r->nphases; i++) {
+        json_object_set_new(times, r->phases[i].name, json_real(r->phases[i].seconds));
+        if (r->phases[i].peak_kb > peak_kb) peak_kb = r->phases[i].peak_kb;
+        if (r->peaks)
+            json_object_set_new(peaks, r->phases[i].name,
+                                json_integer((json_int_t)(r->phases[i].peak_kb / 1024)));
+    }
+    json_object_set_new(times, "total", json_real(r->seconds_total));
+    if (!r->peaks) { /* the mark could not restart: the phases' values are not theirs */
+        json_decref(peaks);
+        peaks = json_null();
+    }
+    return json_pack("{s:o, s:{s:i, s:f, s:f, s:o}, s:o, s:o, s:I, s:s, s:o}",
                      "accuracy", acc,
                      "diagnostics", "pca_k", r->pca_k, "pca_explained", r->pca_explained,
                      "stage1_lr", r->lr, "blocks", blocks,
                      "timings_s", times,
-                     "peak_rss_mb", (json_int_t)(ru.ru_maxrss / 1024),
+                     "peak_rss_mb_by_phase", peaks,
+                     "peak_rss_mb", (json_int_t)(peak_kb / 1024),
                      "blas_core", blas_core(),
                      "config", config ? config : json_object());
 }
@@ -123,8 +135,11 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
     }
 
     double t_onnx = clock_mono_s();
+    long peak_artifacts = mem_peak_kb();
+    mem_peak_restart();
     json_t *onnx = write_onnx(dir, test, ort, err, errlen);
     if (!onnx) return -1;
+    long peak_onnx = mem_peak_kb(); /* the worker's: ONNX Runtime runs in a process of its own */
     json_t *rj = gplq_report_json(r, json_incref(config));
     /* where the time after gplq_run goes: the model files and their reload proof, then the
      * ONNX files and ONNX Runtime's passes over the test images */
@@ -133,6 +148,14 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
     json_object_set_new(times, "artifacts", json_real(t_onnx - t0));
     json_object_set_new(times, "onnx", json_real(t_end - t_onnx));
     json_object_set_new(times, "total", json_real(r->seconds_total + t_end - t0));
+    json_t *peaks = json_object_get(rj, "peak_rss_mb_by_phase");
+    if (json_is_object(peaks)) {
+        json_object_set_new(peaks, "artifacts", json_integer((json_int_t)(peak_artifacts / 1024)));
+        json_object_set_new(peaks, "onnx", json_integer((json_int_t)(peak_onnx / 1024)));
+    }
+    long all = peak_artifacts > peak_onnx ? peak_artifacts : peak_onnx;
+    if (all / 1024 > json_integer_value(json_object_get(rj, "peak_rss_mb")))
+        json_object_set_new(rj, "peak_rss_mb", json_integer((json_int_t)(all / 1024)));
     /* ONNX Runtime's top-1s are accuracies like gplq's own (the job's metrics carry them too) */
     json_t *accj = json_object_get(rj, "accuracy");
     json_t *t1 = json_object_get(json_object_get(onnx, LAYOUT_ARTIFACT_ONNX), "top1_ort");

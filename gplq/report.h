@@ -15,7 +15,8 @@
 /* The report as a new JSON object: "accuracy" (top-1 fractions under the keys fp32, stage1,
  * stage2_noqwt, gplq, ptq_baseline, minmax_baseline: the names pipelines read), "diagnostics"
  * (PCA, per-block QwT R^2 and output MSE), "timings_s" (each of r's phases, and "total"),
- * "peak_rss_mb", "blas_core" and "config". config is stolen (the caller's reference passes to
+ * "peak_rss_mb_by_phase" (the process's resident peak in each phase, MB; null where the mark
+ * cannot restart, see util/mem.h), "peak_rss_mb" (the whole run's), "blas_core" and "config". config is stolen (the caller's reference passes to
  * the report). */
 json_t *gplq_report_json(const gplq_report *r, json_t *config);
 
@@ -26,7 +27,9 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config);
  * where it is installed (onnx/ort.h), the report's "onnx" object: each file's bytes and
  * top1_ort (null, with "unavailable" or "error" saying why, when it could not run), also under
  * "accuracy" as ort_onnx and ort_w4 when measured. timings_s gains "artifacts" (the model
- * files and their proof) and "onnx", and its "total" counts them. m, aq, s2: gplq_run's
+ * files and their proof) and "onnx", and its "total" counts them; so does
+ * peak_rss_mb_by_phase (the onnx phase's is the worker's: ONNX Runtime runs in a process of
+ * its own). m, aq, s2: gplq_run's
  * outputs. config is borrowed. Returns 0 or -1 with err; each file is written to a temporary
  * name, synced and renamed, so a failed write (errno ENOSPC, say) leaves no part of a file. */
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,

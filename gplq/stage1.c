@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "train/dist.h"
 #include "util/clock.h"
+#include "util/mem.h"
 
 void stage1_result_free(stage1_result *r) { pca_free(&r->pca); }
 
@@ -231,6 +232,8 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     if (actq_observe_end(aq, err, errlen)) goto out;
     if (dist_size() > 1 && steps_share(aq, err, errlen)) goto out;
     res->seconds_prep = clock_mono_s() - t0;
+    res->peak_kb_prep = mem_peak_kb();
+    mem_peak_restart();
     free(feats); /* the PCA's and the calibration's features: not needed past here */
     feats = NULL;
 

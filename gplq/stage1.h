@@ -53,6 +53,8 @@ typedef struct {
     double seconds;        /* all of it; of which before the first training step (the teacher's
                             * features, the PCA, the calibration pass): */
     double seconds_prep;
+    long peak_kb_prep;     /* the resident peak of that part (mem_peak_kb), after which the
+                            * mark restarts (mem_peak_restart): the rest is the training's */
 } stage1_result;
 
 /* Trains student (hooks of aq are installed on it, and aq's steps are initialized here) to

@@ -43,6 +43,10 @@ def test_quantize_w3a3_beats_the_baselines():
     assert sorted(t) == sorted(phases + ["total"]), t
     assert all(t[k] > 0 for k in t), t
     assert abs(sum(t[k] for k in phases) - t["total"]) <= 0.02 * t["total"] + 0.5, t
+    # each phase's resident peak (the kernel lets the mark restart here), none above the run's
+    pk = rep["peak_rss_mb_by_phase"]
+    assert sorted(pk) == sorted(phases), pk
+    assert all(0 < pk[k] <= rep["peak_rss_mb"] for k in pk), (pk, rep["peak_rss_mb"])
     assert acc["gplq"] > acc["minmax_baseline"] + 0.02, acc
     assert acc["gplq"] > acc["ptq_baseline"] + 0.02, acc
     assert acc["stage1"] > acc["ptq_baseline"], acc   # training the steps is what helps
