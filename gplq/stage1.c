@@ -249,6 +249,10 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
                        .ckpt_path = c->ckpt_path, .objective = &obj};
     rc = train_run(student, &tc, train, NULL, progress, ctx, err, errlen);
     if (rc < 0 && aq->err[0]) snprintf(err, errlen, "%s", aq->err);
+    /* the training's buffers: what follows (evaluation, stage 2) runs forward-only passes
+     * sized for themselves */
+    model_release_acts(student);
+    model_release_acts(teacher);
 out:
     res->seconds = clock_mono_s() - t0;
     free(order);
