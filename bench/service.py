@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ os.environ["GPLQ_BUILD"] = BUILD
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from gplqd_harness import DEMO_MODEL, Daemon  # noqa: E402
 import pg_harness  # noqa: E402
+from vitfile import vit_shapes, write_vit  # noqa: E402
 
 LONG_JOB = dict(train_subset=60000, eval_subset=1000, baselines=False, lr=1e-4)
 
@@ -68,36 +68,7 @@ def auth_headers(d):
 
 def write_zero_vit(path, dim=384, depth=14, mlp=1536, classes=1000, img=224, patch=16):
     """A timm-named ViT checkpoint of zeros (about 100 MB with the defaults)."""
-    n_tok = (img // patch) ** 2 + 1
-    shapes = {"cls_token": [1, 1, dim], "pos_embed": [1, n_tok, dim],
-              "patch_embed.proj.weight": [dim, 3, patch, patch], "patch_embed.proj.bias": [dim],
-              "norm.weight": [dim], "norm.bias": [dim],
-              "head.weight": [classes, dim], "head.bias": [classes]}
-    for l in range(depth):
-        b = "blocks.%d." % l
-        shapes.update({b + "norm1.weight": [dim], b + "norm1.bias": [dim],
-                       b + "attn.qkv.weight": [3 * dim, dim], b + "attn.qkv.bias": [3 * dim],
-                       b + "attn.proj.weight": [dim, dim], b + "attn.proj.bias": [dim],
-                       b + "norm2.weight": [dim], b + "norm2.bias": [dim],
-                       b + "mlp.fc1.weight": [mlp, dim], b + "mlp.fc1.bias": [mlp],
-                       b + "mlp.fc2.weight": [dim, mlp], b + "mlp.fc2.bias": [dim]})
-    header, off = {"__metadata__": {"num_heads": "6"}}, 0
-    for k, s in shapes.items():
-        n = 4
-        for x in s:
-            n *= x
-        header[k] = {"dtype": "F32", "shape": s, "data_offsets": [off, off + n]}
-        off += n
-    h = json.dumps(header).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h)
-        chunk = b"\0" * (1 << 20)
-        left = off
-        while left:
-            f.write(chunk[:min(left, len(chunk))])
-            left -= min(left, len(chunk))
-    return os.path.getsize(path)
+    return write_vit(path, vit_shapes(dim, depth, mlp, classes, img, patch), {"num_heads": "6"})
 
 
 def disk_write_mb_s(path, size):
