@@ -57,7 +57,7 @@ all: $(PROGRAMS) $(TESTS)
 help:
 	@echo "make            build build/gplq and the tests"
 	@echo "make test       install deps if missing, build, run every test (what CI runs)"
-	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service, ONNX Runtime (installs python3-torch, wrk)"
+	@echo "make bench      speed: training and stage-1 steps against PyTorch, the service, ONNX Runtime, a DeiT-S job (installs python3-torch, wrk)"
 	@echo "make san        the tests under ASan + UBSan"
 	@echo "make fuzz       the libFuzzer harnesses of tests/fuzz/, FUZZ_S seconds each (default 60; installs clang)"
 	@echo "make fuzz-campaign  each harness for 1 hour or 10 million executions, one per core (hours)"
@@ -217,6 +217,7 @@ bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist $(BUIL
 	bash bench/dist.sh $(BUILD)
 	/usr/bin/python3 bench/service.py $(BUILD)
 	/usr/bin/python3 bench/onnx.py $(BUILD)
+	/usr/bin/python3 bench/job.py $(BUILD)
 
 clean:
 	rm -rf $(BUILD)
