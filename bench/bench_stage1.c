@@ -71,6 +71,7 @@
 #include "io/dataset.h"
 #include "train/trainer.h"
 #include "util/clock.h"
+#include "util/mem.h"
 
 #define N_ELEMS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -129,27 +130,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* This process's peak resident set (VmHWM), in kB; -1 if /proc is not readable. */
-static long vm_hwm_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    fclose(f);
-    return kb;
-}
-
-/* Resets this process's VmHWM to its current RSS (Linux 4.0 and later: "5" written to
- * clear_refs), so that the peak of what follows can be told from the peak before. 0 or -1. */
-static int vm_hwm_reset(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return -1;
-    int ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok ? 0 : -1;
 }
 
 /* ---- the sgemm rate (as bench_train.c measures it, so the two fractions compare) ---- */
@@ -235,8 +215,8 @@ static int on_step(void *ctx, const train_progress *p) {
         log->qb[log->n] = log->th ? log->th->bwd_s : 0;
         log->n++;
         if (log->n == 1) {
-            log->setup_hwm_kb = vm_hwm_kb();
-            log->hwm_reset = vm_hwm_reset() == 0;
+            log->setup_hwm_kb = mem_peak_kb();
+            log->hwm_reset = mem_peak_restart() == 0;
         }
     }
     log->loss = p->loss;
@@ -361,7 +341,7 @@ static int child_main(const bench_model *bm, run_kind kind, int B, int warmup, i
         snprintf(err, sizeof err, "the PCA kept %d components, %d wanted", k, bm->pca_k);
         goto out;
     }
-    long end_hwm = vm_hwm_kb(), loop_hwm = log.hwm_reset ? end_hwm : -1;
+    long end_hwm = mem_peak_kb(), loop_hwm = log.hwm_reset ? end_hwm : -1;
     long peak = log.hwm_reset && log.setup_hwm_kb > end_hwm ? log.setup_hwm_kb : end_hwm;
     printf("ok %ld %ld %ld %.6f %.6f %.6f %d %.6f %d\n", peak, log.setup_hwm_kb, loop_hwm,
            log.loss, log.ce, log.pca, k, log.t[0] - t0, steps);

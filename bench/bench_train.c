@@ -38,6 +38,7 @@
 #include "engine/rng.h"
 #include "engine/model.h"
 #include "util/clock.h"
+#include "util/mem.h"
 
 #define N_ELEMS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -92,18 +93,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* This process's peak resident set (VmHWM), in kB; -1 if /proc is not readable. */
-static long vm_hwm_kb(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
-    fclose(f);
-    return kb;
 }
 
 /* ---- the sgemm rate ---- */
@@ -230,7 +219,7 @@ static int child_main(const bench_model *bm, int B, int warmup, int steps) {
         if (step_run(&s, &loss, ph, err, sizeof err)) goto out_state;
         if (i >= warmup) memcpy(t + 4 * (size_t)(i - warmup), ph, sizeof ph);
     }
-    long hwm = vm_hwm_kb();
+    long hwm = mem_peak_kb();
     for (int i = -1; i < steps; i++) {
         double t0 = clock_mono_s();
         if (model_forward_infer(&s.m, s.x, B, err, sizeof err)) goto out_state;
