@@ -545,6 +545,7 @@ static int cmd_quantize(int argc, char **argv) {
     gplq_config c;
     gplq_config_from_spec(&c, &Q.js);
     c.s1.ckpt_path = Q.state;
+    if (Q.out) c.after_passes = gplq_artifacts_passes(&te, Q.js.ort);
     struct quant_ui ui = {.json = Q.json};
     progress_init(&ui.bar, stderr, 30);
     gplq_report rep;
@@ -553,20 +554,21 @@ static int cmd_quantize(int argc, char **argv) {
     stage2_result s2;
     int rc = gplq_run(&fp, &tr, &te, &c, on_quant_progress, &ui, &rep, &qm, &aq, &s2, err,
                       sizeof err);
-    progress_done(&ui.bar);
     if (rc < 0 && dist_size() > 1) { /* the other ranks may wait in a collective: end them */
+        progress_done(&ui.bar);
         fprintf(stderr, "gplq quantize: rank %d: %s\n", dist_rank(), err);
         dist_abort(1);
     }
     json_t *config = opt_to_json(quant_opts, N_OPTS(quant_opts));
     if (rc == 0) {
         if (Q.out && dist_is_root())  /* the artifacts and report.json, proven to reload to rep.gplq */
-            rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, Q.js.ort, err,
-                                      sizeof err);
+            rc = gplq_write_artifacts(Q.out, &qm, &aq, &s2, &rep, config, &te, Q.js.ort,
+                                      on_quant_progress, &ui, err, sizeof err);
         model_free(&qm);
         actq_free(&aq);
         stage2_result_free(&s2);
     }
+    progress_done(&ui.bar);
     if (rc) {
         fprintf(stderr, "gplq quantize: %s\n", rc < 0 ? err : "stopped");
     } else if (dist_is_root()) {

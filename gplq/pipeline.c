@@ -235,6 +235,9 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
         double pca = c->s1.pca_samples < train->n ? c->s1.pca_samples : train->n;
         r.total = 4.0 * test->n + calib + pca + 4.0 * c->s1.epochs * train->n + 2 * qwt;
         if (c->baselines) r.total += 2 * (calib + 2 * qwt + test->n);
+        r.total += c->after_passes;
+        rep->passes = r.total;
+        rep->after_passes = c->after_passes;
     }
     model teacher, student, q;
     actq_set aq;

@@ -26,6 +26,10 @@ typedef struct {
                            high or higher (89.88% against 89.84%): the 99th percentile of a
                            softmax output clips exactly the large attention weights */
     int eval_batch;
+    /* forward passes of work the caller does after the run, counted in the run's progress so
+     * its fraction leaves room for them: gplq_artifacts_passes (gplq/report.h) when it writes
+     * the artifacts, else 0 */
+    double after_passes;
 } gplq_config;
 
 /* Images per evaluation batch: a fixed choice of ours, not an option (it changes no result). */
@@ -39,7 +43,8 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js);
 void gplq_defaults(gplq_config *c);
 
 typedef struct {
-    const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate" */
+    const char *stage;  /* "calibrate", "stage1", "stage2", "evaluate"; "export" from
+                           gplq_write_artifacts (parts "artifacts", "onnx") */
     const char *part;   /* what the stage works on: "stage1", or the accuracy being measured
                            ("fp32", "ptq_baseline", ...: the report's keys) */
     int64_t step, total;/* within the part */
@@ -71,6 +76,7 @@ typedef struct {
     } phases[12];
     int nphases;
     int peaks;
+    double passes, after_passes; /* the progress's whole, and the caller's share of it */
 } gplq_report;
 
 /* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded

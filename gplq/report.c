@@ -62,12 +62,34 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config) {
                      "config", config ? config : json_object());
 }
 
+/* each ONNX file's export and ONNX Runtime pass, in forward passes over the test images */
+#define ONNX_FILE_PASSES 2.0
+
+double gplq_artifacts_passes(const ds_set *test, int ort) {
+    return test->n * (1 + (ort ? 2 * ONNX_FILE_PASSES : 0));
+}
+
+/* gplq_write_artifacts' progress: `done` passes of its own after gplq_run's share */
+typedef struct {
+    gplq_progress_fn fn;
+    void *ctx;
+    double base, total; /* forward passes: gplq_run's, and the whole */
+} export_relay;
+
+static void export_tick(const export_relay *x, const char *part, int64_t step, int64_t total,
+                        double done) {
+    if (!x->fn) return;
+    gplq_progress g = {.stage = "export", .part = part, .step = step, .total = total,
+                       .fraction = x->total > 0 ? (x->base + done) / x->total : 1};
+    x->fn(x->ctx, &g);
+}
+
 /* model.onnx and model.w4.onnx from the proven model.q.safetensors in dir, and ONNX Runtime's
  * top-1 of each on test: a new "onnx" object for the report, or NULL (err) if a file could
  * not be written. A missing or failing runtime is recorded in the object, not a failure: the
  * files are gplq's model whatever runs them, and a job does not fail for want of node. */
-static json_t *write_onnx(const char *dir, const ds_set *test, int ort, char *err,
-                          size_t errlen) {
+static json_t *write_onnx(const char *dir, const ds_set *test, int ort, const export_relay *x,
+                          char *err, size_t errlen) {
     static const struct { const char *name; onnx_kind kind; } files[] = {
         {LAYOUT_ARTIFACT_ONNX, ONNX_KIND_QDQ}, {LAYOUT_ARTIFACT_ONNX_W4, ONNX_KIND_W4}};
     char qpath[4096], path[4200], why[1024] = "";
@@ -76,8 +98,10 @@ static json_t *write_onnx(const char *dir, const ds_set *test, int ort, char *er
     const char *tmp = getenv("TMPDIR");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     json_t *o = json_object();
-    int measured = 0;
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    int measured = 0, nfiles = (int)(sizeof files / sizeof files[0]);
+    double per_file = ort ? ONNX_FILE_PASSES * test->n : 0;
+    for (int i = 0; i < nfiles; i++) {
+        export_tick(x, "onnx", i, nfiles, test->n + i * per_file);
         snprintf(path, sizeof path, "%s/%s", dir, files[i].name);
         if (onnx_export(qpath, path, files[i].kind, NULL, err, errlen)) {
             json_decref(o);
@@ -99,6 +123,7 @@ static json_t *write_onnx(const char *dir, const ds_set *test, int ort, char *er
         }
         json_object_set_new(o, files[i].name, f);
     }
+    export_tick(x, "onnx", nfiles, nfiles, test->n + nfiles * per_file);
     if (!measured) json_object_set_new(o, "runtime", json_null());
     if (*why) json_object_set_new(o, "unavailable", json_string(why));
     return o;
@@ -106,7 +131,11 @@ static json_t *write_onnx(const char *dir, const ds_set *test, int ort, char *er
 
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
-                         const ds_set *test, int ort, char *err, size_t errlen) {
+                         const ds_set *test, int ort, gplq_progress_fn progress, void *ctx,
+                         char *err, size_t errlen) {
+    double own = gplq_artifacts_passes(test, ort), base = r->passes - r->after_passes;
+    export_relay x = {.fn = progress, .ctx = ctx, .base = base, .total = base + own};
+    export_tick(&x, "artifacts", 0, 1, 0);
     if (mkdir(dir, 0755) && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %.900s: %s", dir, strerror(errno));
         return -1;
@@ -134,10 +163,12 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
         return -1;
     }
 
+    export_tick(&x, "artifacts", 1, 1, test->n);
+
     double t_onnx = clock_mono_s();
     long peak_artifacts = mem_peak_kb();
     mem_peak_restart();
-    json_t *onnx = write_onnx(dir, test, ort, err, errlen);
+    json_t *onnx = write_onnx(dir, test, ort, &x, err, errlen);
     if (!onnx) return -1;
     long peak_onnx = mem_peak_kb(); /* the worker's: ONNX Runtime runs in a process of its own */
     json_t *rj = gplq_report_json(r, json_incref(config));

@@ -30,10 +30,19 @@ json_t *gplq_report_json(const gplq_report *r, json_t *config);
  * files and their proof) and "onnx", and its "total" counts them; so does
  * peak_rss_mb_by_phase (the onnx phase's is the worker's: ONNX Runtime runs in a process of
  * its own). m, aq, s2: gplq_run's
- * outputs. config is borrowed. Returns 0 or -1 with err; each file is written to a temporary
+ * outputs. config is borrowed. progress (may be NULL) hears stage "export", parts "artifacts"
+ * and "onnx", with fractions that go on from gplq_run's where it left room for them
+ * (gplq_config.after_passes); what it returns is not heard, the files are written whole.
+ * Returns 0 or -1 with err; each file is written to a temporary
  * name, synced and renamed, so a failed write (errno ENOSPC, say) leaves no part of a file. */
 int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
                          const stage2_result *s2, const gplq_report *r, json_t *config,
-                         const ds_set *test, int ort, char *err, size_t errlen);
+                         const ds_set *test, int ort, gplq_progress_fn progress, void *ctx,
+                         char *err, size_t errlen);
+
+/* gplq_write_artifacts' work in test-image forward passes, progress's unit (gplq_config's
+ * after_passes): the reload proof is a pass over test; the two ONNX files' export and
+ * ONNX Runtime's passes about four (the demo: 89 s for both against 24 s for an evaluation). */
+double gplq_artifacts_passes(const ds_set *test, int ort);
 
 #endif

@@ -220,7 +220,8 @@ function progressText(job) {
   case 'evaluate': return `evaluating the ${PART[p.part] || p.part}${p.total > 1 ? ` (${p.step}/${p.total} images)` : ''}`;
   case 'stage1': return p.step > 0 ? `stage 1: activation QAT, step${of}` : 'stage 1: initializing the activation steps and the PCA';
   case 'stage2': return `stage 2: weight PTQ + QwT, block${of}`;
-  case 'export': return 'writing the artifacts';
+  case 'export': return p.part === 'onnx' ? `exporting to ONNX and running it in ONNX Runtime (file ${Math.min(p.step + 1, p.total)} of ${p.total})`
+                                         : 'writing the model files and checking they reload';
   default: return `${p.stage}${of}`;
   }
 }

@@ -147,6 +147,7 @@ typedef struct {
     const worker_env *w;
     const char *job_id;
     int lost_metrics;          /* a metrics write found the lease gone */
+    int recorded;              /* the artifacts are listed: the job's fraction is 1 */
 } job_ui;
 
 static int on_progress(void *ctx, const gplq_progress *p) {
@@ -160,10 +161,9 @@ static int on_progress(void *ctx, const gplq_progress *p) {
         job_log(ui->w->name, "info", ui->job_id, "top-1 %s %.4f", p->metric, p->value);
     } else {
         double el = clock_mono_s() - b->t0;
-        /* The pipeline's 0..1 is the job's 0..0.99: writing the artifacts and proving that
-         * model.q reloads to the measured accuracy (an evaluation) is the last part, so the
-         * job's fraction never steps back when the export starts. */
-        double f = strcmp(p->stage, "export") ? 0.99 * p->fraction : p->fraction;
+        /* The run's and the artifacts' 0..1 (gplq_config.after_passes) is the job's 0..0.99:
+         * recording the files is the last hundredth, 1 only once they are listed. */
+        double f = ui->recorded ? 1 : 0.99 * p->fraction;
         json_t *pj = json_pack("{s:s, s:s, s:I, s:I, s:f}", "stage", p->stage, "part", p->part,
                                "step", (json_int_t)p->step, "total", (json_int_t)p->total,
                                "fraction", f);
@@ -425,6 +425,7 @@ int job_run(const worker_env *w, const store_claim *job) {
         gplq_config c;
         gplq_config_from_spec(&c, &js);
         c.s1.ckpt_path = state_path;
+        c.after_passes = gplq_artifacts_passes(&te, js.ort);
         if (access(state_path, F_OK) == 0)
             job_log(w->name, "info", id, "resuming stage 1 from %s", state_path);
         errno = 0;
@@ -436,16 +437,13 @@ int job_run(const worker_env *w, const store_claim *job) {
         if (rc < 0 && disk_fault(errno))
             disk_step = "saving the stage-1 checkpoint", disk_errno = errno;
         if (rc == 0 && !js.mpi) {
-            gplq_progress pe = {.stage = "export", .part = "artifacts", .step = 0, .total = 1,
-                                .fraction = 0.99};
-            on_progress(&ui, &pe);
             json_t *config = jobspec_to_json(&js);
             json_object_set_new(config, "model_id", json_string(job->model_id));
             json_object_set_new(config, "dataset_id", json_string(job->dataset_id));
             json_object_set_new(config, "job_id", json_string(id));
             errno = 0;
-            rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, js.ort, err,
-                                      sizeof err);
+            rc = gplq_write_artifacts(art, &qm, &aq, &s2, &rep, config, &te, js.ort,
+                                      on_progress, &ui, err, sizeof err);
             if (rc && disk_fault(errno))
                 disk_step = "writing the artifacts", disk_errno = errno;
             if (rc == 0) report_ort_metrics(&ui, art);
@@ -482,6 +480,7 @@ int job_run(const worker_env *w, const store_claim *job) {
     if (rc == 0) {
         gplq_progress pd = {.stage = "export", .part = "artifacts", .step = 1, .total = 1,
                             .fraction = 1};
+        ui.recorded = 1;
         on_progress(&ui, &pd);
     }
     int cancel = b.cancel, lost = b.lost || ui.lost_metrics;

@@ -325,6 +325,7 @@ int mpijob_rank_main(int argc, char **argv) {
         gplq_config c;
         gplq_config_from_spec(&c, &js);
         c.s1.ckpt_path = s_state; /* rank 0's (train_run reads and writes it there alone) */
+        c.after_passes = gplq_artifacts_passes(&te, js.ort);
         errno = 0;
         rc = gplq_run(&fp, &tr, &te, &c, on_rank_progress, NULL, &rep, &qm, &aq, &s2, err,
                       sizeof err);
@@ -332,7 +333,7 @@ int mpijob_rank_main(int argc, char **argv) {
         if (rc == 0 && dist_is_root()) {
             errno = 0;
             rc = gplq_write_artifacts(s_art, &qm, &aq, &s2, &rep, json_object_get(run, "config"),
-                                      &te, js.ort, err, sizeof err);
+                                      &te, js.ort, on_rank_progress, NULL, err, sizeof err);
             e = rc < 0 ? errno : 0;
         }
         if (rc == 0) {
