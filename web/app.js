@@ -743,6 +743,7 @@ function jobPage(main, id) {
     accBox: h('div', {class: 'chart', id: 'accuracy-chart'}),
     qwtBox: h('div', {id: 'qwt'}, h('p', {class: 'muted small'}, 'After stage 2.')),
     artBox: h('div', {id: 'artifacts'}, h('p', {class: 'muted small'}, 'When the job succeeds.')),
+    phaseBox: h('div', {id: 'phases'}, h('p', {class: 'muted small'}, 'When the job succeeds.')),
     hookBox: h('div', {id: 'webhooks'}),
     specBox: h('dl', {class: 'kv'}),
   };
@@ -763,6 +764,8 @@ function jobPage(main, id) {
         h('h2', {id: 'qwt-title'}, 'QwT per block'), p.qwtBox),
       h('section', {class: 'card', 'aria-labelledby': 'art-title'},
         h('h2', {id: 'art-title'}, 'Artifacts'), p.artBox)),
+    h('section', {class: 'card', 'aria-labelledby': 'phase-title'},
+      h('h2', {id: 'phase-title'}, 'Where the time and memory went'), p.phaseBox),
     h('div', {class: 'grid2'},
       h('section', {class: 'card', 'aria-labelledby': 'spec-title'},
         h('h2', {id: 'spec-title'}, 'Job'), p.specBox),
@@ -922,11 +925,44 @@ function paintQwt(qwtBox, report) {
     blocks.length ? h('p', {class: 'small muted'}, 'R²: the share of the quantized block\'s output error that QwT\'s linear compensation explains on the calibration images (a block whose R² would be 0 or less is left uncompensated).') : null);
 }
 
+// What each phase of the run cost (report.json's timings_s and peak_rss_mb_by_phase), in the
+// order the phases run (the report's keys are sorted): the order of these labels, then any
+// phase a newer worker reports that this page does not know.
+const PHASE_NAMES = {
+  eval_fp32: 'FP32 evaluation', minmax_baseline: 'min-max baseline', ptq_baseline: 'PTQ baseline',
+  stage1_prep: 'stage 1: teacher features, PCA, calibration', stage1_train: 'stage 1: training',
+  eval_stage1: 'stage 1 evaluation', stage2: 'stage 2 (weights, QwT)',
+  eval_stage2_noqwt: 'evaluation without QwT', eval_gplq: 'GPLQ evaluation',
+  artifacts: 'model files and their reload check', onnx: 'ONNX files and ONNX Runtime',
+};
+function paintPhases(phaseBox, report) {
+  const t = report.timings_s || {}, peaks = report.peak_rss_mb_by_phase || {};
+  const known = Object.keys(PHASE_NAMES).filter(k => k in t);
+  const names = known.concat(Object.keys(t).filter(k => k !== 'total' && !(k in PHASE_NAMES)));
+  if (names.length === 0) {
+    phaseBox.replaceChildren(h('p', {class: 'muted small'}, 'No timings in the report.'));
+    return;
+  }
+  const total = t.total || names.reduce((a, k) => a + t[k], 0);
+  const mb = k => typeof peaks[k] === 'number' ? `${peaks[k]} MB` : '–';
+  phaseBox.replaceChildren(
+    h('table', {'aria-label': 'Time and peak memory by phase'},
+      h('thead', {}, h('tr', {}, h('th', {}, 'Phase'), h('th', {class: 'num'}, 'Time'),
+                          h('th', {class: 'num'}, 'Share'), h('th', {class: 'num'}, 'Peak RSS'))),
+      h('tbody', {}, names.map(k => h('tr', {'data-phase': k},
+        h('td', {}, PHASE_NAMES[k] || k), h('td', {class: 'num'}, t[k] < 10 ? `${t[k].toFixed(1)} s` : duration(t[k])),
+        h('td', {class: 'num'}, total > 0 ? `${(100 * t[k] / total).toFixed(1)}%` : ''),
+        h('td', {class: 'num'}, mb(k))))),
+      h('tfoot', {}, h('tr', {}, h('th', {}, 'whole run'), h('th', {class: 'num'}, duration(total)),
+                       h('th', {}), h('th', {class: 'num'}, report.peak_rss_mb ? `${report.peak_rss_mb} MB` : '–')))),
+    h('p', {class: 'small muted'}, 'Seconds of the worker\'s run and its resident peak in each phase; ONNX Runtime runs in a process of its own, not counted here.'));
+}
+
 function viewJob(main, id) {
   const stop = new AbortController();
   let job = null, drawPending = false, extrasLoaded = false;
   const losses = {ce: [], pca: []};
-  const {title, errBox, timeline, bar, times, lossBox, lossNow, accBox, qwtBox, artBox, hookBox, specBox} = jobPage(main, id);
+  const {title, errBox, timeline, bar, times, lossBox, lossNow, accBox, qwtBox, artBox, phaseBox, hookBox, specBox} = jobPage(main, id);
 
   function drawCharts() {
     drawPending = false;
@@ -968,6 +1004,7 @@ function viewJob(main, id) {
     if (job.state !== 'succeeded') {
       artBox.replaceChildren(h('p', {class: 'muted small'}, 'None: the job did not succeed.'));
       qwtBox.replaceChildren(h('p', {class: 'muted small'}, 'None: the job did not succeed.'));
+      phaseBox.replaceChildren(h('p', {class: 'muted small'}, 'None: the job did not succeed.'));
       return;
     }
     try {
@@ -979,6 +1016,7 @@ function viewJob(main, id) {
       paintArtifacts(artBox, id, list, fp32);
       const report = await api('GET', `/v1/jobs/${id}/artifacts/report.json`, undefined, {signal: stop.signal});
       paintQwt(qwtBox, report);
+      paintPhases(phaseBox, report);
     } catch (e) {
       if (e.name !== 'AbortError') artBox.replaceChildren(h('p', {class: 'small'}, e.message));
     }

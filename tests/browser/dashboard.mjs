@@ -117,12 +117,14 @@ async function scenarioJob(model) {
   seen.progress = values;
   await page.locator('#artifacts table').waitFor();
   await page.locator('#qwt table').waitFor();
+  await page.locator('#phases table').waitFor();
   seen.loss_points = Number(await page.locator('#loss-chart path.line').first().getAttribute('data-points'));
   seen.accuracy = {};
   for (const t of await page.locator('#accuracy-chart text.value').all())
     seen.accuracy[await t.getAttribute('data-key')] = await t.textContent();
   seen.accuracy_label = await page.locator('#accuracy-chart svg').getAttribute('aria-label');
   seen.qwt_rows = await page.locator('#qwt tbody tr').count();
+  seen.phases = await page.locator('#phases tbody tr').evaluateAll(rs => rs.map(r => r.dataset.phase));
   seen.size_share = {};
   for (const r of await page.locator('#artifacts tr[data-artifact]').all()) {
     const s = r.locator('.size-share');

@@ -78,6 +78,10 @@ def test_a_job_from_upload_to_download_in_the_browser():
         assert seen["loss_points"] >= 2, seen
         report = d.get("/v1/jobs/%s/artifacts/report.json" % seen["job"]).json()
         assert seen["qwt_rows"] == len(report["diagnostics"]["blocks"]) == 6, seen
+        # every phase the report timed (export's included), in the order they ran
+        phases = sorted(k for k in report["timings_s"] if k != "total")
+        assert sorted(seen["phases"]) == phases and "stage1_train" in phases, seen
+        assert seen["phases"][0] == "eval_fp32" and seen["phases"][-2:] == ["artifacts", "onnx"], seen
         # each model file's size against the uploaded FP32 checkpoint's
         arts = {a["name"]: a for a in d.get("/v1/jobs/%s/artifacts" % seen["job"]).json()["artifacts"]}
         fp32 = d.get("/v1/models/" + job["model_id"]).json()["bytes"]
