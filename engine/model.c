@@ -46,11 +46,11 @@ void model_block_shape(const model_config *c, int l, int *tokens, int *dim) {
     }
 }
 
-int model_infer_batch(const model *m, int max) {
+int model_infer_batch(const model *m, int rows, int max) {
     model_config c = model_get_config(m);
     int tokens, dim;
     model_block_shape(&c, 0, &tokens, &dim); /* block 0 has the most tokens */
-    int b = MODEL_INFER_ROWS / tokens;
+    int b = rows / tokens;
     if (b > max) b = max;
     return b > 0 ? b : 1;
 }

@@ -95,10 +95,11 @@ int model_forward_infer(model *m, const float *images, int B, char *err, size_t 
 /* Token rows a forward-only pass is sized for (model_infer_batch). */
 #define MODEL_INFER_ROWS 8192
 /* Images per forward-only pass of m (evaluation, features, calibration): at most max, and no
- * more than fill MODEL_INFER_ROWS token rows in its first block (at least one), so that such a
- * pass holds about the same memory whatever the image size. 256 DeiT-S images a pass held
- * 1.5 GB of block buffers, 41 hold 250 MB; GEMMs of that many rows run at full rate. */
-int model_infer_batch(const model *m, int max);
+ * more than fill `rows` token rows in its first block (at least one), so that such a pass
+ * holds about the same memory whatever the image size. With MODEL_INFER_ROWS: 256 DeiT-S
+ * images a pass held 1.5 GB of block buffers, 41 hold 250 MB; GEMMs of that many rows run at
+ * full rate. */
+int model_infer_batch(const model *m, int rows, int max);
 /* (B, K) of the last forward, borrowed. */
 const float *model_logits(const model *m);
 /* The penultimate feature of image b of the last forward, (feature_dim), borrowed. */

@@ -19,7 +19,7 @@ int stage1_features(model *m, const ds_set *d, const int *order, int n, int batc
                     char *err, size_t errlen) {
     model_dims c_dims = model_get_dims(m), *c = &c_dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-    batch = model_infer_batch(m, batch); /* large images: fewer at a time */
+    batch = model_infer_batch(m, MODEL_INFER_ROWS, batch); /* large images: fewer at a time */
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     int rc = 0;
@@ -54,7 +54,7 @@ static int features_shared(model *m, const ds_set *d, const int *order, int n, f
         return stage1_features(m, d, order, n, 256, out, tick, tick_ctx, err, errlen);
     model_dims c_dims = model_get_dims(m), *c = &c_dims;
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-    int G = model_infer_batch(m, 256); /* the batch all ranks share */
+    int G = model_infer_batch(m, MODEL_INFER_ROWS, 256); /* the batch all ranks share */
     float *x = malloc(sizeof(float) * img * G);
     int *idx = malloc(sizeof(int) * G);
     int rc = 0;
@@ -129,6 +129,8 @@ static int steps_share(actq_set *aq, char *err, size_t errlen) {
 typedef struct {
     model *teacher;
     int chunk;          /* most images per teacher forward (TEACHER_ROWS) */
+    int C, K;           /* feature width, classes */
+    size_t img;         /* floats per image */
     actq_set *aq;
     const pca_basis *pca;
     float alpha, smoothing;
@@ -139,14 +141,13 @@ static int objective_loss(void *vctx, model *m, const float *x, const int *label
                           float *dlogits, float *dfeature, int *use_dfeature, float *loss,
                           float *terms, char *err, size_t errlen) {
     objective_ctx *o = vctx;
-    int C = model_get_dims(m).feature_dim, K = model_get_dims(m).num_classes;
+    int C = o->C, K = o->K;
     float ce = crossentropy_forward_backward(o->probs, dlogits, model_logits(m), labels, B, K,
                                              o->smoothing, 1.0f);
     for (int b = 0; b < B; b++) memcpy(o->fs + (size_t)b * C, model_feature(m, b), sizeof(float) * C);
     /* the teacher's forward overwrites only the teacher's activations: the student's stay
      * intact for its backward pass */
-    size_t img = (size_t)model_get_dims(m).in_chans * model_get_dims(m).img_size *
-                 model_get_dims(m).img_size;
+    size_t img = o->img;
     int nchunks = (B + o->chunk - 1) / o->chunk, chunk = (B + nchunks - 1) / nchunks; /* even */
     for (int i = 0; i < B; i += chunk) {
         int n = B - i < chunk ? B - i : chunk;
@@ -184,10 +185,10 @@ int stage1_run(model *student, model *teacher, actq_set *aq, const stage1_config
     float *feats = malloc(sizeof(float) * (size_t)npca * C);
     objective_ctx o = {.teacher = teacher, .aq = aq, .pca = &res->pca, .alpha = c->alpha,
                        .smoothing = c->label_smoothing};
-    model_config tc0 = model_get_config(teacher);
-    int T0, C0;
-    model_block_shape(&tc0, 0, &T0, &C0); /* block 0 has the most tokens */
-    o.chunk = TEACHER_ROWS / T0 > 0 ? TEACHER_ROWS / T0 : 1;
+    o.chunk = model_infer_batch(teacher, TEACHER_ROWS, c->batch);
+    o.C = C;
+    o.K = vc->num_classes;
+    o.img = (size_t)vc->in_chans * vc->img_size * vc->img_size;
     o.fs = malloc(sizeof(float) * (size_t)c->batch * C);
     o.ft = malloc(sizeof(float) * (size_t)c->batch * C);
     o.probs = malloc(sizeof(float) * (size_t)c->batch * vc->num_classes);

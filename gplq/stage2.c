@@ -191,7 +191,7 @@ static size_t max_block_floats(const model_config *c, int L, int *max_dim) {
 
 /* Images per block-level pass: 128, or model_infer_batch's fewer for large images (the block
  * buffers of 128 DeiT-S images are 780 MB, for each of the two models). */
-static int pass_images(const model *m) { return model_infer_batch(m, 128); }
+static int pass_images(const model *m) { return model_infer_batch(m, MODEL_INFER_ROWS, 128); }
 
 /* The quantized model's embedding of the first n calibration images in order, into X
  * (n, tokens, dim of block 0), pass_images at a time through xb. */

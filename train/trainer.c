@@ -32,7 +32,7 @@ static int eval_top1(model *m, const ds_set *d, int batch, double *top1, train_t
         return -1;
     }
     size_t img = (size_t)c->in_chans * c->img_size * c->img_size;
-    batch = model_infer_batch(m, batch); /* large images: fewer at a time */
+    batch = model_infer_batch(m, MODEL_INFER_ROWS, batch); /* large images: fewer at a time */
     float *x = malloc(sizeof(float) * img * batch);
     int *idx = malloc(sizeof(int) * batch);
     if (!x || !idx) {
