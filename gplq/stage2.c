@@ -3,7 +3,6 @@
  */
 #include "gplq/stage2.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +10,8 @@
 
 #include "engine/ops.h"
 #include "gplq/quant.h"
+#include "gplq/ridge.h"
 #include "util/clock.h"
-
-/* LAPACK (Fortran calling convention), exported by OpenBLAS. */
-extern void dposv_(const char *uplo, const int *n, const int *nrhs, double *a, const int *lda,
-                   double *b, const int *ldb, int *info);
 
 static void qweight_free(stage2_qweight *q) {
     free(q->steps);
@@ -55,89 +51,6 @@ static int quantize_matrix(stage2_qweight *q, float *w, int rows, int cols, int 
     }
     return quant_weight(q->steps, q->codes, w, NULL, w, rows, cols, bits, minmax ? max_only : NULL,
                         1, err, errlen);
-}
-
-/* Ridge regression with a bias column in double: A = [X, 1] (n, C+1), D (n, C); returns the
- * solution (C+1, C) into sol, the R^2 of A sol against D and the remaining squared error. */
-static int ridge(double *sol, double *r2, double *sse_out, const float *X, const float *D, int n,
-                 int C, double lambda, char *err, size_t errlen) {
-    int C1 = C + 1;
-    double *ata = calloc((size_t)C1 * C1, sizeof(double)), *atd = calloc((size_t)C1 * C, sizeof(double));
-    float *xtx = malloc(sizeof(float) * C * C), *xtd = malloc(sizeof(float) * C * C);
-    if (!ata || !atd || !xtx || !xtd) {
-        free(ata); free(atd); free(xtx); free(xtd);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    /* the big products in float on sgemm; sums over rows for the bias column in double */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, C, n, 1.0f, X, C, X, C, 0.0f, xtx, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, C, n, 1.0f, X, C, D, C, 0.0f, xtd, C);
-    double *sx = calloc(C, sizeof(double)), *sd = calloc(C, sizeof(double));
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < C; j++) sx[j] += X[(size_t)i * C + j], sd[j] += D[(size_t)i * C + j];
-    double diag = 0;
-    for (int a = 0; a < C; a++) {
-        for (int b = 0; b < C; b++) {
-            ata[(size_t)a * C1 + b] = xtx[(size_t)a * C + b];
-            atd[(size_t)a * C + b] = xtd[(size_t)a * C + b];
-        }
-        ata[(size_t)a * C1 + C] = ata[(size_t)C * C1 + a] = sx[a];
-        atd[(size_t)C * C + a] = sd[a];
-        diag += xtx[(size_t)a * C + a];
-    }
-    ata[(size_t)C * C1 + C] = n;
-    /* lambda is relative to the mean diagonal, so one default fits any activation scale */
-    double reg = lambda * (diag + n) / C1;
-    for (int a = 0; a < C1; a++) ata[(size_t)a * C1 + a] += reg;
-    /* symmetric positive definite: Cholesky. A^T A is symmetric, so its row-major layout is
-     * its column-major one; the right-hand sides go to LAPACK transposed (column-major). */
-    int nrhs = C, info = 0;
-    double *bt = malloc(sizeof(double) * C1 * C);
-    for (int a = 0; a < C1; a++)
-        for (int b = 0; b < C; b++) bt[(size_t)b * C1 + a] = atd[(size_t)a * C + b];
-    dposv_("U", &C1, &nrhs, ata, &C1, bt, &C1, &info);
-    for (int a = 0; a < C1; a++)
-        for (int b = 0; b < C; b++) sol[(size_t)a * C + b] = bt[(size_t)b * C1 + a];
-    free(bt);
-    int rc = 0;
-    if (info != 0) {
-        snprintf(err, errlen, "QwT ridge regression is singular (dposv info %d)", info);
-        rc = -1;
-    } else {
-        /* R^2 = 1 - SSE / SST over all rows and outputs. The fit's predictions [x, 1] sol
-         * are a (rows, C) by (C, C) product: in double on dgemm, R2_ROWS rows at a time (as a
-         * scalar loop on one core it was over half of a DeiT-S job's stage 2: 147 s, now 67) */
-        enum { R2_ROWS = 1024 };
-        double sse = 0, sst = 0;
-        double *mean = calloc(C, sizeof(double));
-        double *xd = malloc(sizeof(double) * R2_ROWS * C), *pd = malloc(sizeof(double) * R2_ROWS * C);
-        if (!mean || !xd || !pd) {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-        }
-        for (int j = 0; j < C && !rc; j++) mean[j] = sd[j] / n;
-        for (int i0 = 0; i0 < n && !rc; i0 += R2_ROWS) {
-            int m = n - i0 < R2_ROWS ? n - i0 : R2_ROWS;
-            for (size_t k = 0; k < (size_t)m * C; k++) xd[k] = X[(size_t)i0 * C + k];
-            for (int i = 0; i < m; i++) /* the bias row, then += x W */
-                memcpy(pd + (size_t)i * C, sol + (size_t)C * C, sizeof(double) * C);
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, C, C, 1.0, xd, C, sol, C,
-                        1.0, pd, C);
-            for (int i = 0; i < m; i++) {
-                const float *d = D + (size_t)(i0 + i) * C;
-                for (int j = 0; j < C; j++) {
-                    double pred = pd[(size_t)i * C + j];
-                    sse += (d[j] - pred) * (d[j] - pred);
-                    sst += (d[j] - mean[j]) * (d[j] - mean[j]);
-                }
-            }
-        }
-        free(mean); free(xd); free(pd);
-        *r2 = sst > 0 ? 1 - sse / sst : 0;
-        *sse_out = sse;
-    }
-    free(ata); free(atd); free(xtx); free(xtd); free(sx); free(sd);
-    return rc;
 }
 
 /* The result's per-block and per-linear arrays, zeroed (stage2_result_free frees them, also
@@ -262,7 +175,8 @@ static double block_error(float *Y, const float *Z, size_t rows, int C) {
 static int fit_qwt(stage2_result *res, int l, double *sol, const float *X, float *Y, float *Z,
                    size_t rows, int C, double lambda, char *err, size_t errlen) {
     double sse;
-    if (ridge(sol, &res->r2[l], &sse, X, Y, (int)rows, C, lambda, err, errlen))
+    if (ridge_solve(sol, X, Y, (int)rows, C, lambda, err, errlen) ||
+        ridge_r2(&res->r2[l], &sse, sol, X, Y, (int)rows, C, err, errlen))
         return -1;
     if (res->r2[l] > 0) {
         float *w = malloc(sizeof(float) * C * C), *bias = malloc(sizeof(float) * C);

@@ -3,7 +3,8 @@
  * Stage 1: the PCA keeps a multiple of 32 components (or all), stage 1 raises the W32A3
  * accuracy above the merely calibrated model, and a run stopped midway resumes to the exact
  * same weights and quantizer steps. Stage 2: QwT is kept only where it fits (R^2 > 0), lowers
- * each kept block's output error, and does not lose accuracy against W4 without it.
+ * each kept block's output error, and does not lose accuracy against W4 without it. QwT's
+ * ridge fit recovers a known linear map, and its BLAS R^2 matches the plain loop's.
  */
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include "gplq/stage2.h"
 #include "gplq/export.h"
 #include "gplq/pipeline.h"
+#include "gplq/ridge.h"
 #include "tests/test.h"
 
 static ds_set train_set, test_set;
@@ -159,6 +161,44 @@ TEST(stage1_improves_w32a4_and_resumes_exactly) {
     model_free(&st2);
     model_free(&teacher);
     model_free(&fp);
+}
+
+/* D = X W + b + noise on 2,500 rows (two whole dgemm chunks of ridge_r2 and a part): the fit
+ * finds W and b, ridge_r2 agrees with ridge_r2_ref to rounding, and a constant D has R^2 0. */
+TEST(ridge_fit_and_r2_against_the_reference) {
+    enum { N = 2500, C = 24 };
+    float *X = malloc(sizeof(float) * N * C), *D = malloc(sizeof(float) * N * C);
+    double *w = malloc(sizeof(double) * (C + 1) * C), *sol = malloc(sizeof(double) * (C + 1) * C);
+    if (!X || !D || !w || !sol) { CHECK(0); goto out; }
+    uint64_t st = 0x9e3779b97f4a7c15ULL; /* a fixed xorshift stream: uniform in [-1, 1) */
+#define UNIF() (st ^= st << 13, st ^= st >> 7, st ^= st << 17, (double)(st >> 11) / (1ULL << 52) - 1)
+    for (int k = 0; k < (C + 1) * C; k++) w[k] = UNIF();
+    for (int i = 0; i < N; i++) {
+        for (int a = 0; a < C; a++) X[i * C + a] = (float)(3 * UNIF());
+        for (int j = 0; j < C; j++) {
+            double d = w[C * C + j] + 0.01 * UNIF();
+            for (int a = 0; a < C; a++) d += X[i * C + a] * w[a * C + j];
+            D[i * C + j] = (float)d;
+        }
+    }
+#undef UNIF
+    char err[256];
+    CHECK(ridge_solve(sol, X, D, N, C, 1e-6, err, sizeof err) == 0);
+    double worst = 0;
+    for (int k = 0; k < (C + 1) * C; k++) worst = fmax(worst, fabs(sol[k] - w[k]));
+    CHECK_MSG(worst < 2e-3, "the fit is off the true map by %g", worst);
+    double r2, sse, r2_ref, sse_ref;
+    CHECK(ridge_r2(&r2, &sse, sol, X, D, N, C, err, sizeof err) == 0);
+    ridge_r2_ref(&r2_ref, &sse_ref, sol, X, D, N, C);
+    CHECK_MSG(fabs(r2 - r2_ref) < 1e-12 && fabs(sse - sse_ref) <= 1e-9 * sse_ref,
+              "R^2 %.15f against %.15f, SSE %.9g against %.9g", r2, r2_ref, sse, sse_ref);
+    CHECK_MSG(r2 > 0.999 && r2 < 1, "R^2 %.6f of a fit to 1%% noise", r2);
+    for (int k = 0; k < N * C; k++) D[k] = 0.5f; /* nothing to explain */
+    CHECK(ridge_r2(&r2, &sse, sol, X, D, N, C, err, sizeof err) == 0);
+    ridge_r2_ref(&r2_ref, &sse_ref, sol, X, D, N, C);
+    CHECK(r2 == 0 && r2_ref == 0 && fabs(sse - sse_ref) <= 1e-9 * sse_ref);
+out:
+    free(X); free(D); free(w); free(sol);
 }
 
 TEST(stage2_qwt_compensates_where_it_fits) {
