@@ -66,7 +66,8 @@ SEGMENTS = [("calibrate", "load"), ("evaluate", "fp32"),
             ("calibrate", "minmax_baseline"), ("evaluate", "minmax_baseline"),
             ("calibrate", "ptq_baseline"), ("evaluate", "ptq_baseline"),
             ("stage1", "stage1"), ("evaluate", "stage1"), ("stage2", "stage2"),
-            ("evaluate", "stage2_noqwt"), ("evaluate", "gplq"), ("export", "artifacts")]
+            ("evaluate", "stage2_noqwt"), ("evaluate", "gplq"), ("export", "artifacts"),
+            ("export", "onnx")]
 STAGE1 = SEGMENTS.index(("stage1", "stage1"))
 # Which phase gets a kill that does not divide evenly, first to last.
 EXTRA_ORDER = ["stage1", "export", "evaluation", "stage2", "fp32", "baselines"]
