@@ -21,7 +21,7 @@ void jobspec_table(jobspec *js, opt_spec t[JOBSPEC_NOPTS]) {
         {"pca-samples", OPT_INT, &js->pca_samples, "10000", 2, 100000000, "teacher features for the PCA"},
         {"pca-var", OPT_FLOAT, &js->pca_var, "0.6", 0.01, 1, "variance the PCA keeps (in multiples of 32 components)"},
         {"calib-images", OPT_INT, &js->calib_images, "512", 1, 100000000, "images that initialize the activation steps"},
-        {"percentile-init", OPT_FLAG, &js->percentile_init, "0", 0, 0, "per-tensor activation steps from the 1st/99th percentiles, as the paper (default: min-max, measured better)"},
+        {"percentile-init", OPT_FLAG, &js->percentile_init, "0", 0, 0, "per-tensor activation steps from the 1st/99th percentiles, as the paper; better on the demo Swin, worse on the demo ViT (default: min-max)"},
         {"qwt-images", OPT_INT, &js->qwt_images, "512", 1, 100000, "calibration images of QwT"},
         {"qwt", OPT_FLAG, &js->qwt, "1", 0, 0, "QwT compensation (--no-qwt to skip)"},
         {"lambda", OPT_FLOAT, &js->lambda, "0.001", 0, 1e6, "QwT ridge strength (relative to the mean diagonal)"},
