@@ -22,9 +22,13 @@
 #define NC (8 * NR)
 
 int gemm_bf16_available(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512bf16");
+    static int known = -1; /* the CPU does not change: ask once (every product checks) */
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512bf16");
+    }
+    return known;
 }
 
 void gemm_bf16_ref(int transa, int transb, int M, int N, int K, float alpha, const float *A,
@@ -145,14 +149,22 @@ static void kernel(int kc2, const uint16_t *a, const uint16_t *b, float *c, int 
 void gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (!gemm_bf16_available() || K <= 0) {
+    int pa = (M + MR - 1) / MR, pb = (N + NR - 1) / NR;
+    int kcmax = K < KC ? (K + 1) & ~1 : KC;
+    /* whole 64-byte lines, as aligned_alloc wants; both panels' sizes are multiples of 32 bytes */
+    size_t abytes = ((size_t)pa * MR * kcmax * sizeof(uint16_t) + 63) & ~(size_t)63;
+    size_t bbytes = ((size_t)pb * NR * kcmax * sizeof(uint16_t) + 63) & ~(size_t)63;
+    uint16_t *ap = NULL, *bp = NULL;
+    if (gemm_bf16_available() && K > 0) {
+        ap = aligned_alloc(64, abytes);
+        bp = aligned_alloc(64, bbytes);
+    }
+    if (!ap || !bp) { /* no BF16 unit, nothing to sum, or no memory: the same result, slowly */
+        free(ap);
+        free(bp);
         gemm_bf16_ref(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    int pa = (M + MR - 1) / MR, pb = (N + NR - 1) / NR;
-    int kcmax = K < KC ? (K + 1) & ~1 : KC;
-    uint16_t *ap = aligned_alloc(64, sizeof(uint16_t) * (size_t)pa * MR * kcmax + 64);
-    uint16_t *bp = aligned_alloc(64, sizeof(uint16_t) * (size_t)pb * NR * kcmax + 64);
     int mb = (M + MC - 1) / MC, nb = (N + NC - 1) / NC;
     for (int k0 = 0; k0 < K; k0 += KC) {
         int kc = K - k0 < KC ? (K - k0 + 1) & ~1 : KC, first = k0 == 0;
