@@ -117,6 +117,9 @@ $(BUILD)/bench_stage1: bench/bench_stage1.c $(BUILD)/libgplq.a $(BUILD)/libgplqs
 $(BUILD)/bench_dist: bench/bench_dist.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
+$(BUILD)/bench_gemm: bench/bench_gemm.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
+	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
+
 $(BUILD)/bench_onnx: bench/bench_onnx.c $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a
 	$(CC) $(CFLAGS) $< $(BUILD)/libgplq.a $(BUILD)/libgplqsvc.a $(LDLIBS) $(SVC_LIBS) -o $@
 
@@ -210,10 +213,12 @@ demo: deps
 stop:
 	bash scripts/demo.sh --stop
 
-bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist $(BUILD)/bench_onnx
+bench: all $(BUILD)/bench_train $(BUILD)/bench_stage1 $(BUILD)/bench_dist $(BUILD)/bench_onnx \
+       $(BUILD)/bench_gemm
 	bash scripts/install-deps.sh --bench
 	$(MAKE) tools/onnx/node_modules/.package-lock.json
 	bash bench/run.sh $(BUILD)
+	$(BUILD)/bench_gemm --json --threads 2 >$(BUILD)/bench/gemm_bf16.jsonl
 	bash bench/dist.sh $(BUILD)
 	/usr/bin/python3 bench/service.py $(BUILD)
 	/usr/bin/python3 bench/onnx.py $(BUILD)
