@@ -14,7 +14,7 @@
 #ifndef GPLQ_GEMM_BF16_H
 #define GPLQ_GEMM_BF16_H
 
-#include <stdint.h>
+#include "util/half.h" /* bf16_round, the rounding this product does */
 
 /* 1 if this CPU runs gemm_bf16 (AVX512F, AVX512BW and AVX512-BF16), else 0. */
 int gemm_bf16_available(void);
@@ -30,17 +30,5 @@ void gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const f
 /* The definition: each input rounded by bf16_round, the products summed in double, in order. */
 void gemm_bf16_ref(int transa, int transb, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
-
-/* x rounded to the nearest BF16 (ties to even), as its 16 bits; NaN stays a quiet NaN. */
-static inline uint16_t bf16_from_f32(float x) {
-    union { float f; uint32_t u; } v = {x};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
-    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1)) >> 16);
-}
-static inline float bf16_to_f32(uint16_t h) {
-    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
-    return v.f;
-}
-static inline float bf16_round(float x) { return bf16_to_f32(bf16_from_f32(x)); }
 
 #endif

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/half.h"
 #include "util/utf8.h"
 
 /* Element loads below memcpy the file's little-endian bytes straight into host integers. */
@@ -584,34 +585,6 @@ void st_say_not(const st_file *f, const char *what, const char *const *want, int
 /* ---------------------------------------------------------------------------------------- */
 /* conversion to float32 */
 
-/* IEEE half to single, exactly: every half value (subnormals included) is representable as
- * a float. NaN payloads are kept by shifting the mantissa into place. */
-static float st_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
-    if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (mant << 13); /* inf (mant 0) or nan */
-    } else if (exp != 0) {
-        bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
-    } else {
-        /* zero or subnormal: mant * 2^-24; the product is exact in float. */
-        float v = (float)mant * 0x1p-24f;
-        memcpy(&bits, &v, 4);
-        bits |= sign; /* keeps -0 */
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* bfloat16 is the top half of a float32, so the conversion is a shift. */
-static float st_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 /* Element loaders: safetensors does not align tensor data, so every load goes through memcpy
  * (one unaligned load after optimization) rather than a cast pointer, which would be both an
  * alignment and an aliasing violation. */
@@ -635,8 +608,8 @@ int st_to_f32(const st_tensor *t, float *out) {
     switch (t->dtype) {
     case ST_F64: for (int64_t i = 0; i < n; i++) out[i] = (float)st_ld_f64(p, i); break;
     case ST_F32: if (n > 0) memcpy(out, p, (size_t)n * sizeof(float)); break;
-    case ST_F16: for (int64_t i = 0; i < n; i++) out[i] = st_f16_to_f32(st_ld_u16(p, i)); break;
-    case ST_BF16: for (int64_t i = 0; i < n; i++) out[i] = st_bf16_to_f32(st_ld_u16(p, i)); break;
+    case ST_F16: for (int64_t i = 0; i < n; i++) out[i] = half_to_float(st_ld_u16(p, i)); break;
+    case ST_BF16: for (int64_t i = 0; i < n; i++) out[i] = bf16_to_float(st_ld_u16(p, i)); break;
     case ST_I64: for (int64_t i = 0; i < n; i++) out[i] = (float)st_ld_i64(p, i); break;
     case ST_I32: for (int64_t i = 0; i < n; i++) out[i] = (float)st_ld_i32(p, i); break;
     case ST_I16: for (int64_t i = 0; i < n; i++) out[i] = (float)st_ld_i16(p, i); break;

@@ -31,11 +31,11 @@ TEST(bf16_rounding_hits_known_bits) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         union { uint32_t u; float f; } v = {cases[i].in};
-        uint16_t h = bf16_from_f32(v.f);
+        uint16_t h = bf16_from_float(v.f);
         CHECK_MSG(h == cases[i].out, "0x%08x -> 0x%04x, want 0x%04x", cases[i].in, h, cases[i].out);
     }
     union { uint32_t u; float f; } nan = {0x7f800001}; /* a NaN whose payload is all low bits */
-    CHECK(isnan(bf16_to_f32(bf16_from_f32(nan.f))));
+    CHECK(isnan(bf16_to_float(bf16_from_float(nan.f))));
 }
 
 /* One product of op(A) (M x K) and op(B) (K x N) into C (M x N, ldc = N + 3) by both ways, each

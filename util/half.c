@@ -3,7 +3,6 @@
  */
 #include "util/half.h"
 
-#include <math.h>
 #include <string.h>
 
 uint16_t half_from_float(float f) {
@@ -30,12 +29,24 @@ uint16_t half_from_float(float f) {
     return sign | (uint16_t)h;
 }
 
+/* Exact: every half (subnormals included) is a float. NaN payloads are kept, shifted into
+ * place, so that a file's bits survive a round trip through float. */
 float half_to_float(uint16_t h) {
-    int e = h >> 10 & 0x1f, m = h & 0x3ff;
-    float v = e == 0 ? ldexpf((float)m, -24)
-              : e == 31 ? (m ? NAN : INFINITY)
-                        : ldexpf((float)(m | 0x400), e - 25);
-    return h & 0x8000 ? -v : v;
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (mant << 13); /* inf (mant 0) or NaN */
+    } else if (exp != 0) {
+        bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
+    } else {
+        /* zero or subnormal: mant * 2^-24; the product is exact in float */
+        float v = (float)mant * 0x1p-24f;
+        memcpy(&bits, &v, 4);
+        bits |= sign; /* keeps -0 */
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
 }
 
 float half_round(float f) { return half_to_float(half_from_float(f)); }
