@@ -10,6 +10,7 @@
  */
 #include "engine/gemm_bf16.h"
 
+#include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -44,6 +45,37 @@ void gemm_bf16_ref(int transa, int transb, int M, int N, int K, float alpha, con
             float *c = C + (size_t)i * ldc + j;
             *c = beta == 0.0f ? alpha * (float)s : alpha * (float)s + beta * *c;
         }
+}
+
+/* rows x cols of src (stride ld) rounded to BF16 into a new dense array (stride cols), or NULL. */
+static float *rounded_copy(const float *src, int rows, int cols, int ld) {
+    float *out = malloc(sizeof(float) * ((size_t)rows * cols + 1));
+    if (!out) return NULL;
+    #pragma omp parallel for if ((size_t)rows * cols > 65536)
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            out[(size_t)r * cols + c] = bf16_round(src[(size_t)r * ld + c]);
+    return out;
+}
+
+/* Without the BF16 unit: both operands rounded into copies, then sgemm. A product of two BF16
+ * is exact in FP32 (8 + 8 significant bits), and sgemm sums in FP32, so this is gemm_bf16's
+ * result up to the order of the sums, at sgemm's speed plus a pass over each operand: the same
+ * numerics on every CPU. 0, or -1 if the copies cannot be had. */
+static int gemm_bf16_emulated(int transa, int transb, int M, int N, int K, float alpha,
+                              const float *A, int lda, const float *B, int ldb, float beta,
+                              float *C, int ldc) {
+    int ar = transa ? K : M, ac = transa ? M : K, br = transb ? N : K, bc = transb ? K : N;
+    float *a = rounded_copy(A, ar, ac, lda), *b = a ? rounded_copy(B, br, bc, ldb) : NULL;
+    if (!b) {
+        free(a);
+        return -1;
+    }
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
+                transb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+    free(a);
+    free(b);
+    return 0;
 }
 
 /* Packing writes a panel of width w (MR rows of op(A), or NR columns of op(B)) over kc of K as
@@ -154,12 +186,14 @@ void gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const f
     /* whole 64-byte lines, as aligned_alloc wants; both panels' sizes are multiples of 32 bytes */
     size_t abytes = ((size_t)pa * MR * kcmax * sizeof(uint16_t) + 63) & ~(size_t)63;
     size_t bbytes = ((size_t)pb * NR * kcmax * sizeof(uint16_t) + 63) & ~(size_t)63;
-    uint16_t *ap = NULL, *bp = NULL;
-    if (gemm_bf16_available() && K > 0) {
-        ap = aligned_alloc(64, abytes);
-        bp = aligned_alloc(64, bbytes);
+    if (!gemm_bf16_available() || K <= 0) {
+        if (K <= 0 || gemm_bf16_emulated(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C,
+                                         ldc))
+            gemm_bf16_ref(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
     }
-    if (!ap || !bp) { /* no BF16 unit, nothing to sum, or no memory: the same result, slowly */
+    uint16_t *ap = aligned_alloc(64, abytes), *bp = aligned_alloc(64, bbytes);
+    if (!ap || !bp) { /* no memory for the panels: the same result, slowly */
         free(ap);
         free(bp);
         gemm_bf16_ref(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

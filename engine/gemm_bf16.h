@@ -22,8 +22,10 @@ int gemm_bf16_available(void);
 /* C (M x N, ldc) = alpha * op(A) op(B) + beta * C, op(A) M x K, op(B) K x N, row-major as
  * cblas_sgemm(CblasRowMajor, ...): transa 0 reads A[i * lda + k], 1 reads A[k * lda + i];
  * transb 0 reads B[k * ldb + j], 1 reads B[j * ldb + k]. beta 0 never reads C. Runs on the
- * OpenMP threads. Only where gemm_bf16_available() (and its packing buffers, (M + N) x min(K, 256)
- * halfwords, can be allocated); elsewhere it calls gemm_bf16_ref. */
+ * OpenMP threads. Where gemm_bf16_available(), with its own kernel (and packing buffers of
+ * (M + N) x min(K, 256) halfwords); elsewhere it rounds copies of A and B to BF16 and calls
+ * sgemm, the same numerics up to the order of FP32 sums (and slower than sgemm alone); where
+ * that memory cannot be had either, gemm_bf16_ref. */
 void gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
