@@ -27,6 +27,7 @@ void jobspec_table(jobspec *js, opt_spec t[JOBSPEC_NOPTS]) {
         {"lambda", OPT_FLOAT, &js->lambda, "0.001", 0, 1e6, "QwT ridge strength (relative to the mean diagonal)"},
         {"pad", OPT_INT, &js->pad, "2", 0, 64, "stage 1 random-crop padding"},
         {"hflip", OPT_FLAG, &js->hflip, "1", 0, 0, "stage 1 random horizontal flips (--no-hflip to skip)"},
+        {"bf16", OPT_FLAG, &js->bf16, "0", 0, 0, "the linear layers' matrix products in BF16 with FP32 sums, in every pass of the run: faster on CPUs with AVX512-BF16, emulated (slower than FP32) on others"},
         {"seed", OPT_INT, &js->seed, "0", 0, 2147483647, "seed of every random choice"},
         {"ckpt-every", OPT_INT, &js->ckpt_every, "200", 0, 100000000, "stage 1 steps between state checkpoints"},
         {"num-heads", OPT_INT, &js->num_heads, "0", 0, 64, "attention heads if the checkpoint does not say"},

@@ -28,12 +28,13 @@ typedef struct {
     int calib_images, percentile_init, qwt_images, qwt;
     float lambda;
     int pad, hflip, seed, ckpt_every;
+    int bf16;                       /* linear layers' products in BF16 (engine/ops.h) */
     int num_heads;                  /* when the checkpoint does not say */
     int ort;                        /* ONNX Runtime's top-1 of the ONNX artifacts */
     int mpi;                        /* stage 1 across processes through gplqd's mpi_launch */
 } jobspec;
 
-#define JOBSPEC_NOPTS 25
+#define JOBSPEC_NOPTS 26
 
 /* Fills specs (JOBSPEC_NOPTS entries) with the table bound to js's fields. */
 void jobspec_table(jobspec *js, opt_spec specs[JOBSPEC_NOPTS]);

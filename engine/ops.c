@@ -7,6 +7,7 @@
 #include "engine/ops.h"
 
 #include "engine/fastmath.h"
+#include "engine/gemm_bf16.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -57,6 +58,24 @@ MULTIVERSION static void gelu_bwd_chunk(float *restrict dinp, const float *restr
     }
 }
 
+static _Thread_local enum matmul_precision precision = MATMUL_FP32;
+
+enum matmul_precision matmul_set_precision(enum matmul_precision p) {
+    enum matmul_precision prev = precision;
+    precision = p;
+    return prev;
+}
+
+/* C = alpha op(A) op(B) + beta C in the thread's precision; cblas_sgemm's row-major arguments. */
+static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    if (precision == MATMUL_BF16)
+        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC) {
     /* Start from the broadcast bias so the sgemm can accumulate (beta = 1) onto it. */
@@ -66,18 +85,15 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, sizeof(float) * OC);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, weight, C, beta,
-                out, OC);
+    gemm(0, 1, N, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int C, int OC) {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, weight,
-                    C, 1.0f, dinp, C);
+        gemm(0, 0, N, C, OC, 1.0f, dout, OC, weight, C, 1.0f, dinp, C);
     if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, inp, C,
-                    1.0f, dweight, C);
+        gemm(1, 0, OC, C, N, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias) {
         /* Column sums: split columns over threads, rows stay in order (deterministic). */
         #pragma omp parallel for if ((size_t)N * OC > PAR_MIN)

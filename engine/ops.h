@@ -6,13 +6,24 @@
  * gradient pointer documented as optional may be NULL to skip that work. Shapes are row-major
  * and written as comments: inp (N, C) means N rows of C floats.
  *
- * Every matrix product goes through OpenBLAS sgemm. ops_ref.h has slow, obviously correct
+ * Every matrix product goes through OpenBLAS sgemm, or the linear layers' through gemm_bf16 where
+ * matmul_set_precision asks for it. ops_ref.h has slow, obviously correct
  * versions of the same functions; tests/test_ops.c holds one against the other.
  */
 #ifndef GPLQ_OPS_H
 #define GPLQ_OPS_H
 
 #include <stddef.h>
+
+/* The precision of matmul_forward's and matmul_backward's products on the calling thread.
+ * MATMUL_FP32 (sgemm) is the default and the reference. MATMUL_BF16 rounds both operands to
+ * BF16 and sums in FP32 (gemm_bf16.h): up to twice the products per cycle, a relative error
+ * of up to 2^-8 per operand; on CPUs without AVX512-BF16 emulated (the same numbers, slower than
+ * FP32: gemm_bf16.h). The attention's own products (q k^T, att v) stay FP32. Thread-local, so
+ * a run sets it around itself without touching others: matmul_set_precision returns the
+ * setting it replaces, for the caller to restore. */
+enum matmul_precision { MATMUL_FP32, MATMUL_BF16 };
+enum matmul_precision matmul_set_precision(enum matmul_precision p);
 
 /* out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC). bias may be NULL. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,

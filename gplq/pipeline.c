@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/ops.h"
 #include "train/dist.h"
 #include "train/trainer.h"
 #include "util/clock.h"
@@ -25,6 +26,7 @@ void gplq_config_from_spec(gplq_config *c, const jobspec *js) {
     c->abits = js->abits;
     c->baselines = js->baselines;
     c->percentile_init = js->percentile_init;
+    c->bf16 = js->bf16;
     c->eval_batch = GPLQ_EVAL_BATCH;
     stage1_config *s1 = &c->s1;
     s1->epochs = js->epochs;
@@ -258,6 +260,10 @@ int gplq_run(const model *fp, const ds_set *train, const ds_set *test, const gpl
         model_free(&teacher);
         return -1;
     }
+    /* every product of the run in the precision asked for; the caller's is back at the end */
+    enum matmul_precision caller_precision =
+        matmul_set_precision(c->bf16 ? MATMUL_BF16 : MATMUL_FP32);
+    rep->bf16 = c->bf16;
     if (actq_init(&aq, fp, c->abits, 8, err, errlen)) goto out_models;
     aq.minmax = !c->percentile_init;
 
@@ -333,6 +339,7 @@ out_aq:
     model_free(&q);
     actq_free(&aq);
 out_models:
+    matmul_set_precision(caller_precision);
     model_free(&teacher);
     model_free(&student);
     return rc;

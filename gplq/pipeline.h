@@ -26,6 +26,7 @@ typedef struct {
                            high or higher (89.88% against 89.84%): the 99th percentile of a
                            softmax output clips exactly the large attention weights */
     int eval_batch;
+    int bf16;           /* every pass's linear layers in BF16 (matmul_set_precision) */
     /* forward passes of work the caller does after the run, counted in the run's progress so
      * its fraction leaves room for them: gplq_artifacts_passes (gplq/report.h) when it writes
      * the artifacts, else 0 */
@@ -77,6 +78,8 @@ typedef struct {
     int nphases;
     int peaks;
     double passes, after_passes; /* the progress's whole, and the caller's share of it */
+    int bf16;           /* the run's products were BF16 (gplq_config.bf16): the reload proof
+                           of gplq_write_artifacts measures the same way */
 } gplq_report;
 
 /* Installs aq's hooks on m and sets its steps from n calibration images of train (a seeded

@@ -13,6 +13,7 @@
 
 #include "config/layout.h"
 #include "engine/blas.h"
+#include "engine/ops.h"
 #include "gplq/export.h"
 #include "onnx/export.h"
 #include "onnx/ort.h"
@@ -154,7 +155,10 @@ int gplq_write_artifacts(const char *dir, const model *m, const actq_set *aq,
     snprintf(path, sizeof path, "%s/" LAYOUT_ARTIFACT_Q, dir);
     if (gplq_load_quantized(&back, path, err, errlen)) return -1;
     double top1;
+    enum matmul_precision caller_precision =
+        matmul_set_precision(r->bf16 ? MATMUL_BF16 : MATMUL_FP32); /* as the run measured */
     rc = train_eval_top1(&back.m, test, 256, &top1, err, errlen);
+    matmul_set_precision(caller_precision);
     gplq_qmodel_free(&back);
     if (rc) return -1;
     if (top1 != r->gplq) {

@@ -1,10 +1,14 @@
 /*
  * test_ops.c: each fast op (ops.c) against its reference (ops_ref.c), forward and backward, on
  * shapes that are not multiples of anything; and each reference backward against central
- * finite differences of its forward, so the reference itself is checked too.
+ * finite differences of its forward, so the reference itself is checked too. The linear layers'
+ * BF16 setting (matmul_set_precision) is the BF16 product, on the calling thread only.
  */
+#include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "engine/gemm_bf16.h"
 #include "engine/ops.h"
 #include "engine/ops_ref.h"
 #include "engine/rng.h"
@@ -52,6 +56,47 @@ TEST(matmul_matches_reference) {
     CHECK_REL(db, dbr, OC, 1e-5);
     free(x); free(w); free(b); free(d); free(y); free(yr);
     free(dx); free(dw); free(db); free(dxr); free(dwr); free(dbr);
+}
+
+/* matmul_forward of a (N, C) x (OC, C) problem on a thread of its own: what a thread that
+ * never set a precision computes. */
+struct mm_job { float *y; const float *x, *w, *b; int N, C, OC; };
+static void *mm_thread(void *p) {
+    struct mm_job *j = p;
+    matmul_forward(j->y, j->x, j->w, j->b, j->N, j->C, j->OC);
+    return NULL;
+}
+
+TEST(matmul_in_bf16_is_gemm_bf16_on_this_thread_only) {
+    int N = 37, C = 29, OC = 43;
+    float *x = randn(N * C, 1), *w = randn(OC * C, 1), *b = randn(OC, 1), *d = randn(N * OC, 1);
+    float *y32 = zeros(N * OC), *y16 = zeros(N * OC), *want = zeros(N * OC), *yt = zeros(N * OC);
+    matmul_forward(y32, x, w, b, N, C, OC);
+    CHECK(matmul_set_precision(MATMUL_BF16) == MATMUL_FP32); /* the default */
+    matmul_forward(y16, x, w, b, N, C, OC);
+    for (int n = 0; n < N; n++) memcpy(want + n * OC, b, sizeof(float) * OC);
+    gemm_bf16(0, 1, N, OC, C, 1.0f, x, C, w, C, 1.0f, want, OC);
+    CHECK(memcmp(y16, want, sizeof(float) * N * OC) == 0);
+    CHECK(memcmp(y16, y32, sizeof(float) * N * OC) != 0); /* the rounding happened */
+    CHECK_REL(y16, y32, N * OC, 1e-2);
+    /* the backward's two products: the same calls, accumulating */
+    float *dx = zeros(N * C), *dw = zeros(OC * C), *dxw = zeros(N * C), *dww = zeros(OC * C);
+    matmul_backward(dx, dw, NULL, d, x, w, N, C, OC);
+    gemm_bf16(0, 0, N, C, OC, 1.0f, d, OC, w, C, 1.0f, dxw, C);
+    gemm_bf16(1, 0, OC, C, N, 1.0f, d, OC, x, C, 1.0f, dww, C);
+    CHECK(memcmp(dx, dxw, sizeof(float) * N * C) == 0);
+    CHECK(memcmp(dw, dww, sizeof(float) * OC * C) == 0);
+    /* another thread keeps its own setting, FP32 */
+    struct mm_job j = {yt, x, w, b, N, C, OC};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, mm_thread, &j) == 0 && pthread_join(t, NULL) == 0);
+    CHECK(memcmp(yt, y32, sizeof(float) * N * OC) == 0);
+    /* and setting it back gives FP32 again */
+    CHECK(matmul_set_precision(MATMUL_FP32) == MATMUL_BF16);
+    matmul_forward(yt, x, w, b, N, C, OC);
+    CHECK(memcmp(yt, y32, sizeof(float) * N * OC) == 0);
+    free(x); free(w); free(b); free(d); free(y32); free(y16); free(want); free(yt);
+    free(dx); free(dw); free(dxw); free(dww);
 }
 
 TEST(layernorm_matches_reference) {

@@ -514,7 +514,7 @@ const MAIN_OPTIONS = [
   ['Evaluation', ['eval_subset', 'baselines', 'ort']],
 ];
 const MORE_OPTIONS = ['weight_decay', 'label_smoothing', 'pca_samples', 'percentile_init', 'pad', 'hflip',
-                      'seed', 'ckpt_every', 'num_heads', 'max_attempts', 'mpi'];
+                      'bf16', 'seed', 'ckpt_every', 'num_heads', 'max_attempts', 'mpi'];
 const LABELS = {
   img_size: 'Image size',
   wbits: 'Weight bits', abits: 'Activation bits', train_subset: 'Training images', eval_subset: 'Test images',
@@ -523,7 +523,7 @@ const LABELS = {
   label_smoothing: 'Label smoothing', pca_samples: 'PCA samples', pca_var: 'PCA variance kept',
   calib_images: 'Calibration images', percentile_init: 'Percentile step init', qwt_images: 'QwT images',
   qwt: 'QwT compensation', lambda: 'QwT ridge (lambda)', pad: 'Random-crop padding', hflip: 'Horizontal flips',
-  seed: 'Seed', ckpt_every: 'Checkpoint every (steps)', num_heads: 'Attention heads', max_attempts: 'Attempts',
+  bf16: 'BF16 matrix products', seed: 'Seed', ckpt_every: 'Checkpoint every (steps)', num_heads: 'Attention heads', max_attempts: 'Attempts',
   mpi: 'Across processes (MPI launcher)', ort: 'ONNX Runtime top-1',
 };
 
