@@ -265,8 +265,8 @@ def corpora():
             "eval_subset": 0, "baselines": False, "epochs": 2, "batch_size": 64, "lr": 0.0001,
             "weight_decay": 0.05, "alpha": 1.5, "label_smoothing": 0.1, "pca_samples": 512,
             "pca_var": 0.6, "calib_images": 32, "percentile_init": True, "qwt_images": 16,
-            "qwt": True, "lambda": 0.001, "pad": 4, "hflip": False, "seed": 7,
-            "ckpt_every": 50, "num_heads": 3}).encode(),
+            "qwt": True, "lambda": 0.001, "pad": 4, "hflip": False, "bf16": True, "seed": 7,
+            "ckpt_every": 50, "num_heads": 3, "ort": False, "mpi": False}).encode(),
         "lr_auto_dashes.json": b'{"lr": "auto", "batch-size": 32, "no-qwt": true}',
         "service_keys.json": json.dumps({
             "model_id": "m", "dataset_id": "d", "max_attempts": 2,
