@@ -161,7 +161,7 @@ FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextr
               -fno-sanitize-recover=undefined
 # io/checkpoint.c loads either architecture: the engine's model, ViT and Swin come along
 FUZZ_SRC   := $(wildcard io/*.c) engine/model.c engine/vit.c engine/swin.c engine/swin_ops.c \
-              engine/ops.c $(wildcard config/*.c) \
+              engine/ops.c engine/gemm_bf16.c $(wildcard config/*.c) \
               $(wildcard storage/*.c) $(wildcard api/*.c) $(wildcard util/*.c) tests/fuzz/fixture.c
 FUZZ_OBJ   := $(FUZZ_SRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS  := $(patsubst tests/fuzz/%.c,$(FUZZ_BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -12,7 +12,6 @@
 
 #include <cblas.h>
 #include <immintrin.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
