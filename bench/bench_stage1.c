@@ -44,9 +44,11 @@
  * fits the PCA on many more images, 256 at a time (stage1.c), which raises its peak.
  *
  * Usage: bench_stage1 [--json] [--models demo,deit-s,swin-t] [--batch N] [--warmup N]
- *                     [--steps N] [--threads N] [--sgemm-n N] [--no-fp32]
+ *                     [--steps N] [--threads N] [--sgemm-n N] [--no-fp32] [--bf16]
  * --batch/--warmup/--steps override every model's own values (for quick smoke runs); warmup is
- * at least 1 (see above). --no-fp32 skips the FP32 training children. With --json, one JSON object
+ * at least 1 (see above). --no-fp32 skips the FP32 training children. --bf16 runs every child's
+ * linear layers in BF16 (a job's --bf16: engine/ops.h), with gemm_bf16's kernel where the CPU
+ * has AVX512-BF16 and its slower emulation elsewhere (the header line says which). With --json, one JSON object
  * per model goes to stdout (one a line) and the human table to stderr.
  * bench/run.sh puts these beside the same step in PyTorch (bench/torch_stage1.py).
  * Exit status: 0, or 1 if a run failed or a child crashed; 2 for a bad command line.
@@ -63,6 +65,8 @@
 #include <unistd.h>
 
 #include "engine/blas.h"
+#include "engine/gemm_bf16.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/model.h"
 #include "gplq/actq.h"
@@ -115,7 +119,7 @@ static const char *const kind_names[] = {"stage1", "fp32", "fp32-recompute"};
 
 /* Command line. Negative values mean "the model's own". */
 static struct {
-    int json, threads, sgemm_n, batch, warmup, steps, no_fp32;
+    int json, threads, sgemm_n, batch, warmup, steps, no_fp32, bf16;
     const char *models; /* comma-separated names, NULL = all */
     const char *child;  /* model name when this process is a child */
     run_kind kind;      /* what the child runs */
@@ -390,7 +394,8 @@ static int run_child(const bench_result *res, run_kind kind, child_result *cr, c
     snprintf(s, sizeof s, "%d", res->steps);
     snprintf(th, sizeof th, "%d", opt.threads);
     const char *args[] = {"bench_stage1", "--child", name, "--kind", kind_names[kind],
-                          "--batch", b, "--warmup", w, "--steps", s, "--threads", th, NULL};
+                          "--batch", b, "--warmup", w, "--steps", s, "--threads", th,
+                          opt.bf16 ? "--bf16" : NULL, NULL};
     int fd[2];
     if (pipe(fd)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
@@ -460,6 +465,8 @@ static json_t *result_json(const bench_result *r, double sgemm) {
     json_object_set_new(o, "batch", json_integer(r->batch));
     json_object_set_new(o, "threads", json_integer(opt.threads));
     json_object_set_new(o, "blas_core", json_string(blas_core()));
+    json_object_set_new(o, "bf16", json_string(!opt.bf16 ? "off" : gemm_bf16_available()
+                                                                  ? "kernel" : "emulated"));
     json_object_set_new(o, "blas_core_source", json_string(blas_core_source()));
     char desc[256];
     model_config_describe(c, desc, sizeof desc);
@@ -531,6 +538,7 @@ static int parse_args(int argc, char **argv) {
         int rc = 0;
         if (!strcmp(a, "--json")) { opt.json = 1; continue; }
         if (!strcmp(a, "--no-fp32")) { opt.no_fp32 = 1; continue; }
+        if (!strcmp(a, "--bf16")) { opt.bf16 = 1; continue; }
         if (!strcmp(a, "--models")) opt.models = v;
         else if (!strcmp(a, "--child")) opt.child = v;
         else if (!strcmp(a, "--kind")) {
@@ -549,7 +557,7 @@ static int parse_args(int argc, char **argv) {
             if (!v) fprintf(stderr, "bench_stage1: %s needs a value\n", a);
             fprintf(stderr, "usage: bench_stage1 [--json] [--models demo,deit-s,swin-t] "
                             "[--batch N] [--warmup N] [--steps N] [--threads N] [--sgemm-n N] "
-                            "[--no-fp32]\n");
+                            "[--no-fp32] [--bf16]\n");
             return -1;
         }
         i++;
@@ -589,6 +597,7 @@ int main(int argc, char **argv) {
             p += len + (p[len] == ',');
         }
     blas_set_threads(opt.threads);
+    if (opt.bf16) matmul_set_precision(MATMUL_BF16);
 
     if (opt.child) {
         const bench_model *bm = find_model(opt.child, strlen(opt.child));
@@ -604,6 +613,10 @@ int main(int argc, char **argv) {
     FILE *out = opt.json ? stderr : stdout;
     fprintf(out, "bench_stage1: OpenBLAS core %s (%s), threads %d\n", blas_core(),
             blas_core_source(), opt.threads);
+    if (opt.bf16)
+        fprintf(out, "bench_stage1: linear layers in BF16 (%s)\n",
+                gemm_bf16_available() ? "AVX512-BF16 kernel"
+                                      : "emulated: no AVX512-BF16 on this CPU, slower than FP32");
     double sgemm = sgemm_gflops(opt.sgemm_n, 10);
     if (sgemm <= 0) {
         fprintf(stderr, "bench_stage1: out of memory for the sgemm matrices\n");
