@@ -1,6 +1,7 @@
 /*
  * ops.c: the fast versions of the ops in ops.h. Matrix products go to OpenBLAS sgemm (which
- * brings its own threads); elementwise and row-wise work is split over OpenMP threads and
+ * brings its own threads), or the linear layers' to gemm_bf16 on a thread that asked for BF16
+ * (matmul_set_precision); elementwise and row-wise work is split over OpenMP threads and
  * written so that gcc vectorizes it (fast_expf below instead of libm's scalar expf/erff).
  * Their definition is ops_ref.c; tests/test_ops.c compares the two.
  */
