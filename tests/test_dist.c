@@ -270,11 +270,15 @@ TEST(first_step_two_ranks_equals_one_process) {
     CHECK(two.first_step == 1);
     CHECK_NEAR(two.loss, one.loss, 1e-5 * fabs(one.loss));
     CHECK_NEAR(two.terms[0], one.terms[0], 1e-5 * fabs(one.terms[0]));
-    CHECK_NEAR(two.terms[1], one.terms[1], 1e-5 * fabs(one.terms[1]) + 1e-7);
-    CHECK(eg < 1e-4);
+    /* the PCA term is off by 1.1e-5 of itself with the Zen kernel (see the gradients below) */
+    CHECK_NEAR(two.terms[1], one.terms[1], 1e-4 * fabs(one.terms[1]) + 1e-7);
+    /* 1e-3, not 1e-4: the two halves' sums round differently from the whole batch's, by
+     * 1.73e-4 (weights) and 1.44e-4 (steps) with OpenBLAS's Zen kernel on an AVX2-only EPYC
+     * (below 1e-4 with its SkylakeX kernel); the bugs this catches are percents */
+    CHECK(eg < 1e-3);
     /* the steps' gradients carry LSQ's 1/sqrt(elements): a half batch's weighted by 1/2 alone,
      * not (1/2)^1.5, would be 41% too large */
-    CHECK(es < 1e-4);
+    CHECK(es < 1e-3);
     unlink(path);
     rmdir(out);
     free(g);
