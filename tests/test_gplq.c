@@ -4,7 +4,8 @@
  * accuracy above the merely calibrated model, and a run stopped midway resumes to the exact
  * same weights and quantizer steps. Stage 2: QwT is kept only where it fits (R^2 > 0), lowers
  * each kept block's output error, and does not lose accuracy against W4 without it. QwT's
- * ridge fit recovers a known linear map, and its BLAS R^2 matches the plain loop's.
+ * ridge fit recovers a known linear map, and its BLAS R^2 matches the plain loop's. The
+ * pipeline's artifacts reload to its accuracy, and its bf16 option reaches every pass.
  */
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include "gplq/stage2.h"
 #include "gplq/export.h"
 #include "gplq/pipeline.h"
+#include "engine/ops.h"
 #include "gplq/ridge.h"
 #include "tests/test.h"
 
@@ -309,6 +311,70 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     actq_free(&aq);
     stage2_result_free(&s2);
     model_free(&fp);
+}
+
+/* One small run of gplq_run with bf16 as given: its activation steps into steps (nsteps floats,
+ * their count into *n). 0, or -1 with the message printed. */
+static int small_run(int bf16, float *steps, int nsteps, int *n) {
+    model fp;
+    if (setup(&fp)) return -1;
+    char err[512];
+    ds_set tr = train_set, te = test_set;
+    tr.n = 256;
+    te.n = 250;
+    gplq_config c;
+    gplq_defaults(&c);
+    c.baselines = 0;
+    c.bf16 = bf16;
+    c.s1.batch = 64;
+    c.s1.pca_samples = 256;
+    c.s1.calib_images = 64;
+    c.s1.ckpt_every = 0;
+    c.s2.calib_images = 64;
+    gplq_report rep;
+    model q;
+    actq_set aq;
+    stage2_result s2;
+    int rc = gplq_run(&fp, &tr, &te, &c, NULL, NULL, &rep, &q, &aq, &s2, err, sizeof err);
+    model_free(&fp);
+    if (rc) {
+        fprintf(stderr, "  %s\n", err);
+        return -1;
+    }
+    CHECK(rep.bf16 == bf16);
+    *n = 0;
+    for (int i = 0; i < aq.nq; i++)
+        for (int j = 0; j < aq.q[i].channels && *n < nsteps; j++) steps[(*n)++] = aq.q[i].step[j];
+    model_free(&q);
+    actq_free(&aq);
+    stage2_result_free(&s2);
+    return 0;
+}
+
+/* The bf16 option reaches every pass: stage 1 learns other steps with BF16 products than with
+ * FP32 ones (a run that ignored the flag would learn the same bits), and the caller's own
+ * precision is back after the run, whichever it was. */
+TEST(pipeline_bf16_changes_the_run_and_restores_the_callers_precision) {
+    enum { MAXSTEPS = 4096 };
+    static float fp32[MAXSTEPS], bf16[MAXSTEPS];
+    int n32 = 0, n16 = 0;
+    matmul_set_precision(MATMUL_BF16); /* the caller's choice, which an FP32 run must restore */
+    CHECK(small_run(0, fp32, MAXSTEPS, &n32) == 0);
+    CHECK(matmul_set_precision(MATMUL_FP32) == MATMUL_BF16);
+    CHECK(small_run(1, bf16, MAXSTEPS, &n16) == 0);
+    CHECK(matmul_set_precision(MATMUL_FP32) == MATMUL_FP32);
+    CHECK(n32 > 0 && n32 == n16);
+    int differ = 0;
+    double most = 0;
+    for (int i = 0; i < n32 && i < n16; i++) {
+        differ += fp32[i] != bf16[i];
+        double r = fabs(fp32[i] - bf16[i]) / fabs(fp32[i]);
+        most = r > most ? r : most;
+    }
+    printf("  %d of %d activation steps differ, by at most %.2g of themselves\n", differ, n32,
+           most);
+    CHECK(differ > 0);
+    CHECK(most < 0.2); /* BF16 rounding moves the steps, it does not derail training */
 }
 
 TEST_MAIN()
