@@ -15,7 +15,6 @@
  * Usage: bench_gemm [--json] [--threads N] [--reps N]
  * With --json, one JSON object per product on stdout and the table on stderr.
  */
-#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +46,6 @@ static const shape shapes[] = {
 
 typedef void (*gemm_fn)(int ta, int tb, int M, int N, int K, float alpha, const float *A,
                         int lda, const float *B, int ldb, float beta, float *C, int ldc);
-
-static void sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, float *C, int ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
 
 /* One product: C (M x N) = op(A) op(B), op(A) M x K. */
 typedef struct {
@@ -130,7 +123,7 @@ int main(int argc, char **argv) {
             {"dW", 1, 0, sh->out, sh->in, sh->rows},   /* dW = dout^T @ inp */
         };
         for (int k = 0; k < 3; k++) {
-            double gs = rate(sgemm, &ps[k], A, B, C, reps);
+            double gs = rate(gemm_fp32, &ps[k], A, B, C, reps);
             double gb = bf16 ? rate(gemm_bf16, &ps[k], A, B, C, reps) : 0;
             fprintf(out, "%-7s %-5s %-6s %5d %5d %5d  %12.1f ", sh->model, sh->layer, ps[k].what,
                     ps[k].M, ps[k].N, ps[k].K, gs);

@@ -46,6 +46,12 @@ void gemm_bf16_ref(int transa, int transb, int M, int N, int K, float alpha, con
         }
 }
 
+void gemm_fp32(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc) {
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
+                transb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* rows x cols of src (stride ld) rounded to BF16 into a new dense array (stride cols), or NULL. */
 static float *rounded_copy(const float *src, int rows, int cols, int ld) {
     float *out = malloc(sizeof(float) * ((size_t)rows * cols + 1));
@@ -70,8 +76,7 @@ static int gemm_bf16_emulated(int transa, int transb, int M, int N, int K, float
         free(a);
         return -1;
     }
-    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans,
-                transb ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+    gemm_fp32(transa, transb, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
     free(a);
     free(b);
     return 0;

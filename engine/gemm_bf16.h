@@ -29,6 +29,12 @@ int gemm_bf16_available(void);
 void gemm_bf16(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
                const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The same product in FP32: cblas_sgemm with these arguments. The one mapping of them to
+ * CBLAS's, for the FP32 route beside gemm_bf16 (engine/ops.c), its emulation here and the
+ * bench that times the two. */
+void gemm_fp32(int transa, int transb, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
+
 /* The definition: each input rounded by bf16_round, the products summed in double, in order. */
 void gemm_bf16_ref(int transa, int transb, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *B, int ldb, float beta, float *C, int ldc);

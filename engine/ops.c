@@ -67,14 +67,11 @@ enum matmul_precision matmul_set_precision(enum matmul_precision p) {
     return prev;
 }
 
-/* C = alpha op(A) op(B) + beta C in the thread's precision; cblas_sgemm's row-major arguments. */
+/* C = alpha op(A) op(B) + beta C in the thread's precision; gemm_bf16.h's arguments. */
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
-    if (precision == MATMUL_BF16)
-        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    (precision == MATMUL_BF16 ? gemm_bf16 : gemm_fp32)(ta, tb, M, N, K, alpha, A, lda, B, ldb,
+                                                       beta, C, ldc);
 }
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
