@@ -256,6 +256,18 @@ TEST(stage2_qwt_compensates_where_it_fits) {
     model_free(&fp);
 }
 
+/* The defaults on a small run: no baselines, batch 64, pca PCA images, calib images for both
+ * stages' calibration, no stage-1 checkpoints. */
+static void small_config(gplq_config *c, int pca, int calib) {
+    gplq_defaults(c);
+    c->baselines = 0;
+    c->s1.batch = 64;
+    c->s1.pca_samples = pca;
+    c->s1.calib_images = calib;
+    c->s1.ckpt_every = 0;
+    c->s2.calib_images = calib;
+}
+
 TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     model fp;
     if (setup(&fp)) { CHECK(0); return; }
@@ -264,14 +276,8 @@ TEST(pipeline_artifacts_reload_to_the_same_accuracy) {
     tr.n = 1024;
     te.n = 1000;
     gplq_config c;
-    gplq_defaults(&c);
-    c.baselines = 0;
+    small_config(&c, 1000, 128);
     c.s1.lr = 5e-4f;
-    c.s1.batch = 64;
-    c.s1.pca_samples = 1000;
-    c.s1.calib_images = 128;
-    c.s1.ckpt_every = 0;
-    c.s2.calib_images = 128;
     gplq_report rep;
     model q;
     actq_set aq;
@@ -323,14 +329,8 @@ static int small_run(int bf16, float *steps, int nsteps, int *n) {
     tr.n = 256;
     te.n = 250;
     gplq_config c;
-    gplq_defaults(&c);
-    c.baselines = 0;
+    small_config(&c, 256, 64);
     c.bf16 = bf16;
-    c.s1.batch = 64;
-    c.s1.pca_samples = 256;
-    c.s1.calib_images = 64;
-    c.s1.ckpt_every = 0;
-    c.s2.calib_images = 64;
     gplq_report rep;
     model q;
     actq_set aq;
