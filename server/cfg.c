@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include "config/options.h"
+#include "server/guard.h"
 
-#define CFG_NOPTS 36
+_Static_assert(GUARD_BODY_STEP == 16 * 1024, "body-timeout-s's help below says 16 KB");
+
+#define CFG_NOPTS 37
 
 static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
     const opt_spec specs[CFG_NOPTS] = {
@@ -28,6 +31,7 @@ static void table(cfg *c, opt_spec t[CFG_NOPTS]) {
         {"max-connections", OPT_INT, &c->max_connections, "512", 1, 65536, "open HTTP connections"},
         {"connection-timeout-s", OPT_INT, &c->connection_timeout_s, "120", 1, 86400, "idle seconds before a connection is closed"},
         {"head-timeout-s", OPT_INT, &c->head_timeout_s, "10", 1, 3600, "seconds from a connection's accept to the end of its request's headers (a kept-alive one's next request: this plus the idle seconds from the last answer); past it the connection is closed"},
+        {"body-timeout-s", OPT_INT, &c->body_timeout_s, "20", 1, 3600, "seconds a request's body may take for each 16 KB of it, from the end of its headers; past it the connection is closed (a body trickled in to hold a connection)"},
         {"max-connections-per-ip", OPT_INT, &c->max_connections_per_ip, "128", 0, 65536, "open HTTP connections from one address; past it a new one is closed at once (0: no limit; behind a proxy every client has the proxy's address)"},
         {"max-model-bytes", OPT_STR, &c->max_model_text, "2G", 0, 0, "model upload limit (bytes, or K, M, G)"},
         {"max-dataset-bytes", OPT_STR, &c->max_dataset_text, "8G", 0, 0, "dataset upload limit (bytes, or K, M, G)"},

@@ -26,6 +26,7 @@ typedef struct {
     int max_connections;
     int connection_timeout_s;    /* idle time before a connection is closed */
     int head_timeout_s;          /* accept to the end of a request's headers */
+    int body_timeout_s;          /* for each GUARD_BODY_STEP bytes of a request's body */
     int max_connections_per_ip;  /* 0: no limit */
     const char *max_model_text, *max_dataset_text;
     int64_t max_model_bytes, max_dataset_bytes;

@@ -10,6 +10,10 @@
  *     and for a kept-alive connection's next request idle_ms + head_timeout_ms from the last
  *     answer (a client may wait out the idle time, then take its head time). A thread closes
  *     the connections past it every sweep_ms;
+ *   - gives a request body a deadline too: body_timeout_ms from the end of the head, moved on
+ *     by body_timeout_ms each time another GUARD_BODY_STEP bytes of it arrive. A body that
+ *     trickles in (a slowloris after the headers) is closed like a late head, while any real
+ *     client, even on a slow link (16 KB in 20 s is 800 bytes/s), keeps its connection;
  *   - counts the connections itself and, with every slot taken, gives a newcomer the slot of
  *     the connection whose head has been awaited longest (a legitimate client's head comes
  *     with its first packet, so the one waited for longest is a slow one, or an idle
@@ -30,8 +34,10 @@
 #define GPLQ_GUARD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define GUARD_SPARE 64 /* libmicrohttpd's cap above max_connections (see above) */
+#define GUARD_BODY_STEP (16 * 1024) /* body bytes that move a body's deadline on */
 
 typedef struct guard guard;
 typedef struct guard_conn guard_conn;
@@ -39,6 +45,7 @@ typedef struct guard_conn guard_conn;
 typedef struct {
     int max_connections;   /* open connections; at it a newcomer takes a slow head's slot */
     int head_timeout_ms;   /* accept to the end of the request head */
+    int body_timeout_ms;   /* the head's end to GUARD_BODY_STEP bytes of body, and each step on */
     int idle_ms;           /* a kept-alive connection's wait for its next request */
     int sweep_ms;          /* how often the deadlines are checked; 0: 250 */
 } guard_options;
@@ -54,8 +61,13 @@ int guard_admit(guard *g);
  * by the guard until guard_closed), or NULL when out of memory: the connection is then refused
  * (its socket shut down) and only counted. Thread-safe, as are the calls below. */
 guard_conn *guard_opened(guard *g, int fd);
-/* c's request head is in: its deadline no longer applies. c may be NULL. */
+/* c's request head is in: its deadline no longer applies, its body's begins. c may be NULL
+ * (as for the calls below). */
 void guard_head_done(guard *g, guard_conn *c);
+/* received bytes of c's request body are in so far. Called by c's own thread only. */
+void guard_body(guard *g, guard_conn *c, int64_t received);
+/* c's request body is in whole (or it has none): no deadline until its answer. */
+void guard_body_done(guard *g, guard_conn *c);
 /* c's request was answered: the connection may wait for its next head, under a new deadline. */
 void guard_request_done(guard *g, guard_conn *c);
 /* The connection is closing (before its descriptor is): frees c (which may be NULL). */

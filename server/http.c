@@ -64,6 +64,7 @@ enum { ASYNC_NONE, ASYNC_RUNNING, ASYNC_DONE };
 typedef struct {
     http_server *h;
     struct MHD_Connection *conn;
+    guard_conn *gc;                /* the guard's record of the connection (may be NULL) */
     const api_route *route;
     char request_id[72];
     char method[16];
@@ -442,8 +443,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_req *r = *con_cls;
 
     if (!r) {
-        guard_head_done(h->guard, conn_record(c)); /* its deadline is met */
+        guard_conn *gc = conn_record(c);
+        guard_head_done(h->guard, gc); /* its deadline is met, the body's begins */
         if (!(r = req_new(h, c, url, method))) return MHD_NO;
+        r->gc = gc;
         *con_cls = r;
         const char *bad = framing_problem(c);
         if (bad) return respond_error(r, 400, "bad_request", bad);
@@ -485,6 +488,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         r->received += (int64_t)n;
+        guard_body(h->guard, r->gc, r->received);
         /* libmicrohttpd (0.9.75) cannot answer in the middle of a body, so a chunked body past
          * its limit is read and dropped, and the 413 goes out at its end; a client that goes on
          * and on past HTTP_MAX_DISCARD is cut off instead. */
@@ -527,6 +531,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 
     /* The whole request is in. */
+    guard_body_done(h->guard, r->gc);
     if (r->responded) return MHD_YES;
     int async = atomic_load(&r->async);
     if (async == ASYNC_DONE) return respond(r, &r->res);
@@ -758,6 +763,7 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
                          .thread_store_arg = h};
     guard_options go = {.max_connections = o->max_connections > 0 ? o->max_connections : 512,
                         .head_timeout_ms = (o->head_timeout_s > 0 ? o->head_timeout_s : 10) * 1000,
+                        .body_timeout_ms = (o->body_timeout_s > 0 ? o->body_timeout_s : 20) * 1000,
                         .idle_ms = o->timeout_s * 1000};
     if (stream_hub_start(&h->streams, &so, err, errlen)) {
         pthread_key_delete(h->store_key);

@@ -33,6 +33,7 @@ typedef struct {
     int max_connections;     /* past it a newcomer takes a slow head's slot, or is refused */
     int timeout_s;           /* idle connection timeout */
     int head_timeout_s;      /* accept to the end of the request head (server/guard.h); 0: 10 */
+    int body_timeout_s;      /* for each GUARD_BODY_STEP bytes of a body (server/guard.h); 0: 20 */
     int max_per_ip;          /* connections from one address; past it refused; 0: no limit */
     const char *db_path;     /* each HTTP thread opens its own connection to it */
     const uint8_t *secret_key; /* webhook secrets' key (store_set_secret_key); borrowed */

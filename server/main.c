@@ -309,6 +309,7 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
                        .timeout_s = g->c.connection_timeout_s, .db_path = g->db_path, .secret_key = g->secret_key,
                        .busy_ms = g->c.busy_ms, .max_streams = g->c.max_event_streams,
                        .head_timeout_s = g->c.head_timeout_s,
+                       .body_timeout_s = g->c.body_timeout_s,
                        .max_per_ip = g->c.max_connections_per_ip,
                        .max_owner_streams = g->c.max_owner_event_streams,
                        .heartbeat_ms = g->c.event_heartbeat_s * 1000};

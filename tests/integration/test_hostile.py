@@ -10,7 +10,8 @@ Slow clients (slowloris: a header line every few seconds, never the end of the h
 connection slot and /v1/health stopped answering: now a head has a deadline, a connection
 without its head gives its slot to a newcomer when all are taken, one address has a connection
 limit (tested from 127.0.0.2, which is loopback too), and past the cap a connection is closed at
-once rather than left in the listen queue. One owner could take every event stream: now each
+once rather than left in the listen queue. A body trickled in after the headers is closed at a
+deadline of its own. One owner could take every event stream: now each
 owner has a cap (429 with Retry-After past it).
 
 Upload bombs (an archive that inflates to gigabytes, folders with megabyte names, a safetensors
@@ -230,6 +231,48 @@ def test_slowloris_does_not_lock_out_health():
         at_deadline = [x for x in att.lives if x >= deadline - 0.5]
         assert len(at_deadline) >= 200, (len(at_deadline), len(att.lives))
         assert d.get("/v1/health", token=None).status == 200
+
+
+def test_a_trickled_body_is_closed_at_its_deadline():
+    """Headers sent at once, then the body a byte every half second: before, the connection was
+    held until the idle timeout (120 s), each byte resetting it, so such clients could hold the
+    slots a slowloris no longer can. Now a body must bring 16 KB within body_timeout_s (2 s
+    here) of the head and of each 16 KB before: the trickle is closed after about 2 s, while a
+    client sending 16 KB a second keeps its connection well past 2 s and gets its answer."""
+    deadline = 2
+    with Daemon(workers=0, config={"body_timeout_s": deadline}) as d:
+        def head(length):
+            return (b"POST /v1/jobs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % (d.token.encode(), length))
+
+        slow = socket.create_connection((d.host, d.port))
+        slow.sendall(head(100000))
+        t0 = time.monotonic()
+        closed = None
+        while time.monotonic() - t0 < deadline + 8:
+            try:
+                slow.sendall(b" ")
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+            time.sleep(0.5)
+        slow.close()
+        assert closed is not None, "a trickled body kept its connection %d s" % (deadline + 8)
+        # closed by the deadline (the sweep is 0.25 s; a send fails a round trip after the reset)
+        assert deadline - 0.5 <= closed <= deadline + 2, closed
+
+        body = b" " * (5 * 16384 - 2) + b"{}"
+        steady = socket.create_connection((d.host, d.port))
+        steady.sendall(head(len(body)))
+        t0 = time.monotonic()
+        for i in range(0, len(body), 16384):
+            steady.sendall(body[i:i + 16384])
+            time.sleep(1.0)
+        status, _, answer = read_http_response(steady)
+        steady.close()
+        assert time.monotonic() - t0 > 2 * deadline
+        assert status == 400 and b"model_id" in answer, (status, answer[:300])
 
 
 def refused_at_once(s, request=b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n", within=1.0):
