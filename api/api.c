@@ -336,7 +336,13 @@ int api_precheck(api_ctx *ctx, const api_route *route, const api_request *req,
         }
         api__upload_opts o;
         if (api__upload_query(req, is_model, &o, res)) return 1;
-        return api__upload_quota(ctx, req, content_length, 0, res);
+        if (api__upload_quota(ctx, req, content_length, 0, res)) return 1;
+        char msg[256];
+        if (ctx->inspect_busy && ctx->inspect_busy(ctx->inspect_arg, msg, sizeof msg)) {
+            api__inspect_busy(res, msg); /* now, not after a body it would have to drop */
+            return 1;
+        }
+        return 0;
     }
     if (ctx->limits.max_json_bytes > 0 && content_length > ctx->limits.max_json_bytes) {
         api_error(res, 413, "too_large", NULL, "the body is %lld bytes; the limit is %lld bytes",

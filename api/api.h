@@ -139,6 +139,9 @@ typedef struct {
      * NULL} and returns an INSPECT_* code (api/inspect.h) with *out a new object on INSPECT_OK.
      * NULL: every upload is refused with 500. */
     int (*inspect)(void *arg, const char *const *args, json_t **out, char *err, size_t errlen);
+    /* 1 with the message if inspect would answer INSPECT_EBUSY now (inspect_busy), so that an
+     * upload is refused at its headers, before its body is sent. NULL: never. */
+    int (*inspect_busy)(void *arg, char *err, size_t errlen);
     void *inspect_arg;
     /* The workers for /v1/health: a new array of {name, pid, alive, blas_core, threads,
      * restarts, ...}. May be NULL (no supervisor: an empty list). */

@@ -80,6 +80,9 @@ int api__upload_query(const api_request *req, int is_model, api__upload_opts *o,
  * holds already): 1 with res set to a 413, 0 to go on. */
 int api__upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
                       api_response *res);
+/* res = the 503 of an upload refused for want of an inspection slot (INSPECT_EBUSY), with the
+ * inspector's message: the server's capacity, not the upload, as for event streams. */
+void api__inspect_busy(api_response *res, const char *msg);
 
 /* ---- the handlers, one per route of api_routes (api.c) ---- */
 

@@ -144,18 +144,25 @@ static int run_child(const inspector *in, const char *const *args, json_t **out,
     return rc;
 }
 
+/* 1 with the message if now inspections running fill every slot. */
+static int full(const inspector *in, int now, char *err, size_t errlen) {
+    if (in->max_running <= 0 || now < in->max_running) return 0;
+    snprintf(err, errlen, "the server is inspecting %d uploads, the most it does at once; send "
+             "this one again in %d s", in->max_running, INSPECT_RETRY_AFTER_S);
+    return 1;
+}
+
+int inspect_busy(inspector *in, char *err, size_t errlen) {
+    return full(in, atomic_load(&in->running), err, errlen);
+}
+
 int inspect_run(inspector *in, const char *const *args, json_t **out, char *err, size_t errlen) {
     *out = NULL;
     /* A slot is taken by a compare-and-swap of the count: no lock, never more than
      * max_running children, and no refusal while a slot is free. */
     int now = atomic_load(&in->running);
     do {
-        if (in->max_running > 0 && now >= in->max_running) {
-            snprintf(err, errlen, "the server is inspecting %d uploads, the most it does at "
-                     "once; send this one again in %d s", in->max_running,
-                     INSPECT_RETRY_AFTER_S);
-            return INSPECT_EBUSY;
-        }
+        if (full(in, now, err, errlen)) return INSPECT_EBUSY;
     } while (!atomic_compare_exchange_weak(&in->running, &now, now + 1));
     int rc = run_child(in, args, out, err, errlen);
     atomic_fetch_sub(&in->running, 1);

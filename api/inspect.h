@@ -51,6 +51,11 @@ typedef struct {
     atomic_int running;      /* inspections running now (inspect_run's own) */
 } inspector;
 
+/* 1, with the refusal's message in err, if an inspection asked for now would get INSPECT_EBUSY;
+ * else 0. For refusing an upload at its headers rather than after its body: only a hint, since
+ * a slot may free up or be taken while the body arrives (inspect_run decides). */
+int inspect_busy(inspector *in, char *err, size_t errlen);
+
 /* Runs in->bin with args (a NULL-terminated list, not including argv[0]; at most 58) and then
  * the limits, for at most in->timeout_ms. stdin is /dev/null, stderr is inherited (the child's
  * diagnostics join the daemon's log). On INSPECT_OK *out is a new object (json_decref);

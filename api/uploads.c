@@ -113,6 +113,11 @@ static void quota_exceeded(api_ctx *ctx, api_response *res, int64_t held, int64_
  * which costs nothing, are refused only when they could never fit). These checks only refuse
  * early, before the body or the inspection; the one that counts is store_upload_commit's, in
  * the transaction that records the row. Returns 1 with res set, 0 to go on. */
+void api__inspect_busy(api_response *res, const char *msg) {
+    api_response_header(res, "Retry-After", "%d", INSPECT_RETRY_AFTER_S);
+    api_error(res, 503, "busy", NULL, "%s", msg);
+}
+
 int api__upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
                       api_response *res) {
     int64_t limit = ctx->limits.max_owner_upload_bytes;
@@ -188,10 +193,9 @@ static void upload_create(api_ctx *ctx, const api_request *req, api_response *re
         api__internal(req, res, "inspecting a %s upload: %s", what, err);
         return;
     }
-    if (rc == INSPECT_EBUSY) { /* the server's capacity, not the upload: 503, as for streams */
+    if (rc == INSPECT_EBUSY) { /* the slots filled up while the body came in */
         blob_abort(w);
-        api_response_header(res, "Retry-After", "%d", INSPECT_RETRY_AFTER_S);
-        api_error(res, 503, "busy", NULL, "%s", err);
+        api__inspect_busy(res, err);
         return;
     }
     if (rc != INSPECT_OK) {

@@ -76,6 +76,11 @@ static int run_inspector(void *arg, const char *const *args, json_t **out, char 
     return inspect_run(&g->inspector, args, out, err, errlen);
 }
 
+static int inspector_busy(void *arg, char *err, size_t errlen) {
+    gplqd *g = arg;
+    return inspect_busy(&g->inspector, err, errlen);
+}
+
 /* Fashion-MNIST, which the workers read from the system's dataset package: registered at every
  * start (a no-op once there) so that a fresh install can run a job with no upload. */
 static int register_builtins(store *st) {
@@ -326,6 +331,7 @@ static int start_http(gplqd *g, char *err, size_t errlen) {
                         .wake = sup_wake,
                         .wake_arg = g->sup,
                         .inspect = run_inspector,
+                        .inspect_busy = inspector_busy,
                         .inspect_arg = g,
                         .workers = sup_workers_json,
                         .workers_arg = g->sup};

@@ -17,7 +17,7 @@ owner has a cap (429 with Retry-After past it).
 Upload bombs (an archive that inflates to gigabytes, folders with megabyte names, a safetensors
 header of a million tiny entries) are refused within seconds by a limit the message names; the
 inspector runs under a memory limit; and past --max-inspections an upload gets a 503 with
-Retry-After instead of one more inspector.
+Retry-After instead of one more inspector, at its headers when the slots are full then.
 
 Run: /usr/bin/python3 tests/integration/test_hostile.py [name-filter]   (GPLQ_BUILD=build)
 """
@@ -559,6 +559,14 @@ def test_inspections_past_the_cap_get_503_with_retry_after():
             t.start()
         d.wait_for(lambda: len([n for n in os.listdir(tmp) if n.startswith("started.")]) == 2,
                    timeout=10, what="two inspections running")
+        # refused at its headers: the answer comes before a byte of the (1 GB) body is sent
+        s = socket.create_connection((d.host, d.port))
+        s.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                  % (d.token.encode(), 1 << 30))
+        status, headers, body = read_http_response(s, timeout=2)
+        s.close()
+        assert status == 503 and headers.get("retry-after") == "10", (status, body[:300])
         r, took = timed_upload(d, "/v1/datasets", data[2])
         assert r.status == 503 and r.error()["code"] == "busy", r
         assert r.headers.get("retry-after") == "10", r.headers
