@@ -732,6 +732,13 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *s
 
 int http_start(http_server **out, const http_options *o, char *err, size_t errlen) {
     *out = NULL;
+    /* No defaults here: they are the option table's (server/cfg.c), which gplqd passes on. */
+    if (o->max_connections < 1 || o->max_streams < 1 || o->head_timeout_s < 1 ||
+        o->body_timeout_s < 1) {
+        snprintf(err, errlen, "max_connections, max_streams, head_timeout_s and body_timeout_s "
+                 "must be at least 1");
+        return -1;
+    }
     struct sockaddr_storage ss;
     socklen_t sslen;
     if (parse_listen(o->listen, &ss, &sslen, err, errlen)) return -1;
@@ -757,13 +764,13 @@ int http_start(http_server **out, const http_options *o, char *err, size_t errle
                                                                                 : MHD_USE_POLL;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     stream_options so = {.db_path = o->db_path, .busy_ms = o->busy_ms,
-                         .max_streams = o->max_streams > 0 ? o->max_streams : 64,
+                         .max_streams = o->max_streams,
                          .max_per_owner = o->max_owner_streams,
                          .heartbeat_ms = o->heartbeat_ms, .thread_store = thread_store_cb,
                          .thread_store_arg = h};
-    guard_options go = {.max_connections = o->max_connections > 0 ? o->max_connections : 512,
-                        .head_timeout_ms = (o->head_timeout_s > 0 ? o->head_timeout_s : 10) * 1000,
-                        .body_timeout_ms = (o->body_timeout_s > 0 ? o->body_timeout_s : 20) * 1000,
+    guard_options go = {.max_connections = o->max_connections,
+                        .head_timeout_ms = o->head_timeout_s * 1000,
+                        .body_timeout_ms = o->body_timeout_s * 1000,
                         .idle_ms = o->timeout_s * 1000};
     if (stream_hub_start(&h->streams, &so, err, errlen)) {
         pthread_key_delete(h->store_key);

@@ -32,8 +32,8 @@ typedef struct {
     int epoll;               /* epoll instead of poll (see http_start in http.c for why not) */
     int max_connections;     /* past it a newcomer takes a slow head's slot, or is refused */
     int timeout_s;           /* idle connection timeout */
-    int head_timeout_s;      /* accept to the end of the request head (server/guard.h); 0: 10 */
-    int body_timeout_s;      /* for each GUARD_BODY_STEP bytes of a body (server/guard.h); 0: 20 */
+    int head_timeout_s;      /* accept to the end of the request head (server/guard.h) */
+    int body_timeout_s;      /* for each GUARD_BODY_STEP bytes of a body (server/guard.h) */
     int max_per_ip;          /* connections from one address; past it refused; 0: no limit */
     const char *db_path;     /* each HTTP thread opens its own connection to it */
     const uint8_t *secret_key; /* webhook secrets' key (store_set_secret_key); borrowed */
@@ -45,7 +45,9 @@ typedef struct {
 } http_options;
 
 /* Binds and starts serving. o's strings and callbacks' args are borrowed and must outlive the
- * server. *out is new (http_stop). 0, or -1 with err. */
+ * server. max_connections, max_streams and the two timeouts must be at least 1: the defaults
+ * are gplqd's option table's (server/cfg.c), not this function's. *out is new (http_stop). 0,
+ * or -1 with err. */
 int http_start(http_server **out, const http_options *o, char *err, size_t errlen);
 /* The bound URL ("http://127.0.0.1:PORT"), borrowed. */
 const char *http_url(const http_server *h);
