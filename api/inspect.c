@@ -144,7 +144,7 @@ static int run_child(const inspector *in, const char *const *args, json_t **out,
     return rc;
 }
 
-/* 1 with the message if now inspections running fill every slot. */
+/* 1 with the refusal's message if `now` running inspections take every slot. */
 static int full(const inspector *in, int now, char *err, size_t errlen) {
     if (in->max_running <= 0 || now < in->max_running) return 0;
     snprintf(err, errlen, "the server is inspecting %d uploads, the most it does at once; send "

@@ -107,17 +107,18 @@ static void quota_exceeded(api_ctx *ctx, api_response *res, int64_t held, int64_
               (long long)ctx->limits.max_owner_upload_bytes);
 }
 
+/* See api_int.h. */
+void api__inspect_busy(api_response *res, const char *msg) {
+    api_response_header(res, "Retry-After", "%d", INSPECT_RETRY_AFTER_S);
+    api_error(res, 503, "busy", NULL, "%s", msg);
+}
+
 /* The per-owner upload limit, checked early: 413 when owner's models and datasets plus
  * incoming bytes would pass it. Admins (owner NULL) are exempt. With held_too 0 only incoming
  * is compared (before the body: bytes that may turn out to be a model the owner already has,
  * which costs nothing, are refused only when they could never fit). These checks only refuse
  * early, before the body or the inspection; the one that counts is store_upload_commit's, in
  * the transaction that records the row. Returns 1 with res set, 0 to go on. */
-void api__inspect_busy(api_response *res, const char *msg) {
-    api_response_header(res, "Retry-After", "%d", INSPECT_RETRY_AFTER_S);
-    api_error(res, 503, "busy", NULL, "%s", msg);
-}
-
 int api__upload_quota(api_ctx *ctx, const api_request *req, int64_t incoming, int held_too,
                       api_response *res) {
     int64_t limit = ctx->limits.max_owner_upload_bytes;
