@@ -117,10 +117,10 @@ static void *sweeper(void *arg) {
         for (int in = IN_WAITING; in <= IN_READING; in++)
             for (guard_conn *c = list_of(g, in)->head, *next; c; c = next) {
                 next = c->next;
-                if (now >= c->deadline_ms) {
-                    doom(g, c);
-                    *(in == IN_WAITING ? &g->late : &g->slow) += 1;
-                }
+                if (now < c->deadline_ms) continue;
+                doom(g, c);
+                if (in == IN_WAITING) g->late++;
+                else g->slow++;
             }
         log_summary(g, now);
     }
@@ -182,10 +182,12 @@ guard_conn *guard_opened(guard *g, int fd) {
     return c;
 }
 
-void guard_head_done(guard *g, guard_conn *c) {
+void guard_head_done(guard *g, guard_conn *c, int body) {
     if (!c) return;
     pthread_mutex_lock(&g->mu);
-    if (!c->doomed) {
+    if (!body || c->doomed) {
+        unlink_conn(g, c);
+    } else {
         c->mark = 0;
         append_conn(g, c, IN_READING, clock_mono_ms() + g->o.body_timeout_ms);
     }

@@ -61,12 +61,13 @@ int guard_admit(guard *g);
  * by the guard until guard_closed), or NULL when out of memory: the connection is then refused
  * (its socket shut down) and only counted. Thread-safe, as are the calls below. */
 guard_conn *guard_opened(guard *g, int fd);
-/* c's request head is in: its deadline no longer applies, its body's begins. c may be NULL
- * (as for the calls below). */
-void guard_head_done(guard *g, guard_conn *c);
+/* c's request head is in: its deadline no longer applies, and with body (a body is coming) the
+ * body's begins. c may be NULL (as for the calls below). */
+void guard_head_done(guard *g, guard_conn *c, int body);
 /* received bytes of c's request body are in so far. Called by c's own thread only. */
 void guard_body(guard *g, guard_conn *c, int64_t received);
-/* c's request body is in whole (or it has none): no deadline until its answer. */
+/* c's request body is in whole: no deadline until its answer. Only after guard_head_done with
+ * body 1 (a request without one does not pay for the lock). */
 void guard_body_done(guard *g, guard_conn *c);
 /* c's request was answered: the connection may wait for its next head, under a new deadline. */
 void guard_request_done(guard *g, guard_conn *c);

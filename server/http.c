@@ -65,6 +65,7 @@ typedef struct {
     http_server *h;
     struct MHD_Connection *conn;
     guard_conn *gc;                /* the guard's record of the connection (may be NULL) */
+    int timed_body;                /* a body is coming, under the guard's body deadline */
     const api_route *route;
     char request_id[72];
     char method[16];
@@ -313,6 +314,14 @@ static const char *framing_problem(struct MHD_Connection *c) {
     return NULL;
 }
 
+/* 1 if a body follows r's head: a Content-Length above 0, or none and a Transfer-Encoding (an
+ * unreadable Content-Length counts as a body, which libmicrohttpd then refuses). */
+static int expects_body(struct MHD_Connection *c, const http_req *r) {
+    if (r->content_length >= 0) return r->content_length > 0;
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) ||
+           MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+}
+
 static int hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
            : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
@@ -444,9 +453,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
     if (!r) {
         guard_conn *gc = conn_record(c);
-        guard_head_done(h->guard, gc); /* its deadline is met, the body's begins */
-        if (!(r = req_new(h, c, url, method))) return MHD_NO;
+        r = req_new(h, c, url, method);
+        /* the head's deadline is met; a body's begins if one is coming */
+        int body = r && expects_body(c, r);
+        guard_head_done(h->guard, gc, body);
+        if (!r) return MHD_NO;
         r->gc = gc;
+        r->timed_body = body;
         *con_cls = r;
         const char *bad = framing_problem(c);
         if (bad) return respond_error(r, 400, "bad_request", bad);
@@ -531,7 +544,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
 
     /* The whole request is in. */
-    guard_body_done(h->guard, r->gc);
+    if (r->timed_body) {
+        guard_body_done(h->guard, r->gc);
+        r->timed_body = 0;
+    }
     if (r->responded) return MHD_YES;
     int async = atomic_load(&r->async);
     if (async == ASYNC_DONE) return respond(r, &r->res);

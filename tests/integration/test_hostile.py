@@ -271,7 +271,10 @@ def test_a_trickled_body_is_closed_at_its_deadline():
             time.sleep(1.0)
         status, _, answer = read_http_response(steady)
         steady.close()
-        assert time.monotonic() - t0 > 2 * deadline
+        took = time.monotonic() - t0
+        print("  trickled body closed after %.2f s; 80 KB at 16 KB/s answered %d after %.1f s"
+              % (closed, status, took))
+        assert took > 2 * deadline
         assert status == 400 and b"model_id" in answer, (status, answer[:300])
 
 
