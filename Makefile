@@ -39,7 +39,7 @@ CLI_SRC := $(wildcard cli/*.c)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 # The service's library, math-free: job options, storage (SQLite, blobs), REST handlers.
 SVC_SRC := $(wildcard config/*.c) $(wildcard storage/*.c) $(wildcard api/*.c)
-# util/: what every part uses (clocks, memory peaks, the JSON log line, mkdir -p, SHA-256, UTF-8); here because
+# util/: what every part uses (clocks, memory peaks, the JSON log line, JSON text, mkdir -p, SHA-256, UTF-8); here because
 # every program and test links this library.
 SVC_SRC += $(wildcard util/*.c)
 SVC_OBJ := $(SVC_SRC:%.c=$(BUILD)/obj/%.o)

@@ -1,7 +1,7 @@
 /*
  * test_util.c: the utilities every part uses (util/): the clocks and the ISO-8601 text of a
  * time, which the database's rows, the API's download links and the log lines all print, and
- * mkdir -p.
+ * mkdir -p, and JSON text written without a tree (jtext), held byte for byte to json_dumps.
  */
 #include <errno.h>
 #include <sys/stat.h>
@@ -10,6 +10,8 @@
 #include "tests/test.h"
 #include "util/clock.h"
 #include "util/fs.h"
+#include "util/jlog.h"
+#include "util/jtext.h"
 #include "util/secretbox.h"
 
 /* The text the API's download links printed before util/ (strftime), for comparison. */
@@ -137,6 +139,130 @@ TEST(secretbox_seals_and_refuses_the_wrong_key_row_or_bytes) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0);
+}
+
+/* ---- jtext against json_dumps ---- */
+
+/* json_dumps of v (a new tree, taken) as the API writes it, at precision p; owned. */
+static char *dumps_taken(json_t *v, int p) {
+    char *s = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(p));
+    json_decref(v);
+    return s;
+}
+
+TEST(jtext_members_are_the_text_json_dumps_writes) {
+    const char *strs[] = {"", "plain", "q\"uote b\\ack /slash", "\b\f\n\r\t\x01\x1f\x7f",
+                          "caf\xc3\xa9 \xf0\x9f\x98\x80", "bad \xff\xfe utf-8\x01", NULL};
+    const double reals[] = {0.6, -0.0, 1.0, 1e-5, 1e20, 1e300, 123456789012345678.0, 1.0 / 3,
+                            -2.5e-308, 5e-324, 0.1 + 0.2, 96.41};
+    const int64_t ints[] = {0, -1, INT64_MAX, INT64_MIN, 1234567};
+    for (int p = 1; p <= 17; p += 8) { /* 1, 9, 17 */
+        jtext t;
+        jtext_begin(&t, p);
+        json_t *o = json_object();
+        char k[16];
+        for (int i = 0; i < (int)(sizeof strs / sizeof *strs); i++) {
+            snprintf(k, sizeof k, "s%d", i);
+            jtext_str(&t, k, strs[i]);
+            json_object_set_new(o, k, jlog_str(strs[i]));
+        }
+        for (int i = 0; i < (int)(sizeof reals / sizeof *reals); i++) {
+            snprintf(k, sizeof k, "r%d", i);
+            jtext_real(&t, k, reals[i]);
+            json_object_set_new(o, k, json_real(reals[i]));
+        }
+        for (int i = 0; i < (int)(sizeof ints / sizeof *ints); i++) {
+            snprintf(k, sizeof k, "i%d", i);
+            jtext_int(&t, k, ints[i]);
+            json_object_set_new(o, k, json_integer(ints[i]));
+        }
+        jtext_json(&t, "j", NULL);
+        json_object_set_new(o, "j", json_null());
+        jtext_str(&t, "key \"\n", "v");
+        json_object_set_new(o, "key \"\n", json_string("v"));
+        size_t n = 0;
+        char *got = jtext_end(&t, 1, &n), *want = dumps_taken(o, p);
+        CHECK(got && want && n == strlen(want) + 1 && got[n - 1] == '\n');
+        if (got && want) got[n - 1] = '\0';
+        CHECK_MSG(got && want && !strcmp(got, want), "precision %d:\n got %s\nwant %s", p, got, want);
+        free(got);
+        free(want);
+    }
+    jtext t;
+    jtext_begin(&t, 15);
+    char *empty = jtext_end(&t, 0, NULL);
+    CHECK(empty && !strcmp(empty, "{}"));
+    free(empty);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+static uint64_t rng(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* A random JSON value: reals of every magnitude (any finite bit pattern, or a short decimal as
+ * a user types one), integers, strings with escapes and digits in them, nesting. */
+static json_t *random_value(int depth) {
+    switch (rng() % (depth < 3 ? 7 : 5)) {
+    case 0: {
+        double d;
+        do {
+            uint64_t b = rng();
+            memcpy(&d, &b, sizeof d);
+        } while (!isfinite(d));
+        return json_real(d);
+    }
+    case 1: return json_real((double)(int64_t)(rng() % 2000001 - 1000000) / 1e4);
+    case 2: return json_integer((json_int_t)rng());
+    case 3: {
+        const char *pool[] = {"1.5e-3", "a\"b", "x\\", "-0.25", "\n\t", "caf\xc3\xa9", "", "e+10"};
+        return json_string(pool[rng() % 8]);
+    }
+    case 4: return rng() % 2 ? json_true() : json_null();
+    case 5: {
+        json_t *a = json_array();
+        for (int i = (int)(rng() % 5); i > 0; i--) json_array_append_new(a, random_value(depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (int i = (int)(rng() % 5); i > 0; i--) {
+            char k[16];
+            snprintf(k, sizeof k, "k%d.5e%d", i, (int)(rng() % 9));
+            json_object_set_new(o, k, random_value(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+/* The property the GET path rests on: a column stored as the store stores JSON (compact, reals
+ * at 17 digits) spliced by jtext_json gives the text that parsing it and dumping it at the
+ * API's precision gives. */
+TEST(jtext_json_splices_stored_json_as_parsing_and_dumping_it_would) {
+    int bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        json_t *v = random_value(0);
+        char *stored = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(v);
+        jtext t;
+        jtext_begin(&t, 15);
+        jtext_json(&t, "v", stored);
+        char *got = jtext_end(&t, 0, NULL);
+        json_t *o = json_object();
+        json_object_set_new(o, "v", json_loads(stored, JSON_DECODE_ANY, NULL));
+        char *want = dumps_taken(o, 15);
+        if (!got || !want || strcmp(got, want)) {
+            if (bad++ < 3) CHECK_MSG(0, "stored %s\n got %s\nwant %s", stored, got, want);
+        }
+        free(stored);
+        free(got);
+        free(want);
+    }
+    CHECK_MSG(bad == 0, "%d of 3000 differ", bad);
 }
 
 TEST_MAIN()
