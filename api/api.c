@@ -60,6 +60,14 @@ void api_json(api_response *res, int status, json_t *body) {
     res->content_type = body ? "application/json" : NULL;
 }
 
+void api_json_text(api_response *res, int status, char *text, size_t n) {
+    api_json(res, status, NULL);
+    free(res->text);
+    res->text = text;
+    res->text_len = n;
+    res->content_type = "application/json";
+}
+
 void api_error(api_response *res, int status, const char *code, const char *field,
                const char *fmt, ...) {
     char msg[1024];

@@ -231,8 +231,15 @@ void api_response_free(api_response *res);
 /* Adds a header (copied); -1 when full or too long. */
 int api_response_header(api_response *res, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The significant digits of reals in every JSON answer and event: 0.6, not
+ * 0.59999999999999998. */
+#define API_REAL_PRECISION 15
 /* Sets res to a JSON body (takes the reference). */
 void api_json(api_response *res, int status, json_t *body);
+/* Sets res to a JSON body already written as text (n bytes, taken), sent as it is: a job
+ * written with util/jtext.h at API_REAL_PRECISION and a newline, as the glue writes a json_t
+ * body; the OpenAPI document. */
+void api_json_text(api_response *res, int status, char *text, size_t n);
 /* Sets res to an error {"error": {"code", "message"[, "field"]}}; field may be NULL. Any body
  * already in res is released. */
 void api_error(api_response *res, int status, const char *code, const char *field,

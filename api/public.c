@@ -79,10 +79,7 @@ void api__openapi(api_ctx *ctx, const api_request *req, const api_params *p,
         return;
     }
     memcpy(text, openapi_json(), n + 1);
-    api_json(res, 200, NULL);
-    res->text = text;
-    res->text_len = n;
-    res->content_type = "application/json";
+    api_json_text(res, 200, text, n);
 }
 
 /* ---------------------------------------------------------------- the dashboard */

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
+
 static int reserve(sse_stream *s, size_t more) {
     if (s->off > 0 && s->off == s->len) s->off = s->len = 0; /* drained: start over */
     if (s->len + more <= s->cap) return 0;
@@ -51,7 +53,7 @@ int sse_append_event(sse_stream *s, json_t *event) {
     json_int_t id = json_integer_value(json_object_get(event, "id"));
     const char *type = json_string_value(json_object_get(event, "type"));
     /* Compact JSON has no newline, so the whole object is one data: line. */
-    char *data = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    char *data = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(API_REAL_PRECISION));
     if (!data) return -1;
     char head[96];
     int n = snprintf(head, sizeof head, "id: %lld\nevent: %.32s\ndata: ", (long long)id,

@@ -164,7 +164,7 @@ static enum MHD_Result respond(http_req *r, api_response *res) {
         if (resp) res->fd = -1; /* MHD owns it now and closes it with the response */
         bytes = res->length;
     } else if (res->body) {
-        char *s = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15)); /* 0.6, not 0.59999999999999998 */
+        char *s = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(API_REAL_PRECISION));
         size_t n = s ? strlen(s) : 0;
         char *t = s ? realloc(s, n + 2) : NULL;
         if (!t) {

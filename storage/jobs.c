@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/clock.h"
+
 /* ---- jobs ---- */
 
 /* The last column is the job's webhook as the API shows it: its URL and progress interval,
@@ -36,23 +38,30 @@
  * in the snapshots that events and webhooks carry, where it would name the event before. */
 #define JOB_LAST_EVENT ", (SELECT COALESCE(MAX(e.id), 0) FROM events e WHERE e.job_id = j.id)"
 
+/* JOB_COLS as the API names them, in order, with how each column reads: written once for the
+ * tree (job_row) and the text (job_read_text) alike. */
+enum { JOB_STR, JOB_JSON, JOB_INT, JOB_TIME };
+static const struct {
+    const char *key;
+    int kind;
+} JOB_FIELDS[JOB_NCOLS] = {
+    {"id", JOB_STR},          {"model_id", JOB_STR},     {"dataset_id", JOB_STR},
+    {"spec", JOB_JSON},       {"state", JOB_STR},        {"stage", JOB_STR},
+    {"progress", JOB_JSON},   {"metrics", JOB_JSON},     {"error", JOB_STR},
+    {"attempts", JOB_INT},    {"max_attempts", JOB_INT}, {"created_at", JOB_TIME},
+    {"started_at", JOB_TIME}, {"finished_at", JOB_TIME}, {"webhook", JOB_JSON},
+};
+
 static json_t *job_row(store__stmt *st) {
     json_t *j = json_object();
-    json_object_set_new(j, "id", store__col_str(st, 0));
-    json_object_set_new(j, "model_id", store__col_str(st, 1));
-    json_object_set_new(j, "dataset_id", store__col_str(st, 2));
-    json_object_set_new(j, "spec", store__col_json(st, 3));
-    json_object_set_new(j, "state", store__col_str(st, 4));
-    json_object_set_new(j, "stage", store__col_str(st, 5));
-    json_object_set_new(j, "progress", store__col_json(st, 6));
-    json_object_set_new(j, "metrics", store__col_json(st, 7));
-    json_object_set_new(j, "error", store__col_str(st, 8));
-    json_object_set_new(j, "attempts", store__col_int(st, 9));
-    json_object_set_new(j, "max_attempts", store__col_int(st, 10));
-    json_object_set_new(j, "created_at", store__col_time(st, 11));
-    json_object_set_new(j, "started_at", store__col_time(st, 12));
-    json_object_set_new(j, "finished_at", store__col_time(st, 13));
-    json_object_set_new(j, "webhook", store__col_json(st, 14));
+    for (int i = 0; i < JOB_NCOLS; i++) {
+        int kind = JOB_FIELDS[i].kind;
+        json_t *v = kind == JOB_STR    ? store__col_str(st, i)
+                    : kind == JOB_JSON ? store__col_json(st, i)
+                    : kind == JOB_INT  ? store__col_int(st, i)
+                                       : store__col_time(st, i);
+        json_object_set_new(j, JOB_FIELDS[i].key, v);
+    }
     return j;
 }
 
@@ -61,6 +70,28 @@ static json_t *job_read_row(store__stmt *st) {
     json_t *j = job_row(st);
     json_object_set_new(j, "last_event_id", store__col_int(st, JOB_NCOLS));
     return j;
+}
+
+/* job_read_row's members as text into t: the JSON columns spliced, not parsed. */
+static void job_read_text(store__stmt *st, jtext *t) {
+    for (int i = 0; i < JOB_NCOLS; i++) {
+        const char *key = JOB_FIELDS[i].key;
+        int kind = JOB_FIELDS[i].kind;
+        if (kind == JOB_STR) {
+            jtext_str(t, key, store__col_text(st, i));
+        } else if (kind == JOB_JSON) {
+            jtext_json(t, key, store__col_text(st, i));
+        } else if (store__col_null(st, i)) {
+            jtext_json(t, key, NULL);
+        } else if (kind == JOB_INT) {
+            jtext_int(t, key, store__col_int64(st, i));
+        } else {
+            char iso[CLOCK_ISO_MAX];
+            clock_iso_ms(store__col_int64(st, i), iso);
+            jtext_str(t, key, iso);
+        }
+    }
+    jtext_int(t, "last_event_id", store__col_int64(st, JOB_NCOLS));
 }
 
 int store__job_fetch(store *s, const char *owner, const char *id, json_t **out) {
@@ -177,12 +208,23 @@ int store_job_insert(store *s, const char *owner, const char *model_id, const ch
     return store_job_submit(s, &n, out);
 }
 
+#define JOB_GET_SQL(s) \
+    JOB_SQL(s, "SELECT ", JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED)
+
 int store_job_get(store *s, const char *owner, const char *id, json_t **out) {
-    int rc = store__query_one(
-        s, job_read_row, out,
-        JOB_SQL(s, "SELECT ", JOB_LAST_EVENT " FROM jobs j WHERE j.id = ?1 AND " OWNED), "ss", id,
-        owner);
+    int rc = store__query_one(s, job_read_row, out, JOB_GET_SQL(s), "ss", id, owner);
     if (rc == STORE_ENOTFOUND) store__fail(s, rc, "there is no job %s", id);
+    return rc;
+}
+
+int store_job_get_text(store *s, const char *owner, const char *id, jtext *t) {
+    store__stmt *st = store__query(s, JOB_GET_SQL(s), "ss", id, owner);
+    if (!st) return STORE_EDB;
+    int step = store__step(st), rc = STORE_OK;
+    if (step == STORE__ROW) job_read_text(st, t);
+    else if (step == STORE__DONE) rc = store__fail(s, STORE_ENOTFOUND, "there is no job %s", id);
+    else rc = store__db_fail(s);
+    store__reset(st);
     return rc;
 }
 

@@ -33,6 +33,7 @@
 #include <jansson.h>
 
 #include "storage/blob.h"
+#include "util/jtext.h"
 
 typedef struct store store;
 
@@ -201,6 +202,10 @@ typedef struct {
 } store_job_new;
 int store_job_submit(store *s, const store_job_new *n, json_t **out);
 int store_job_get(store *s, const char *owner, const char *id, json_t **out);
+/* The same job as members written into t (begun by the caller, util/jtext.h), in the same
+ * order: its JSON columns are spliced as stored rather than parsed, for GET /v1/jobs/{id}. On
+ * an error t may hold part of the members: the caller drops it. */
+int store_job_get_text(store *s, const char *owner, const char *id, jtext *t);
 /* Jobs newest first; state NULL = all; limit <= 0 = no limit; after = the cursor from a
  * previous page (NULL = from the newest; a string that is not one: STORE_EINVAL).
  * *next_cursor (a new string, free(), NULL at the end) continues the list. */

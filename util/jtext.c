@@ -148,7 +148,8 @@ void jtext_json(jtext *t, const char *k, const char *json) {
             /* a number: an integer stays as it is, a real is printed again */
             const char *e = s;
             int real = 0;
-            for (; *e && strchr("+-.0123456789eE", *e); e++) real |= *e == '.' || *e == 'e' || *e == 'E';
+            for (; *e && strchr("+-.0123456789eE", *e); e++)
+                real |= *e == '.' || *e == 'e' || *e == 'E';
             if (real) {
                 char buf[JTEXT_REAL_MAX];
                 put(t, run, (size_t)(s - run));

@@ -109,7 +109,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static void check_response(const api_route *route, const api_response *res) {
     if (res->status < 100 || res->status > 599) abort();
     if (res->body) {
-        char *s = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        char *s = json_dumps(res->body, JSON_COMPACT | JSON_REAL_PRECISION(API_REAL_PRECISION));
         if (!s) abort();
         if (fuzz_verbose()) fprintf(stderr, "fuzz: %d %.300s\n", res->status, s);
         const char *field = json_string_value(
@@ -120,6 +120,14 @@ static void check_response(const api_route *route, const api_response *res) {
             abort();
         }
         free(s);
+    } else if (res->text && res->content_type && !strcmp(res->content_type, "application/json")) {
+        /* written as text (api_json_text): it must still be JSON */
+        json_t *v = json_loadb(res->text, res->text_len, 0, NULL);
+        if (!v) {
+            fprintf(stderr, "fuzz: a JSON answer that does not parse: %.300s\n", res->text);
+            abort();
+        }
+        json_decref(v);
     } else if (fuzz_verbose()) {
         fprintf(stderr, "fuzz: %d (no JSON body)\n", res->status);
     }
