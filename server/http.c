@@ -594,17 +594,22 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     /* Cut off mid-upload (or refused before the end): the temp file goes, nothing is left. */
     if (r->upload_open) blob_abort(&r->bw);
     int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    json_t *l = json_pack("{s:s, s:s, s:o, s:s?, s:i, s:I, s:I, s:f}", "request_id",
-                          r->request_id, "method", r->method, "path", jlog_str(r->path), "route",
-                          r->route ? r->route->name : NULL, "status", r->status, "bytes",
-                          (json_int_t)r->out_bytes, "in", (json_int_t)r->received, "ms",
-                          (double)(long)((clock_mono_ms() - r->t0) * 1000) / 1000);
-    if (r->req.who) json_object_set_new(l, "token", json_string(r->who.token_id));
     if (!r->responded) count_request(r); /* cut off before an answer */
     else count_upload_bytes(r);          /* what a refused upload sent after its answer */
-    if (!ok) json_object_set_new(l, "aborted", json_string(termination_name(toe)));
-    jlog_json(!ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info", l);
-    json_decref(l);
+    /* The access log line, written as text: one per request, it cost 8% of a GET as a tree. */
+    jtext l;
+    jlog_begin(&l, !ok || r->status >= 500 ? (r->status >= 500 ? "error" : "warn") : "info");
+    jtext_str(&l, "request_id", r->request_id);
+    jtext_str(&l, "method", r->method);
+    jtext_str(&l, "path", r->path);
+    jtext_str(&l, "route", r->route ? r->route->name : NULL);
+    jtext_int(&l, "status", r->status);
+    jtext_int(&l, "bytes", r->out_bytes);
+    jtext_int(&l, "in", r->received);
+    jtext_real(&l, "ms", (double)(long)((clock_mono_ms() - r->t0) * 1000) / 1000);
+    if (r->req.who) jtext_str(&l, "token", r->who.token_id);
+    if (!ok) jtext_str(&l, "aborted", termination_name(toe));
+    jlog_end(&l);
     api_response_free(&r->res);
     free(r->body);
     free(r->path);

@@ -265,4 +265,47 @@ TEST(jtext_json_splices_stored_json_as_parsing_and_dumping_it_would) {
     CHECK_MSG(bad == 0, "%d of 3000 differ", bad);
 }
 
+/* The access log's line written as text is the line jlog_json writes of the same tree (their
+ * timestamps aside): a client's bytes that are not UTF-8 repaired alike, reals at the log's
+ * precision. */
+TEST(jlog_text_line_is_jlog_json_line) {
+    char path[] = "/tmp/gplq-test-jlog-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    const char *raw = "/v1/jobs/\xff\x01x";
+    json_t *o = json_pack("{s:s, s:o, s:s?, s:i, s:f}", "request_id", "r1", "path", jlog_str(raw),
+                          "route", NULL, "status", 404, "ms", 0.1 + 0.2);
+    jlog_json("warn", o);
+    json_decref(o);
+    jtext t;
+    jlog_begin(&t, "warn");
+    jtext_str(&t, "request_id", "r1");
+    jtext_str(&t, "path", raw);
+    jtext_str(&t, "route", NULL);
+    jtext_int(&t, "status", 404);
+    jtext_real(&t, "ms", 0.1 + 0.2);
+    jlog_end(&t);
+    dup2(saved, 2);
+    close(saved);
+    char buf[1024] = {0};
+    CHECK(pread(fd, buf, sizeof buf - 1, 0) > 0);
+    close(fd);
+    unlink(path);
+    char *second = strchr(buf, '\n');
+    CHECK(second != NULL);
+    if (!second) return;
+    *second++ = '\0';
+    char *end = strchr(second, '\n');
+    CHECK(end && !end[1]); /* one line each */
+    if (end) *end = '\0';
+    /* {"ts":"2026-...Z", is the same length in both: compare what follows it */
+    const char *a = strstr(buf, "\"level\""), *b = strstr(second, "\"level\"");
+    CHECK_MSG(a && b && !strcmp(a, b) && strstr(a, "\"ms\":0.3}") && strstr(a, "\"route\":null"),
+              "\n tree %s\n text %s", buf, second);
+}
+
 TEST_MAIN()

@@ -29,23 +29,48 @@ json_t *jlog_str(const char *s) {
 
 void jlog_json(const char *level, json_t *obj) { jlog_json_fd(2, level, obj); }
 
-void jlog_json_fd(int fd, const char *level, json_t *obj) {
-    char ts[CLOCK_ISO_MAX];
-    clock_iso_ms(clock_wall_ms(), ts);
-    /* ts and level first, so a human reading the log sees them first. */
-    json_t *line = json_pack("{s:s, s:s}", "ts", ts, "level", level);
-    json_object_update_missing(line, obj);
-    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-    json_decref(line);
-    if (!text) return;
-    size_t n = strlen(text);
-    text[n++] = '\n'; /* json_dumps's NUL becomes the newline: one buffer, one write */
+/* Reals in a line: enough for milliseconds and rates, short enough to read. */
+#define JLOG_REAL_PRECISION 9
+
+/* Writes n bytes of text on fd in as many write(2)s as it takes (one, but for a full pipe). */
+static void write_line(int fd, const char *text, size_t n) {
     for (size_t off = 0; off < n;) {
         ssize_t w = write(fd, text + off, n - off);
         if (w < 0 && errno == EINTR) continue; /* the worker's SIGTERM, on a full pipe */
         if (w <= 0) break;
         off += (size_t)w;
     }
+}
+
+void jlog_json_fd(int fd, const char *level, json_t *obj) {
+    char ts[CLOCK_ISO_MAX];
+    clock_iso_ms(clock_wall_ms(), ts);
+    /* ts and level first, so a human reading the log sees them first. */
+    json_t *line = json_pack("{s:s, s:s}", "ts", ts, "level", level);
+    json_object_update_missing(line, obj);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                      JSON_REAL_PRECISION(JLOG_REAL_PRECISION));
+    json_decref(line);
+    if (!text) return;
+    size_t n = strlen(text);
+    text[n++] = '\n'; /* json_dumps's NUL becomes the newline: one buffer, one write */
+    write_line(fd, text, n);
+    free(text);
+}
+
+void jlog_begin(jtext *t, const char *level) {
+    char ts[CLOCK_ISO_MAX];
+    clock_iso_ms(clock_wall_ms(), ts);
+    jtext_begin(t, JLOG_REAL_PRECISION);
+    jtext_str(t, "ts", ts);
+    jtext_str(t, "level", level);
+}
+
+void jlog_end(jtext *t) {
+    size_t n = 0;
+    char *text = jtext_end(t, 1, &n);
+    if (!text) return;
+    write_line(2, text, n);
     free(text);
 }
 
