@@ -265,23 +265,28 @@ void api__job_list(api_ctx *ctx, const api_request *req, const api_params *p,
         api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
         return;
     }
-    json_t *arr = NULL;
+    /* written as text, as api__job_get: a page is up to 500 jobs with their metrics */
+    jtext t;
+    jtext_begin(&t, API_REAL_PRECISION);
+    jtext_array(&t, "jobs");
     char *next = NULL;
-    int rc = store_job_list(ctx->st, ctx->owner, state, (int)limit, cursor, &arr, &next);
-    if (rc == STORE_EINVAL) {
-        json_decref(arr);
-        api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
-        return;
-    }
-    if (rc) {
-        json_decref(arr);
-        free(next);
-        api__internal(req, res, "listing jobs: %s", store_errmsg(ctx->st));
-        return;
-    }
-    api_json(res, 200, json_pack("{s:o, s:o}", "jobs", arr, "next_cursor",
-                                 next ? json_string(next) : json_null()));
+    int rc = store_job_list_text(ctx->st, ctx->owner, state, (int)limit, cursor, &t, &next);
+    jtext_close(&t);
+    jtext_str(&t, "next_cursor", next);
     free(next);
+    size_t n = 0;
+    char *text = jtext_end(&t, 1, &n);
+    if (rc == STORE_EINVAL) {
+        free(text);
+        api_error(res, 400, "bad_request", "cursor", "cursor is not one this server gave");
+    } else if (rc) {
+        free(text);
+        api__internal(req, res, "listing jobs: %s", store_errmsg(ctx->st));
+    } else if (!text) {
+        api__internal(req, res, "listing jobs: out of memory");
+    } else {
+        api_json_text(res, 200, text, n);
+    }
 }
 
 /* The hottest route (clients poll it): the job is written as text from its row, its stored

@@ -228,9 +228,9 @@ int store_job_get_text(store *s, const char *owner, const char *id, jtext *t) {
     return rc;
 }
 
-int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
-                   json_t **out_array, char **next_cursor) {
-    *out_array = NULL;
+/* store_job_list and store_job_list_text: each row of the page goes to row(st, arg). */
+static int job_list(store *s, const char *owner, const char *state, int limit, const char *after,
+                    void (*row)(store__stmt *, void *), void *arg, char **next_cursor) {
     *next_cursor = NULL;
     if (state && strcmp(state, "queued") && strcmp(state, "running") &&
         strcmp(state, "succeeded") && strcmp(state, "failed") && strcmp(state, "canceled"))
@@ -259,30 +259,54 @@ int store_job_list(store *s, const char *owner, const char *state, int limit, co
                              " AND j.seq < ?3 ORDER BY j.seq DESC LIMIT ?4"),
                      "ssII", owner, state, before, want);
     if (!st) return STORE_EDB;
-    json_t *arr = json_array();
     int64_t last_seq = 0;
-    int step, rc = STORE_OK, more = 0;
+    int step, rc = STORE_OK, more = 0, n = 0;
     while ((step = store__step(st)) == STORE__ROW) {
-        if (limit > 0 && (int)json_array_size(arr) == limit) {
+        if (limit > 0 && n == limit) {
             more = 1;
             break;
         }
-        json_array_append_new(arr, job_read_row(st));
+        row(st, arg);
+        n++;
         last_seq = store__col_int64(st, JOB_NCOLS + 1);
     }
     if (step != STORE__ROW && step != STORE__DONE) rc = store__db_fail(s);
     store__reset(st);
-    if (rc) {
-        json_decref(arr);
-        return rc;
-    }
+    if (rc) return rc;
     if (more) {
         char buf[32];
         snprintf(buf, sizeof buf, "%" PRId64, last_seq);
         *next_cursor = strdup(buf);
+        if (!*next_cursor) return store__fail(s, STORE_EDB, "out of memory");
+    }
+    return STORE_OK;
+}
+
+static void list_row_json(store__stmt *st, void *arr) {
+    json_array_append_new(arr, job_read_row(st));
+}
+
+static void list_row_text(store__stmt *st, void *t) {
+    jtext_object(t, NULL);
+    job_read_text(st, t);
+    jtext_close(t);
+}
+
+int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
+                   json_t **out_array, char **next_cursor) {
+    json_t *arr = json_array();
+    int rc = job_list(s, owner, state, limit, after, list_row_json, arr, next_cursor);
+    if (rc) {
+        json_decref(arr);
+        arr = NULL;
     }
     *out_array = arr;
-    return STORE_OK;
+    return rc;
+}
+
+int store_job_list_text(store *s, const char *owner, const char *state, int limit,
+                        const char *after, jtext *t, char **next_cursor) {
+    return job_list(s, owner, state, limit, after, list_row_text, t, next_cursor);
 }
 
 int store_job_cancel(store *s, const char *owner, const char *id, json_t **out) {

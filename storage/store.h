@@ -211,6 +211,10 @@ int store_job_get_text(store *s, const char *owner, const char *id, jtext *t);
  * *next_cursor (a new string, free(), NULL at the end) continues the list. */
 int store_job_list(store *s, const char *owner, const char *state, int limit, const char *after,
                    json_t **out_array, char **next_cursor);
+/* The same page as objects written into t, inside an array the caller opened there (jtext_array):
+ * each as store_job_get_text writes it. On an error t may hold part of the page. */
+int store_job_list_text(store *s, const char *owner, const char *state, int limit,
+                        const char *after, jtext *t, char **next_cursor);
 /* queued -> canceled at once; running -> cancel requested (the worker sees it at its next
  * progress write and ends the job canceled); ended -> STORE_ECONFLICT. *out: the job after. */
 int store_job_cancel(store *s, const char *owner, const char *id, json_t **out);

@@ -1387,7 +1387,8 @@ TEST(webhook_signature_and_backoff) {
 
 /* GET /v1/jobs/{id} writes the job as text from its row, splicing the stored JSON columns
  * (util/jtext.h): at every point of a job's life the bytes are those that dumping
- * store_job_get's tree would send, reals at the API's precision, escapes and all. */
+ * store_job_get's tree would send, reals at the API's precision, escapes and all; GET /v1/jobs
+ * those of store_job_list's page. */
 TEST(job_get_text_is_the_dumped_tree) {
     fixture f;
     fx_open(&f);
@@ -1427,6 +1428,27 @@ TEST(job_get_text_is_the_dumped_tree) {
         if (phase == 3)
             CHECK(strstr(want, "\"lr\":0.6,") && strstr(want, "\"progress_every_s\":2.5") &&
                   strstr(want, "\"top1\":0.8963") && strstr(want, "\\u0001"));
+        free(want);
+        api_response_free(&res);
+    }
+    /* GET /v1/jobs, written the same way: a page with a cursor, then the last page */
+    char j2[64];
+    make_job(&f, m, "\"weight_decay\":0.1", j2);
+    const char *pages[] = {"/v1/jobs?limit=1", "/v1/jobs?limit=5"};
+    for (int i = 0; i < 2; i++) {
+        json_t *arr = NULL;
+        char *next = NULL;
+        CHECK(store_job_list(f.st, NULL, NULL, i ? 5 : 1, NULL, &arr, &next) == STORE_OK);
+        CHECK((next != NULL) == (i == 0) && json_array_size(arr) == (i ? 2u : 1u));
+        json_t *page = json_pack("{s:o, s:s?}", "jobs", arr, "next_cursor", next);
+        char *want = json_dumps(page, JSON_COMPACT | JSON_REAL_PRECISION(API_REAL_PRECISION));
+        json_decref(page);
+        free(next);
+        api_response res;
+        CHECK(call(&f, &res, "GET", pages[i], NULL, NULL, NULL) == 200 && res.text);
+        CHECK_MSG(want && res.text && res.text_len == strlen(want) + 1 &&
+                      !strncmp(res.text, want, strlen(want)),
+                  "%s\n got %.*s\nwant %s", pages[i], (int)res.text_len, res.text, want);
         free(want);
         api_response_free(&res);
     }

@@ -773,6 +773,19 @@ static void check_job_text(store *s, const char *owner, const char *job) {
     json_decref(read);
     json_decref(tree);
     free(text);
+    /* and the owner's whole list */
+    char *next = NULL;
+    CHECK(store_job_list(s, owner, NULL, 0, NULL, &tree, &next) == STORE_OK && !next);
+    jtext_begin(&t, 17);
+    jtext_array(&t, "jobs");
+    CHECK(store_job_list_text(s, owner, NULL, 0, NULL, &t, &next) == STORE_OK && !next);
+    text = jtext_end(&t, 0, NULL);
+    read = text ? json_loads(text, 0, &e) : NULL;
+    CHECK_MSG(read && json_array_size(tree) > 0 && json_equal(json_object_get(read, "jobs"), tree),
+              "list %s", text);
+    json_decref(read);
+    json_decref(tree);
+    free(text);
 }
 
 TEST(job_lifecycle_with_events) {

@@ -180,6 +180,26 @@ TEST(jtext_members_are_the_text_json_dumps_writes) {
         json_object_set_new(o, "j", json_null());
         jtext_str(&t, "key \"\n", "v");
         json_object_set_new(o, "key \"\n", json_string("v"));
+        /* nesting: {"nest":{"a":[1,{"b":null,"r":0.6},[]],"c":{}},"after":2}, one left open */
+        jtext_object(&t, "nest");
+        jtext_array(&t, "a");
+        jtext_int(&t, NULL, 1);
+        jtext_object(&t, NULL);
+        jtext_json(&t, "b", NULL);
+        jtext_real(&t, "r", 0.6);
+        jtext_close(&t);
+        jtext_array(&t, NULL);
+        jtext_close(&t);
+        jtext_close(&t);
+        jtext_object(&t, "c");
+        jtext_close(&t);
+        jtext_close(&t);
+        jtext_int(&t, "after", 2);
+        jtext_array(&t, "open");
+        json_object_set_new(o, "nest", json_pack("{s:[i, {s:n, s:f}, []], s:{}}", "a", 1, "b",
+                                                 "r", 0.6, "c"));
+        json_object_set_new(o, "after", json_integer(2));
+        json_object_set_new(o, "open", json_array());
         size_t n = 0;
         char *got = jtext_end(&t, 1, &n), *want = dumps_taken(o, p);
         CHECK(got && want && n == strlen(want) + 1 && got[n - 1] == '\n');

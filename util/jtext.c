@@ -81,10 +81,31 @@ static void put_string(jtext *t, const char *s) {
     free(copy);
 }
 
+/* The comma before a member, and its key unless it is an array's. */
 static void key(jtext *t, const char *k) {
-    if (t->members++) put_c(t, ',');
+    if (t->members[t->depth]++) put_c(t, ',');
+    if (!k) return;
     put_quoted(t, k, strlen(k));
     put_c(t, ':');
+}
+
+static void open_nested(jtext *t, const char *k, char open, char close) {
+    key(t, k);
+    if (t->depth == JTEXT_DEPTH) {
+        t->oom = 1;
+        return;
+    }
+    put_c(t, open);
+    t->depth++;
+    t->members[t->depth] = 0;
+    t->close[t->depth] = close;
+}
+
+void jtext_object(jtext *t, const char *k) { open_nested(t, k, '{', '}'); }
+void jtext_array(jtext *t, const char *k) { open_nested(t, k, '[', ']'); }
+
+void jtext_close(jtext *t) {
+    if (t->depth > 0) put_c(t, t->close[t->depth--]);
 }
 
 int jtext_real_text(double v, int precision, char *out) {
@@ -165,6 +186,7 @@ void jtext_json(jtext *t, const char *k, const char *json) {
 }
 
 char *jtext_end(jtext *t, int newline, size_t *len) {
+    while (t->depth > 0) jtext_close(t);
     put_c(t, '}');
     if (newline) put_c(t, '\n');
     if (t->oom) {

@@ -8,6 +8,9 @@
  * same object, byte for byte (tests/test_util.c holds it to that): the same escapes, reals
  * printed at the same precision, members in the order they are added.
  *
+ * Objects and arrays nest (jtext_object, jtext_array, jtext_close) up to JTEXT_DEPTH deep. A
+ * member of an array has no key: pass NULL.
+ *
  * Out of memory is sticky: every call after it does nothing and jtext_end returns NULL.
  */
 #ifndef GPLQ_JTEXT_H
@@ -16,12 +19,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define JTEXT_DEPTH 8
+
 typedef struct {
     char *p;        /* the text so far (owned until jtext_end) */
     size_t len, cap;
-    int oom;        /* an allocation failed */
-    int members;    /* members written, for the commas */
+    int oom;        /* an allocation failed, or nesting passed JTEXT_DEPTH */
     int precision;  /* significant digits of reals, as JSON_REAL_PRECISION */
+    int depth;      /* open objects and arrays inside the outermost object */
+    int members[JTEXT_DEPTH + 1];  /* members written at each depth, for the commas */
+    char close[JTEXT_DEPTH + 1];   /* '}' or ']' for each */
 } jtext;
 
 /* Starts an object: "{". precision: the digits of every real written (1 to 17). */
@@ -36,7 +43,12 @@ void jtext_real(jtext *t, const char *key, double v);
  * printed again at the object's precision as json_dumps would print the value they parse to.
  * json must be one valid JSON value: it is not checked. */
 void jtext_json(jtext *t, const char *key, const char *json);
-/* Closes the object ("}" and, if newline, "\n") and returns its text (owned by the caller, NUL
+/* Opens an object or an array as a member (key NULL inside an array); jtext_close closes the
+ * innermost one open. */
+void jtext_object(jtext *t, const char *key);
+void jtext_array(jtext *t, const char *key);
+void jtext_close(jtext *t);
+/* Closes what is still open and the object ("}" and, if newline, "\n") and returns its text (owned by the caller, NUL
  * terminated; its length in *len if len), or NULL if memory ran out. t is spent either way. */
 char *jtext_end(jtext *t, int newline, size_t *len);
 
