@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/utf8.h"
 
 json_t *jlog_str(const char *s) {
     if (!s) return json_null();
@@ -18,10 +19,8 @@ json_t *jlog_str(const char *s) {
     if (v) return v;
     /* Not UTF-8 (a client's raw bytes): keep the ASCII, mark the rest, so that the line is
      * still written and still says something. */
-    char *copy = strdup(s);
+    char *copy = utf8_ascii_copy(s);
     if (!copy) return json_string("?");
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20) *p = '?';
     v = json_string(copy);
     free(copy);
     return v;

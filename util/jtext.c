@@ -67,15 +67,10 @@ static void put_string(jtext *t, const char *s) {
         put_quoted(t, s, n);
         return;
     }
-    /* jlog_str's repair, without its copy through jansson */
-    char *copy = malloc(n + 1);
+    char *copy = utf8_ascii_copy(s); /* jlog_str's repair */
     if (!copy) {
         t->oom = 1;
         return;
-    }
-    for (size_t i = 0; i <= n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        copy[i] = c && (c >= 0x80 || c < 0x20) ? '?' : (char)c;
     }
     put_quoted(t, copy, n);
     free(copy);
@@ -108,7 +103,10 @@ void jtext_close(jtext *t) {
     if (t->depth > 0) put_c(t, t->close[t->depth--]);
 }
 
-int jtext_real_text(double v, int precision, char *out) {
+/* The text json_dumps writes for the real v at precision digits (1 to 17), into out (at least
+ * JTEXT_REAL_MAX bytes); returns its length. */
+#define JTEXT_REAL_MAX 40
+static int real_text(double v, int precision, char *out) {
     if (!isfinite(v)) return snprintf(out, JTEXT_REAL_MAX, "null"); /* json_real refuses them */
     int n = snprintf(out, JTEXT_REAL_MAX, "%.*g", precision, v);
     /* a real must read back as a real: "1" would be an integer */
@@ -150,7 +148,7 @@ void jtext_int(jtext *t, const char *k, int64_t v) {
 void jtext_real(jtext *t, const char *k, double v) {
     char buf[JTEXT_REAL_MAX];
     key(t, k);
-    put(t, buf, (size_t)jtext_real_text(v, t->precision, buf));
+    put(t, buf, (size_t)real_text(v, t->precision, buf));
 }
 
 void jtext_json(jtext *t, const char *k, const char *json) {
@@ -174,7 +172,7 @@ void jtext_json(jtext *t, const char *k, const char *json) {
             if (real) {
                 char buf[JTEXT_REAL_MAX];
                 put(t, run, (size_t)(s - run));
-                put(t, buf, (size_t)jtext_real_text(strtod(s, NULL), t->precision, buf));
+                put(t, buf, (size_t)real_text(strtod(s, NULL), t->precision, buf));
                 run = e;
             }
             s = e;

@@ -52,9 +52,4 @@ void jtext_close(jtext *t);
  * terminated; its length in *len if len), or NULL if memory ran out. t is spent either way. */
 char *jtext_end(jtext *t, int newline, size_t *len);
 
-/* The text json_dumps writes for the real v at precision digits (1 to 17), into out (at least
- * JTEXT_REAL_MAX bytes); returns its length. */
-#define JTEXT_REAL_MAX 40
-int jtext_real_text(double v, int precision, char *out);
-
 #endif

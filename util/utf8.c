@@ -1,5 +1,5 @@
 /*
- * utf8.c: UTF-8 validity (see utf8.h).
+ * utf8.c: UTF-8 validity, and the repair of bytes that are not (see utf8.h).
  */
 #include "util/utf8.h"
 
@@ -31,4 +31,12 @@ int utf8_valid(const char *s) {
         i += (size_t)l;
     }
     return 1;
+}
+
+char *utf8_ascii_copy(const char *s) {
+    char *copy = strdup(s);
+    if (!copy) return NULL;
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20) *p = '?';
+    return copy;
 }

@@ -17,4 +17,9 @@ int utf8_seq_len(const char *s, size_t n);
 /* 1 if the NUL-terminated string s (borrowed for the call) is valid UTF-8 throughout, else 0. */
 int utf8_valid(const char *s);
 
+/* What bytes that are not UTF-8 become where they must reach JSON anyway (a client's raw path
+ * in a log line): a copy of s (owned by the caller; NULL if out of memory) with every
+ * non-ASCII and control byte replaced by '?'. */
+char *utf8_ascii_copy(const char *s);
+
 #endif
