@@ -4,8 +4,9 @@
 bench/service.py measures the gplqd that is built; deciding a change to the service (a
 libmicrohttpd pool size, a different upload path) needs the same measures of two builds side
 by side, alternated so that the machine's drift falls on both. For each round and each gplqd in
-turn: GET /v1/jobs/{id} throughput (wrk, as service.py), the median of 3 uploads of a 97 MB
-model and dd with fsync of the same size into the same data dir, one line each.
+turn: GET /v1/jobs/{id} throughput (wrk, as service.py), GET /v1/jobs?limit=50 over 20 queued
+jobs (the dashboard's list), the median of 3 uploads of a 97 MB model and dd with fsync of the
+same size into the same data dir, one line each.
 
 Usage: bench/service_ab.py GPLQD[,GPLQD...] [ROUNDS]   (ROUNDS default 3)
   GPLQD: the path of a gplqd program; the worker and the rest come from $GPLQ_BUILD (build/).
@@ -43,10 +44,13 @@ def main():
                 url = d.url + "/v1/jobs/" + d.create_job(m, **S.LONG_JOB).json()["id"]
                 S.wrk(url, 2, S.auth_headers(d))  # warm-up
                 get = S.wrk(url, 5, S.auth_headers(d))["requests_per_s"]
+                for _ in range(19):
+                    d.create_job(m, **S.LONG_JOB)
+                lst = S.wrk(d.url + "/v1/jobs?limit=50", 5, S.auth_headers(d))["requests_per_s"]
                 dd = S.disk_write_mb_s(os.path.join(d.data_dir, "dd.tmp"), size)
                 up = size / statistics.median(S.upload_times(d, big, size)) / (1 << 20)
-            print("round %d  %-40s GET %7.0f req/s  upload %5.0f MB/s  dd %5.0f MB/s  ratio %.2f"
-                  % (r + 1, prog, get, up, dd, up / dd), flush=True)
+            print("round %d  %-40s GET %7.0f req/s  list %6.0f req/s  upload %5.0f MB/s  dd %5.0f "
+                  "MB/s  ratio %.2f" % (r + 1, prog, get, lst, up, dd, up / dd), flush=True)
     os.unlink(big)
     os.rmdir(tmp)
     return 0
